@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Tollgate benchmark entry point (npm run bench).
+#   bash bench/run.sh            3 runs x 10 s per target, table on stdout
+#   bash bench/run.sh --quick    1 run x 3 s per target (smoke test)
+#   bash bench/run.sh --write    also update docs/benchmarks.md
+# See bench/bench.mjs for the environment variables.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+
+# nginx and wrk: install only when missing.
+if ! command -v nginx >/dev/null 2>&1 || ! command -v wrk >/dev/null 2>&1; then
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
+      echo "bench: nginx/wrk missing and not root: install nginx-light and wrk first" >&2
+      exit 1
+    fi
+  fi
+  echo "bench: installing nginx-light and wrk" >&2
+  $sudo apt-get update
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y nginx-light wrk
+fi
+for tool in nginx wrk taskset node; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "bench: $tool not found" >&2; exit 1; }
+done
+
+# Scratch dir for nginx pid/logs/temp, configs and logs; bench.mjs mirrors the
+# process groups it started into the pidfile so they can be reaped here even
+# if node itself dies without cleaning up.
+BENCH_TMPDIR="$(mktemp -d "${TMPDIR:-/tmp}/tollgate-bench.XXXXXX")"
+BENCH_PIDFILE="$BENCH_TMPDIR/children.pids"
+export BENCH_TMPDIR BENCH_PIDFILE
+: >"$BENCH_PIDFILE"
+child=""
+
+cleanup() {
+  local status=$?
+  trap - EXIT INT TERM HUP
+  if [ -n "$child" ] && kill -0 "$child" 2>/dev/null; then
+    kill -TERM "$child" 2>/dev/null || true
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+      kill -0 "$child" 2>/dev/null || break
+      sleep 0.3
+    done
+    kill -KILL "$child" 2>/dev/null || true
+  fi
+  if [ -s "$BENCH_PIDFILE" ]; then
+    while read -r pg; do
+      [ -n "$pg" ] && kill -TERM -- "-$pg" 2>/dev/null || true
+    done <"$BENCH_PIDFILE"
+    sleep 0.5
+    while read -r pg; do
+      [ -n "$pg" ] && kill -KILL -- "-$pg" 2>/dev/null || true
+    done <"$BENCH_PIDFILE"
+  fi
+  if [ "${BENCH_KEEP_TMP:-0}" = "1" ]; then
+    echo "bench: kept $BENCH_TMPDIR" >&2
+  else
+    rm -rf "$BENCH_TMPDIR"
+  fi
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+# Run node in the background and wait, so a signal to this shell is handled
+# at once (the EXIT trap stops node, which stops what it started).
+node bench/bench.mjs "$@" &
+child=$!
+status=0
+wait "$child" || status=$?
+child=""
+exit "$status"

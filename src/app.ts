@@ -1,0 +1,77 @@
+/**
+ * The composition root: builds every part from a validated config and passes each its dependencies. No
+ * part reaches for a global; the CLI, the demo and the tests all start a proxy through `createProxy`.
+ */
+import type { AddressInfo } from 'node:net';
+import type { Logger } from 'pino';
+import { LoadBalancer } from './balancing/load-balancer.js';
+import type { Config } from './config/schema.js';
+import { MemoryStore } from './limits/memory-store.js';
+import type { RateLimitStore } from './limits/store.js';
+import { policyFromRate } from './limits/token-bucket.js';
+import { createAuth } from './middleware/auth/auth.js';
+import { createRateLimit } from './middleware/rate-limit/rate-limit.js';
+import { createAccessLog } from './observability/access-log.js';
+import type { Phases } from './proxy/phases.js';
+import { Pipeline } from './proxy/pipeline.js';
+import { ProxyServer } from './server/proxy-server.js';
+import { mathRandom, monotonicClock, type Clock, type Random } from './util/clock.js';
+
+export interface ProxyOptions {
+  logger: Logger;
+  clock?: Clock;
+  random?: Random;
+  /** Extra phases (library use), run after the built-in request filters. */
+  phases?: readonly Phases[];
+}
+
+export interface Proxy {
+  readonly config: Config;
+  readonly balancer: LoadBalancer;
+  readonly pipeline: Pipeline;
+  readonly server: ProxyServer;
+  listen(): Promise<AddressInfo>;
+  /** Graceful shutdown (see ProxyServer.shutdown). */
+  close(): Promise<void>;
+}
+
+/** Builds a proxy from a config; nothing listens until `listen()`. */
+export function createProxy(config: Config, options: ProxyOptions): Proxy {
+  const clock = options.clock ?? monotonicClock;
+  const random = options.random ?? mathRandom;
+  const logger = options.logger;
+  const balancer = new LoadBalancer(config.load_balancing, random);
+
+  const phases: Phases[] = [];
+  const { auth, rate_limit: rateLimit } = config.middleware;
+  const authPhases = auth.enabled ? createAuth(auth) : undefined;
+  let store: RateLimitStore | undefined;
+  if (authPhases !== undefined) phases.push(authPhases.authenticate);
+  if (rateLimit.enabled) {
+    store = new MemoryStore({ policy: policyFromRate(rateLimit.requests_per_minute, rateLimit.burst_size), maxKeys: rateLimit.max_keys, clock });
+    phases.push(createRateLimit(rateLimit, store));
+  }
+  if (authPhases !== undefined) phases.push(authPhases.enforce);
+  phases.push(...(options.phases ?? []));
+  const accessLog = createAccessLog(logger);
+  if (accessLog !== undefined) phases.push(accessLog);
+
+  const pipeline = new Pipeline({ config, balancer, logger, phases });
+  const server = new ProxyServer({
+    config: config.server,
+    pipeline,
+    logger,
+    onClosed: async () => {
+      store?.close();
+      await balancer.close();
+    },
+  });
+  return {
+    config,
+    balancer,
+    pipeline,
+    server,
+    listen: () => server.listen(),
+    close: () => server.shutdown(),
+  };
+}

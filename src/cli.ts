@@ -1,0 +1,140 @@
+#!/usr/bin/env node
+/**
+ * `tollgate`: the command line. Parses flags, loads the config (exit 2 when it is bad, as `nginx -t`),
+ * starts the proxy and shuts it down gracefully on SIGTERM / SIGINT.
+ */
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { createProxy } from './app.js';
+import { ConfigError, loadConfigFile } from './config/load.js';
+import { createLogger } from './observability/logger.js';
+
+const DEFAULT_CONFIG = 'config/proxy.yaml';
+
+const HELP = `Usage: tollgate [options]
+
+A reverse proxy with load balancing, authentication, rate limiting, health checks and request tracing.
+
+Options:
+  -c, --config FILE        YAML config to use (default: ${DEFAULT_CONFIG})
+  -t, --check              validate the config and exit: 0 when valid, 2 when not
+      --log-format FORMAT  json (default) or pretty; overrides logging.format
+  -v, --version            print the version and exit
+  -h, --help               print this help and exit
+
+Environment:
+  LOG_LEVEL                fatal, error, warn, info, debug, trace or silent; overrides logging.level
+  \${NAME} in any string value of the config is replaced by the environment variable NAME.
+
+Signals:
+  SIGTERM, SIGINT          graceful shutdown: stop accepting, finish in-flight requests, exit 0
+                           (a second signal exits at once)
+
+Exit status: 0 after a clean shutdown or a valid --check, 1 when the proxy cannot start (port in use),
+2 for a bad config or bad flags.`;
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+async function main(argv: string[]): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: {
+        config: { type: 'string', short: 'c' },
+        check: { type: 'boolean', short: 't' },
+        'log-format': { type: 'string' },
+        version: { type: 'boolean', short: 'v' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (err) {
+    process.stderr.write(`tollgate: ${(err as Error).message}\nTry 'tollgate --help'.\n`);
+    return 2;
+  }
+  if (values.help === true) {
+    process.stdout.write(`${HELP}\n`);
+    return 0;
+  }
+  if (values.version === true) {
+    process.stdout.write(`tollgate ${version()}\n`);
+    return 0;
+  }
+  const format = values['log-format'];
+  if (format !== undefined && format !== 'json' && format !== 'pretty') {
+    process.stderr.write(`tollgate: --log-format must be json or pretty, got "${format}"\n`);
+    return 2;
+  }
+
+  const file = values.config ?? DEFAULT_CONFIG;
+  let config;
+  try {
+    config = loadConfigFile(file);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\ntollgate: configuration ${file} is invalid\n`);
+      return 2;
+    }
+    throw err;
+  }
+  if (values.check === true) {
+    process.stdout.write(`tollgate: configuration ${file} is valid\n`);
+    return 0;
+  }
+
+  const { logger, flush } = createLogger(config.logging, { level: process.env.LOG_LEVEL, format });
+  process.on('unhandledRejection', (reason) => logger.error({ err: reason }, 'unhandled rejection (a bug: please report it)'));
+  process.on('uncaughtException', (err) => logger.error({ err }, 'uncaught exception (a bug: please report it)'));
+
+  const proxy = createProxy(config, { logger });
+  try {
+    const address = await proxy.listen();
+    logger.info(
+      { address: address.address, port: address.port, upstreams: config.load_balancing.upstreams.length, strategy: config.load_balancing.strategy, config: file },
+      `Tollgate ${version()} listening on ${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`,
+    );
+  } catch (err) {
+    logger.fatal({ err }, 'cannot listen');
+    flush();
+    await proxy.close();
+    return 1;
+  }
+
+  return new Promise<number>((resolve) => {
+    let signals = 0;
+    const onSignal = (signal: NodeJS.Signals): void => {
+      signals++;
+      if (signals > 1) {
+        logger.warn({ signal }, 'second signal: exiting now');
+        flush();
+        process.exit(1);
+      }
+      logger.info({ signal }, 'signal received: shutting down gracefully');
+      proxy.close().then(
+        () => resolve(0),
+        (err: unknown) => {
+          logger.error({ err }, 'error during shutdown');
+          resolve(1);
+        },
+      );
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  }).then((code) => {
+    flush();
+    return code;
+  });
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`tollgate: ${(err as Error).stack ?? String(err)}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,163 @@
+/**
+ * The one configuration schema. The TypeScript types of the whole configuration are inferred from it,
+ * and it is the only validation: a file that passes it is a proxy that can start.
+ * Keys are snake_case; durations are integer milliseconds named `*_ms`.
+ */
+import { isIP } from 'node:net';
+import { z } from 'zod';
+
+const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
+
+function isHost(value: string): boolean {
+  return isIP(value) !== 0 || HOSTNAME.test(value);
+}
+
+function isCidr(value: string): boolean {
+  const slash = value.indexOf('/');
+  const ip = slash === -1 ? value : value.slice(0, slash);
+  const family = isIP(ip);
+  if (family === 0) return false;
+  if (slash === -1) return true;
+  const bits = value.slice(slash + 1);
+  if (!/^\d{1,3}$/.test(bits)) return false;
+  return Number(bits) <= (family === 4 ? 32 : 128);
+}
+
+const port = z
+  .number({ error: 'must be a port number (1-65535)' })
+  .int('must be a whole number (1-65535)')
+  .min(1, 'must be 1-65535')
+  .max(65535, 'must be 1-65535');
+
+/** A non-negative whole number of milliseconds. */
+const durationMs = (fallback: number) =>
+  z
+    .number({ error: 'must be a whole number of milliseconds' })
+    .int('must be a whole number of milliseconds')
+    .min(0, 'must be 0 or more milliseconds')
+    .default(fallback);
+
+const positiveInt = (what: string, max = Number.MAX_SAFE_INTEGER) =>
+  z
+    .number({ error: `must be ${what}` })
+    .int(`must be ${what}`)
+    .min(1, `must be ${what}`)
+    .max(max, `must be ${what}`);
+
+const host = z.string({ error: 'must be an IP address or a host name' }).refine(isHost, 'must be an IP address or a host name');
+
+const serverSchema = z.strictObject({
+  listen_port: port.default(8080),
+  listen_address: host.default('0.0.0.0'),
+  max_connections: positiveInt('a whole number of at least 1').default(1000),
+  keepalive_timeout_ms: durationMs(75_000),
+  shutdown_grace_ms: durationMs(30_000),
+  trusted_proxies: z.array(z.string().refine(isCidr, 'must be an IP address or a CIDR block such as 10.0.0.0/8')).default([]),
+  health_path: z.string().regex(/^\/[^?#\s]*$/, 'must be a path starting with "/" (no query)').default('/health'),
+  proxy_name: z.string().regex(/^[\x21-\x7e]+(?: [\x21-\x7e]+)*$/, 'must be printable ASCII').default('tollgate'),
+});
+
+const upstreamSchema = z.strictObject({
+  name: z.string().min(1, 'must not be empty').regex(/^[A-Za-z0-9._-]+$/, 'must use only letters, digits, ".", "_" and "-"'),
+  address: host,
+  port,
+  weight: positiveInt('a whole number from 1 to 1000', 1000).default(1),
+});
+
+export const STRATEGIES = ['round_robin', 'random', 'least_conn'] as const;
+
+const poolSchema = z.strictObject({
+  /** Connections kept per upstream (undici Pool `connections`). */
+  max_connections: positiveInt('a whole number of at least 1').default(128),
+  /** How long an idle upstream connection is kept, unless the upstream asks for less. */
+  keepalive_timeout_ms: durationMs(60_000),
+});
+
+const loadBalancingSchema = z.strictObject({
+  strategy: z.enum(STRATEGIES, { error: `must be one of ${STRATEGIES.join(', ')}` }).default('round_robin'),
+  upstreams: z
+    .array(upstreamSchema, { error: 'must be a list of upstreams' })
+    .min(1, 'must list at least one upstream')
+    .superRefine(function uniqueNames(list, ctx) {
+      const seen = new Set<string>();
+      list.forEach((u, i) => {
+        if (seen.has(u.name)) ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `duplicate upstream name "${u.name}"` });
+        seen.add(u.name);
+      });
+    }),
+  connect_timeout_ms: durationMs(5_000),
+  response_timeout_ms: durationMs(30_000),
+  preserve_host: z.boolean().default(true),
+  pool: poolSchema.prefault({}),
+});
+
+export const AUTH_TYPES = ['bearer', 'basic', 'api_key'] as const;
+
+const headerName = z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'must be a valid header name');
+
+const authSchema = z
+  .strictObject({
+    enabled: z.boolean().default(false),
+    auth_type: z.enum(AUTH_TYPES, { error: `must be one of ${AUTH_TYPES.join(', ')}` }).default('bearer'),
+    valid_tokens: z.array(z.string().min(1, 'must not be empty')).default([]),
+    users: z
+      .array(
+        z.strictObject({
+          username: z.string().min(1, 'must not be empty').refine((u) => !u.includes(':'), 'must not contain ":"'),
+          password: z.string(),
+        }),
+      )
+      .default([]),
+    api_key_header: headerName.default('X-API-Key'),
+    forward_credentials: z.boolean().default(false),
+    realm: z.string().regex(/^[^"\\\r\n]*$/, 'must not contain quotes, backslashes or line breaks').default('tollgate'),
+  })
+  .superRefine(function credentialsPresent(auth, ctx) {
+    if (!auth.enabled) return;
+    if (auth.auth_type === 'basic') {
+      if (auth.users.length === 0 && auth.valid_tokens.length === 0) {
+        ctx.addIssue({ code: 'custom', path: ['users'], message: 'basic auth needs users or valid_tokens' });
+      }
+    } else if (auth.valid_tokens.length === 0) {
+      ctx.addIssue({ code: 'custom', path: ['valid_tokens'], message: `${auth.auth_type} auth needs at least one token` });
+    }
+  });
+
+const rateLimitSchema = z.strictObject({
+  enabled: z.boolean().default(false),
+  requests_per_minute: positiveInt('a whole number of at least 1').default(100),
+  burst_size: positiveInt('a whole number of at least 1').default(10),
+  /** Most client buckets kept at once; the least recently used are dropped beyond it. */
+  max_keys: positiveInt('a whole number of at least 1').default(100_000),
+});
+
+const middlewareSchema = z.strictObject({
+  auth: authSchema.prefault({}),
+  rate_limit: rateLimitSchema.prefault({}),
+});
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+const loggingSchema = z.strictObject({
+  level: z.enum(LOG_LEVELS, { error: `must be one of ${LOG_LEVELS.join(', ')}` }).default('info'),
+  format: z.enum(['json', 'pretty'], { error: 'must be json or pretty' }).default('json'),
+  file: z.string().min(1).optional(),
+});
+
+export const configSchema = z.strictObject({
+  server: serverSchema.prefault({}),
+  load_balancing: loadBalancingSchema,
+  middleware: middlewareSchema.prefault({}),
+  logging: loggingSchema.prefault({}),
+});
+
+/** The whole configuration after validation and defaults. */
+export type Config = z.infer<typeof configSchema>;
+export type ServerConfig = Config['server'];
+export type LoadBalancingConfig = Config['load_balancing'];
+export type UpstreamConfig = LoadBalancingConfig['upstreams'][number];
+export type AuthConfig = Config['middleware']['auth'];
+export type RateLimitConfig = Config['middleware']['rate_limit'];
+export type LoggingConfig = Config['logging'];
+export type Strategy = (typeof STRATEGIES)[number];
+export type LogLevel = (typeof LOG_LEVELS)[number];

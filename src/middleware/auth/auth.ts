@@ -1,0 +1,97 @@
+import type { AuthConfig } from '../../config/schema.js';
+import type { RequestContext } from '../../proxy/context.js';
+import { ProxyError } from '../../proxy/errors.js';
+import type { FilterResult, Phases } from '../../proxy/phases.js';
+import { authorizationParam, decodeBasic, digest, findSecret } from './credentials.js';
+
+/** Refusal shared by every 401: filters return it, so a refused request allocates no error. */
+const UNAUTHORIZED = new ProxyError('unauthorized');
+
+/** An authentication check: the principal (a stable name for the credential) or why there is none. */
+type Verify = (ctx: RequestContext) => string | { failure: string };
+
+export interface AuthPhases {
+  /** Identifies the client; never refuses, so a rate limit can count failed attempts first. */
+  readonly authenticate: Phases;
+  /** Refuses a request that `authenticate` could not identify, with 401 and a challenge. */
+  readonly enforce: Phases;
+}
+
+/**
+ * Builds the auth middleware from its config (once, at load time): secrets are hashed here, the header
+ * name and challenges are fixed here. Two phases, so the rate limiter can sit between them.
+ */
+export function createAuth(config: AuthConfig): AuthPhases {
+  const realm = config.realm;
+  const tokens = config.valid_tokens.map(digest);
+  let verify: Verify;
+  let challenge: string;
+  let header: string;
+
+  switch (config.auth_type) {
+    case 'bearer':
+      header = 'authorization';
+      challenge = `Bearer realm="${realm}"`;
+      verify = function verifyBearer(ctx) {
+        const token = authorizationParam(ctx.req.headers.authorization, 'bearer');
+        if (token === undefined) return { failure: ctx.req.headers.authorization === undefined ? 'missing' : 'malformed' };
+        const index = findSecret(digest(token), tokens);
+        return index === -1 ? { failure: 'invalid' } : `token:${index}`;
+      };
+      break;
+    case 'api_key': {
+      header = config.api_key_header.toLowerCase();
+      challenge = `ApiKey header="${config.api_key_header}"`;
+      const name = header;
+      verify = function verifyApiKey(ctx) {
+        const key = ctx.req.headers[name];
+        if (key === undefined) return { failure: 'missing' };
+        if (typeof key !== 'string' || key === '') return { failure: 'malformed' };
+        const index = findSecret(digest(key), tokens);
+        return index === -1 ? { failure: 'invalid' } : `token:${index}`;
+      };
+      break;
+    }
+    case 'basic': {
+      header = 'authorization';
+      challenge = `Basic realm="${realm}", charset="UTF-8"`;
+      const users = config.users.map((u) => digest(`${u.username}:${u.password}`));
+      const names = config.users.map((u) => u.username);
+      verify = function verifyBasic(ctx) {
+        const param = authorizationParam(ctx.req.headers.authorization, 'basic');
+        if (param === undefined) return { failure: ctx.req.headers.authorization === undefined ? 'missing' : 'malformed' };
+        // Both forms are always checked, so timing does not tell which one the credentials were.
+        const pair = decodeBasic(param);
+        const user = findSecret(digest(pair === undefined ? '' : `${pair.username}:${pair.password}`), users);
+        const token = findSecret(digest(param), tokens);
+        if (pair !== undefined && user !== -1) return `user:${names[user] as string}`;
+        if (token !== -1) return `token:${token}`;
+        return { failure: 'invalid' };
+      };
+      break;
+    }
+  }
+
+  const authenticate: Phases = {
+    name: 'auth',
+    consumesRequestHeaders: config.forward_credentials ? [] : [header],
+    requestFilter: function authenticate(ctx): FilterResult {
+      const result = verify(ctx);
+      if (typeof result === 'string') ctx.principal = result;
+      else {
+        ctx.authFailure = result.failure;
+        ctx.authChallenge = result.failure === 'missing' || config.auth_type !== 'bearer' ? challenge : `${challenge}, error="invalid_token"`;
+      }
+      return false;
+    },
+  };
+  const enforce: Phases = {
+    name: 'auth-enforce',
+    requestFilter: function enforceAuth(ctx): FilterResult {
+      if (ctx.authFailure === undefined) return false;
+      ctx.responseHeaders.push('WWW-Authenticate', ctx.authChallenge);
+      return UNAUTHORIZED;
+    },
+  };
+  return { authenticate, enforce };
+}

@@ -1,0 +1,40 @@
+import type { RateLimitConfig } from '../../config/schema.js';
+import type { RateLimitStore } from '../../limits/store.js';
+import type { RateDecision } from '../../limits/token-bucket.js';
+import type { RequestContext } from '../../proxy/context.js';
+import { ProxyError } from '../../proxy/errors.js';
+import type { FilterResult, Phases } from '../../proxy/phases.js';
+
+const RATE_LIMITED = new ProxyError('rate_limited');
+
+/**
+ * Rate limiting as a request filter. The client is the authenticated principal when there is one (so a
+ * credential has one budget wherever it comes from), else its address; requests that failed authentication
+ * are charged to their address. Every response to a limited request carries the IETF RateLimit headers.
+ */
+export function createRateLimit(config: RateLimitConfig, store: RateLimitStore): Phases {
+  const policy = `"default";q=${config.requests_per_minute};w=60`;
+
+  function apply(ctx: RequestContext, decision: RateDecision): FilterResult {
+    ctx.rateLimit = decision;
+    ctx.responseHeaders.push(
+      'RateLimit-Policy',
+      policy,
+      'RateLimit',
+      `"default";r=${decision.remaining};t=${Math.ceil(decision.resetMs / 1000)}`,
+    );
+    if (decision.allowed) return false;
+    ctx.responseHeaders.push('Retry-After', String(Math.max(1, Math.ceil(decision.retryAfterMs / 1000))));
+    return RATE_LIMITED;
+  }
+
+  return {
+    name: 'rate-limit',
+    requestFilter: function rateLimit(ctx): FilterResult | Promise<FilterResult> {
+      const key = ctx.principal ?? `addr:${ctx.clientAddress}`;
+      const decision = store.take(key);
+      if (decision instanceof Promise) return decision.then((d) => apply(ctx, d));
+      return apply(ctx, decision);
+    },
+  };
+}

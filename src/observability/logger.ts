@@ -1,0 +1,56 @@
+import { pino, type DestinationStream, type Logger } from 'pino';
+import pretty from 'pino-pretty';
+import type { LoggingConfig, LogLevel } from '../config/schema.js';
+
+export interface LoggerHandle {
+  logger: Logger;
+  /** Writes out whatever is buffered; call before the process exits. */
+  flush(): void;
+}
+
+export interface LoggerOverrides {
+  /** LOG_LEVEL from the environment wins over the file. */
+  level?: string | undefined;
+  /** --log-format from the command line wins over the file. */
+  format?: 'json' | 'pretty' | undefined;
+  /** A stream to write to instead of stdout or the file (tests). */
+  stream?: DestinationStream | undefined;
+}
+
+const LEVELS: readonly string[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+/** `RUST_LOG`-style values from the original service (`info`, `debug`) map directly; anything else is ignored. */
+export function levelFrom(value: string | undefined, fallback: LogLevel): LogLevel {
+  const v = value?.trim().toLowerCase();
+  return v !== undefined && LEVELS.includes(v) ? (v as LogLevel) : fallback;
+}
+
+/**
+ * The process logger: JSON lines by default (pino), or human-readable with `pretty`; to stdout or to
+ * `logging.file`. Writes are buffered (pino's asynchronous destination), so logging costs the request path
+ * a string build and a memory copy, not a syscall.
+ */
+export function createLogger(config: LoggingConfig, overrides: LoggerOverrides = {}): LoggerHandle {
+  const level = levelFrom(overrides.level, config.level);
+  const format = overrides.format ?? config.format;
+  if (overrides.stream !== undefined) {
+    const logger = pino({ level, base: null }, overrides.stream);
+    return { logger, flush: () => logger.flush() };
+  }
+  const destination = pino.destination({ dest: config.file ?? 1, sync: false, mkdir: true, minLength: 4096 });
+  const stream =
+    format === 'pretty'
+      ? pretty({ destination, colorize: config.file === undefined && process.stdout.isTTY, sync: false, translateTime: 'SYS:HH:MM:ss.l' })
+      : destination;
+  const logger = pino({ level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime }, stream);
+  return {
+    logger,
+    flush() {
+      try {
+        destination.flushSync();
+      } catch {
+        // flushSync throws while the destination is still opening; nothing has been buffered yet then.
+      }
+    },
+  };
+}

@@ -1,0 +1,50 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Backend } from '../balancing/backend.js';
+import type { RateDecision } from '../limits/token-bucket.js';
+import type { ProxyError } from './errors.js';
+
+/**
+ * Everything one request carries through the phases: the only state phases share. Every field is declared
+ * here, so all contexts have one shape (V8 keeps such objects fast).
+ */
+export class RequestContext {
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+  /** performance.now() when the request arrived. */
+  readonly startedAt: number;
+  requestId = '';
+  /** The TCP peer. */
+  peerAddress: string;
+  /** The client as far as trusted proxies let us see it; the peer otherwise. */
+  clientAddress: string;
+  /** Whether the peer is a configured trusted proxy (its X-Forwarded-* headers are believed). */
+  fromTrustedProxy = false;
+  /** Request target in origin form (`/path?query`). */
+  path: string;
+  /** Who the credentials identify (`token:1`, `user:alice`); undefined when not authenticated. */
+  principal: string | undefined = undefined;
+  /** Why authentication failed; set by the auth filter, acted on after the rate limit counted it. */
+  authFailure: string | undefined = undefined;
+  /** WWW-Authenticate value to send with the 401. */
+  authChallenge = '';
+  rateLimit: RateDecision | undefined = undefined;
+  backend: Backend | undefined = undefined;
+  /** Extra response headers (flat name/value list) that filters add; sent on every response to this request. */
+  responseHeaders: string[] = [];
+  status = 0;
+  bytesSent = 0;
+  /** Milliseconds from arrival until the response headers were written. */
+  responseTime = -1;
+  error: ProxyError | undefined = undefined;
+  /** Cancels the upstream request; set once it is dispatched. */
+  abortUpstream: ((err?: Error) => void) | undefined = undefined;
+
+  constructor(req: IncomingMessage, res: ServerResponse, startedAt: number) {
+    this.req = req;
+    this.res = res;
+    this.startedAt = startedAt;
+    this.peerAddress = req.socket.remoteAddress ?? '';
+    this.clientAddress = this.peerAddress;
+    this.path = req.url ?? '/';
+  }
+}

@@ -1,0 +1,62 @@
+/**
+ * The one error base of the proxy and its catalogue. Every response Tollgate generates itself (rather than
+ * relaying from an upstream) comes from an entry here; docs/errors.md lists the same entries and a test
+ * keeps the two in step.
+ */
+
+/** Where a failure came from, as Pingora's ErrorSource: the client, the upstream, or Tollgate itself. */
+export type ErrorSource = 'downstream' | 'upstream' | 'internal';
+
+export interface ErrorSpec {
+  readonly status: number;
+  readonly source: ErrorSource;
+  /** Safe to try again on another upstream (nothing reached the upstream). */
+  readonly retryable: boolean;
+  readonly message: string;
+}
+
+export const ERROR_CATALOGUE = {
+  bad_request: { status: 400, source: 'downstream', retryable: false, message: 'The request could not be understood.' },
+  unauthorized: { status: 401, source: 'downstream', retryable: false, message: 'Missing or invalid credentials.' },
+  not_found: { status: 404, source: 'downstream', retryable: false, message: 'No such resource.' },
+  rate_limited: { status: 429, source: 'downstream', retryable: false, message: 'Too many requests; retry after the time in Retry-After.' },
+  internal_error: { status: 500, source: 'internal', retryable: false, message: 'The proxy failed to handle the request.' },
+  bad_gateway: { status: 502, source: 'upstream', retryable: true, message: 'The upstream could not be reached or failed while answering.' },
+  no_upstream: { status: 503, source: 'internal', retryable: false, message: 'No upstream is available.' },
+  shutting_down: { status: 503, source: 'internal', retryable: false, message: 'The proxy is shutting down; retry on a new connection.' },
+  upstream_timeout: { status: 504, source: 'upstream', retryable: false, message: 'The upstream did not answer in time.' },
+} as const satisfies Record<string, ErrorSpec>;
+
+export type ErrorCode = keyof typeof ERROR_CATALOGUE;
+
+/** A failure with a stable code; the proxy turns it into `{error, message, status, request_id}`. */
+export class ProxyError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly source: ErrorSource;
+  readonly retryable: boolean;
+
+  constructor(code: ErrorCode, options?: { message?: string; cause?: unknown; retryable?: boolean }) {
+    const spec: ErrorSpec = ERROR_CATALOGUE[code];
+    super(options?.message ?? spec.message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'ProxyError';
+    this.code = code;
+    this.status = spec.status;
+    this.source = spec.source;
+    this.retryable = options?.retryable ?? spec.retryable;
+  }
+}
+
+const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'ETIMEDOUT']);
+/** Failures where the upstream cannot have seen the request, so another upstream may be tried. */
+const BEFORE_SEND_CODES = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH']);
+
+/** Maps an error from the upstream client (undici or the socket) to the proxy's catalogue. */
+export function fromUpstreamError(err: unknown): ProxyError {
+  if (err instanceof ProxyError) return err;
+  const code = (err as { code?: string } | null)?.code ?? '';
+  if (TIMEOUT_CODES.has(code)) {
+    return new ProxyError('upstream_timeout', { cause: err, retryable: BEFORE_SEND_CODES.has(code) });
+  }
+  return new ProxyError('bad_gateway', { cause: err, retryable: BEFORE_SEND_CODES.has(code) });
+}

@@ -1,0 +1,113 @@
+import type { Dispatcher } from 'undici';
+import type { RequestContext } from './context.js';
+import { HOP_BY_HOP, connectionTokens } from './headers.js';
+
+/** What the forward handler needs from the pipeline; implemented by Pipeline. */
+export interface ForwardHost {
+  /** Writes the response head: adds Tollgate's headers and runs the response filters. */
+  writeHead(ctx: RequestContext, status: number, headers: string[]): void;
+  /** The upstream request failed (before or after the response head). */
+  upstreamFailed(ctx: RequestContext, err: unknown): void;
+}
+
+const CLIENT_GONE = 'client closed the connection';
+
+/**
+ * Streams one upstream response to the client. undici calls it (its low-level handler API, with raw
+ * header buffers, so no header object is built); state lives here, one instance per request.
+ * Backpressure: when the client socket is full, onData returns false and undici pauses the upstream
+ * socket until the client drains.
+ */
+export class ForwardHandler implements Dispatcher.DispatchHandler {
+  readonly #ctx: RequestContext;
+  readonly #host: ForwardHost;
+  #resume: (() => void) | undefined = undefined;
+  #waitingForDrain = false;
+  #settled = false;
+
+  constructor(ctx: RequestContext, host: ForwardHost) {
+    this.#ctx = ctx;
+    this.#host = host;
+  }
+
+  onConnect(abort: (err?: Error) => void): void {
+    const ctx = this.#ctx;
+    if (ctx.res.destroyed) {
+      // The client left while the request waited for a connection: never send it.
+      abort(new Error(CLIENT_GONE));
+      return;
+    }
+    ctx.abortUpstream = abort;
+  }
+
+  onHeaders(status: number, raw: Buffer[], resume: () => void): boolean {
+    if (status < 200) return true; // 1xx from the upstream: Node answers Expect itself; others are dropped
+    const ctx = this.#ctx;
+    this.#resume = resume;
+    const headers = upstreamResponseHeaders(raw);
+    try {
+      this.#host.writeHead(ctx, status, headers);
+    } catch (err) {
+      // Node refused a header (invalid characters from the upstream): treat as a bad upstream response.
+      ctx.abortUpstream?.(err as Error);
+      return false;
+    }
+    return true;
+  }
+
+  onData(chunk: Buffer): boolean {
+    const res = this.#ctx.res;
+    this.#ctx.bytesSent += chunk.length;
+    if (res.write(chunk)) return true;
+    if (!this.#waitingForDrain) {
+      this.#waitingForDrain = true;
+      res.once('drain', () => {
+        this.#waitingForDrain = false;
+        this.#resume?.();
+      });
+    }
+    return false;
+  }
+
+  onComplete(): void {
+    if (!this.#settle()) return;
+    this.#ctx.res.end();
+  }
+
+  onError(err: Error): void {
+    if (!this.#settle()) return;
+    this.#host.upstreamFailed(this.#ctx, err);
+  }
+
+  /** Marks the upstream side finished exactly once; false if it already was. */
+  #settle(): boolean {
+    if (this.#settled) return false;
+    this.#settled = true;
+    const ctx = this.#ctx;
+    ctx.abortUpstream = undefined;
+    if (ctx.backend !== undefined) ctx.backend.inflight--;
+    return true;
+  }
+}
+
+/** Response headers from undici's raw buffers, minus hop-by-hop ones, as a flat name/value list. */
+export function upstreamResponseHeaders(raw: Buffer[]): string[] {
+  const out: string[] = [];
+  let connection: string | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = (raw[i] as Buffer).toString('latin1');
+    const lower = name.toLowerCase();
+    if (HOP_BY_HOP.has(lower)) {
+      if (lower === 'connection') connection = (raw[i + 1] as Buffer).toString('latin1');
+      continue;
+    }
+    out.push(name, (raw[i + 1] as Buffer).toString('latin1'));
+  }
+  const listed = connectionTokens(connection);
+  if (listed === undefined) return out;
+  const kept: string[] = [];
+  for (let i = 0; i < out.length; i += 2) {
+    if (!listed.has((out[i] as string).toLowerCase())) kept.push(out[i] as string, out[i + 1] as string);
+  }
+  return kept;
+}

@@ -1,0 +1,34 @@
+/**
+ * Header rules shared by both directions. Names are compared lower-case.
+ */
+
+/** Hop-by-hop headers (RFC 9110 section 7.6.1, plus the de-facto Keep-Alive and Proxy-Connection). */
+export const HOP_BY_HOP: ReadonlySet<string> = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+]);
+
+/**
+ * Names listed in a Connection header value are hop-by-hop too. Returns undefined in the common case of
+ * no Connection header or only `keep-alive` / `close`, so that case allocates nothing.
+ */
+export function connectionTokens(value: string | undefined): Set<string> | undefined {
+  if (value === undefined) return undefined;
+  let tokens: Set<string> | undefined;
+  for (const raw of value.split(',')) {
+    const token = raw.trim().toLowerCase();
+    if (token === '' || token === 'close' || token === 'keep-alive') continue;
+    (tokens ??= new Set()).add(token);
+  }
+  return tokens;
+}
+
+/** Formats milliseconds as the X-Response-Time value: `1ms`, `0.42ms` (two decimals at most). */
+export function formatMs(ms: number): string {
+  return `${Math.round(ms * 100) / 100}ms`;
+}

@@ -1,0 +1,304 @@
+/**
+ * The one file that knows the phase order. For each request:
+ *
+ *   request id → [draining? 503] → [health path? answer] → request_filter hooks (auth, rate limit, ...)
+ *   → upstream_peer (the load balancer) → upstream_request_filter hooks → dispatch to the upstream
+ *   → response_filter hooks (on the upstream's head, or on a generated response) → stream the body
+ *   → logging hooks (when the client connection is done with the response)
+ *
+ * Errors from any step go to `fail`, which answers with the JSON error body when nothing was sent yet and
+ * cuts the connection otherwise. Everything that can be decided from the config is decided in the
+ * constructor; the per-request path only runs the hook lists that are not empty.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { BlockList, isIP } from 'node:net';
+import type { Logger } from 'pino';
+import type { Backend } from '../balancing/backend.js';
+import type { LoadBalancer } from '../balancing/load-balancer.js';
+import type { Config } from '../config/schema.js';
+import { resolveRequestId } from '../middleware/request-id/request-id.js';
+import { RequestContext } from './context.js';
+import { ProxyError, fromUpstreamError } from './errors.js';
+import { ForwardHandler, type ForwardHost } from './forward.js';
+import { HOP_BY_HOP, connectionTokens, formatMs } from './headers.js';
+import type { FilterResult, HeaderFilter, LoggingHook, Phases, RequestFilter } from './phases.js';
+
+export interface PipelineOptions {
+  config: Config;
+  balancer: LoadBalancer;
+  logger: Logger;
+  /** Middleware in the order their hooks run. */
+  phases: readonly Phases[];
+  /** When the proxy started (Date.now()), for /health uptime. */
+  startedAt?: number;
+}
+
+/** Request headers Tollgate always sets itself, so the client's are never passed on as they are. */
+const SET_BY_PROXY = ['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-request-id', 'expect'];
+
+export class Pipeline implements ForwardHost {
+  /** Set when shutdown begins: new requests get 503 and every response closes its connection. */
+  draining = false;
+
+  readonly #balancer: LoadBalancer;
+  readonly #logger: Logger;
+  readonly #requestFilters: readonly RequestFilter[];
+  readonly #upstreamRequestFilters: readonly HeaderFilter[];
+  readonly #responseFilters: readonly HeaderFilter[];
+  readonly #loggingHooks: readonly LoggingHook[];
+  /** Lower-case names of request headers never forwarded as received. */
+  readonly #dropRequestHeaders: ReadonlySet<string>;
+  readonly #trusted: BlockList | undefined;
+  readonly #healthPath: string;
+  readonly #healthQueryPrefix: string;
+  readonly #proxyName: string;
+  readonly #preserveHost: boolean;
+  readonly #debug: boolean;
+  readonly #startedAt: number;
+
+  constructor(options: PipelineOptions) {
+    const { config, phases } = options;
+    this.#balancer = options.balancer;
+    this.#logger = options.logger;
+    this.#startedAt = options.startedAt ?? Date.now();
+    this.#requestFilters = collect(phases, 'requestFilter');
+    this.#upstreamRequestFilters = collect(phases, 'upstreamRequestFilter');
+    this.#responseFilters = collect(phases, 'responseFilter');
+    this.#loggingHooks = collect(phases, 'logging');
+    const drop = new Set<string>([...HOP_BY_HOP, ...SET_BY_PROXY]);
+    for (const p of phases) for (const h of p.consumesRequestHeaders ?? []) drop.add(h.toLowerCase());
+    if (!config.load_balancing.preserve_host) drop.add('host');
+    this.#dropRequestHeaders = drop;
+    this.#trusted = buildBlockList(config.server.trusted_proxies);
+    this.#healthPath = config.server.health_path;
+    this.#healthQueryPrefix = `${config.server.health_path}?`;
+    this.#proxyName = config.server.proxy_name;
+    this.#preserveHost = config.load_balancing.preserve_host;
+    this.#debug = this.#logger.isLevelEnabled('debug');
+  }
+
+  /** The `request` listener of the HTTP server. */
+  readonly handle = (req: IncomingMessage, res: ServerResponse): void => {
+    const ctx = new RequestContext(req, res, performance.now());
+    ctx.requestId = resolveRequestId(req.headers['x-request-id']);
+    if (ctx.peerAddress.startsWith('::ffff:') && isIP(ctx.peerAddress.slice(7)) === 4) {
+      ctx.peerAddress = ctx.peerAddress.slice(7);
+      ctx.clientAddress = ctx.peerAddress;
+    }
+    if (this.#trusted !== undefined) this.#resolveClient(ctx, this.#trusted);
+    res.once('close', () => this.#finish(ctx));
+    if (this.#debug) this.#logger.debug(`Request Start: ${ctx.requestId} ${ctx.path}`);
+
+    if (this.draining) return this.fail(ctx, new ProxyError('shutting_down'));
+    if (ctx.path.charCodeAt(0) !== 47 /* / */ && !this.#toOriginForm(ctx)) {
+      return this.fail(ctx, new ProxyError('bad_request', { message: 'The request target must be a path.' }));
+    }
+    if (ctx.path === this.#healthPath || ctx.path.startsWith(this.#healthQueryPrefix)) return this.#health(ctx);
+    this.#runRequestFilters(ctx, 0);
+  };
+
+  #runRequestFilters(ctx: RequestContext, from: number): void {
+    const filters = this.#requestFilters;
+    for (let i = from; i < filters.length; i++) {
+      let result: FilterResult | Promise<FilterResult>;
+      try {
+        result = (filters[i] as RequestFilter)(ctx);
+      } catch (err) {
+        return this.fail(ctx, err);
+      }
+      if (result === false) continue;
+      if (result === true) return;
+      if (result instanceof ProxyError) return this.fail(ctx, result);
+      result.then(
+        (settled) => {
+          if (settled === false) this.#runRequestFilters(ctx, i + 1);
+          else if (settled instanceof ProxyError) this.fail(ctx, settled);
+        },
+        (err: unknown) => this.fail(ctx, err),
+      );
+      return;
+    }
+    this.#proxy(ctx);
+  }
+
+  #proxy(ctx: RequestContext): void {
+    if (ctx.res.destroyed) return; // the client left while an async filter ran
+    const backend = this.#balancer.select();
+    if (backend === undefined) return this.fail(ctx, new ProxyError('no_upstream'));
+    ctx.backend = backend;
+    if (this.#debug) this.#logger.debug(`Select Upstream: ${ctx.requestId} -> ${backend.address}`);
+
+    const req = ctx.req;
+    const headers = this.#upstreamHeaders(ctx, backend);
+    for (const filter of this.#upstreamRequestFilters) filter(ctx, headers);
+    const hasBody =
+      req.headers['transfer-encoding'] !== undefined ||
+      (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0');
+
+    backend.inflight++;
+    const handler = new ForwardHandler(ctx, this);
+    try {
+      backend.pool.dispatch(
+        { path: ctx.path, method: req.method ?? 'GET', headers, body: hasBody ? req : null },
+        handler,
+      );
+    } catch (err) {
+      handler.onError(err as Error);
+    }
+  }
+
+  /** The request headers for the upstream, as a flat name/value list (keeps order and repeats). */
+  #upstreamHeaders(ctx: RequestContext, backend: Backend): string[] {
+    const req = ctx.req;
+    const raw = req.rawHeaders;
+    const drop = this.#dropRequestHeaders;
+    const listed = connectionTokens(req.headers.connection);
+    const out: string[] = [];
+    for (let i = 0; i < raw.length; i += 2) {
+      const name = raw[i] as string;
+      const lower = name.toLowerCase();
+      if (drop.has(lower) || listed?.has(lower) === true) continue;
+      out.push(name, raw[i + 1] as string);
+    }
+    if (!this.#preserveHost) out.push('host', backend.address);
+    const trusted = ctx.fromTrustedProxy;
+    const xff = req.headers['x-forwarded-for'];
+    out.push('x-forwarded-for', trusted && xff !== undefined ? `${xff}, ${ctx.peerAddress}` : ctx.peerAddress);
+    const proto = req.headers['x-forwarded-proto'];
+    out.push('x-forwarded-proto', trusted && typeof proto === 'string' ? proto : 'http');
+    const fwdHost = req.headers['x-forwarded-host'];
+    const host = trusted && typeof fwdHost === 'string' ? fwdHost : req.headers.host;
+    if (host !== undefined) out.push('x-forwarded-host', host);
+    out.push('x-request-id', ctx.requestId);
+    return out;
+  }
+
+  writeHead(ctx: RequestContext, status: number, headers: string[]): void {
+    ctx.responseTime = performance.now() - ctx.startedAt;
+    headers.push('X-Proxy-By', this.#proxyName, 'X-Request-ID', ctx.requestId, 'X-Response-Time', formatMs(ctx.responseTime));
+    const extra = ctx.responseHeaders;
+    for (let i = 0; i < extra.length; i++) headers.push(extra[i] as string);
+    if (this.draining) headers.push('Connection', 'close');
+    for (const filter of this.#responseFilters) filter(ctx, headers);
+    ctx.status = status;
+    ctx.res.writeHead(status, headers);
+  }
+
+  upstreamFailed(ctx: RequestContext, err: unknown): void {
+    if (ctx.res.destroyed && !ctx.res.headersSent) return; // the client left first; nothing to answer
+    this.fail(ctx, fromUpstreamError(err));
+  }
+
+  /** Answers a request with a JSON error, or cuts the connection when the response has begun. */
+  fail(ctx: RequestContext, err: unknown): void {
+    const error = err instanceof ProxyError ? err : new ProxyError('internal_error', { cause: err });
+    ctx.error = error;
+    const res = ctx.res;
+    if (res.headersSent) {
+      // Part of a response is out: the only honest signal left is to cut the connection.
+      res.destroy();
+      return;
+    }
+    if (res.destroyed) return;
+    const headers: string[] = [];
+    if (error.code === 'no_upstream') headers.push('Retry-After', '1');
+    if (error.code === 'shutting_down') headers.push('Retry-After', '1');
+    this.respondJson(ctx, error.status, {
+      error: error.code,
+      message: error.message,
+      status: error.status,
+      request_id: ctx.requestId,
+    }, headers);
+  }
+
+  /** Sends a response Tollgate generates itself (errors, /health), with the usual headers. */
+  respondJson(ctx: RequestContext, status: number, body: object, headers: string[] = []): void {
+    const text = JSON.stringify(body);
+    const length = Buffer.byteLength(text);
+    headers.push('Content-Type', 'application/json; charset=utf-8', 'Content-Length', String(length), 'Cache-Control', 'no-store');
+    this.writeHead(ctx, status, headers);
+    ctx.bytesSent = ctx.req.method === 'HEAD' ? 0 : length;
+    ctx.res.end(text);
+  }
+
+  #health(ctx: RequestContext): void {
+    const available = this.#balancer.available;
+    this.respondJson(ctx, available ? 200 : 503, {
+      status: available ? 'ok' : 'unavailable',
+      uptime_s: Math.round((Date.now() - this.#startedAt) / 1000),
+      upstreams: this.#balancer.backends.map((b) => ({ name: b.name, healthy: b.healthy, inflight: b.inflight })),
+    });
+  }
+
+  /** Runs when the client connection is done with this response (finished, or closed early). */
+  #finish(ctx: RequestContext): void {
+    const abort = ctx.abortUpstream;
+    if (abort !== undefined) {
+      // The client left before the upstream response was complete: cancel the upstream request.
+      ctx.abortUpstream = undefined;
+      abort(new Error('client closed the connection'));
+    }
+    if (!ctx.res.headersSent) ctx.status = 499; // as nginx: the client closed before any response
+    for (const hook of this.#loggingHooks) {
+      try {
+        hook(ctx);
+      } catch (err) {
+        this.#logger.error({ err, request_id: ctx.requestId }, 'logging hook failed');
+      }
+    }
+  }
+
+  /** `http://host/path` (absolute form): forward the path part only, never to the named host. */
+  #toOriginForm(ctx: RequestContext): boolean {
+    const match = /^https?:\/\/[^/?#]*/i.exec(ctx.path);
+    if (match === null) return false;
+    const rest = ctx.path.slice(match[0].length);
+    ctx.path = rest === '' ? '/' : rest.charCodeAt(0) === 63 /* ? */ ? `/${rest}` : rest;
+    return ctx.path.charCodeAt(0) === 47;
+  }
+
+  /** With trusted proxies, the client is the right-most X-Forwarded-For entry that is not one of them. */
+  #resolveClient(ctx: RequestContext, trusted: BlockList): void {
+    if (!checkAddress(trusted, ctx.peerAddress)) return;
+    ctx.fromTrustedProxy = true;
+    const xff = ctx.req.headers['x-forwarded-for'];
+    if (xff === undefined) return;
+    const hops = String(xff).split(',');
+    for (let i = hops.length - 1; i >= 0; i--) {
+      const hop = (hops[i] as string).trim();
+      if (isIP(hop) === 0) break;
+      ctx.clientAddress = hop;
+      if (!checkAddress(trusted, hop)) break;
+    }
+  }
+}
+
+function collect<K extends 'requestFilter' | 'upstreamRequestFilter' | 'responseFilter' | 'logging'>(
+  phases: readonly Phases[],
+  key: K,
+): NonNullable<Phases[K]>[] {
+  const hooks: NonNullable<Phases[K]>[] = [];
+  for (const p of phases) {
+    const hook = p[key];
+    if (hook !== undefined) hooks.push(hook.bind(p) as NonNullable<Phases[K]>);
+  }
+  return hooks;
+}
+
+function buildBlockList(cidrs: readonly string[]): BlockList | undefined {
+  if (cidrs.length === 0) return undefined;
+  const list = new BlockList();
+  for (const cidr of cidrs) {
+    const [ip = '', bits] = cidr.split('/');
+    const type = isIP(ip) === 6 ? 'ipv6' : 'ipv4';
+    if (bits === undefined) list.addAddress(ip, type);
+    else list.addSubnet(ip, Number(bits), type);
+  }
+  return list;
+}
+
+function checkAddress(list: BlockList, address: string): boolean {
+  const family = isIP(address);
+  if (family === 0) return false;
+  return list.check(address, family === 6 ? 'ipv6' : 'ipv4');
+}
