@@ -28,7 +28,7 @@ const ROOT = path.resolve(BENCH_DIR, '..');
 // ---------------------------------------------------------------- options
 
 const USAGE = `usage: bash bench/run.sh [--quick] [--write]
-  --quick   one 3 s run per target (smoke test)
+  --quick   one 3 s run per target after the warm-up (smoke test)
   --write   also put the result block into docs/benchmarks.md
 env: BENCH_RUNS, BENCH_DURATION (s), BENCH_WARMUP (s), BENCH_TARGETS,
      BENCH_START_TIMEOUT (s), BENCH_PROXY_CPU, BENCH_LOAD_CPU, BENCH_KEEP_TMP=1`;
@@ -61,7 +61,7 @@ const QUICK = flags.has('--quick');
 const WRITE = flags.has('--write');
 const RUNS = QUICK ? 1 : intEnv('BENCH_RUNS', 3);
 const DURATION = QUICK ? 3 : intEnv('BENCH_DURATION', 10);
-const WARMUP = intEnv('BENCH_WARMUP', QUICK ? 1 : 2, 0);
+const WARMUP = intEnv('BENCH_WARMUP', 2, 0);
 const START_TIMEOUT_MS = intEnv('BENCH_START_TIMEOUT', 20) * 1000;
 const PROXY_CPU = intEnv('BENCH_PROXY_CPU', 0, 0);
 const LOAD_CPU = intEnv('BENCH_LOAD_CPU', 1, 0);

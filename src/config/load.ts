@@ -4,7 +4,7 @@
  * reload); nothing here is on the request path.
  */
 import { readFileSync } from 'node:fs';
-import { isMap, isScalar, isSeq, LineCounter, parseDocument, visit, type Document, type Node } from 'yaml';
+import { isMap, isScalar, isSeq, LineCounter, parse, parseDocument, Scalar, visit, type Document, type Node } from 'yaml';
 import type { z } from 'zod';
 import { configSchema, type Config } from './schema.js';
 
@@ -40,6 +40,17 @@ export function formatPath(path: readonly PropertyKey[]): string {
 }
 
 const ENV_REF = /\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
+const WHOLE_ENV_REF = /^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$/;
+
+/** A variable's value read as a YAML scalar: `9000` a number, `true` a boolean, anything else a string. */
+function parseScalar(value: string): unknown {
+  try {
+    const parsed: unknown = parse(value);
+    return typeof parsed === 'number' || typeof parsed === 'boolean' ? parsed : value;
+  } catch {
+    return value;
+  }
+}
 
 /** Loads and validates a config file; throws ConfigError for anything wrong with it. */
 export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.env): Config {
@@ -81,6 +92,15 @@ function substituteEnv(doc: Document, env: NodeJS.ProcessEnv, unset: (node: Node
   visit(doc, {
     Scalar(_key, node, ancestors) {
       if (typeof node.value !== 'string' || !node.value.includes('${')) return;
+      const whole = WHOLE_ENV_REF.exec(node.value);
+      if (whole !== null && node.type === Scalar.PLAIN) {
+        // An unquoted `${PORT}` takes the variable's YAML type, so numbers and booleans can come from the
+        // environment too; quote it ("${PORT}") to keep a string.
+        const value = env[whole[1] as string];
+        if (value === undefined) unset(node, pathOf(ancestors, node), whole[1] as string);
+        else node.value = parseScalar(value);
+        return;
+      }
       node.value = node.value.replace(ENV_REF, (_match, name: string) => {
         const value = env[name];
         if (value === undefined) {

@@ -47,7 +47,13 @@ const positiveInt = (what: string, max = Number.MAX_SAFE_INTEGER) =>
 const host = z.string({ error: 'must be an IP address or a host name' }).refine(isHost, 'must be an IP address or a host name');
 
 const serverSchema = z.strictObject({
-  listen_port: port.default(8080),
+  /** 0 asks the system for a free port (tests, embedding). */
+  listen_port: z
+    .number({ error: 'must be a port number (0-65535)' })
+    .int('must be a whole number (0-65535)')
+    .min(0, 'must be 0-65535')
+    .max(65535, 'must be 0-65535')
+    .default(8080),
   listen_address: host.default('0.0.0.0'),
   max_connections: positiveInt('a whole number of at least 1').default(1000),
   keepalive_timeout_ms: durationMs(75_000),
@@ -127,7 +133,7 @@ const rateLimitSchema = z.strictObject({
   enabled: z.boolean().default(false),
   requests_per_minute: positiveInt('a whole number of at least 1').default(100),
   burst_size: positiveInt('a whole number of at least 1').default(10),
-  /** Most client buckets kept at once; the least recently used are dropped beyond it. */
+  /** Most client buckets kept at once; beyond it, idle ones are dropped first, then the oldest created. */
   max_keys: positiveInt('a whole number of at least 1').default(100_000),
 });
 

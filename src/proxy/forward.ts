@@ -98,7 +98,10 @@ export function upstreamResponseHeaders(raw: Buffer[]): string[] {
     const name = (raw[i] as Buffer).toString('latin1');
     const lower = name.toLowerCase();
     if (HOP_BY_HOP.has(lower)) {
-      if (lower === 'connection') connection = (raw[i + 1] as Buffer).toString('latin1');
+      if (lower === 'connection') {
+        const value = (raw[i + 1] as Buffer).toString('latin1');
+        connection = connection === undefined ? value : `${connection},${value}`;
+      }
       continue;
     }
     out.push(name, (raw[i + 1] as Buffer).toString('latin1'));

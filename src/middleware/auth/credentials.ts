@@ -28,7 +28,7 @@ export function findSecret(candidate: Buffer, secrets: readonly Buffer[]): numbe
  */
 export function authorizationParam(header: string | undefined, scheme: string): string | undefined {
   if (header === undefined || header.length <= scheme.length + 1) return undefined;
-  if (header.slice(0, scheme.length).toLowerCase() !== scheme) return undefined;
+  if (header.slice(0, scheme.length).toLowerCase() !== scheme.toLowerCase()) return undefined;
   const sep = header.charCodeAt(scheme.length);
   if (sep !== 32 && sep !== 9) return undefined;
   const param = header.slice(scheme.length + 1).trim();

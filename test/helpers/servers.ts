@@ -1,0 +1,146 @@
+/**
+ * Real servers for integration tests: backends on 127.0.0.1:0 and a real proxy built from a config object.
+ */
+import { once } from 'node:events';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
+import { createProxy, type Proxy } from '../../src/app.js';
+import { configSchema } from '../../src/config/schema.js';
+import type { Phases } from '../../src/proxy/phases.js';
+import type { Clock, Random } from '../../src/util/clock.js';
+
+export interface Backend {
+  name: string;
+  port: number;
+  server: Server;
+  /** Requests this backend has received. */
+  hits: number;
+  close(): Promise<void>;
+}
+
+export type Handler = (req: IncomingMessage, res: ServerResponse, backend: Backend) => void;
+
+/** Default backend answer: JSON with its name and what it received. */
+export const echo: Handler = (req, res, backend) => {
+  const chunks: Buffer[] = [];
+  req.on('data', (c: Buffer) => chunks.push(c));
+  req.on('end', () => {
+    const body = JSON.stringify({ backend: backend.name, method: req.method, url: req.url, headers: req.headers, body: Buffer.concat(chunks).toString() });
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+    res.end(body);
+  });
+};
+
+export async function startBackend(name: string, handler: Handler = echo): Promise<Backend> {
+  const backend: Backend = {
+    name,
+    port: 0,
+    server: createServer((req, res) => {
+      backend.hits++;
+      handler(req, res, backend);
+    }),
+    hits: 0,
+    close: async () => {
+      backend.server.closeAllConnections();
+      await new Promise<void>((resolve) => backend.server.close(() => resolve()));
+    },
+  };
+  backend.server.listen(0, '127.0.0.1');
+  await once(backend.server, 'listening');
+  backend.port = (backend.server.address() as AddressInfo).port;
+  return backend;
+}
+
+/** A port that nothing listens on (bound, then released). */
+export async function closedPort(): Promise<number> {
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+export interface TestProxy {
+  proxy: Proxy;
+  url: string;
+  port: number;
+  /** Every log line the proxy wrote, parsed. */
+  logs: Record<string, unknown>[];
+  close(): Promise<void>;
+}
+
+export interface ProxyTestOptions {
+  clock?: Clock;
+  random?: Random;
+  phases?: Phases[];
+  level?: string;
+}
+
+type Json = Record<string, unknown>;
+
+/**
+ * Starts a real proxy on 127.0.0.1:0 in front of the given backends (or explicit upstream entries).
+ * `config` is merged into a minimal valid config; logs are captured in memory.
+ */
+export async function startProxy(
+  upstreams: (Backend | { name: string; port: number; weight?: number; address?: string })[],
+  config: { server?: Json; load_balancing?: Json; middleware?: Json; logging?: Json } = {},
+  options: ProxyTestOptions = {},
+): Promise<TestProxy> {
+  const logs: Record<string, unknown>[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      for (const line of chunk.toString().split('\n')) if (line !== '') logs.push(JSON.parse(line) as Json);
+      done();
+    },
+  });
+  const parsed = configSchema.parse({
+    server: { listen_port: 0, listen_address: '127.0.0.1', ...config.server },
+    load_balancing: {
+      upstreams: upstreams.map((u) => ({ name: u.name, address: 'address' in u && u.address !== undefined ? u.address : '127.0.0.1', port: u.port, weight: 'weight' in u && u.weight !== undefined ? u.weight : 1 })),
+      ...config.load_balancing,
+    },
+    middleware: config.middleware ?? {},
+    logging: config.logging ?? {},
+  });
+  const logger = pino({ level: options.level ?? 'debug', base: null }, stream);
+  const proxy = createProxy(parsed, {
+    logger,
+    ...(options.clock ? { clock: options.clock } : {}),
+    ...(options.random ? { random: options.random } : {}),
+    ...(options.phases ? { phases: options.phases } : {}),
+  });
+  const address = await proxy.listen();
+  return { proxy, url: `http://127.0.0.1:${address.port}`, port: address.port, logs, close: () => proxy.close() };
+}
+
+/** A clock the test moves by hand. */
+export function manualClock(start = 1_000_000): Clock & { advance(ms: number): void } {
+  let now = start;
+  const clock = (() => now) as Clock & { advance(ms: number): void };
+  clock.advance = (ms: number) => {
+    now += ms;
+  };
+  return clock;
+}
+
+/** Deterministic [0, 1) sequence (a small LCG) for tests that need repeatable randomness. */
+export function seededRandom(seed = 42): Random {
+  let state = seed >>> 0;
+  return () => {
+    state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
+    return state / 2 ** 32;
+  };
+}
+
+/** Polls until `check` is true, or fails after `ms`. */
+export async function waitFor(check: () => boolean, ms = 5000, what = 'condition'): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}

@@ -1,0 +1,340 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { ConfigError, formatPath, loadConfigFile, parseConfig, type ConfigProblem } from '../../../src/config/load.js';
+import type { Config } from '../../../src/config/schema.js';
+
+const BRIEF = fileURLToPath(new URL('../../fixtures/brief.yaml', import.meta.url));
+const PROXY_YAML = fileURLToPath(new URL('../../../config/proxy.yaml', import.meta.url));
+
+/** One valid upstream list, indented under `load_balancing:`. */
+const UPSTREAM = '  upstreams:\n    - name: a\n      address: 127.0.0.1\n      port: 3000\n';
+const MINIMAL = `load_balancing:\n${UPSTREAM}`;
+
+function parse(source: string, env: NodeJS.ProcessEnv = {}): Config {
+  return parseConfig(source, 'test.yaml', env);
+}
+
+/** Parses `source`, expects a ConfigError, and returns it. */
+function configError(source: string, env: NodeJS.ProcessEnv = {}): ConfigError {
+  try {
+    parse(source, env);
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, `expected ConfigError, got ${String(err)}`);
+    return err;
+  }
+  assert.fail('expected the config to be rejected');
+}
+
+/** Expects exactly these problems, and the message built from them. */
+function assertProblems(source: string, expected: ConfigProblem[], env: NodeJS.ProcessEnv = {}): void {
+  const err = configError(source, env);
+  assert.deepEqual(err.problems, expected);
+  assert.equal(err.message, expected.map((p) => `test.yaml:${p.line}:${p.col} ${p.path}: ${p.message}`).join('\n'));
+}
+
+describe('parseConfig: valid configs', () => {
+  test("the brief's config parses, with every default filled in", () => {
+    const config = parse(readFileSync(BRIEF, 'utf8'));
+    assert.deepEqual(config, {
+      server: {
+        listen_port: 8080,
+        listen_address: '0.0.0.0',
+        max_connections: 1000,
+        keepalive_timeout_ms: 75_000,
+        shutdown_grace_ms: 30_000,
+        trusted_proxies: [],
+        health_path: '/health',
+        proxy_name: 'tollgate',
+      },
+      load_balancing: {
+        strategy: 'round_robin',
+        upstreams: [{ name: 'backend1', address: '127.0.0.1', port: 3000, weight: 1 }],
+        connect_timeout_ms: 5000,
+        response_timeout_ms: 30_000,
+        preserve_host: true,
+        pool: { max_connections: 128, keepalive_timeout_ms: 60_000 },
+      },
+      middleware: {
+        auth: {
+          enabled: true,
+          auth_type: 'bearer',
+          valid_tokens: ['dev-token-123', 'test-token-456'],
+          users: [],
+          api_key_header: 'X-API-Key',
+          forward_credentials: false,
+          realm: 'tollgate',
+        },
+        rate_limit: { enabled: true, requests_per_minute: 100, burst_size: 10, max_keys: 100_000 },
+      },
+      logging: { level: 'info', format: 'json' },
+    });
+  });
+
+  test('config/proxy.yaml parses: three upstreams on ports 3000-3002', () => {
+    const config = loadConfigFile(PROXY_YAML, {});
+    assert.deepEqual(config.load_balancing.upstreams, [
+      { name: 'backend1', address: '127.0.0.1', port: 3000, weight: 1 },
+      { name: 'backend2', address: '127.0.0.1', port: 3001, weight: 1 },
+      { name: 'backend3', address: '127.0.0.1', port: 3002, weight: 1 },
+    ]);
+    assert.equal(config.load_balancing.strategy, 'round_robin');
+    assert.equal(config.server.listen_port, 8080);
+    assert.deepEqual(config.middleware.auth.valid_tokens, ['dev-token-123', 'test-token-456']);
+  });
+
+  test('loadConfigFile reads the same result as parseConfig', () => {
+    assert.deepEqual(loadConfigFile(BRIEF, {}), parse(readFileSync(BRIEF, 'utf8')));
+  });
+
+  test('only load_balancing.upstreams is required; everything else defaults', () => {
+    const config = parse(MINIMAL);
+    assert.equal(config.server.listen_port, 8080);
+    assert.equal(config.load_balancing.strategy, 'round_robin');
+    assert.equal(config.middleware.auth.enabled, false);
+    assert.equal(config.middleware.rate_limit.enabled, false);
+    assert.deepEqual(config.load_balancing.upstreams, [{ name: 'a', address: '127.0.0.1', port: 3000, weight: 1 }]);
+  });
+
+  test('IPv6 listen addresses are accepted', () => {
+    assert.equal(parse(`server:\n  listen_address: "::"\n${MINIMAL}`).server.listen_address, '::');
+    assert.equal(parse(`server:\n  listen_address: "::1"\n${MINIMAL}`).server.listen_address, '::1');
+    assert.equal(parse(`server:\n  listen_address: "fe80::1:2"\n${MINIMAL}`).server.listen_address, 'fe80::1:2');
+  });
+
+  test('a host name is accepted as an upstream address', () => {
+    const config = parse('load_balancing:\n  upstreams:\n    - name: api\n      address: api.internal.example\n      port: 443\n    - name: local\n      address: localhost\n      port: 80\n');
+    assert.deepEqual(
+      config.load_balancing.upstreams.map((u) => u.address),
+      ['api.internal.example', 'localhost'],
+    );
+  });
+
+  test('IPs and CIDR blocks of both families are accepted as trusted_proxies', () => {
+    const list = ['10.0.0.0/8', '192.168.1.1', '0.0.0.0/0', '::1', 'fd00::/8', '::/128'];
+    const config = parse(`server:\n  trusted_proxies: ${JSON.stringify(list)}\n${MINIMAL}`);
+    assert.deepEqual(config.server.trusted_proxies, list);
+  });
+
+  test('basic auth with users is accepted', () => {
+    const config = parse(`${MINIMAL}middleware:\n  auth:\n    enabled: true\n    auth_type: basic\n    users:\n      - username: alice\n        password: "s3:cret"\n`);
+    assert.deepEqual(config.middleware.auth.users, [{ username: 'alice', password: 's3:cret' }]);
+    assert.deepEqual(config.middleware.auth.valid_tokens, []);
+    assert.equal(config.middleware.auth.auth_type, 'basic');
+  });
+
+  test('auth that is disabled needs no tokens', () => {
+    assert.deepEqual(parse(`${MINIMAL}middleware:\n  auth:\n    enabled: false\n`).middleware.auth.valid_tokens, []);
+  });
+});
+
+describe('parseConfig: ${NAME} substitution', () => {
+  test('${NAME} is replaced from the env given', () => {
+    const config = parse(
+      'server:\n  proxy_name: "${NAME}-${ZONE}"\nload_balancing:\n  upstreams:\n    - name: a\n      address: ${HOST}\n      port: 3000\nmiddleware:\n  auth:\n    enabled: true\n    valid_tokens:\n      - "${TOKEN}"\n      - literal\n',
+      { NAME: 'edge', ZONE: 'eu-1', HOST: 'backend.internal', TOKEN: 's3cret' },
+    );
+    assert.equal(config.server.proxy_name, 'edge-eu-1');
+    assert.equal(config.load_balancing.upstreams[0]?.address, 'backend.internal');
+    assert.deepEqual(config.middleware.auth.valid_tokens, ['s3cret', 'literal']);
+  });
+
+  test('a substituted value is used as it is: not re-substituted, not parsed as YAML', () => {
+    const config = parse(`server:\n  proxy_name: "\${A}"\n${MINIMAL}middleware:\n  auth:\n    enabled: true\n    valid_tokens: ["\${T}"]\n`, {
+      A: '${B}',
+      B: 'never',
+      T: 'a: [b, # c',
+    });
+    assert.equal(config.server.proxy_name, '${B}');
+    assert.deepEqual(config.middleware.auth.valid_tokens, ['a: [b, # c']);
+  });
+
+  test('an unset variable is an error at its location', () => {
+    assertProblems(
+      `${MINIMAL}middleware:\n  auth:\n    enabled: true\n    valid_tokens:\n      - "\${TOKEN_A}"\n      - "\${TOKEN_B}"\n`,
+      [{ line: 11, col: 9, path: 'middleware.auth.valid_tokens[1]', message: 'environment variable TOKEN_B is not set' }],
+      { TOKEN_A: 'set' },
+    );
+  });
+
+  test('an unset variable in an upstream address is reported at the address', () => {
+    const err = configError('load_balancing:\n  upstreams:\n    - name: a\n      address: ${UPSTREAM_HOST}\n      port: 3000\n');
+    assert.deepEqual(err.problems[0], {
+      line: 4,
+      col: 16,
+      path: 'load_balancing.upstreams[0].address',
+      message: 'environment variable UPSTREAM_HOST is not set',
+    });
+  });
+
+  test('the process environment is not read when an env is given', () => {
+    const name = 'TOLLGATE_TEST_SURELY_UNSET_VAR';
+    assert.throws(() => parse(`server:\n  proxy_name: "\${${name}}"\n${MINIMAL}`), /environment variable TOLLGATE_TEST_SURELY_UNSET_VAR is not set/);
+  });
+
+  test('${NAME} in a comment is ignored', () => {
+    assert.equal(parse(`# \${NOT_SET}\n${MINIMAL}`).server.listen_port, 8080);
+  });
+
+  test(
+    '${NAME} works for a numeric key: listen_port: ${PORT} with PORT=9000 gives 9000',
+    () => {
+      const config = parse(`server:\n  listen_port: \${PORT}\n${MINIMAL}`, { PORT: '9000' });
+      assert.equal(config.server.listen_port, 9000);
+    },
+  );
+});
+
+describe('parseConfig: errors name file:line:col and the key path', () => {
+  test('a YAML syntax error (tab indentation)', () => {
+    assertProblems(`server:\n\tlisten_port: 8080\n${MINIMAL}`, [{ line: 2, col: 1, path: '(yaml)', message: 'Tabs are not allowed as indentation' }]);
+  });
+
+  test('a YAML syntax error (nested mapping on one line) points at the value', () => {
+    assertProblems(`server:\n  listen_port: 8080: 9090\n${MINIMAL}`, [
+      { line: 2, col: 16, path: '(yaml)', message: 'Nested mappings are not allowed in compact mappings' },
+    ]);
+  });
+
+  test('a duplicate key is a YAML error at the second occurrence', () => {
+    assertProblems(`server:\n  listen_port: 8080\n  listen_port: 8081\n${MINIMAL}`, [{ line: 3, col: 3, path: '(yaml)', message: 'Map keys must be unique' }]);
+  });
+
+  test('an unknown key points at the key', () => {
+    assertProblems(`server:\n  listen_port: 8080\n  lisen_address: 0.0.0.0\n${MINIMAL}`, [{ line: 3, col: 3, path: 'server.lisen_address', message: 'unknown key' }]);
+  });
+
+  test('an unknown key inside an upstream and at the top level', () => {
+    assertProblems(`load_balancing:\n${UPSTREAM}      wieght: 2\n`, [{ line: 6, col: 7, path: 'load_balancing.upstreams[0].wieght', message: 'unknown key' }]);
+    assertProblems(`${MINIMAL}extra: 1\n`, [{ line: 6, col: 1, path: 'extra', message: 'unknown key' }]);
+  });
+
+  test('port 70000', () => {
+    const source = 'load_balancing:\n  upstreams:\n    - name: a\n      address: 127.0.0.1\n      port: 3000\n    - name: b\n      address: 127.0.0.1\n      port: 70000\n';
+    const err = configError(source);
+    assert.equal(err.message, 'test.yaml:8:13 load_balancing.upstreams[1].port: must be 1-65535, got 70000');
+    assert.equal(err.file, 'test.yaml');
+    assert.equal(err.code, 'TOLLGATE_CONFIG_INVALID');
+    assert.equal(err.name, 'ConfigError');
+  });
+
+  test('a port given as a string is a type error showing the string', () => {
+    assertProblems('load_balancing:\n  upstreams:\n    - name: a\n      address: 127.0.0.1\n      port: "3000"\n', [
+      { line: 5, col: 13, path: 'load_balancing.upstreams[0].port', message: 'must be a port number (1-65535), got "3000"' },
+    ]);
+  });
+
+  test('weight outside 1-1000', () => {
+    for (const weight of [0, 1001]) {
+      assertProblems(`load_balancing:\n${UPSTREAM}      weight: ${weight}\n`, [
+        { line: 6, col: 15, path: 'load_balancing.upstreams[0].weight', message: `must be a whole number from 1 to 1000, got ${weight}` },
+      ]);
+    }
+  });
+
+  test('missing upstreams points at the nearest enclosing node', () => {
+    assertProblems('server:\n  listen_port: 8080\nload_balancing:\n  strategy: random\n', [{ line: 4, col: 3, path: 'load_balancing.upstreams', message: 'is required' }]);
+  });
+
+  test('missing load_balancing points at the document', () => {
+    assertProblems('server:\n  listen_port: 8080\n', [{ line: 1, col: 1, path: 'load_balancing', message: 'is required' }]);
+  });
+
+  test('an empty file needs load_balancing', () => {
+    assertProblems('', [{ line: 1, col: 1, path: 'load_balancing', message: 'is required' }]);
+  });
+
+  test('an empty upstreams list', () => {
+    assertProblems('load_balancing:\n  upstreams: []\n', [{ line: 2, col: 14, path: 'load_balancing.upstreams', message: 'must list at least one upstream' }]);
+  });
+
+  test('upstreams that is not a list', () => {
+    assertProblems('load_balancing:\n  upstreams: {}\n', [{ line: 2, col: 14, path: 'load_balancing.upstreams', message: 'must be a list of upstreams' }]);
+  });
+
+  test('duplicate upstream names point at the second name', () => {
+    assertProblems('load_balancing:\n  upstreams:\n    - name: a\n      address: 127.0.0.1\n      port: 3000\n    - name: a\n      address: 127.0.0.1\n      port: 3001\n', [
+      { line: 6, col: 13, path: 'load_balancing.upstreams[1].name', message: 'duplicate upstream name "a"' },
+    ]);
+  });
+
+  test('an unknown strategy', () => {
+    assertProblems(`load_balancing:\n  strategy: fastest\n${UPSTREAM}`, [
+      { line: 2, col: 13, path: 'load_balancing.strategy', message: 'must be one of round_robin, random, least_conn, got "fastest"' },
+    ]);
+  });
+
+  test('a listen address that is neither an IP nor a host name', () => {
+    assertProblems(`server:\n  listen_address: "not a host"\n${MINIMAL}`, [{ line: 2, col: 19, path: 'server.listen_address', message: 'must be an IP address or a host name' }]);
+  });
+
+  test('an invalid CIDR in trusted_proxies is rejected', () => {
+    assertProblems(`server:\n  trusted_proxies: ["10.0.0.0/8", "10.0.0.0/33"]\n${MINIMAL}`, [
+      { line: 2, col: 35, path: 'server.trusted_proxies[1]', message: 'must be an IP address or a CIDR block such as 10.0.0.0/8' },
+    ]);
+  });
+
+  test('every malformed CIDR form is rejected, each at its own line', () => {
+    const message = 'must be an IP address or a CIDR block such as 10.0.0.0/8';
+    assertProblems(`server:\n  trusted_proxies:\n    - "10.0.0/8"\n    - "::/129"\n    - "10.0.0.0/"\n    - "10.0.0.0/8/8"\n${MINIMAL}`, [
+      { line: 3, col: 7, path: 'server.trusted_proxies[0]', message },
+      { line: 4, col: 7, path: 'server.trusted_proxies[1]', message },
+      { line: 5, col: 7, path: 'server.trusted_proxies[2]', message },
+      { line: 6, col: 7, path: 'server.trusted_proxies[3]', message },
+    ]);
+  });
+
+  test('auth enabled with no tokens is rejected', () => {
+    assertProblems(`${MINIMAL}middleware:\n  auth:\n    enabled: true\n`, [{ line: 8, col: 5, path: 'middleware.auth.valid_tokens', message: 'bearer auth needs at least one token' }]);
+    assertProblems(`${MINIMAL}middleware:\n  auth:\n    enabled: true\n    auth_type: api_key\n    valid_tokens: []\n`, [
+      { line: 10, col: 19, path: 'middleware.auth.valid_tokens', message: 'api_key auth needs at least one token' },
+    ]);
+  });
+
+  test('basic auth enabled with neither users nor tokens is rejected', () => {
+    assertProblems(`${MINIMAL}middleware:\n  auth:\n    enabled: true\n    auth_type: basic\n`, [{ line: 8, col: 5, path: 'middleware.auth.users', message: 'basic auth needs users or valid_tokens' }]);
+  });
+
+  test('problems lists every problem when there are several, in document order', () => {
+    const source = 'server:\n  listen_port: -1\n  colour: blue\nload_balancing:\n  strategy: fastest\n  upstreams:\n    - name: a\n      address: "not a host!"\n      port: 70000\n';
+    const err = configError(source);
+    assert.deepEqual(err.problems, [
+      { line: 2, col: 16, path: 'server.listen_port', message: 'must be 0-65535, got -1' },
+      { line: 3, col: 3, path: 'server.colour', message: 'unknown key' },
+      { line: 5, col: 13, path: 'load_balancing.strategy', message: 'must be one of round_robin, random, least_conn, got "fastest"' },
+      { line: 8, col: 16, path: 'load_balancing.upstreams[0].address', message: 'must be an IP address or a host name' },
+      { line: 9, col: 13, path: 'load_balancing.upstreams[0].port', message: 'must be 1-65535, got 70000' },
+    ]);
+    assert.equal(err.message.split('\n').length, 5);
+    assert.equal(err.message.split('\n')[4], 'test.yaml:9:13 load_balancing.upstreams[0].port: must be 1-65535, got 70000');
+  });
+
+  test('an unset variable and a schema problem are both reported', () => {
+    const err = configError(`server:\n  proxy_name: "\${NAME}"\n  listen_port: 70000\n${MINIMAL}`);
+    assert.deepEqual(err.problems, [
+      { line: 2, col: 15, path: 'server.proxy_name', message: 'environment variable NAME is not set' },
+      { line: 3, col: 16, path: 'server.listen_port', message: 'must be 0-65535, got 70000' },
+    ]);
+  });
+
+  test('a missing file is a ConfigError at 1:1', () => {
+    assert.throws(
+      () => loadConfigFile('/nonexistent/tollgate.yaml', {}),
+      (err: unknown) => {
+        assert.ok(err instanceof ConfigError);
+        assert.equal(err.message, '/nonexistent/tollgate.yaml:1:1 (root): cannot read config: file not found');
+        return true;
+      },
+    );
+  });
+});
+
+describe('formatPath', () => {
+  test('joins keys with dots and indexes with brackets', () => {
+    assert.equal(formatPath(['load_balancing', 'upstreams', 1, 'port']), 'load_balancing.upstreams[1].port');
+    assert.equal(formatPath(['server']), 'server');
+    assert.equal(formatPath([0, 'a']), '[0].a');
+    assert.equal(formatPath([]), '(root)');
+  });
+});
