@@ -84,7 +84,13 @@ export function parseConfig(source: string, file: string, env: NodeJS.ProcessEnv
 
   const result = configSchema.safeParse(doc.toJS() ?? {});
   if (result.success && problems.length === 0) return result.data;
-  if (!result.success) problems.push(...result.error.issues.flatMap((issue) => describeIssue(doc, issue, at)));
+  if (!result.success) {
+    // A value left unsubstituted is reported once, as the missing variable, not again as a bad value.
+    const unsetPaths = new Set(problems.map((p) => p.path));
+    for (const problem of result.error.issues.flatMap((issue) => describeIssue(doc, issue, at))) {
+      if (!unsetPaths.has(problem.path)) problems.push(problem);
+    }
+  }
   throw new ConfigError(file, problems);
 }
 

@@ -27,8 +27,9 @@ export function levelFrom(value: string | undefined, fallback: LogLevel): LogLev
 
 /**
  * The process logger: JSON lines by default (pino), or human-readable with `pretty`; to stdout or to
- * `logging.file`. Writes are buffered (pino's asynchronous destination), so logging costs the request path
- * a string build and a memory copy, not a syscall.
+ * `logging.file`. Writes are asynchronous (pino's sonic-boom destination): lines written while a write is
+ * under way are joined into the next one, so a busy proxy makes few syscalls and an idle one shows each
+ * line at once.
  */
 export function createLogger(config: LoggingConfig, overrides: LoggerOverrides = {}): LoggerHandle {
   const level = levelFrom(overrides.level, config.level);
@@ -37,7 +38,7 @@ export function createLogger(config: LoggingConfig, overrides: LoggerOverrides =
     const logger = pino({ level, base: null }, overrides.stream);
     return { logger, flush: () => logger.flush() };
   }
-  const destination = pino.destination({ dest: config.file ?? 1, sync: false, mkdir: true, minLength: 4096 });
+  const destination = pino.destination({ dest: config.file ?? 1, sync: false, mkdir: true });
   const stream =
     format === 'pretty'
       ? pretty({ destination, colorize: config.file === undefined && process.stdout.isTTY, sync: false, translateTime: 'SYS:HH:MM:ss.l' })

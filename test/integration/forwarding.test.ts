@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
-import { connect } from 'node:net';
+import { connect, createServer as createNetServer, type AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { raw, request } from '../helpers/http.js';
 import { closedPort, startBackend, startProxy, waitFor, type Backend, type TestProxy } from '../helpers/servers.js';
@@ -312,13 +312,12 @@ describe('upstream failures', () => {
   });
 
   test('an upstream sending an invalid header gives 502, not a crash', async () => {
-    const net = await import('node:net');
-    const bad = net.createServer((s) => {
+    const bad = createNetServer((s) => {
       s.once('data', () => s.end('HTTP/1.1 200 OK\r\nX-Bad: a\x01b\r\nContent-Length: 2\r\n\r\nok'));
     });
     bad.listen(0, '127.0.0.1');
     await once(bad, 'listening');
-    const port = (bad.address() as import('node:net').AddressInfo).port;
+    const port = (bad.address() as AddressInfo).port;
     const p = await startProxy([{ name: 'bad', port }], {});
     try {
       const res = await request(`${p.url}/`);

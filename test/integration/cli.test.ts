@@ -1,0 +1,211 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
+import type { ServerResponse } from 'node:http';
+import { connect } from 'node:net';
+import { join } from 'node:path';
+import { describe, test } from 'node:test';
+import { request } from '../helpers/http.js';
+import { ROOT, runCli, startCli, waitForOutput, writeConfig } from '../helpers/cli.js';
+import { closedPort, startBackend, waitFor } from '../helpers/servers.js';
+
+const VERSION = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+
+function config(port: number, upstreamPorts: number[], extra = ''): string {
+  return [
+    'server:',
+    `  listen_port: ${port}`,
+    '  listen_address: "127.0.0.1"',
+    '  shutdown_grace_ms: 5000',
+    'load_balancing:',
+    '  upstreams:',
+    ...upstreamPorts.flatMap((p, i) => [`    - name: "b${i + 1}"`, '      address: "127.0.0.1"', `      port: ${p}`]),
+    extra,
+  ].join('\n');
+}
+
+function portIsClosed(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect(port, '127.0.0.1');
+    s.on('connect', () => {
+      s.destroy();
+      resolve(false);
+    });
+    s.on('error', () => resolve(true));
+  });
+}
+
+describe('the tollgate command', () => {
+  test('--help explains the flags; --version prints the version', async () => {
+    const help = await runCli(['--help']);
+    assert.equal(help.code, 0);
+    for (const flag of ['--config', '--check', '--log-format', '--version', '--help', 'LOG_LEVEL', 'SIGTERM']) assert.ok(help.stdout.includes(flag), flag);
+    const version = await runCli(['--version']);
+    assert.equal(version.code, 0);
+    assert.equal(version.stdout, `tollgate ${VERSION}\n`);
+  });
+
+  test('unknown flags and bad --log-format exit 2', async () => {
+    const unknown = await runCli(['--bogus']);
+    assert.equal(unknown.code, 2);
+    assert.match(unknown.stderr, /bogus/);
+    const format = await runCli(['--log-format', 'xml', '--check']);
+    assert.equal(format.code, 2);
+  });
+
+  test('--check accepts the brief config and the shipped config/proxy.yaml', async () => {
+    const brief = await runCli(['--check', '--config', 'test/fixtures/brief.yaml']);
+    assert.equal(brief.code, 0, brief.stderr);
+    assert.match(brief.stdout, /is valid/);
+    const shipped = await runCli(['-t']);
+    assert.equal(shipped.code, 0, shipped.stderr);
+    assert.match(shipped.stdout, /config\/proxy\.yaml is valid/);
+  });
+
+  const badConfigs: [string, string, RegExp][] = [
+    ['a YAML syntax error', 'server:\n  listen_port: [8080\nload_balancing: {}\n', /proxy\.yaml:\d+:\d+ \(yaml\): /],
+    ['an unknown key', 'server:\n  listen_port: 8080\n  listen_prot: 1\nload_balancing:\n  upstreams:\n    - {name: a, address: 127.0.0.1, port: 1}\n', /proxy\.yaml:3:3 server\.listen_prot: unknown key/],
+    [
+      'port 70000',
+      'load_balancing:\n  upstreams:\n    - name: a\n      address: 127.0.0.1\n      port: 3000\n    - name: b\n      address: 127.0.0.1\n      port: 70000\n',
+      /proxy\.yaml:8:13 load_balancing\.upstreams\[1\]\.port: must be 1-65535, got 70000/,
+    ],
+    ['missing upstreams', 'server:\n  listen_port: 8080\nload_balancing:\n  strategy: random\n', /proxy\.yaml:4:3 load_balancing\.upstreams: is required/],
+    ['an unset environment variable', 'load_balancing:\n  upstreams:\n    - {name: a, address: "${TOLLGATE_UNSET_HOST}", port: 1}\n', /proxy\.yaml:3:26 load_balancing\.upstreams\[0\]\.address: environment variable TOLLGATE_UNSET_HOST is not set/],
+  ];
+  for (const [what, text, expected] of badConfigs) {
+    test(`a bad config (${what}) exits 2 with file:line:col and the key path, for --check and for a run`, async () => {
+      const file = writeConfig(text);
+      const check = await runCli(['--check', '--config', file]);
+      assert.equal(check.code, 2);
+      assert.match(check.stderr, expected);
+      assert.ok(check.stderr.includes(file));
+      const run = await runCli(['--config', file]);
+      assert.equal(run.code, 2);
+      assert.match(run.stderr, expected);
+    });
+  }
+
+  test('a bad config for a run: nothing listens', async () => {
+    const port = await closedPort();
+    const file = writeConfig(config(port, [1]).replace('listen_address: "127.0.0.1"', 'listen_address: "127.0.0.1"\n  bogus: true'));
+    const run = await runCli(['--config', file]);
+    assert.equal(run.code, 2);
+    assert.ok(await portIsClosed(port));
+  });
+
+  test('a missing config file exits 2', async () => {
+    const run = await runCli(['--config', '/nonexistent/tollgate.yaml']);
+    assert.equal(run.code, 2);
+    assert.match(run.stderr, /\/nonexistent\/tollgate\.yaml:1:1 \(root\): cannot read config: file not found/);
+  });
+
+  test('a port already in use exits 1 with a fatal log line', async () => {
+    const backend = await startBackend('b');
+    try {
+      const run = await runCli(['--config', writeConfig(config(backend.port, [backend.port]))]);
+      assert.equal(run.code, 1);
+      assert.match(run.stdout, /EADDRINUSE/);
+    } finally {
+      await backend.close();
+    }
+  });
+
+  test('SIGTERM with requests in flight: they complete, then the process exits 0', async () => {
+    const held: ServerResponse[] = [];
+    const backend = await startBackend('b', (_req, res) => held.push(res));
+    const port = await closedPort();
+    const child = startCli(['--config', writeConfig(config(port, [backend.port]))]);
+    try {
+      await waitForOutput(child, /listening on 127\.0\.0\.1:\d+/);
+      const inflight = [request(`http://127.0.0.1:${port}/one`), request(`http://127.0.0.1:${port}/two`)];
+      await waitFor(() => held.length === 2, 5000, 'both requests to reach the backend');
+      child.kill('SIGTERM');
+      await waitForOutput(child, /shutting down/);
+      assert.equal(child.exitCode, null, 'still running while requests are in flight');
+      for (const res of held) res.end('finished');
+      const replies = await Promise.all(inflight);
+      assert.deepEqual(replies.map((r) => [r.status, r.body]), [[200, 'finished'], [200, 'finished']]);
+      const [code] = (await once(child, 'exit')) as [number];
+      assert.equal(code, 0);
+      assert.match(child.output.stdout, /shutdown complete/);
+      assert.equal((child.output.stdout.match(/"msg":"Request Completed"/g) ?? []).length, 2);
+    } finally {
+      child.kill('SIGKILL');
+      await backend.close();
+    }
+  });
+
+  test('LOG_LEVEL=debug shows the Request Start and Select Upstream lines; --log-format pretty is human-readable; logging.file is written', async () => {
+    const backend = await startBackend('b');
+    const port = await closedPort();
+    const file = writeConfig(config(port, [backend.port]));
+    const child = startCli(['--config', file, '--log-format', 'pretty'], { LOG_LEVEL: 'debug' });
+    try {
+      await waitForOutput(child, /listening on/);
+      const res = await request(`http://127.0.0.1:${port}/pretty`);
+      await waitForOutput(child, new RegExp(`Request Start: ${res.headers['x-request-id']} /pretty`));
+      await waitForOutput(child, new RegExp(`Select Upstream: ${res.headers['x-request-id']} -> 127\\.0\\.0\\.1:${backend.port}`));
+      await waitForOutput(child, /INFO.*Request Completed/);
+      assert.doesNotMatch(child.output.stdout, /^\{"level"/m, 'pretty output is not JSON');
+    } finally {
+      child.kill('SIGTERM');
+      await once(child, 'exit');
+    }
+    const logFile = file.replace(/proxy\.yaml$/, 'logs/tollgate.log');
+    const toFile = startCli(['--config', writeConfig(`${config(port, [backend.port])}\nlogging:\n  level: info\n  file: "${logFile}"\n`)]);
+    try {
+      await waitFor(() => {
+        try {
+          return readFileSync(logFile, 'utf8').includes('listening on');
+        } catch {
+          return false;
+        }
+      }, 10_000, 'the log file');
+      await request(`http://127.0.0.1:${port}/to-file`);
+    } finally {
+      toFile.kill('SIGTERM');
+      await once(toFile, 'exit');
+      await backend.close();
+    }
+    const lines = readFileSync(logFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    assert.ok(lines.some((l) => l.msg === 'Request Completed' && l.path === '/to-file' && l.status === 200));
+    assert.equal(toFile.output.stdout, '', 'nothing on stdout when logging to a file');
+  });
+
+  test("the brief's own quick start: python3 -m http.server backends behind the CLI", async (t) => {
+    const python = spawn('python3', ['-m', 'http.server', '0', '--bind', '127.0.0.1'], { cwd: join(ROOT, 'test/fixtures'), stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    python.stdout.on('data', (c: Buffer) => (out += c.toString()));
+    python.on('error', () => {});
+    try {
+      await waitFor(() => /port (\d+)/.test(out) || python.exitCode !== null, 10_000, 'python http.server to start');
+    } catch {
+      python.kill();
+      t.skip('python3 is not available');
+      return;
+    }
+    const upstreamPort = Number(/port (\d+)/.exec(out)?.[1]);
+    const port = await closedPort();
+    const text = readFileSync(join(ROOT, 'test/fixtures/brief.yaml'), 'utf8').replace('listen_port: 8080', `listen_port: ${port}`).replace('port: 3000', `port: ${upstreamPort}`);
+    const child = startCli(['--config', writeConfig(text)]);
+    try {
+      await waitForOutput(child, /listening on/);
+      const base = `http://127.0.0.1:${port}`;
+      assert.equal((await request(`${base}/health`)).status, 200);
+      assert.equal((await request(`${base}/`)).status, 401);
+      const ok = await request(`${base}/brief.yaml`, { headers: { authorization: 'Bearer dev-token-123' } });
+      assert.equal(ok.status, 200);
+      assert.match(ok.body, /valid_tokens/);
+      assert.ok(ok.headers['x-proxy-by'] && ok.headers['x-request-id'] && ok.headers['x-response-time']);
+      const statuses: number[] = [];
+      for (let i = 0; i < 14; i++) statuses.push((await request(`${base}/`, { headers: { authorization: 'Bearer dev-token-123' } })).status);
+      assert.deepEqual(statuses, [...Array(9).fill(200), ...Array(5).fill(429)]);
+    } finally {
+      child.kill('SIGTERM');
+      python.kill();
+      await once(child, 'exit');
+    }
+  });
+});
