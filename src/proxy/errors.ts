@@ -19,6 +19,8 @@ export const ERROR_CATALOGUE = {
   bad_request: { status: 400, source: 'downstream', retryable: false, message: 'The request could not be understood.' },
   unauthorized: { status: 401, source: 'downstream', retryable: false, message: 'Missing or invalid credentials.' },
   not_found: { status: 404, source: 'downstream', retryable: false, message: 'No such resource.' },
+  request_timeout: { status: 408, source: 'downstream', retryable: false, message: 'The request was not received in time.' },
+  headers_too_large: { status: 431, source: 'downstream', retryable: false, message: 'The request headers are too large.' },
   rate_limited: { status: 429, source: 'downstream', retryable: false, message: 'Too many requests; retry after the time in Retry-After.' },
   internal_error: { status: 500, source: 'internal', retryable: false, message: 'The proxy failed to handle the request.' },
   bad_gateway: { status: 502, source: 'upstream', retryable: true, message: 'The upstream could not be reached or failed while answering.' },

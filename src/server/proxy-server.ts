@@ -1,7 +1,10 @@
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { randomUUID } from 'node:crypto';
+import { STATUS_CODES, createServer, type Server } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { ServerConfig } from '../config/schema.js';
+import { ERROR_CATALOGUE, type ErrorCode } from '../proxy/errors.js';
 import type { Pipeline } from '../proxy/pipeline.js';
 
 export interface ProxyServerOptions {
@@ -37,12 +40,7 @@ export class ProxyServer {
     // Connections past the limit are closed by Node right after accept; 'drop' tells us about each.
     server.maxConnections = options.config.max_connections;
     server.on('drop', () => this.#connectionRefused());
-    server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
-      // Malformed requests and sockets that fail before a request: answer 400 when still possible.
-      if (socket.writable && err.code !== 'ECONNRESET') {
-        socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
-      } else socket.destroy();
-    });
+    server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.#clientError(err, socket));
     this.server = server;
   }
 
@@ -87,6 +85,32 @@ export class ProxyServer {
     if (this.#refusedTimer !== undefined) clearTimeout(this.#refusedTimer);
     await this.#onClosed?.();
     this.#logger.info('shutdown complete');
+  }
+
+  /**
+   * Requests Node's parser rejects (malformed, head too large, head too slow) never reach the pipeline:
+   * they are answered here, with the same JSON error body and headers, logged, and the connection closed.
+   */
+  #clientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+    const code: ErrorCode =
+      err.code === 'HPE_HEADER_OVERFLOW' ? 'headers_too_large' : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 'request_timeout' : 'bad_request';
+    const requestId = randomUUID();
+    const client = (socket as Socket).remoteAddress ?? '';
+    // A client that hangs up mid-request (EOF or reset) is gone: there is nobody to answer. The request,
+    // if it had begun, is logged by the pipeline (status 499 or whatever was answered).
+    if (err.code === 'ECONNRESET' || err.code === 'HPE_INVALID_EOF_STATE' || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    const { status } = ERROR_CATALOGUE[code];
+    const message = code === 'bad_request' ? 'The request is malformed HTTP.' : ERROR_CATALOGUE[code].message;
+    const body = JSON.stringify({ error: code, message, status, request_id: requestId });
+    socket.end(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nContent-Type: application/json; charset=utf-8\r\n` +
+        `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\nX-Proxy-By: ${this.#config.proxy_name}\r\n` +
+        `X-Request-ID: ${requestId}\r\nX-Response-Time: 0ms\r\n\r\n${body}`,
+    );
+    this.#logger.info({ request_id: requestId, client, status, error: code, cause: err.code ?? err.message }, 'Request Completed');
   }
 
   #connectionRefused(): void {

@@ -174,6 +174,30 @@ describe('the tollgate command', () => {
     assert.equal(toFile.output.stdout, '', 'nothing on stdout when logging to a file');
   });
 
+  test('the demo starts three named backends and the proxy; round robin shows in the bodies and the logs', async () => {
+    const [proxyPort, p1, p2, p3] = [await closedPort(), await closedPort(), await closedPort(), await closedPort()];
+    const text = readFileSync(join(ROOT, 'config/proxy.yaml'), 'utf8')
+      .replace('listen_port: 8080', `listen_port: ${proxyPort}\n  listen_address: "127.0.0.1"`)
+      .replace('port: 3000', `port: ${p1}`)
+      .replace('port: 3001', `port: ${p2}`)
+      .replace('port: 3002', `port: ${p3}`);
+    const demo = spawn(process.execPath, [join(ROOT, 'dist/demo.js'), writeConfig(text)], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    const output = { stdout: '', stderr: '' };
+    demo.stdout.on('data', (c: Buffer) => (output.stdout += c.toString()));
+    demo.stderr.on('data', (c: Buffer) => (output.stderr += c.toString()));
+    try {
+      await waitForOutput(Object.assign(demo, { output }), /Ctrl-C to stop/);
+      const bodies: string[] = [];
+      for (let i = 0; i < 3; i++) bodies.push((await request(`http://127.0.0.1:${proxyPort}/`, { headers: { authorization: 'Bearer dev-token-123' } })).body);
+      assert.deepEqual(bodies.map((b) => /Hello from (backend\d)/.exec(b)?.[1]), ['backend1', 'backend2', 'backend3']);
+      await waitFor(() => (output.stdout.match(/Request Completed/g) ?? []).length === 3, 5000, 'three completion lines');
+    } finally {
+      demo.kill('SIGTERM');
+      const [code] = (await once(demo, 'exit')) as [number];
+      assert.equal(code, 0);
+    }
+  });
+
   test("the brief's own quick start: python3 -m http.server backends behind the CLI", async (t) => {
     const python = spawn('python3', ['-m', 'http.server', '0', '--bind', '127.0.0.1'], { cwd: join(ROOT, 'test/fixtures'), stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';

@@ -46,6 +46,37 @@ describe('forwarding', () => {
     }
   });
 
+  test('HEAD, 204 and 304 responses pass through without a body', async () => {
+    const statusBackend = await startBackend('s', (req, res) => {
+      if (req.url === '/204') res.writeHead(204).end();
+      else if (req.url === '/304') res.writeHead(304, { etag: '"x"' }).end();
+      else res.writeHead(200, { 'content-length': '5' }).end(req.method === 'HEAD' ? undefined : 'hello');
+    });
+    const p = await startProxy([statusBackend], {});
+    try {
+      const head = await raw(p.port, 'HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+      assert.match(head, /^HTTP\/1\.1 200 OK\r\n/);
+      assert.match(head, /\r\ncontent-length: 5\r\n/i);
+      assert.ok(head.endsWith('\r\n\r\n'), 'no body after the head');
+      assert.equal((await request(`${p.url}/204`)).status, 204);
+      const notModified = await request(`${p.url}/304`);
+      assert.equal(notModified.status, 304);
+      assert.equal(notModified.headers.etag, '"x"');
+    } finally {
+      await p.close();
+      await statusBackend.close();
+    }
+  });
+
+  test('an upstream given by host name (localhost) is reached', async () => {
+    const p = await startProxy([{ name: 'named', address: 'localhost', port: backend.port }], {});
+    try {
+      assert.equal((await request(`${p.url}/`)).json().backend, 'b');
+    } finally {
+      await p.close();
+    }
+  });
+
   test('hop-by-hop request headers, and those named in Connection, are not forwarded; end-to-end ones are', async () => {
     const reply = await raw(
       proxy.port,

@@ -53,6 +53,31 @@ describe('the downstream server', () => {
     }
   });
 
+  test('requests Node cannot parse get a JSON 400 (431 for a huge head) with the usual headers, are logged, and the connection closes', async () => {
+    const backend = await startBackend('b');
+    const p = await startProxy([backend], {});
+    try {
+      const bad = await raw(p.port, 'GET / HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n');
+      assert.match(bad, /^HTTP\/1\.1 400 Bad Request\r\n/);
+      assert.match(bad, /\r\nConnection: close\r\n/);
+      assert.match(bad, /\r\nX-Proxy-By: tollgate\r\n/);
+      const id = /\r\nX-Request-ID: ([0-9a-f-]{36})\r\n/.exec(bad)?.[1];
+      assert.ok(id);
+      const body = JSON.parse(bad.slice(bad.indexOf('\r\n\r\n') + 4)) as Record<string, unknown>;
+      assert.deepEqual(body, { error: 'bad_request', message: 'The request is malformed HTTP.', status: 400, request_id: id });
+      assert.ok(p.logs.some((l) => l.request_id === id && l.status === 400 && l.error === 'bad_request'));
+
+      const huge = await raw(p.port, `GET / HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`);
+      assert.match(huge, /^HTTP\/1\.1 431 /);
+      assert.match(huge, /"error":"headers_too_large"/);
+      assert.equal(backend.hits, 0, 'nothing was forwarded');
+      assert.equal((await request(`${p.url}/health`)).status, 200);
+    } finally {
+      await p.close();
+      await backend.close();
+    }
+  });
+
   test('keep-alive timeout defaults to 75 s and is announced', async () => {
     const backend = await startBackend('b');
     const p = await startProxy([backend], {});

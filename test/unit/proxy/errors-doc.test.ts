@@ -52,6 +52,8 @@ describe('ERROR_CATALOGUE', () => {
         bad_request: [400, 'downstream', false],
         unauthorized: [401, 'downstream', false],
         not_found: [404, 'downstream', false],
+        request_timeout: [408, 'downstream', false],
+        headers_too_large: [431, 'downstream', false],
         rate_limited: [429, 'downstream', false],
         internal_error: [500, 'internal', false],
         bad_gateway: [502, 'upstream', true],
