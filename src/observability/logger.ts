@@ -43,7 +43,8 @@ export function createLogger(config: LoggingConfig, overrides: LoggerOverrides =
     format === 'pretty'
       ? pretty({ destination, colorize: config.file === undefined && process.stdout.isTTY, sync: false, translateTime: 'SYS:HH:MM:ss.l' })
       : destination;
-  const logger = pino({ level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime }, stream);
+  // `time` is epoch milliseconds, pino's default: the ISO formatter cost 2% of throughput in the profile.
+  const logger = pino({ level, base: { pid: process.pid } }, stream);
   return {
     logger,
     flush() {

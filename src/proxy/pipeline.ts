@@ -86,7 +86,7 @@ export class Pipeline implements ForwardHost {
       ctx.clientAddress = ctx.peerAddress;
     }
     if (this.#trusted !== undefined) this.#resolveClient(ctx, this.#trusted);
-    res.once('close', () => this.#finish(ctx));
+    res.on('close', () => this.#finish(ctx)); // 'close' fires once; on() skips once()'s wrapper
     if (this.#debug) this.#logger.debug(`Request Start: ${ctx.requestId} ${ctx.path}`);
 
     if (this.draining) return this.fail(ctx, new ProxyError('shutting_down'));
