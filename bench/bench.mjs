@@ -561,11 +561,13 @@ async function versions() {
 
 function report(results, meta) {
   const direct = results.find((r) => r.name === 'direct' && r.ok);
+  const bare = results.find((r) => r.name === 'bare' && r.ok);
   const rows = results.map((r) => {
-    if (!r.ok) return `| ${r.name} | failed | – | – | – | – | – |`;
+    if (!r.ok) return `| ${r.name} | failed | – | – | – | – | – | – |`;
     const ratio = direct ? (r.rps / direct.rps).toFixed(2) : 'n/a';
+    const toBare = bare && r.name !== 'direct' ? (r.rps / bare.rps).toFixed(2) : '–';
     const rss = r.rss === null ? 'n/a' : r.rss.toFixed(1);
-    return `| ${r.name} | ${Math.round(r.rps).toLocaleString('en-US')} | ${ratio} | ${fmtMs(r.p50)} | ${fmtMs(r.p99)} | ${r.errors} | ${rss} |`;
+    return `| ${r.name} | ${Math.round(r.rps).toLocaleString('en-US')} | ${ratio} | ${toBare} | ${fmtMs(r.p50)} | ${fmtMs(r.p99)} | ${r.errors} | ${rss} |`;
   });
   const notes = [];
   for (const r of results) {
@@ -581,8 +583,8 @@ function report(results, meta) {
   const cmd = ['taskset', ...wrkArgs('<port>', DURATION, [])].map(shellQuote).join(' ')
     .replace(shellQuote('http://127.0.0.1:<port>/'), 'http://127.0.0.1:<port>/');
   const lines = [
-    '| target | req/s (median) | ratio to direct | p50 ms | p99 ms | errors | RSS MiB |',
-    '| --- | ---: | ---: | ---: | ---: | ---: | ---: |',
+    '| target | req/s (median) | ratio to direct | ratio to bare | p50 ms | p99 ms | errors | RSS MiB |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
     ...rows,
     '',
     ...(notes.length ? [...notes, ''] : []),
