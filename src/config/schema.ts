@@ -61,6 +61,22 @@ const serverSchema = z.strictObject({
   trusted_proxies: z.array(z.string().refine(isCidr, 'must be an IP address or a CIDR block such as 10.0.0.0/8')).default([]),
   health_path: z.string().regex(/^\/[^?#\s]*$/, 'must be a path starting with "/" (no query)').default('/health'),
   proxy_name: z.string().regex(/^[\x21-\x7e]+(?: [\x21-\x7e]+)*$/, 'must be printable ASCII').default('tollgate'),
+  /** A client must send its whole request head within this time (408 otherwise). */
+  header_timeout_ms: durationMs(10_000),
+  /** Longest pause allowed between two pieces of a request body (408 otherwise). */
+  body_timeout_ms: durationMs(30_000),
+  /** Most header lines in a request (431 beyond). */
+  max_header_count: positiveInt('a whole number from 1 to 10000', 10_000).default(100),
+  /** Most bytes in a request head, request line included (431 beyond). */
+  max_header_bytes: positiveInt('a whole number of bytes from 1024 to 1048576', 1_048_576).min(1024, 'must be at least 1024').default(16_384),
+  /** Longest request target (414 beyond). */
+  max_uri_bytes: positiveInt('a whole number of bytes of at least 1').default(8_192),
+  /** Largest request body (413 beyond); 0 would refuse every body, so at least 1. */
+  max_body_bytes: positiveInt('a whole number of bytes of at least 1').default(10 * 1024 * 1024),
+  /** Header names with `_`: dropped before forwarding (as nginx), or the request refused with 400. */
+  underscores_in_headers: z.enum(['drop', 'reject'], { error: 'must be drop or reject' }).default('drop'),
+  /** `%2F` and `%5C` in the path: forwarded as they are (never decoded), or the request refused with 400. */
+  encoded_slashes: z.enum(['keep', 'reject'], { error: 'must be keep or reject' }).default('keep'),
 });
 
 const upstreamSchema = z.strictObject({

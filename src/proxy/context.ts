@@ -28,6 +28,16 @@ export class RequestContext {
   /** WWW-Authenticate value to send with the 401. */
   authChallenge = '';
   rateLimit: RateDecision | undefined = undefined;
+  /** Headers to forward, collected when the request is read (before filters run). */
+  forwardHeaders: string[] = [];
+  /** Request body length from Content-Length; 0 when there is none. */
+  bodyLength = 0;
+  /** Whether the request body is chunked (no length known in advance). */
+  bodyChunked = false;
+  /** The client sent `Expect: 100-continue` and waits for a 100 before its body. */
+  expectsContinue = false;
+  /** Close the client connection after this response (unread body, framing error, shutdown). */
+  closeConnection = false;
   backend: Backend | undefined = undefined;
   /** Extra response headers (flat name/value list) that filters add; sent on every response to this request. */
   responseHeaders: string[] = [];

@@ -21,6 +21,8 @@ import { RequestContext } from './context.js';
 import { ProxyError, fromUpstreamError } from './errors.js';
 import { ForwardHandler, type ForwardHost } from './forward.js';
 import { HOP_BY_HOP, connectionTokens, formatMs } from './headers.js';
+import { normalizeTarget } from './path.js';
+import { limitBody, type BodyLimiter } from './request-body.js';
 import type { FilterResult, HeaderFilter, LoggingHook, Phases, RequestFilter } from './phases.js';
 
 export interface PipelineOptions {
@@ -35,6 +37,10 @@ export interface PipelineOptions {
 
 /** Request headers Tollgate always sets itself, so the client's are never passed on as they are. */
 const SET_BY_PROXY = ['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-request-id', 'expect'];
+
+const NOT_IMPLEMENTED = new ProxyError('not_implemented');
+const UNDERSCORE = new ProxyError('bad_request', { message: 'Header names with underscores are not accepted.' });
+const HOST_COUNT = new ProxyError('bad_request', { message: 'An HTTP/1.1 request needs exactly one Host header.' });
 
 export class Pipeline implements ForwardHost {
   /** Set when shutdown begins: new requests get 503 and every response closes its connection. */
@@ -53,6 +59,12 @@ export class Pipeline implements ForwardHost {
   readonly #healthQueryPrefix: string;
   readonly #proxyName: string;
   readonly #preserveHost: boolean;
+  readonly #maxHeaderCount: number;
+  readonly #maxUriBytes: number;
+  readonly #maxBodyBytes: number;
+  readonly #bodyTimeoutMs: number;
+  readonly #rejectUnderscores: boolean;
+  readonly #rejectEncodedSlashes: boolean;
   readonly #debug: boolean;
   readonly #startedAt: number;
 
@@ -74,11 +86,29 @@ export class Pipeline implements ForwardHost {
     this.#healthQueryPrefix = `${config.server.health_path}?`;
     this.#proxyName = config.server.proxy_name;
     this.#preserveHost = config.load_balancing.preserve_host;
+    this.#maxHeaderCount = config.server.max_header_count;
+    this.#maxUriBytes = config.server.max_uri_bytes;
+    this.#maxBodyBytes = config.server.max_body_bytes;
+    this.#bodyTimeoutMs = config.server.body_timeout_ms;
+    this.#rejectUnderscores = config.server.underscores_in_headers === 'reject';
+    this.#rejectEncodedSlashes = config.server.encoded_slashes === 'reject';
     this.#debug = this.#logger.isLevelEnabled('debug');
   }
 
   /** The `request` listener of the HTTP server. */
   readonly handle = (req: IncomingMessage, res: ServerResponse): void => {
+    this.#start(req, res, false);
+  };
+
+  /**
+   * The `checkContinue` listener: a request with `Expect: 100-continue`. Node then sends no 100 by itself;
+   * the pipeline sends it only once the request filters have let the request through.
+   */
+  readonly handleExpectContinue = (req: IncomingMessage, res: ServerResponse): void => {
+    this.#start(req, res, true);
+  };
+
+  #start(req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): void {
     const ctx = new RequestContext(req, res, performance.now());
     ctx.requestId = resolveRequestId(req.headers['x-request-id']);
     if (ctx.peerAddress.startsWith('::ffff:') && isIP(ctx.peerAddress.slice(7)) === 4) {
@@ -90,12 +120,58 @@ export class Pipeline implements ForwardHost {
     if (this.#debug) this.#logger.debug(`Request Start: ${ctx.requestId} ${ctx.path}`);
 
     if (this.draining) return this.fail(ctx, new ProxyError('shutting_down'));
-    if (ctx.path.charCodeAt(0) !== 47 /* / */ && !this.#toOriginForm(ctx)) {
-      return this.fail(ctx, new ProxyError('bad_request', { message: 'The request target must be a path.' }));
-    }
-    if (ctx.path === this.#healthPath || ctx.path.startsWith(this.#healthQueryPrefix)) return this.#health(ctx);
+    // The health endpoint is the exact, un-normalized path (query allowed); every other spelling of it
+    // (`//health`, `/health/`, `/HEALTH`, `/x/../health`) is an ordinary request and needs credentials.
+    const url = ctx.path;
+    if (url === this.#healthPath || url.startsWith(this.#healthQueryPrefix)) return this.#health(ctx);
+    if (url.length > this.#maxUriBytes) return this.fail(ctx, new ProxyError('uri_too_long'));
+    const target = normalizeTarget(url, this.#rejectEncodedSlashes);
+    if (target instanceof ProxyError) return this.fail(ctx, target);
+    ctx.path = target;
+    ctx.expectsContinue = expectsContinue;
+    const refused = this.#readHeaders(ctx);
+    if (refused !== undefined) return this.fail(ctx, refused);
     this.#runRequestFilters(ctx, 0);
-  };
+  }
+
+  /**
+   * One pass over the raw request headers: enforces the header rules and collects the headers to forward
+   * (minus hop-by-hop ones, those Tollgate sets itself, and framing, which the upstream client redoes).
+   */
+  #readHeaders(ctx: RequestContext): ProxyError | undefined {
+    const req = ctx.req;
+    const raw = req.rawHeaders;
+    if (raw.length > this.#maxHeaderCount * 2) return new ProxyError('headers_too_large', { message: 'The request has too many header lines.' });
+    const drop = this.#dropRequestHeaders;
+    const listed = connectionTokens(req.headers.connection);
+    const out: string[] = [];
+    let hosts = 0;
+    for (let i = 0; i < raw.length; i += 2) {
+      const name = raw[i] as string;
+      const lower = name.toLowerCase();
+      if (lower === 'host') hosts++;
+      else if (lower === 'transfer-encoding') {
+        // Node has already refused Transfer-Encoding with Content-Length, repeated, or not ending in chunked.
+        if ((raw[i + 1] as string).trim().toLowerCase() !== 'chunked') return NOT_IMPLEMENTED;
+        ctx.bodyChunked = true;
+        continue;
+      } else if (lower === 'content-length') continue;
+      if (name.includes('_')) {
+        if (this.#rejectUnderscores) return UNDERSCORE;
+        continue; // as nginx: a name like X_User could be smuggled past a rule written for X-User
+      }
+      if (drop.has(lower) || listed?.has(lower) === true) continue;
+      out.push(name, raw[i + 1] as string);
+    }
+    if (hosts > 1 || (hosts === 0 && req.httpVersionMajor === 1 && req.httpVersionMinor === 1)) return HOST_COUNT;
+    const length = req.headers['content-length'];
+    if (length !== undefined) {
+      ctx.bodyLength = Number(length);
+      if (ctx.bodyLength > this.#maxBodyBytes) return new ProxyError('payload_too_large');
+    }
+    ctx.forwardHeaders = out;
+    return undefined;
+  }
 
   #runRequestFilters(ctx: RequestContext, from: number): void {
     const filters = this.#requestFilters;
@@ -131,35 +207,40 @@ export class Pipeline implements ForwardHost {
     const req = ctx.req;
     const headers = this.#upstreamHeaders(ctx, backend);
     for (const filter of this.#upstreamRequestFilters) filter(ctx, headers);
-    const hasBody =
-      req.headers['transfer-encoding'] !== undefined ||
-      (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0');
+    let body: BodyLimiter | null = null;
+    if (ctx.bodyChunked || ctx.bodyLength > 0) {
+      // Only now, with auth and limits passed, is the client told to send its body.
+      if (ctx.expectsContinue) ctx.res.writeContinue();
+      body = limitBody(req, this.#maxBodyBytes);
+      if (this.#bodyTimeoutMs > 0) this.#watchBody(ctx);
+    }
 
     backend.inflight++;
     const handler = new ForwardHandler(ctx, this);
     try {
-      backend.pool.dispatch(
-        { path: ctx.path, method: req.method ?? 'GET', headers, body: hasBody ? req : null },
-        handler,
-      );
+      backend.pool.dispatch({ path: ctx.path, method: req.method ?? 'GET', headers, body }, handler);
     } catch (err) {
       handler.onError(err as Error);
     }
   }
 
+  /** Fails the request with 408 when the client pauses its body longer than body_timeout_ms. */
+  #watchBody(ctx: RequestContext): void {
+    const req = ctx.req;
+    req.setTimeout(this.#bodyTimeoutMs, () => {
+      const timeout = new ProxyError('request_timeout', { message: 'The request body stalled.' });
+      if (ctx.abortUpstream !== undefined) ctx.abortUpstream(timeout);
+      else this.fail(ctx, timeout);
+    });
+    req.once('end', () => req.setTimeout(0));
+  }
+
   /** The request headers for the upstream, as a flat name/value list (keeps order and repeats). */
   #upstreamHeaders(ctx: RequestContext, backend: Backend): string[] {
     const req = ctx.req;
-    const raw = req.rawHeaders;
-    const drop = this.#dropRequestHeaders;
-    const listed = connectionTokens(req.headers.connection);
-    const out: string[] = [];
-    for (let i = 0; i < raw.length; i += 2) {
-      const name = raw[i] as string;
-      const lower = name.toLowerCase();
-      if (drop.has(lower) || listed?.has(lower) === true) continue;
-      out.push(name, raw[i + 1] as string);
-    }
+    const out = ctx.forwardHeaders;
+    // Framing is rewritten, never copied: the length as the number Node validated, or chunked by undici.
+    if (ctx.bodyLength > 0) out.push('content-length', String(ctx.bodyLength));
     if (!this.#preserveHost) out.push('host', backend.address);
     const trusted = ctx.fromTrustedProxy;
     const xff = req.headers['x-forwarded-for'];
@@ -178,7 +259,7 @@ export class Pipeline implements ForwardHost {
     headers.push('X-Proxy-By', this.#proxyName, 'X-Request-ID', ctx.requestId, 'X-Response-Time', formatMs(ctx.responseTime));
     const extra = ctx.responseHeaders;
     for (let i = 0; i < extra.length; i++) headers.push(extra[i] as string);
-    if (this.draining) headers.push('Connection', 'close');
+    if (this.draining || ctx.closeConnection) headers.push('Connection', 'close');
     for (const filter of this.#responseFilters) filter(ctx, headers);
     ctx.status = status;
     ctx.res.writeHead(status, headers);
@@ -200,6 +281,9 @@ export class Pipeline implements ForwardHost {
       return;
     }
     if (res.destroyed) return;
+    // A body the upstream did not take is left unread: close rather than read it only to discard it.
+    if ((ctx.bodyChunked || ctx.bodyLength > 0) && !ctx.req.complete) ctx.closeConnection = true;
+    if (error.status === 400 || error.status === 501) ctx.closeConnection = true;
     const headers: string[] = [];
     if (error.code === 'no_upstream') headers.push('Retry-After', '1');
     if (error.code === 'shutting_down') headers.push('Retry-After', '1');
@@ -246,15 +330,6 @@ export class Pipeline implements ForwardHost {
         this.#logger.error({ err, request_id: ctx.requestId }, 'logging hook failed');
       }
     }
-  }
-
-  /** `http://host/path` (absolute form): forward the path part only, never to the named host. */
-  #toOriginForm(ctx: RequestContext): boolean {
-    const match = /^https?:\/\/[^/?#]*/i.exec(ctx.path);
-    if (match === null) return false;
-    const rest = ctx.path.slice(match[0].length);
-    ctx.path = rest === '' ? '/' : rest.charCodeAt(0) === 63 /* ? */ ? `/${rest}` : rest;
-    return ctx.path.charCodeAt(0) === 47;
   }
 
   /** With trusted proxies, the client is the right-most X-Forwarded-For entry that is not one of them. */

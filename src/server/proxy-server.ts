@@ -36,7 +36,25 @@ export class ProxyServer {
     this.#pipeline = options.pipeline;
     this.#logger = options.logger;
     this.#onClosed = options.onClosed;
-    const server = createServer({ keepAliveTimeout: options.config.keepalive_timeout_ms }, options.pipeline.handle);
+    const config = options.config;
+    const server = createServer(
+      {
+        keepAliveTimeout: config.keepalive_timeout_ms,
+        headersTimeout: config.header_timeout_ms,
+        // Whole-request time is not limited: body_timeout_ms limits pauses instead, so big uploads work.
+        requestTimeout: 0,
+        // Node checks header timeouts on this interval (30 s by default): 1 s keeps them within a second.
+        connectionsCheckingInterval: 1_000,
+        maxHeaderSize: config.max_header_bytes,
+        // Never set insecureHTTPParser: llhttp's strict mode is what refuses smuggling attempts.
+        insecureHTTPParser: false,
+        requireHostHeader: true,
+      },
+      options.pipeline.handle,
+    );
+    // One more than the limit, so that a request over it is seen (and refused) rather than silently cut.
+    server.maxHeadersCount = config.max_header_count + 1;
+    server.on('checkContinue', options.pipeline.handleExpectContinue);
     // Connections past the limit are closed by Node right after accept; 'drop' tells us about each.
     server.maxConnections = options.config.max_connections;
     server.on('drop', () => this.#connectionRefused());
