@@ -1,0 +1,182 @@
+/**
+ * Request smuggling and header tricks, written byte for byte. For each: the status Tollgate answers, that
+ * the connection is closed where the framing cannot be trusted, and that nothing reached the upstream.
+ */
+import assert from 'node:assert/strict';
+import type { IncomingMessage } from 'node:http';
+import { after, before, describe, test } from 'node:test';
+import { exchange, statusOf, statusesOf } from '../helpers/raw.js';
+import { startBackend, startProxy, type Backend, type TestProxy } from '../helpers/servers.js';
+
+const H = 'Host: x\r\n';
+
+describe('framing and header attacks', () => {
+  let backend: Backend;
+  let proxy: TestProxy;
+  before(async () => {
+    backend = await startBackend('b');
+    proxy = await startProxy([backend], { server: { max_body_bytes: 1024 } });
+  });
+  after(async () => {
+    await proxy.close();
+    await backend.close();
+  });
+
+  const refused: [string, string, number][] = [
+    ['duplicate Content-Length (same value)', `POST / HTTP/1.1\r\n${H}Content-Length: 3\r\nContent-Length: 3\r\n\r\nabc`, 400],
+    ['duplicate Content-Length (different values)', `POST / HTTP/1.1\r\n${H}Content-Length: 3\r\nContent-Length: 4\r\n\r\nabcd`, 400],
+    ['Content-Length with Transfer-Encoding', `POST / HTTP/1.1\r\n${H}Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n`, 400],
+    ['Transfer-Encoding not ending in chunked', `POST / HTTP/1.1\r\n${H}Transfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n`, 400],
+    ['Transfer-Encoding: gzip only', `POST / HTTP/1.1\r\n${H}Transfer-Encoding: gzip\r\n\r\nabc`, 501],
+    ['Transfer-Encoding other than plain chunked', `POST / HTTP/1.1\r\n${H}Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n`, 501],
+    ['Transfer-Encoding repeated', `POST / HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n`, 400],
+    ['space before the colon of Transfer-Encoding', `POST / HTTP/1.1\r\n${H}Transfer-Encoding : chunked\r\n\r\n0\r\n\r\n`, 400],
+    ['obs-fold', `GET / HTTP/1.1\r\n${H}X-A: a\r\n b\r\n\r\n`, 400],
+    ['bare LF line endings', 'GET / HTTP/1.1\nHost: x\n\n', 400],
+    ['bare LF inside the head', `GET / HTTP/1.1\r\nHost: x\nX-A: 1\r\n\r\n`, 400],
+    ['CR inside a value', `GET / HTTP/1.1\r\n${H}X-A: a\rb\r\n\r\n`, 400],
+    ['NUL inside a value', `GET / HTTP/1.1\r\n${H}X-A: a\x00b\r\n\r\n`, 400],
+    ['space before a colon', `GET / HTTP/1.1\r\n${H}X-A : a\r\n\r\n`, 400],
+    ['Content-Length with a sign', `POST / HTTP/1.1\r\n${H}Content-Length: +3\r\n\r\nabc`, 400],
+    ['invalid chunk size', `POST / HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n`, 400],
+    ['no Host in HTTP/1.1', 'GET / HTTP/1.1\r\n\r\n', 400],
+    ['two Host headers', `GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n`, 400],
+    ['a request target that is not a path', `GET * HTTP/1.1\r\n${H}\r\n`, 400],
+    ['%00 in the path', `GET /a%00b HTTP/1.1\r\n${H}\r\n`, 400],
+  ];
+  for (const [what, bytes, status] of refused) {
+    test(`${what}: ${status}, connection closed, nothing forwarded`, async () => {
+      const hits = backend.hits;
+      const reply = await exchange(proxy.port, bytes);
+      assert.equal(statusOf(reply.text), status, reply.text.slice(0, 200));
+      assert.ok(reply.closedByServer, 'the connection was closed');
+      assert.equal(backend.hits, hits, 'nothing was forwarded');
+    });
+  }
+
+  test('a pipelined request smuggled after an ambiguous one is never forwarded', async () => {
+    const hits = backend.hits;
+    const reply = await exchange(proxy.port, `POST / HTTP/1.1\r\n${H}Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\n${H}\r\n`);
+    assert.deepEqual(statusesOf(reply.text), [400]);
+    assert.equal(backend.hits, hits);
+  });
+
+  test('absolute-form targets go to the configured upstream in origin form', async () => {
+    const reply = await exchange(proxy.port, `GET http://other.example/x?q=1 HTTP/1.1\r\nHost: other.example\r\nConnection: close\r\n\r\n`);
+    assert.equal(statusOf(reply.text), 200);
+    const seen = JSON.parse(reply.text.slice(reply.text.indexOf('\r\n\r\n') + 4)) as { url: string; headers: Record<string, string> };
+    assert.equal(seen.url, '/x?q=1');
+    assert.equal(seen.headers.host, 'other.example');
+  });
+
+  test('more header lines than max_header_count (100): 431', async () => {
+    const lines = Array.from({ length: 100 }, (_, i) => `X-H${i}: v\r\n`).join('');
+    const reply = await exchange(proxy.port, `GET / HTTP/1.1\r\n${H}${lines}\r\n`);
+    assert.equal(statusOf(reply.text), 431);
+    const ok = await exchange(proxy.port, `GET / HTTP/1.1\r\n${H}${lines.split('\r\n').slice(0, 98).join('\r\n')}\r\nConnection: close\r\n\r\n`);
+    assert.equal(statusOf(ok.text), 200, '100 lines in all is still accepted');
+  });
+
+  test('more header lines than Node would keep (1,500): 431, not silently cut', async () => {
+    const lines = Array.from({ length: 1500 }, (_, i) => `A${i}: v\r\n`).join('');
+    const reply = await exchange(proxy.port, `GET / HTTP/1.1\r\n${H}${lines}\r\n`);
+    assert.equal(statusOf(reply.text), 431);
+  });
+
+  test('a head over max_header_bytes (16 KiB): 431; a request target over max_uri_bytes (8 KiB): 414', async () => {
+    const big = await exchange(proxy.port, `GET / HTTP/1.1\r\n${H}X-Big: ${'a'.repeat(17_000)}\r\n\r\n`);
+    assert.equal(statusOf(big.text), 431);
+    assert.ok(big.closedByServer);
+    const long = await exchange(proxy.port, `GET /${'a'.repeat(8_200)} HTTP/1.1\r\n${H}\r\n`);
+    assert.equal(statusOf(long.text), 414);
+    assert.match(long.text, /"error":"uri_too_long"/);
+  });
+
+  test('header names with underscores are dropped by default; rejected with 400 when configured', async () => {
+    const reply = await exchange(proxy.port, `GET / HTTP/1.1\r\n${H}X_User: admin\r\nX-User: alice\r\nConnection: close\r\n\r\n`);
+    const seen = JSON.parse(reply.text.slice(reply.text.indexOf('\r\n\r\n') + 4)) as { headers: Record<string, string> };
+    assert.equal(seen.headers['x_user'], undefined);
+    assert.equal(seen.headers['x-user'], 'alice');
+    const strict = await startProxy([backend], { server: { underscores_in_headers: 'reject' } });
+    try {
+      assert.equal(statusOf((await exchange(strict.port, `GET / HTTP/1.1\r\n${H}X_User: admin\r\n\r\n`)).text), 400);
+    } finally {
+      await strict.close();
+    }
+  });
+
+  test('__proto__ and constructor header names: no crash, no prototype pollution', async () => {
+    const reply = await exchange(proxy.port, `GET / HTTP/1.1\r\n${H}__proto__: polluted\r\nconstructor: polluted\r\nhasOwnProperty: x\r\nConnection: close\r\n\r\n`);
+    assert.equal(statusOf(reply.text), 200);
+    assert.equal((Object.prototype as Record<string, unknown>).polluted, undefined);
+    assert.equal(({} as Record<string, unknown>).constructor, Object);
+    assert.equal(statusOf((await exchange(proxy.port, `GET /health HTTP/1.1\r\n${H}Connection: close\r\n\r\n`)).text), 200);
+  });
+
+  test('Upgrade: h2c (and any upgrade) never gets a 101', async () => {
+    for (const upgrade of ['h2c', 'websocket', 'foo/1']) {
+      const reply = await exchange(proxy.port, `GET / HTTP/1.1\r\n${H}Connection: Upgrade, HTTP2-Settings\r\nUpgrade: ${upgrade}\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n`, 800);
+      assert.notEqual(statusOf(reply.text), 101, upgrade);
+      assert.doesNotMatch(reply.text, /^HTTP\/1\.1 101/m);
+    }
+  });
+
+  test('Content-Length over max_body_bytes: 413 at once, without reading the body', async () => {
+    const hits = backend.hits;
+    const reply = await exchange(proxy.port, `POST / HTTP/1.1\r\n${H}Content-Length: 5000\r\n\r\n`, 3000);
+    assert.equal(statusOf(reply.text), 413);
+    assert.ok(reply.closedByServer, 'answered and closed without waiting for the body');
+    assert.equal(backend.hits, hits);
+  });
+});
+
+describe('request bodies and Expect', () => {
+  test('a chunked body that grows over the limit is cut off: 413, and the upstream never gets a complete request', async () => {
+    const seen: { ended: boolean; bytes: number }[] = [];
+    const backend = await startBackend('b', (req: IncomingMessage, res) => {
+      const record = { ended: false, bytes: 0 };
+      seen.push(record);
+      req.on('data', (c: Buffer) => (record.bytes += c.length));
+      req.on('end', () => {
+        record.ended = true;
+        res.end('got it all');
+      });
+      req.on('error', () => {});
+    });
+    const proxy = await startProxy([backend], { server: { max_body_bytes: 1000 } });
+    try {
+      const chunk = `190\r\n${'z'.repeat(400)}\r\n`;
+      const reply = await exchange(proxy.port, [`POST /up HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\n`, chunk, chunk, chunk, '0\r\n\r\n'], 3000, 50);
+      assert.equal(statusOf(reply.text), 413);
+      assert.match(reply.text, /"error":"payload_too_large"/);
+      assert.ok(reply.closedByServer);
+      await new Promise((r) => setTimeout(r, 200));
+      assert.ok(seen.every((s) => !s.ended), 'the upstream request was never completed');
+      assert.ok(seen.every((s) => s.bytes <= 1000));
+      // Under the limit the same body goes through.
+      const small = await exchange(proxy.port, [`POST /up HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n`, chunk, '0\r\n\r\n'], 3000, 20);
+      assert.equal(statusOf(small.text), 200);
+      assert.match(small.text, /got it all$/);
+    } finally {
+      await proxy.close();
+      await backend.close();
+    }
+  });
+
+  test('Expect: 100-continue: auth and rate limit decide first; no credentials gets 401 and no 100', async () => {
+    const backend = await startBackend('b');
+    const proxy = await startProxy([backend], { middleware: { auth: { enabled: true, valid_tokens: ['t'] } } });
+    try {
+      const denied = await exchange(proxy.port, `POST / HTTP/1.1\r\n${H}Content-Length: 3\r\nExpect: 100-continue\r\n\r\n`, 1500);
+      assert.deepEqual(statusesOf(denied.text), [401]);
+      assert.ok(denied.closedByServer, 'closed: the body was never sent');
+      const allowed = await exchange(proxy.port, [`POST / HTTP/1.1\r\n${H}Authorization: Bearer t\r\nContent-Length: 3\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n`, 'abc'], 3000, 200);
+      assert.deepEqual(statusesOf(allowed.text), [100, 200]);
+      assert.match(allowed.text, /"body":"abc"/);
+      assert.doesNotMatch(allowed.text, /"expect"/, 'Expect is hop-by-hop for the proxy');
+    } finally {
+      await proxy.close();
+      await backend.close();
+    }
+  });
+});
