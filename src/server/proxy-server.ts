@@ -127,7 +127,10 @@ export class ProxyServer {
       `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nContent-Type: application/json; charset=utf-8\r\n` +
         `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\nX-Proxy-By: ${this.#config.proxy_name}\r\n` +
         `X-Request-ID: ${requestId}\r\nX-Response-Time: 0ms\r\n\r\n${body}`,
+      // Fully closed once written, not left half-open: a slowloris client never reads or closes its side.
+      () => socket.destroy(),
     );
+    setTimeout(() => socket.destroy(), 1_000).unref();
     this.#logger.info({ request_id: requestId, client, status, error: code, cause: err.code ?? err.message }, 'Request Completed');
   }
 
