@@ -40,7 +40,7 @@ export function createProxy(config: Config, options: ProxyOptions): Proxy {
   const clock = options.clock ?? monotonicClock;
   const random = options.random ?? mathRandom;
   const logger = options.logger;
-  const balancer = new LoadBalancer(config.load_balancing, random);
+  const balancer = new LoadBalancer(config.load_balancing, { random, clock, logger });
 
   const phases: Phases[] = [];
   const { auth, rate_limit: rateLimit } = config.middleware;
@@ -56,7 +56,7 @@ export function createProxy(config: Config, options: ProxyOptions): Proxy {
   const accessLog = createAccessLog(logger);
   if (accessLog !== undefined) phases.push(accessLog);
 
-  const pipeline = new Pipeline({ config, balancer, logger, phases });
+  const pipeline = new Pipeline({ config, balancer, logger, phases, clock });
   const server = new ProxyServer({
     config: config.server,
     pipeline,
@@ -71,7 +71,11 @@ export function createProxy(config: Config, options: ProxyOptions): Proxy {
     balancer,
     pipeline,
     server,
-    listen: () => server.listen(),
+    listen: async () => {
+      const address = await server.listen();
+      balancer.start();
+      return address;
+    },
     close: () => server.shutdown(),
   };
 }

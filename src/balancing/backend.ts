@@ -1,25 +1,44 @@
 import { Pool } from 'undici';
 import type { LoadBalancingConfig, UpstreamConfig } from '../config/schema.js';
 import type { Peer } from './selection/index.js';
+import { peakEwma } from './selection/p2c-ewma.js';
 
 /**
- * One upstream server: its connection pool and the live numbers selection reads. Made when the config is
- * loaded; `inflight` and `healthy` change while the proxy runs.
+ * One upstream server: its connection pool and the live numbers that selection and health read. Made when
+ * the config is loaded; the mutable fields change while the proxy runs (clock values are milliseconds of
+ * the proxy's injected clock).
  */
 export class Backend implements Peer {
   readonly name: string;
-  readonly weight: number;
+  readonly configuredWeight: number;
+  /** Effective weight: configured, or less while warming up after a return (slow start). */
+  weight: number;
   /** `host:port` as written in logs (`[v6]:port` for IPv6). */
   readonly address: string;
+  readonly host: string;
+  readonly port: number;
   readonly origin: string;
   readonly pool: Pool;
   inflight = 0;
-  /** Whether the backend may take requests; health checks set it through `setHealthy`. */
-  healthy = true;
+  /** Active health: false after `unhealthy_threshold` failed checks, true again after `healthy_threshold` passes. */
+  activeUp = true;
+  /** Passive health: ejected until this time. */
+  ejectedUntil = -Infinity;
+  /** Ejections in a row, doubling the ejection time. */
+  ejections = 0;
+  /** Failed requests in a row (passive health). */
+  consecutiveFailures = 0;
+  /** When the backend last became usable again (slow start ramps from here). */
+  rampStart = -Infinity;
+  latencyMs = 0;
+  latencyAt = 0;
 
   constructor(upstream: UpstreamConfig, lb: LoadBalancingConfig) {
     this.name = upstream.name;
+    this.configuredWeight = upstream.weight;
     this.weight = upstream.weight;
+    this.host = upstream.address;
+    this.port = upstream.port;
     const host = upstream.address.includes(':') ? `[${upstream.address}]` : upstream.address;
     this.address = `${host}:${upstream.port}`;
     this.origin = `http://${this.address}`;
@@ -34,7 +53,25 @@ export class Backend implements Peer {
     });
   }
 
-  setHealthy(up: boolean): void {
-    this.healthy = up;
+  /** Usable at `now`: up by active checks and not ejected. */
+  usable(now: number): boolean {
+    return this.activeUp && now >= this.ejectedUntil;
+  }
+
+  /** What `/health` shows: active state only (an ejection is short and passes by itself). */
+  get healthy(): boolean {
+    return this.activeUp;
+  }
+
+  /** Sets the active health state (health checks, tests, and later the admin API). */
+  setHealthy(up: boolean, now = 0): void {
+    if (up && !this.activeUp) this.rampStart = now;
+    this.activeUp = up;
+  }
+
+  /** Records the time to response headers of one request (p2c_ewma). */
+  observeLatency(ms: number, now: number): void {
+    this.latencyMs = peakEwma(this.latencyMs, this.latencyAt, ms, now);
+    this.latencyAt = now;
   }
 }

@@ -86,7 +86,66 @@ const upstreamSchema = z.strictObject({
   weight: positiveInt('a whole number from 1 to 1000', 1000).default(1),
 });
 
-export const STRATEGIES = ['round_robin', 'random', 'least_conn'] as const;
+export const STRATEGIES = ['round_robin', 'random', 'least_conn', 'consistent_hash', 'p2c_ewma'] as const;
+
+const fraction = (what: string) => z.number({ error: `must be ${what}` }).min(0, `must be ${what}`).max(100, `must be ${what}`);
+
+const statusRange = z
+  .string()
+  .regex(/^[1-5]\d\d(-[1-5]\d\d)?$/, 'must be a status or a range such as "200-399"')
+  .refine((r) => {
+    const [lo, hi = lo] = r.split('-').map(Number) as [number, number?];
+    return lo <= hi;
+  }, 'must be a range from low to high');
+
+const activeHealthSchema = z.strictObject({
+  enabled: z.boolean().default(true),
+  /** `tcp`: the check passes when a connection opens; `http`: when a request gets an expected status. */
+  type: z.enum(['tcp', 'http'], { error: 'must be tcp or http' }).default('tcp'),
+  interval_ms: positiveInt('a whole number of milliseconds of at least 1').default(5_000),
+  timeout_ms: positiveInt('a whole number of milliseconds of at least 1').default(2_000),
+  /** Consecutive passed checks that bring a down backend back. */
+  healthy_threshold: positiveInt('a whole number of at least 1').default(2),
+  /** Consecutive failed checks that take a backend out. */
+  unhealthy_threshold: positiveInt('a whole number of at least 1').default(3),
+  http: z
+    .strictObject({
+      method: z.enum(['GET', 'HEAD', 'OPTIONS'], { error: 'must be GET, HEAD or OPTIONS' }).default('GET'),
+      path: z.string().regex(/^\/\S*$/, 'must be a path starting with "/"').default('/'),
+      expected_status: statusRange.default('200-399'),
+      /** Host header of the check; the backend's address when absent. */
+      host: z.string().min(1).optional(),
+    })
+    .prefault({}),
+});
+
+const passiveHealthSchema = z.strictObject({
+  enabled: z.boolean().default(true),
+  /** Consecutive failed requests (connect errors, resets, timeouts) that eject a backend. */
+  consecutive_failures: positiveInt('a whole number of at least 1').default(5),
+  /** Count upstream 5xx responses as failures too. */
+  include_5xx: z.boolean().default(false),
+  /** First ejection time; doubled on each repeat, up to max_ejection_ms. */
+  base_ejection_ms: positiveInt('a whole number of milliseconds of at least 1').default(10_000),
+  max_ejection_ms: positiveInt('a whole number of milliseconds of at least 1').default(300_000),
+  /** Never eject past this share of the group. */
+  max_ejection_percent: fraction('a percentage from 0 to 100').default(50),
+});
+
+const retrySchema = z.strictObject({
+  /** Further attempts on other backends after the first fails (0 turns retries off). */
+  max_retries: z.number().int('must be a whole number').min(0, 'must be 0 or more').max(10, 'must be at most 10').default(1),
+  /** Retries may be at most this share of requests (over the last 10 s), so a failing group gets no retry storm. */
+  budget_percent: fraction('a percentage from 0 to 100').default(20),
+  /** Retries always allowed per 10 s whatever the budget, so quiet proxies can still retry. */
+  min_retries_per_window: z.number().int().min(0).default(3),
+});
+
+const hashKeySchema = z.strictObject({
+  source: z.enum(['header', 'cookie', 'client_address', 'path'], { error: 'must be header, cookie, client_address or path' }).default('client_address'),
+  /** Header or cookie name (for those sources). */
+  name: z.string().min(1).optional(),
+});
 
 const poolSchema = z.strictObject({
   /** Connections kept per upstream (undici Pool `connections`). */
@@ -110,7 +169,17 @@ const loadBalancingSchema = z.strictObject({
   connect_timeout_ms: durationMs(5_000),
   response_timeout_ms: durationMs(30_000),
   preserve_host: z.boolean().default(true),
+  /** Whole upstream exchange, headers and body; 0 for no limit. */
+  total_timeout_ms: durationMs(0),
   pool: poolSchema.prefault({}),
+  health_check: z.strictObject({ active: activeHealthSchema.prefault({}), passive: passiveHealthSchema.prefault({}) }).prefault({}),
+  retries: retrySchema.prefault({}),
+  /** For `consistent_hash`: what identifies a request. */
+  hash_key: hashKeySchema
+    .prefault({})
+    .refine((k) => (k.source !== 'header' && k.source !== 'cookie') || k.name !== undefined, 'needs a name for a header or cookie key'),
+  /** A backend that comes back takes a share of traffic growing linearly over this window; 0 is off. */
+  slow_start_ms: durationMs(0),
 });
 
 export const AUTH_TYPES = ['bearer', 'basic', 'api_key'] as const;

@@ -25,6 +25,7 @@ export function createAccessLog(logger: Logger): Phases | undefined {
         bytes: ctx.bytesSent,
         duration_ms: Math.round((performance.now() - ctx.startedAt) * 100) / 100,
         user_agent: req.headers['user-agent'] ?? null,
+        retries: ctx.retries,
         error: error === undefined ? undefined : error.code,
         cause: error?.cause === undefined ? undefined : describeCause(error.cause),
       };

@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Backend } from '../balancing/backend.js';
 import type { RateDecision } from '../limits/token-bucket.js';
 import type { ProxyError } from './errors.js';
+import type { BodyLimiter } from './request-body.js';
 
 /**
  * Everything one request carries through the phases: the only state phases share. Every field is declared
@@ -30,6 +31,8 @@ export class RequestContext {
   rateLimit: RateDecision | undefined = undefined;
   /** Headers to forward, collected when the request is read (before filters run). */
   forwardHeaders: string[] = [];
+  /** How many entries of forwardHeaders came from the client (the rest is appended per attempt). */
+  forwardHeaderCount = 0;
   /** Request body length from Content-Length; 0 when there is none. */
   bodyLength = 0;
   /** Whether the request body is chunked (no length known in advance). */
@@ -39,6 +42,16 @@ export class RequestContext {
   /** Close the client connection after this response (unread body, framing error, shutdown). */
   closeConnection = false;
   backend: Backend | undefined = undefined;
+  /** Backends that already failed this request (retries go elsewhere). */
+  tried: Backend[] | undefined = undefined;
+  /** Upstream attempts made after the first. */
+  retries = 0;
+  /** The request body on its way upstream (a counting limiter); piped from the client once connected. */
+  body: BodyLimiter | null = null;
+  /** performance.now() when the current upstream attempt was dispatched. */
+  dispatchedAt = 0;
+  /** Limits the whole upstream exchange (total_timeout_ms). */
+  totalTimer: NodeJS.Timeout | undefined = undefined;
   /** Extra response headers (flat name/value list) that filters add; sent on every response to this request. */
   responseHeaders: string[] = [];
   status = 0;

@@ -1,16 +1,20 @@
 import type { Dispatcher } from 'undici';
 import type { RequestContext } from './context.js';
 import { HOP_BY_HOP, connectionTokens } from './headers.js';
+import { pipeBody } from './request-body.js';
 
 /** What the forward handler needs from the pipeline; implemented by Pipeline. */
 export interface ForwardHost {
   /** Writes the response head: adds Tollgate's headers and runs the response filters. */
   writeHead(ctx: RequestContext, status: number, headers: string[]): void;
+  /** The upstream answered with this status (health and latency bookkeeping). */
+  upstreamResponded(ctx: RequestContext, status: number): void;
   /** The upstream request failed (before or after the response head). */
   upstreamFailed(ctx: RequestContext, err: unknown): void;
 }
 
-const CLIENT_GONE = 'client closed the connection';
+/** The reason given to undici when the client has left: not an upstream failure, nothing to answer. */
+export const CLIENT_GONE = new Error('client closed the connection');
 
 /**
  * Streams one upstream response to the client. undici calls it (its low-level handler API, with raw
@@ -34,16 +38,18 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
     const ctx = this.#ctx;
     if (ctx.res.destroyed) {
       // The client left while the request waited for a connection: never send it.
-      abort(new Error(CLIENT_GONE));
+      abort(CLIENT_GONE);
       return;
     }
     ctx.abortUpstream = abort;
+    if (ctx.body !== null) pipeBody(ctx.req, ctx.body);
   }
 
   onHeaders(status: number, raw: Buffer[], resume: () => void): boolean {
     if (status < 200) return true; // 1xx from the upstream: Node answers Expect itself; others are dropped
     const ctx = this.#ctx;
     this.#resume = resume;
+    this.#host.upstreamResponded(ctx, status);
     const headers = upstreamResponseHeaders(raw);
     try {
       this.#host.writeHead(ctx, status, headers);

@@ -17,12 +17,13 @@ import type { Backend } from '../balancing/backend.js';
 import type { LoadBalancer } from '../balancing/load-balancer.js';
 import type { Config } from '../config/schema.js';
 import { resolveRequestId } from '../middleware/request-id/request-id.js';
+import { monotonicClock, type Clock } from '../util/clock.js';
 import { RequestContext } from './context.js';
 import { ProxyError, fromUpstreamError } from './errors.js';
-import { ForwardHandler, type ForwardHost } from './forward.js';
+import { CLIENT_GONE, ForwardHandler, type ForwardHost } from './forward.js';
 import { HOP_BY_HOP, connectionTokens, formatMs } from './headers.js';
 import { normalizeTarget } from './path.js';
-import { limitBody, type BodyLimiter } from './request-body.js';
+import { BodyLimiter } from './request-body.js';
 import type { FilterResult, HeaderFilter, LoggingHook, Phases, RequestFilter } from './phases.js';
 
 export interface PipelineOptions {
@@ -33,12 +34,16 @@ export interface PipelineOptions {
   phases: readonly Phases[];
   /** When the proxy started (Date.now()), for /health uptime. */
   startedAt?: number;
+  clock?: Clock;
 }
 
 /** Request headers Tollgate always sets itself, so the client's are never passed on as they are. */
 const SET_BY_PROXY = ['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-request-id', 'expect'];
 
 const NOT_IMPLEMENTED = new ProxyError('not_implemented');
+const NO_UPSTREAM = new ProxyError('no_upstream');
+/** Methods RFC 9110 defines as idempotent: safe to replay after a reset. */
+const IDEMPOTENT: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 const UNDERSCORE = new ProxyError('bad_request', { message: 'Header names with underscores are not accepted.' });
 const HOST_COUNT = new ProxyError('bad_request', { message: 'An HTTP/1.1 request needs exactly one Host header.' });
 
@@ -65,6 +70,11 @@ export class Pipeline implements ForwardHost {
   readonly #bodyTimeoutMs: number;
   readonly #rejectUnderscores: boolean;
   readonly #rejectEncodedSlashes: boolean;
+  readonly #maxRetries: number;
+  readonly #totalTimeoutMs: number;
+  readonly #fiveXxIsFailure: boolean;
+  readonly #observeLatency: boolean;
+  readonly #clock: Clock;
   readonly #debug: boolean;
   readonly #startedAt: number;
 
@@ -92,6 +102,12 @@ export class Pipeline implements ForwardHost {
     this.#bodyTimeoutMs = config.server.body_timeout_ms;
     this.#rejectUnderscores = config.server.underscores_in_headers === 'reject';
     this.#rejectEncodedSlashes = config.server.encoded_slashes === 'reject';
+    this.#maxRetries = config.load_balancing.retries.max_retries;
+    this.#totalTimeoutMs = config.load_balancing.total_timeout_ms;
+    const passive = config.load_balancing.health_check.passive;
+    this.#fiveXxIsFailure = passive.enabled && passive.include_5xx;
+    this.#observeLatency = config.load_balancing.strategy === 'p2c_ewma';
+    this.#clock = options.clock ?? monotonicClock;
     this.#debug = this.#logger.isLevelEnabled('debug');
   }
 
@@ -170,6 +186,7 @@ export class Pipeline implements ForwardHost {
       if (ctx.bodyLength > this.#maxBodyBytes) return new ProxyError('payload_too_large');
     }
     ctx.forwardHeaders = out;
+    ctx.forwardHeaderCount = out.length;
     return undefined;
   }
 
@@ -199,29 +216,54 @@ export class Pipeline implements ForwardHost {
 
   #proxy(ctx: RequestContext): void {
     if (ctx.res.destroyed) return; // the client left while an async filter ran
-    const backend = this.#balancer.select();
-    if (backend === undefined) return this.fail(ctx, new ProxyError('no_upstream'));
+    const balancer = this.#balancer;
+    const first = ctx.retries === 0;
+    if (first) balancer.budget.recordRequest();
+    const backend = balancer.select(ctx, ctx.tried);
+    if (backend === undefined) return this.fail(ctx, ctx.error ?? NO_UPSTREAM);
     ctx.backend = backend;
     if (this.#debug) this.#logger.debug(`Select Upstream: ${ctx.requestId} -> ${backend.address}`);
 
     const req = ctx.req;
     const headers = this.#upstreamHeaders(ctx, backend);
     for (const filter of this.#upstreamRequestFilters) filter(ctx, headers);
-    let body: BodyLimiter | null = null;
     if (ctx.bodyChunked || ctx.bodyLength > 0) {
-      // Only now, with auth and limits passed, is the client told to send its body.
-      if (ctx.expectsContinue) ctx.res.writeContinue();
-      body = limitBody(req, this.#maxBodyBytes);
-      if (this.#bodyTimeoutMs > 0) this.#watchBody(ctx);
+      if (first) {
+        // Only now, with auth and limits passed, is the client told to send its body.
+        if (ctx.expectsContinue) ctx.res.writeContinue();
+        if (this.#bodyTimeoutMs > 0) this.#watchBody(ctx);
+      }
+      // A fresh limiter per attempt: undici destroys the one of a failed attempt.
+      ctx.body = new BodyLimiter(this.#maxBodyBytes);
     }
+    if (first && this.#totalTimeoutMs > 0) this.#limitTotal(ctx);
 
     backend.inflight++;
+    ctx.dispatchedAt = performance.now();
     const handler = new ForwardHandler(ctx, this);
     try {
-      backend.pool.dispatch({ path: ctx.path, method: req.method ?? 'GET', headers, body }, handler);
+      backend.pool.dispatch({ path: ctx.path, method: req.method ?? 'GET', headers, body: ctx.body }, handler);
     } catch (err) {
       handler.onError(err as Error);
     }
+  }
+
+  /** total_timeout_ms: the whole upstream exchange, retries included. */
+  #limitTotal(ctx: RequestContext): void {
+    ctx.totalTimer = setTimeout(() => {
+      const timeout = new ProxyError('upstream_timeout', { message: 'The upstream exchange took longer than total_timeout_ms.' });
+      if (ctx.abortUpstream !== undefined) ctx.abortUpstream(timeout);
+      else this.fail(ctx, timeout);
+    }, this.#totalTimeoutMs);
+    ctx.totalTimer.unref();
+  }
+
+  upstreamResponded(ctx: RequestContext, status: number): void {
+    const backend = ctx.backend as Backend;
+    ctx.error = undefined; // an earlier attempt's failure, now recovered by a retry
+    if (status >= 500 && this.#fiveXxIsFailure) this.#balancer.reportFailure(backend);
+    else this.#balancer.reportSuccess(backend);
+    if (this.#observeLatency) backend.observeLatency(performance.now() - ctx.dispatchedAt, this.#clock());
   }
 
   /** Fails the request with 408 when the client pauses its body longer than body_timeout_ms. */
@@ -239,6 +281,7 @@ export class Pipeline implements ForwardHost {
   #upstreamHeaders(ctx: RequestContext, backend: Backend): string[] {
     const req = ctx.req;
     const out = ctx.forwardHeaders;
+    out.length = ctx.forwardHeaderCount; // a retry rebuilds what the last attempt appended
     // Framing is rewritten, never copied: the length as the number Node validated, or chunked by undici.
     if (ctx.bodyLength > 0) out.push('content-length', String(ctx.bodyLength));
     if (!this.#preserveHost) out.push('host', backend.address);
@@ -266,8 +309,32 @@ export class Pipeline implements ForwardHost {
   }
 
   upstreamFailed(ctx: RequestContext, err: unknown): void {
-    if (ctx.res.destroyed && !ctx.res.headersSent) return; // the client left first; nothing to answer
-    this.fail(ctx, fromUpstreamError(err));
+    if (err === CLIENT_GONE) return; // the client left first: not the upstream's fault, nothing to answer
+    const error = fromUpstreamError(err);
+    const backend = ctx.backend;
+    if (backend !== undefined && error.source === 'upstream') this.#balancer.reportFailure(backend);
+    if (backend !== undefined && !ctx.res.headersSent && !ctx.res.destroyed && this.#shouldRetry(ctx, error)) {
+      (ctx.tried ??= []).push(backend);
+      ctx.retries++;
+      ctx.error = error; // answered with this if no other backend is left
+      if (this.#debug) this.#logger.debug({ request_id: ctx.requestId, upstream: backend.name, error: error.code }, 'retrying on another upstream');
+      this.#proxy(ctx);
+      return;
+    }
+    this.fail(ctx, error);
+  }
+
+  /**
+   * A failed attempt is retried on another backend when retries and the budget allow and replaying is safe:
+   * always when nothing reached the upstream (connect refused or timed out, so the body was never read),
+   * otherwise only for an idempotent request without a body that failed with a reset or a bad response.
+   */
+  #shouldRetry(ctx: RequestContext, error: ProxyError): boolean {
+    if (ctx.retries >= this.#maxRetries) return false;
+    const safe =
+      error.retryable ||
+      (error.code === 'bad_gateway' && !ctx.bodyChunked && ctx.bodyLength === 0 && IDEMPOTENT.has(ctx.req.method ?? ''));
+    return safe && this.#balancer.budget.tryRetry();
   }
 
   /** Answers a request with a JSON error, or cuts the connection when the response has begun. */
@@ -320,8 +387,9 @@ export class Pipeline implements ForwardHost {
     if (abort !== undefined) {
       // The client left before the upstream response was complete: cancel the upstream request.
       ctx.abortUpstream = undefined;
-      abort(new Error('client closed the connection'));
+      abort(CLIENT_GONE);
     }
+    if (ctx.totalTimer !== undefined) clearTimeout(ctx.totalTimer);
     if (!ctx.res.headersSent) ctx.status = 499; // as nginx: the client closed before any response
     for (const hook of this.#loggingHooks) {
       try {

@@ -24,10 +24,11 @@ export class BodyLimiter extends Transform {
   }
 }
 
-/** Pipes a request body through a BodyLimiter; a client that leaves mid-body fails the limiter too. */
-export function limitBody(req: IncomingMessage, maxBytes: number): BodyLimiter {
-  const limiter = new BodyLimiter(maxBytes);
+/**
+ * Starts the client's body flowing into the limiter. Called only once the upstream connection is ready
+ * (undici's onConnect), so a request whose connection failed has consumed nothing and can be retried.
+ */
+export function pipeBody(req: IncomingMessage, limiter: BodyLimiter): void {
   req.pipe(limiter);
   req.once('aborted', () => limiter.destroy(new Error('client closed the connection mid-body')));
-  return limiter;
 }

@@ -28,6 +28,9 @@ async function rawUpstream(reply: (n: number) => string, close = false): Promise
   return { server, port: (server.address() as AddressInfo).port, connections: () => connections };
 }
 
+/** Connection counts are asserted: no health-check connections, and no retry (its own connection). */
+const NO_CHECKS_NO_RETRIES = { load_balancing: { health_check: { active: { enabled: false } }, retries: { max_retries: 0 } } };
+
 describe('upstream misbehaviour', () => {
   const bad: [string, string][] = [
     ['duplicate Content-Length', 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok'],
@@ -39,7 +42,7 @@ describe('upstream misbehaviour', () => {
   for (const [what, reply] of bad) {
     test(`${what}: 502 to the client, and that upstream connection is not reused`, async () => {
       const upstream = await rawUpstream(() => reply);
-      const proxy = await startProxy([{ name: 'bad', port: upstream.port }], {});
+      const proxy = await startProxy([{ name: 'bad', port: upstream.port }], NO_CHECKS_NO_RETRIES);
       try {
         for (let i = 1; i <= 2; i++) {
           const res = await request(`${proxy.url}/`);
@@ -58,7 +61,7 @@ describe('upstream misbehaviour', () => {
 
   test('a chunked body that breaks after the head went out: the client connection is aborted, never ended as complete', async () => {
     const upstream = await rawUpstream(() => 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nZZ\r\nbroken', false);
-    const proxy = await startProxy([{ name: 'broken', port: upstream.port }], {});
+    const proxy = await startProxy([{ name: 'broken', port: upstream.port }], NO_CHECKS_NO_RETRIES);
     try {
       const reply = await exchange(proxy.port, 'GET / HTTP/1.1\r\nHost: x\r\n\r\n', 5000);
       assert.equal(statusOf(reply.text), 200);

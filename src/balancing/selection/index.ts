@@ -1,6 +1,8 @@
 import type { Strategy } from '../../config/schema.js';
 import type { Random } from '../../util/clock.js';
+import { createConsistentHash } from './consistent-hash.js';
 import { createLeastConn } from './least-conn.js';
+import { createP2cEwma } from './p2c-ewma.js';
 import type { Peer, Selector } from './peer.js';
 import { createRandom } from './random.js';
 import { createRoundRobin } from './round-robin.js';
@@ -16,5 +18,9 @@ export function createSelector<P extends Peer>(strategy: Strategy, peers: readon
       return createRandom(peers, random);
     case 'least_conn':
       return createLeastConn(peers, random);
+    case 'consistent_hash':
+      return createConsistentHash(peers);
+    case 'p2c_ewma':
+      return createP2cEwma(peers, random);
   }
 }

@@ -1,10 +1,14 @@
 /** What a selection algorithm sees of a backend: the same shape for every strategy. */
 export interface Peer {
   readonly name: string;
-  /** Relative share of traffic, 1-1000. */
+  /** `host:port`; seeds the consistent-hash ring, so a backend keeps its keys across restarts. */
+  readonly address: string;
+  /** Relative share of traffic: the configured weight, reduced while a backend warms up (slow start). */
   readonly weight: number;
   /** Requests currently sent to this peer and not yet finished. */
   readonly inflight: number;
+  /** Peak-EWMA of response-header latency in ms (0 until measured); read by p2c_ewma. */
+  readonly latencyMs: number;
 }
 
 /** Whether a peer may take this request (healthy, not already tried, ...). */
@@ -12,8 +16,8 @@ export type Accept<P extends Peer> = (peer: P) => boolean;
 
 /**
  * Picks one peer for a request, or undefined when no peer is acceptable. Called once per request on the hot
- * path; implementations keep their state between calls and never allocate.
+ * path; implementations keep their state between calls. `key` is the request's hash key (consistent_hash).
  */
 export interface Selector<P extends Peer> {
-  select(accept: Accept<P>): P | undefined;
+  select(accept: Accept<P>, key: string): P | undefined;
 }

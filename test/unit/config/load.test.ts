@@ -62,7 +62,23 @@ describe('parseConfig: valid configs', () => {
         connect_timeout_ms: 5000,
         response_timeout_ms: 30_000,
         preserve_host: true,
+        total_timeout_ms: 0,
         pool: { max_connections: 128, keepalive_timeout_ms: 60_000 },
+        health_check: {
+          active: {
+            enabled: true,
+            type: 'tcp',
+            interval_ms: 5000,
+            timeout_ms: 2000,
+            healthy_threshold: 2,
+            unhealthy_threshold: 3,
+            http: { method: 'GET', path: '/', expected_status: '200-399' },
+          },
+          passive: { enabled: true, consecutive_failures: 5, include_5xx: false, base_ejection_ms: 10_000, max_ejection_ms: 300_000, max_ejection_percent: 50 },
+        },
+        retries: { max_retries: 1, budget_percent: 20, min_retries_per_window: 3 },
+        hash_key: { source: 'client_address' },
+        slow_start_ms: 0,
       },
       middleware: {
         auth: {
@@ -269,7 +285,7 @@ describe('parseConfig: errors name file:line:col and the key path', () => {
 
   test('an unknown strategy', () => {
     assertProblems(`load_balancing:\n  strategy: fastest\n${UPSTREAM}`, [
-      { line: 2, col: 13, path: 'load_balancing.strategy', message: 'must be one of round_robin, random, least_conn, got "fastest"' },
+      { line: 2, col: 13, path: 'load_balancing.strategy', message: 'must be one of round_robin, random, least_conn, consistent_hash, p2c_ewma, got "fastest"' },
     ]);
   });
 
@@ -310,7 +326,7 @@ describe('parseConfig: errors name file:line:col and the key path', () => {
     assert.deepEqual(err.problems, [
       { line: 2, col: 16, path: 'server.listen_port', message: 'must be 0-65535, got -1' },
       { line: 3, col: 3, path: 'server.colour', message: 'unknown key' },
-      { line: 5, col: 13, path: 'load_balancing.strategy', message: 'must be one of round_robin, random, least_conn, got "fastest"' },
+      { line: 5, col: 13, path: 'load_balancing.strategy', message: 'must be one of round_robin, random, least_conn, consistent_hash, p2c_ewma, got "fastest"' },
       { line: 8, col: 16, path: 'load_balancing.upstreams[0].address', message: 'must be an IP address or a host name' },
       { line: 9, col: 13, path: 'load_balancing.upstreams[0].port', message: 'must be 1-65535, got 70000' },
     ]);

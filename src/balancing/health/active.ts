@@ -1,0 +1,128 @@
+import { connect } from 'node:net';
+import type { Logger } from 'pino';
+import { Agent, request } from 'undici';
+import type { Config } from '../../config/schema.js';
+import type { Clock } from '../../util/clock.js';
+import type { Backend } from '../backend.js';
+
+type ActiveConfig = Config['load_balancing']['health_check']['active'];
+
+/** One check of one backend: resolves true when it passed. Never rejects. */
+export type Probe = (backend: Backend) => Promise<boolean>;
+
+export function tcpProbe(timeoutMs: number): Probe {
+  return function probeTcp(backend) {
+    return new Promise((resolve) => {
+      const socket = connect({ host: backend.host, port: backend.port, timeout: timeoutMs });
+      const done = (ok: boolean): void => {
+        socket.destroy();
+        resolve(ok);
+      };
+      socket.once('connect', () => done(true));
+      socket.once('timeout', () => done(false));
+      socket.once('error', () => done(false));
+    });
+  };
+}
+
+export function httpProbe(config: ActiveConfig, agent: Agent): Probe {
+  const { method, path, expected_status: range, host } = config.http;
+  const [low, high = low] = range.split('-').map(Number) as [number, number?];
+  return async function probeHttp(backend) {
+    try {
+      const res = await request(`${backend.origin}${path}`, {
+        method,
+        dispatcher: agent,
+        headers: { host: host ?? backend.address, 'user-agent': 'tollgate-health-check' },
+        headersTimeout: config.timeout_ms,
+        bodyTimeout: config.timeout_ms,
+        signal: AbortSignal.timeout(config.timeout_ms),
+      });
+      await res.body.dump();
+      return res.statusCode >= low && res.statusCode <= high;
+    } catch {
+      return false;
+    }
+  };
+}
+
+interface CheckState {
+  passes: number;
+  failures: number;
+}
+
+/**
+ * Active health checks (as Pingora's): every `interval_ms`, all backends of the group are probed in
+ * parallel, off the request path. `unhealthy_threshold` failures in a row take a backend out,
+ * `healthy_threshold` passes in a row bring it back; each change is logged.
+ */
+export class ActiveHealthChecker {
+  readonly #config: ActiveConfig;
+  readonly #backends: readonly Backend[];
+  readonly #logger: Logger;
+  readonly #clock: Clock;
+  readonly #probe: Probe;
+  readonly #agent: Agent | undefined;
+  readonly #state = new Map<Backend, CheckState>();
+  #timer: NodeJS.Timeout | undefined;
+  #running: Promise<void> | undefined;
+
+  readonly #onReturn: () => void;
+
+  constructor(config: ActiveConfig, backends: readonly Backend[], logger: Logger, clock: Clock, onReturn: () => void, probe?: Probe) {
+    this.#onReturn = onReturn;
+    this.#config = config;
+    this.#backends = backends;
+    this.#logger = logger;
+    this.#clock = clock;
+    if (probe !== undefined) this.#probe = probe;
+    else if (config.type === 'http') {
+      this.#agent = new Agent({ connections: 1, pipelining: 0 });
+      this.#probe = httpProbe(config, this.#agent);
+    } else this.#probe = tcpProbe(config.timeout_ms);
+    for (const b of backends) this.#state.set(b, { passes: 0, failures: 0 });
+  }
+
+  start(): void {
+    if (this.#timer !== undefined) return;
+    void this.checkAll();
+    this.#timer = setInterval(() => void this.checkAll(), this.#config.interval_ms);
+    this.#timer.unref();
+  }
+
+  /** Probes every backend once (skipped while the previous round is still running). */
+  checkAll(): Promise<void> {
+    this.#running ??= Promise.all(this.#backends.map((b) => this.#check(b))).then(() => {
+      this.#running = undefined;
+    });
+    return this.#running;
+  }
+
+  async stop(): Promise<void> {
+    if (this.#timer !== undefined) clearInterval(this.#timer);
+    this.#timer = undefined;
+    await this.#running;
+    await this.#agent?.close();
+  }
+
+  async #check(backend: Backend): Promise<void> {
+    const passed = await this.#probe(backend);
+    const state = this.#state.get(backend) as CheckState;
+    if (passed) {
+      state.passes++;
+      state.failures = 0;
+      if (!backend.activeUp && state.passes >= this.#config.healthy_threshold) {
+        backend.setHealthy(true, this.#clock());
+        this.#onReturn();
+        this.#logger.info({ upstream: backend.name, upstream_addr: backend.address, passes: state.passes }, 'upstream healthy again: taking requests');
+      }
+    } else {
+      state.failures++;
+      state.passes = 0;
+      if (backend.activeUp && state.failures >= this.#config.unhealthy_threshold) {
+        backend.setHealthy(false);
+        this.#logger.warn({ upstream: backend.name, upstream_addr: backend.address, failures: state.failures }, 'upstream unhealthy: taken out of rotation');
+      }
+    }
+  }
+}

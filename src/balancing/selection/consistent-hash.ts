@@ -1,0 +1,40 @@
+import { crc32 } from 'node:zlib';
+import type { Accept, Peer, Selector } from './peer.js';
+
+/** Ring points per unit of weight (as nginx's and Pingora's Ketama rings: 160). */
+export const POINTS_PER_WEIGHT = 160;
+
+/**
+ * Consistent hashing on a Ketama ring: each peer owns `weight × 160` points, placed by the CRC-32 of
+ * `address-N`; a key goes to the owner of the first point at or after the key's hash. Adding or removing
+ * one of N peers moves only about 1/N of the keys, and the ring depends only on addresses and weights, so
+ * a key maps to the same backend across restarts. Unacceptable owners are skipped clockwise.
+ */
+export function createConsistentHash<P extends Peer>(peers: readonly P[]): Selector<P> {
+  const points: { hash: number; owner: number }[] = [];
+  peers.forEach((peer, owner) => {
+    for (let i = 0; i < peer.weight * POINTS_PER_WEIGHT; i++) points.push({ hash: crc32(`${peer.address}-${i}`), owner });
+  });
+  points.sort((a, b) => a.hash - b.hash || a.owner - b.owner);
+  const hashes = Uint32Array.from(points, (p) => p.hash);
+  const owners = Uint16Array.from(points, (p) => p.owner);
+
+  return {
+    select: function selectConsistentHash(accept: Accept<P>, key: string): P | undefined {
+      if (hashes.length === 0) return undefined;
+      const h = crc32(key);
+      let lo = 0;
+      let hi = hashes.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >>> 1;
+        if ((hashes[mid] as number) < h) lo = mid + 1;
+        else hi = mid;
+      }
+      for (let n = 0; n < hashes.length; n++) {
+        const peer = peers[owners[(lo + n) % hashes.length] as number] as P;
+        if (accept(peer)) return peer;
+      }
+      return undefined;
+    },
+  };
+}
