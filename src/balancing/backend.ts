@@ -65,7 +65,12 @@ export class Backend implements Peer {
 
   /** Sets the active health state (health checks, tests, and later the admin API). */
   setHealthy(up: boolean, now = 0): void {
-    if (up && !this.activeUp) this.rampStart = now;
+    if (up && !this.activeUp) {
+      // Checks show it is back: any passive ejection from before is void, and it warms up from now.
+      this.rampStart = now;
+      this.ejectedUntil = -Infinity;
+      this.consecutiveFailures = 0;
+    }
     this.activeUp = up;
   }
 

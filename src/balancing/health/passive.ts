@@ -23,8 +23,10 @@ export class OutlierDetector {
 
   /** Records a failed request; returns the ejection time when this failure ejects the backend, else 0. */
   failure(backend: Backend, now: number): number {
+    // Requests still in flight when the backend was ejected do not count towards its next ejection.
+    if (now < backend.ejectedUntil) return 0;
     backend.consecutiveFailures++;
-    if (backend.consecutiveFailures < this.#config.consecutive_failures || now < backend.ejectedUntil) return 0;
+    if (backend.consecutiveFailures < this.#config.consecutive_failures) return 0;
     let ejected = 1;
     for (const b of this.#group) if (b !== backend && now < b.ejectedUntil) ejected++;
     if ((ejected / this.#group.length) * 100 > this.#config.max_ejection_percent) return 0;
