@@ -52,6 +52,11 @@ export class ProxyError extends Error {
   }
 }
 
+/** The JSON body of every response Tollgate generates for an error (docs/errors.md). */
+export function errorBody(code: ErrorCode, message: string, requestId: string): { error: ErrorCode; message: string; status: number; request_id: string } {
+  return { error: code, message, status: ERROR_CATALOGUE[code].status, request_id: requestId };
+}
+
 const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'ETIMEDOUT']);
 /** Failures where the upstream cannot have seen the request, so another upstream may be tried. */
 const BEFORE_SEND_CODES = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH']);

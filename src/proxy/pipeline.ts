@@ -19,7 +19,7 @@ import type { Config } from '../config/schema.js';
 import { resolveRequestId } from '../middleware/request-id/request-id.js';
 import { monotonicClock, type Clock } from '../util/clock.js';
 import { RequestContext } from './context.js';
-import { ProxyError, fromUpstreamError } from './errors.js';
+import { ProxyError, errorBody, fromUpstreamError } from './errors.js';
 import { CLIENT_GONE, ForwardHandler, type ForwardHost } from './forward.js';
 import { HOP_BY_HOP, connectionTokens, formatMs } from './headers.js';
 import { normalizeTarget } from './path.js';
@@ -354,12 +354,7 @@ export class Pipeline implements ForwardHost {
     const headers: string[] = [];
     if (error.code === 'no_upstream') headers.push('Retry-After', '1');
     if (error.code === 'shutting_down') headers.push('Retry-After', '1');
-    this.respondJson(ctx, error.status, {
-      error: error.code,
-      message: error.message,
-      status: error.status,
-      request_id: ctx.requestId,
-    }, headers);
+    this.respondJson(ctx, error.status, errorBody(error.code, error.message, ctx.requestId), headers);
   }
 
   /** Sends a response Tollgate generates itself (errors, /health), with the usual headers. */

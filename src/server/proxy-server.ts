@@ -4,7 +4,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { ServerConfig } from '../config/schema.js';
-import { ERROR_CATALOGUE, type ErrorCode } from '../proxy/errors.js';
+import { ERROR_CATALOGUE, errorBody, type ErrorCode } from '../proxy/errors.js';
 import type { Pipeline } from '../proxy/pipeline.js';
 
 export interface ProxyServerOptions {
@@ -122,7 +122,7 @@ export class ProxyServer {
     }
     const { status } = ERROR_CATALOGUE[code];
     const message = code === 'bad_request' ? 'The request is malformed HTTP.' : ERROR_CATALOGUE[code].message;
-    const body = JSON.stringify({ error: code, message, status, request_id: requestId });
+    const body = JSON.stringify(errorBody(code, message, requestId));
     socket.end(
       `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nContent-Type: application/json; charset=utf-8\r\n` +
         `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\nX-Proxy-By: ${this.#config.proxy_name}\r\n` +
