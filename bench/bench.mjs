@@ -2,16 +2,26 @@
 // Tollgate throughput benchmark. Normally started by bench/run.sh (npm run bench).
 //
 // Three nginx backends (one master, one worker, CPU 1) serve a fixed 100-byte
-// body. wrk (CPU 1) measures, one after another:
-//   direct   - backend 1 itself, no proxy (ratio baseline 1.00)
-//   bare     - bench/bare-forwarder.mjs (node:http + undici, no features), CPU 0
-//   tollgate - node dist/cli.js --config <generated yaml>, CPU 0
-// and prints a Markdown table. The ratio column is the number that matters;
-// absolute req/s depend on the machine.
+// body at every path and a 1 MiB file at /big. wrk (CPU 1) measures, one
+// after another, each target in front of the same three backends (round
+// robin, upstream keep-alive), every proxy pinned to CPU 0:
+//   direct           - backend 1 itself, no proxy (ratio baseline 1.00)
+//   nginx-proxy      - nginx as a reverse proxy (1 worker, keepalive 64)
+//   haproxy          - HAProxy (nbthread 1, http-reuse always)
+//   node-http-proxy  - bench/peers/node-http-proxy.mjs (npm http-proxy 1.18)
+//   fastify-proxy    - bench/peers/fastify-proxy.mjs (fastify + @fastify/http-proxy)
+//   bare             - bench/bare-forwarder.mjs (node:http + undici, no features)
+//   tollgate         - node dist/cli.js --config <generated yaml> (auth + rate limit)
+//   tollgate-minimal - the same with auth, rate limit, health checks and retries off, log level warn
+// Per target: RUNS x DURATION s at -c50 (median row), then one DURATION s run at
+// -c200 (p99; RSS sampled during it) and one at -c50 on /big (MiB/s).
+// Prints a Markdown table and PASS/FAIL lines for the performance targets.
+// The ratio columns are the numbers that matter; absolute req/s depend on the machine.
 //
-// Flags: --quick (1 run of 3 s), --write (update docs/benchmarks.md), --strategies (Tollgate variants), --help
-// Env:   BENCH_RUNS (3), BENCH_DURATION (10, seconds), BENCH_WARMUP (2),
-//        BENCH_TARGETS (direct,bare,tollgate), BENCH_START_TIMEOUT (20),
+// Flags: --quick (1 run of 3 s, 1 s warm-up), --write (update docs/benchmarks.md),
+//        --strategies (also the Tollgate strategy variants), --help
+// Env:   BENCH_RUNS (3), BENCH_DURATION (10, seconds), BENCH_WARMUP (2; 1 with --quick),
+//        BENCH_TARGETS (comma list; default all but the strategy variants), BENCH_START_TIMEOUT (20),
 //        BENCH_PROXY_CPU (0), BENCH_LOAD_CPU (1), BENCH_DOCS_FILE,
 //        BENCH_TMPDIR and BENCH_PIDFILE (set by run.sh), BENCH_KEEP_TMP=1
 import { spawn } from 'node:child_process';
@@ -29,10 +39,13 @@ const ROOT = path.resolve(BENCH_DIR, '..');
 
 const USAGE = `usage: bash bench/run.sh [--quick] [--write] [--strategies]
   --strategies  also Tollgate with each other strategy, and without health checks or retries
-  --quick   one 3 s run per target after the warm-up (smoke test)
+  --quick   one 3 s run per measurement after a 1 s warm-up (smoke test)
   --write   also put the result block into docs/benchmarks.md
-env: BENCH_RUNS, BENCH_DURATION (s), BENCH_WARMUP (s), BENCH_TARGETS,
-     BENCH_START_TIMEOUT (s), BENCH_PROXY_CPU, BENCH_LOAD_CPU, BENCH_KEEP_TMP=1`;
+env: BENCH_RUNS, BENCH_DURATION (s), BENCH_WARMUP (s), BENCH_TARGETS (comma list),
+     BENCH_START_TIMEOUT (s), BENCH_PROXY_CPU, BENCH_LOAD_CPU, BENCH_KEEP_TMP=1
+targets: direct, nginx-proxy, haproxy, node-http-proxy, fastify-proxy, bare, tollgate,
+     tollgate-minimal (the default set); tollgate-least_conn, tollgate-random, tollgate-p2c_ewma,
+     tollgate-consistent_hash, tollgate-no_health (added by --strategies)`;
 
 const flags = new Set();
 for (const a of process.argv.slice(2)) {
@@ -62,12 +75,16 @@ const QUICK = flags.has('--quick');
 const WRITE = flags.has('--write');
 const RUNS = QUICK ? 1 : intEnv('BENCH_RUNS', 3);
 const DURATION = QUICK ? 3 : intEnv('BENCH_DURATION', 10);
-const WARMUP = intEnv('BENCH_WARMUP', 2, 0);
+const WARMUP = intEnv('BENCH_WARMUP', QUICK ? 1 : 2, 0);
 const START_TIMEOUT_MS = intEnv('BENCH_START_TIMEOUT', 20) * 1000;
 const PROXY_CPU = intEnv('BENCH_PROXY_CPU', 0, 0);
 const LOAD_CPU = intEnv('BENCH_LOAD_CPU', 1, 0);
 const THREADS = 1;
 const CONNECTIONS = 50;
+const CONNECTIONS_HIGH = 200; // the extra p99 run
+const BIG_PATH = '/big';
+const BIG_BYTES = 1024 * 1024; // the /big response body
+const RSS_SAMPLE_MS = 200;
 const TOKEN = 'dev-token-123';
 // Tollgate variants (--strategies): each differs from `tollgate` (round robin, default health checks and
 // retries) in one load_balancing setting, so the ratio between the rows is the cost of that setting.
@@ -78,8 +95,17 @@ const VARIANTS = {
   'tollgate-consistent_hash': 'strategy: "consistent_hash"\n  hash_key: { source: "path" }',
   'tollgate-no_health': 'health_check: { active: { enabled: false }, passive: { enabled: false } }\n  retries: { max_retries: 0 }',
 };
-const ALL_TARGETS = ['direct', 'bare', 'tollgate', ...Object.keys(VARIANTS)];
-const DEFAULT_TARGETS = flags.has('--strategies') ? ALL_TARGETS : ['direct', 'bare', 'tollgate'];
+// tollgate-minimal: everything optional off, so `tollgate / tollgate-minimal` is the cost of the features.
+const MINIMAL = {
+  variant: 'strategy: "round_robin"\n  health_check: { active: { enabled: false }, passive: { enabled: false } }\n  retries: { max_retries: 0 }',
+  auth: false,
+  rateLimit: false,
+  logLevel: 'warn',
+};
+const PEERS = ['nginx-proxy', 'haproxy', 'node-http-proxy', 'fastify-proxy'];
+const BASE_TARGETS = ['direct', ...PEERS, 'bare', 'tollgate', 'tollgate-minimal'];
+const ALL_TARGETS = [...BASE_TARGETS, ...Object.keys(VARIANTS)];
+const DEFAULT_TARGETS = flags.has('--strategies') ? ALL_TARGETS : BASE_TARGETS;
 const TARGETS = (process.env.BENCH_TARGETS || DEFAULT_TARGETS.join(','))
   .split(',').map((s) => s.trim()).filter(Boolean);
 for (const t of TARGETS) {
@@ -288,6 +314,59 @@ function treeRssMiB(pid) {
   return childrenOf(pid).reduce((sum, c) => sum + (treeRssMiB(c) ?? 0), own);
 }
 
+function descendants(pid) {
+  const out = [];
+  for (const c of childrenOf(pid)) out.push(c, ...descendants(c));
+  return out;
+}
+
+// Inodes of the sockets listening on 127.0.0.1/0.0.0.0/[::]:port (state 0A = LISTEN).
+function listenInodes(port) {
+  const hex = port.toString(16).toUpperCase().padStart(4, '0');
+  const inodes = new Set();
+  for (const f of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let txt = '';
+    try { txt = fs.readFileSync(f, 'utf8'); } catch { continue; }
+    for (const line of txt.split('\n').slice(1)) {
+      const cols = line.trim().split(/\s+/);
+      if (cols.length < 10 || cols[3] !== '0A') continue;
+      if (cols[1].split(':')[1] === hex) inodes.add(cols[9]);
+    }
+  }
+  return inodes;
+}
+
+// Throws unless a process we started (the group leader or a descendant) holds
+// the listening socket of `port`: the numbers must not come from a system
+// nginx/haproxy (or anything else) that happens to answer there.
+function assertOwnsListener(name, pid, port) {
+  const inodes = listenInodes(port);
+  if (inodes.size === 0) throw new Error(`${name}: nothing listens on port ${port}`);
+  for (const p of [pid, ...descendants(pid)]) {
+    let fds = [];
+    try { fds = fs.readdirSync(`/proc/${p}/fd`); } catch { continue; }
+    for (const fd of fds) {
+      let link = '';
+      try { link = fs.readlinkSync(`/proc/${p}/fd/${fd}`); } catch { continue; }
+      const m = /^socket:\[(\d+)\]$/.exec(link);
+      if (m && inodes.has(m[1])) return;
+    }
+  }
+  throw new Error(`${name}: port ${port} is not held by the process we started (pid ${pid})`);
+}
+
+// Processes of the tree whose CPU affinity is not exactly `cpu` (as "pid:list").
+function offCpu(pid, cpu) {
+  const bad = [];
+  for (const p of [pid, ...descendants(pid)]) {
+    try {
+      const m = /^Cpus_allowed_list:\s*(\S+)/m.exec(fs.readFileSync(`/proc/${p}/status`, 'utf8'));
+      if (m && m[1] !== String(cpu)) bad.push(`${p}:${m[1]}`);
+    } catch { /* gone */ }
+  }
+  return bad;
+}
+
 function runCapture(cmd, args, timeoutMs) {
   return new Promise((resolve) => {
     const child = launch(cmd, args, { capture: true });
@@ -308,12 +387,15 @@ function shellQuote(s) {
 
 // ---------------------------------------------------------------- wrk
 
-function wrkArgs(port, seconds, headers) {
-  const args = ['-c', String(LOAD_CPU), 'wrk', `-t${THREADS}`, `-c${CONNECTIONS}`, `-d${seconds}s`, '--latency'];
+function wrkArgs(port, seconds, headers, { connections = CONNECTIONS, urlPath = '/' } = {}) {
+  const args = ['-c', String(LOAD_CPU), 'wrk', `-t${THREADS}`, `-c${connections}`, `-d${seconds}s`, '--latency'];
   for (const h of headers) args.push('-H', h);
-  args.push(`http://127.0.0.1:${port}/`);
+  args.push(`http://127.0.0.1:${port}${urlPath}`);
   return args;
 }
+
+// wrk prints sizes with binary prefixes (format_binary: 1024-based, "MB" = MiB).
+const BIN_MIB = { '': 1 / (1024 * 1024), K: 1 / 1024, M: 1, G: 1024, T: 1024 * 1024 };
 
 const UNIT_MS = { us: 0.001, ms: 1, s: 1000, m: 60000, h: 3600000 };
 
@@ -326,8 +408,10 @@ function parseWrk(out) {
   const sock = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
   const socket = sock ? sock.slice(1).map(Number) : [0, 0, 0, 0];
   const non2xx = num(/Non-2xx or 3xx responses:\s+(\d+)/) ?? 0;
+  const xfer = /Transfer\/sec:\s+([\d.]+)([KMGT]?)B/.exec(out);
   return {
     rps: num(/Requests\/sec:\s+([\d.]+)/),
+    mibps: xfer ? Number(xfer[1]) * BIN_MIB[xfer[2]] : null,
     requests: num(/(\d+) requests in /),
     p50: pct(50),
     p99: pct(99),
@@ -337,8 +421,8 @@ function parseWrk(out) {
   };
 }
 
-async function wrk(port, seconds, headers) {
-  const res = await runCapture('taskset', wrkArgs(port, seconds, headers), (seconds + 30) * 1000);
+async function wrk(port, seconds, headers, opts = {}) {
+  const res = await runCapture('taskset', wrkArgs(port, seconds, headers, opts), (seconds + 30) * 1000);
   const parsed = parseWrk(res.out);
   if (res.code !== 0 || parsed.rps === null) {
     const why = res.error ? res.error.message : `exit ${res.code ?? res.signal}`;
@@ -349,7 +433,14 @@ async function wrk(port, seconds, headers) {
 
 // ---------------------------------------------------------------- nginx backends
 
-function nginxConf(dir, ports) {
+// The 1 MiB /big body: BODY repeated, so a proxy that mangles it is caught byte for byte.
+function bigBody() {
+  const buf = Buffer.alloc(BIG_BYTES);
+  for (let off = 0; off < BIG_BYTES; off += BODY.length) buf.write(BODY, off, 'latin1');
+  return buf;
+}
+
+function nginxConf(dir, ports, bigFile) {
   const p = (name) => path.join(dir, name);
   return `# generated by bench/bench.mjs
 worker_processes 1;
@@ -377,14 +468,20 @@ ${ports.map((port) => `    listen 127.0.0.1:${port};`).join('\n')}
     location / {
       return 200 "${BODY}";
     }
+    location = ${BIG_PATH} {
+      alias ${bigFile};
+      default_type application/octet-stream;
+      sendfile on;
+      etag off;
+    }
   }
 }
 `;
 }
 
-async function startNginx(dir, ports) {
+async function startNginx(dir, ports, bigFile) {
   const conf = path.join(dir, 'nginx.conf');
-  fs.writeFileSync(conf, nginxConf(dir, ports));
+  fs.writeFileSync(conf, nginxConf(dir, ports, bigFile));
   const logFile = path.join(dir, 'nginx.out');
   const child = launch('taskset', ['-c', String(LOAD_CPU), 'nginx', '-p', dir, '-c', conf, '-e', path.join(dir, 'nginx-error.log')], { log: logFile });
   try {
@@ -393,6 +490,10 @@ async function startNginx(dir, ports) {
       const r = await httpGet(port, '/');
       if (r.status !== 200 || r.body.length !== 100) {
         throw new Error(`nginx on ${port} answered ${r.status} with ${r.body?.length} bytes, expected 200 with 100`);
+      }
+      const big = await httpGet(port, BIG_PATH, {}, 5000);
+      if (big.status !== 200 || big.body.length !== BIG_BYTES) {
+        throw new Error(`nginx on ${port} answered ${BIG_PATH} with ${big.status} and ${big.body?.length} bytes, expected 200 with ${BIG_BYTES}`);
       }
     }
   } catch (err) {
@@ -403,9 +504,95 @@ async function startNginx(dir, ports) {
   return child;
 }
 
+// ---------------------------------------------------------------- peer proxies
+
+// nginx as a reverse proxy: its own prefix dir, config, pid and temp paths; one
+// worker; the whole process group is pinned to the proxy CPU by taskset.
+function nginxProxyConf(dir, port, backends) {
+  const p = (name) => path.join(dir, name);
+  return `# generated by bench/bench.mjs: nginx as the reverse proxy under test
+worker_processes 1;
+daemon off;
+master_process on;
+pid ${p('nginx.pid')};
+error_log ${p('error.log')} warn;
+worker_rlimit_nofile 8192;
+events {
+  worker_connections 4096;
+}
+http {
+  access_log off;
+  server_tokens off;
+  keepalive_requests 1000000;
+  keepalive_timeout 75s;
+  client_body_temp_path ${p('client-body')};
+  proxy_temp_path ${p('proxy-temp')};
+  fastcgi_temp_path ${p('fastcgi')};
+  uwsgi_temp_path ${p('uwsgi')};
+  scgi_temp_path ${p('scgi')};
+  upstream backends {
+${backends.map((b) => `    server 127.0.0.1:${b};`).join('\n')}
+    keepalive 64;
+    keepalive_requests 1000000;
+  }
+  server {
+    listen 127.0.0.1:${port};
+    location / {
+      proxy_pass http://backends;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      # stream large bodies instead of spooling them to a temp file on disk
+      proxy_max_temp_file_size 0;
+    }
+  }
+}
+`;
+}
+
+function haproxyConf(port, backends) {
+  return `# generated by bench/bench.mjs: HAProxy as the reverse proxy under test
+global
+  nbthread 1
+  maxconn 4096
+
+defaults
+  mode http
+  timeout connect 30s
+  timeout client 30s
+  timeout server 30s
+  timeout http-keep-alive 30s
+  timeout http-request 30s
+
+frontend bench
+  bind 127.0.0.1:${port}
+  default_backend backends
+
+backend backends
+  balance roundrobin
+  http-reuse always
+${backends.map((b, i) => `  server backend${i + 1} 127.0.0.1:${b}`).join('\n')}
+`;
+}
+
+const PEERS_DIR = path.join(BENCH_DIR, 'peers');
+
+function peerVersion(pkg) {
+  try {
+    return JSON.parse(fs.readFileSync(path.join(PEERS_DIR, 'node_modules', pkg, 'package.json'), 'utf8')).version;
+  } catch {
+    return null;
+  }
+}
+
+function needPeer(pkg) {
+  if (!peerVersion(pkg)) {
+    throw new Error(`${pkg} not installed in bench/peers (run: npm ci --prefix bench/peers --no-audit --no-fund)`);
+  }
+}
+
 // ---------------------------------------------------------------- targets
 
-function tollgateYaml(port, backendPorts, dir, variant = 'strategy: "round_robin"') {
+function tollgateYaml(port, backendPorts, dir, variant = 'strategy: "round_robin"', { auth = true, rateLimit = true, logLevel = 'info' } = {}) {
   return `# generated by bench/bench.mjs: the rate limit is set so high it never triggers
 server:
   listen_port: ${port}
@@ -417,25 +604,29 @@ load_balancing:
 ${backendPorts.map((p, i) => `    - { name: "backend${i + 1}", address: "127.0.0.1", port: ${p}, weight: 1 }`).join('\n')}
 middleware:
   auth:
-    enabled: true
+    enabled: ${auth}
     auth_type: "bearer"
     valid_tokens: ["${TOKEN}", "test-token-456"]
   rate_limit:
-    enabled: true
+    enabled: ${rateLimit}
     requests_per_minute: 60000000
     burst_size: 10000000
 logging:
-  level: info
+  level: ${logLevel}
   file: ${JSON.stringify(path.join(dir, 'tollgate.log'))}
 `;
 }
 
 const okProxied = (r) => r.status === 200 && r.body.length === 100 && r.body.toString() === BODY;
 
-// Start a node process on the proxy CPU and wait until it proxies.
-async function startNodeTarget(name, nodeArgs, port, ready, dir) {
+// Start a proxy on the proxy CPU and wait until it proxies.
+async function startNodeTarget(name, nodeArgs, port, ready, dir, env) {
+  return startProxy(name, process.execPath, nodeArgs, port, ready, dir, { env });
+}
+
+async function startProxy(name, cmd, cmdArgs, port, ready, dir, { env = process.env, logs = [] } = {}) {
   const logFile = path.join(dir, `${name}.out`);
-  const child = launch('taskset', ['-c', String(PROXY_CPU), process.execPath, ...nodeArgs], { log: logFile });
+  const child = launch('taskset', ['-c', String(PROXY_CPU), cmd, ...cmdArgs], { log: logFile, env });
   try {
     await waitReady(port, ready.path, ready.headers, (r) => r.status === 200, child, name);
     const r = await httpGet(port, '/', ready.headers);
@@ -443,15 +634,17 @@ async function startNodeTarget(name, nodeArgs, port, ready, dir) {
     if (!okProxied(r)) {
       throw new Error(`GET / answered ${r.status} with ${r.body.length} bytes, expected 200 and the 100-byte backend body`);
     }
+    assertOwnsListener(name, child.pid, port);
   } catch (err) {
     await stop(child);
-    const t = tail(logFile, 10);
+    const t = [logFile, ...logs].map((f) => tail(f, 10)).filter(Boolean).join('\n');
     throw new Error(`${err.message}${t ? `\n    ${name} output:\n${t.replace(/^/gm, '      ')}` : ''}`);
   }
   return child;
 }
 
 let buildNote = null;
+let BIG = null; // the 1 MiB body, set in main
 
 async function ensureTollgateBuilt(dir) {
   const cli = path.join(ROOT, 'dist', 'cli.js');
@@ -468,8 +661,31 @@ async function ensureTollgateBuilt(dir) {
   }
 }
 
+// Environment for Tollgate: LOG_LEVEL would override logging.level of the generated configs.
+const TOLLGATE_ENV = Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== 'LOG_LEVEL'));
+const AUTH_HEADER = `Authorization: Bearer ${TOKEN}`;
+
 function targetSpecs(ports, dir, nginx) {
   const backends = ports.backends;
+  const backendList = backends.map((p) => `127.0.0.1:${p}`).join(',');
+  const proxied = (name, start) => ({
+    port: ports.of[name],
+    headers: [],
+    start,
+    rssPid: (child) => child.pid,
+    rss: (pid) => treeRssMiB(pid),
+  });
+  const tollgate = (name, variant, opts) => ({
+    ...proxied(name, async () => {
+      if (buildNote) throw new Error(buildNote);
+      const cfg = path.join(dir, `${name}.yaml`);
+      fs.writeFileSync(cfg, tollgateYaml(ports.of[name], backends, dir, variant, opts));
+      return startNodeTarget(name, [path.join('dist', 'cli.js'), '--config', cfg],
+        ports.of[name], { path: '/health', headers: { authorization: `Bearer ${TOKEN}` } }, dir, TOLLGATE_ENV);
+    }),
+    // Every Tollgate row gets the same requests, auth header included (tollgate-minimal ignores it).
+    headers: [AUTH_HEADER],
+  });
   return {
     direct: {
       port: backends[0],
@@ -478,49 +694,70 @@ function targetSpecs(ports, dir, nginx) {
       rssPid: () => childrenOf(nginx.pid)[0] ?? null, // the single nginx worker
       rss: (pid) => readRssMiB(pid),
     },
-    bare: {
-      port: ports.bare,
-      headers: [],
-      start: () => startNodeTarget('bare',
-        [path.join(BENCH_DIR, 'bare-forwarder.mjs'), String(ports.bare), backends.map((p) => `127.0.0.1:${p}`).join(',')],
-        ports.bare, { path: '/', headers: {} }, dir),
-      rssPid: (child) => child.pid,
-      rss: (pid) => treeRssMiB(pid),
-    },
-    tollgate: {
-      port: ports.tollgate,
-      headers: [`Authorization: Bearer ${TOKEN}`],
-      start: async () => {
-        if (buildNote) throw new Error(buildNote);
-        const cfg = path.join(dir, 'tollgate.yaml');
-        fs.writeFileSync(cfg, tollgateYaml(ports.tollgate, backends, dir));
-        return startNodeTarget('tollgate', [path.join('dist', 'cli.js'), '--config', cfg],
-          ports.tollgate, { path: '/health', headers: { authorization: `Bearer ${TOKEN}` } }, dir);
-      },
-      rssPid: (child) => child.pid,
-      rss: (pid) => treeRssMiB(pid),
-    },
-    ...Object.fromEntries(Object.entries(VARIANTS).map(([name, variant]) => [name, {
-      port: ports.tollgate,
-      headers: [`Authorization: Bearer ${TOKEN}`],
-      start: async () => {
-        if (buildNote) throw new Error(buildNote);
-        const cfg = path.join(dir, `${name}.yaml`);
-        fs.writeFileSync(cfg, tollgateYaml(ports.tollgate, backends, dir, variant));
-        return startNodeTarget(name, [path.join('dist', 'cli.js'), '--config', cfg],
-          ports.tollgate, { path: '/health', headers: { authorization: `Bearer ${TOKEN}` } }, dir);
-      },
-      rssPid: (child) => child.pid,
-      rss: (pid) => treeRssMiB(pid),
-    }])),
+    'nginx-proxy': proxied('nginx-proxy', async () => {
+      const d = path.join(dir, 'nginx-proxy');
+      fs.mkdirSync(d, { recursive: true });
+      const conf = path.join(d, 'nginx.conf');
+      fs.writeFileSync(conf, nginxProxyConf(d, ports.of['nginx-proxy'], backends));
+      return startProxy('nginx-proxy', 'nginx', ['-p', `${d}/`, '-c', conf, '-e', path.join(d, 'error.log')],
+        ports.of['nginx-proxy'], { path: '/', headers: {} }, dir, { logs: [path.join(d, 'error.log')] });
+    }),
+    haproxy: proxied('haproxy', async () => {
+      const conf = path.join(dir, 'haproxy.cfg');
+      fs.writeFileSync(conf, haproxyConf(ports.of.haproxy, backends));
+      // -db: foreground, no daemon, no master-worker: one process with one thread.
+      return startProxy('haproxy', 'haproxy', ['-db', '-f', conf], ports.of.haproxy, { path: '/', headers: {} }, dir);
+    }),
+    'node-http-proxy': proxied('node-http-proxy', async () => {
+      needPeer('http-proxy');
+      return startNodeTarget('node-http-proxy', [path.join(PEERS_DIR, 'node-http-proxy.mjs'), String(ports.of['node-http-proxy']), backendList],
+        ports.of['node-http-proxy'], { path: '/', headers: {} }, dir);
+    }),
+    'fastify-proxy': proxied('fastify-proxy', async () => {
+      needPeer('fastify');
+      needPeer('@fastify/http-proxy');
+      return startNodeTarget('fastify-proxy', [path.join(PEERS_DIR, 'fastify-proxy.mjs'), String(ports.of['fastify-proxy']), backendList],
+        ports.of['fastify-proxy'], { path: '/', headers: {} }, dir);
+    }),
+    bare: proxied('bare', () => startNodeTarget('bare',
+      [path.join(BENCH_DIR, 'bare-forwarder.mjs'), String(ports.of.bare), backendList],
+      ports.of.bare, { path: '/', headers: {} }, dir)),
+    tollgate: tollgate('tollgate'),
+    'tollgate-minimal': tollgate('tollgate-minimal', MINIMAL.variant, MINIMAL),
+    ...Object.fromEntries(Object.entries(VARIANTS).map(([name, variant]) => [name, tollgate(name, variant)])),
   };
 }
+
+// Peak RSS (MiB) of the target, sampled every RSS_SAMPLE_MS while `promise` runs.
+async function sampleRss(spec, pid, promise) {
+  let peak = null;
+  const take = () => {
+    const v = pid ? spec.rss(pid) : null;
+    if (v !== null && (peak === null || v > peak)) peak = v;
+  };
+  const timer = setInterval(take, RSS_SAMPLE_MS);
+  try {
+    return { result: await promise, peak };
+  } finally {
+    clearInterval(timer);
+    take();
+  }
+}
+
+const ZERO_SOCKET = () => ({ connect: 0, read: 0, write: 0, timeout: 0 });
 
 async function benchTarget(name, spec) {
   log(`--- ${name}`);
   let child = null;
   try {
     child = await spec.start();
+    const pid = spec.rssPid(child);
+    const rssIdle = pid ? spec.rss(pid) : null;
+    const notes = [];
+    if (child) {
+      const off = offCpu(child.pid, PROXY_CPU);
+      if (off.length) notes.push(`not pinned to CPU ${PROXY_CPU} only (pid:cpus ${off.join(' ')})`);
+    }
     if (WARMUP > 0) {
       log(`${name}: warm-up ${WARMUP} s`);
       await wrk(spec.port, WARMUP, spec.headers);
@@ -531,22 +768,63 @@ async function benchTarget(name, spec) {
       log(`${name}: run ${i}/${RUNS}: ${r.rps.toFixed(0)} req/s, p50 ${fmtMs(r.p50)} ms, p99 ${fmtMs(r.p99)} ms, errors ${r.errors}`);
       runs.push(r);
     }
-    const pid = spec.rssPid(child);
-    const rss = pid ? spec.rss(pid) : null;
-    const died = child?.exitInfo ? `process exited during the runs (${child.exitInfo.signal ?? `code ${child.exitInfo.code}`})` : null;
     const sorted = [...runs].sort((a, b) => a.rps - b.rps);
     const median = sorted[Math.floor((sorted.length - 1) / 2)];
+    const errors = { c50: runs.reduce((s, r) => s + r.errors, 0), c200: 0, big: 0 };
+    const socket = runs.reduce((s, r) => { for (const k of Object.keys(s)) s[k] += r.socket[k]; return s; }, ZERO_SOCKET());
+    let non2xx = runs.reduce((s, r) => s + r.non2xx, 0);
+    const addErrors = (phase, r) => {
+      errors[phase] += r.errors;
+      non2xx += r.non2xx;
+      for (const k of Object.keys(socket)) socket[k] += r.socket[k];
+    };
+
+    // One run at -c200: p99 under more concurrency; the RSS column is the peak during it.
+    let p99High = null;
+    let rssLoad = null;
+    try {
+      const { result: r, peak } = await sampleRss(spec, pid, wrk(spec.port, DURATION, spec.headers, { connections: CONNECTIONS_HIGH }));
+      log(`${name}: c${CONNECTIONS_HIGH}: ${r.rps.toFixed(0)} req/s, p99 ${fmtMs(r.p99)} ms, errors ${r.errors}, RSS peak ${peak?.toFixed(1) ?? 'n/a'} MiB`);
+      p99High = r.p99;
+      rssLoad = peak;
+      addErrors('c200', r);
+    } catch (err) {
+      notes.push(`c${CONNECTIONS_HIGH} run failed: ${err.message.split('\n')[0]}`);
+    }
+
+    // One run on the 1 MiB body, after checking the body arrives whole.
+    let mibps = null;
+    try {
+      const hdrs = Object.fromEntries(spec.headers.map((h) => [h.slice(0, h.indexOf(':')).trim().toLowerCase(), h.slice(h.indexOf(':') + 1).trim()]));
+      const probe = await httpGet(spec.port, BIG_PATH, hdrs, 10_000);
+      if (probe.error) throw new Error(`GET ${BIG_PATH}: ${probe.error.message}`);
+      if (probe.status !== 200 || !probe.body.equals(BIG)) {
+        throw new Error(`GET ${BIG_PATH} answered ${probe.status} with ${probe.body.length} bytes${probe.body.length === BIG_BYTES ? ' (different content)' : ''}, expected 200 with the ${BIG_BYTES}-byte file`);
+      }
+      const r = await wrk(spec.port, DURATION, spec.headers, { urlPath: BIG_PATH });
+      log(`${name}: ${BIG_PATH}: ${r.mibps?.toFixed(0) ?? 'n/a'} MiB/s (${r.rps.toFixed(0)} req/s), errors ${r.errors}`);
+      mibps = r.mibps;
+      addErrors('big', r);
+    } catch (err) {
+      notes.push(`1 MiB run failed: ${err.message.split('\n')[0]}`);
+    }
+
+    if (child?.exitInfo) notes.push(`process exited during the runs (${child.exitInfo.signal ?? `code ${child.exitInfo.code}`})`);
     return {
       name,
       ok: true,
       rps: median.rps,
       p50: median.p50,
       p99: median.p99,
-      errors: runs.reduce((s, r) => s + r.errors, 0),
-      socket: runs.reduce((s, r) => { for (const k of Object.keys(s)) s[k] += r.socket[k]; return s; }, { connect: 0, read: 0, write: 0, timeout: 0 }),
-      non2xx: runs.reduce((s, r) => s + r.non2xx, 0),
-      rss,
-      note: died,
+      p99High,
+      mibps,
+      errors: errors.c50 + errors.c200 + errors.big,
+      errorsBy: errors,
+      socket,
+      non2xx,
+      rssIdle,
+      rss: rssLoad,
+      note: notes.length ? notes.join('; ') : null,
     };
   } catch (err) {
     log(`${name}: FAILED: ${err.message}`);
@@ -577,21 +855,77 @@ function cpuModel() {
 async function versions() {
   const ng = await runCapture('nginx', ['-v'], 10_000);
   const wk = await runCapture('wrk', ['-v'], 10_000);
+  const ha = TARGETS.includes('haproxy') ? await runCapture('haproxy', ['-v'], 10_000) : { out: '' };
   return {
     nginx: /nginx\/(\S+)/.exec(ng.out)?.[1] ?? 'unknown',
     wrk: /wrk\s+(\S+)/.exec(wk.out)?.[1] ?? 'unknown',
+    haproxy: /HA-?Proxy version (\S+)/i.exec(ha.out)?.[1] ?? 'unknown',
+    httpProxy: peerVersion('http-proxy') ?? 'not installed',
+    fastify: peerVersion('fastify') ?? 'not installed',
+    fastifyHttpProxy: peerVersion('@fastify/http-proxy') ?? 'not installed',
+    undiciPeer: peerVersion('undici') ?? 'n/a',
   };
+}
+
+// PASS/FAIL lines for the performance targets, from the rows of this run.
+function checks(results) {
+  const row = (n) => results.find((r) => r.name === n && r.ok) ?? null;
+  const int = (v) => Math.round(v).toLocaleString('en-US');
+  const ratio = (a, b) => (a / b).toFixed(2);
+  const out = [];
+  const line = (name, needs, test) => {
+    const missing = needs.filter((n) => !row(n));
+    if (missing.length) {
+      out.push(`- FAIL ${name}: not measured (${missing.join(', ')} ${missing.length > 1 ? 'rows' : 'row'} missing or failed)`);
+      return;
+    }
+    const [pass, figures] = test(...needs.map(row));
+    if (pass === null) out.push(`- FAIL ${name}: not measured (${figures})`);
+    else out.push(`- ${pass ? 'PASS' : 'FAIL'} ${name}: ${figures}`);
+  };
+  line('throughput floor (tollgate >= 1.5 × node-http-proxy)', ['tollgate', 'node-http-proxy'], (t, n) => [
+    t.rps >= 1.5 * n.rps,
+    `tollgate ${int(t.rps)} req/s, node-http-proxy ${int(n.rps)} req/s: ${ratio(t.rps, n.rps)} ×`,
+  ]);
+  line('target (tollgate >= bare and >= 0.33 × nginx-proxy)', ['tollgate', 'bare', 'nginx-proxy'], (t, b, n) => [
+    t.rps >= b.rps && t.rps >= 0.33 * n.rps,
+    `tollgate ${int(t.rps)} req/s = ${ratio(t.rps, b.rps)} × bare (${int(b.rps)}), ${ratio(t.rps, n.rps)} × nginx-proxy (${int(n.rps)})`,
+  ]);
+  line('goal (tollgate >= 0.40 × nginx-proxy)', ['tollgate', 'nginx-proxy'], (t, n) => [
+    t.rps >= 0.40 * n.rps,
+    `tollgate ${int(t.rps)} req/s = ${ratio(t.rps, n.rps)} × nginx-proxy (${int(n.rps)})`,
+  ]);
+  line(`p99 at c${CONNECTIONS_HIGH} (tollgate <= 3 × nginx-proxy)`, ['tollgate', 'nginx-proxy'], (t, n) => (
+    t.p99High === null || n.p99High === null
+      ? [null, `c${CONNECTIONS_HIGH} run failed`]
+      : [t.p99High <= 3 * n.p99High,
+        `tollgate ${fmtMs(t.p99High)} ms, nginx-proxy ${fmtMs(n.p99High)} ms: ${ratio(t.p99High, n.p99High)} ×`]
+  ));
+  line('1 MiB bodies (tollgate MiB/s >= nginx-proxy)', ['tollgate', 'nginx-proxy'], (t, n) => (
+    t.mibps === null || n.mibps === null
+      ? [null, '1 MiB run failed']
+      : [t.mibps >= n.mibps, `tollgate ${t.mibps.toFixed(0)} MiB/s, nginx-proxy ${n.mibps.toFixed(0)} MiB/s: ${ratio(t.mibps, n.mibps)} ×`]
+  ));
+  line('RSS under load (tollgate <= 100 MiB)', ['tollgate'], (t) => (
+    t.rss === null ? [null, 'no RSS sample'] : [t.rss <= 100, `tollgate ${t.rss.toFixed(1)} MiB (peak during the c${CONNECTIONS_HIGH} run)`]
+  ));
+  line('features cost (tollgate >= 0.90 × tollgate-minimal)', ['tollgate', 'tollgate-minimal'], (t, m) => [
+    t.rps >= 0.90 * m.rps,
+    `tollgate ${int(t.rps)} req/s, tollgate-minimal ${int(m.rps)} req/s: ${ratio(t.rps, m.rps)} ×`,
+  ]);
+  return out;
 }
 
 function report(results, meta) {
   const direct = results.find((r) => r.name === 'direct' && r.ok);
   const bare = results.find((r) => r.name === 'bare' && r.ok);
+  const mib = (v) => (v === null || v === undefined ? 'n/a' : v.toFixed(1));
   const rows = results.map((r) => {
-    if (!r.ok) return `| ${r.name} | failed | – | – | – | – | – | – |`;
+    if (!r.ok) return `| ${r.name} | failed | – | – | – | – | – | – | – | – | – |`;
     const ratio = direct ? (r.rps / direct.rps).toFixed(2) : 'n/a';
     const toBare = bare && r.name !== 'direct' ? (r.rps / bare.rps).toFixed(2) : '–';
-    const rss = r.rss === null ? 'n/a' : r.rss.toFixed(1);
-    return `| ${r.name} | ${Math.round(r.rps).toLocaleString('en-US')} | ${ratio} | ${toBare} | ${fmtMs(r.p50)} | ${fmtMs(r.p99)} | ${r.errors} | ${rss} |`;
+    const big = r.mibps === null ? 'n/a' : r.mibps.toFixed(0);
+    return `| ${r.name} | ${Math.round(r.rps).toLocaleString('en-US')} | ${ratio} | ${toBare} | ${fmtMs(r.p50)} | ${fmtMs(r.p99)} | ${fmtMs(r.p99High)} | ${big} | ${r.errors} | ${mib(r.rssIdle)} | ${mib(r.rss)} |`;
   });
   const notes = [];
   for (const r of results) {
@@ -599,23 +933,35 @@ function report(results, meta) {
     else {
       if (r.errors > 0) {
         const s = r.socket;
-        notes.push(`- ${r.name} errors: ${r.non2xx} non-2xx/3xx, socket connect ${s.connect} / read ${s.read} / write ${s.write} / timeout ${s.timeout}`);
+        const e = r.errorsBy;
+        notes.push(`- ${r.name} errors: c${CONNECTIONS} ${e.c50}, c${CONNECTIONS_HIGH} ${e.c200}, 1 MiB ${e.big}; in all ${r.non2xx} non-2xx/3xx, socket connect ${s.connect} / read ${s.read} / write ${s.write} / timeout ${s.timeout}`);
       }
       if (r.note) notes.push(`- ${r.name}: ${r.note}`);
     }
   }
-  const cmd = ['taskset', ...wrkArgs('<port>', DURATION, [])].map(shellQuote).join(' ')
-    .replace(shellQuote('http://127.0.0.1:<port>/'), 'http://127.0.0.1:<port>/');
+  // A proxy row close to direct is limited by the load CPU (wrk + backends), not by the proxy.
+  const loadBound = direct ? results.filter((r) => r.ok && r.name !== 'direct' && r.rps >= 0.9 * direct.rps).map((r) => r.name) : [];
+  if (loadBound.length) {
+    notes.push(`- ${loadBound.join(', ')}: within 10% of direct, so bound by CPU ${LOAD_CPU} (wrk and the backends), not by the proxy: that req/s is a lower bound`);
+  }
+  const wrkCmd = (opts) => ['taskset', ...wrkArgs('<port>', DURATION, [], opts)].map(shellQuote).join(' ')
+    .replace(/'(http:\/\/127\.0\.0\.1:<port>\/\S*)'/, '$1');
+  const peersUsed = results.some((r) => r.name === 'node-http-proxy' || r.name === 'fastify-proxy');
   const lines = [
-    '| target | req/s (median) | ratio to direct | ratio to bare | p50 ms | p99 ms | errors | RSS MiB |',
-    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    `| target | req/s (median) | ratio to direct | ratio to bare | p50 ms | p99 ms | p99 ms c${CONNECTIONS_HIGH} | MiB/s 1 MiB | errors | RSS idle MiB | RSS load MiB |`,
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
     ...rows,
     '',
+    ...(results.some((r) => r.name === 'tollgate') ? [...checks(results), ''] : []),
     ...(notes.length ? [...notes, ''] : []),
-    `- wrk: \`${cmd}\` (tollgate adds \`-H ${shellQuote(`Authorization: Bearer ${TOKEN}`)}\`)`,
-    `- ${RUNS} run${RUNS > 1 ? 's' : ''} of ${DURATION} s per target after a ${WARMUP} s warm-up; the row is the median run by req/s; errors are summed over all runs${QUICK ? ' (--quick smoke run: numbers are rough)' : ''}`,
-    `- proxy on CPU ${PROXY_CPU}; nginx (1 worker, 3 ports, 100-byte body) and wrk on CPU ${LOAD_CPU}; RSS is the proxy process (direct: the nginx worker) after the runs`,
-    `- node ${process.version}, nginx ${meta.nginx}, wrk ${meta.wrk}`,
+    `- wrk: \`${wrkCmd({})}\` for req/s, p50, p99; \`-c${CONNECTIONS_HIGH}\` for p99 c${CONNECTIONS_HIGH}; \`${wrkCmd({ urlPath: BIG_PATH })}\` for MiB/s (wrk's Transfer/sec, headers included); the tollgate rows add \`-H ${shellQuote(AUTH_HEADER)}\``,
+    `- ${RUNS} run${RUNS > 1 ? 's' : ''} of ${DURATION} s per target after a ${WARMUP} s warm-up; the row is the median run by req/s; then one ${DURATION} s run at c${CONNECTIONS_HIGH} and one ${DURATION} s run on the 1 MiB body (single runs, no median); errors are summed over all runs${QUICK ? ' (--quick smoke run: numbers are rough)' : ''}`,
+    `- RSS idle: right after the target answered its first requests, before any load; RSS load: the peak of samples every ${RSS_SAMPLE_MS} ms during the c${CONNECTIONS_HIGH} run. Both count the proxy's whole process tree (direct: the nginx worker)`,
+    `- proxy on CPU ${PROXY_CPU} (every process of the tree; checked); nginx backends (1 worker, 3 ports, 100-byte body, 1 MiB file at \`${BIG_PATH}\`) and wrk on CPU ${LOAD_CPU}; every proxy round-robins over the three backends with keep-alive upstream connections`,
+    '- nginx-proxy: own nginx, 1 worker, `keepalive 64`, `proxy_http_version 1.1`, `proxy_max_temp_file_size 0` (streams big bodies instead of spooling to disk); haproxy: `-db`, `nbthread 1`, `http-reuse always`, timeouts 30 s; both checked to be the processes that hold the listening port',
+    ...(peersUsed ? [`- node-http-proxy: http-proxy ${meta.httpProxy} with a keep-alive http.Agent (maxSockets 128); fastify-proxy: fastify ${meta.fastify} + @fastify/http-proxy ${meta.fastifyHttpProxy} (undici ${meta.undiciPeer}, 128 connections per backend), round robin through \`replyOptions.getUpstream\`, logger off`] : []),
+    '- tollgate: bearer auth, a rate limit that never triggers, info logging to a file, default health checks and retries; tollgate-minimal: auth, rate limit, health checks and retries off, log level warn',
+    `- node ${process.version}, nginx ${meta.nginx}, haproxy ${meta.haproxy}, wrk ${meta.wrk}`,
     `- date: ${meta.date}`,
     `- CPU: ${meta.cpu}`,
   ];
@@ -638,13 +984,18 @@ function writeDocs(block) {
     text = `# Benchmarks
 
 The numbers below come from \`bash bench/run.sh --write\` (\`npm run bench -- --write\`).
-Three nginx backends return a fixed 100-byte body; wrk drives 50 keep-alive
-connections from one thread at each target in turn: nginx itself (\`direct\`),
-a few-line node:http + undici forwarder with no features (\`bare\`), and
-Tollgate with bearer auth and a rate limit that never triggers. The proxy is
-pinned to one CPU, nginx and wrk to the other. Absolute req/s depend on the
-machine; compare the ratio column, which is each target's req/s divided by
-the direct run on the same machine in the same session.
+Three nginx backends return a fixed 100-byte body (and a 1 MiB file at
+\`/big\`); wrk drives 50 keep-alive connections from one thread at each target
+in turn: nginx itself (\`direct\`), nginx and HAProxy as reverse proxies,
+node-http-proxy, @fastify/http-proxy, a few-line node:http + undici forwarder
+with no features (\`bare\`), Tollgate with bearer auth and a rate limit that
+never triggers, and Tollgate with every optional feature off
+(\`tollgate-minimal\`). Each target also gets one run at 200 connections (p99)
+and one on the 1 MiB body (MiB/s). The proxy is pinned to one CPU, nginx and
+wrk to the other. Absolute req/s depend on the machine; compare the ratio
+columns, which divide each target's req/s by the direct (or bare) run on the
+same machine in the same session. The PASS/FAIL lines under the table check
+the performance targets against the rows of the same run.
 
 ${section}
 `;
@@ -676,11 +1027,19 @@ async function main() {
 
   if (TARGETS.some((t) => t.startsWith('tollgate'))) await ensureTollgateBuilt(tmpDir);
 
-  const [b1, b2, b3, bare, tollgate] = await freePorts(5);
-  const ports = { backends: [b1, b2, b3], bare, tollgate };
+  const [b1, b2, b3, ...targetPorts] = await freePorts(3 + TARGETS.length);
+  const ports = { backends: [b1, b2, b3], of: Object.fromEntries(TARGETS.map((t, i) => [t, targetPorts[i]])) };
+
+  BIG = bigBody();
+  // The nginx workers run as an unprivileged user when started as root: they need to
+  // reach the file through the (mkdtemp, 0700) scratch dir.
+  const bigFile = path.join(tmpDir, 'big.bin');
+  fs.writeFileSync(bigFile, BIG, { mode: 0o644 });
+  fs.chmodSync(bigFile, 0o644);
+  fs.chmodSync(tmpDir, 0o711);
 
   log(`starting nginx on 127.0.0.1:${ports.backends.join(', ')}`);
-  const nginx = await startNginx(tmpDir, ports.backends);
+  const nginx = await startNginx(tmpDir, ports.backends, bigFile);
   const specs = targetSpecs(ports, tmpDir, nginx);
 
   const results = [];

@@ -66,7 +66,8 @@ function start(cmd, args) {
 let stopping = false;
 function stop() {
   stopping = true;
-  for (const c of children) c.kill('SIGKILL');
+  // SIGTERM, not SIGKILL: an nginx master killed outright leaves its worker behind.
+  for (const c of children) c.kill('SIGTERM');
   backend.close();
   rmSync(dir, { recursive: true, force: true });
 }
@@ -199,4 +200,4 @@ const hav = execFileSync('haproxy', ['-v'], { encoding: 'utf8' }).split('\n')[0]
 console.log(`| case | nginx | HAProxy | Tollgate |\n| --- | --- | --- | --- |\n${rows.join('\n')}\n`);
 console.log(`Measured ${new Date().toISOString().slice(0, 16)} UTC with ${ngv}, ${hav.replace(/ - https.*$/, '')}, Tollgate from this tree (node ${process.version}); each proxy in front of the same recording backend, body limit 1 KiB.`);
 stop();
-process.exit(0);
+setTimeout(() => process.exit(0), 500);

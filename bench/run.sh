@@ -1,30 +1,50 @@
 #!/usr/bin/env bash
 # Tollgate benchmark entry point (npm run bench).
-#   bash bench/run.sh            3 runs x 10 s per target, table on stdout
-#   bash bench/run.sh --quick    1 run x 3 s per target (smoke test)
-#   bash bench/run.sh --write    also update docs/benchmarks.md
+#   bash bench/run.sh               3 runs x 10 s per target (+ one c200 and one 1 MiB run), table on stdout
+#   bash bench/run.sh --quick       1 run x 3 s per measurement (smoke test)
+#   bash bench/run.sh --write       also update docs/benchmarks.md
+#   bash bench/run.sh --strategies  also the Tollgate strategy variants
+#   BENCH_TARGETS=direct,nginx-proxy,tollgate bash bench/run.sh   only these targets
 # See bench/bench.mjs for the environment variables.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
-# nginx and wrk: install only when missing.
-if ! command -v nginx >/dev/null 2>&1 || ! command -v wrk >/dev/null 2>&1; then
+# nginx, wrk and haproxy: install only when missing (Debian packages
+# nginx-light, wrk, haproxy). Only the binaries are used: the benchmark starts
+# its own processes with its own configs on free ports, never a system service.
+missing=()
+command -v nginx >/dev/null 2>&1 || missing+=(nginx-light)
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
+if [ "${#missing[@]}" -gt 0 ]; then
   sudo=""
   if [ "$(id -u)" -ne 0 ]; then
     if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
-      echo "bench: nginx/wrk missing and not root: install nginx-light and wrk first" >&2
+      echo "bench: ${missing[*]} missing and not root: install them first" >&2
       exit 1
     fi
   fi
-  echo "bench: installing nginx-light and wrk" >&2
+  echo "bench: installing ${missing[*]}" >&2
   $sudo apt-get update
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y nginx-light wrk
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
 fi
-for tool in nginx wrk taskset node; do
+for tool in nginx wrk haproxy taskset node; do
   command -v "$tool" >/dev/null 2>&1 || { echo "bench: $tool not found" >&2; exit 1; }
 done
+
+# The Node peers (http-proxy, fastify + @fastify/http-proxy) live in their own
+# bench-only package; install them once. A failure is not fatal: those rows
+# then show as failed.
+if [ ! -f bench/peers/node_modules/.package-lock.json ]; then
+  echo "bench: installing the Node peers into bench/peers/node_modules" >&2
+  if [ -f bench/peers/package-lock.json ]; then
+    npm ci --prefix bench/peers --no-audit --no-fund >&2 || echo "bench: npm ci in bench/peers failed; node-http-proxy and fastify-proxy will fail" >&2
+  else
+    npm install --prefix bench/peers --no-audit --no-fund >&2 || echo "bench: npm install in bench/peers failed; node-http-proxy and fastify-proxy will fail" >&2
+  fi
+fi
 
 # Scratch dir for nginx pid/logs/temp, configs and logs; bench.mjs mirrors the
 # process groups it started into the pidfile so they can be reaped here even
