@@ -1,8 +1,10 @@
 /**
  * The one file that knows the phase order. For each request:
  *
- *   request id → [draining? 503] → [health path? answer] → request_filter hooks (auth, rate limit, ...)
- *   → upstream_peer (the load balancer) → upstream_request_filter hooks → dispatch to the upstream
+ *   request id → [draining? 503] → [health path? answer] → normalize the target, read the headers
+ *   → request_filter hooks (auth, rate limit, ...) → upstream_peer (the load balancer)
+ *   → upstream_request_filter hooks → dispatch to the upstream
+ *   → [failed: fail_to_connect / fail_to_proxy, back to upstream_peer when a retry is safe and allowed]
  *   → response_filter hooks (on the upstream's head, or on a generated response) → stream the body
  *   → logging hooks (when the client connection is done with the response)
  *
