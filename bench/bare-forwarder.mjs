@@ -7,17 +7,9 @@
 //    or: PORT=... BACKENDS=host:port,host:port node bench/bare-forwarder.mjs
 import http from 'node:http';
 import { Pool } from 'undici';
+import { proxyArgs } from './proxy-args.mjs';
 
-const port = Number(process.argv[2] ?? process.env.PORT);
-const backends = String(process.argv[3] ?? process.env.BACKENDS ?? '')
-  .split(',')
-  .map((s) => s.trim())
-  .filter(Boolean);
-
-if (!Number.isInteger(port) || port <= 0 || backends.length === 0) {
-  console.error('usage: bare-forwarder.mjs PORT HOST:PORT[,HOST:PORT...]');
-  process.exit(2);
-}
+const { port, backends } = proxyArgs('bare-forwarder.mjs');
 
 const pools = backends.map((b) => new Pool(`http://${b}`, { connections: 128 }));
 

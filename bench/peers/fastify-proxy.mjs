@@ -9,17 +9,9 @@
 // (install first: npm ci --prefix bench/peers; bench/run.sh does it)
 import Fastify from 'fastify';
 import proxy from '@fastify/http-proxy';
+import { proxyArgs } from '../proxy-args.mjs';
 
-const port = Number(process.argv[2] ?? process.env.PORT);
-const backends = String(process.argv[3] ?? process.env.BACKENDS ?? '')
-  .split(',')
-  .map((s) => s.trim())
-  .filter(Boolean);
-
-if (!Number.isInteger(port) || port <= 0 || backends.length === 0) {
-  console.error('usage: fastify-proxy.mjs PORT HOST:PORT[,HOST:PORT...]');
-  process.exit(2);
-}
+const { port, backends } = proxyArgs('fastify-proxy.mjs');
 
 const origins = backends.map((b) => `http://${b}`);
 let next = 0;

@@ -7,17 +7,9 @@
 // (install first: npm ci --prefix bench/peers; bench/run.sh does it)
 import http from 'node:http';
 import httpProxy from 'http-proxy';
+import { proxyArgs } from '../proxy-args.mjs';
 
-const port = Number(process.argv[2] ?? process.env.PORT);
-const backends = String(process.argv[3] ?? process.env.BACKENDS ?? '')
-  .split(',')
-  .map((s) => s.trim())
-  .filter(Boolean);
-
-if (!Number.isInteger(port) || port <= 0 || backends.length === 0) {
-  console.error('usage: node-http-proxy.mjs PORT HOST:PORT[,HOST:PORT...]');
-  process.exit(2);
-}
+const { port, backends } = proxyArgs('node-http-proxy.mjs');
 
 const agent = new http.Agent({ keepAlive: true, maxSockets: 128 });
 const targets = backends.map((b) => `http://${b}`);
