@@ -33,6 +33,8 @@ export interface Proxy {
   listen(): Promise<AddressInfo>;
   /** Graceful shutdown (see ProxyServer.shutdown). */
   close(): Promise<void>;
+  /** Writes out access-log lines not yet handed to the logger's destination (call before exiting). */
+  flushLogs(): void;
 }
 
 /** Builds a proxy from a config; nothing listens until `listen()`. */
@@ -62,6 +64,7 @@ export function createProxy(config: Config, options: ProxyOptions): Proxy {
     pipeline,
     logger,
     onClosed: async () => {
+      accessLog?.flush();
       store?.close();
       await balancer.close();
     },
@@ -77,5 +80,6 @@ export function createProxy(config: Config, options: ProxyOptions): Proxy {
       return address;
     },
     close: () => server.shutdown(),
+    flushLogs: () => accessLog?.flush(),
   };
 }

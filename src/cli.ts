@@ -111,6 +111,7 @@ async function main(argv: string[]): Promise<number> {
       signals++;
       if (signals > 1) {
         logger.warn({ signal }, 'second signal: exiting now');
+        proxy.flushLogs();
         flush();
         process.exit(1);
       }
@@ -126,6 +127,7 @@ async function main(argv: string[]): Promise<number> {
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
   }).then((code) => {
+    proxy.flushLogs();
     flush();
     return code;
   });

@@ -17,7 +17,7 @@ const { streamSym, chindingsSym, timeSym, lsCacheSym } = pino.symbols;
  * this costs a fraction of that. Only values a client controls go through JSON.stringify; the rest are
  * numbers, checked ids and config names made safe once.
  */
-export function createAccessLog(logger: Logger): Phases | undefined {
+export function createAccessLog(logger: Logger): (Phases & { flush(): void }) | undefined {
   if (!logger.isLevelEnabled('info')) return undefined;
   // pino.symbols is pino's documented way in to a logger's destination, bindings, time and level prefixes.
   const internals = logger as unknown as Record<symbol, unknown>;
@@ -38,8 +38,20 @@ export function createAccessLog(logger: Logger): Phases | undefined {
     }
     return fields;
   };
+  // Lines of one event-loop turn go to the destination as one write: sonic-boom measures the byte length of
+  // its whole pending buffer on every write, so line-by-line writes cost 15,000 instructions per request
+  // (callgrind); one write per turn makes that cost per batch.
+  let pending = '';
+  const flush = (): void => {
+    if (pending === '') return;
+    const batch = pending;
+    pending = '';
+    stream.write(batch);
+  };
   return {
     name: 'access-log',
+    /** Writes out lines still waiting for the end of the event-loop turn (before the process exits). */
+    flush,
     logging: function logCompletion(ctx: RequestContext) {
       const req = ctx.req;
       const error = ctx.error;
@@ -57,7 +69,8 @@ export function createAccessLog(logger: Logger): Phases | undefined {
         `,"duration_ms":${Math.round((performance.now() - ctx.startedAt) * 100) / 100}` +
         `,"user_agent":${ua === undefined ? 'null' : JSON.stringify(ua)},"retries":${ctx.retries}${failure}` +
         `,"msg":"Request Completed"}\n`;
-      stream.write(line);
+      if (pending === '') setImmediate(flush);
+      pending += line;
     },
   };
 }

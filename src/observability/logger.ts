@@ -29,7 +29,9 @@ export function levelFrom(value: string | undefined, fallback: LogLevel): LogLev
  * The process logger: JSON lines by default (pino), or human-readable with `pretty`; to stdout or to
  * `logging.file`. Writes are asynchronous (pino's sonic-boom destination): lines written while a write is
  * under way are joined into the next one, so a busy proxy makes few syscalls and an idle one shows each
- * line at once.
+ * line at once. Asynchronous rather than pino's default synchronous writes: a stalled stdout reader (a
+ * paused pager, a full pipe) must not stop the event loop; synchronous writes saved only 1.3% of the
+ * instructions per request.
  */
 export function createLogger(config: LoggingConfig, overrides: LoggerOverrides = {}): LoggerHandle {
   const level = levelFrom(overrides.level, config.level);

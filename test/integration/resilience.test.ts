@@ -133,7 +133,9 @@ describe('resilient upstreams', () => {
     try {
       let failed = 0;
       for (let i = 0; i < 200; i++) if ((await request(`${proxy.url}/`)).status !== 200) failed++;
-      const lines = proxy.logs.filter((l) => l.msg === 'Request Completed');
+      const completed = (): Record<string, unknown>[] => proxy.logs.filter((l) => l.msg === 'Request Completed');
+      await waitFor(() => completed().length >= 200, 2000, '200 completion lines');
+      const lines = completed();
       const retries = lines.reduce((n, l) => n + (l.retries as number), 0);
       assert.equal(lines.length, 200);
       assert.ok(retries <= 0.2 * 200 + 3, `${retries} retries for 200 requests`);
