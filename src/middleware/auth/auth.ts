@@ -2,7 +2,7 @@ import type { AuthConfig } from '../../config/schema.js';
 import type { RequestContext } from '../../proxy/context.js';
 import { ProxyError } from '../../proxy/errors.js';
 import type { FilterResult, Phases } from '../../proxy/phases.js';
-import { authorizationParam, decodeBasic, digest, findSecret } from './credentials.js';
+import { authorizationParam, decodeBasic, findSecret } from './credentials.js';
 
 /** Refusal shared by every 401: filters return it, so a refused request allocates no error. */
 const UNAUTHORIZED = new ProxyError('unauthorized');
@@ -18,12 +18,12 @@ export interface AuthPhases {
 }
 
 /**
- * Builds the auth middleware from its config (once, at load time): secrets are hashed here, the header
+ * Builds the auth middleware from its config (once, at load time): secrets are listed here, the header
  * name and challenges are fixed here. Two phases, so the rate limiter can sit between them.
  */
 export function createAuth(config: AuthConfig): AuthPhases {
   const realm = config.realm;
-  const tokens = config.valid_tokens.map(digest);
+  const tokens = config.valid_tokens;
   let verify: Verify;
   let challenge: string;
   let header: string;
@@ -35,7 +35,7 @@ export function createAuth(config: AuthConfig): AuthPhases {
       verify = function verifyBearer(ctx) {
         const token = authorizationParam(ctx.req.headers.authorization, 'bearer');
         if (token === undefined) return { failure: ctx.req.headers.authorization === undefined ? 'missing' : 'malformed' };
-        const index = findSecret(digest(token), tokens);
+        const index = findSecret(token, tokens);
         return index === -1 ? { failure: 'invalid' } : `token:${index}`;
       };
       break;
@@ -47,7 +47,7 @@ export function createAuth(config: AuthConfig): AuthPhases {
         const key = ctx.req.headers[name];
         if (key === undefined) return { failure: 'missing' };
         if (typeof key !== 'string' || key === '') return { failure: 'malformed' };
-        const index = findSecret(digest(key), tokens);
+        const index = findSecret(key, tokens);
         return index === -1 ? { failure: 'invalid' } : `token:${index}`;
       };
       break;
@@ -55,15 +55,15 @@ export function createAuth(config: AuthConfig): AuthPhases {
     case 'basic': {
       header = 'authorization';
       challenge = `Basic realm="${realm}", charset="UTF-8"`;
-      const users = config.users.map((u) => digest(`${u.username}:${u.password}`));
+      const users = config.users.map((u) => `${u.username}:${u.password}`);
       const names = config.users.map((u) => u.username);
       verify = function verifyBasic(ctx) {
         const param = authorizationParam(ctx.req.headers.authorization, 'basic');
         if (param === undefined) return { failure: ctx.req.headers.authorization === undefined ? 'missing' : 'malformed' };
         // Both forms are always checked, so timing does not tell which one the credentials were.
         const pair = decodeBasic(param);
-        const user = findSecret(digest(pair === undefined ? '' : `${pair.username}:${pair.password}`), users);
-        const token = findSecret(digest(param), tokens);
+        const user = findSecret(pair === undefined ? '' : `${pair.username}:${pair.password}`, users);
+        const token = findSecret(param, tokens);
         if (pair !== undefined && user !== -1) return `user:${names[user] as string}`;
         if (token !== -1) return `token:${token}`;
         return { failure: 'invalid' };

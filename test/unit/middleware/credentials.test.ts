@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { authorizationParam, decodeBasic, digest, findSecret } from '../../../src/middleware/auth/credentials.js';
+import { authorizationParam, decodeBasic, equalsSecret, findSecret } from '../../../src/middleware/auth/credentials.js';
 
 const b64 = (text: string): string => Buffer.from(text, 'utf8').toString('base64');
 
@@ -124,46 +124,67 @@ describe('decodeBasic', () => {
   });
 });
 
-describe('digest', () => {
-  test('is SHA-256: 32 bytes for any input length', () => {
-    for (const input of ['', 'a', 'dev-token-123', 'x'.repeat(31), 'x'.repeat(32), 'x'.repeat(33), 'y'.repeat(100_000), '€'.repeat(50)]) {
-      const d = digest(input);
-      assert.ok(Buffer.isBuffer(d));
-      assert.equal(d.length, 32, `digest of ${input.length} characters`);
+describe('equalsSecret', () => {
+  test('equal strings only: case, length, prefixes and non-ASCII all matter', () => {
+    assert.equal(equalsSecret('dev-token-123', 'dev-token-123'), true);
+    assert.equal(equalsSecret('', ''), true);
+    assert.equal(equalsSecret('é', '\u00e9'), true);
+    for (const [candidate, secret] of [
+      ['dev-token-12', 'dev-token-123'],
+      ['dev-token-1234', 'dev-token-123'],
+      ['Dev-token-123', 'dev-token-123'],
+      ['', 'dev-token-123'],
+      ['dev-token-123', ''],
+      ['e\u0301', '\u00e9'], // no Unicode normalisation
+      ['\u0000', ''],
+      ['a\u0000', 'a'],
+      ['\u0100', '\u0000'], // code units compared whole, not as bytes
+    ] as const) {
+      assert.equal(equalsSecret(candidate, secret), false, `${JSON.stringify(candidate)} vs ${JSON.stringify(secret)}`);
     }
   });
 
-  test('matches the SHA-256 test vectors', () => {
-    assert.equal(digest('abc').toString('hex'), 'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad');
-    assert.equal(digest('').toString('hex'), 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855');
-  });
-
-  test('hashes UTF-8, so different strings give different digests', () => {
-    assert.notDeepEqual(digest('token'), digest('Token'));
-    assert.deepEqual(digest('é'), digest('\u00e9'));
-    assert.notDeepEqual(digest('é'), digest('e\u0301')); // no Unicode normalisation
+  test('reads every code unit of the secret, whatever the candidate (no early exit)', () => {
+    const secret = 'dev-token-123';
+    const reads: number[] = [];
+    const original = String.prototype.charCodeAt;
+    const counting = function (this: string, i: number): number {
+      if (this === secret) reads.push(i);
+      return original.call(this, i);
+    };
+    String.prototype.charCodeAt = counting;
+    try {
+      for (const candidate of ['', 'x', 'dev-token-123', 'dev-token-124', 'y'.repeat(8000)]) {
+        reads.length = 0;
+        equalsSecret(candidate, secret);
+        // (an equal candidate is the same string, so its reads are counted too)
+        assert.deepEqual([...new Set(reads)], [...secret].map((_, i) => i), `candidate of ${candidate.length} characters`);
+      }
+    } finally {
+      String.prototype.charCodeAt = original;
+    }
   });
 });
 
 describe('findSecret', () => {
-  const secrets = ['first', 'middle', 'last'].map(digest);
+  const secrets = ['first', 'middle', 'last'];
 
   test('returns the index of a match at the first, a middle and the last position', () => {
-    assert.equal(findSecret(digest('first'), secrets), 0);
-    assert.equal(findSecret(digest('middle'), secrets), 1);
-    assert.equal(findSecret(digest('last'), secrets), 2);
+    assert.equal(findSecret('first', secrets), 0);
+    assert.equal(findSecret('middle', secrets), 1);
+    assert.equal(findSecret('last', secrets), 2);
   });
 
   test('returns -1 when nothing matches, and for no secrets', () => {
-    assert.equal(findSecret(digest('other'), secrets), -1);
-    assert.equal(findSecret(digest('First'), secrets), -1);
-    assert.equal(findSecret(digest('first'), []), -1);
+    assert.equal(findSecret('other', secrets), -1);
+    assert.equal(findSecret('First', secrets), -1);
+    assert.equal(findSecret('first', []), -1);
   });
 
   test('duplicates return the first index', () => {
-    const dup = ['a', 'b', 'a', 'b'].map(digest);
-    assert.equal(findSecret(digest('a'), dup), 0);
-    assert.equal(findSecret(digest('b'), dup), 1);
+    const dup = ['a', 'b', 'a', 'b'];
+    assert.equal(findSecret('a', dup), 0);
+    assert.equal(findSecret('b', dup), 1);
   });
 
   test('reads every secret even when the first one matches (no early exit)', () => {
@@ -174,10 +195,10 @@ describe('findSecret', () => {
         return Reflect.get(target, prop, receiver) as unknown;
       },
     });
-    assert.equal(findSecret(digest('first'), watched), 0);
+    assert.equal(findSecret('first', watched), 0);
     assert.deepEqual(read, [0, 1, 2]);
     read.length = 0;
-    assert.equal(findSecret(digest('nothing'), watched), -1);
+    assert.equal(findSecret('nothing', watched), -1);
     assert.deepEqual(read, [0, 1, 2]);
   });
 
@@ -187,6 +208,6 @@ describe('findSecret', () => {
     assert.doesNotMatch(source, /\bbreak\b/);
     assert.doesNotMatch(source, /\bcontinue\b/);
     assert.equal(source.match(/\breturn\b/g)?.length, 1, source);
-    assert.match(source, /timingSafeEqual/);
+    assert.match(source, /equalsSecret/);
   });
 });
