@@ -98,11 +98,18 @@ export function createRedisClient(config: RedisStoreConfig): Redis | Cluster {
       // The ready check (CLUSTER INFO) would itself be refused while not ready without an offline queue.
       enableReadyCheck: false,
       clusterRetryStrategy: (attempt: number) => Math.min(attempt * 100, 2_000),
-      // The node connections keep their offline queue: the Cluster client asks a node it has just opened
-      // for the slot map (CLUSTER SLOTS), which would fail without one. Requests still never wait past
-      // timeout_ms: the Cluster fails commands at once while it is not ready, and commandTimeout bounds
-      // a command queued on a node that is reconnecting.
-      redisOptions: { ...common, enableOfflineQueue: true, ...credentials(first), ...(first.protocol === 'rediss:' ? { tls: {} } : {}) },
+      // ioredis keeps the node connections' offline queue and reconnection to itself (the Cluster client
+      // needs them for its slot map). Requests still never wait past timeout_ms: the Cluster fails commands
+      // at once while it is not ready, and commandTimeout bounds a command queued on a reconnecting node.
+      redisOptions: {
+        enableAutoPipelining: true,
+        commandTimeout: config.timeout_ms,
+        maxRetriesPerRequest: 0,
+        autoResendUnfulfilledCommands: false,
+        connectionName: 'tollgate',
+        ...credentials(first),
+        ...(first.protocol === 'rediss:' ? { tls: {} } : {}),
+      },
     };
     return new Cluster(
       urls.map((u) => ({ host: u.hostname, port: Number(u.port || 6379) })),
