@@ -29,6 +29,8 @@ export interface ProxyOptions {
    * asks the primary). Closed with the proxy.
    */
   rateLimitStore?: RateLimitStore;
+  /** Running as a cluster worker: max_connections is counted by the server itself (see ProxyServer). */
+  clusterWorker?: boolean;
 }
 
 export interface Proxy {
@@ -75,6 +77,7 @@ export function createProxy(config: Config, options: ProxyOptions): Proxy {
     config: config.server,
     pipeline,
     logger,
+    countConnections: options.clusterWorker === true,
     onClosed: async () => {
       store?.close();
       await balancer.close();
