@@ -3,6 +3,7 @@
 // redis-server) per proxied request, for the ways a limit can be kept:
 //   off            - rate limiting off (baseline for the limiter itself)
 //   memory         - one process, buckets in its memory (the default)
+//   workers2-off   - server.workers: 2, rate limiting off (what two workers on one core cost by themselves)
 //   workers2-ipc   - server.workers: 2, buckets in the primary, workers ask over IPC
 //   redis          - one process, buckets in Redis (one EVALSHA per request)
 //   workers2-redis - server.workers: 2 with the Redis store
@@ -27,7 +28,7 @@ const ROUNDS = Number(process.env.SHARE_ROUNDS ?? 3);
 const DURATION = Number(process.env.SHARE_DURATION ?? 5);
 const PROXY_CPU = Number(process.env.BENCH_PROXY_CPU ?? 0);
 const LOAD_CPU = Number(process.env.BENCH_LOAD_CPU ?? 1);
-const CONFIGS = ['off', 'memory', 'workers2-ipc', 'redis', 'workers2-redis'];
+const CONFIGS = ['off', 'memory', 'redis', 'workers2-off', 'workers2-ipc', 'workers2-redis'];
 const chosen = (process.env.SHARE_CONFIGS ?? CONFIGS.join(',')).split(',').map((s) => s.trim()).filter(Boolean);
 for (const c of chosen) if (!CONFIGS.includes(c)) throw new Error(`unknown config ${c} (known: ${CONFIGS.join(', ')})`);
 const TICK_US = 1e6 / 100; // USER_HZ is 100 on Linux
@@ -122,7 +123,7 @@ load_balancing:
     - { name: b, address: 127.0.0.1, port: ${backend} }
 middleware:
   rate_limit:
-    enabled: ${config !== 'off'}
+    enabled: ${!config.endsWith('off')}
     requests_per_minute: 60000000
     burst_size: 10000000${store}
 logging:

@@ -6,9 +6,11 @@ import type { RateLimitStore } from './store.js';
 import { decisionFor, type RateDecision, type TokenBucketPolicy } from './token-bucket.js';
 
 /**
- * One take from a token bucket, atomically: the read, the refill, the take and the write happen inside Redis
- * in one script, so concurrent requests for one key (from any worker of any instance) can never both spend
- * the last token, as a GET-then-SET from the proxy could.
+ * Takes from token buckets, atomically: for each key, the read, the refill, the take and the write happen
+ * inside Redis in one script, so concurrent requests for one key (from any worker of any instance) can never
+ * both spend the last token, as a GET-then-SET from the proxy could. One call carries the takes of every
+ * request that arrived in one turn of the event loop (see RedisStore); a key that appears twice is taken
+ * from twice, in order.
  *
  * The clock is Redis's own (`TIME`), not the proxy's: instances' clocks differ by whatever NTP leaves, and
  * a bucket refilled by one instance's clock and then by another's would gain or lose that difference on
@@ -16,12 +18,13 @@ import { decisionFor, type RateDecision, type TokenBucketPolicy } from './token-
  * clock steps back (a failover to a replica whose clock is behind), the bucket refills nothing until it
  * catches up, as the memory store does for a non-positive elapsed time.
  *
- * The bucket is a hash {tokens, at} that expires when it would be full again: deleting it then changes
+ * A bucket is a hash {tokens, at} that expires when it would be full again: deleting it then changes
  * nothing, because a missing bucket is a full one. `redis.replicate_commands()` (a no-op from Redis 5 on)
  * lets Redis 3.2-4 replicate the writes that follow the non-deterministic `TIME`.
  *
- * KEYS[1]: the bucket; ARGV[1]: capacity; ARGV[2]: tokens gained per millisecond.
- * Returns {1 when a token was taken, else 0; tokens left, as a string (a Lua number would be truncated)}.
+ * KEYS: the buckets; ARGV[1]: capacity; ARGV[2]: tokens gained per millisecond.
+ * Returns, per key, 1 when a token was taken (else 0) and the tokens left as a string (a Lua number would
+ * be truncated to an integer).
  */
 export const TAKE_SCRIPT = `
 if redis.replicate_commands then redis.replicate_commands() end
@@ -29,28 +32,42 @@ local capacity = tonumber(ARGV[1])
 local rate = tonumber(ARGV[2])
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + tonumber(clock[2]) / 1000
-local bucket = redis.call('HMGET', KEYS[1], 'tokens', 'at')
-local tokens = tonumber(bucket[1])
-local at = tonumber(bucket[2])
-if tokens == nil or at == nil then
-  tokens = capacity
-  at = now
-elseif now > at then
-  tokens = math.min(capacity, tokens + (now - at) * rate)
-  at = now
+local out = {}
+for i, key in ipairs(KEYS) do
+  local bucket = redis.call('HMGET', key, 'tokens', 'at')
+  local tokens = tonumber(bucket[1])
+  local at = tonumber(bucket[2])
+  if tokens == nil or at == nil then
+    tokens = capacity
+    at = now
+  elseif now > at then
+    tokens = math.min(capacity, tokens + (now - at) * rate)
+    at = now
+  end
+  local taken = 0
+  if tokens >= 1 then
+    tokens = tokens - 1
+    taken = 1
+  end
+  redis.call('HSET', key, 'tokens', tokens, 'at', at)
+  redis.call('PEXPIRE', key, math.max(1, math.ceil((capacity - tokens) / rate)))
+  out[2 * i - 1] = taken
+  out[2 * i] = tostring(tokens)
 end
-local taken = 0
-if tokens >= 1 then
-  tokens = tokens - 1
-  taken = 1
-end
-redis.call('HSET', KEYS[1], 'tokens', tokens, 'at', at)
-redis.call('PEXPIRE', KEYS[1], math.max(1, math.ceil((capacity - tokens) / rate)))
-return { taken, tostring(tokens) }
+return out
 `;
 
+/** Most takes in one script call, so one call never holds Redis for long. */
+const MAX_BATCH = 256;
+
 interface TakeCommand {
-  tollgateTake(key: string, capacity: string, refillPerMs: string): Promise<[number, string]>;
+  /** `numberOfKeys, ...keys, capacity, refillPerMs` */
+  tollgateTake(...args: (string | number)[]): Promise<(number | string)[]>;
+}
+
+interface Waiter {
+  resolve: (decision: RateDecision) => void;
+  reject: (err: Error) => void;
 }
 
 /** A rate-limit check that could not be made (Redis down, slow or failing); `on_error` decides the request. */
@@ -148,11 +165,15 @@ export interface RedisStoreOptions {
 }
 
 /**
- * Buckets in Redis, shared by every worker of every instance that uses the same Redis and key prefix. Each
- * take is one EVALSHA of TAKE_SCRIPT (ioredis' `defineCommand`: the script is sent once per connection,
- * then called by its SHA, and re-sent if Redis answers NOSCRIPT). A take that fails rejects with
- * StoreUnavailableError; the rate-limit middleware then applies `on_error`. Failures are counted here
- * (`failures`, `timeouts`) and logged at most once per 5 s with the count.
+ * Buckets in Redis, shared by every worker of every instance that uses the same Redis and key prefix. The
+ * takes of the requests that arrive in one turn of the event loop go to Redis as one EVALSHA of TAKE_SCRIPT
+ * (flushed by setImmediate, once the poll phase has handed over every request that arrived): one command,
+ * one timer and one reply for the batch instead of one per request. ioredis' `defineCommand` sends the
+ * script once per connection, then calls it by its SHA, and re-sends it if Redis answers NOSCRIPT. Redis
+ * Cluster gets one call per key (a script's keys must share a hash slot).
+ *
+ * A take that fails rejects with StoreUnavailableError; the rate-limit middleware then applies `on_error`.
+ * Failures are counted here (`failures`, `timeouts`, per request) and logged at most once per 5 s.
  */
 export class RedisStore implements RateLimitStore {
   readonly client: Redis | Cluster;
@@ -161,6 +182,11 @@ export class RedisStore implements RateLimitStore {
   /** Of `failures`, those where Redis did not answer within `timeout_ms`. */
   timeouts = 0;
   readonly #take: TakeCommand['tollgateTake'];
+  readonly #batch: boolean;
+  #keys: string[] = [];
+  #waiters: Waiter[] = [];
+  #scheduled = false;
+  readonly #flush = (): void => this.#send();
   readonly #prefix: string;
   readonly #capacity: string;
   readonly #refillPerMs: string;
@@ -184,8 +210,10 @@ export class RedisStore implements RateLimitStore {
     this.#capacity = String(policy.capacity);
     this.#refillPerMs = String(policy.refillPerMs);
     const client = options.client ?? createRedisClient(config);
-    client.defineCommand('tollgateTake', { numberOfKeys: 1, lua: TAKE_SCRIPT });
+    // numberOfKeys is left out: each call says how many keys it carries.
+    client.defineCommand('tollgateTake', { lua: TAKE_SCRIPT });
     this.#take = (client as unknown as TakeCommand).tollgateTake.bind(client);
+    this.#batch = !(client instanceof Cluster);
     // Without an 'error' listener, a connection error would be thrown as an uncaught exception.
     client.on('error', (err: Error) => this.#connectionError(err));
     client.on('ready', () => this.#ready());
@@ -193,7 +221,31 @@ export class RedisStore implements RateLimitStore {
   }
 
   take(key: string): Promise<RateDecision> {
-    return this.#take(this.#prefix + key, this.#capacity, this.#refillPerMs).then(this.#decide, this.#fail);
+    this.#keys.push(this.#prefix + key);
+    if (!this.#scheduled) {
+      this.#scheduled = true;
+      setImmediate(this.#flush);
+    }
+    return new Promise<RateDecision>((resolve, reject) => {
+      this.#waiters.push({ resolve, reject });
+    });
+  }
+
+  #send(): void {
+    this.#scheduled = false;
+    const keys = this.#keys;
+    const waiters = this.#waiters;
+    this.#keys = [];
+    this.#waiters = [];
+    const size = this.#batch ? MAX_BATCH : 1;
+    for (let from = 0; from < keys.length; from += size) {
+      const part = keys.slice(from, from + size);
+      const settle = waiters.slice(from, from + size);
+      this.#take(part.length, ...part, this.#capacity, this.#refillPerMs).then(
+        (reply) => this.#decide(reply, settle),
+        (err: unknown) => this.#fail(err, settle),
+      );
+    }
   }
 
   /** Resolves once connected, or after `ms` (the proxy then starts anyway; takes follow `on_error`). */
@@ -216,16 +268,19 @@ export class RedisStore implements RateLimitStore {
     this.client.disconnect();
   }
 
-  readonly #decide = (reply: [number, string]): RateDecision => {
+  #decide(reply: (number | string)[], waiters: Waiter[]): void {
     if (this.#failing) this.#recovered();
-    return decisionFor(reply[0] === 1, Number(reply[1]), this.#policy);
-  };
+    for (let i = 0; i < waiters.length; i++) {
+      (waiters[i] as Waiter).resolve(decisionFor(reply[2 * i] === 1, Number(reply[2 * i + 1]), this.#policy));
+    }
+  }
 
-  readonly #fail = (err: unknown): never => {
-    this.failures++;
+  #fail(err: unknown, waiters: Waiter[]): void {
+    const n = waiters.length;
+    this.failures += n;
     const timedOut = (err as Error | undefined)?.message === TIMED_OUT;
-    if (timedOut) this.timeouts++;
-    this.#failuresInOutage++;
+    if (timedOut) this.timeouts += n;
+    this.#failuresInOutage += n;
     if (!this.#failing) {
       this.#failing = true;
       this.#failureLog.reset();
@@ -235,9 +290,11 @@ export class RedisStore implements RateLimitStore {
         { err: (err as Error | undefined)?.message ?? String(err), failed: count, failed_total: this.failures, timeouts_total: this.timeouts, on_error: this.#onError },
         `rate-limit store unavailable: requests follow on_error=${this.#onError}`,
       ),
+      n,
     );
-    throw new StoreUnavailableError(err);
-  };
+    const error = new StoreUnavailableError(err);
+    for (const w of waiters) w.reject(error);
+  }
 
   #recovered(): void {
     this.#failing = false;

@@ -15,17 +15,17 @@ export class ThrottledLog {
   }
 
   /**
-   * Records one event. Calls `write` with the number of events since the last line (this one included)
-   * when a line is due; returns whether it did.
+   * Records `count` events (default one). Calls `write` with the number of events since the last line
+   * (these included) when a line is due; returns whether it did.
    */
-  event(write: (count: number) => void): boolean {
-    this.#suppressed++;
+  event(write: (count: number) => void, count = 1): boolean {
+    this.#suppressed += count;
     const now = this.#now();
     if (now - this.#lastLogged < this.#intervalMs) return false;
     this.#lastLogged = now;
-    const count = this.#suppressed;
+    const total = this.#suppressed;
     this.#suppressed = 0;
-    write(count);
+    write(total);
     return true;
   }
 

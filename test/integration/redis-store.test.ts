@@ -135,6 +135,32 @@ describe('RedisStore against a real redis-server', () => {
     }
   });
 
+  test('the takes of one event-loop turn go to Redis as one script call', async () => {
+    const store = new RedisStore({ config: storeConfig(redis.url), policy: SLOW, logger: silent });
+    const admin = new Redis(redis.url);
+    try {
+      await store.ready();
+      await store.take('warm'); // the first call on the connection loads the script (EVAL)
+      await admin.config('RESETSTAT');
+      const decisions = await Promise.all(Array.from({ length: 50 }, (_, i) => store.take(`batch-${i % 5}`)));
+      assert.deepEqual(
+        decisions.map((d) => d.allowed).filter(Boolean).length,
+        50,
+        '10 takes for each of 5 keys: all allowed',
+      );
+      assert.deepEqual(
+        decisions.filter((_, i) => i % 5 === 0).map((d) => d.remaining),
+        [9, 8, 7, 6, 5, 4, 3, 2, 1, 0],
+        'one key repeated in a batch is taken from in order',
+      );
+      const stats = await admin.info('commandstats');
+      assert.match(stats, /cmdstat_evalsha:calls=1,/);
+    } finally {
+      store.close();
+      admin.disconnect();
+    }
+  });
+
   test('Redis Cluster (one node owning every slot) through ioredis Cluster: same exact limit', async () => {
     const cluster = await startRedisCluster();
     const config: RedisStoreConfig = { type: 'redis', cluster: { nodes: [cluster.url] }, key_prefix: prefix(), timeout_ms: 500, on_error: 'allow' };

@@ -29,7 +29,10 @@ describe('ThrottledLog', () => {
     log.event((n) => lines.push(n));
     log.event((n) => lines.push(n));
     assert.equal(log.reset(), 2);
+    log.event((n) => lines.push(n), 5);
+    log.event((n) => lines.push(n), 3);
+    assert.equal(log.reset(), 3, 'the 5 were written at once, the 3 wait');
     log.event((n) => lines.push(n));
-    assert.deepEqual(lines, [1, 1]);
+    assert.deepEqual(lines, [1, 5, 1]);
   });
 });
