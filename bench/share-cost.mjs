@@ -82,10 +82,10 @@ function descendants(pid) {
   walk(pid);
   return out;
 }
-/** utime + stime, in ticks, of pid and every descendant. */
-function treeTicks(pid) {
+/** utime + stime, in ticks, of pid and (unless `alone`) every descendant. */
+function treeTicks(pid, alone = false) {
   let ticks = 0;
-  for (const p of [pid, ...descendants(pid)]) {
+  for (const p of alone ? [pid] : [pid, ...descendants(pid)]) {
     try {
       const stat = fs.readFileSync(`/proc/${p}/stat`, 'utf8');
       const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
@@ -158,14 +158,18 @@ async function main() {
         await waitFor(async () => (await get(port, '/health')) === 200, 20_000, `tollgate ${config}`);
         await wrk(port, 2); // warm-up
         const t0 = treeTicks(proxy.pid);
+        const p0 = treeTicks(proxy.pid, true);
         const r0 = treeTicks(redis.pid);
         const result = await wrk(port, DURATION);
         const t1 = treeTicks(proxy.pid);
+        const p1 = treeTicks(proxy.pid, true);
         const r1 = treeTicks(redis.pid);
         const sample = {
           rps: result.rps,
           cpuUs: ((t1 - t0) * TICK_US) / result.requests,
           redisUs: ((r1 - r0) * TICK_US) / result.requests,
+          // With workers, proxy.pid is the primary (taskset execs node): its own share of the CPU time.
+          primaryUs: ((p1 - p0) * TICK_US) / result.requests,
           non2xx: result.non2xx,
           processes: 1 + descendants(proxy.pid).length,
         };
@@ -188,12 +192,13 @@ async function main() {
     const cpu = median(samples[c].map((s) => s.cpuUs));
     const rps = median(samples[c].map((s) => s.rps));
     const redisCpu = median(samples[c].map((s) => s.redisUs));
+    const primary = c.startsWith('workers2') ? median(samples[c].map((s) => s.primaryUs)).toFixed(1) : '–';
     const all = samples[c].map((s) => s.cpuUs.toFixed(1)).join(' / ');
-    return `| ${c} | ${Math.round(rps).toLocaleString('en-US')} | ${baseRps ? (rps / baseRps).toFixed(2) : '–'} | ${cpu.toFixed(1)} | ${base !== null ? (cpu - base >= 0 ? '+' : '') + (cpu - base).toFixed(1) : '–'} | ${redisCpu.toFixed(1)} | ${all} |`;
+    return `| ${c} | ${Math.round(rps).toLocaleString('en-US')} | ${baseRps ? (rps / baseRps).toFixed(2) : '–'} | ${cpu.toFixed(1)} | ${base !== null ? (cpu - base >= 0 ? '+' : '') + (cpu - base).toFixed(1) : '–'} | ${primary} | ${redisCpu.toFixed(1)} | ${all} |`;
   });
   console.log([
-    '| config | req/s (median) | req/s ratio to memory | Tollgate CPU µs/request | vs memory | redis-server CPU µs/request | Tollgate µs/request, each round |',
-    '| --- | ---: | ---: | ---: | ---: | ---: | --- |',
+    '| config | req/s (median) | req/s ratio to memory | Tollgate CPU µs/request | vs memory | of which the primary | redis-server CPU µs/request | Tollgate µs/request, each round |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
     ...rows,
     '',
     `- ${ROUNDS} rounds, configs in turn; wrk -t1 -c50 -d${DURATION}s after a 2 s warm-up; Tollgate tree (primary and workers) on CPU ${PROXY_CPU}; nginx (1 worker), redis-server and wrk on CPU ${LOAD_CPU}`,
