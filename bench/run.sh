@@ -11,13 +11,14 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
-# nginx, wrk and haproxy: install only when missing (Debian packages
-# nginx-light, wrk, haproxy). Only the binaries are used: the benchmark starts
+# nginx, wrk, haproxy and redis-server: install only when missing (Debian
+# packages nginx-light, wrk, haproxy, redis-server). Only the binaries are used: the benchmark starts
 # its own processes with its own configs on free ports, never a system service.
 missing=()
 command -v nginx >/dev/null 2>&1 || missing+=(nginx-light)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 if [ "${#missing[@]}" -gt 0 ]; then
   sudo=""
   if [ "$(id -u)" -ne 0 ]; then

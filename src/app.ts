@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import { LoadBalancer } from './balancing/load-balancer.js';
 import type { Config } from './config/schema.js';
 import { MemoryStore } from './limits/memory-store.js';
+import { RedisStore } from './limits/redis-store.js';
 import type { RateLimitStore } from './limits/store.js';
 import { policyFromRate } from './limits/token-bucket.js';
 import { createAuth } from './middleware/auth/auth.js';
@@ -23,6 +24,13 @@ export interface ProxyOptions {
   random?: Random;
   /** Extra phases (library use), run after the built-in request filters. */
   phases?: readonly Phases[];
+  /**
+   * The bucket store to use instead of the one the config names (a cluster worker passes the store that
+   * asks the primary). Closed with the proxy.
+   */
+  rateLimitStore?: RateLimitStore;
+  /** Running as a cluster worker: max_connections is counted by the server itself (see ProxyServer). */
+  clusterWorker?: boolean;
 }
 
 export interface Proxy {
@@ -30,6 +38,9 @@ export interface Proxy {
   readonly balancer: LoadBalancer;
   readonly pipeline: Pipeline;
   readonly server: ProxyServer;
+  /** The rate-limit bucket store; undefined when rate limiting is off. */
+  readonly store: RateLimitStore | undefined;
+  /** Waits for the store (Redis: connected, or given up after 2 s), then listens. */
   listen(): Promise<AddressInfo>;
   /** Graceful shutdown (see ProxyServer.shutdown). */
   close(): Promise<void>;
@@ -50,7 +61,12 @@ export function createProxy(config: Config, options: ProxyOptions): Proxy {
   let store: RateLimitStore | undefined;
   if (authPhases !== undefined) phases.push(authPhases.authenticate);
   if (rateLimit.enabled) {
-    store = new MemoryStore({ policy: policyFromRate(rateLimit.requests_per_minute, rateLimit.burst_size), maxKeys: rateLimit.max_keys, clock });
+    const policy = policyFromRate(rateLimit.requests_per_minute, rateLimit.burst_size);
+    store =
+      options.rateLimitStore ??
+      (rateLimit.store.type === 'redis'
+        ? new RedisStore({ config: rateLimit.store, policy, logger })
+        : new MemoryStore({ policy, maxKeys: rateLimit.max_keys, clock }));
     phases.push(createRateLimit(rateLimit, store));
   }
   if (authPhases !== undefined) phases.push(authPhases.enforce);
@@ -63,6 +79,7 @@ export function createProxy(config: Config, options: ProxyOptions): Proxy {
     config: config.server,
     pipeline,
     logger,
+    countConnections: options.clusterWorker === true,
     onClosed: async () => {
       accessLog?.flush();
       store?.close();
@@ -74,7 +91,9 @@ export function createProxy(config: Config, options: ProxyOptions): Proxy {
     balancer,
     pipeline,
     server,
+    store,
     listen: async () => {
+      await store?.ready?.();
       const address = await server.listen();
       balancer.start();
       return address;

@@ -3,11 +3,15 @@
  * `tollgate`: the command line. Parses flags, loads the config (exit 2 when it is bad, as `nginx -t`),
  * starts the proxy and shuts it down gracefully on SIGTERM / SIGINT.
  */
+import cluster from 'node:cluster';
 import { readFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
 import { parseArgs } from 'node:util';
+import type { Logger } from 'pino';
 import { createProxy } from './app.js';
 import { ConfigError, loadConfigFile } from './config/load.js';
 import { createLogger } from './observability/logger.js';
+import { Primary, resolveWorkers, runWorker } from './server/cluster.js';
 
 const DEFAULT_CONFIG = 'config/proxy.yaml';
 
@@ -28,7 +32,8 @@ Environment:
 
 Signals:
   SIGTERM, SIGINT          graceful shutdown: stop accepting, finish in-flight requests, exit 0
-                           (a second signal exits at once)
+                           (a second signal exits at once); with server.workers > 1, send them to the
+                           primary: it drains every worker
 
 Exit status: 0 after a clean shutdown or a valid --check, 1 when the proxy cannot start (port in use),
 2 for a bad config or bad flags.`;
@@ -39,6 +44,8 @@ function version(): string {
 }
 
 async function main(argv: string[]): Promise<number> {
+  // A cluster worker gets its config from the primary, not from flags.
+  if (cluster.isWorker) return runWorker();
   let values;
   try {
     ({ values } = parseArgs({
@@ -82,6 +89,14 @@ async function main(argv: string[]): Promise<number> {
     }
     throw err;
   }
+  const workers = resolveWorkers(config.server.workers);
+  if (workers > config.server.max_connections) {
+    // Only possible with `workers: auto` (the schema checks a number): more CPUs than connections allowed.
+    process.stderr.write(
+      `${file}: server.max_connections: must be at least the number of workers (auto: ${workers}), got ${config.server.max_connections}\ntollgate: configuration ${file} is invalid\n`,
+    );
+    return 2;
+  }
   if (values.check === true) {
     process.stdout.write(`tollgate: configuration ${file} is valid\n`);
     return 0;
@@ -91,13 +106,17 @@ async function main(argv: string[]): Promise<number> {
   process.on('unhandledRejection', (reason) => logger.error({ err: reason }, 'unhandled rejection (a bug: please report it)'));
   process.on('uncaughtException', (err) => logger.error({ err }, 'uncaught exception (a bug: please report it)'));
 
-  const proxy = createProxy(config, { logger });
-  try {
-    const address = await proxy.listen();
+  const listening = (address: AddressInfo, extra: Record<string, unknown> = {}): void =>
     logger.info(
-      { address: address.address, port: address.port, upstreams: config.load_balancing.upstreams.length, strategy: config.load_balancing.strategy, config: file },
+      { address: address.address, port: address.port, upstreams: config.load_balancing.upstreams.length, strategy: config.load_balancing.strategy, config: file, ...extra },
       `Tollgate ${version()} listening on ${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`,
     );
+
+  if (workers > 1) return runPrimary(new Primary({ config, logger, workers, logFormat: format }), logger, flush, listening);
+
+  const proxy = createProxy(config, { logger });
+  try {
+    listening(await proxy.listen());
   } catch (err) {
     logger.fatal({ err }, 'cannot listen');
     flush();
@@ -128,6 +147,36 @@ async function main(argv: string[]): Promise<number> {
     process.on('SIGINT', onSignal);
   }).then((code) => {
     proxy.flushLogs();
+    flush();
+    return code;
+  });
+}
+
+/** Cluster mode: fork the workers, then drain them all on the first signal (exit at once on a second). */
+async function runPrimary(primary: Primary, logger: Logger, flush: () => void, listening: (address: AddressInfo, extra: Record<string, unknown>) => void): Promise<number> {
+  try {
+    listening(await primary.start(), { workers: primary.workerPids.length, worker_pids: primary.workerPids });
+  } catch (err) {
+    logger.fatal({ err }, 'cannot start the workers');
+    flush();
+    return 1;
+  }
+  return new Promise<number>((resolve) => {
+    let signals = 0;
+    const onSignal = (signal: NodeJS.Signals): void => {
+      signals++;
+      if (signals > 1) {
+        logger.warn({ signal }, 'second signal: stopping the workers and exiting now');
+        primary.kill();
+        flush();
+        process.exit(1);
+      }
+      logger.info({ signal }, 'signal received: shutting down gracefully');
+      primary.shutdown().then(() => resolve(0));
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  }).then((code) => {
     flush();
     return code;
   });

@@ -46,7 +46,19 @@ const positiveInt = (what: string, max = Number.MAX_SAFE_INTEGER) =>
 
 const host = z.string({ error: 'must be an IP address or a host name' }).refine(isHost, 'must be an IP address or a host name');
 
+/** Most worker processes a config may ask for. */
+export const MAX_WORKERS = 256;
+
 const serverSchema = z.strictObject({
+  /**
+   * Processes serving requests: 1 (default) runs everything in one process; N > 1 or `auto` (one per CPU)
+   * starts a primary that forks N workers sharing the listening port (src/server/cluster.ts).
+   */
+  workers: z
+    .union([z.literal('auto'), positiveInt(`auto or a whole number from 1 to ${MAX_WORKERS}`, MAX_WORKERS)], {
+      error: `must be auto or a whole number from 1 to ${MAX_WORKERS}`,
+    })
+    .default(1),
   /** 0 asks the system for a free port (tests, embedding). */
   listen_port: z
     .number({ error: 'must be a port number (0-65535)' })
@@ -77,6 +89,11 @@ const serverSchema = z.strictObject({
   underscores_in_headers: z.enum(['drop', 'reject'], { error: 'must be drop or reject' }).default('drop'),
   /** `%2F` and `%5C` in the path: forwarded as they are (never decoded), or the request refused with 400. */
   encoded_slashes: z.enum(['keep', 'reject'], { error: 'must be keep or reject' }).default('keep'),
+}).superRefine(function connectionsPerWorker(server, ctx) {
+  // max_connections is split between the workers (docs/deployment.md): each needs a share of at least 1.
+  if (typeof server.workers === 'number' && server.max_connections < server.workers) {
+    ctx.addIssue({ code: 'custom', path: ['max_connections'], message: `must be at least server.workers (${server.workers}): each worker gets a share` });
+  }
 });
 
 const upstreamSchema = z.strictObject({
@@ -214,12 +231,59 @@ const authSchema = z
     }
   });
 
+/** `redis://[user:password@]host[:port][/db]`, or `rediss://` for TLS. */
+const redisUrl = z
+  .string({ error: 'must be a redis:// or rediss:// URL' })
+  .refine(function isRedisUrl(value) {
+    if (!URL.canParse(value)) return false;
+    const url = new URL(value);
+    return (url.protocol === 'redis:' || url.protocol === 'rediss:') && url.hostname !== '' && /^(\/\d*)?$/.test(url.pathname);
+  }, 'must be a redis:// or rediss:// URL such as redis://127.0.0.1:6379/0');
+
+const memoryStoreSchema = z.strictObject({
+  type: z.literal('memory'),
+});
+
+const redisStoreSchema = z
+  .strictObject({
+    type: z.literal('redis'),
+    /** A single Redis server (user, password, database and TLS from the URL). */
+    url: redisUrl.optional(),
+    /** Redis Cluster: seed nodes; the credentials of the first apply to every node. */
+    cluster: z.strictObject({ nodes: z.array(redisUrl).min(1, 'must list at least one node') }).optional(),
+    /** Redis Sentinel: the sentinels to ask for the master named `name`. */
+    sentinel: z
+      .strictObject({
+        name: z.string().min(1, 'must not be empty'),
+        nodes: z.array(redisUrl).min(1, 'must list at least one sentinel'),
+        /** The master's password (a sentinel's own password goes in its URL). */
+        password: z.string().optional(),
+        db: z.number().int('must be a whole number').min(0, 'must be 0 or more').default(0),
+      })
+      .optional(),
+    /** Put in front of every bucket key, so several proxies (or other users) can share one Redis. */
+    key_prefix: z.string().max(256, 'must be at most 256 characters').default('tollgate:'),
+    /** Longest wait for Redis on a request; past it (or when Redis is down) `on_error` decides. */
+    timeout_ms: positiveInt('a whole number of milliseconds from 1 to 60000', 60_000).default(100),
+    /** When Redis cannot answer: `allow` lets the request through, `deny` answers 503 with Retry-After. */
+    on_error: z.enum(['allow', 'deny'], { error: 'must be allow or deny' }).default('allow'),
+  })
+  .superRefine(function oneTopology(store, ctx) {
+    const given = (['url', 'cluster', 'sentinel'] as const).filter((k) => store[k] !== undefined);
+    if (given.length === 0) ctx.addIssue({ code: 'custom', path: ['url'], message: 'is required (or cluster, or sentinel)' });
+    else if (given.length > 1) ctx.addIssue({ code: 'custom', path: [given[1] as string], message: 'give only one of url, cluster or sentinel' });
+  });
+
+const storeSchema = z.discriminatedUnion('type', [memoryStoreSchema, redisStoreSchema], { error: 'must be memory or redis' });
+
 const rateLimitSchema = z.strictObject({
   enabled: z.boolean().default(false),
   requests_per_minute: positiveInt('a whole number of at least 1').default(100),
   burst_size: positiveInt('a whole number of at least 1').default(10),
   /** Most client buckets kept at once; beyond it, idle ones are dropped first, then the oldest created. */
   max_keys: positiveInt('a whole number of at least 1').default(100_000),
+  /** Where the buckets live: this instance's memory (shared by its workers), or Redis (shared by instances). */
+  store: storeSchema.default({ type: 'memory' }),
 });
 
 const middlewareSchema = z.strictObject({
@@ -249,6 +313,8 @@ export type LoadBalancingConfig = Config['load_balancing'];
 export type UpstreamConfig = LoadBalancingConfig['upstreams'][number];
 export type AuthConfig = Config['middleware']['auth'];
 export type RateLimitConfig = Config['middleware']['rate_limit'];
+export type StoreConfig = RateLimitConfig['store'];
+export type RedisStoreConfig = Extract<StoreConfig, { type: 'redis' }>;
 export type LoggingConfig = Config['logging'];
 export type Strategy = (typeof STRATEGIES)[number];
 export type LogLevel = (typeof LOG_LEVELS)[number];

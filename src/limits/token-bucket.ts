@@ -40,12 +40,20 @@ export function takeToken(state: BucketState, policy: TokenBucketPolicy, now: nu
   }
   const allowed = state.tokens >= 1;
   if (allowed) state.tokens -= 1;
-  const missingForOne = 1 - state.tokens;
+  return decisionFor(allowed, state.tokens, policy);
+}
+
+/**
+ * The decision for a bucket left with `tokens` after a take. Every store (memory, IPC, Redis) ends here, so
+ * their headers agree to the token.
+ */
+export function decisionFor(allowed: boolean, tokens: number, policy: TokenBucketPolicy): RateDecision {
+  const missingForOne = 1 - tokens;
   return {
     allowed,
-    remaining: Math.floor(state.tokens),
+    remaining: Math.floor(tokens),
     retryAfterMs: missingForOne > 0 ? missingForOne / policy.refillPerMs : 0,
-    resetMs: (policy.capacity - state.tokens) / policy.refillPerMs,
+    resetMs: (policy.capacity - tokens) / policy.refillPerMs,
   };
 }
 

@@ -28,6 +28,7 @@ export const ERROR_CATALOGUE = {
   not_implemented: { status: 501, source: 'downstream', retryable: false, message: 'The request uses a transfer coding the proxy does not support.' },
   bad_gateway: { status: 502, source: 'upstream', retryable: true, message: 'The upstream could not be reached or failed while answering.' },
   no_upstream: { status: 503, source: 'internal', retryable: false, message: 'No upstream is available.' },
+  rate_limit_unavailable: { status: 503, source: 'internal', retryable: false, message: 'The rate limit cannot be checked right now; retry after the time in Retry-After.' },
   shutting_down: { status: 503, source: 'internal', retryable: false, message: 'The proxy is shutting down; retry on a new connection.' },
   upstream_timeout: { status: 504, source: 'upstream', retryable: false, message: 'The upstream did not answer in time.' },
 } as const satisfies Record<string, ErrorSpec>;

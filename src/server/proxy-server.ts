@@ -13,6 +13,14 @@ export interface ProxyServerOptions {
   logger: Logger;
   /** Runs after the last connection has closed during shutdown (close pools, stores). */
   onClosed?: () => Promise<void> | void;
+  /**
+   * Enforce max_connections by counting connections here instead of with Node's `maxConnections`. Cluster
+   * workers need this: with Node's round-robin cluster, a worker that refuses a connection through
+   * `maxConnections` hands it back to the primary, which offers it to the next worker, and round again
+   * while every worker is full (3 waiting connections kept the primary at 47% CPU and each worker at 30%).
+   * Counting here closes the extra connection right after accept, as a single process does.
+   */
+  countConnections?: boolean;
 }
 
 /**
@@ -30,6 +38,8 @@ export class ProxyServer {
   #refused = 0;
   #refusedLogged = 0;
   #refusedTimer: NodeJS.Timeout | undefined;
+  /** Open connections, when counted here (countConnections). */
+  #open = 0;
 
   constructor(options: ProxyServerOptions) {
     this.#config = options.config;
@@ -55,9 +65,25 @@ export class ProxyServer {
     // One more than the limit, so that a request over it is seen (and refused) rather than silently cut.
     server.maxHeadersCount = config.max_header_count + 1;
     server.on('checkContinue', options.pipeline.handleExpectContinue);
-    // Connections past the limit are closed by Node right after accept; 'drop' tells us about each.
-    server.maxConnections = options.config.max_connections;
-    server.on('drop', () => this.#connectionRefused());
+    if (options.countConnections === true) {
+      const max = options.config.max_connections;
+      const closed = (): void => {
+        this.#open--;
+      };
+      server.on('connection', (socket: Socket) => {
+        if (this.#open >= max) {
+          socket.destroy();
+          this.#connectionRefused();
+          return;
+        }
+        this.#open++;
+        socket.once('close', closed);
+      });
+    } else {
+      // Connections past the limit are closed by Node right after accept; 'drop' tells us about each.
+      server.maxConnections = options.config.max_connections;
+      server.on('drop', () => this.#connectionRefused());
+    }
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.#clientError(err, socket));
     this.server = server;
   }

@@ -15,8 +15,17 @@ export interface Run {
   stderr: string;
 }
 
+/** CLI processes still running; killed when the test process exits, even after a failure. */
+const running = new Set<ChildProcess>();
+process.on('exit', () => {
+  // Cluster workers exit by themselves once their primary is gone (the IPC channel closes).
+  for (const child of running) child.kill('SIGKILL');
+});
+
 export function startCli(args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess & { output: { stdout: string; stderr: string } } {
   const child = spawn(process.execPath, [CLI, ...args], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  running.add(child);
+  child.once('exit', () => running.delete(child));
   const output = { stdout: '', stderr: '' };
   child.stdout.on('data', (c: Buffer) => (output.stdout += c.toString()));
   child.stderr.on('data', (c: Buffer) => (output.stderr += c.toString()));

@@ -6,14 +6,27 @@ import { ProxyError } from '../../proxy/errors.js';
 import type { FilterResult, Phases } from '../../proxy/phases.js';
 
 const RATE_LIMITED = new ProxyError('rate_limited');
+const UNAVAILABLE = new ProxyError('rate_limit_unavailable');
 
 /**
  * Rate limiting as a request filter. The client is the authenticated principal when there is one (so a
  * credential has one budget wherever it comes from), else its address; requests that failed authentication
  * are charged to their address. Every response to a limited request carries the IETF RateLimit headers.
+ *
+ * When a shared store cannot answer (its promise rejects: Redis down or slower than `timeout_ms`), the
+ * store's `on_error` decides: `allow` lets the request through without RateLimit headers (nothing is known
+ * about the bucket), `deny` answers 503 `rate_limit_unavailable` with `Retry-After: 1`. The store counts
+ * and logs the failures.
  */
 export function createRateLimit(config: RateLimitConfig, store: RateLimitStore): Phases {
   const policy = `"default";q=${config.requests_per_minute};w=60`;
+  const deny = config.store.type === 'redis' && config.store.on_error === 'deny';
+
+  function unavailable(ctx: RequestContext): FilterResult {
+    if (!deny) return false;
+    ctx.responseHeaders.push('Retry-After', '1');
+    return UNAVAILABLE;
+  }
 
   function apply(ctx: RequestContext, decision: RateDecision): FilterResult {
     ctx.rateLimit = decision;
@@ -33,7 +46,7 @@ export function createRateLimit(config: RateLimitConfig, store: RateLimitStore):
     requestFilter: function rateLimit(ctx): FilterResult | Promise<FilterResult> {
       const key = ctx.principal ?? `addr:${ctx.clientAddress}`;
       const decision = store.take(key);
-      if (decision instanceof Promise) return decision.then((d) => apply(ctx, d));
+      if (decision instanceof Promise) return decision.then((d) => apply(ctx, d), () => unavailable(ctx));
       return apply(ctx, decision);
     },
   };

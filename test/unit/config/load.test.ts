@@ -39,6 +39,7 @@ describe('parseConfig: valid configs', () => {
     const config = parse(readFileSync(BRIEF, 'utf8'));
     assert.deepEqual(config, {
       server: {
+        workers: 1,
         listen_port: 8080,
         listen_address: '0.0.0.0',
         max_connections: 1000,
@@ -90,7 +91,7 @@ describe('parseConfig: valid configs', () => {
           forward_credentials: false,
           realm: 'tollgate',
         },
-        rate_limit: { enabled: true, requests_per_minute: 100, burst_size: 10, max_keys: 100_000 },
+        rate_limit: { enabled: true, requests_per_minute: 100, burst_size: 10, max_keys: 100_000, store: { type: 'memory' } },
       },
       logging: { level: 'info', format: 'json' },
     });
@@ -360,5 +361,64 @@ describe('formatPath', () => {
     assert.equal(formatPath(['server']), 'server');
     assert.equal(formatPath([0, 'a']), '[0].a');
     assert.equal(formatPath([]), '(root)');
+  });
+});
+
+describe('parseConfig: server.workers and rate_limit.store', () => {
+  const store = (lines: string): string => `${MINIMAL}middleware:\n  rate_limit:\n    enabled: true\n    store:\n${lines}`;
+
+  test('workers defaults to 1 and takes auto or a number', () => {
+    assert.equal(parse(MINIMAL).server.workers, 1);
+    assert.equal(parse(`server:\n  workers: auto\n${MINIMAL}`).server.workers, 'auto');
+    assert.equal(parse(`server:\n  workers: 4\n${MINIMAL}`).server.workers, 4);
+  });
+
+  test('bad workers values are errors at the value', () => {
+    assertProblems(`server:\n  workers: 0\n${MINIMAL}`, [{ line: 2, col: 12, path: 'server.workers', message: 'must be auto or a whole number from 1 to 256, got 0' }]);
+    assertProblems(`server:\n  workers: "all"\n${MINIMAL}`, [{ line: 2, col: 12, path: 'server.workers', message: 'must be auto or a whole number from 1 to 256, got "all"' }]);
+    assertProblems(`server:\n  workers: 1.5\n${MINIMAL}`, [{ line: 2, col: 12, path: 'server.workers', message: 'must be auto or a whole number from 1 to 256, got 1.5' }]);
+  });
+
+  test('max_connections below workers is an error: every worker needs a share', () => {
+    assertProblems(`server:\n  workers: 4\n  max_connections: 3\n${MINIMAL}`, [
+      { line: 3, col: 20, path: 'server.max_connections', message: 'must be at least server.workers (4): each worker gets a share' },
+    ]);
+  });
+
+  test('the store defaults to memory', () => {
+    assert.deepEqual(parse(MINIMAL).middleware.rate_limit.store, { type: 'memory' });
+  });
+
+  test('a redis store gets its defaults; ${REDIS_URL} is substituted', () => {
+    assert.deepEqual(parse(store('      type: redis\n      url: ${REDIS_URL}\n'), { REDIS_URL: 'redis://10.0.0.5:6380/2' }).middleware.rate_limit.store, {
+      type: 'redis',
+      url: 'redis://10.0.0.5:6380/2',
+      key_prefix: 'tollgate:',
+      timeout_ms: 100,
+      on_error: 'allow',
+    });
+  });
+
+  test('cluster and sentinel topologies', () => {
+    const cluster = parse(store('      type: redis\n      cluster:\n        nodes: ["redis://a:7000", "redis://b:7000"]\n')).middleware.rate_limit.store;
+    assert.deepEqual(cluster.type === 'redis' ? cluster.cluster : undefined, { nodes: ['redis://a:7000', 'redis://b:7000'] });
+    const sentinel = parse(store('      type: redis\n      sentinel: { name: mymaster, nodes: ["redis://s1:26379"] }\n')).middleware.rate_limit.store;
+    assert.deepEqual(sentinel.type === 'redis' ? sentinel.sentinel : undefined, { name: 'mymaster', nodes: ['redis://s1:26379'], db: 0 });
+  });
+
+  test('bad store values are errors at the value, with the key path', () => {
+    assertProblems(store('      type: mongo\n'), [{ line: 10, col: 13, path: 'middleware.rate_limit.store.type', message: 'must be memory or redis, got "mongo"' }]);
+    assertProblems(store('      type: redis\n      url: "http://127.0.0.1:6379"\n      on_error: maybe\n'), [
+      { line: 11, col: 12, path: 'middleware.rate_limit.store.url', message: 'must be a redis:// or rediss:// URL such as redis://127.0.0.1:6379/0' },
+      { line: 12, col: 17, path: 'middleware.rate_limit.store.on_error', message: 'must be allow or deny, got "maybe"' },
+    ]);
+    assertProblems(store('      type: redis\n      url: redis://r\n      timeout_ms: 0\n'), [
+      { line: 12, col: 19, path: 'middleware.rate_limit.store.timeout_ms', message: 'must be a whole number of milliseconds from 1 to 60000, got 0' },
+    ]);
+    assertProblems(store('      type: redis\n'), [{ line: 10, col: 7, path: 'middleware.rate_limit.store.url', message: 'is required (or cluster, or sentinel)' }]);
+    assertProblems(store('      type: redis\n      url: redis://r\n      cluster: { nodes: ["redis://c"] }\n'), [
+      { line: 12, col: 16, path: 'middleware.rate_limit.store.cluster', message: 'give only one of url, cluster or sentinel' },
+    ]);
+    assertProblems(store('      type: memory\n      url: redis://r\n'), [{ line: 11, col: 7, path: 'middleware.rate_limit.store.url', message: 'unknown key' }]);
   });
 });

@@ -61,6 +61,7 @@ describe('ERROR_CATALOGUE', () => {
         not_implemented: [501, 'downstream', false],
         bad_gateway: [502, 'upstream', true],
         no_upstream: [503, 'internal', false],
+        rate_limit_unavailable: [503, 'internal', false],
         shutting_down: [503, 'internal', false],
         upstream_timeout: [504, 'upstream', false],
       },

@@ -1,0 +1,291 @@
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import type { ServerResponse } from 'node:http';
+import { connect, type Socket } from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import { request, type Reply } from '../helpers/http.js';
+import { startCli, waitForOutput, writeConfig } from '../helpers/cli.js';
+import { startRedis, type TestRedis } from '../helpers/redis.js';
+import { closedPort, startBackend, waitFor, type Backend } from '../helpers/servers.js';
+
+type Cli = ReturnType<typeof startCli>;
+type Line = Record<string, unknown>;
+
+function lines(child: Cli): Line[] {
+  return child.output.stdout
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as Line);
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function yaml(port: number, backendPort: number, extra: { server?: string; middleware?: string } = {}): string {
+  return [
+    'server:',
+    `  listen_port: ${port}`,
+    '  listen_address: "127.0.0.1"',
+    '  workers: 2',
+    '  shutdown_grace_ms: 5000',
+    '  trusted_proxies: ["127.0.0.1"]',
+    extra.server ?? '',
+    'load_balancing:',
+    '  health_check: { active: { enabled: false } }',
+    '  upstreams:',
+    `    - { name: b, address: 127.0.0.1, port: ${backendPort} }`,
+    'middleware:',
+    extra.middleware ??
+      ['  rate_limit:', '    enabled: true', '    requests_per_minute: 1', '    burst_size: 10'].join('\n'),
+  ].join('\n');
+}
+
+interface Cluster {
+  child: Cli;
+  url: string;
+  /** Worker pids from the primary's listening line. */
+  workerPids: number[];
+}
+
+/** Starts `tollgate --config F` with workers: 2 and waits for the primary's listening line. */
+async function startCluster(text: string, port: number): Promise<Cluster> {
+  const child = startCli(['--config', writeConfig(text)], { LOG_LEVEL: 'info' });
+  await waitForOutput(child, /listening on 127\.0\.0\.1:\d+/, 20_000);
+  const listening = lines(child).find((l) => typeof l.msg === 'string' && l.msg.includes('listening on'));
+  assert.equal(listening?.workers, 2);
+  return { child, url: `http://127.0.0.1:${port}`, workerPids: listening?.worker_pids as number[] };
+}
+
+/** Stops the primary (SIGKILL unless it has exited) and waits until its workers are gone too. */
+async function stopCluster(c: Cluster): Promise<void> {
+  if (c.child.exitCode === null && c.child.signalCode === null) {
+    const exited = once(c.child, 'exit');
+    c.child.kill('SIGKILL');
+    await exited;
+  }
+  const pids = lines(c.child)
+    .filter((l) => l.msg === 'worker started')
+    .map((l) => l.worker_pid as number);
+  await waitFor(() => pids.every((p) => !alive(p)), 10_000, 'the workers to exit with their primary');
+}
+
+function as(client: string): { headers: Record<string, string> } {
+  return { headers: { 'x-forwarded-for': client } };
+}
+
+function count(replies: Reply[]): Record<number, number> {
+  const out: Record<number, number> = {};
+  for (const r of replies) out[r.status] = (out[r.status] ?? 0) + 1;
+  return out;
+}
+
+/** pids of the workers that wrote completion lines for this path. */
+function servedBy(child: Cli, path: string): Set<number> {
+  return new Set(lines(child).filter((l) => l.msg === 'Request Completed' && l.path === path).map((l) => l.pid as number));
+}
+
+describe('cluster mode (server.workers: 2), through the real CLI', () => {
+  let backend: Backend;
+  let c: Cluster;
+  before(async () => {
+    backend = await startBackend('b');
+    const port = await closedPort();
+    c = await startCluster(yaml(port, backend.port), port);
+  });
+  after(async () => {
+    await stopCluster(c);
+    await backend.close();
+  });
+
+  test('burst_size 10 and a slow refill: exactly 10 of 20 requests pass across both workers, not 20', async () => {
+    const replies: Reply[] = [];
+    for (let i = 0; i < 20; i++) replies.push(await request(`${c.url}/seq`, as('10.0.0.1')));
+    assert.deepEqual(count(replies), { 200: 10, 429: 10 });
+    assert.deepEqual(
+      replies.map((r) => r.status),
+      [...Array<number>(10).fill(200), ...Array<number>(10).fill(429)],
+    );
+    await waitFor(() => lines(c.child).filter((l) => l.path === '/seq').length === 20, 5_000, 'the completion lines');
+    assert.equal(servedBy(c.child, '/seq').size, 2, 'both workers served some of the requests');
+    // The headers come from the one bucket in the primary: r counts down 9 … 0 whichever worker answers.
+    assert.deepEqual(
+      replies.slice(0, 10).map((r) => r.headers['ratelimit']),
+      [9, 8, 7, 6, 5, 4, 3, 2, 1, 0].map((n) => `"default";r=${n};t=${(10 - n) * 60}`),
+    );
+  });
+
+  test('30 concurrent requests for one client: exactly 10 pass', async () => {
+    const replies = await Promise.all(Array.from({ length: 30 }, () => request(`${c.url}/burst`, as('10.0.0.2'))));
+    assert.deepEqual(count(replies), { 200: 10, 429: 20 });
+    await waitFor(() => lines(c.child).filter((l) => l.path === '/burst').length === 30, 5_000, 'the completion lines');
+    assert.equal(servedBy(c.child, '/burst').size, 2, 'both workers served some of the requests');
+  });
+
+  test('/health is answered by every worker', async () => {
+    const replies = await Promise.all(Array.from({ length: 10 }, () => request(`${c.url}/health`)));
+    for (const r of replies) {
+      assert.equal(r.status, 200);
+      assert.equal(r.json().status, 'ok');
+    }
+    await waitFor(() => lines(c.child).filter((l) => l.path === '/health').length === 10, 5_000, 'the completion lines');
+    assert.equal(servedBy(c.child, '/health').size, 2);
+  });
+
+  test('a worker that dies is restarted (logged); the buckets, kept in the primary, survive it', async () => {
+    const client = '10.0.0.3';
+    const before = await Promise.all(Array.from({ length: 11 }, () => request(`${c.url}/k`, as(client))));
+    assert.deepEqual(count(before), { 200: 10, 429: 1 });
+    const victim = c.workerPids[0] as number;
+    process.kill(victim, 'SIGKILL');
+    await waitFor(() => lines(c.child).some((l) => l.msg === 'worker died; restarting it' && l.worker_pid === victim), 10_000, 'the death to be logged');
+    const died = lines(c.child).find((l) => l.msg === 'worker died; restarting it');
+    assert.equal(died?.signal, 'SIGKILL');
+    assert.equal(typeof died?.restart_in_ms, 'number');
+    await waitFor(
+      () => lines(c.child).some((l) => l.msg === 'worker started' && l.worker === died?.worker && l.worker_pid !== victim),
+      10_000,
+      'a new worker in the same slot',
+    );
+    // Served again, by both workers; the client's bucket is still empty.
+    const afterRestart: Reply[] = [];
+    for (let i = 0; i < 6; i++) afterRestart.push(await request(`${c.url}/k`, as(client)));
+    assert.deepEqual(count(afterRestart), { 429: 6 });
+    assert.equal((await request(`${c.url}/k`, as('10.0.0.4'))).status, 200);
+  });
+});
+
+describe('cluster mode: limits, shutdown and failures', () => {
+  let backend: Backend;
+  const held: ServerResponse[] = [];
+  before(async () => {
+    backend = await startBackend('b', (req, res) => {
+      if (req.url === '/hold') held.push(res);
+      else res.end('ok');
+    });
+  });
+  after(async () => {
+    for (const res of held) res.end();
+    await backend.close();
+  });
+
+  test('max_connections is for the whole instance: 3 split as 2 + 1, never 3 per worker', async () => {
+    const port = await closedPort();
+    const c = await startCluster(yaml(port, backend.port, { server: '  max_connections: 3' }), port);
+    const sockets: Socket[] = [];
+    let closedUnanswered = 0;
+    held.length = 0;
+    try {
+      for (let i = 0; i < 6; i++) {
+        const s = connect(port, '127.0.0.1');
+        s.on('error', () => {});
+        let got = '';
+        s.on('data', (d: Buffer) => (got += d.toString()));
+        s.on('close', () => {
+          if (got === '') closedUnanswered++;
+        });
+        await once(s, 'connect');
+        s.write(`GET /hold HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 10.1.0.${i}\r\n\r\n`);
+        sockets.push(s);
+      }
+      await waitFor(() => held.length + closedUnanswered === 6, 10_000, 'every connection to be served or refused');
+      assert.ok(held.length <= 3, `${held.length} connections served at once; the limit is 3 for the instance`);
+      assert.ok(held.length >= 1);
+      assert.equal(closedUnanswered, 6 - held.length);
+      await waitFor(() => lines(c.child).some((l) => l.msg === 'connection refused: max_connections reached'), 5_000, 'the refusal log line');
+      const shares = new Set(lines(c.child).filter((l) => l.msg === 'connection refused: max_connections reached').map((l) => l.max_connections));
+      for (const share of shares) assert.ok(share === 1 || share === 2, `a worker's share is 1 or 2, got ${String(share)}`);
+    } finally {
+      for (const res of held) res.end('done');
+      for (const s of sockets) s.destroy();
+      await stopCluster(c);
+    }
+  });
+
+  test('SIGTERM to the primary drains every worker: in-flight requests finish, then everything exits 0', async () => {
+    const port = await closedPort();
+    const c = await startCluster(yaml(port, backend.port), port);
+    held.length = 0;
+    try {
+      const inflight = Array.from({ length: 4 }, (_, i) => request(`${c.url}/hold`, as(`10.2.0.${i}`)));
+      await waitFor(() => held.length === 4, 5_000, 'the requests to reach the backend');
+      c.child.kill('SIGTERM');
+      await waitFor(() => lines(c.child).filter((l) => l.msg === 'worker draining').length === 2, 5_000, 'both workers to drain');
+      assert.equal(c.child.exitCode, null, 'the primary waits for the workers');
+      for (const res of held) res.end('finished');
+      const replies = await Promise.all(inflight);
+      for (const r of replies) {
+        assert.equal(r.status, 200);
+        assert.equal(r.body, 'finished');
+      }
+      const [code] = (await once(c.child, 'exit')) as [number];
+      assert.equal(code, 0);
+      for (const pid of c.workerPids) assert.equal(alive(pid), false, `worker ${pid} has exited`);
+      assert.ok(lines(c.child).some((l) => l.msg === 'shutdown complete' && l.worker === undefined), 'the primary logged its shutdown');
+      assert.equal(lines(c.child).filter((l) => l.msg === 'worker exited' && l.code === 0).length, 2);
+    } finally {
+      await stopCluster(c);
+    }
+  });
+
+  test('a primary killed outright leaves no workers behind', async () => {
+    const port = await closedPort();
+    const c = await startCluster(yaml(port, backend.port), port);
+    c.child.kill('SIGKILL');
+    await once(c.child, 'exit');
+    await waitFor(() => c.workerPids.every((p) => !alive(p)), 10_000, 'the orphaned workers to exit');
+  });
+
+  test('a port already in use: the workers cannot listen, the primary exits 1', async () => {
+    const c = startCli(['--config', writeConfig(yaml(backend.port, backend.port))]);
+    const [code] = (await once(c, 'exit')) as [number];
+    assert.equal(code, 1);
+    assert.match(c.output.stdout, /EADDRINUSE/);
+    assert.match(c.output.stdout, /cannot start the workers/);
+  });
+
+  test('workers: auto needs max_connections of at least the number of CPUs: --check exits 2', async () => {
+    const file = writeConfig(yaml(1, backend.port, { server: '  max_connections: 1' }).replace('workers: 2', 'workers: auto'));
+    const c = startCli(['--check', '--config', file]);
+    const [code] = (await once(c, 'exit')) as [number];
+    // One CPU would make it valid; CI machines have two or more.
+    if (code === 0) return;
+    assert.equal(code, 2);
+    assert.match(c.output.stderr, /server\.max_connections: must be at least the number of workers \(auto: \d+\), got 1/);
+  });
+});
+
+describe('cluster mode with the Redis store', () => {
+  let redis: TestRedis;
+  let backend: Backend;
+  before(async () => {
+    redis = await startRedis();
+    backend = await startBackend('b');
+  });
+  after(async () => {
+    await backend.close();
+    await redis.close();
+  });
+
+  test('one instance with 2 workers on one Redis: exactly 10 of 20 requests pass', async () => {
+    const port = await closedPort();
+    const store = `    store: { type: redis, url: "${redis.url}", key_prefix: "tollgate-test:${process.pid}:${Date.now()}:" }`;
+    const middleware = ['  rate_limit:', '    enabled: true', '    requests_per_minute: 1', '    burst_size: 10', store].join('\n');
+    const c = await startCluster(yaml(port, backend.port, { middleware }), port);
+    try {
+      const replies: Reply[] = [];
+      for (let i = 0; i < 20; i++) replies.push(await request(`${c.url}/r`, as('10.3.0.1')));
+      assert.deepEqual(count(replies), { 200: 10, 429: 10 });
+      await waitFor(() => lines(c.child).filter((l) => l.path === '/r').length === 20, 5_000, 'the completion lines');
+      assert.equal(servedBy(c.child, '/r').size, 2, 'both workers served some of the requests');
+      assert.equal(lines(c.child).filter((l) => l.msg === 'redis connected').length, 2, 'each worker has its own connection');
+    } finally {
+      await stopCluster(c);
+    }
+  });
+});
