@@ -16,6 +16,7 @@ export function createAccessLog(logger: Logger): Phases | undefined {
       const error = ctx.error;
       const line = {
         request_id: ctx.requestId,
+        trace_id: ctx.traceId === '' ? undefined : ctx.traceId,
         client: ctx.clientAddress,
         method: req.method,
         path: ctx.path,

@@ -13,6 +13,8 @@ export interface ProxyServerOptions {
   logger: Logger;
   /** Runs after the last connection has closed during shutdown (close pools, stores). */
   onClosed?: () => Promise<void> | void;
+  /** A request Node's parser refused was answered with this status (metrics). */
+  onRejected?: (status: number) => void;
 }
 
 /**
@@ -26,6 +28,7 @@ export class ProxyServer {
   readonly #pipeline: Pipeline;
   readonly #logger: Logger;
   readonly #onClosed: (() => Promise<void> | void) | undefined;
+  readonly #onRejected: ((status: number) => void) | undefined;
   #shutdown: Promise<void> | undefined;
   #refused = 0;
   #refusedLogged = 0;
@@ -36,6 +39,7 @@ export class ProxyServer {
     this.#pipeline = options.pipeline;
     this.#logger = options.logger;
     this.#onClosed = options.onClosed;
+    this.#onRejected = options.onRejected;
     const config = options.config;
     const server = createServer(
       {
@@ -132,6 +136,7 @@ export class ProxyServer {
     );
     setTimeout(() => socket.destroy(), 1_000).unref();
     this.#logger.info({ request_id: requestId, client, status, error: code, cause: err.code ?? err.message }, 'Request Completed');
+    this.#onRejected?.(status);
   }
 
   #connectionRefused(): void {
