@@ -5,9 +5,11 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
 
+const flag = (fallback: boolean) => z.boolean({ error: 'must be true or false' }).default(fallback);
+
 export const adminSchema = z.strictObject({
   /** The admin listener: dashboard, /metrics, /api/status. On by default, on the loopback address only. */
-  enabled: z.boolean().default(true),
+  enabled: flag(true),
   /** An IP address; a public one exposes upstream addresses and traffic figures to whoever can reach it. */
   address: z
     .string({ error: 'must be an IP address' })
@@ -24,16 +26,16 @@ export const adminSchema = z.strictObject({
 
 export const metricsSchema = z.strictObject({
   /** Per-request counters and latency (Prometheus and the dashboard); false leaves only scrape-time gauges. */
-  enabled: z.boolean().default(true),
+  enabled: flag(true),
 });
 
 export const tracingSchema = z.strictObject({
   /** W3C Trace Context: continue the client's traceparent with a new span id, or start a trace. */
-  enabled: z.boolean().default(true),
+  enabled: flag(true),
   /** trace-flags of traces Tollgate starts: sampled (01) by default, so parent-based samplers behind it record them. */
-  sample_new_traces: z.boolean().default(true),
+  sample_new_traces: flag(true),
   /** `Server-Timing: upstream;dur=<ms>` on proxied responses; independent of `enabled`. */
-  server_timing: z.boolean().default(true),
+  server_timing: flag(true),
 });
 
 export type AdminConfig = z.infer<typeof adminSchema>;
