@@ -34,12 +34,12 @@
       height: 220,
       series: [{}, ...series],
       axes: [
-        { ...AXIS },
+        { ...AXIS, space: 90, values: (_u, splits) => splits.map((t) => new Date(t * 1000).toLocaleTimeString('en-GB')) },
         { ...AXIS, label: yLabel, size: 56 },
       ],
       scales: { x: { time: true }, y: { range: (_u, min, max) => [0, Math.max(1, max * 1.1, min)] } },
       cursor: { drag: { x: false, y: false } },
-      legend: { live: true },
+      legend: { live: false },
     };
     const data = [[], ...series.map(() => [])];
     const chart = new uPlot(opts, data, el);
