@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import { get, type IncomingMessage } from 'node:http';
+import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { startFaultUpstreams } from '../helpers/fault-upstream.js';
 import { request } from '../helpers/http.js';
@@ -165,6 +167,25 @@ describe('metrics', () => {
       });
       assert.equal(samples(text, 'tollgate_upstream_healthy').get('{upstream="dead"}'), 0);
     } finally {
+      await proxy.close();
+    }
+  });
+
+  test('connections open and refused over max_connections', async () => {
+    const proxy = await startProxy([a], { server: { max_connections: 1 } });
+    const first = connect(proxy.port, '127.0.0.1');
+    try {
+      await once(first, 'connect');
+      await waitFor(() => proxy.proxy.server.server.listening, 1000, 'listening');
+      const second = connect(proxy.port, '127.0.0.1');
+      second.on('error', () => {});
+      await once(second, 'close');
+      await waitFor(() => proxy.proxy.server.refusedConnections === 1, 2000, 'the refusal to be counted');
+      const text = await scrape(proxy.adminUrl);
+      assert.equal(samples(text, 'tollgate_connections_refused_total').get(''), 1);
+      assert.equal(samples(text, 'tollgate_connections_open').get(''), 1);
+    } finally {
+      first.destroy();
       await proxy.close();
     }
   });
