@@ -2,7 +2,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/', 'coverage/', 'node_modules/', 'bench/', '.bench/'] },
+  { ignores: ['dist/', 'coverage/', 'node_modules/', 'bench/', '.bench/', 'ui/vendor/'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

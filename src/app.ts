@@ -4,6 +4,8 @@
  */
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
+import { AdminServer } from './admin/server.js';
+import { buildStatus } from './admin/status.js';
 import { LoadBalancer } from './balancing/load-balancer.js';
 import type { Config } from './config/schema.js';
 import { MemoryStore } from './limits/memory-store.js';
@@ -12,11 +14,14 @@ import type { RateLimitStore } from './limits/store.js';
 import { policyFromRate } from './limits/token-bucket.js';
 import { createAuth } from './middleware/auth/auth.js';
 import { createRateLimit } from './middleware/rate-limit/rate-limit.js';
+import { createServerTiming, createTraceContext } from './middleware/trace-context/trace-context.js';
 import { createAccessLog } from './observability/access-log.js';
+import { ProxyMetrics } from './observability/metrics.js';
 import type { Phases } from './proxy/phases.js';
 import { Pipeline } from './proxy/pipeline.js';
 import { ProxyServer } from './server/proxy-server.js';
 import { mathRandom, monotonicClock, type Clock, type Random } from './util/clock.js';
+import { packageVersion } from './util/version.js';
 
 export interface ProxyOptions {
   logger: Logger;
@@ -31,6 +36,8 @@ export interface ProxyOptions {
   rateLimitStore?: RateLimitStore;
   /** Running as a cluster worker: max_connections is counted by the server itself (see ProxyServer). */
   clusterWorker?: boolean;
+  /** false: no admin listener whatever the config says (a process that is not the one serving it). */
+  admin?: boolean;
 }
 
 export interface Proxy {
@@ -40,7 +47,10 @@ export interface Proxy {
   readonly server: ProxyServer;
   /** The rate-limit bucket store; undefined when rate limiting is off. */
   readonly store: RateLimitStore | undefined;
-  /** Waits for the store (Redis: connected, or given up after 2 s), then listens. */
+  readonly metrics: ProxyMetrics;
+  /** The admin listener (dashboard, /metrics, /api/status); undefined when `admin.enabled` is false. */
+  readonly admin: AdminServer | undefined;
+  /** Waits for the store (Redis: connected, or given up after 2 s), listens, then starts the admin listener. */
   listen(): Promise<AddressInfo>;
   /** Graceful shutdown (see ProxyServer.shutdown). */
   close(): Promise<void>;
@@ -56,6 +66,8 @@ export function createProxy(config: Config, options: ProxyOptions): Proxy {
   const balancer = new LoadBalancer(config.load_balancing, { random, clock, logger });
 
   const phases: Phases[] = [];
+  // First of the request filters, so requests refused by auth or the rate limit have a trace id too.
+  if (config.tracing.enabled) phases.push(createTraceContext(config.tracing));
   const { auth, rate_limit: rateLimit } = config.middleware;
   const authPhases = auth.enabled ? createAuth(auth) : undefined;
   let store: RateLimitStore | undefined;
@@ -71,10 +83,21 @@ export function createProxy(config: Config, options: ProxyOptions): Proxy {
   }
   if (authPhases !== undefined) phases.push(authPhases.enforce);
   phases.push(...(options.phases ?? []));
+  if (config.tracing.server_timing) phases.push(createServerTiming());
+  const startedAt = Date.now();
+  const version = packageVersion();
+  const connectionsOpen = (): Promise<number> =>
+    new Promise((resolve) => server.server.getConnections((err, n) => resolve(err === null ? n : 0)));
+  const connectionsRefused = (): number => server.refusedConnections;
+  const metrics = new ProxyMetrics(
+    { backends: balancer.backends, connectionsOpen, connectionsRefused, clock, version },
+    { recording: config.metrics.enabled },
+  );
+  if (metrics.phase !== undefined) phases.push(metrics.phase);
   const accessLog = createAccessLog(logger);
   if (accessLog !== undefined) phases.push(accessLog);
 
-  const pipeline = new Pipeline({ config, balancer, logger, phases, clock });
+  const pipeline = new Pipeline({ config, balancer, logger, phases, clock, startedAt });
   const server = new ProxyServer({
     config: config.server,
     pipeline,
@@ -85,20 +108,43 @@ export function createProxy(config: Config, options: ProxyOptions): Proxy {
       store?.close();
       await balancer.close();
     },
+    ...(metrics.recording ? { onRejected: (status: number) => metrics.recordRejected(status, performance.now()) } : {}),
   });
+  const admin =
+    config.admin.enabled && options.admin !== false
+      ? new AdminServer({
+          config: config.admin,
+          logger,
+          status: () =>
+            buildStatus({ metrics, backends: balancer.backends, clock, connectionsOpen, connectionsRefused, draining: () => pipeline.draining, startedAt, version }),
+          scrape: () => metrics.scrape(),
+          scrapeContentType: metrics.contentType,
+        })
+      : undefined;
   return {
     config,
     balancer,
     pipeline,
     server,
     store,
+    metrics,
+    admin,
     listen: async () => {
       await store?.ready?.();
       const address = await server.listen();
       balancer.start();
+      if (admin !== undefined) {
+        const at = await admin.listen();
+        const host = at.family === 'IPv6' ? `[${at.address}]` : at.address;
+        logger.info({ admin_address: at.address, admin_port: at.port }, `admin listening on http://${host}:${at.port}/ (dashboard, /metrics, /api/status)`);
+      }
       return address;
     },
-    close: () => server.shutdown(),
+    // The admin listener stays up while the proxy drains, so the drain can be watched.
+    close: async () => {
+      await server.shutdown();
+      await admin?.close();
+    },
     flushLogs: () => accessLog?.flush(),
   };
 }

@@ -37,6 +37,7 @@ async function demo(): Promise<void> {
   const address = await proxy.listen();
   const url = `http://localhost:${address.port}`;
   const token = config.middleware.auth.valid_tokens[0] ?? 'dev-token-123';
+  const admin = proxy.admin?.address();
   process.stderr.write(
     [
       '',
@@ -45,6 +46,7 @@ async function demo(): Promise<void> {
       `  curl -i ${url}/                                   # 401 without a token`,
       `  curl -i -H "Authorization: Bearer ${token}" ${url}/`,
       `  for i in $(seq 1 15); do curl -s -o /dev/null -w "%{http_code}\\n" -H "Authorization: Bearer ${token}" ${url}/; done`,
+      ...(admin === undefined ? [] : [`Dashboard: http://${admin.address}:${admin.port}/  (Prometheus: /metrics, JSON: /api/status)`]),
       'Ctrl-C to stop.',
       '',
     ].join('\n'),

@@ -26,6 +26,8 @@ export class Backend implements Peer {
   ejectedUntil = -Infinity;
   /** Ejections in a row, doubling the ejection time. */
   ejections = 0;
+  /** Every ejection since start (the metrics' tollgate_upstream_ejections_total). */
+  ejectionsTotal = 0;
   /** Failed requests in a row (passive health). */
   consecutiveFailures = 0;
   /** When the backend last became usable again (slow start ramps from here). */

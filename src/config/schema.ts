@@ -5,6 +5,7 @@
  */
 import { isIP } from 'node:net';
 import { z } from 'zod';
+import { adminSchema, metricsSchema, tracingSchema } from './observability-schema.js';
 
 const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
 
@@ -304,6 +305,9 @@ export const configSchema = z.strictObject({
   load_balancing: loadBalancingSchema,
   middleware: middlewareSchema.prefault({}),
   logging: loggingSchema.prefault({}),
+  admin: adminSchema.prefault({}),
+  metrics: metricsSchema.prefault({}),
+  tracing: tracingSchema.prefault({}),
 });
 
 /** The whole configuration after validation and defaults. */
@@ -316,5 +320,6 @@ export type RateLimitConfig = Config['middleware']['rate_limit'];
 export type StoreConfig = RateLimitConfig['store'];
 export type RedisStoreConfig = Extract<StoreConfig, { type: 'redis' }>;
 export type LoggingConfig = Config['logging'];
+export type { AdminConfig, MetricsConfig, TracingConfig } from './observability-schema.js';
 export type Strategy = (typeof STRATEGIES)[number];
 export type LogLevel = (typeof LOG_LEVELS)[number];

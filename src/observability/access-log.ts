@@ -64,7 +64,7 @@ export function createAccessLog(logger: Logger): (Phases & { flush(): void }) | 
       // request_id matches [A-Za-z0-9._-] and the client address is an IP: both are JSON-safe as they are.
       const line =
         `${error !== undefined && error.status >= 500 ? warn : info}${time()}${bindings}` +
-        `,"request_id":"${ctx.requestId}","client":"${ctx.clientAddress}","method":${JSON.stringify(req.method)}` +
+        `,"request_id":"${ctx.requestId}"${ctx.traceId === '' ? '' : `,"trace_id":"${ctx.traceId}"`},"client":"${ctx.clientAddress}","method":${JSON.stringify(req.method)}` +
         `,"path":${JSON.stringify(ctx.path)},${upstreamOf(ctx.backend)},"status":${ctx.status},"bytes":${ctx.bytesSent}` +
         `,"duration_ms":${Math.round((performance.now() - ctx.startedAt) * 100) / 100}` +
         `,"user_agent":${ua === undefined ? 'null' : JSON.stringify(ua)},"retries":${ctx.retries}${failure}` +

@@ -14,6 +14,10 @@ export class RequestContext {
   /** performance.now() when the request arrived. */
   readonly startedAt: number;
   requestId = '';
+  /** W3C trace id, and the traceparent / tracestate sent upstream; set by the trace-context phase. */
+  traceId = '';
+  traceParent = '';
+  traceState: string | undefined = undefined;
   /** The TCP peer. */
   peerAddress: string;
   /** The client as far as trusted proxies let us see it; the peer otherwise. */

@@ -290,7 +290,7 @@ async function startWorker(start: StartMessage): Promise<number> {
 
   const rateLimit = config.middleware.rate_limit;
   const shared = rateLimit.enabled && rateLimit.store.type === 'memory' ? new IpcStore(process) : undefined;
-  const proxy: Proxy = createProxy(config, { logger, clusterWorker: true, ...(shared !== undefined ? { rateLimitStore: shared } : {}) });
+  const proxy: Proxy = createProxy(config, { logger, clusterWorker: true, admin: false, ...(shared !== undefined ? { rateLimitStore: shared } : {}) });
   let address: AddressInfo;
   try {
     address = await proxy.listen();

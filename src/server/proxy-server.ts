@@ -21,6 +21,8 @@ export interface ProxyServerOptions {
    * Counting here closes the extra connection right after accept, as a single process does.
    */
   countConnections?: boolean;
+  /** A request Node's parser refused was answered with this status (metrics). */
+  onRejected?: (status: number) => void;
 }
 
 /**
@@ -34,6 +36,7 @@ export class ProxyServer {
   readonly #pipeline: Pipeline;
   readonly #logger: Logger;
   readonly #onClosed: (() => Promise<void> | void) | undefined;
+  readonly #onRejected: ((status: number) => void) | undefined;
   #shutdown: Promise<void> | undefined;
   #refused = 0;
   #refusedLogged = 0;
@@ -46,6 +49,7 @@ export class ProxyServer {
     this.#pipeline = options.pipeline;
     this.#logger = options.logger;
     this.#onClosed = options.onClosed;
+    this.#onRejected = options.onRejected;
     const config = options.config;
     const server = createServer(
       {
@@ -158,6 +162,7 @@ export class ProxyServer {
     );
     setTimeout(() => socket.destroy(), 1_000).unref();
     this.#logger.info({ request_id: requestId, client, status, error: code, cause: err.code ?? err.message }, 'Request Completed');
+    this.#onRejected?.(status);
   }
 
   #connectionRefused(): void {

@@ -67,6 +67,8 @@ export interface TestProxy {
   proxy: Proxy;
   url: string;
   port: number;
+  /** The admin listener's base URL ('' when admin is off). */
+  adminUrl: string;
   /** Every log line the proxy wrote, parsed. */
   logs: Record<string, unknown>[];
   close(): Promise<void>;
@@ -87,7 +89,7 @@ type Json = Record<string, unknown>;
  */
 export async function startProxy(
   upstreams: (Backend | { name: string; port: number; weight?: number; address?: string })[],
-  config: { server?: Json; load_balancing?: Json; middleware?: Json; logging?: Json } = {},
+  config: { server?: Json; load_balancing?: Json; middleware?: Json; logging?: Json; admin?: Json; metrics?: Json; tracing?: Json } = {},
   options: ProxyTestOptions = {},
 ): Promise<TestProxy> {
   const logs: Record<string, unknown>[] = [];
@@ -105,6 +107,10 @@ export async function startProxy(
     },
     middleware: config.middleware ?? {},
     logging: config.logging ?? {},
+    // The admin listener on a free port, so proxies in parallel tests never compete for 9901.
+    admin: { port: 0, ...config.admin },
+    metrics: config.metrics ?? {},
+    tracing: config.tracing ?? {},
   });
   const logger = pino({ level: options.level ?? 'debug', base: null }, stream);
   const proxy = createProxy(parsed, {
@@ -114,7 +120,15 @@ export async function startProxy(
     ...(options.phases ? { phases: options.phases } : {}),
   });
   const address = await proxy.listen();
-  return { proxy, url: `http://127.0.0.1:${address.port}`, port: address.port, logs, close: () => proxy.close() };
+  const admin = proxy.admin?.address();
+  return {
+    proxy,
+    url: `http://127.0.0.1:${address.port}`,
+    port: address.port,
+    adminUrl: admin === undefined ? '' : `http://127.0.0.1:${admin.port}`,
+    logs,
+    close: () => proxy.close(),
+  };
 }
 
 /** A clock the test moves by hand. */

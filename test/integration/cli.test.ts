@@ -21,6 +21,8 @@ function config(port: number, upstreamPorts: number[], extra = ''): string {
     'load_balancing:',
     '  upstreams:',
     ...upstreamPorts.flatMap((p, i) => [`    - name: "b${i + 1}"`, '      address: "127.0.0.1"', `      port: ${p}`]),
+    'admin:',
+    '  port: 0',
     extra,
   ].join('\n');
 }
@@ -71,6 +73,8 @@ describe('the tollgate command', () => {
       'load_balancing:\n  upstreams:\n    - name: a\n      address: 127.0.0.1\n      port: 3000\n    - name: b\n      address: 127.0.0.1\n      port: 70000\n',
       /proxy\.yaml:8:13 load_balancing\.upstreams\[1\]\.port: must be 1-65535, got 70000/,
     ],
+    ['an admin port out of range', 'load_balancing:\n  upstreams:\n    - {name: a, address: 127.0.0.1, port: 1}\nadmin:\n  port: 70000\n', /proxy\.yaml:5:9 admin\.port: must be 0-65535, got 70000/],
+    ['tracing that is not a mapping', 'load_balancing:\n  upstreams:\n    - {name: a, address: 127.0.0.1, port: 1}\ntracing: on\n', /proxy\.yaml:4:10 tracing: /],
     ['missing upstreams', 'server:\n  listen_port: 8080\nload_balancing:\n  strategy: random\n', /proxy\.yaml:4:3 load_balancing\.upstreams: is required/],
     ['an unset environment variable', 'load_balancing:\n  upstreams:\n    - {name: a, address: "${TOLLGATE_UNSET_HOST}", port: 1}\n', /proxy\.yaml:3:26 load_balancing\.upstreams\[0\]\.address: environment variable TOLLGATE_UNSET_HOST is not set/],
   ];
@@ -86,6 +90,43 @@ describe('the tollgate command', () => {
       assert.match(run.stderr, expected);
     });
   }
+
+  test('the admin listener of the built CLI: its address is logged; /metrics, /api/status and the dashboard files are served from the package', async () => {
+    const backend = await startBackend('b');
+    const port = await closedPort();
+    const child = startCli(['--config', writeConfig(config(port, [backend.port]))]);
+    try {
+      const [, adminPort] = await waitForOutput(child, /admin listening on http:\/\/127\.0\.0\.1:(\d+)\//);
+      await waitForOutput(child, /listening on 127\.0\.0\.1:\d+/);
+      assert.equal((await request(`http://127.0.0.1:${port}/x`)).status, 200);
+      const admin = `http://127.0.0.1:${adminPort}`;
+      await waitFor(() => /"msg":"Request Completed"/.test(child.output.stdout), 5000, 'the completion line');
+      const metrics = await request(`${admin}/metrics`);
+      assert.match(metrics.body, /^tollgate_requests_total\{status_class="2xx",method="GET",upstream="b1"\} 1$/m);
+      assert.equal((await request(`${admin}/api/status`)).json<{ totals: { requests: number } }>().totals.requests, 1);
+      for (const path of ['/', '/dashboard.js', '/dashboard.css', '/vendor/uPlot.iife.min.js', '/vendor/uPlot.min.css']) {
+        assert.equal((await request(`${admin}${path}`)).status, 200, path);
+      }
+      assert.match(child.output.stdout, /"trace_id":"[0-9a-f]{32}"/, 'the completion line has the trace id');
+    } finally {
+      child.kill('SIGTERM');
+      await once(child, 'exit');
+      await backend.close();
+    }
+  });
+
+  test('an admin port in use: the proxy does not start (exit 1) and its own port is released', async () => {
+    const backend = await startBackend('b');
+    const port = await closedPort();
+    try {
+      const run = await runCli(['--config', writeConfig(config(port, [backend.port]).replace('  port: 0', `  port: ${backend.port}`))]);
+      assert.equal(run.code, 1);
+      assert.match(run.stdout, /EADDRINUSE/);
+      assert.ok(await portIsClosed(port));
+    } finally {
+      await backend.close();
+    }
+  });
 
   test('a bad config for a run: nothing listens', async () => {
     const port = await closedPort();
@@ -180,7 +221,8 @@ describe('the tollgate command', () => {
       .replace('listen_port: 8080', `listen_port: ${proxyPort}\n  listen_address: "127.0.0.1"`)
       .replace('port: 3000', `port: ${p1}`)
       .replace('port: 3001', `port: ${p2}`)
-      .replace('port: 3002', `port: ${p3}`);
+      .replace('port: 3002', `port: ${p3}`)
+      .concat('\nadmin:\n  port: 0\n');
     const demo = spawn(process.execPath, [join(ROOT, 'dist/demo.js'), writeConfig(text)], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
     const output = { stdout: '', stderr: '' };
     demo.stdout.on('data', (c: Buffer) => (output.stdout += c.toString()));
@@ -212,7 +254,7 @@ describe('the tollgate command', () => {
     }
     const upstreamPort = Number(/port (\d+)/.exec(out)?.[1]);
     const port = await closedPort();
-    const text = readFileSync(join(ROOT, 'test/fixtures/brief.yaml'), 'utf8').replace('listen_port: 8080', `listen_port: ${port}`).replace('port: 3000', `port: ${upstreamPort}`);
+    const text = readFileSync(join(ROOT, 'test/fixtures/brief.yaml'), 'utf8').replace('listen_port: 8080', `listen_port: ${port}`).replace('port: 3000', `port: ${upstreamPort}`).concat('\nadmin:\n  port: 0\n');
     const child = startCli(['--config', writeConfig(text)]);
     try {
       await waitForOutput(child, /listening on/);

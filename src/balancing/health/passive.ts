@@ -34,6 +34,7 @@ export class OutlierDetector {
     if (now - backend.ejectedUntil > this.#config.max_ejection_ms) backend.ejections = 0;
     const duration = Math.min(this.#config.base_ejection_ms * 2 ** backend.ejections, this.#config.max_ejection_ms);
     backend.ejections++;
+    backend.ejectionsTotal++;
     backend.ejectedUntil = now + duration;
     backend.rampStart = backend.ejectedUntil;
     backend.consecutiveFailures = 0;

@@ -94,6 +94,9 @@ describe('parseConfig: valid configs', () => {
         rate_limit: { enabled: true, requests_per_minute: 100, burst_size: 10, max_keys: 100_000, store: { type: 'memory' } },
       },
       logging: { level: 'info', format: 'json' },
+      admin: { enabled: true, address: '127.0.0.1', port: 9901 },
+      metrics: { enabled: true },
+      tracing: { enabled: true, sample_new_traces: true, server_timing: true },
     });
   });
 

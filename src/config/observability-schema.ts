@@ -1,0 +1,43 @@
+/**
+ * Schema of the monitoring keys (`admin`, `metrics`, `tracing`), kept apart from schema.ts so the rest of
+ * the config can change without touching them. Types come from the schema, as everywhere else.
+ */
+import { isIP } from 'node:net';
+import { z } from 'zod';
+
+const flag = (fallback: boolean) => z.boolean({ error: 'must be true or false' }).default(fallback);
+
+export const adminSchema = z.strictObject({
+  /** The admin listener: dashboard, /metrics, /api/status. On by default, on the loopback address only. */
+  enabled: flag(true),
+  /** An IP address; a public one exposes upstream addresses and traffic figures to whoever can reach it. */
+  address: z
+    .string({ error: 'must be an IP address' })
+    .refine((a) => isIP(a) !== 0, 'must be an IP address such as "127.0.0.1" or "::1"')
+    .default('127.0.0.1'),
+  /** 0 picks a free port (tests). */
+  port: z
+    .number({ error: 'must be a port number (0-65535)' })
+    .int('must be a whole number (0-65535)')
+    .min(0, 'must be 0-65535')
+    .max(65535, 'must be 0-65535')
+    .default(9901),
+});
+
+export const metricsSchema = z.strictObject({
+  /** Per-request counters and latency (Prometheus and the dashboard); false leaves only scrape-time gauges. */
+  enabled: flag(true),
+});
+
+export const tracingSchema = z.strictObject({
+  /** W3C Trace Context: continue the client's traceparent with a new span id, or start a trace. */
+  enabled: flag(true),
+  /** trace-flags of traces Tollgate starts: sampled (01) by default, so parent-based samplers behind it record them. */
+  sample_new_traces: flag(true),
+  /** `Server-Timing: upstream;dur=<ms>` on proxied responses; independent of `enabled`. */
+  server_timing: flag(true),
+});
+
+export type AdminConfig = z.infer<typeof adminSchema>;
+export type MetricsConfig = z.infer<typeof metricsSchema>;
+export type TracingConfig = z.infer<typeof tracingSchema>;
