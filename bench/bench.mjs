@@ -107,6 +107,7 @@ const MINIMAL = {
   auth: false,
   rateLimit: false,
   logLevel: 'warn',
+  monitoring: false,
 };
 // tollgate-no_monitoring: tollgate's config with metrics, tracing and Server-Timing off.
 const NO_MONITORING = { monitoring: false };

@@ -1,0 +1,168 @@
+#!/usr/bin/env node
+// Instructions per request, counted by valgrind's callgrind: deterministic where req/s on a shared machine
+// is not (the same config measured twice agreed within 0.1%), so feature costs of a few percent show.
+// Variants:
+//   tollgate               the brief's config: bearer auth, a rate limit that never triggers, info logging
+//                          to a file, metrics, tracing and Server-Timing on (the defaults)
+//   tollgate-no_monitoring the same with metrics, tracing and Server-Timing off
+//   tollgate-minimal       everything optional off: no auth, rate limit, health checks, retries or
+//                          monitoring; log level warn
+//   bare                   bench/bare-forwarder.mjs (node:http + undici, no features)
+// For each: start the proxy under callgrind with instrumentation off, send WARMUP requests so V8 has
+// compiled the hot path, switch instrumentation on, send REQUESTS requests (keep-alive, 8 at a time), dump
+// and divide the instructions by REQUESTS. The backend and the client share one Node process outside
+// valgrind.
+//
+//   node bench/instructions.mjs [--requests N] [--warmup N] [--repeats N] [--variants a,b]
+//   (defaults 6000, 15000, 1, all four); wrap it in `flock /tmp/bench.lock ...` on a shared machine
+import { execFileSync, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const args = process.argv.slice(2);
+const opt = (name, dflt) => {
+  const i = args.indexOf(name);
+  return i === -1 ? dflt : Number(args[i + 1]);
+};
+const REQUESTS = opt('--requests', 6000);
+const WARMUP = opt('--warmup', 15000);
+const REPEATS = opt('--repeats', 1);
+const ALL = ['tollgate', 'tollgate-no_monitoring', 'tollgate-minimal', 'bare'];
+const vi = args.indexOf('--variants');
+const VARIANTS = vi === -1 ? ALL : String(args[vi + 1]).split(',');
+for (const v of VARIANTS) if (!ALL.includes(v)) throw new Error(`unknown variant ${v}; known: ${ALL.join(', ')}`);
+const TOKEN = 'dev-token-123';
+const BODY = 'tollgate-bench-payload:'.padEnd(100, '0123456789abcdefghijklmnopqrstuvwxyz');
+
+async function freePort() {
+  const s = net.createServer().listen(0, '127.0.0.1');
+  await new Promise((r) => s.once('listening', r));
+  const { port } = s.address();
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+const agent = new http.Agent({ keepAlive: true, maxSockets: 8 });
+function get(port, headers = { authorization: `Bearer ${TOKEN}` }) {
+  return new Promise((resolve) => {
+    const req = http.get({ host: '127.0.0.1', port, path: '/', headers, agent }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode));
+    });
+    req.on('error', () => resolve(0));
+  });
+}
+
+async function send(port, n) {
+  let next = 0;
+  let failed = 0;
+  const worker = async () => {
+    while (next < n) {
+      next++;
+      if ((await get(port)) !== 200) failed++;
+    }
+  };
+  await Promise.all(Array.from({ length: 8 }, worker));
+  if (failed > 0) throw new Error(`${failed} of ${n} requests failed`);
+}
+
+function totalIr(file) {
+  // The dump's "totals:" line holds the instructions collected ("summary:" stays 0 when instrumentation was
+  // switched on and off by callgrind_control).
+  const text = fs.readFileSync(file, 'utf8');
+  const m = /^totals:\s+(\d+)/m.exec(text) ?? /^summary:\s+(\d+)/m.exec(text);
+  if (!m) throw new Error(`no totals in ${file}`);
+  return Number(m[1]);
+}
+
+function configFor(variant, port, backendPort, logFile) {
+  const full = variant !== 'tollgate-minimal';
+  const monitoring = variant === 'tollgate';
+  return `server: { listen_port: ${port}, listen_address: "127.0.0.1" }
+load_balancing:
+  upstreams:
+    - { name: "backend1", address: "127.0.0.1", port: ${backendPort} }
+${full ? '' : '  health_check: { active: { enabled: false }, passive: { enabled: false } }\n  retries: { max_retries: 0 }\n'}middleware:
+  auth: { enabled: ${full}, valid_tokens: ["${TOKEN}"] }
+  rate_limit: { enabled: ${full}, requests_per_minute: 60000000, burst_size: 10000000 }
+logging: { level: ${full ? 'info' : 'warn'}, file: ${JSON.stringify(logFile)} }
+admin: { port: 0 }
+metrics: { enabled: ${monitoring} }
+tracing: { enabled: ${monitoring}, server_timing: ${monitoring} }
+`;
+}
+
+async function measure(dir, backendPort, variant, repeat) {
+  const port = await freePort();
+  const name = `${variant}-${repeat}`;
+  const cfg = path.join(dir, `${name}.yaml`);
+  fs.writeFileSync(cfg, configFor(variant, port, backendPort, path.join(dir, `${name}.log`)));
+  const command = variant === 'bare' ? ['bench/bare-forwarder.mjs', String(port), `127.0.0.1:${backendPort}`] : ['dist/cli.js', '--config', cfg];
+  const out = path.join(dir, `callgrind.${name}`);
+  const child = spawn('taskset', ['-c', '0', 'valgrind', '--tool=callgrind', '--instr-atstart=no', '--smc-check=all-non-file', `--callgrind-out-file=${out}`, process.execPath, ...command], {
+    cwd: ROOT,
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env, LOG_LEVEL: '' },
+  });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  const deadline = Date.now() + 120_000;
+  while ((await get(port)) !== 200) {
+    if (Date.now() > deadline || child.exitCode !== null) throw new Error(`proxy under valgrind did not start: ${stderr.slice(-2000)}`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  await send(port, WARMUP);
+  execFileSync('callgrind_control', ['-i', 'on', String(child.pid)], { stdio: 'ignore' });
+  await send(port, REQUESTS);
+  execFileSync('callgrind_control', ['-i', 'off', String(child.pid)], { stdio: 'ignore' });
+  execFileSync('callgrind_control', ['-d', 'measured', String(child.pid)], { stdio: 'ignore' });
+  const dump = fs.readdirSync(dir).filter((f) => f.startsWith(`callgrind.${name}.`)).map((f) => path.join(dir, f)).sort().at(-1);
+  const ir = totalIr(dump);
+  child.kill('SIGTERM');
+  await new Promise((r) => child.once('exit', r));
+  return ir / REQUESTS;
+}
+
+async function main() {
+  if (!fs.existsSync(path.join(ROOT, 'dist/cli.js'))) execFileSync('npm', ['run', 'build'], { cwd: ROOT, stdio: 'inherit' });
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tollgate-callgrind-'));
+  const backend = http.createServer((_req, res) => res.end(BODY)).listen(0, '127.0.0.1');
+  await new Promise((r) => backend.once('listening', r));
+  const results = Object.fromEntries(VARIANTS.map((v) => [v, []]));
+  console.log(`instructions per request under callgrind: ${WARMUP} warm-up, ${REQUESTS} measured, ${REPEATS} repeat(s); node ${process.version}`);
+  for (let i = 0; i < REPEATS; i++) {
+    for (const variant of VARIANTS) {
+      const perRequest = await measure(dir, backend.address().port, variant, i);
+      results[variant].push(perRequest);
+      console.log(`${variant} run ${i + 1}: ${Math.round(perRequest).toLocaleString('en-US')}`);
+    }
+  }
+  const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
+  const m = Object.fromEntries(VARIANTS.map((v) => [v, mean(results[v])]));
+  console.log('\n| variant | instructions per request | vs tollgate-minimal | vs bare |\n| --- | ---: | ---: | ---: |');
+  for (const v of VARIANTS) {
+    const vs = (base) => (m[base] === undefined ? 'n/a' : `${((m[v] / m[base] - 1) * 100).toFixed(1)}%`);
+    console.log(`| ${v} | ${Math.round(m[v]).toLocaleString('en-US')} | ${vs('tollgate-minimal')} | ${vs('bare')} |`);
+  }
+  if (m.tollgate !== undefined && m['tollgate-no_monitoring'] !== undefined) {
+    const r = m['tollgate-no_monitoring'] / m.tollgate;
+    console.log(`${r >= 0.95 ? 'PASS' : 'FAIL'} monitoring cost: throughput implied by instructions ${r.toFixed(3)} of the config without it (>= 0.95)`);
+  }
+  if (m.tollgate !== undefined && m['tollgate-minimal'] !== undefined) {
+    const r = m['tollgate-minimal'] / m.tollgate;
+    console.log(`${r >= 0.9 ? 'PASS' : 'FAIL'} features cost: throughput implied by instructions ${r.toFixed(3)} of tollgate-minimal (>= 0.90)`);
+  }
+  backend.close();
+  agent.destroy();
+  fs.rmSync(dir, { recursive: true, force: true });
+}
+
+main().catch((err) => {
+  console.error(`instructions: ${err.stack ?? err}`);
+  process.exit(1);
+});
