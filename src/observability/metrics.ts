@@ -119,7 +119,7 @@ export interface CounterSnapshot {
   ejections: number[];
 }
 
-/** The upstream gauges, per upstream in config order. */
+/** The upstream gauges, per upstream in config order; an upstream without a value has no sample. */
 export interface UpstreamGauges {
   readonly inflight: ArrayLike<number>;
   /** 1 while active health checks say up, else 0. */
@@ -411,8 +411,12 @@ export function registerProxyMetrics(registry: Registry, upstreams: readonly str
     labelNames: ['upstream'],
     registers,
     collect() {
+      this.reset();
       const { inflight } = reader.upstreams();
-      upstreams.forEach((upstream, i) => this.set({ upstream }, inflight[i] ?? 0));
+      upstreams.forEach((upstream, i) => {
+        const value = inflight[i];
+        if (value !== undefined) this.set({ upstream }, value);
+      });
     },
   });
   new Gauge({
@@ -421,8 +425,12 @@ export function registerProxyMetrics(registry: Registry, upstreams: readonly str
     labelNames: ['upstream'],
     registers,
     collect() {
+      this.reset();
       const { healthy } = reader.upstreams();
-      upstreams.forEach((upstream, i) => this.set({ upstream }, healthy[i] ?? 0));
+      upstreams.forEach((upstream, i) => {
+        const value = healthy[i];
+        if (value !== undefined) this.set({ upstream }, value);
+      });
     },
   });
   new Gauge({
@@ -431,8 +439,12 @@ export function registerProxyMetrics(registry: Registry, upstreams: readonly str
     labelNames: ['upstream'],
     registers,
     collect() {
+      this.reset();
       const { ejected } = reader.upstreams();
-      upstreams.forEach((upstream, i) => this.set({ upstream }, ejected[i] ?? 0));
+      upstreams.forEach((upstream, i) => {
+        const value = ejected[i];
+        if (value !== undefined) this.set({ upstream }, value);
+      });
     },
   });
   new Counter({
