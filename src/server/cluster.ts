@@ -395,7 +395,13 @@ async function startWorker(start: StartMessage): Promise<number> {
   // The primary's admin listener asks for this worker's numbers; answering never throws.
   process.on('message', (message: unknown) => {
     if (!isMessage<SnapshotRequest>(message, 'tollgate:snapshot')) return;
-    void answerSnapshot(proxy, message, logger).then((reply) => process.send?.(reply, undefined, undefined, ignoreSendError));
+    void answerSnapshot(proxy, message, logger).then((reply) => {
+      try {
+        process.send?.(reply, undefined, undefined, ignoreSendError);
+      } catch (err) {
+        logger.debug({ err }, 'cannot send the snapshot to the primary');
+      }
+    });
   });
   let address: AddressInfo;
   try {
