@@ -4,7 +4,7 @@
  */
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
-import { AdminServer } from './admin/server.js';
+import { AdminServer, logAdminListening } from './admin/server.js';
 import { buildStatus } from './admin/status.js';
 import { LoadBalancer } from './balancing/load-balancer.js';
 import type { Config } from './config/schema.js';
@@ -134,9 +134,7 @@ export function createProxy(config: Config, options: ProxyOptions): Proxy {
       const address = await server.listen();
       balancer.start();
       if (admin !== undefined) {
-        const at = await admin.listen();
-        const host = at.family === 'IPv6' ? `[${at.address}]` : at.address;
-        logger.info({ admin_address: at.address, admin_port: at.port }, `admin listening on http://${host}:${at.port}/ (dashboard, /metrics, /api/status)`);
+        logAdminListening(logger, await admin.listen());
       }
       return address;
     },

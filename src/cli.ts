@@ -152,8 +152,19 @@ async function main(argv: string[]): Promise<number> {
   });
 }
 
-/** Cluster mode: fork the workers, then drain them all on the first signal (exit at once on a second). */
+/**
+ * Cluster mode: start the admin listener, fork the workers, then drain them all on the first signal (the
+ * admin listener closes once they have exited; exit at once on a second signal).
+ */
 async function runPrimary(primary: Primary, logger: Logger, flush: () => void, listening: (address: AddressInfo, extra: Record<string, unknown>) => void): Promise<number> {
+  // The instance's admin listener is the primary's; workers run none.
+  try {
+    await primary.listenAdmin();
+  } catch (err) {
+    logger.fatal({ err }, 'cannot listen');
+    flush();
+    return 1;
+  }
   try {
     listening(await primary.start(), { workers: primary.workerPids.length, worker_pids: primary.workerPids });
   } catch (err) {

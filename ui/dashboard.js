@@ -105,6 +105,13 @@
     set('version', `v${s.version}`);
     set('uptime', duration(s.uptime_s));
     byId('draining').hidden = !s.draining;
+    // Cluster mode: how many workers the numbers come from.
+    const workers = byId('workers');
+    workers.hidden = s.cluster === undefined;
+    if (s.cluster !== undefined) {
+      const missing = s.cluster.running - s.cluster.answered;
+      set('workers', `${s.cluster.running} workers${missing > 0 ? ` (${missing} not answering)` : ''}`);
+    }
     set('total-requests', int(s.totals.requests));
     set('rps', int(s.current.rps));
     set('p50', ms(s.current.p50_ms));

@@ -34,6 +34,12 @@ const MAX_BUFFERED = 1024 * 1024;
 /** Seconds between two SSE events. */
 export const EVENT_INTERVAL_MS = 1000;
 
+/** The line that tells where the admin listener is (tests with `admin.port: 0` read the port from it). */
+export function logAdminListening(logger: Logger, at: AddressInfo): void {
+  const host = at.family === 'IPv6' ? `[${at.address}]` : at.address;
+  logger.info({ admin_address: at.address, admin_port: at.port }, `admin listening on http://${host}:${at.port}/ (dashboard, /metrics, /api/status)`);
+}
+
 export interface AdminServerOptions {
   config: AdminConfig;
   logger: Logger;

@@ -4,8 +4,8 @@
  * nothing here runs per proxied request.
  */
 import type { Backend } from '../balancing/backend.js';
-import type { ProxyMetrics } from '../observability/metrics.js';
-import { STATUS_CLASSES } from '../observability/stats.js';
+import type { ProxyMetrics, Totals } from '../observability/metrics.js';
+import { STATUS_CLASSES, type Series, type WindowSummary } from '../observability/stats.js';
 import type { Clock } from '../util/clock.js';
 
 /** Seconds of history in `series` and in the `recent` figures. */
@@ -49,6 +49,51 @@ export interface Status {
   /** One point per complete second, oldest first; `t` in epoch seconds. */
   series: { t: number[]; rps: number[]; p50_ms: (number | null)[]; p99_ms: (number | null)[]; status: Record<string, number[]> };
   upstreams: UpstreamStatus[];
+  /** Cluster mode only: the primary's view of its workers. */
+  cluster?: ClusterStatus;
+}
+
+export interface ClusterStatus {
+  /** `server.workers`. */
+  workers: number;
+  /** Worker processes running now. */
+  running: number;
+  /** Workers whose numbers are in this document (the others did not answer in time). */
+  answered: number;
+  /** Workers restarted since start. */
+  restarts: number;
+  processes: { slot: number; pid: number; uptime_s: number; answered: boolean }[];
+}
+
+/** An upstream's live state, as the status document needs it. */
+export interface UpstreamState {
+  name: string;
+  address: string;
+  healthy: boolean;
+  ejected: boolean;
+  inflight: number;
+  weight: number;
+}
+
+/** Everything the status document is made of, gathered (one process) or merged (a cluster primary). */
+export interface StatusInput {
+  version: string;
+  /** Epoch milliseconds now, and when the proxy (or the primary) was built. */
+  wall: number;
+  startedAt: number;
+  draining: boolean;
+  recording: boolean;
+  connectionsOpen: number;
+  connectionsRefused: number;
+  totals: Totals;
+  /** Over RECENT_SECONDS and CURRENT_SECONDS, and the per-second series; undefined without recording. */
+  recent: WindowSummary | undefined;
+  current: WindowSummary | undefined;
+  series: Series | undefined;
+  /** Epoch second of a second of `series`. */
+  epochSecond: (second: number) => number;
+  upstreams: readonly UpstreamState[];
+  cluster?: ClusterStatus;
 }
 
 export interface StatusSources {
@@ -72,24 +117,40 @@ const round = (ms: number | null): number | null => (ms === null ? null : Math.r
 
 /** Builds the status document. `mono` is performance.now() (the clock the metrics record with). */
 export async function buildStatus(src: StatusSources, mono = performance.now(), wall = Date.now()): Promise<Status> {
-  const totals = src.metrics.totals();
   const stats = src.metrics.stats;
-  const recent = stats?.summary(mono, RECENT_SECONDS);
-  const current = stats?.summary(mono, CURRENT_SECONDS);
-  const series = stats?.series(mono);
-  const lastSecond = series === undefined ? 0 : (series.requests[series.requests.length - 1] ?? 0);
-  let routed = 0;
-  if (recent !== undefined) for (let i = 1; i < recent.byUpstream.length; i++) routed += recent.byUpstream[i] as number;
   const now = src.clock();
   // Monotonic second s began at wall time s * 1000 + (wall - mono).
   const offset = wall - mono;
-  return {
+  return statusDocument({
     version: src.version,
-    time: wall,
-    uptime_s: Math.round((wall - src.startedAt) / 1000),
+    wall,
+    startedAt: src.startedAt,
     draining: src.draining(),
-    metrics: src.metrics.recording,
-    connections: { open: await src.connectionsOpen(), refused_total: src.connectionsRefused() },
+    recording: src.metrics.recording,
+    connectionsOpen: await src.connectionsOpen(),
+    connectionsRefused: src.connectionsRefused(),
+    totals: src.metrics.totals(),
+    recent: stats?.summary(mono, RECENT_SECONDS),
+    current: stats?.summary(mono, CURRENT_SECONDS),
+    series: stats?.series(mono),
+    epochSecond: (s) => Math.round((s * 1000 + offset) / 1000),
+    upstreams: src.backends.map((b) => ({ name: b.name, address: b.address, healthy: b.healthy, ejected: now < b.ejectedUntil, inflight: b.inflight, weight: b.weight })),
+  });
+}
+
+/** The status document from its parts. */
+export function statusDocument(input: StatusInput): Status {
+  const { totals, recent, current, series } = input;
+  const lastSecond = series === undefined ? 0 : (series.requests[series.requests.length - 1] ?? 0);
+  let routed = 0;
+  if (recent !== undefined) for (let i = 1; i < recent.byUpstream.length; i++) routed += recent.byUpstream[i] as number;
+  const status: Status = {
+    version: input.version,
+    time: input.wall,
+    uptime_s: Math.round((input.wall - input.startedAt) / 1000),
+    draining: input.draining,
+    metrics: input.recording,
+    connections: { open: input.connectionsOpen, refused_total: input.connectionsRefused },
     totals: {
       requests: totals.requests,
       status: byClass(totals.byClass),
@@ -106,27 +167,28 @@ export async function buildStatus(src: StatusSources, mono = performance.now(), 
       rate_limited: recent?.rateLimited ?? 0,
     },
     series: {
-      t: series?.seconds.map((s) => Math.round((s * 1000 + offset) / 1000)) ?? [],
+      t: series?.seconds.map(input.epochSecond) ?? [],
       rps: series?.requests ?? [],
       p50_ms: series?.p50Ms.map(round) ?? [],
       p99_ms: series?.p99Ms.map(round) ?? [],
       status: Object.fromEntries(STATUS_CLASSES.map((c, i) => [c, series?.byClass[i] ?? []])),
     },
-    upstreams: src.backends.map((b, i) => {
-      const ejected = now < b.ejectedUntil;
+    upstreams: input.upstreams.map((u, i) => {
       const recentRequests = recent?.byUpstream[i + 1] ?? 0;
       return {
-        name: b.name,
-        address: b.address,
-        state: !b.healthy ? 'down' : ejected ? 'ejected' : 'up',
-        healthy: b.healthy,
-        ejected,
-        inflight: b.inflight,
-        weight: b.weight,
+        name: u.name,
+        address: u.address,
+        state: !u.healthy ? 'down' : u.ejected ? 'ejected' : 'up',
+        healthy: u.healthy,
+        ejected: u.ejected,
+        inflight: u.inflight,
+        weight: u.weight,
         requests: totals.byUpstream[i + 1] ?? 0,
         recent_requests: recentRequests,
         share: routed === 0 ? null : Math.round((recentRequests / routed) * 1000) / 1000,
       };
     }),
   };
+  if (input.cluster !== undefined) status.cluster = input.cluster;
+  return status;
 }

@@ -41,8 +41,7 @@ export class Backend implements Peer {
     this.weight = upstream.weight;
     this.host = upstream.address;
     this.port = upstream.port;
-    const host = upstream.address.includes(':') ? `[${upstream.address}]` : upstream.address;
-    this.address = `${host}:${upstream.port}`;
+    this.address = upstreamAddress(upstream);
     this.origin = `http://${this.address}`;
     this.pool = new Pool(this.origin, {
       connections: lb.pool.max_connections,
@@ -81,4 +80,10 @@ export class Backend implements Peer {
     this.latencyMs = peakEwma(this.latencyMs, this.latencyAt, ms, now);
     this.latencyAt = now;
   }
+}
+
+/** `host:port` of an upstream (an IPv6 address in brackets), as logs and the status document show it. */
+export function upstreamAddress(upstream: Pick<UpstreamConfig, 'address' | 'port'>): string {
+  const host = upstream.address.includes(':') ? `[${upstream.address}]` : upstream.address;
+  return `${host}:${upstream.port}`;
 }

@@ -83,6 +83,24 @@ export interface Series {
 }
 
 /**
+ * The seconds of a RollingStats that had requests, as plain arrays: what a cluster worker sends its primary,
+ * which adds every worker's into one ring (`absorb`). Per-second arrays are flattened.
+ */
+export interface StatsExport {
+  /** The seconds, oldest first, in the timeline the receiver uses (epoch seconds between processes). */
+  seconds: number[];
+  requests: number[];
+  /** STATUS_CLASSES.length numbers per second. */
+  byClass: number[];
+  unauthorized: number[];
+  rateLimited: number[];
+  /** `upstreamSlots` numbers per second. */
+  byUpstream: number[];
+  /** Per second, the non-zero latency sketch buckets as [index, count, index, count, ...]. */
+  latency: number[][];
+}
+
+/**
  * A ring of `windowSeconds` one-second slots. The slot of the current second fills as requests finish;
  * summaries and series read only complete seconds, so a figure never drops because its second has just
  * begun.
@@ -177,6 +195,60 @@ export class RollingStats {
       out.p99Ms.push(sketchQuantile(this.#latency, 0.99, slot * SKETCH_BUCKETS, count));
     }
     return out;
+  }
+
+  /**
+   * The complete seconds of the window that had requests, for `absorb` elsewhere. `toSecond` maps this
+   * ring's seconds onto the receiver's timeline (identity by default).
+   */
+  export(nowMs: number, toSecond: (second: number) => number = (s) => s): StatsExport {
+    const current = this.#moveTo(nowMs);
+    const classes = STATUS_CLASSES.length;
+    const out: StatsExport = { seconds: [], requests: [], byClass: [], unauthorized: [], rateLimited: [], byUpstream: [], latency: [] };
+    for (let s = Math.max(0, current - (this.windowSeconds - 1)); s < current; s++) {
+      const slot = s % this.windowSeconds;
+      const count = this.#count[slot] as number;
+      if (count === 0) continue;
+      out.seconds.push(toSecond(s));
+      out.requests.push(count);
+      for (let c = 0; c < classes; c++) out.byClass.push(this.#byClass[slot * classes + c] as number);
+      out.unauthorized.push(this.#unauthorized[slot] as number);
+      out.rateLimited.push(this.#rateLimited[slot] as number);
+      for (let u = 0; u < this.upstreamSlots; u++) out.byUpstream.push(this.#byUpstream[slot * this.upstreamSlots + u] as number);
+      const sketch: number[] = [];
+      const base = slot * SKETCH_BUCKETS;
+      for (let i = 0; i < SKETCH_BUCKETS; i++) {
+        const n = this.#latency[base + i] as number;
+        if (n > 0) sketch.push(i, n);
+      }
+      out.latency.push(sketch);
+    }
+    return out;
+  }
+
+  /**
+   * Adds an export (of a ring with as many upstreams, in this ring's timeline) into this ring, after moving
+   * it to `nowMs`. Seconds outside the window, or not yet begun here, are left out; malformed entries too.
+   */
+  absorb(data: StatsExport, nowMs: number): void {
+    const current = this.#moveTo(nowMs);
+    const classes = STATUS_CLASSES.length;
+    const slots = this.upstreamSlots;
+    for (let k = 0; k < data.seconds.length; k++) {
+      const s = data.seconds[k] as number;
+      if (!Number.isInteger(s) || s > current || s <= current - this.windowSeconds || s < 0) continue;
+      const slot = s % this.windowSeconds;
+      (this.#count[slot] as number) += data.requests[k] ?? 0;
+      (this.#unauthorized[slot] as number) += data.unauthorized[k] ?? 0;
+      (this.#rateLimited[slot] as number) += data.rateLimited[k] ?? 0;
+      for (let c = 0; c < classes; c++) (this.#byClass[slot * classes + c] as number) += data.byClass[k * classes + c] ?? 0;
+      for (let u = 0; u < slots; u++) (this.#byUpstream[slot * slots + u] as number) += data.byUpstream[k * slots + u] ?? 0;
+      const sketch = data.latency[k] ?? [];
+      for (let j = 0; j + 1 < sketch.length; j += 2) {
+        const i = sketch[j] as number;
+        if (Number.isInteger(i) && i >= 0 && i < SKETCH_BUCKETS) (this.#latency[slot * SKETCH_BUCKETS + i] as number) += sketch[j + 1] as number;
+      }
+    }
   }
 
   /** Moves the ring to the second of `nowMs` (clearing what fell out) and returns that second. */

@@ -9,22 +9,29 @@
  * - on SIGTERM / SIGINT tells every worker to drain (the same graceful shutdown as a single process) and
  *   exits once they have all exited.
  *
+ * - runs the instance's one admin listener (dashboard, /metrics, /api/status), whose numbers it gathers
+ *   from the workers on demand (`tollgate:snapshot`, merged by admin/cluster.ts); workers run none. On
+ *   shutdown it stays up while the workers drain, then closes.
+ *
  * `max_connections` is split between the workers (`connectionShare`), so the whole instance never holds
  * more; docs/deployment.md explains the trade-off. Every IPC message Tollgate sends is declared here (and
- * the rate-limit ones in limits/ipc-store.ts), so a later admin listener or metrics endpoint in the primary
- * adds its messages beside them.
+ * the rate-limit ones in limits/ipc-store.ts).
  */
 import cluster, { type Worker } from 'node:cluster';
 import type { AddressInfo } from 'node:net';
 import { availableParallelism } from 'node:os';
 import type { Logger } from 'pino';
+import { ClusterMonitor, type MonitoredWorker } from '../admin/cluster.js';
+import { AdminServer, logAdminListening } from '../admin/server.js';
 import { createProxy, type Proxy } from '../app.js';
 import type { Config } from '../config/schema.js';
 import { answerTakes, IpcStore, isTakeRequest, type TakeReply, type TakeRequest } from '../limits/ipc-store.js';
 import { MemoryStore } from '../limits/memory-store.js';
 import { policyFromRate } from '../limits/token-bucket.js';
+import type { MetricsSnapshot } from '../observability/metrics.js';
 import { createLogger } from '../observability/logger.js';
 import { monotonicClock } from '../util/clock.js';
+import { packageVersion } from '../util/version.js';
 
 /**
  * Worker → primary: ready for its start message. (The primary cannot send it on 'online': that comes
@@ -55,8 +62,27 @@ export interface ListeningMessage {
   readonly address: AddressInfo;
 }
 
-export type PrimaryMessage = StartMessage | ShutdownMessage | TakeReply;
-export type WorkerMessage = HelloMessage | ListeningMessage | TakeRequest;
+/**
+ * Primary → worker: send a snapshot of your numbers (the admin listener is being scraped, or builds its
+ * status document). `stats`: with the per-second history; `process`: with the process metrics.
+ */
+export interface SnapshotRequest {
+  readonly type: 'tollgate:snapshot';
+  readonly id: number;
+  readonly stats: boolean;
+  readonly process: boolean;
+}
+
+/** Worker → primary: the snapshot asked for by `id`, or the error that prevented it. */
+export interface SnapshotReply {
+  readonly type: 'tollgate:snapshot-reply';
+  readonly id: number;
+  readonly snapshot?: MetricsSnapshot;
+  readonly error?: string;
+}
+
+export type PrimaryMessage = StartMessage | ShutdownMessage | TakeReply | SnapshotRequest;
+export type WorkerMessage = HelloMessage | ListeningMessage | TakeRequest | SnapshotReply;
 
 function isMessage<T extends { type: string }>(message: unknown, type: T['type']): message is T {
   return typeof message === 'object' && message !== null && (message as { type?: unknown }).type === type;
@@ -108,6 +134,10 @@ export class Primary {
   readonly #logFormat: 'json' | 'pretty' | undefined;
   readonly #slots: Slot[];
   readonly #store: MemoryStore | undefined;
+  /** The admin listener's numbers; undefined with `admin.enabled: false`. */
+  readonly #monitor: ClusterMonitor | undefined;
+  /** The instance's admin listener; undefined with `admin.enabled: false`. */
+  readonly admin: AdminServer | undefined;
   #started = false;
   #shuttingDown = false;
   #onStartFailed: ((err: Error) => void) | undefined;
@@ -115,7 +145,7 @@ export class Primary {
   #address: AddressInfo | undefined;
   #onAllExited: (() => void) | undefined;
   #shutdown: Promise<void> | undefined;
-  /** Workers restarted since start (for tests and, later, metrics). */
+  /** Workers restarted since start (tollgate_worker_restarts_total). */
   restarts = 0;
 
   constructor(options: PrimaryOptions) {
@@ -129,11 +159,41 @@ export class Primary {
       this.#store = new MemoryStore({ policy: policyFromRate(rateLimit.requests_per_minute, rateLimit.burst_size), maxKeys: rateLimit.max_keys, clock: monotonicClock });
     }
     cluster.setupPrimary({ exec: options.exec ?? (process.argv[1] as string), args: [], silent: false });
+    if (options.config.admin.enabled) {
+      const monitor = new ClusterMonitor({
+        config: options.config,
+        logger: options.logger,
+        version: packageVersion(),
+        startedAt: Date.now(),
+        workers: () => this.#monitored(),
+        restarts: () => this.restarts,
+        draining: () => this.#shuttingDown,
+      });
+      this.#monitor = monitor;
+      this.admin = new AdminServer({
+        config: options.config.admin,
+        logger: options.logger,
+        status: () => monitor.status(),
+        scrape: () => monitor.scrape(),
+        scrapeContentType: monitor.contentType,
+      });
+    }
   }
 
   /** The pids of the running workers, by slot. */
   get workerPids(): (number | undefined)[] {
     return this.#slots.map((s) => s.worker?.process.pid);
+  }
+
+  /**
+   * Starts the admin listener, if enabled (before `start()`, so a taken admin port stops the instance
+   * before any worker is forked); rejects with the listen error.
+   */
+  async listenAdmin(): Promise<AddressInfo | undefined> {
+    if (this.admin === undefined) return undefined;
+    const at = await this.admin.listen();
+    logAdminListening(this.#logger, at);
+    return at;
   }
 
   /** Forks every worker; resolves once all listen, rejects if one exits first (the port is taken, ...). */
@@ -154,6 +214,8 @@ export class Primary {
   /** Second signal: stop every worker at once. */
   kill(): void {
     this.#shuttingDown = true;
+    this.#monitor?.close();
+    void this.admin?.close();
     for (const slot of this.#slots) {
       if (slot.restartTimer !== undefined) clearTimeout(slot.restartTimer);
       slot.worker?.process.kill('SIGKILL');
@@ -173,10 +235,33 @@ export class Primary {
     worker.on('error', (err: Error) => this.#logger.debug({ err, worker: slot }, 'worker IPC error'));
   }
 
+  /** The running workers, for the monitor (it asks the ready ones). */
+  #monitored(): MonitoredWorker[] {
+    const out: MonitoredWorker[] = [];
+    this.#slots.forEach((state, slot) => {
+      const worker = state.worker;
+      const pid = worker?.process.pid;
+      if (worker === undefined || pid === undefined) return;
+      out.push({
+        slot,
+        pid,
+        startedAt: state.startedAt,
+        ready: state.listening && worker.isConnected(),
+        send: (message, callback) => worker.send(message, undefined, undefined, callback),
+      });
+    });
+    return out;
+  }
+
   #message(slot: number, worker: Worker, message: unknown): void {
     if (isTakeRequest(message)) {
       if (this.#store === undefined) return;
       worker.send(answerTakes(this.#store, message), undefined, undefined, ignoreSendError);
+      return;
+    }
+    if (isMessage<SnapshotReply>(message, 'tollgate:snapshot-reply')) {
+      const pid = worker.process.pid;
+      if (pid !== undefined) this.#monitor?.reply(pid, message);
       return;
     }
     if (isMessage<HelloMessage>(message, 'tollgate:hello')) {
@@ -197,6 +282,8 @@ export class Primary {
   }
 
   #exited(slot: number, worker: Worker, code: number | null, signal: string | null): void {
+    const pid = worker.process.pid;
+    if (pid !== undefined) this.#monitor?.exited(pid);
     const state = this.#slots[slot] as Slot;
     if (state.worker !== worker) return;
     state.worker = undefined;
@@ -209,7 +296,7 @@ export class Primary {
     if (!this.#started) {
       // A worker that cannot start (the port is taken, ...) will not start on a retry either.
       this.#logger.fatal({ worker: slot, worker_pid: worker.process.pid, code, signal }, 'worker exited while starting');
-      this.kill();
+      this.kill(); // closes the admin listener too
       this.#onStartFailed?.(new Error(`worker ${slot} exited while starting (code ${code}, signal ${signal})`));
       return;
     }
@@ -250,6 +337,9 @@ export class Primary {
     await allExited;
     clearTimeout(deadline);
     this.#store?.close();
+    // The admin listener stayed up while the workers drained; open dashboards are cut, not waited for.
+    this.#monitor?.close();
+    await this.admin?.close();
     this.#logger.info('shutdown complete');
   }
 }
@@ -279,6 +369,17 @@ export function runWorker(): Promise<number> {
   });
 }
 
+/** A worker's answer to a snapshot request: its numbers, or the error (logged) that prevented them. */
+export async function answerSnapshot(proxy: Pick<Proxy, 'metrics'>, request: SnapshotRequest, logger: Logger): Promise<SnapshotReply> {
+  try {
+    const snapshot = await proxy.metrics.snapshot({ stats: request.stats === true, process: request.process === true });
+    return { type: 'tollgate:snapshot-reply', id: request.id, snapshot };
+  } catch (err) {
+    logger.error({ err }, 'cannot take a metrics snapshot for the primary');
+    return { type: 'tollgate:snapshot-reply', id: request.id, error: (err as Error).message ?? String(err) };
+  }
+}
+
 async function startWorker(start: StartMessage): Promise<number> {
   const { slot, workers } = start;
   const server = { ...start.config.server, max_connections: connectionShare(start.config.server.max_connections, workers, slot) };
@@ -291,6 +392,17 @@ async function startWorker(start: StartMessage): Promise<number> {
   const rateLimit = config.middleware.rate_limit;
   const shared = rateLimit.enabled && rateLimit.store.type === 'memory' ? new IpcStore(process) : undefined;
   const proxy: Proxy = createProxy(config, { logger, clusterWorker: true, admin: false, ...(shared !== undefined ? { rateLimitStore: shared } : {}) });
+  // The primary's admin listener asks for this worker's numbers; answering never throws.
+  process.on('message', (message: unknown) => {
+    if (!isMessage<SnapshotRequest>(message, 'tollgate:snapshot')) return;
+    void answerSnapshot(proxy, message, logger).then((reply) => {
+      try {
+        process.send?.(reply, undefined, undefined, ignoreSendError);
+      } catch (err) {
+        logger.debug({ err }, 'cannot send the snapshot to the primary');
+      }
+    });
+  });
   let address: AddressInfo;
   try {
     address = await proxy.listen();

@@ -8,9 +8,10 @@ import { existsSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { ARGS, CHROMIUM, FAST_CHECKS, newPage } from './chromium.js';
+import { lines, startCluster, stopCluster, type Line } from '../helpers/cluster.js';
 import { startFaultUpstreams } from '../helpers/fault-upstream.js';
 import { request } from '../helpers/http.js';
-import { startProxy, type TestProxy } from '../helpers/servers.js';
+import { closedPort, startProxy, waitFor, type TestProxy } from '../helpers/servers.js';
 
 
 // A missing browser fails the test run rather than skipping it: scripts/test-deps.sh installs it.
@@ -39,7 +40,7 @@ function text(page: Page, selector: string): Promise<string> {
   return page.locator(selector).innerText();
 }
 
-async function openDashboard(browser: Browser, proxy: TestProxy): Promise<{ page: Page; problems: string[] }> {
+async function openDashboard(browser: Browser, proxy: Pick<TestProxy, 'adminUrl'>): Promise<{ page: Page; problems: string[] }> {
   const page = await newPage(browser);
   const problems: string[] = [];
   page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
@@ -91,6 +92,7 @@ describe('dashboard in Chromium', () => {
       assert.equal(await text(page, '#total-401'), '10');
       assert.equal(await text(page, '#total-429'), '4');
       assert.equal(await text(page, '#recent-429'), '4');
+      assert.equal(await page.locator('#workers').isHidden(), true, 'no worker count for a single process');
       const rows = await page.locator('#upstreams tr').evaluateAll((trs) =>
         trs.map((tr) => [...(tr as unknown as { cells: Iterable<PageElement> }).cells].map((td) => td.textContent?.trim())),
       );
@@ -135,6 +137,37 @@ describe('dashboard in Chromium', () => {
     } finally {
       await page?.close();
       await proxy.close();
+      await Promise.all(ups.map((u) => u.kill()));
+    }
+  });
+
+  test('cluster mode: the dashboard of the primary shows the sum of both workers and the worker count', async () => {
+    const ups = await startFaultUpstreams('alpha');
+    const port = await closedPort();
+    const yaml = [
+      `server: { listen_port: ${port}, listen_address: "127.0.0.1", workers: 2 }`,
+      'load_balancing:',
+      '  health_check: { active: { enabled: false } }',
+      `  upstreams: [ { name: alpha, address: 127.0.0.1, port: ${ups[0]!.port} } ]`,
+      'admin: { port: 0 }',
+    ].join('\n');
+    const cluster = await startCluster(yaml, port);
+    let page: Page | undefined;
+    try {
+      for (let i = 0; i < 12; i++) assert.equal((await request(`${cluster.url}/c/${i}`)).status, 200);
+      const served = (): Line[] => lines(cluster.child).filter((l) => l.msg === 'Request Completed');
+      await waitFor(() => served().length === 12, 5000, 'the completion lines');
+      assert.equal(new Set(served().map((l) => l.pid)).size, 2, 'both workers served some of the requests');
+      const opened = await openDashboard(browser, cluster);
+      page = opened.page;
+      await page.waitForFunction(() => document.getElementById('total-requests')?.textContent === '12', undefined, { timeout: 5000 });
+      assert.equal(await text(page, '#workers'), '2 workers');
+      assert.equal(await text(page, '#total-2xx'), '12');
+      assert.equal(await text(page, '#upstreams tr[data-upstream="alpha"] td.requests'), '12');
+      assert.deepEqual(opened.problems, []);
+    } finally {
+      await page?.close();
+      await stopCluster(cluster);
       await Promise.all(ups.map((u) => u.kill()));
     }
   });

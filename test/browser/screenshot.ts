@@ -9,6 +9,9 @@ import { request } from '../helpers/http.js';
 import { startProxy } from '../helpers/servers.js';
 import { ARGS, CHROMIUM, FAST_CHECKS, newPage } from './chromium.js';
 
+// The page's document, as the function passed to waitForFunction sees it (this program has no DOM types).
+declare const document: { querySelector(selector: string): { getAttribute(name: string): string | null } | null };
+
 const SCREENSHOT = process.argv[2] ?? 'docs/dashboard.png';
 const browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS });
 try {
@@ -39,8 +42,7 @@ try {
     const clients = [client(1), client(2), client(3), client(4)];
     await new Promise((r) => setTimeout(r, 20_000));
     await ups[1]!.kill();
-    // An expression evaluated in the page (this program has no DOM types).
-    await page.waitForFunction(`document.querySelector('#upstreams tr[data-upstream="api-2"]')?.getAttribute('data-state') === 'down'`, undefined, { timeout: 10_000 });
+    await page.waitForFunction(() => document.querySelector('#upstreams tr[data-upstream="api-2"]')?.getAttribute('data-state') === 'down', undefined, { timeout: 10_000 });
     await new Promise((r) => setTimeout(r, 5_000));
     await page.screenshot({ path: resolve(SCREENSHOT), fullPage: true });
     stop = true;

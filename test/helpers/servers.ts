@@ -150,10 +150,10 @@ export function seededRandom(seed = 42): Random {
   };
 }
 
-/** Polls until `check` is true, or fails after `ms`. */
-export async function waitFor(check: () => boolean, ms = 5000, what = 'condition'): Promise<void> {
+/** Polls until `check` is true (or resolves true), or fails after `ms`. */
+export async function waitFor(check: () => boolean | Promise<boolean>, ms = 5000, what = 'condition'): Promise<void> {
   const deadline = Date.now() + ms;
-  while (!check()) {
+  while (!(await check())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 10));
   }

@@ -4,28 +4,10 @@ import type { ServerResponse } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { request, type Reply } from '../helpers/http.js';
-import { startCli, waitForOutput, writeConfig } from '../helpers/cli.js';
+import { startCli, writeConfig } from '../helpers/cli.js';
+import { alive, lines, servedBy, startCluster, stopCluster, type Cluster } from '../helpers/cluster.js';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
 import { closedPort, startBackend, waitFor, type Backend } from '../helpers/servers.js';
-
-type Cli = ReturnType<typeof startCli>;
-type Line = Record<string, unknown>;
-
-function lines(child: Cli): Line[] {
-  return child.output.stdout
-    .split('\n')
-    .filter((l) => l.startsWith('{'))
-    .map((l) => JSON.parse(l) as Line);
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 function yaml(port: number, backendPort: number, extra: { server?: string; middleware?: string } = {}): string {
   return [
@@ -43,36 +25,10 @@ function yaml(port: number, backendPort: number, extra: { server?: string; middl
     'middleware:',
     extra.middleware ??
       ['  rate_limit:', '    enabled: true', '    requests_per_minute: 1', '    burst_size: 10'].join('\n'),
+    // The primary's admin listener on a free port, so instances in parallel tests never compete for 9901.
+    'admin:',
+    '  port: 0',
   ].join('\n');
-}
-
-interface Cluster {
-  child: Cli;
-  url: string;
-  /** Worker pids from the primary's listening line. */
-  workerPids: number[];
-}
-
-/** Starts `tollgate --config F` with workers: 2 and waits for the primary's listening line. */
-async function startCluster(text: string, port: number): Promise<Cluster> {
-  const child = startCli(['--config', writeConfig(text)], { LOG_LEVEL: 'info' });
-  await waitForOutput(child, /listening on 127\.0\.0\.1:\d+/, 20_000);
-  const listening = lines(child).find((l) => typeof l.msg === 'string' && l.msg.includes('listening on'));
-  assert.equal(listening?.workers, 2);
-  return { child, url: `http://127.0.0.1:${port}`, workerPids: listening?.worker_pids as number[] };
-}
-
-/** Stops the primary (SIGKILL unless it has exited) and waits until its workers are gone too. */
-async function stopCluster(c: Cluster): Promise<void> {
-  if (c.child.exitCode === null && c.child.signalCode === null) {
-    const exited = once(c.child, 'exit');
-    c.child.kill('SIGKILL');
-    await exited;
-  }
-  const pids = lines(c.child)
-    .filter((l) => l.msg === 'worker started')
-    .map((l) => l.worker_pid as number);
-  await waitFor(() => pids.every((p) => !alive(p)), 10_000, 'the workers to exit with their primary');
 }
 
 function as(client: string): { headers: Record<string, string> } {
@@ -83,11 +39,6 @@ function count(replies: Reply[]): Record<number, number> {
   const out: Record<number, number> = {};
   for (const r of replies) out[r.status] = (out[r.status] ?? 0) + 1;
   return out;
-}
-
-/** pids of the workers that wrote completion lines for this path. */
-function servedBy(child: Cli, path: string): Set<number> {
-  return new Set(lines(child).filter((l) => l.msg === 'Request Completed' && l.path === path).map((l) => l.pid as number));
 }
 
 describe('cluster mode (server.workers: 2), through the real CLI', () => {

@@ -1,12 +1,21 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { Backend } from '../../../src/balancing/backend.js';
-import { METHODS, ProxyMetrics, methodIndex } from '../../../src/observability/metrics.js';
+import { Registry } from 'prom-client';
+import {
+  METHODS,
+  ProxyMetrics,
+  addCounters,
+  emptyCounters,
+  methodIndex,
+  registerProxyMetrics,
+  totalsOf,
+} from '../../../src/observability/metrics.js';
 import type { RequestContext } from '../../../src/proxy/context.js';
 import { ProxyError } from '../../../src/proxy/errors.js';
 
 function fakeBackend(name: string): Backend {
-  return { name, inflight: 0, healthy: true, ejectedUntil: -Infinity, ejectionsTotal: 0 } as unknown as Backend;
+  return { name, weight: 1, inflight: 0, healthy: true, ejectedUntil: -Infinity, ejectionsTotal: 0 } as unknown as Backend;
 }
 
 function ctx(fields: { method?: string; status: number; backend?: Backend; tried?: Backend[]; retries?: number; error?: ProxyError; authFailure?: string; startedAt?: number }): RequestContext {
@@ -96,5 +105,72 @@ describe('ProxyMetrics', () => {
     assert.doesNotMatch(text, /tollgate_requests_total/);
     assert.equal(sample(text, 'tollgate_upstream_inflight{upstream="a"}'), 4);
     assert.equal(sample(text, 'tollgate_upstream_healthy{upstream="a"}'), 1);
+  });
+
+  test('snapshot(): the counters and gauges as plain arrays; the history and process metrics only when asked', async () => {
+    const a = fakeBackend('a');
+    const b = fakeBackend('b');
+    a.inflight = 2;
+    b.ejectionsTotal = 3;
+    (b as unknown as { ejectedUntil: number }).ejectedUntil = 10;
+    const metrics = new ProxyMetrics({ backends: [a, b], connectionsOpen: async () => 4, connectionsRefused: () => 5, clock: () => 0, version: '1' }, { recording: true });
+    const now = performance.now();
+    metrics.recordRequest(ctx({ status: 200, backend: a, startedAt: now - 3 }), now);
+    metrics.recordRequest(ctx({ status: 429, error: new ProxyError('rate_limited'), startedAt: now - 1 }), now);
+    const plain = await metrics.snapshot({ stats: false, process: false });
+    assert.equal(plain.stats, undefined);
+    assert.equal(plain.process, undefined);
+    assert.deepEqual(plain.upstreams, { inflight: [2, 0], healthy: [1, 1], ejected: [0, 1], weight: [1, 1] });
+    assert.equal(plain.connectionsOpen, 4);
+    assert.equal(plain.counters.connectionsRefused, 5);
+    assert.equal(plain.counters.rateLimited, 1);
+    assert.deepEqual(plain.counters.ejections, [0, 3]);
+    assert.ok(Array.isArray(plain.counters.requests), 'plain arrays (JSON over IPC), not typed arrays');
+    assert.deepEqual(totalsOf(plain.counters), metrics.totals());
+    assert.deepEqual(JSON.parse(JSON.stringify(plain)), plain, 'survives JSON (the IPC channel)');
+    const full = await metrics.snapshot({ stats: true, process: true });
+    assert.ok(full.stats !== undefined && Array.isArray(full.stats.seconds));
+    assert.ok(full.process?.some((f) => f.name === 'process_cpu_user_seconds_total'));
+    assert.ok(!full.process?.some((f) => f.name.startsWith('tollgate_')), 'only the process metrics');
+  });
+
+  test('addCounters sums element by element; emptyCounters is all zeros of the right shape', () => {
+    const sum = emptyCounters(2);
+    assert.equal(sum.requests.length, 3 * METHODS.length * 4);
+    assert.equal(sum.durationBuckets.length, 3 * 15);
+    assert.equal(sum.ejections.length, 2);
+    const one = emptyCounters(2);
+    one.requests[0] = 2;
+    one.selections[1] = 1;
+    one.authFailures[2] = 1;
+    one.rateLimited = 3;
+    one.retries = 1;
+    one.connectionsRefused = 7;
+    one.ejections[1] = 2;
+    addCounters(sum, one);
+    addCounters(sum, one);
+    addCounters(sum, { ...one, requests: [1] }); // shorter arrays add what they share
+    assert.equal(sum.requests[0], 5);
+    assert.equal(sum.selections[1], 3);
+    assert.equal(sum.rateLimited, 9);
+    assert.equal(sum.connectionsRefused, 21);
+    assert.deepEqual(sum.ejections, [0, 6]);
+    assert.deepEqual(totalsOf(sum), { requests: 5, byClass: [5, 0, 0, 0], unauthorized: 3, rateLimited: 9, retries: 3, byUpstream: [5, 0, 0] });
+  });
+
+  test('registerProxyMetrics: an upstream without a gauge value has no sample (not a stale one)', async () => {
+    const registry = new Registry();
+    let healthy: number[] = [1, 0];
+    registerProxyMetrics(
+      registry,
+      ['a', 'b'],
+      { counters: () => emptyCounters(2), upstreams: () => ({ inflight: [], healthy, ejected: [] }), connectionsOpen: async () => 0 },
+      { recording: false, version: '1' },
+    );
+    const first = await registry.metrics();
+    assert.equal(sample(first, 'tollgate_upstream_healthy{upstream="b"}'), 0);
+    assert.equal(sample(first, 'tollgate_upstream_inflight{upstream="a"}'), undefined);
+    healthy = [];
+    assert.equal(sample(await registry.metrics(), 'tollgate_upstream_healthy{upstream="a"}'), undefined);
   });
 });

@@ -82,3 +82,61 @@ describe('RollingStats', () => {
     assert.throws(() => new RollingStats(1, 1), RangeError);
   });
 });
+
+describe('RollingStats export and absorb (a cluster primary adds up its workers)', () => {
+  test('two rings absorbed into a third give the sums per second and quantiles of all the requests together', () => {
+    const w0 = new RollingStats(2, 11);
+    const w1 = new RollingStats(2, 11);
+    // Worker 0: two 10 ms requests to upstream 1 in second 5, a 401 in second 6.
+    w0.record(5_100, 1, 0, 10, RefusalKind.none);
+    w0.record(5_900, 1, 0, 10, RefusalKind.none);
+    w0.record(6_500, 0, 2, 0.5, RefusalKind.unauthorized);
+    // Worker 1: one 100 ms request to upstream 2 in second 5, a 429 in second 7 (not complete at 7.5 s).
+    w1.record(5_200, 2, 0, 100, RefusalKind.none);
+    w1.record(7_100, 0, 2, 0.5, RefusalKind.rateLimited);
+    const exported = [w0.export(7_500), w1.export(7_500)];
+    assert.deepEqual(exported[0]?.seconds, [5, 6]);
+    assert.deepEqual(exported[0]?.requests, [2, 1]);
+    assert.deepEqual(exported[0]?.byClass, [2, 0, 0, 0, 0, 0, 1, 0]);
+    assert.deepEqual(exported[0]?.byUpstream, [0, 2, 0, 1, 0, 0]);
+    assert.deepEqual(exported[0]?.latency[0], [sketchIndex(10), 2]);
+    assert.deepEqual(exported[1]?.seconds, [5], 'only complete seconds');
+
+    const merged = new RollingStats(2, 11);
+    for (const e of exported) merged.absorb(JSON.parse(JSON.stringify(e)) as typeof e, 7_500);
+    const summary = merged.summary(7_500, 10);
+    assert.equal(summary.requests, 4);
+    assert.deepEqual(summary.byClass, [3, 0, 1, 0]);
+    assert.deepEqual(summary.byUpstream, [1, 2, 1]);
+    assert.equal(summary.unauthorized, 1);
+    assert.equal(summary.rateLimited, 0);
+    assert.ok(Math.abs((summary.p50Ms as number) - 10) / 10 < 0.04, `p50 ${summary.p50Ms}`);
+    assert.ok(Math.abs((summary.p99Ms as number) - 100) / 100 < 0.04, `p99 ${summary.p99Ms}`);
+    const series = merged.series(7_500);
+    assert.deepEqual(series.requests.slice(-3), [0, 3, 1]);
+    assert.ok(Math.abs((series.p99Ms.at(-2) as number) - 100) / 100 < 0.04);
+  });
+
+  test('seconds are mapped onto the receiver timeline; those outside its window or not yet begun are left out', () => {
+    const w = new RollingStats(1, 11);
+    w.record(3_500, 1, 0, 1, RefusalKind.none);
+    w.record(4_500, 1, 0, 1, RefusalKind.none);
+    const e = w.export(5_000, (s) => s + 1000);
+    assert.deepEqual(e.seconds, [1003, 1004]);
+    const receiver = new RollingStats(1, 11);
+    receiver.absorb(e, 1_003_900);
+    assert.equal(receiver.summary(1_004_100, 5).requests, 1, 'second 1004 had not begun when absorbed');
+    const late = new RollingStats(1, 11);
+    late.absorb(e, 1_020_000);
+    assert.equal(late.summary(1_020_000, 10).requests, 0, 'out of the window');
+  });
+
+  test('malformed exports add what is well-formed and nothing else', () => {
+    const r = new RollingStats(1, 11);
+    r.absorb({ seconds: [5, 5.5, -1], requests: [2], byClass: [2, 0, 0, 0], unauthorized: [], rateLimited: [], byUpstream: [0, 2], latency: [[sketchIndex(4), 2, -3, 9, SKETCH_BUCKETS, 1, 7]] }, 6_000);
+    const s = r.summary(6_000, 5);
+    assert.equal(s.requests, 2);
+    assert.deepEqual(s.byUpstream, [0, 2]);
+    assert.ok(Math.abs((s.p50Ms as number) - 4) / 4 < 0.04);
+  });
+});

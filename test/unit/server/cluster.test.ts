@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { connectionShare, resolveWorkers, restartDelayMs } from '../../../src/server/cluster.js';
+import { pino } from 'pino';
+import type { Proxy } from '../../../src/app.js';
+import type { MetricsSnapshot } from '../../../src/observability/metrics.js';
+import { answerSnapshot, connectionShare, resolveWorkers, restartDelayMs } from '../../../src/server/cluster.js';
 
 describe('cluster arithmetic', () => {
   test('resolveWorkers: auto is one per CPU; a number is itself', () => {
@@ -31,5 +34,23 @@ describe('cluster arithmetic', () => {
 
   test('restartDelayMs doubles from 100 ms and stops at 10 s', () => {
     assert.deepEqual([0, 1, 2, 3, 6, 7, 20].map(restartDelayMs), [100, 200, 400, 800, 6400, 10_000, 10_000]);
+  });
+});
+
+describe("a worker answering the primary's snapshot request", () => {
+  const logger = pino({ level: 'silent' });
+
+  test('answers with its snapshot, asking for exactly the parts requested', async () => {
+    const asked: unknown[] = [];
+    const snapshot = { connectionsOpen: 1 } as MetricsSnapshot;
+    const proxy = { metrics: { snapshot: async (parts: unknown) => (asked.push(parts), snapshot) } } as unknown as Pick<Proxy, 'metrics'>;
+    const reply = await answerSnapshot(proxy, { type: 'tollgate:snapshot', id: 7, stats: true, process: false }, logger);
+    assert.deepEqual(reply, { type: 'tollgate:snapshot-reply', id: 7, snapshot });
+    assert.deepEqual(asked, [{ stats: true, process: false }]);
+  });
+
+  test('a failure becomes an error reply (the primary leaves the worker out), never a rejection', async () => {
+    const proxy = { metrics: { snapshot: () => Promise.reject(new Error('no /proc')) } } as unknown as Pick<Proxy, 'metrics'>;
+    assert.deepEqual(await answerSnapshot(proxy, { type: 'tollgate:snapshot', id: 8, stats: false, process: true }, logger), { type: 'tollgate:snapshot-reply', id: 8, error: 'no /proc' });
   });
 });
