@@ -124,33 +124,17 @@ async function main(argv: string[]): Promise<number> {
     return 1;
   }
 
-  return new Promise<number>((resolve) => {
-    let signals = 0;
-    const onSignal = (signal: NodeJS.Signals): void => {
-      signals++;
-      if (signals > 1) {
-        logger.warn({ signal }, 'second signal: exiting now');
-        proxy.flushLogs();
-        flush();
-        process.exit(1);
-      }
-      logger.info({ signal }, 'signal received: shutting down gracefully');
-      proxy.close().then(
-        () => resolve(0),
-        (err: unknown) => {
-          logger.error({ err }, 'error during shutdown');
-          resolve(1);
-        },
-      );
-    };
-    process.on('SIGTERM', onSignal);
-    process.on('SIGINT', onSignal);
-  }).then((code) => {
-    proxy.flushLogs();
-    flush();
-    return code;
+  return untilSignals(logger, {
+    secondSignal: 'second signal: exiting now',
+    now: () => undefined,
+    drain: () => proxy.close(),
+    flush: () => {
+      proxy.flushLogs();
+      flush();
+    },
   });
 }
+
 
 /**
  * Cluster mode: start the admin listener, fork the workers, then drain them all on the first signal (the
@@ -172,26 +156,49 @@ async function runPrimary(primary: Primary, logger: Logger, flush: () => void, l
     flush();
     return 1;
   }
+  return untilSignals(logger, {
+    secondSignal: 'second signal: stopping the workers and exiting now',
+    now: () => primary.kill(),
+    drain: () => primary.shutdown(),
+    flush,
+  });
+}
+
+/**
+ * Waits for SIGTERM or SIGINT, then drains (exit status 0, or 1 when draining fails); a second signal runs
+ * `now` and exits 1 at once. `flush` runs before either exit.
+ */
+function untilSignals(
+  logger: Logger,
+  how: { secondSignal: string; now: () => void; drain: () => Promise<void>; flush: () => void },
+): Promise<number> {
   return new Promise<number>((resolve) => {
     let signals = 0;
     const onSignal = (signal: NodeJS.Signals): void => {
       signals++;
       if (signals > 1) {
-        logger.warn({ signal }, 'second signal: stopping the workers and exiting now');
-        primary.kill();
-        flush();
+        logger.warn({ signal }, how.secondSignal);
+        how.now();
+        how.flush();
         process.exit(1);
       }
       logger.info({ signal }, 'signal received: shutting down gracefully');
-      primary.shutdown().then(() => resolve(0));
+      how.drain().then(
+        () => resolve(0),
+        (err: unknown) => {
+          logger.error({ err }, 'error during shutdown');
+          resolve(1);
+        },
+      );
     };
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
   }).then((code) => {
-    flush();
+    how.flush();
     return code;
   });
 }
+
 
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
