@@ -8,6 +8,8 @@
 //   tollgate-minimal       everything optional off: no auth, rate limit, health checks, retries or
 //                          monitoring; log level warn
 //   bare                   bench/bare-forwarder.mjs (node:http + undici, no features)
+//   tollgate-redis         tollgate with the Redis rate-limit store (a redis-server of its own, outside
+//                          valgrind; only when named in --variants)
 // For each: start the proxy under callgrind with instrumentation off, send WARMUP requests so V8 has
 // compiled the hot path, switch instrumentation on, send REQUESTS requests (keep-alive, 8 at a time), dump
 // and divide the instructions by REQUESTS. The backend and the client share one Node process outside
@@ -32,9 +34,10 @@ const opt = (name, dflt) => {
 const REQUESTS = opt('--requests', 6000);
 const WARMUP = opt('--warmup', 15000);
 const REPEATS = opt('--repeats', 1);
-const ALL = ['tollgate', 'tollgate-no_monitoring', 'tollgate-minimal', 'bare'];
+const ALL = ['tollgate', 'tollgate-no_monitoring', 'tollgate-minimal', 'bare', 'tollgate-redis'];
+const DEFAULT_VARIANTS = ['tollgate', 'tollgate-no_monitoring', 'tollgate-minimal', 'bare'];
 const vi = args.indexOf('--variants');
-const VARIANTS = vi === -1 ? ALL : String(args[vi + 1]).split(',');
+const VARIANTS = vi === -1 ? DEFAULT_VARIANTS : String(args[vi + 1]).split(',');
 for (const v of VARIANTS) if (!ALL.includes(v)) throw new Error(`unknown variant ${v}; known: ${ALL.join(', ')}`);
 const TOKEN = 'dev-token-123';
 const BODY = 'tollgate-bench-payload:'.padEnd(100, '0123456789abcdefghijklmnopqrstuvwxyz');
@@ -80,16 +83,34 @@ function totalIr(file) {
   return Number(m[1]);
 }
 
+let redisUrl;
+/** A redis-server of the run's own on a free port (for tollgate-redis), stopped at exit. */
+async function startRedis() {
+  const port = await freePort();
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  process.on('exit', () => child.kill('SIGKILL'));
+  for (let i = 0; i < 100; i++) {
+    const up = await new Promise((resolve) => {
+      const s = net.connect(port, '127.0.0.1', () => { s.destroy(); resolve(true); });
+      s.on('error', () => resolve(false));
+    });
+    if (up) return `redis://127.0.0.1:${port}`;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error('redis-server did not start');
+}
+
 function configFor(variant, port, backendPort, logFile) {
   const full = variant !== 'tollgate-minimal';
-  const monitoring = variant === 'tollgate';
+  const monitoring = variant === 'tollgate' || variant === 'tollgate-redis';
+  const store = variant === 'tollgate-redis' ? `, store: { type: redis, url: "${redisUrl}", key_prefix: "instr:" }` : '';
   return `server: { listen_port: ${port}, listen_address: "127.0.0.1" }
 load_balancing:
   upstreams:
     - { name: "backend1", address: "127.0.0.1", port: ${backendPort} }
 ${full ? '' : '  health_check: { active: { enabled: false }, passive: { enabled: false } }\n  retries: { max_retries: 0 }\n'}middleware:
   auth: { enabled: ${full}, valid_tokens: ["${TOKEN}"] }
-  rate_limit: { enabled: ${full}, requests_per_minute: 60000000, burst_size: 10000000 }
+  rate_limit: { enabled: ${full}, requests_per_minute: 60000000, burst_size: 10000000${store} }
 logging: { level: ${full ? 'info' : 'warn'}, file: ${JSON.stringify(logFile)} }
 admin: { port: 0 }
 metrics: { enabled: ${monitoring} }
@@ -133,6 +154,7 @@ async function main() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tollgate-callgrind-'));
   const backend = http.createServer((_req, res) => res.end(BODY)).listen(0, '127.0.0.1');
   await new Promise((r) => backend.once('listening', r));
+  if (VARIANTS.includes('tollgate-redis')) redisUrl = await startRedis();
   const results = Object.fromEntries(VARIANTS.map((v) => [v, []]));
   console.log(`instructions per request under callgrind: ${WARMUP} warm-up, ${REQUESTS} measured, ${REPEATS} repeat(s); node ${process.version}`);
   for (let i = 0; i < REPEATS; i++) {
@@ -152,6 +174,10 @@ async function main() {
   if (m.tollgate !== undefined && m['tollgate-no_monitoring'] !== undefined) {
     const r = m['tollgate-no_monitoring'] / m.tollgate;
     console.log(`${r >= 0.95 ? 'PASS' : 'FAIL'} monitoring cost: throughput implied by instructions ${r.toFixed(3)} of the config without it (>= 0.95)`);
+  }
+  if (m.tollgate !== undefined && m['tollgate-redis'] !== undefined) {
+    const r = m.tollgate / m['tollgate-redis'];
+    console.log(`${r >= 0.75 ? 'PASS' : 'FAIL'} Redis store cost: throughput implied by instructions ${r.toFixed(3)} of the memory store (>= 0.75; redis-server's own work not counted)`);
   }
   if (m.tollgate !== undefined && m['tollgate-minimal'] !== undefined) {
     const r = m['tollgate-minimal'] / m.tollgate;
