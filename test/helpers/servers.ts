@@ -126,7 +126,11 @@ export async function startProxy(
     url: `http://127.0.0.1:${address.port}`,
     port: address.port,
     adminUrl: admin === undefined ? '' : `http://127.0.0.1:${admin.port}`,
-    logs,
+    // Completion lines are written once per event-loop turn: reading the logs writes out any still waiting.
+    get logs() {
+      proxy.flushLogs();
+      return logs;
+    },
     close: () => proxy.close(),
   };
 }
