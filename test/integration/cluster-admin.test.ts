@@ -12,6 +12,7 @@ import { startCli, writeConfig } from '../helpers/cli.js';
 import { alive, lines, startCluster, stopCluster, type Cluster } from '../helpers/cluster.js';
 import { request, type Reply } from '../helpers/http.js';
 import { closedPort, startBackend, waitFor, type Backend } from '../helpers/servers.js';
+import { samples, scrape } from '../helpers/metrics.js';
 
 const TOKEN = 'Bearer t';
 
@@ -38,27 +39,10 @@ function yaml(port: number, backends: Backend[], extra: { admin?: string; middle
   ].join('\n');
 }
 
-/** Every sample of the exposition whose name is `name`, keyed by its label text. */
-function samples(text: string, name: string): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const line of text.split('\n')) {
-    const m = /^([a-z_]+)(\{[^}]*\})? (\S+)$/.exec(line);
-    if (m !== null && m[1] === name) out.set(m[2] ?? '', Number(m[3]));
-  }
-  return out;
-}
-
 function total(text: string, name: string): number {
   let sum = 0;
   for (const v of samples(text, name).values()) sum += v;
   return sum;
-}
-
-async function scrape(adminUrl: string): Promise<string> {
-  const res = await request(`${adminUrl}/metrics`);
-  assert.equal(res.status, 200);
-  assert.match(String(res.headers['content-type']), /^text\/plain; version=0\.0\.4/);
-  return res.body;
 }
 
 interface StatusDoc {

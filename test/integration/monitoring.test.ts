@@ -6,26 +6,10 @@ import { after, before, describe, test } from 'node:test';
 import { startFaultUpstreams } from '../helpers/fault-upstream.js';
 import { request } from '../helpers/http.js';
 import { startBackend, startProxy, waitFor, type Backend } from '../helpers/servers.js';
+import { samples, scrape } from '../helpers/metrics.js';
 
 const TOKEN = { authorization: 'Bearer t' };
 const NO_HEALTH = { active: { enabled: false }, passive: { enabled: false } };
-
-/** Every sample of the exposition whose name is `name`, as `{labels} value` pairs keyed by the label text. */
-function samples(text: string, name: string): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const line of text.split('\n')) {
-    const m = /^([a-z_]+)(\{[^}]*\})? (\S+)$/.exec(line);
-    if (m !== null && m[1] === name) out.set(m[2] ?? '', Number(m[3]));
-  }
-  return out;
-}
-
-async function scrape(adminUrl: string): Promise<string> {
-  const res = await request(`${adminUrl}/metrics`);
-  assert.equal(res.status, 200);
-  assert.match(String(res.headers['content-type']), /^text\/plain; version=0\.0\.4/);
-  return res.body;
-}
 
 interface EventStream {
   events: Record<string, unknown>[];

@@ -10,6 +10,7 @@ import type { RequestContext } from '../../../src/proxy/context.js';
 import { ProxyError } from '../../../src/proxy/errors.js';
 import type { SnapshotReply, SnapshotRequest } from '../../../src/server/cluster.js';
 import { waitFor } from '../../helpers/servers.js';
+import { samples } from '../../helpers/metrics.js';
 
 function config(extra: { metrics?: boolean; workers?: number | 'auto' } = {}) {
   return configSchema.parse({
@@ -92,15 +93,6 @@ function fakeWorker(monitor: () => ClusterMonitor, slot: number, pid: number, so
     },
   };
   return worker;
-}
-
-function samples(text: string, name: string): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const line of text.split('\n')) {
-    const m = /^([a-z_]+)(\{[^}]*\})? (\S+)$/.exec(line);
-    if (m !== null && m[1] === name) out.set(m[2] ?? '', Number(m[3]));
-  }
-  return out;
 }
 
 function setup(options: { metrics?: boolean; timeoutMs?: number; workers?: number | 'auto' } = {}) {
