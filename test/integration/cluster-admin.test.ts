@@ -5,14 +5,14 @@
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { get, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { ServerResponse } from 'node:http';
 import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { startCli, writeConfig } from '../helpers/cli.js';
 import { alive, lines, startCluster, stopCluster, type Cluster } from '../helpers/cluster.js';
 import { request, type Reply } from '../helpers/http.js';
 import { closedPort, startBackend, waitFor, type Backend } from '../helpers/servers.js';
-import { samples, scrape } from '../helpers/metrics.js';
+import { openEvents, samples, scrape } from '../helpers/metrics.js';
 
 const TOKEN = 'Bearer t';
 
@@ -60,30 +60,6 @@ async function status(adminUrl: string): Promise<StatusDoc> {
   const res = await request(`${adminUrl}/api/status`);
   assert.equal(res.status, 200);
   return res.json<StatusDoc>();
-}
-
-/** Opens /api/events and collects the parsed events. */
-function openEvents(url: string): Promise<{ events: StatusDoc[]; res: IncomingMessage; close(): void }> {
-  return new Promise((resolve, reject) => {
-    const req = get(url, { agent: false }, (res) => {
-      const events: StatusDoc[] = [];
-      let buffered = '';
-      res.setEncoding('utf8');
-      res.on('data', (chunk: string) => {
-        buffered += chunk;
-        let end: number;
-        while ((end = buffered.indexOf('\n\n')) !== -1) {
-          const block = buffered.slice(0, end);
-          buffered = buffered.slice(end + 2);
-          const data = block.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('\n');
-          if (data !== '') events.push(JSON.parse(data) as StatusDoc);
-        }
-      });
-      res.on('error', () => {});
-      resolve({ events, res, close: () => req.destroy() });
-    });
-    req.on('error', reject);
-  });
 }
 
 function from(client: string, token?: string): { headers: Record<string, string> } {
@@ -196,7 +172,7 @@ describe('cluster mode: the admin listener in the primary', () => {
       assert.equal((await request(`${c.adminUrl}${path}`)).status, 200, path);
     }
     assert.match((await request(`${c.adminUrl}/`)).body, /<title>Tollgate<\/title>/);
-    const stream = await openEvents(`${c.adminUrl}/api/events`);
+    const stream = await openEvents<StatusDoc>(`${c.adminUrl}/api/events`);
     try {
       await waitFor(() => stream.events.length >= 2, 5_000, 'two events');
       for (const e of stream.events) {
@@ -286,7 +262,7 @@ describe('cluster mode: the admin listener at start and shutdown', () => {
     const port = await closedPort();
     const c = await startCluster(yaml(port, [backend], { middleware: '  {}' }), port);
     held.length = 0;
-    const stream = await openEvents(`${c.adminUrl}/api/events`);
+    const stream = await openEvents<StatusDoc>(`${c.adminUrl}/api/events`);
     try {
       await waitFor(() => stream.events.length >= 1, 5_000, 'the first event');
       const inflight = request(`${c.url}/hold`);

@@ -1,45 +1,14 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { get, type IncomingMessage } from 'node:http';
 import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { startFaultUpstreams } from '../helpers/fault-upstream.js';
 import { request } from '../helpers/http.js';
 import { startBackend, startProxy, waitFor, type Backend } from '../helpers/servers.js';
-import { samples, scrape } from '../helpers/metrics.js';
+import { openEvents, samples, scrape } from '../helpers/metrics.js';
 
 const TOKEN = { authorization: 'Bearer t' };
 const NO_HEALTH = { active: { enabled: false }, passive: { enabled: false } };
-
-interface EventStream {
-  events: Record<string, unknown>[];
-  res: IncomingMessage;
-  close(): void;
-}
-
-/** Opens /api/events and collects the parsed events as they arrive. */
-function openEvents(url: string): Promise<EventStream> {
-  return new Promise((resolve, reject) => {
-    const req = get(url, { agent: false }, (res) => {
-      const events: Record<string, unknown>[] = [];
-      let buffered = '';
-      res.setEncoding('utf8');
-      res.on('data', (chunk: string) => {
-        buffered += chunk;
-        let end: number;
-        while ((end = buffered.indexOf('\n\n')) !== -1) {
-          const block = buffered.slice(0, end);
-          buffered = buffered.slice(end + 2);
-          const data = block.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('\n');
-          if (data !== '') events.push(JSON.parse(data) as Record<string, unknown>);
-        }
-      });
-      res.on('error', () => {});
-      resolve({ events, res, close: () => req.destroy() });
-    });
-    req.on('error', reject);
-  });
-}
 
 describe('metrics', () => {
   let a: Backend;
