@@ -809,8 +809,8 @@ async function sampleRss(spec, pid, promise) {
 
 // ---------------------------------------------------------------- measuring
 // Every target is started up front and stays up, idle while another one is measured, so that the
-// c50 rounds can interleave the targets: a slow minute of this shared machine then lowers one run of
-// every target instead of every run of one target. A target that fails to start, or whose warm-up or
+// c50 rounds can interleave the targets: a slow spell of a shared machine then costs one run of each
+// target measured during it (which the median can drop) instead of every run of one target. A target that fails to start, or whose warm-up or
 // c50 run fails, is stopped at once and gets a failed row; the others go on.
 
 // The state of one target during the session.
