@@ -2,9 +2,9 @@
 // Tollgate throughput benchmark. Normally started by bench/run.sh (npm run bench).
 //
 // Three nginx backends (one master, one worker, CPU 1) serve a fixed 100-byte
-// body at every path and a 1 MiB file at /big. wrk (CPU 1) measures, one
-// after another, each target in front of the same three backends (round
-// robin, upstream keep-alive), every proxy pinned to CPU 0:
+// body at every path and a 1 MiB file at /big. wrk (CPU 1) measures each
+// target in front of the same three backends (round robin, upstream
+// keep-alive), every proxy pinned to CPU 0:
 //   direct           - backend 1 itself, no proxy (ratio baseline 1.00)
 //   nginx-proxy      - nginx as a reverse proxy (1 worker, keepalive 64)
 //   haproxy          - HAProxy (nbthread 1, http-reuse always)
@@ -18,8 +18,13 @@
 //   tollgate-workers2-redis - tollgate-workers2 with the Redis store
 //   tollgate-no_monitoring - tollgate with metrics, tracing and Server-Timing off (the cost of monitoring;
 //                    bench/observability-ab.mjs measures the same pair interleaved)
-// Per target: RUNS x DURATION s at -c50 (median row), then one DURATION s run at
-// -c200 (p99; RSS sampled during it) and one at -c50 on /big (MiB/s).
+// All targets are started up front (RSS idle read right after each answered) and
+// stay up, idle while another one is measured. Then: a WARMUP s warm-up of each;
+// RUNS rounds of one DURATION s run at -c50 per target, the order rotated by one
+// each round (a b c, b c a, c a b, ...) so drift on a shared machine reaches every
+// target alike (row = the median run by req/s); one DURATION s run at -c200 of each
+// target in turn (p99; RSS sampled during it); one at -c50 on /big of each target
+// in turn (MiB/s). Everything is stopped at the end, on failure or on a signal.
 // Prints a Markdown table and PASS/FAIL lines for the performance targets.
 // The ratio columns are the numbers that matter; absolute req/s depend on the machine.
 //
@@ -802,94 +807,178 @@ async function sampleRss(spec, pid, promise) {
   }
 }
 
-const ZERO_SOCKET = () => ({ connect: 0, read: 0, write: 0, timeout: 0 });
+// ---------------------------------------------------------------- measuring
+// Every target is started up front and stays up, idle while another one is measured, so that the
+// c50 rounds can interleave the targets: a slow spell of a shared machine then costs one run of each
+// target measured during it (which the median can drop) instead of every run of one target. A target that fails to start, or whose warm-up or
+// c50 run fails, is stopped at once and gets a failed row; the others go on.
 
-async function benchTarget(name, spec) {
-  log(`--- ${name}`);
-  let child = null;
+// The state of one target during the session.
+function newTarget(name, spec) {
+  return {
+    name,
+    spec,
+    child: null, // null for direct (the backend itself)
+    pid: null, // the pid whose tree RSS is sampled
+    failure: null, // set once the target failed: no further runs
+    rssIdle: null,
+    rssLoad: null,
+    runs: [], // the c50 runs, in round order
+    p99High: null,
+    mibps: null,
+    errors: { c50: 0, c200: 0, big: 0 },
+    socket: { connect: 0, read: 0, write: 0, timeout: 0 },
+    non2xx: 0,
+    notes: [],
+  };
+}
+
+function addErrors(t, phase, r) {
+  t.errors[phase] += r.errors;
+  t.non2xx += r.non2xx;
+  for (const k of Object.keys(t.socket)) t.socket[k] += r.socket[k];
+}
+
+async function failTarget(t, err) {
+  log(`${t.name}: FAILED: ${err.message}`);
+  t.failure = err.message;
+  await stop(t.child);
+}
+
+const measurable = (targets) => targets.filter((t) => !t.failure);
+
+// round 0: a b c; round 1: b c a; round 2: c a b; ...
+function rotated(list, round) {
+  const k = list.length ? round % list.length : 0;
+  return [...list.slice(k), ...list.slice(0, k)];
+}
+
+// Start the target and record its idle RSS right after it answered.
+async function startTarget(t) {
+  log(`--- ${t.name}: starting`);
   try {
-    child = await spec.start();
-    const pid = spec.rssPid(child);
-    const rssIdle = pid ? spec.rss(pid) : null;
-    const notes = [];
-    if (child) {
-      const off = offCpu(child.pid, PROXY_CPU);
-      if (off.length) notes.push(`not pinned to CPU ${PROXY_CPU} only (pid:cpus ${off.join(' ')})`);
+    t.child = await t.spec.start();
+    t.pid = t.spec.rssPid(t.child);
+    t.rssIdle = t.pid ? t.spec.rss(t.pid) : null;
+    if (t.child) {
+      const off = offCpu(t.child.pid, PROXY_CPU);
+      if (off.length) t.notes.push(`not pinned to CPU ${PROXY_CPU} only (pid:cpus ${off.join(' ')})`);
     }
-    if (WARMUP > 0) {
-      log(`${name}: warm-up ${WARMUP} s`);
-      await wrk(spec.port, WARMUP, spec.headers);
-    }
-    const runs = [];
-    for (let i = 1; i <= RUNS; i++) {
-      const r = await wrk(spec.port, DURATION, spec.headers);
-      log(`${name}: run ${i}/${RUNS}: ${r.rps.toFixed(0)} req/s, p50 ${fmtMs(r.p50)} ms, p99 ${fmtMs(r.p99)} ms, errors ${r.errors}`);
-      runs.push(r);
-    }
-    const sorted = [...runs].sort((a, b) => a.rps - b.rps);
-    const median = sorted[Math.floor((sorted.length - 1) / 2)];
-    const errors = { c50: runs.reduce((s, r) => s + r.errors, 0), c200: 0, big: 0 };
-    const socket = runs.reduce((s, r) => { for (const k of Object.keys(s)) s[k] += r.socket[k]; return s; }, ZERO_SOCKET());
-    let non2xx = runs.reduce((s, r) => s + r.non2xx, 0);
-    const addErrors = (phase, r) => {
-      errors[phase] += r.errors;
-      non2xx += r.non2xx;
-      for (const k of Object.keys(socket)) socket[k] += r.socket[k];
-    };
-
-    // One run at -c200: p99 under more concurrency; the RSS column is the peak during it.
-    let p99High = null;
-    let rssLoad = null;
-    try {
-      const { result: r, peak } = await sampleRss(spec, pid, wrk(spec.port, DURATION, spec.headers, { connections: CONNECTIONS_HIGH }));
-      log(`${name}: c${CONNECTIONS_HIGH}: ${r.rps.toFixed(0)} req/s, p99 ${fmtMs(r.p99)} ms, errors ${r.errors}, RSS peak ${peak?.toFixed(1) ?? 'n/a'} MiB`);
-      p99High = r.p99;
-      rssLoad = peak;
-      addErrors('c200', r);
-    } catch (err) {
-      notes.push(`c${CONNECTIONS_HIGH} run failed: ${err.message.split('\n')[0]}`);
-    }
-
-    // One run on the 1 MiB body, after checking the body arrives whole.
-    let mibps = null;
-    try {
-      const hdrs = Object.fromEntries(spec.headers.map((h) => [h.slice(0, h.indexOf(':')).trim().toLowerCase(), h.slice(h.indexOf(':') + 1).trim()]));
-      const probe = await httpGet(spec.port, BIG_PATH, hdrs, 10_000);
-      if (probe.error) throw new Error(`GET ${BIG_PATH}: ${probe.error.message}`);
-      if (probe.status !== 200 || !probe.body.equals(BIG)) {
-        throw new Error(`GET ${BIG_PATH} answered ${probe.status} with ${probe.body.length} bytes${probe.body.length === BIG_BYTES ? ' (different content)' : ''}, expected 200 with the ${BIG_BYTES}-byte file`);
-      }
-      const r = await wrk(spec.port, DURATION, spec.headers, { urlPath: BIG_PATH });
-      log(`${name}: ${BIG_PATH}: ${r.mibps?.toFixed(0) ?? 'n/a'} MiB/s (${r.rps.toFixed(0)} req/s), errors ${r.errors}`);
-      mibps = r.mibps;
-      addErrors('big', r);
-    } catch (err) {
-      notes.push(`1 MiB run failed: ${err.message.split('\n')[0]}`);
-    }
-
-    if (child?.exitInfo) notes.push(`process exited during the runs (${child.exitInfo.signal ?? `code ${child.exitInfo.code}`})`);
-    return {
-      name,
-      ok: true,
-      rps: median.rps,
-      p50: median.p50,
-      p99: median.p99,
-      p99High,
-      mibps,
-      errors: errors.c50 + errors.c200 + errors.big,
-      errorsBy: errors,
-      socket,
-      non2xx,
-      rssIdle,
-      rss: rssLoad,
-      note: notes.length ? notes.join('; ') : null,
-    };
+    log(`${t.name}: up on 127.0.0.1:${t.spec.port}, RSS idle ${t.rssIdle?.toFixed(1) ?? 'n/a'} MiB`);
   } catch (err) {
-    log(`${name}: FAILED: ${err.message}`);
-    return { name, ok: false, reason: err.message.split('\n')[0] };
-  } finally {
-    await stop(child);
+    await failTarget(t, err);
   }
+}
+
+async function warmUp(t) {
+  log(`${t.name}: warm-up ${WARMUP} s`);
+  try {
+    await wrk(t.spec.port, WARMUP, t.spec.headers);
+  } catch (err) {
+    await failTarget(t, err);
+  }
+}
+
+async function c50Run(t, round) {
+  try {
+    const r = await wrk(t.spec.port, DURATION, t.spec.headers);
+    log(`${t.name}: run ${round}/${RUNS}: ${r.rps.toFixed(0)} req/s, p50 ${fmtMs(r.p50)} ms, p99 ${fmtMs(r.p99)} ms, errors ${r.errors}`);
+    t.runs.push(r);
+    addErrors(t, 'c50', r);
+  } catch (err) {
+    await failTarget(t, err);
+  }
+}
+
+// One run at -c200: p99 under more concurrency; the RSS column is the peak during it.
+async function c200Run(t) {
+  try {
+    const { result: r, peak } = await sampleRss(t.spec, t.pid, wrk(t.spec.port, DURATION, t.spec.headers, { connections: CONNECTIONS_HIGH }));
+    log(`${t.name}: c${CONNECTIONS_HIGH}: ${r.rps.toFixed(0)} req/s, p99 ${fmtMs(r.p99)} ms, errors ${r.errors}, RSS peak ${peak?.toFixed(1) ?? 'n/a'} MiB`);
+    t.p99High = r.p99;
+    t.rssLoad = peak;
+    addErrors(t, 'c200', r);
+  } catch (err) {
+    t.notes.push(`c${CONNECTIONS_HIGH} run failed: ${err.message.split('\n')[0]}`);
+  }
+}
+
+// One run on the 1 MiB body, after checking the body arrives whole.
+async function bigRun(t) {
+  const { spec } = t;
+  try {
+    const hdrs = Object.fromEntries(spec.headers.map((h) => [h.slice(0, h.indexOf(':')).trim().toLowerCase(), h.slice(h.indexOf(':') + 1).trim()]));
+    const probe = await httpGet(spec.port, BIG_PATH, hdrs, 10_000);
+    if (probe.error) throw new Error(`GET ${BIG_PATH}: ${probe.error.message}`);
+    if (probe.status !== 200 || !probe.body.equals(BIG)) {
+      throw new Error(`GET ${BIG_PATH} answered ${probe.status} with ${probe.body.length} bytes${probe.body.length === BIG_BYTES ? ' (different content)' : ''}, expected 200 with the ${BIG_BYTES}-byte file`);
+    }
+    const r = await wrk(spec.port, DURATION, spec.headers, { urlPath: BIG_PATH });
+    log(`${t.name}: ${BIG_PATH}: ${r.mibps?.toFixed(0) ?? 'n/a'} MiB/s (${r.rps.toFixed(0)} req/s), errors ${r.errors}`);
+    t.mibps = r.mibps;
+    addErrors(t, 'big', r);
+  } catch (err) {
+    t.notes.push(`1 MiB run failed: ${err.message.split('\n')[0]}`);
+  }
+}
+
+// All measurements of all targets (the targets must be started). `checkBackends` throws when a
+// backend died: then nothing measured after it would mean anything.
+async function measureAll(targets, checkBackends) {
+  if (WARMUP > 0) {
+    log('--- warm-up');
+    for (const t of measurable(targets)) {
+      checkBackends();
+      await warmUp(t);
+    }
+  }
+  // The rotation is over the targets that are up now, so each keeps its place in the cycle when
+  // another one fails later.
+  const up = measurable(targets);
+  for (let round = 1; round <= RUNS; round++) {
+    const order = measurable(rotated(up, round - 1));
+    log(`--- c${CONNECTIONS} round ${round}/${RUNS}: ${order.map((t) => t.name).join(', ')}`);
+    for (const t of order) {
+      checkBackends();
+      await c50Run(t, round);
+    }
+  }
+  log(`--- c${CONNECTIONS_HIGH}`);
+  for (const t of measurable(targets)) {
+    checkBackends();
+    await c200Run(t);
+  }
+  log(`--- ${BIG_PATH}`);
+  for (const t of measurable(targets)) {
+    checkBackends();
+    await bigRun(t);
+  }
+  for (const t of measurable(targets)) {
+    if (t.child?.exitInfo) t.notes.push(`process exited during the runs (${t.child.exitInfo.signal ?? `code ${t.child.exitInfo.code}`})`);
+  }
+}
+
+// The table row of a target: the median c50 run by req/s.
+function resultOf(t) {
+  if (t.failure) return { name: t.name, ok: false, reason: t.failure.split('\n')[0] };
+  const sorted = [...t.runs].sort((a, b) => a.rps - b.rps);
+  const median = sorted[Math.floor((sorted.length - 1) / 2)];
+  return {
+    name: t.name,
+    ok: true,
+    rps: median.rps,
+    p50: median.p50,
+    p99: median.p99,
+    p99High: t.p99High,
+    mibps: t.mibps,
+    errors: t.errors.c50 + t.errors.c200 + t.errors.big,
+    errorsBy: t.errors,
+    socket: t.socket,
+    non2xx: t.non2xx,
+    rssIdle: t.rssIdle,
+    rss: t.rssLoad,
+    note: t.notes.length ? t.notes.join('; ') : null,
+  };
 }
 
 // ---------------------------------------------------------------- report
@@ -969,7 +1058,7 @@ function checks(results) {
   ));
   line('monitoring cost (tollgate >= 0.95 × tollgate-no_monitoring)', ['tollgate', 'tollgate-no_monitoring'], (t, n) => [
     t.rps >= 0.95 * n.rps,
-    `tollgate ${int(t.rps)} req/s, tollgate-no_monitoring ${int(n.rps)} req/s: ${ratio(t.rps, n.rps)} × (targets run one after another; bench/observability-ab.mjs alternates them)`,
+    `tollgate ${int(t.rps)} req/s, tollgate-no_monitoring ${int(n.rps)} req/s: ${ratio(t.rps, n.rps)} × (${RUNS > 1 ? 'c50 runs interleaved with the other targets' : 'one c50 run each, in one round with the other targets'}; bench/observability-ab.mjs alternates just this pair and adds CPU time per request)`,
   ]);
   line('features cost (tollgate >= 0.90 × tollgate-minimal)', ['tollgate', 'tollgate-minimal'], (t, m) => [
     t.rps >= 0.90 * m.rps,
@@ -1009,6 +1098,9 @@ function report(results, meta) {
   const wrkCmd = (opts) => ['taskset', ...wrkArgs('<port>', DURATION, [], opts)].map(shellQuote).join(' ')
     .replace(/'(http:\/\/127\.0\.0\.1:<port>\/\S*)'/, '$1');
   const peersUsed = results.some((r) => r.name === 'node-http-proxy' || r.name === 'fastify-proxy');
+  const c50Method = RUNS > 1
+    ? `${RUNS} rounds of one ${DURATION} s run per target, interleaved across targets with the order rotating each round (round 2 starts with the second target and ends with the first, and so on), so drift during the session reaches every row alike; the row is the median run by req/s`
+    : `one ${DURATION} s run per target, all in one round`;
   const lines = [
     `| target | req/s (median) | ratio to direct | ratio to bare | p50 ms | p99 ms | p99 ms c${CONNECTIONS_HIGH} | MiB/s 1 MiB | errors | RSS idle MiB | RSS load MiB |`,
     '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
@@ -1017,7 +1109,7 @@ function report(results, meta) {
     ...(results.some((r) => r.name === 'tollgate') ? [...checks(results), ''] : []),
     ...(notes.length ? [...notes, ''] : []),
     `- wrk: \`${wrkCmd({})}\` for req/s, p50, p99; \`-c${CONNECTIONS_HIGH}\` for p99 c${CONNECTIONS_HIGH}; \`${wrkCmd({ urlPath: BIG_PATH })}\` for MiB/s (wrk's Transfer/sec, headers included); the tollgate rows add \`-H ${shellQuote(AUTH_HEADER)}\``,
-    `- ${RUNS} run${RUNS > 1 ? 's' : ''} of ${DURATION} s per target after a ${WARMUP} s warm-up; the row is the median run by req/s; then one ${DURATION} s run at c${CONNECTIONS_HIGH} and one ${DURATION} s run on the 1 MiB body (single runs, no median); errors are summed over all runs${QUICK ? ' (--quick smoke run: numbers are rough)' : ''}`,
+    `- all targets started up front and kept up, idle while another one is measured; ${WARMUP > 0 ? `each warmed up once for ${WARMUP} s, then` : 'no warm-up;'} ${c50Method}; then one ${DURATION} s run at c${CONNECTIONS_HIGH} of each target in turn, then one ${DURATION} s run on the 1 MiB body of each target in turn (single runs, no median); errors are summed over all runs${QUICK ? ' (--quick smoke run: numbers are rough)' : ''}`,
     `- RSS idle: right after the target answered its first requests, before any load; RSS load: the peak of samples every ${RSS_SAMPLE_MS} ms during the c${CONNECTIONS_HIGH} run. Both count the proxy's whole process tree (direct: the nginx worker)`,
     `- proxy on CPU ${PROXY_CPU} (every process of the tree; checked); nginx backends (1 worker, 3 ports, 100-byte body, 1 MiB file at \`${BIG_PATH}\`) and wrk on CPU ${LOAD_CPU}; every proxy round-robins over the three backends with keep-alive upstream connections`,
     '- nginx-proxy: own nginx, 1 worker, `keepalive 64`, `proxy_http_version 1.1`, `proxy_max_temp_file_size 0` (streams big bodies instead of spooling to disk); haproxy: `-db`, `nbthread 1`, `http-reuse always`, timeouts 30 s; both checked to be the processes that hold the listening port',
@@ -1048,13 +1140,14 @@ function writeDocs(block) {
 
 The numbers below come from \`bash bench/run.sh --write\` (\`npm run bench -- --write\`).
 Three nginx backends return a fixed 100-byte body (and a 1 MiB file at
-\`/big\`); wrk drives 50 keep-alive connections from one thread at each target
-in turn: nginx itself (\`direct\`), nginx and HAProxy as reverse proxies,
+\`/big\`); wrk drives 50 keep-alive connections from one thread at each target:
+nginx itself (\`direct\`), nginx and HAProxy as reverse proxies,
 node-http-proxy, @fastify/http-proxy, a few-line node:http + undici forwarder
 with no features (\`bare\`), Tollgate with bearer auth and a rate limit that
 never triggers, and Tollgate with every optional feature off
-(\`tollgate-minimal\`). Each target also gets one run at 200 connections (p99)
-and one on the 1 MiB body (MiB/s). The proxy is pinned to one CPU, nginx and
+(\`tollgate-minimal\`). All targets are up at once and their runs are
+interleaved, in an order that rotates every round. Each target also gets one
+run at 200 connections (p99) and one on the 1 MiB body (MiB/s). The proxy is pinned to one CPU, nginx and
 wrk to the other. Absolute req/s depend on the machine; compare the ratio
 columns, which divide each target's req/s by the direct (or bare) run on the
 same machine in the same session. The PASS/FAIL lines under the table check
@@ -1086,7 +1179,7 @@ async function main() {
   }
 
   const meta = { ...(await versions()), cpu: cpuModel() };
-  log(`targets ${TARGETS.join(', ')}; ${RUNS} x ${DURATION} s (+${WARMUP} s warm-up) each; tmp ${tmpDir}`);
+  log(`targets ${TARGETS.join(', ')}; ${WARMUP} s warm-up each, then ${RUNS} round${RUNS > 1 ? 's' : ''} of ${DURATION} s per target (rotating order); tmp ${tmpDir}`);
 
   if (TARGETS.some((t) => t.startsWith('tollgate'))) await ensureTollgateBuilt(tmpDir);
 
@@ -1113,14 +1206,24 @@ async function main() {
     }
   }
   const specs = targetSpecs(ports, tmpDir, nginx);
-
-  const results = [];
-  for (const name of TARGETS) {
+  const checkBackends = () => {
     if (nginx.exitInfo) throw new Error('nginx exited unexpectedly');
-    results.push(await benchTarget(name, specs[name]));
+  };
+
+  const targets = TARGETS.map((name) => newTarget(name, specs[name]));
+  try {
+    for (const t of targets) {
+      checkBackends();
+      await startTarget(t);
+    }
+    await measureAll(targets, checkBackends);
+  } finally {
+    // On an error too (the exit handler would also kill them, but without the grace period).
+    await Promise.all(targets.map((t) => stop(t.child)));
+    await stop(nginx);
+    if (redisServer) await stop(redisServer.child);
   }
-  await stop(nginx);
-  if (redisServer) await stop(redisServer.child);
+  const results = targets.map(resultOf);
 
   meta.date = new Date().toISOString().replace('T', ' ').replace(/:\d\d\.\d+Z$/, ' UTC');
   const block = report(results, meta);

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Tollgate benchmark entry point (npm run bench).
-#   bash bench/run.sh               3 runs x 10 s per target (+ one c200 and one 1 MiB run), table on stdout
+#   bash bench/run.sh               3 interleaved rounds x 10 s per target (+ one c200 and one 1 MiB run), table on stdout
 #   bash bench/run.sh --quick       1 run x 3 s per measurement (smoke test)
 #   bash bench/run.sh --write       also update docs/benchmarks.md
 #   bash bench/run.sh --strategies  also the Tollgate strategy variants
