@@ -2,6 +2,7 @@ import { pino, type Logger } from 'pino';
 import type { Backend } from '../balancing/backend.js';
 import type { RequestContext } from '../proxy/context.js';
 import type { Phases } from '../proxy/phases.js';
+import { hundredths } from '../util/format.js';
 
 const { streamSym, chindingsSym, timeSym, lsCacheSym } = pino.symbols;
 
@@ -66,7 +67,7 @@ export function createAccessLog(logger: Logger): (Phases & { flush(): void }) | 
         `${error !== undefined && error.status >= 500 ? warn : info}${time()}${bindings}` +
         `,"request_id":"${ctx.requestId}"${ctx.traceId === '' ? '' : `,"trace_id":"${ctx.traceId}"`},"client":"${ctx.clientAddress}","method":${JSON.stringify(req.method)}` +
         `,"path":${JSON.stringify(ctx.path)},${upstreamOf(ctx.backend)},"status":${ctx.status},"bytes":${ctx.bytesSent}` +
-        `,"duration_ms":${Math.round((performance.now() - ctx.startedAt) * 100) / 100}` +
+        `,"duration_ms":${hundredths(performance.now() - ctx.startedAt)}` +
         `,"user_agent":${ua === undefined ? 'null' : JSON.stringify(ua)},"retries":${ctx.retries}${failure}` +
         `,"msg":"Request Completed"}\n`;
       if (pending === '') setImmediate(flush);

@@ -1,3 +1,4 @@
+import { fstatSync, statSync } from 'node:fs';
 import { pino, type DestinationStream, type Logger } from 'pino';
 import pretty from 'pino-pretty';
 import type { LoggingConfig, LogLevel } from '../config/schema.js';
@@ -27,11 +28,11 @@ export function levelFrom(value: string | undefined, fallback: LogLevel): LogLev
 
 /**
  * The process logger: JSON lines by default (pino), or human-readable with `pretty`; to stdout or to
- * `logging.file`. Writes are asynchronous (pino's sonic-boom destination): lines written while a write is
- * under way are joined into the next one, so a busy proxy makes few syscalls and an idle one shows each
- * line at once. Asynchronous rather than pino's default synchronous writes: a stalled stdout reader (a
- * paused pager, a full pipe) must not stop the event loop; synchronous writes saved only 1.3% of the
- * instructions per request.
+ * `logging.file`. To a regular file (`logging.file`, or stdout redirected to one) lines are written
+ * synchronously, as nginx writes its access log: a file write never waits for a reader, and one write(2) on
+ * the event loop costs less than handing each batch to libuv's thread pool and back. To anything else (a
+ * pipe, a terminal) writes are asynchronous (sonic-boom): a stalled reader (a paused pager, a full pipe)
+ * must not stop the event loop; lines written while a write is under way are joined into the next one.
  */
 export function createLogger(config: LoggingConfig, overrides: LoggerOverrides = {}): LoggerHandle {
   const level = levelFrom(overrides.level, config.level);
@@ -40,7 +41,7 @@ export function createLogger(config: LoggingConfig, overrides: LoggerOverrides =
     const logger = pino({ level, base: null }, overrides.stream);
     return { logger, flush: () => logger.flush() };
   }
-  const destination = pino.destination({ dest: config.file ?? 1, sync: false, mkdir: true });
+  const destination = pino.destination({ dest: config.file ?? 1, sync: toRegularFile(config.file), mkdir: true });
   const stream =
     format === 'pretty'
       ? pretty({ destination, colorize: config.file === undefined && process.stdout.isTTY, sync: false, translateTime: 'SYS:HH:MM:ss.l' })
@@ -57,4 +58,17 @@ export function createLogger(config: LoggingConfig, overrides: LoggerOverrides =
       }
     },
   };
+}
+
+/**
+ * Whether log lines go to a regular file: `logging.file` (unless it names a pipe or a device, such as
+ * /dev/stdout), or stdout redirected to a file.
+ */
+export function toRegularFile(file: string | undefined): boolean {
+  try {
+    if (file === undefined) return fstatSync(1).isFile();
+    return statSync(file, { throwIfNoEntry: false })?.isFile() ?? true; // a new file is created as a regular one
+  } catch {
+    return false;
+  }
 }

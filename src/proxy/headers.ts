@@ -1,6 +1,7 @@
 /**
  * Header rules shared by both directions. Names are compared lower-case.
  */
+import { hundredths } from '../util/format.js';
 
 /** Hop-by-hop headers (RFC 9110 section 7.6.1, plus the de-facto Keep-Alive and Proxy-Connection). */
 export const HOP_BY_HOP: ReadonlySet<string> = new Set([
@@ -30,5 +31,5 @@ export function connectionTokens(value: string | undefined): Set<string> | undef
 
 /** Formats milliseconds as the X-Response-Time value: `1ms`, `0.42ms` (two decimals at most). */
 export function formatMs(ms: number): string {
-  return `${Math.round(ms * 100) / 100}ms`;
+  return `${hundredths(ms)}ms`;
 }

@@ -6,6 +6,7 @@
  */
 import { randomFillSync } from 'node:crypto';
 import type { TracingConfig } from '../../config/schema.js';
+import { hundredths } from '../../util/format.js';
 import type { RequestContext } from '../../proxy/context.js';
 import type { FilterResult, Phases } from '../../proxy/phases.js';
 
@@ -76,12 +77,15 @@ export function boundTracestate(value: string | string[] | undefined): string | 
 export type FillRandom = (buffer: Buffer) => void;
 
 /**
- * Random ids from a pooled buffer: one randomFillSync call per 4 KiB (512 span ids) instead of one per id.
- * An id that comes out all zeros (invalid in Trace Context) is drawn again.
+ * Random ids from a pooled buffer: one randomFillSync call and one hex conversion per 4 KiB (512 span
+ * ids); each id is then a slice of that text instead of a call into Buffer#toString. An id that comes out
+ * all zeros (invalid in Trace Context) is drawn again.
  */
 export class IdSource {
   readonly #pool = Buffer.allocUnsafe(4096);
   readonly #fill: FillRandom;
+  /** The pool as hex, two characters per byte. */
+  #hex = '';
   #offset = this.#pool.length;
 
   constructor(fill: FillRandom = randomFillSync) {
@@ -93,9 +97,10 @@ export class IdSource {
     for (;;) {
       if (this.#offset + bytes > this.#pool.length) {
         this.#fill(this.#pool);
+        this.#hex = this.#pool.toString('hex');
         this.#offset = 0;
       }
-      const id = this.#pool.toString('hex', this.#offset, this.#offset + bytes);
+      const id = this.#hex.slice(this.#offset * 2, (this.#offset + bytes) * 2);
       this.#offset += bytes;
       if (id !== (bytes === 8 ? ZERO_SPAN : ZERO_TRACE)) return id;
     }
@@ -145,7 +150,7 @@ export function createServerTiming(): Phases {
       if (ctx.dispatchedAt === 0) return;
       // writeHead has just set responseTime, so the head's time needs no second clock read.
       const ms = ctx.startedAt + ctx.responseTime - ctx.dispatchedAt;
-      out.push('Server-Timing', `upstream;dur=${Math.round(ms * 100) / 100}`);
+      out.push('Server-Timing', `upstream;dur=${hundredths(ms)}`);
     },
   };
 }
