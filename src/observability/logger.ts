@@ -2,6 +2,7 @@ import { fstatSync, statSync } from 'node:fs';
 import { pino, type DestinationStream, type Logger } from 'pino';
 import pretty from 'pino-pretty';
 import type { LoggingConfig, LogLevel } from '../config/schema.js';
+import { ThrottledLog } from '../util/throttled-log.js';
 
 export interface LoggerHandle {
   logger: Logger;
@@ -41,7 +42,9 @@ export function createLogger(config: LoggingConfig, overrides: LoggerOverrides =
     const logger = pino({ level, base: null }, overrides.stream);
     return { logger, flush: () => logger.flush() };
   }
-  const destination = pino.destination({ dest: config.file ?? 1, sync: toRegularFile(config.file), mkdir: true });
+  // maxLength: while writes fail (a full disk), lines beyond 16 MiB waiting to be written are dropped.
+  const destination = pino.destination({ dest: config.file ?? 1, sync: toRegularFile(config.file), mkdir: true, maxLength: 16 * 1024 * 1024 });
+  survive(destination);
   const stream =
     format === 'pretty'
       ? pretty({ destination, colorize: config.file === undefined && process.stdout.isTTY, sync: false, translateTime: 'SYS:HH:MM:ss.l' })
@@ -71,4 +74,29 @@ export function toRegularFile(file: string | undefined): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * Keeps the process up when its log destination fails (a full disk, a device that refuses writes): the
+ * error goes to stderr at most once per 5 s, and lines that cannot be written are dropped. Unhandled, the
+ * destination's 'error' event would end the process; and sonic-boom's flushSync (4.2, which pino calls at
+ * exit) retries a write that keeps failing with anything but EAGAIN forever, so a process exiting on a full
+ * disk would never end: while writes fail, flushSync does nothing.
+ */
+function survive(destination: ReturnType<typeof pino.destination>): void {
+  let failing = false;
+  const report = new ThrottledLog(5_000);
+  destination.on('error', (err: NodeJS.ErrnoException) => {
+    failing = true;
+    report.event((count) => {
+      process.stderr.write(`tollgate: cannot write the log (${err.code ?? err.message}); lines are dropped until it works again (${count} failed writes)\n`);
+    });
+  });
+  destination.on('write', () => {
+    failing = false;
+  });
+  const flushSync = destination.flushSync.bind(destination);
+  destination.flushSync = () => {
+    if (!failing) flushSync();
+  };
 }

@@ -47,4 +47,18 @@ describe('log destination', () => {
     }
     assert.equal(answer('pipe'), 'false');
   });
+
+  it('survives a destination that refuses writes (ENOSPC from /dev/full): no crash, no endless flush at exit', () => {
+    const script = [
+      `import { createLogger } from ${JSON.stringify(path.resolve('src/observability/logger.ts'))};`,
+      "const { logger, flush } = createLogger({ level: 'info', format: 'json', file: '/dev/full' });",
+      "for (let i = 0; i < 50; i++) logger.info({ i }, 'line');",
+      "setTimeout(() => { logger.info('more'); flush(); process.stdout.write('alive'); process.exit(0); }, 300);",
+    ].join('\n');
+    const run = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { encoding: 'utf8', timeout: 20_000 });
+    assert.equal(run.error, undefined, 'the process ended by itself');
+    assert.equal(run.status, 0, run.stderr);
+    assert.equal(run.stdout, 'alive');
+    assert.match(run.stderr, /cannot write the log \(ENOSPC\)/);
+  });
 });
