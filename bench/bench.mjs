@@ -2,7 +2,7 @@
 // Tollgate throughput benchmark. Normally started by bench/run.sh (npm run bench).
 //
 // Three nginx backends (one master, one worker, CPU 1) serve a fixed 100-byte
-// body at every path and a 1 MiB file at /big. wrk (CPU 1) measures each
+// body at every path and a 1 MiB file at /big. wrk and h2load (CPU 1) measure each
 // target in front of the same three backends (round robin, upstream
 // keep-alive), every proxy pinned to CPU 0:
 //   direct           - backend 1 itself, no proxy (ratio baseline 1.00)
@@ -22,18 +22,22 @@
 // stay up, idle while another one is measured. Then: a WARMUP s warm-up of each;
 // RUNS rounds of one DURATION s run at -c50 per target, the order rotated by one
 // each round (a b c, b c a, c a b, ...) so drift on a shared machine reaches every
-// target alike (row = the median run by req/s); one DURATION s run at -c200 of each
-// target in turn (p99; RSS sampled during it); one at -c50 on /big of each target
-// in turn (MiB/s). Everything is stopped at the end, on failure or on a signal.
+// target alike (row = the median run by req/s); one DURATION s wrk run at -c200 of each
+// target in turn (p99, new connections included: wrk connects when the run starts; RSS
+// sampled during it); one h2load run at -c200 of each target in turn (3 s warm-up, 1 s
+// with --quick, then DURATION s measured: p99 on established connections, computed
+// here from h2load's per-request log without the rows of warm-up requests); one wrk run
+// at -c50 on /big of each target in turn (MiB/s). Everything is stopped at the end, on
+// failure or on a signal.
 // Prints a Markdown table and PASS/FAIL lines for the performance targets.
 // The ratio columns are the numbers that matter; absolute req/s depend on the machine.
 //
-// Flags: --quick (1 run of 3 s, 1 s warm-up), --write (update docs/benchmarks.md),
+// Flags: --quick (1 run of 3 s, 1 s warm-ups), --write (update docs/benchmarks.md),
 //        --strategies (also the Tollgate strategy variants), --help
-// Env:   BENCH_RUNS (3), BENCH_DURATION (10, seconds), BENCH_WARMUP (2; 1 with --quick),
+// Env:   BENCH_RUNS (3), BENCH_DURATION (10, seconds), BENCH_WARMUP (the wrk warm-up: 2; 1 with --quick),
 //        BENCH_TARGETS (comma list; default all but the strategy variants), BENCH_START_TIMEOUT (20),
 //        BENCH_PROXY_CPU (0), BENCH_LOAD_CPU (1), BENCH_DOCS_FILE,
-//        BENCH_TMPDIR and BENCH_PIDFILE (set by run.sh), BENCH_KEEP_TMP=1
+//        BENCH_TMPDIR and BENCH_PIDFILE (set by run.sh), BENCH_KEEP_TMP=1 (also keeps the h2load logs)
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -92,7 +96,8 @@ const PROXY_CPU = intEnv('BENCH_PROXY_CPU', 0, 0);
 const LOAD_CPU = intEnv('BENCH_LOAD_CPU', 1, 0);
 const THREADS = 1;
 const CONNECTIONS = 50;
-const CONNECTIONS_HIGH = 200; // the extra p99 run
+const CONNECTIONS_HIGH = 200; // the extra p99 runs (wrk, then h2load on established connections)
+const H2_WARMUP = QUICK ? 1 : 3; // s of h2load warm-up before its measured DURATION (connects, first requests)
 const BIG_PATH = '/big';
 const BIG_BYTES = 1024 * 1024; // the /big response body
 const RSS_SAMPLE_MS = 200;
@@ -449,6 +454,108 @@ async function wrk(port, seconds, headers, opts = {}) {
     throw new Error(`wrk failed (${why}): ${res.out.trim().split('\n').slice(-5).join(' | ')}`);
   }
   return parsed;
+}
+
+// ---------------------------------------------------------------- h2load
+// p99 at c200 on established connections. h2load connects all its clients when its warm-up starts and
+// sends each connection's first request at once; with one request in flight per connection (HTTP/1.1),
+// every request started after the warm-up goes over a connection that has already been accepted and
+// answered. (A busy Node process accepts one connection per event-loop iteration: a burst of 200 takes
+// it about a second, and that wait is what wrk's c200 p99, whose connections open when its measured run
+// starts, mostly shows.) Latency comes from h2load's per-request log, not from its summary.
+
+function h2loadArgs(port, headers, logFile) {
+  const args = ['-c', String(LOAD_CPU), 'h2load', '--h1', `-t${THREADS}`, `-c${CONNECTIONS_HIGH}`,
+    '-D', String(DURATION), '--warm-up-time', String(H2_WARMUP), '--log-file', logFile];
+  for (const h of headers) args.push('-H', h);
+  args.push(`http://127.0.0.1:${port}/`);
+  return args;
+}
+
+// Nearest-rank percentile of an ascending array.
+function percentile(sorted, p) {
+  if (sorted.length === 0) return null;
+  return sorted[Math.min(sorted.length, Math.max(1, Math.ceil((p / 100) * sorted.length))) - 1];
+}
+
+// h2load --log-file rows: start (µs since the epoch) TAB status (-1: the stream failed) TAB µs until the
+// end of the response. The log also holds the requests that were in flight when the warm-up ended (h2load
+// logs every stream that closes during the measured phase, whenever it started: one row per connection,
+// started before the switch); rows that started before `cutoffUs` are dropped.
+function parseH2Log(text, cutoffUs) {
+  const times = [];
+  let rows = 0;
+  let dropped = 0;
+  let non2xx = 0; // responses with a status outside 200-299
+  let failedStreams = 0; // status -1 (also in h2load's errored count)
+  for (const line of text.split('\n')) {
+    if (!line) continue;
+    const [start, status, us] = line.split('\t');
+    rows++;
+    if (Number(start) < cutoffUs) { dropped++; continue; }
+    const code = Number(status);
+    if (code < 0) { failedStreams++; continue; }
+    if (code < 200 || code > 299) non2xx++;
+    times.push(Number(us) / 1000);
+  }
+  const sorted = Float64Array.from(times).sort();
+  return { rows, dropped, kept: rows - dropped, responses: sorted.length, non2xx, failedStreams, p50: percentile(sorted, 50), p99: percentile(sorted, 99) };
+}
+
+// "requests: N total, N started, N done, N succeeded, N failed, N errored, N timeout". In h2load, failed =
+// errored + responses outside 2xx/3xx, and timeout is part of errored.
+function parseH2Summary(out) {
+  const m = /requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout/.exec(out);
+  if (!m) return null;
+  const [total, started, done, succeeded, failed, errored, timeout] = m.slice(1).map(Number);
+  return { total, started, done, succeeded, failed, errored, timeout };
+}
+
+async function h2load(name, port, headers) {
+  const logFile = path.join(tmpDir, `h2load-${name}.log`);
+  fs.rmSync(logFile, { force: true });
+  const timeoutMs = (H2_WARMUP + DURATION + 30) * 1000;
+  const spawnedMs = Date.now();
+  // When h2load says its warm-up is over (it prints and flushes that line, then switches phase): a
+  // wall-clock time at or after the switch, so every row that started before it is a warm-up request (or
+  // one of the first of the measured phase, dropped too: harmless).
+  let warmEndMs = null;
+  const res = await new Promise((resolve) => {
+    const child = launch('taskset', h2loadArgs(port, headers, logFile), { capture: true });
+    let out = '';
+    child.stdout?.on('data', (d) => {
+      out += d;
+      if (warmEndMs === null && out.includes('Warm-up phase is over')) warmEndMs = Date.now();
+    });
+    child.stderr?.on('data', (d) => { out += d; });
+    const timer = setTimeout(() => { out += `\n[killed after ${timeoutMs / 1000} s]`; killGroup(child.pid, 'SIGKILL'); }, timeoutMs);
+    child.exited.then(({ code, signal, error }) => {
+      clearTimeout(timer);
+      resolve({ code, signal, error, out });
+    });
+  });
+  const summary = parseH2Summary(res.out);
+  if (res.code !== 0 || !summary) {
+    const why = res.error ? res.error.message : `exit ${res.code ?? res.signal}`;
+    throw new Error(`h2load failed (${why}): ${res.out.trim().split('\n').slice(-3).join(' | ')}`);
+  }
+  let text = '';
+  try { text = fs.readFileSync(logFile, 'utf8'); } catch (err) { throw new Error(`h2load wrote no log file: ${err.message}`); }
+  const cutoffUs = warmEndMs !== null ? (warmEndMs + 1) * 1000 : (spawnedMs + H2_WARMUP * 1000) * 1000;
+  const parsed = parseH2Log(text, cutoffUs);
+  if (process.env.BENCH_KEEP_TMP !== '1') fs.rmSync(logFile, { force: true });
+  if (parsed.responses === 0) {
+    throw new Error(`no responses logged after the warm-up (h2load: ${summary.done} done, ${summary.failed} failed, ${summary.errored} errored)`);
+  }
+  return {
+    ...parsed,
+    summary,
+    warmEndSeen: warmEndMs !== null,
+    // Errors of the run: responses outside 2xx in the rows kept, plus h2load's errored (streams without a
+    // response: closed or reset connections, timeouts; its `timeout` count is part of it). h2load's `failed`
+    // is errored + responses outside 2xx/3xx, so adding it as well would count those twice.
+    errors: parsed.non2xx + summary.errored,
+  };
 }
 
 // ---------------------------------------------------------------- nginx backends
@@ -825,10 +932,12 @@ function newTarget(name, spec) {
     rssLoad: null,
     runs: [], // the c50 runs, in round order
     p99High: null,
+    p99Est: null, // h2load, c200 on established connections
     mibps: null,
-    errors: { c50: 0, c200: 0, big: 0 },
-    socket: { connect: 0, read: 0, write: 0, timeout: 0 },
-    non2xx: 0,
+    errors: { c50: 0, c200: 0, c200est: 0, big: 0 },
+    socket: { connect: 0, read: 0, write: 0, timeout: 0 }, // wrk's socket errors
+    non2xx: 0, // wrk's non-2xx/3xx responses
+    h2: { non2xx: 0, failed: 0, errored: 0, timeout: 0 }, // h2load's counts (non2xx: rows kept, status outside 2xx)
     notes: [],
   };
 }
@@ -903,6 +1012,21 @@ async function c200Run(t) {
   }
 }
 
+// One h2load run at c200 after its own warm-up: p99 on established connections (see h2load()).
+async function c200EstablishedRun(t) {
+  try {
+    const r = await h2load(t.name, t.spec.port, t.spec.headers);
+    log(`${t.name}: c${CONNECTIONS_HIGH} established: ${r.responses} responses in ${DURATION} s, p50 ${fmtMs(r.p50)} ms, p99 ${fmtMs(r.p99)} ms, errors ${r.errors}; log ${r.rows} rows (h2load: ${r.summary.done} done), ${r.dropped} started before h2load reported the end of its warm-up, dropped${r.warmEndSeen ? '' : ' (that line not seen: cut at spawn + warm-up)'}`);
+    t.p99Est = r.p99;
+    t.errors.c200est += r.errors;
+    t.h2.non2xx += r.non2xx;
+    for (const k of ['failed', 'errored', 'timeout']) t.h2[k] += r.summary[k];
+    if (!r.warmEndSeen) t.notes.push(`c${CONNECTIONS_HIGH} established: h2load's end of warm-up not seen, rows cut at its start + ${H2_WARMUP} s`);
+  } catch (err) {
+    t.notes.push(`c${CONNECTIONS_HIGH} established (h2load) run failed: ${err.message.split('\n')[0]}`);
+  }
+}
+
 // One run on the 1 MiB body, after checking the body arrives whole.
 async function bigRun(t) {
   const { spec } = t;
@@ -948,6 +1072,11 @@ async function measureAll(targets, checkBackends) {
     checkBackends();
     await c200Run(t);
   }
+  log(`--- c${CONNECTIONS_HIGH} established (h2load)`);
+  for (const t of measurable(targets)) {
+    checkBackends();
+    await c200EstablishedRun(t);
+  }
   log(`--- ${BIG_PATH}`);
   for (const t of measurable(targets)) {
     checkBackends();
@@ -970,11 +1099,13 @@ function resultOf(t) {
     p50: median.p50,
     p99: median.p99,
     p99High: t.p99High,
+    p99Est: t.p99Est,
     mibps: t.mibps,
-    errors: t.errors.c50 + t.errors.c200 + t.errors.big,
+    errors: t.errors.c50 + t.errors.c200 + t.errors.c200est + t.errors.big,
     errorsBy: t.errors,
     socket: t.socket,
     non2xx: t.non2xx,
+    h2: t.h2,
     rssIdle: t.rssIdle,
     rss: t.rssLoad,
     note: t.notes.length ? t.notes.join('; ') : null,
@@ -1002,10 +1133,12 @@ function cpuModel() {
 async function versions() {
   const ng = await runCapture('nginx', ['-v'], 10_000);
   const wk = await runCapture('wrk', ['-v'], 10_000);
+  const h2 = await runCapture('h2load', ['--version'], 10_000);
   const ha = TARGETS.includes('haproxy') ? await runCapture('haproxy', ['-v'], 10_000) : { out: '' };
   return {
     nginx: /nginx\/(\S+)/.exec(ng.out)?.[1] ?? 'unknown',
     wrk: /wrk\s+(\S+)/.exec(wk.out)?.[1] ?? 'unknown',
+    h2load: /nghttp2\/(\S+)/.exec(h2.out)?.[1] ?? 'unknown',
     haproxy: /HA-?Proxy version (\S+)/i.exec(ha.out)?.[1] ?? 'unknown',
     httpProxy: peerVersion('http-proxy') ?? 'not installed',
     fastify: peerVersion('fastify') ?? 'not installed',
@@ -1042,11 +1175,17 @@ function checks(results) {
     t.rps >= 0.40 * n.rps,
     `tollgate ${int(t.rps)} req/s = ${ratio(t.rps, n.rps)} × nginx-proxy (${int(n.rps)})`,
   ]);
-  line(`p99 at c${CONNECTIONS_HIGH} (tollgate <= 3 × nginx-proxy)`, ['tollgate', 'nginx-proxy'], (t, n) => (
+  line(`p99 at c${CONNECTIONS_HIGH} with wrk, new connections included (tollgate <= 3 × nginx-proxy)`, ['tollgate', 'nginx-proxy'], (t, n) => (
     t.p99High === null || n.p99High === null
       ? [null, `c${CONNECTIONS_HIGH} run failed`]
       : [t.p99High <= 3 * n.p99High,
         `tollgate ${fmtMs(t.p99High)} ms, nginx-proxy ${fmtMs(n.p99High)} ms: ${ratio(t.p99High, n.p99High)} ×`]
+  ));
+  line(`p99 at c${CONNECTIONS_HIGH} on established connections (tollgate <= 3 × nginx-proxy)`, ['tollgate', 'nginx-proxy'], (t, n) => (
+    t.p99Est === null || n.p99Est === null
+      ? [null, `c${CONNECTIONS_HIGH} h2load run failed`]
+      : [t.p99Est <= 3 * n.p99Est,
+        `tollgate ${fmtMs(t.p99Est)} ms, nginx-proxy ${fmtMs(n.p99Est)} ms: ${ratio(t.p99Est, n.p99Est)} × (h2load)`]
   ));
   line('1 MiB bodies (tollgate MiB/s >= nginx-proxy)', ['tollgate', 'nginx-proxy'], (t, n) => (
     t.mibps === null || n.mibps === null
@@ -1054,7 +1193,7 @@ function checks(results) {
       : [t.mibps >= n.mibps, `tollgate ${t.mibps.toFixed(0)} MiB/s, nginx-proxy ${n.mibps.toFixed(0)} MiB/s: ${ratio(t.mibps, n.mibps)} ×`]
   ));
   line('RSS under load (tollgate <= 100 MiB)', ['tollgate'], (t) => (
-    t.rss === null ? [null, 'no RSS sample'] : [t.rss <= 100, `tollgate ${t.rss.toFixed(1)} MiB (peak during the c${CONNECTIONS_HIGH} run)`]
+    t.rss === null ? [null, 'no RSS sample'] : [t.rss <= 100, `tollgate ${t.rss.toFixed(1)} MiB (peak during the c${CONNECTIONS_HIGH} wrk run)`]
   ));
   line('monitoring cost (tollgate >= 0.95 × tollgate-no_monitoring)', ['tollgate', 'tollgate-no_monitoring'], (t, n) => [
     t.rps >= 0.95 * n.rps,
@@ -1072,11 +1211,11 @@ function report(results, meta) {
   const bare = results.find((r) => r.name === 'bare' && r.ok);
   const mib = (v) => (v === null || v === undefined ? 'n/a' : v.toFixed(1));
   const rows = results.map((r) => {
-    if (!r.ok) return `| ${r.name} | failed | – | – | – | – | – | – | – | – | – |`;
+    if (!r.ok) return `| ${r.name} | failed | – | – | – | – | – | – | – | – | – | – |`;
     const ratio = direct ? (r.rps / direct.rps).toFixed(2) : 'n/a';
     const toBare = bare && r.name !== 'direct' ? (r.rps / bare.rps).toFixed(2) : '–';
     const big = r.mibps === null ? 'n/a' : r.mibps.toFixed(0);
-    return `| ${r.name} | ${Math.round(r.rps).toLocaleString('en-US')} | ${ratio} | ${toBare} | ${fmtMs(r.p50)} | ${fmtMs(r.p99)} | ${fmtMs(r.p99High)} | ${big} | ${r.errors} | ${mib(r.rssIdle)} | ${mib(r.rss)} |`;
+    return `| ${r.name} | ${Math.round(r.rps).toLocaleString('en-US')} | ${ratio} | ${toBare} | ${fmtMs(r.p50)} | ${fmtMs(r.p99)} | ${fmtMs(r.p99High)} | ${fmtMs(r.p99Est)} | ${big} | ${r.errors} | ${mib(r.rssIdle)} | ${mib(r.rss)} |`;
   });
   const notes = [];
   for (const r of results) {
@@ -1085,7 +1224,8 @@ function report(results, meta) {
       if (r.errors > 0) {
         const s = r.socket;
         const e = r.errorsBy;
-        notes.push(`- ${r.name} errors: c${CONNECTIONS} ${e.c50}, c${CONNECTIONS_HIGH} ${e.c200}, 1 MiB ${e.big}; in all ${r.non2xx} non-2xx/3xx, socket connect ${s.connect} / read ${s.read} / write ${s.write} / timeout ${s.timeout}`);
+        const h = r.h2;
+        notes.push(`- ${r.name} errors: c${CONNECTIONS} ${e.c50}, c${CONNECTIONS_HIGH} ${e.c200}, c${CONNECTIONS_HIGH} established ${e.c200est}, 1 MiB ${e.big}; wrk in all ${r.non2xx} non-2xx/3xx, socket connect ${s.connect} / read ${s.read} / write ${s.write} / timeout ${s.timeout}; h2load ${h.non2xx} non-2xx, ${h.failed} failed, ${h.errored} errored, ${h.timeout} timeout`);
       }
       if (r.note) notes.push(`- ${r.name}: ${r.note}`);
     }
@@ -1097,26 +1237,29 @@ function report(results, meta) {
   }
   const wrkCmd = (opts) => ['taskset', ...wrkArgs('<port>', DURATION, [], opts)].map(shellQuote).join(' ')
     .replace(/'(http:\/\/127\.0\.0\.1:<port>\/\S*)'/, '$1');
+  const h2Cmd = ['taskset', ...h2loadArgs('<port>', [], '<file>')].map(shellQuote).join(' ')
+    .replace(/'(<file>|http:\/\/127\.0\.0\.1:<port>\/\S*)'/g, '$1');
   const peersUsed = results.some((r) => r.name === 'node-http-proxy' || r.name === 'fastify-proxy');
   const c50Method = RUNS > 1
     ? `${RUNS} rounds of one ${DURATION} s run per target, interleaved across targets with the order rotating each round (round 2 starts with the second target and ends with the first, and so on), so drift during the session reaches every row alike; the row is the median run by req/s`
     : `one ${DURATION} s run per target, all in one round`;
   const lines = [
-    `| target | req/s (median) | ratio to direct | ratio to bare | p50 ms | p99 ms | p99 ms c${CONNECTIONS_HIGH} | MiB/s 1 MiB | errors | RSS idle MiB | RSS load MiB |`,
-    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    `| target | req/s (median) | ratio to direct | ratio to bare | p50 ms | p99 ms | p99 ms c${CONNECTIONS_HIGH} | p99 ms c${CONNECTIONS_HIGH} established | MiB/s 1 MiB | errors | RSS idle MiB | RSS load MiB |`,
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
     ...rows,
     '',
     ...(results.some((r) => r.name === 'tollgate') ? [...checks(results), ''] : []),
     ...(notes.length ? [...notes, ''] : []),
-    `- wrk: \`${wrkCmd({})}\` for req/s, p50, p99; \`-c${CONNECTIONS_HIGH}\` for p99 c${CONNECTIONS_HIGH}; \`${wrkCmd({ urlPath: BIG_PATH })}\` for MiB/s (wrk's Transfer/sec, headers included); the tollgate rows add \`-H ${shellQuote(AUTH_HEADER)}\``,
-    `- all targets started up front and kept up, idle while another one is measured; ${WARMUP > 0 ? `each warmed up once for ${WARMUP} s, then` : 'no warm-up;'} ${c50Method}; then one ${DURATION} s run at c${CONNECTIONS_HIGH} of each target in turn, then one ${DURATION} s run on the 1 MiB body of each target in turn (single runs, no median); errors are summed over all runs${QUICK ? ' (--quick smoke run: numbers are rough)' : ''}`,
-    `- RSS idle: right after the target answered its first requests, before any load; RSS load: the peak of samples every ${RSS_SAMPLE_MS} ms during the c${CONNECTIONS_HIGH} run. Both count the proxy's whole process tree (direct: the nginx worker)`,
-    `- proxy on CPU ${PROXY_CPU} (every process of the tree; checked); nginx backends (1 worker, 3 ports, 100-byte body, 1 MiB file at \`${BIG_PATH}\`) and wrk on CPU ${LOAD_CPU}; every proxy round-robins over the three backends with keep-alive upstream connections`,
+    `- wrk: \`${wrkCmd({})}\` for req/s, p50, p99; \`-c${CONNECTIONS_HIGH}\` for p99 c${CONNECTIONS_HIGH} (wrk opens its ${CONNECTIONS_HIGH} connections when the measured run starts, so this p99 includes waiting to be accepted, and wrk's coordinated-omission correction multiplies those slow first requests); \`${wrkCmd({ urlPath: BIG_PATH })}\` for MiB/s (wrk's Transfer/sec, headers included); the tollgate rows add \`-H ${shellQuote(AUTH_HEADER)}\``,
+    `- h2load: \`${h2Cmd}\` for p99 c${CONNECTIONS_HIGH} established (the tollgate rows add the same \`-H\`): h2load opens its ${CONNECTIONS_HIGH} keep-alive connections and sends each one's first request when its ${H2_WARMUP} s warm-up starts, then measures for ${DURATION} s; from its per-request log (start, status, time to the end of the response) the rows that started before h2load printed the end of its warm-up are dropped (the requests in flight at the switch, which it logs too, and a few ms of the measured phase), so every request kept went over a connection the proxy had already accepted and answered; p99 is the nearest-rank 99th percentile of the time to the end of the response over the rows kept, with no coordinated-omission correction; responses outside 2xx and h2load's errored streams count as errors`,
+    `- all targets started up front and kept up, idle while another one is measured; ${WARMUP > 0 ? `each warmed up once for ${WARMUP} s, then` : 'no warm-up;'} ${c50Method}; then one ${DURATION} s wrk run at c${CONNECTIONS_HIGH} of each target in turn, then one h2load run at c${CONNECTIONS_HIGH} of each target in turn, then one ${DURATION} s run on the 1 MiB body of each target in turn (single runs, no median); errors are summed over all runs${QUICK ? ' (--quick smoke run: numbers are rough)' : ''}`,
+    `- RSS idle: right after the target answered its first requests, before any load; RSS load: the peak of samples every ${RSS_SAMPLE_MS} ms during the c${CONNECTIONS_HIGH} wrk run. Both count the proxy's whole process tree (direct: the nginx worker)`,
+    `- proxy on CPU ${PROXY_CPU} (every process of the tree; checked); nginx backends (1 worker, 3 ports, 100-byte body, 1 MiB file at \`${BIG_PATH}\`), wrk and h2load on CPU ${LOAD_CPU}; every proxy round-robins over the three backends with keep-alive upstream connections`,
     '- nginx-proxy: own nginx, 1 worker, `keepalive 64`, `proxy_http_version 1.1`, `proxy_max_temp_file_size 0` (streams big bodies instead of spooling to disk); haproxy: `-db`, `nbthread 1`, `http-reuse always`, timeouts 30 s; both checked to be the processes that hold the listening port',
     ...(peersUsed ? [`- node-http-proxy: http-proxy ${meta.httpProxy} with a keep-alive http.Agent (maxSockets 128); fastify-proxy: fastify ${meta.fastify} + @fastify/http-proxy ${meta.fastifyHttpProxy} (undici ${meta.undiciPeer}, 128 connections per backend), round robin through \`replyOptions.getUpstream\`, logger off`] : []),
     '- tollgate: bearer auth, a rate limit that never triggers, info logging to a file, default health checks and retries, metrics and tracing on (the defaults); tollgate-minimal: auth, rate limit, health checks, retries, metrics and tracing off, log level warn; tollgate-no_monitoring: tollgate with metrics, tracing and Server-Timing off',
     ...(results.some((r) => SCALE[r.name]) ? [`- tollgate-redis: tollgate with \`store: { type: redis }\` (every request one EVALSHA on one hot key; redis-server ${meta.redis ?? 'n/a'} on CPU ${LOAD_CPU}); tollgate-workers2: \`workers: 2\` with the memory store (buckets in the primary, asked over IPC), primary and both workers on CPU ${PROXY_CPU}`] : []),
-    `- node ${process.version}, nginx ${meta.nginx}, haproxy ${meta.haproxy}, wrk ${meta.wrk}`,
+    `- node ${process.version}, nginx ${meta.nginx}, haproxy ${meta.haproxy}, wrk ${meta.wrk}, h2load (nghttp2) ${meta.h2load}`,
     `- date: ${meta.date}`,
     `- CPU: ${meta.cpu}`,
   ];
@@ -1147,7 +1290,8 @@ with no features (\`bare\`), Tollgate with bearer auth and a rate limit that
 never triggers, and Tollgate with every optional feature off
 (\`tollgate-minimal\`). All targets are up at once and their runs are
 interleaved, in an order that rotates every round. Each target also gets one
-run at 200 connections (p99) and one on the 1 MiB body (MiB/s). The proxy is pinned to one CPU, nginx and
+wrk run at 200 connections (p99, new connections included), one h2load run at
+200 established connections (p99) and one on the 1 MiB body (MiB/s). The proxy is pinned to one CPU, nginx and
 wrk to the other. Absolute req/s depend on the machine; compare the ratio
 columns, which divide each target's req/s by the direct (or bare) run on the
 same machine in the same session. The PASS/FAIL lines under the table check

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Tollgate benchmark entry point (npm run bench).
-#   bash bench/run.sh               3 interleaved rounds x 10 s per target (+ one c200 and one 1 MiB run), table on stdout
+#   bash bench/run.sh               3 interleaved rounds x 10 s per target (+ one c200 run with wrk, one c200 run
+#                                   with h2load on established connections and one 1 MiB run), table on stdout
 #   bash bench/run.sh --quick       1 run x 3 s per measurement (smoke test)
 #   bash bench/run.sh --write       also update docs/benchmarks.md
 #   bash bench/run.sh --strategies  also the Tollgate strategy variants
@@ -11,12 +12,13 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
-# nginx, wrk, haproxy and redis-server: install only when missing (Debian
-# packages nginx-light, wrk, haproxy, redis-server). Only the binaries are used: the benchmark starts
-# its own processes with its own configs on free ports, never a system service.
+# nginx, wrk, h2load, haproxy and redis-server: install only when missing (Debian
+# packages nginx-light, wrk, nghttp2-client, haproxy, redis-server). Only the binaries are used: the
+# benchmark starts its own processes with its own configs on free ports, never a system service.
 missing=()
 command -v nginx >/dev/null 2>&1 || missing+=(nginx-light)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+command -v h2load >/dev/null 2>&1 || missing+=(nghttp2-client)
 command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -31,7 +33,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   $sudo apt-get update
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
 fi
-for tool in nginx wrk haproxy taskset node; do
+for tool in nginx wrk h2load haproxy taskset node; do
   command -v "$tool" >/dev/null 2>&1 || { echo "bench: $tool not found" >&2; exit 1; }
 done
 
