@@ -25,36 +25,22 @@ import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { ROOT, freePort, numberOption, textOption } from './common.mjs';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const args = process.argv.slice(2);
-const opt = (name, dflt) => {
-  const i = args.indexOf(name);
-  return i === -1 ? dflt : Number(args[i + 1]);
-};
-const REQUESTS = opt('--requests', 6000);
-const WARMUP = opt('--warmup', 15000);
-const REPEATS = opt('--repeats', 1);
+const REQUESTS = numberOption('--requests', 6000);
+const WARMUP = numberOption('--warmup', 15000);
+const REPEATS = numberOption('--repeats', 1);
 /** --keep DIR: keep the callgrind dumps there (for callgrind_annotate) instead of deleting them. */
-const KEEP = args.includes('--keep') ? String(args[args.indexOf('--keep') + 1]) : undefined;
+const KEEP = textOption('--keep');
 const ALL = ['tollgate', 'tollgate-no_monitoring', 'tollgate-minimal', 'bare', 'tollgate-redis'];
 const DEFAULT_VARIANTS = ['tollgate', 'tollgate-no_monitoring', 'tollgate-minimal', 'bare'];
-const vi = args.indexOf('--variants');
-const VARIANTS = vi === -1 ? DEFAULT_VARIANTS : String(args[vi + 1]).split(',');
+const VARIANTS = textOption('--variants')?.split(',') ?? DEFAULT_VARIANTS;
 for (const v of VARIANTS) {
   if (!ALL.includes(v) && !v.startsWith('tollgate-without-')) throw new Error(`unknown variant ${v}; known: ${ALL.join(', ')}, tollgate-without-<feature>[+<feature>...]`);
 }
 const TOKEN = 'dev-token-123';
 const BODY = 'tollgate-bench-payload:'.padEnd(100, '0123456789abcdefghijklmnopqrstuvwxyz');
 
-async function freePort() {
-  const s = net.createServer().listen(0, '127.0.0.1');
-  await new Promise((r) => s.once('listening', r));
-  const { port } = s.address();
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 const agent = new http.Agent({ keepAlive: true, maxSockets: 8 });
 function get(port, headers = { authorization: `Bearer ${TOKEN}` }) {

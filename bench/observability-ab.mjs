@@ -13,50 +13,21 @@
 import { spawn, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { ROOT, freePorts, launch, numberOption } from './common.mjs';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const args = process.argv.slice(2);
-const opt = (name, dflt) => {
-  const i = args.indexOf(name);
-  return i === -1 ? dflt : Number(args[i + 1]);
-};
-const ROUNDS = opt('--rounds', 6);
-const DURATION = opt('--duration', 5);
+const ROUNDS = numberOption('--rounds', 6);
+const DURATION = numberOption('--duration', 5);
 const TOKEN = 'dev-token-123';
 const BODY = 'tollgate-bench-payload:'.padEnd(100, '0123456789abcdefghijklmnopqrstuvwxyz');
 const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
 
-const children = [];
-function launch(cmd, cmdArgs, log) {
+function launchLogged(cmd, cmdArgs, log) {
   const fd = fs.openSync(log, 'a');
-  const child = spawn(cmd, cmdArgs, { cwd: ROOT, stdio: ['ignore', fd, fd], detached: true, env: { ...process.env, LOG_LEVEL: '' } });
+  const child = launch(cmd, cmdArgs, { stdio: ['ignore', fd, fd], env: { ...process.env, LOG_LEVEL: '' } });
   fs.closeSync(fd);
-  children.push(child);
   return child;
-}
-function cleanup() {
-  for (const c of children) {
-    try {
-      process.kill(-c.pid, 'SIGKILL');
-    } catch {
-      /* gone */
-    }
-  }
-}
-process.on('exit', cleanup);
-for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => process.exit(130));
-
-async function freePorts(n) {
-  const servers = await Promise.all(Array.from({ length: n }, () => new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => resolve(s));
-  })));
-  const ports = servers.map((s) => s.address().port);
-  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
-  return ports;
 }
 
 function get(port, headers = {}) {
@@ -134,13 +105,13 @@ http { access_log off; keepalive_requests 1000000;
   client_body_temp_path ${dir}/cb; proxy_temp_path ${dir}/pt; fastcgi_temp_path ${dir}/ft; uwsgi_temp_path ${dir}/ut; scgi_temp_path ${dir}/st;
   server { listen 127.0.0.1:${b1}; listen 127.0.0.1:${b2}; listen 127.0.0.1:${b3}; location / { return 200 "${BODY}"; } } }
 `);
-  launch('taskset', ['-c', '1', 'nginx', '-p', dir, '-c', nginxConf, '-e', `${dir}/nginx-error.log`], path.join(dir, 'nginx.out'));
+  launchLogged('taskset', ['-c', '1', 'nginx', '-p', dir, '-c', nginxConf, '-e', `${dir}/nginx-error.log`], path.join(dir, 'nginx.out'));
   await waitFor(b1, {});
   const proxies = {};
   for (const [name, port, monitoring] of [['on', onPort, true], ['off', offPort, false]]) {
     const cfg = path.join(dir, `${name}.yaml`);
     fs.writeFileSync(cfg, tollgateYaml(port, [b1, b2, b3], dir, name, monitoring));
-    const child = launch('taskset', ['-c', '0', process.execPath, 'dist/cli.js', '--config', cfg], path.join(dir, `${name}.out`));
+    const child = launchLogged('taskset', ['-c', '0', process.execPath, 'dist/cli.js', '--config', cfg], path.join(dir, `${name}.out`));
     proxies[name] = { port, child, runs: [] };
   }
   for (const p of Object.values(proxies)) await waitFor(p.port, { authorization: `Bearer ${TOKEN}` });

@@ -10,46 +10,14 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { ROOT, freePorts, launch, numberOption } from './common.mjs';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const args = process.argv.slice(2);
-const opt = (name, dflt) => {
-  const i = args.indexOf(name);
-  return i === -1 ? dflt : Number(args[i + 1]);
-};
-const DURATION = opt('--duration', 300);
-const WARMUP = opt('--warmup', 30);
-const SAMPLE = opt('--sample', 30);
+const DURATION = numberOption('--duration', 300);
+const WARMUP = numberOption('--warmup', 30);
+const SAMPLE = numberOption('--sample', 30);
 const TOKEN = 'dev-token-123';
-
-const children = [];
-function launch(cmd, cmdArgs, env = process.env) {
-  const child = spawn(cmd, cmdArgs, { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'], detached: true, env });
-  children.push(child);
-  return child;
-}
-process.on('exit', () => {
-  for (const c of children) {
-    try {
-      process.kill(-c.pid, 'SIGKILL');
-    } catch {
-      /* gone */
-    }
-  }
-});
-for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => process.exit(130));
-
-async function freePort() {
-  const s = net.createServer().listen(0, '127.0.0.1');
-  await new Promise((r) => s.once('listening', r));
-  const { port } = s.address();
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 function get(port) {
   return new Promise((resolve) => {
@@ -99,7 +67,7 @@ async function probe(pid, file) {
 
 async function main() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tollgate-soak-'));
-  const [backendPort, port] = [await freePort(), await freePort()];
+  const [backendPort, port] = await freePorts(2);
   const backend = launch('taskset', ['-c', '1', process.execPath, '-e',
     `const b='x'.repeat(100);require('node:http').createServer((q,s)=>s.end(b)).listen(${backendPort},'127.0.0.1')`]);
   const cfg = path.join(dir, 'tollgate.yaml');
@@ -116,7 +84,7 @@ admin: { port: 0 }
   const probeFile = path.join(dir, 'heap.jsonl');
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== 'LOG_LEVEL'));
   const proxy = launch('taskset', ['-c', '0', process.execPath, '--expose-gc', '--require', path.join(ROOT, 'bench/soak/heap-probe.cjs'), 'dist/cli.js', '--config', cfg],
-    { ...env, HEAP_PROBE_FILE: probeFile });
+    { env: { ...env, HEAP_PROBE_FILE: probeFile } });
   await waitFor(backendPort, backend);
   await waitFor(port, proxy);
   console.log(`soak: node ${process.version}; warm-up ${WARMUP} s, then ${DURATION} s of wrk -t1 -c50, heap after GC every ${SAMPLE} s`);
