@@ -53,6 +53,28 @@ export async function startBackend(name: string, handler: Handler = echo): Promi
   return backend;
 }
 
+export interface HoldingBackend extends Backend {
+  /** Responses to requests for /hold, not yet answered: the test ends them. */
+  held: ServerResponse[];
+}
+
+/** A backend that answers `ok` at once, except /hold, which it keeps open until the test ends the response. */
+export async function startHoldingBackend(name: string): Promise<HoldingBackend> {
+  const held: ServerResponse[] = [];
+  const backend = await startBackend(name, (req, res) => {
+    if (req.url === '/hold') held.push(res);
+    else res.end('ok');
+  });
+  const close = backend.close;
+  return Object.assign(backend, {
+    held,
+    close: async () => {
+      for (const res of held) res.end();
+      await close();
+    },
+  });
+}
+
 /** A port that nothing listens on (bound, then released). */
 export async function closedPort(): Promise<number> {
   const server = createServer();

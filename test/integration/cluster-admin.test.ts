@@ -11,7 +11,7 @@ import { after, before, describe, test } from 'node:test';
 import { startCli, writeConfig } from '../helpers/cli.js';
 import { alive, lines, startCluster, stopCluster, type Cluster } from '../helpers/cluster.js';
 import { request, type Reply } from '../helpers/http.js';
-import { closedPort, startBackend, waitFor, type Backend } from '../helpers/servers.js';
+import { closedPort, startBackend, startHoldingBackend, waitFor, type Backend, type HoldingBackend } from '../helpers/servers.js';
 import { openEvents, samples, scrape } from '../helpers/metrics.js';
 
 const TOKEN = 'Bearer t';
@@ -245,28 +245,21 @@ describe('cluster mode: the admin listener in the primary', () => {
 });
 
 describe('cluster mode: the admin listener at start and shutdown', () => {
-  let backend: Backend;
-  const held: ServerResponse[] = [];
+  let backend: HoldingBackend;
   before(async () => {
-    backend = await startBackend('b', (req, res) => {
-      if (req.url === '/hold') held.push(res);
-      else res.end('ok');
-    });
+    backend = await startHoldingBackend('b');
   });
-  after(async () => {
-    for (const res of held) res.end();
-    await backend.close();
-  });
+  after(() => backend.close());
 
   test('SIGTERM: the admin listener stays up while the workers drain, then closes; an open event stream does not delay the exit', async () => {
     const port = await closedPort();
     const c = await startCluster(yaml(port, [backend], { middleware: '  {}' }), port);
-    held.length = 0;
+    backend.held.length = 0;
     const stream = await openEvents<StatusDoc>(`${c.adminUrl}/api/events`);
     try {
       await waitFor(() => stream.events.length >= 1, 5_000, 'the first event');
       const inflight = request(`${c.url}/hold`);
-      await waitFor(() => held.length === 1, 5_000, 'the request to reach the backend');
+      await waitFor(() => backend.held.length === 1, 5_000, 'the request to reach the backend');
       c.child.kill('SIGTERM');
       await waitFor(() => lines(c.child).filter((l) => l.msg === 'worker draining').length === 2, 5_000, 'both workers to drain');
       const during = await status(c.adminUrl);
@@ -274,7 +267,7 @@ describe('cluster mode: the admin listener at start and shutdown', () => {
       assert.ok(during.cluster !== undefined && during.cluster.running >= 1);
       assert.equal((await request(`${c.adminUrl}/metrics`)).status, 200);
       assert.equal(c.child.exitCode, null, 'the primary waits for the workers');
-      (held[0] as ServerResponse).end('finished');
+      (backend.held[0] as ServerResponse).end('finished');
       assert.equal((await inflight).body, 'finished');
       const [code] = (await once(c.child, 'exit')) as [number];
       assert.equal(code, 0);

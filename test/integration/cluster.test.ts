@@ -1,13 +1,12 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import type { ServerResponse } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { request, type Reply } from '../helpers/http.js';
 import { startCli, writeConfig } from '../helpers/cli.js';
 import { alive, lines, servedBy, startCluster, stopCluster, type Cluster } from '../helpers/cluster.js';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
-import { closedPort, startBackend, waitFor, type Backend } from '../helpers/servers.js';
+import { closedPort, startBackend, startHoldingBackend, waitFor, type Backend, type HoldingBackend } from '../helpers/servers.js';
 
 function yaml(port: number, backendPort: number, extra: { server?: string; middleware?: string } = {}): string {
   return [
@@ -112,25 +111,18 @@ describe('cluster mode (server.workers: 2), through the real CLI', () => {
 });
 
 describe('cluster mode: limits, shutdown and failures', () => {
-  let backend: Backend;
-  const held: ServerResponse[] = [];
+  let backend: HoldingBackend;
   before(async () => {
-    backend = await startBackend('b', (req, res) => {
-      if (req.url === '/hold') held.push(res);
-      else res.end('ok');
-    });
+    backend = await startHoldingBackend('b');
   });
-  after(async () => {
-    for (const res of held) res.end();
-    await backend.close();
-  });
+  after(() => backend.close());
 
   test('max_connections is for the whole instance: 3 split as 2 + 1, never 3 per worker', async () => {
     const port = await closedPort();
     const c = await startCluster(yaml(port, backend.port, { server: '  max_connections: 3' }), port);
     const sockets: Socket[] = [];
     let closedUnanswered = 0;
-    held.length = 0;
+    backend.held.length = 0;
     try {
       for (let i = 0; i < 6; i++) {
         const s = connect(port, '127.0.0.1');
@@ -144,15 +136,15 @@ describe('cluster mode: limits, shutdown and failures', () => {
         s.write(`GET /hold HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 10.1.0.${i}\r\n\r\n`);
         sockets.push(s);
       }
-      await waitFor(() => held.length + closedUnanswered === 6, 10_000, 'every connection to be served or refused');
-      assert.ok(held.length <= 3, `${held.length} connections served at once; the limit is 3 for the instance`);
-      assert.ok(held.length >= 1);
-      assert.equal(closedUnanswered, 6 - held.length);
+      await waitFor(() => backend.held.length + closedUnanswered === 6, 10_000, 'every connection to be served or refused');
+      assert.ok(backend.held.length <= 3, `${backend.held.length} connections served at once; the limit is 3 for the instance`);
+      assert.ok(backend.held.length >= 1);
+      assert.equal(closedUnanswered, 6 - backend.held.length);
       await waitFor(() => lines(c.child).some((l) => l.msg === 'connection refused: max_connections reached'), 5_000, 'the refusal log line');
       const shares = new Set(lines(c.child).filter((l) => l.msg === 'connection refused: max_connections reached').map((l) => l.max_connections));
       for (const share of shares) assert.ok(share === 1 || share === 2, `a worker's share is 1 or 2, got ${String(share)}`);
     } finally {
-      for (const res of held) res.end('done');
+      for (const res of backend.held) res.end('done');
       for (const s of sockets) s.destroy();
       await stopCluster(c);
     }
@@ -161,14 +153,14 @@ describe('cluster mode: limits, shutdown and failures', () => {
   test('SIGTERM to the primary drains every worker: in-flight requests finish, then everything exits 0', async () => {
     const port = await closedPort();
     const c = await startCluster(yaml(port, backend.port), port);
-    held.length = 0;
+    backend.held.length = 0;
     try {
       const inflight = Array.from({ length: 4 }, (_, i) => request(`${c.url}/hold`, as(`10.2.0.${i}`)));
-      await waitFor(() => held.length === 4, 5_000, 'the requests to reach the backend');
+      await waitFor(() => backend.held.length === 4, 5_000, 'the requests to reach the backend');
       c.child.kill('SIGTERM');
       await waitFor(() => lines(c.child).filter((l) => l.msg === 'worker draining').length === 2, 5_000, 'both workers to drain');
       assert.equal(c.child.exitCode, null, 'the primary waits for the workers');
-      for (const res of held) res.end('finished');
+      for (const res of backend.held) res.end('finished');
       const replies = await Promise.all(inflight);
       for (const r of replies) {
         assert.equal(r.status, 200);
