@@ -31,6 +31,7 @@ import type { Logger } from 'pino';
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { upstreamAddress } from '../balancing/backend.js';
 import type { Config } from '../config/schema.js';
+import type { SnapshotReply, SnapshotRequest } from '../cluster/messages.js';
 import {
   addCounters,
   emptyCounters,
@@ -43,7 +44,6 @@ import {
   type UpstreamGauges,
 } from '../observability/metrics.js';
 import { RollingStats } from '../observability/stats.js';
-import type { SnapshotReply, SnapshotRequest } from '../server/cluster.js';
 import { CURRENT_SECONDS, RECENT_SECONDS, statusDocument, type Status, type UpstreamState } from './status.js';
 
 /** How long a scrape waits for a worker's snapshot before leaving that worker out. */

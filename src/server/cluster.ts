@@ -14,8 +14,8 @@
  *   shutdown it stays up while the workers drain, then closes.
  *
  * `max_connections` is split between the workers (`connectionShare`), so the whole instance never holds
- * more; docs/deployment.md explains the trade-off. Every IPC message Tollgate sends is declared here (and
- * the rate-limit ones in limits/ipc-store.ts).
+ * more; docs/deployment.md explains the trade-off. Every IPC message Tollgate sends is declared in
+ * cluster/messages.ts.
  */
 import cluster, { type Worker } from 'node:cluster';
 import type { AddressInfo } from 'node:net';
@@ -25,68 +25,22 @@ import { ClusterMonitor, type MonitoredWorker } from '../admin/cluster.js';
 import { AdminServer, logAdminListening } from '../admin/server.js';
 import { createProxy, type Proxy } from '../app.js';
 import type { Config } from '../config/schema.js';
-import { answerTakes, IpcStore, isTakeRequest, type TakeReply, type TakeRequest } from '../limits/ipc-store.js';
+import {
+  isMessage,
+  isTakeRequest,
+  type HelloMessage,
+  type ListeningMessage,
+  type ShutdownMessage,
+  type SnapshotReply,
+  type SnapshotRequest,
+  type StartMessage,
+} from '../cluster/messages.js';
+import { answerTakes, IpcStore } from '../limits/ipc-store.js';
 import { MemoryStore } from '../limits/memory-store.js';
 import { policyFromRate } from '../limits/token-bucket.js';
-import type { MetricsSnapshot } from '../observability/metrics.js';
 import { createLogger } from '../observability/logger.js';
 import { monotonicClock } from '../util/clock.js';
 import { packageVersion } from '../util/version.js';
-
-/**
- * Worker → primary: ready for its start message. (The primary cannot send it on 'online': that comes
- * before the worker's modules have loaded and its listener exists, and a message nobody listens to is lost.)
- */
-export interface HelloMessage {
-  readonly type: 'tollgate:hello';
-}
-
-/** Primary → worker: the validated config and this worker's place; the answer to its hello. */
-export interface StartMessage {
-  readonly type: 'tollgate:start';
-  readonly config: Config;
-  /** 0 … workers-1; a restarted worker takes the slot of the one it replaces. */
-  readonly slot: number;
-  readonly workers: number;
-  readonly logFormat: 'json' | 'pretty' | undefined;
-}
-
-/** Primary → worker: drain and exit (graceful shutdown). */
-export interface ShutdownMessage {
-  readonly type: 'tollgate:shutdown';
-}
-
-/** Worker → primary: listening (the address the workers share). */
-export interface ListeningMessage {
-  readonly type: 'tollgate:listening';
-  readonly address: AddressInfo;
-}
-
-/**
- * Primary → worker: send a snapshot of your numbers (the admin listener is being scraped, or builds its
- * status document). `stats`: with the per-second history; `process`: with the process metrics.
- */
-export interface SnapshotRequest {
-  readonly type: 'tollgate:snapshot';
-  readonly id: number;
-  readonly stats: boolean;
-  readonly process: boolean;
-}
-
-/** Worker → primary: the snapshot asked for by `id`, or the error that prevented it. */
-export interface SnapshotReply {
-  readonly type: 'tollgate:snapshot-reply';
-  readonly id: number;
-  readonly snapshot?: MetricsSnapshot;
-  readonly error?: string;
-}
-
-export type PrimaryMessage = StartMessage | ShutdownMessage | TakeReply | SnapshotRequest;
-export type WorkerMessage = HelloMessage | ListeningMessage | TakeRequest | SnapshotReply;
-
-function isMessage<T extends { type: string }>(message: unknown, type: T['type']): message is T {
-  return typeof message === 'object' && message !== null && (message as { type?: unknown }).type === type;
-}
 
 /** The number of workers for a `server.workers` setting: `auto` is one per CPU. */
 export function resolveWorkers(setting: Config['server']['workers'], cpus: number = availableParallelism()): number {
