@@ -8,10 +8,12 @@ import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { parseArgs } from 'node:util';
 import type { Logger } from 'pino';
+import { createClusterAdmin } from './admin/cluster-admin.js';
 import { createProxy } from './app.js';
+import { Primary, resolveWorkers, type PrimaryView } from './cluster/primary.js';
+import { runWorker } from './cluster/worker.js';
 import { ConfigError, loadConfigFile } from './config/load.js';
 import { createLogger } from './observability/logger.js';
-import { Primary, resolveWorkers, runWorker } from './server/cluster.js';
 
 const DEFAULT_CONFIG = 'config/proxy.yaml';
 
@@ -112,7 +114,11 @@ async function main(argv: string[]): Promise<number> {
       `Tollgate ${version()} listening on ${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`,
     );
 
-  if (workers > 1) return runPrimary(new Primary({ config, logger, workers, logFormat: format }), logger, flush, listening);
+  if (workers > 1) {
+    // The primary's admin listener is built here: the cluster layer does not know the admin UI.
+    const admin = config.admin.enabled ? function clusterAdmin(view: PrimaryView) { return createClusterAdmin(view, { config, logger }); } : undefined;
+    return runPrimary(new Primary({ config, logger, workers, logFormat: format, admin }), logger, flush, listening);
+  }
 
   const proxy = createProxy(config, { logger });
   try {

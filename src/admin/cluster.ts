@@ -1,9 +1,9 @@
 /**
  * The admin listener's numbers in cluster mode. The primary serves the one admin listener of the instance
- * (src/server/cluster.ts starts it); the requests are counted in the workers. For each scrape of /metrics
- * and each status document (/api/status, and once a second for the dashboard's event stream) this asks
- * every listening worker for a snapshot of its numbers over IPC (`tollgate:snapshot`, answered by
- * `ProxyMetrics.snapshot()`), and adds them up.
+ * (built by admin/cluster-admin.ts and handed to cluster/primary.ts); the requests are counted in the
+ * workers. For each scrape of /metrics and each status document (/api/status, and once a second for the
+ * dashboard's event stream) this asks every listening worker for a snapshot of its numbers over IPC
+ * (`tollgate:snapshot`, answered by `ProxyMetrics.snapshot()`), and adds them up.
  *
  * Why a message of our own rather than prom-client's AggregatorRegistry: AggregatorRegistry asks the
  * workers for their Prometheus metrics only, so the dashboard's per-second history and latency sketches
@@ -30,6 +30,8 @@
 import type { Logger } from 'pino';
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { upstreamAddress } from '../balancing/backend.js';
+import type { SnapshotReply, SnapshotRequest } from '../cluster/messages.js';
+import type { MonitoredWorker, PrimaryView } from '../cluster/primary.js';
 import type { Config } from '../config/schema.js';
 import {
   addCounters,
@@ -43,34 +45,18 @@ import {
   type UpstreamGauges,
 } from '../observability/metrics.js';
 import { RollingStats } from '../observability/stats.js';
-import type { SnapshotReply, SnapshotRequest } from '../server/cluster.js';
 import { CURRENT_SECONDS, RECENT_SECONDS, statusDocument, type Status, type UpstreamState } from './status.js';
 
 /** How long a scrape waits for a worker's snapshot before leaving that worker out. */
 export const SNAPSHOT_TIMEOUT_MS = 500;
 
-/** A worker as the monitor sees it: where it is and how to ask it. */
-export interface MonitoredWorker {
-  slot: number;
-  pid: number;
-  /** Epoch milliseconds when it was forked. */
-  startedAt: number;
-  /** Listening (it answers snapshot requests from then on); workers still starting are not asked. */
-  ready: boolean;
-  /** Sends it a request; `callback` gets the error when the message cannot be sent. */
-  send(message: SnapshotRequest, callback: (err: Error | null) => void): void;
-}
-
-export interface ClusterMonitorOptions {
+/** The primary's view (its workers, restarts, draining) and what the monitor needs besides. */
+export interface ClusterMonitorOptions extends PrimaryView {
   config: Config;
   logger: Logger;
   version: string;
   /** Epoch milliseconds when the primary started. */
   startedAt: number;
-  /** The workers running now (any state). */
-  workers(): MonitoredWorker[];
-  restarts(): number;
-  draining(): boolean;
   timeoutMs?: number;
 }
 

@@ -53,7 +53,7 @@ export const MAX_WORKERS = 256;
 const serverSchema = z.strictObject({
   /**
    * Processes serving requests: 1 (default) runs everything in one process; N > 1 or `auto` (one per CPU)
-   * starts a primary that forks N workers sharing the listening port (src/server/cluster.ts).
+   * starts a primary that forks N workers sharing the listening port (src/cluster/primary.ts).
    */
   workers: z
     .union([z.literal('auto'), positiveInt(`auto or a whole number from 1 to ${MAX_WORKERS}`, MAX_WORKERS)], {

@@ -1,34 +1,12 @@
+import { isTakeReply, type TakeReply, type TakeRequest } from '../cluster/messages.js';
 import type { RateLimitStore } from './store.js';
 import type { RateDecision } from './token-bucket.js';
-
-/** The IPC messages of the shared rate limit (see src/server/cluster.ts for the others). */
-export interface TakeRequest {
-  readonly type: 'tollgate:take';
-  /** Correlation ids, one per key. */
-  readonly ids: number[];
-  readonly keys: string[];
-}
-
-export interface TakeReply {
-  readonly type: 'tollgate:taken';
-  readonly ids: number[];
-  /** Four numbers per id: allowed (1 or 0), remaining, retryAfterMs, resetMs. */
-  readonly decisions: number[];
-}
 
 /** The part of a worker's `process` the store uses: send to the primary, hear its replies. */
 export interface IpcChannel {
   send?(message: TakeRequest, sendHandle: undefined, options: undefined, callback: (err: Error | null) => void): boolean;
   on(event: 'message', listener: (message: unknown) => void): unknown;
   off(event: 'message', listener: (message: unknown) => void): unknown;
-}
-
-export function isTakeReply(message: unknown): message is TakeReply {
-  return typeof message === 'object' && message !== null && (message as { type?: unknown }).type === 'tollgate:taken';
-}
-
-export function isTakeRequest(message: unknown): message is TakeRequest {
-  return typeof message === 'object' && message !== null && (message as { type?: unknown }).type === 'tollgate:take';
 }
 
 /** The primary's side: answers one batch from its own (synchronous) store. */

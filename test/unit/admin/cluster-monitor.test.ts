@@ -2,13 +2,14 @@ import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
-import { ClusterMonitor, type MonitoredWorker } from '../../../src/admin/cluster.js';
+import { ClusterMonitor } from '../../../src/admin/cluster.js';
 import type { Backend } from '../../../src/balancing/backend.js';
+import type { SnapshotReply, SnapshotRequest } from '../../../src/cluster/messages.js';
+import type { MonitoredWorker } from '../../../src/cluster/primary.js';
 import { configSchema } from '../../../src/config/schema.js';
 import { ProxyMetrics, type MetricsSnapshot } from '../../../src/observability/metrics.js';
 import type { RequestContext } from '../../../src/proxy/context.js';
 import { ProxyError } from '../../../src/proxy/errors.js';
-import type { SnapshotReply, SnapshotRequest } from '../../../src/server/cluster.js';
 import { waitFor } from '../../helpers/servers.js';
 import { samples } from '../../helpers/metrics.js';
 

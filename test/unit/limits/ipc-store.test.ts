@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import { describe, test } from 'node:test';
-import { answerTakes, IpcStore, type TakeReply, type TakeRequest } from '../../../src/limits/ipc-store.js';
+import type { TakeReply, TakeRequest } from '../../../src/cluster/messages.js';
+import { answerTakes, IpcStore } from '../../../src/limits/ipc-store.js';
 import { MemoryStore } from '../../../src/limits/memory-store.js';
 import { policyFromRate } from '../../../src/limits/token-bucket.js';
 import { manualClock } from '../../helpers/servers.js';

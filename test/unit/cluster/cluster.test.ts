@@ -3,7 +3,8 @@ import { describe, test } from 'node:test';
 import { pino } from 'pino';
 import type { Proxy } from '../../../src/app.js';
 import type { MetricsSnapshot } from '../../../src/observability/metrics.js';
-import { answerSnapshot, connectionShare, resolveWorkers, restartDelayMs } from '../../../src/server/cluster.js';
+import { connectionShare, resolveWorkers, restartDelayMs } from '../../../src/cluster/primary.js';
+import { answerSnapshot } from '../../../src/cluster/worker.js';
 
 describe('cluster arithmetic', () => {
   test('resolveWorkers: auto is one per CPU; a number is itself', () => {

@@ -9,84 +9,34 @@
  * - on SIGTERM / SIGINT tells every worker to drain (the same graceful shutdown as a single process) and
  *   exits once they have all exited.
  *
- * - runs the instance's one admin listener (dashboard, /metrics, /api/status), whose numbers it gathers
- *   from the workers on demand (`tollgate:snapshot`, merged by admin/cluster.ts); workers run none. On
- *   shutdown it stays up while the workers drain, then closes.
+ * - runs the instance's one admin listener, when it is given one (`PrimaryOptions.admin`; the composition
+ *   root builds it, with admin/cluster-admin.ts): the primary passes it the workers' snapshot replies and
+ *   exits and lets it see the workers through a `PrimaryView`; it knows nothing else of the admin UI.
+ *   Workers run none. On shutdown the listener stays up while the workers drain, then closes.
  *
  * `max_connections` is split between the workers (`connectionShare`), so the whole instance never holds
- * more; docs/deployment.md explains the trade-off. Every IPC message Tollgate sends is declared here (and
- * the rate-limit ones in limits/ipc-store.ts).
+ * more; docs/deployment.md explains the trade-off. The messages are declared in cluster/messages.ts; the
+ * worker's side is cluster/worker.ts.
  */
 import cluster, { type Worker } from 'node:cluster';
 import type { AddressInfo } from 'node:net';
 import { availableParallelism } from 'node:os';
 import type { Logger } from 'pino';
-import { ClusterMonitor, type MonitoredWorker } from '../admin/cluster.js';
-import { AdminServer, logAdminListening } from '../admin/server.js';
-import { createProxy, type Proxy } from '../app.js';
 import type { Config } from '../config/schema.js';
-import { answerTakes, IpcStore, isTakeRequest, type TakeReply, type TakeRequest } from '../limits/ipc-store.js';
+import { answerTakes } from '../limits/ipc-store.js';
 import { MemoryStore } from '../limits/memory-store.js';
 import { policyFromRate } from '../limits/token-bucket.js';
-import type { MetricsSnapshot } from '../observability/metrics.js';
-import { createLogger } from '../observability/logger.js';
 import { monotonicClock } from '../util/clock.js';
-import { packageVersion } from '../util/version.js';
-
-/**
- * Worker → primary: ready for its start message. (The primary cannot send it on 'online': that comes
- * before the worker's modules have loaded and its listener exists, and a message nobody listens to is lost.)
- */
-export interface HelloMessage {
-  readonly type: 'tollgate:hello';
-}
-
-/** Primary → worker: the validated config and this worker's place; the answer to its hello. */
-export interface StartMessage {
-  readonly type: 'tollgate:start';
-  readonly config: Config;
-  /** 0 … workers-1; a restarted worker takes the slot of the one it replaces. */
-  readonly slot: number;
-  readonly workers: number;
-  readonly logFormat: 'json' | 'pretty' | undefined;
-}
-
-/** Primary → worker: drain and exit (graceful shutdown). */
-export interface ShutdownMessage {
-  readonly type: 'tollgate:shutdown';
-}
-
-/** Worker → primary: listening (the address the workers share). */
-export interface ListeningMessage {
-  readonly type: 'tollgate:listening';
-  readonly address: AddressInfo;
-}
-
-/**
- * Primary → worker: send a snapshot of your numbers (the admin listener is being scraped, or builds its
- * status document). `stats`: with the per-second history; `process`: with the process metrics.
- */
-export interface SnapshotRequest {
-  readonly type: 'tollgate:snapshot';
-  readonly id: number;
-  readonly stats: boolean;
-  readonly process: boolean;
-}
-
-/** Worker → primary: the snapshot asked for by `id`, or the error that prevented it. */
-export interface SnapshotReply {
-  readonly type: 'tollgate:snapshot-reply';
-  readonly id: number;
-  readonly snapshot?: MetricsSnapshot;
-  readonly error?: string;
-}
-
-export type PrimaryMessage = StartMessage | ShutdownMessage | TakeReply | SnapshotRequest;
-export type WorkerMessage = HelloMessage | ListeningMessage | TakeRequest | SnapshotReply;
-
-function isMessage<T extends { type: string }>(message: unknown, type: T['type']): message is T {
-  return typeof message === 'object' && message !== null && (message as { type?: unknown }).type === type;
-}
+import {
+  isMessage,
+  isTakeRequest,
+  type HelloMessage,
+  type ListeningMessage,
+  type ShutdownMessage,
+  type SnapshotReply,
+  type SnapshotRequest,
+  type StartMessage,
+} from './messages.js';
 
 /** The number of workers for a `server.workers` setting: `auto` is one per CPU. */
 export function resolveWorkers(setting: Config['server']['workers'], cpus: number = availableParallelism()): number {
@@ -104,6 +54,40 @@ export function connectionShare(maxConnections: number, workers: number, slot: n
 /** Delay before restarting a worker that died after `quickDeaths` quick deaths in a row (0 for the first). */
 export function restartDelayMs(quickDeaths: number): number {
   return Math.min(100 * 2 ** quickDeaths, 10_000);
+}
+
+/** A worker as the admin side sees it: where it is and how to ask it. */
+export interface MonitoredWorker {
+  slot: number;
+  pid: number;
+  /** Epoch milliseconds when it was forked. */
+  startedAt: number;
+  /** Listening (it answers snapshot requests from then on); workers still starting are not asked. */
+  ready: boolean;
+  /** Sends it a request; `callback` gets the error when the message cannot be sent. */
+  send(message: SnapshotRequest, callback: (err: Error | null) => void): void;
+}
+
+/** What the primary shows of itself to its admin listener; read on each scrape or status document. */
+export interface PrimaryView {
+  /** The workers running now (any state). */
+  workers(): MonitoredWorker[];
+  /** Workers restarted since start. */
+  restarts(): number;
+  /** Shutting down (draining the workers). */
+  draining(): boolean;
+}
+
+/** The instance's admin listener, as the primary drives it. */
+export interface PrimaryAdmin {
+  /** Starts listening and logs where; rejects with the listen error. */
+  listen(): Promise<AddressInfo>;
+  /** A worker's `tollgate:snapshot-reply`, with the sender's pid. */
+  reply(pid: number, message: SnapshotReply): void;
+  /** A worker exited (its pending requests get no answer). */
+  exited(pid: number): void;
+  /** Answers the requests still waiting (with nothing), at once, then closes the listener. */
+  close(): Promise<void>;
 }
 
 /** A worker that ran at least this long before dying resets its slot's backoff. */
@@ -124,6 +108,8 @@ export interface PrimaryOptions {
   logFormat?: 'json' | 'pretty' | undefined;
   /** The script the workers run (default: this process's own, dist/cli.js). */
   exec?: string;
+  /** Builds the admin listener (called once, by the constructor); none when undefined. */
+  admin?: ((view: PrimaryView) => PrimaryAdmin) | undefined;
 }
 
 /** The cluster primary (see the file comment). `start()` forks; `shutdown()` drains. */
@@ -134,10 +120,8 @@ export class Primary {
   readonly #logFormat: 'json' | 'pretty' | undefined;
   readonly #slots: Slot[];
   readonly #store: MemoryStore | undefined;
-  /** The admin listener's numbers; undefined with `admin.enabled: false`. */
-  readonly #monitor: ClusterMonitor | undefined;
-  /** The instance's admin listener; undefined with `admin.enabled: false`. */
-  readonly admin: AdminServer | undefined;
+  /** The instance's admin listener; undefined without `PrimaryOptions.admin`. */
+  readonly #admin: PrimaryAdmin | undefined;
   #started = false;
   #shuttingDown = false;
   #onStartFailed: ((err: Error) => void) | undefined;
@@ -159,25 +143,12 @@ export class Primary {
       this.#store = new MemoryStore({ policy: policyFromRate(rateLimit.requests_per_minute, rateLimit.burst_size), maxKeys: rateLimit.max_keys, clock: monotonicClock });
     }
     cluster.setupPrimary({ exec: options.exec ?? (process.argv[1] as string), args: [], silent: false });
-    if (options.config.admin.enabled) {
-      const monitor = new ClusterMonitor({
-        config: options.config,
-        logger: options.logger,
-        version: packageVersion(),
-        startedAt: Date.now(),
-        workers: () => this.#monitored(),
-        restarts: () => this.restarts,
-        draining: () => this.#shuttingDown,
-      });
-      this.#monitor = monitor;
-      this.admin = new AdminServer({
-        config: options.config.admin,
-        logger: options.logger,
-        status: () => monitor.status(),
-        scrape: () => monitor.scrape(),
-        scrapeContentType: monitor.contentType,
-      });
-    }
+    const view: PrimaryView = {
+      workers: () => this.#monitored(),
+      restarts: () => this.restarts,
+      draining: () => this.#shuttingDown,
+    };
+    this.#admin = options.admin?.(view);
   }
 
   /** The pids of the running workers, by slot. */
@@ -186,14 +157,11 @@ export class Primary {
   }
 
   /**
-   * Starts the admin listener, if enabled (before `start()`, so a taken admin port stops the instance
+   * Starts the admin listener, if there is one (before `start()`, so a taken admin port stops the instance
    * before any worker is forked); rejects with the listen error.
    */
   async listenAdmin(): Promise<AddressInfo | undefined> {
-    if (this.admin === undefined) return undefined;
-    const at = await this.admin.listen();
-    logAdminListening(this.#logger, at);
-    return at;
+    return this.#admin?.listen();
   }
 
   /** Forks every worker; resolves once all listen, rejects if one exits first (the port is taken, ...). */
@@ -214,8 +182,7 @@ export class Primary {
   /** Second signal: stop every worker at once. */
   kill(): void {
     this.#shuttingDown = true;
-    this.#monitor?.close();
-    void this.admin?.close();
+    void this.#admin?.close();
     for (const slot of this.#slots) {
       if (slot.restartTimer !== undefined) clearTimeout(slot.restartTimer);
       slot.worker?.process.kill('SIGKILL');
@@ -235,7 +202,7 @@ export class Primary {
     worker.on('error', (err: Error) => this.#logger.debug({ err, worker: slot }, 'worker IPC error'));
   }
 
-  /** The running workers, for the monitor (it asks the ready ones). */
+  /** The running workers, for the admin listener (it asks the ready ones). */
   #monitored(): MonitoredWorker[] {
     const out: MonitoredWorker[] = [];
     this.#slots.forEach((state, slot) => {
@@ -261,7 +228,7 @@ export class Primary {
     }
     if (isMessage<SnapshotReply>(message, 'tollgate:snapshot-reply')) {
       const pid = worker.process.pid;
-      if (pid !== undefined) this.#monitor?.reply(pid, message);
+      if (pid !== undefined) this.#admin?.reply(pid, message);
       return;
     }
     if (isMessage<HelloMessage>(message, 'tollgate:hello')) {
@@ -283,7 +250,7 @@ export class Primary {
 
   #exited(slot: number, worker: Worker, code: number | null, signal: string | null): void {
     const pid = worker.process.pid;
-    if (pid !== undefined) this.#monitor?.exited(pid);
+    if (pid !== undefined) this.#admin?.exited(pid);
     const state = this.#slots[slot] as Slot;
     if (state.worker !== worker) return;
     state.worker = undefined;
@@ -338,105 +305,11 @@ export class Primary {
     clearTimeout(deadline);
     this.#store?.close();
     // The admin listener stayed up while the workers drained; open dashboards are cut, not waited for.
-    this.#monitor?.close();
-    await this.admin?.close();
+    await this.#admin?.close();
     this.#logger.info('shutdown complete');
   }
 }
 
 function ignoreSendError(): void {
   // The worker is exiting; its pending requests end with it.
-}
-
-/**
- * A worker's life: wait for the primary's start message, build the proxy from the config it carries (with
- * this worker's share of max_connections and, for the memory store, buckets in the primary), listen, and
- * drain when the primary says so or on SIGTERM / SIGINT. Resolves with the exit status.
- */
-export function runWorker(): Promise<number> {
-  return new Promise<number>((resolve) => {
-    const onStart = (message: unknown): void => {
-      if (!isMessage<StartMessage>(message, 'tollgate:start')) return;
-      process.off('message', onStart);
-      startWorker(message).then(resolve, (err: unknown) => {
-        process.stderr.write(`tollgate worker: ${(err as Error).stack ?? String(err)}\n`);
-        resolve(1);
-      });
-    };
-    process.on('message', onStart);
-    const hello: HelloMessage = { type: 'tollgate:hello' };
-    process.send?.(hello);
-  });
-}
-
-/** A worker's answer to a snapshot request: its numbers, or the error (logged) that prevented them. */
-export async function answerSnapshot(proxy: Pick<Proxy, 'metrics'>, request: SnapshotRequest, logger: Logger): Promise<SnapshotReply> {
-  try {
-    const snapshot = await proxy.metrics.snapshot({ stats: request.stats === true, process: request.process === true });
-    return { type: 'tollgate:snapshot-reply', id: request.id, snapshot };
-  } catch (err) {
-    logger.error({ err }, 'cannot take a metrics snapshot for the primary');
-    return { type: 'tollgate:snapshot-reply', id: request.id, error: (err as Error).message ?? String(err) };
-  }
-}
-
-async function startWorker(start: StartMessage): Promise<number> {
-  const { slot, workers } = start;
-  const server = { ...start.config.server, max_connections: connectionShare(start.config.server.max_connections, workers, slot) };
-  const config: Config = { ...start.config, server };
-  const handle = createLogger(config.logging, { level: process.env.LOG_LEVEL, format: start.logFormat });
-  const logger = handle.logger.child({ worker: slot });
-  process.on('unhandledRejection', (reason) => logger.error({ err: reason }, 'unhandled rejection (a bug: please report it)'));
-  process.on('uncaughtException', (err) => logger.error({ err }, 'uncaught exception (a bug: please report it)'));
-
-  const rateLimit = config.middleware.rate_limit;
-  const shared = rateLimit.enabled && rateLimit.store.type === 'memory' ? new IpcStore(process) : undefined;
-  const proxy: Proxy = createProxy(config, { logger, clusterWorker: true, admin: false, ...(shared !== undefined ? { rateLimitStore: shared } : {}) });
-  // The primary's admin listener asks for this worker's numbers; answering never throws.
-  process.on('message', (message: unknown) => {
-    if (!isMessage<SnapshotRequest>(message, 'tollgate:snapshot')) return;
-    void answerSnapshot(proxy, message, logger).then((reply) => {
-      try {
-        process.send?.(reply, undefined, undefined, ignoreSendError);
-      } catch (err) {
-        logger.debug({ err }, 'cannot send the snapshot to the primary');
-      }
-    });
-  });
-  let address: AddressInfo;
-  try {
-    address = await proxy.listen();
-  } catch (err) {
-    logger.fatal({ err }, 'cannot listen');
-    handle.flush();
-    await proxy.close();
-    return 1;
-  }
-  logger.debug({ port: address.port, max_connections: server.max_connections }, 'worker listening');
-  const listening: ListeningMessage = { type: 'tollgate:listening', address };
-  process.send?.(listening);
-
-  return new Promise<number>((resolve) => {
-    let stopping = false;
-    const stop = (why: string): void => {
-      if (stopping) return;
-      stopping = true;
-      logger.info({ reason: why }, 'worker draining');
-      proxy.close().then(
-        () => resolve(0),
-        (err: unknown) => {
-          logger.error({ err }, 'error during shutdown');
-          resolve(1);
-        },
-      );
-    };
-    process.on('message', (message: unknown) => {
-      if (isMessage<ShutdownMessage>(message, 'tollgate:shutdown')) stop('primary');
-    });
-    process.on('SIGTERM', () => stop('SIGTERM'));
-    process.on('SIGINT', () => stop('SIGINT'));
-  }).then((code) => {
-    handle.flush();
-    return code;
-  });
 }

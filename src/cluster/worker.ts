@@ -1,0 +1,110 @@
+/**
+ * A cluster worker (cluster/primary.ts forks it): gets its config from the primary, serves the proxy on the
+ * shared port with its share of max_connections, answers the primary's snapshot requests, and drains when
+ * told to.
+ */
+import type { AddressInfo } from 'node:net';
+import type { Logger } from 'pino';
+import { createProxy, type Proxy } from '../app.js';
+import type { Config } from '../config/schema.js';
+import { IpcStore } from '../limits/ipc-store.js';
+import { createLogger } from '../observability/logger.js';
+import { isMessage, type HelloMessage, type ListeningMessage, type ShutdownMessage, type SnapshotReply, type SnapshotRequest, type StartMessage } from './messages.js';
+import { connectionShare } from './primary.js';
+
+/**
+ * A worker's life: wait for the primary's start message, build the proxy from the config it carries (with
+ * this worker's share of max_connections and, for the memory store, buckets in the primary), listen, and
+ * drain when the primary says so or on SIGTERM / SIGINT. Resolves with the exit status.
+ */
+export function runWorker(): Promise<number> {
+  return new Promise<number>((resolve) => {
+    const onStart = (message: unknown): void => {
+      if (!isMessage<StartMessage>(message, 'tollgate:start')) return;
+      process.off('message', onStart);
+      startWorker(message).then(resolve, (err: unknown) => {
+        process.stderr.write(`tollgate worker: ${(err as Error).stack ?? String(err)}\n`);
+        resolve(1);
+      });
+    };
+    process.on('message', onStart);
+    const hello: HelloMessage = { type: 'tollgate:hello' };
+    process.send?.(hello);
+  });
+}
+
+/** A worker's answer to a snapshot request: its numbers, or the error (logged) that prevented them. */
+export async function answerSnapshot(proxy: Pick<Proxy, 'metrics'>, request: SnapshotRequest, logger: Logger): Promise<SnapshotReply> {
+  try {
+    const snapshot = await proxy.metrics.snapshot({ stats: request.stats === true, process: request.process === true });
+    return { type: 'tollgate:snapshot-reply', id: request.id, snapshot };
+  } catch (err) {
+    logger.error({ err }, 'cannot take a metrics snapshot for the primary');
+    return { type: 'tollgate:snapshot-reply', id: request.id, error: (err as Error).message ?? String(err) };
+  }
+}
+
+async function startWorker(start: StartMessage): Promise<number> {
+  const { slot, workers } = start;
+  const server = { ...start.config.server, max_connections: connectionShare(start.config.server.max_connections, workers, slot) };
+  const config: Config = { ...start.config, server };
+  const handle = createLogger(config.logging, { level: process.env.LOG_LEVEL, format: start.logFormat });
+  const logger = handle.logger.child({ worker: slot });
+  process.on('unhandledRejection', (reason) => logger.error({ err: reason }, 'unhandled rejection (a bug: please report it)'));
+  process.on('uncaughtException', (err) => logger.error({ err }, 'uncaught exception (a bug: please report it)'));
+
+  const rateLimit = config.middleware.rate_limit;
+  const shared = rateLimit.enabled && rateLimit.store.type === 'memory' ? new IpcStore(process) : undefined;
+  const proxy: Proxy = createProxy(config, { logger, clusterWorker: true, admin: false, ...(shared !== undefined ? { rateLimitStore: shared } : {}) });
+  // The primary's admin listener asks for this worker's numbers; answering never throws.
+  process.on('message', (message: unknown) => {
+    if (!isMessage<SnapshotRequest>(message, 'tollgate:snapshot')) return;
+    void answerSnapshot(proxy, message, logger).then((reply) => {
+      try {
+        process.send?.(reply, undefined, undefined, ignoreSendError);
+      } catch (err) {
+        logger.debug({ err }, 'cannot send the snapshot to the primary');
+      }
+    });
+  });
+  let address: AddressInfo;
+  try {
+    address = await proxy.listen();
+  } catch (err) {
+    logger.fatal({ err }, 'cannot listen');
+    handle.flush();
+    await proxy.close();
+    return 1;
+  }
+  logger.debug({ port: address.port, max_connections: server.max_connections }, 'worker listening');
+  const listening: ListeningMessage = { type: 'tollgate:listening', address };
+  process.send?.(listening);
+
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const stop = (why: string): void => {
+      if (stopping) return;
+      stopping = true;
+      logger.info({ reason: why }, 'worker draining');
+      proxy.close().then(
+        () => resolve(0),
+        (err: unknown) => {
+          logger.error({ err }, 'error during shutdown');
+          resolve(1);
+        },
+      );
+    };
+    process.on('message', (message: unknown) => {
+      if (isMessage<ShutdownMessage>(message, 'tollgate:shutdown')) stop('primary');
+    });
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+  }).then((code) => {
+    handle.flush();
+    return code;
+  });
+}
+
+function ignoreSendError(): void {
+  // The primary is gone (the worker is exiting); the reply would have no reader.
+}
