@@ -6,19 +6,18 @@ import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { AdminServer, logAdminListening } from './admin/server.js';
 import { buildStatus } from './admin/status.js';
-import { LoadBalancer } from './balancing/load-balancer.js';
-import type { Config } from './config/schema.js';
+import type { LoadBalancer } from './balancing/load-balancer.js';
+import { DEFAULT_NAME, type Config, type RateLimitConfig } from './config/schema.js';
+import { Generation } from './gateway/generation.js';
 import { MemoryStore } from './limits/memory-store.js';
 import { RedisStore } from './limits/redis-store.js';
 import type { RateLimitStore } from './limits/store.js';
 import { policyFromRate } from './limits/token-bucket.js';
-import { createAuth } from './middleware/auth/auth.js';
-import { createRateLimit } from './middleware/rate-limit/rate-limit.js';
 import { createServerTiming, createTraceContext } from './middleware/trace-context/trace-context.js';
 import { createAccessLog } from './observability/access-log.js';
 import { ProxyMetrics } from './observability/metrics.js';
 import type { Phases } from './proxy/phases.js';
-import { Pipeline } from './proxy/pipeline.js';
+import type { PipelineShared } from './proxy/pipeline.js';
 import { ProxyServer } from './server/proxy-server.js';
 import { mathRandom, monotonicClock, type Clock, type Random } from './util/clock.js';
 import { packageVersion } from './util/version.js';
@@ -42,8 +41,10 @@ export interface ProxyOptions {
 
 export interface Proxy {
   readonly config: Config;
+  /** The service `default` (the brief's load_balancing), or the first service. */
   readonly balancer: LoadBalancer;
-  readonly pipeline: Pipeline;
+  /** The routes and services serving now. */
+  readonly generation: Generation;
   readonly server: ProxyServer;
   /** The rate-limit bucket store; undefined when rate limiting is off. */
   readonly store: RateLimitStore | undefined;
@@ -63,52 +64,70 @@ export function createProxy(config: Config, options: ProxyOptions): Proxy {
   const clock = options.clock ?? monotonicClock;
   const random = options.random ?? mathRandom;
   const logger = options.logger;
-  const balancer = new LoadBalancer(config.load_balancing, { random, clock, logger });
-
-  const phases: Phases[] = [];
-  // First of the request filters, so requests refused by auth or the rate limit have a trace id too.
-  if (config.tracing.enabled) phases.push(createTraceContext(config.tracing));
-  const { auth, rate_limit: rateLimit } = config.middleware;
-  const authPhases = auth.enabled ? createAuth(auth) : undefined;
-  let store: RateLimitStore | undefined;
-  if (authPhases !== undefined) phases.push(authPhases.authenticate);
-  if (rateLimit.enabled) {
-    const policy = policyFromRate(rateLimit.requests_per_minute, rateLimit.burst_size);
-    store =
-      options.rateLimitStore ??
-      (rateLimit.store.type === 'redis'
-        ? new RedisStore({ config: rateLimit.store, policy, logger })
-        : new MemoryStore({ policy, maxKeys: rateLimit.max_keys, clock }));
-    phases.push(createRateLimit(rateLimit, store));
-  }
-  if (authPhases !== undefined) phases.push(authPhases.enforce);
-  phases.push(...(options.phases ?? []));
-  if (config.tracing.server_timing) phases.push(createServerTiming());
   const startedAt = Date.now();
   const version = packageVersion();
+  const shared: PipelineShared = { draining: false };
+
+  // Rate-limit stores by policy, shared by the routes with that policy and kept across generations.
+  const stores = new Map<string, RateLimitStore>();
+  const storeFor = (rateLimit: RateLimitConfig): RateLimitStore => {
+    const key = JSON.stringify([rateLimit.requests_per_minute, rateLimit.burst_size, rateLimit.max_keys, rateLimit.store]);
+    let store = stores.get(key);
+    if (store === undefined) {
+      const policy = policyFromRate(rateLimit.requests_per_minute, rateLimit.burst_size);
+      store =
+        options.rateLimitStore ??
+        (rateLimit.store.type === 'redis'
+          ? new RedisStore({ config: rateLimit.store, policy, logger })
+          : new MemoryStore({ policy, maxKeys: rateLimit.max_keys, clock }));
+      stores.set(key, store);
+    }
+    return store;
+  };
+
+  const head: Phases[] = [];
+  // First of the request filters, so requests refused by auth or the rate limit have a trace id too.
+  if (config.tracing.enabled) head.push(createTraceContext(config.tracing));
+  const tail: Phases[] = [];
+  if (config.tracing.server_timing) tail.push(createServerTiming());
   const connectionsOpen = (): Promise<number> =>
     new Promise((resolve) => server.server.getConnections((err, n) => resolve(err === null ? n : 0)));
   const connectionsRefused = (): number => server.refusedConnections;
-  const metrics = new ProxyMetrics(
-    { backends: balancer.backends, connectionsOpen, connectionsRefused, clock, version },
-    { recording: config.metrics.enabled },
-  );
-  if (metrics.phase !== undefined) phases.push(metrics.phase);
+  // The metrics count by upstream, so they are built once the generation's backends exist; the logging
+  // phase that feeds them is in the generation's phase lists already.
+  const built: { metrics?: ProxyMetrics } = {};
+  if (config.metrics.enabled) tail.push({ name: 'metrics', logging: (ctx) => built.metrics?.recordRequest(ctx, performance.now()) });
   const accessLog = createAccessLog(logger);
-  if (accessLog !== undefined) phases.push(accessLog);
+  if (accessLog !== undefined) tail.push(accessLog);
 
-  const pipeline = new Pipeline({ config, balancer, logger, phases, clock, startedAt });
+  const current = new Generation(
+    config,
+    { logger, clock, random, shared, stores: { get: storeFor }, head, user: options.phases ?? [], tail, startedAt },
+    { id: 1, loadedAt: startedAt, hash: '' },
+  );
+  const recorder = new ProxyMetrics({ backends: current.backends, connectionsOpen, connectionsRefused, clock, version }, { recording: config.metrics.enabled });
+  built.metrics = recorder;
+  const defaultService = current.services.get(DEFAULT_NAME) ?? (current.services.values().next().value as LoadBalancer);
+  const store = stores.values().next().value;
+
   const server = new ProxyServer({
     config: config.server,
-    pipeline,
+    handler: {
+      handle: (req, res) => current.pipeline.handle(req, res),
+      handleExpectContinue: (req, res) => current.pipeline.handleExpectContinue(req, res),
+      startDraining: () => {
+        shared.draining = true;
+      },
+    },
     logger,
     countConnections: options.clusterWorker === true,
     onClosed: async () => {
       accessLog?.flush();
-      store?.close();
-      await balancer.close();
+      for (const s of stores.values()) s.close();
+      await current.retire(undefined);
+      await Promise.all(current.backends.map((b) => b.pool.destroy()));
     },
-    ...(metrics.recording ? { onRejected: (status: number) => metrics.recordRejected(status, performance.now()) } : {}),
+    ...(recorder.recording ? { onRejected: (status: number) => recorder.recordRejected(status, performance.now()) } : {}),
   });
   const admin =
     config.admin.enabled && options.admin !== false
@@ -116,23 +135,23 @@ export function createProxy(config: Config, options: ProxyOptions): Proxy {
           config: config.admin,
           logger,
           status: () =>
-            buildStatus({ metrics, backends: balancer.backends, clock, connectionsOpen, connectionsRefused, draining: () => pipeline.draining, startedAt, version }),
-          scrape: () => metrics.scrape(),
-          scrapeContentType: metrics.contentType,
+            buildStatus({ metrics: recorder, backends: current.backends, clock, connectionsOpen, connectionsRefused, draining: () => shared.draining, startedAt, version }),
+          scrape: () => recorder.scrape(),
+          scrapeContentType: recorder.contentType,
         })
       : undefined;
   return {
     config,
-    balancer,
-    pipeline,
+    balancer: defaultService,
+    generation: current,
     server,
     store,
-    metrics,
+    metrics: recorder,
     admin,
     listen: async () => {
-      await store?.ready?.();
+      for (const s of stores.values()) await s.ready?.();
       const address = await server.listen();
-      balancer.start();
+      current.start();
       if (admin !== undefined) {
         logAdminListening(logger, await admin.listen());
       }

@@ -13,6 +13,7 @@ import { createProxy } from './app.js';
 import { Primary, resolveWorkers, type PrimaryView } from './cluster/primary.js';
 import { runWorker } from './cluster/worker.js';
 import { ConfigError, loadConfigFile } from './config/load.js';
+import { allUpstreams, routesOf, servicesOf } from './config/resolve.js';
 import { createLogger } from './observability/logger.js';
 
 const DEFAULT_CONFIG = 'config/proxy.yaml';
@@ -110,7 +111,7 @@ async function main(argv: string[]): Promise<number> {
 
   const listening = (address: AddressInfo, extra: Record<string, unknown> = {}): void =>
     logger.info(
-      { address: address.address, port: address.port, upstreams: config.load_balancing.upstreams.length, strategy: config.load_balancing.strategy, config: file, ...extra },
+      { address: address.address, port: address.port, services: servicesOf(config).size, routes: routesOf(config).length, upstreams: allUpstreams(config).length, config: file, ...extra },
       `Tollgate ${version()} listening on ${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`,
     );
 

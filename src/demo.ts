@@ -5,6 +5,7 @@
 import { createServer, type Server } from 'node:http';
 import { createProxy } from './app.js';
 import { ConfigError, loadConfigFile } from './config/load.js';
+import { allUpstreams } from './config/resolve.js';
 import { createLogger } from './observability/logger.js';
 
 function startBackend(name: string, port: number): Promise<Server> {
@@ -31,7 +32,10 @@ async function demo(): Promise<void> {
     }
     throw err;
   }
-  const backends = await Promise.all(config.load_balancing.upstreams.map((u) => startBackend(u.name, u.port)));
+  // One backend per distinct port (services of a routes config may share one).
+  const byPort = new Map<number, string>();
+  for (const u of allUpstreams(config)) if (!byPort.has(u.port)) byPort.set(u.port, u.name);
+  const backends = await Promise.all([...byPort].map(([port, name]) => startBackend(name, port)));
   const { logger, flush } = createLogger(config.logging, { level: process.env.LOG_LEVEL, format: process.stdout.isTTY ? 'pretty' : undefined });
   const proxy = createProxy(config, { logger });
   const address = await proxy.listen();
@@ -41,7 +45,7 @@ async function demo(): Promise<void> {
   process.stderr.write(
     [
       '',
-      `Tollgate demo: ${config.load_balancing.upstreams.length} backends, proxy on ${url}`,
+      `Tollgate demo: ${backends.length} backends, proxy on ${url}`,
       `  curl ${url}/health`,
       `  curl -i ${url}/                                   # 401 without a token`,
       `  curl -i -H "Authorization: Bearer ${token}" ${url}/`,

@@ -32,6 +32,7 @@ import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { upstreamAddress } from '../balancing/backend.js';
 import type { SnapshotReply, SnapshotRequest } from '../cluster/messages.js';
 import type { MonitoredWorker, PrimaryView } from '../cluster/primary.js';
+import { allUpstreams } from '../config/resolve.js';
 import type { Config } from '../config/schema.js';
 import {
   addCounters,
@@ -110,7 +111,7 @@ export class ClusterMonitor {
     this.#options = options;
     this.#logger = options.logger;
     this.#timeoutMs = options.timeoutMs ?? SNAPSHOT_TIMEOUT_MS;
-    const upstreams = options.config.load_balancing.upstreams;
+    const upstreams = allUpstreams(options.config);
     this.#upstreams = upstreams.map((u) => ({ name: u.name, address: upstreamAddress(u), healthy: true, ejected: false, inflight: 0, weight: u.weight }));
     this.#retired = emptyCounters(upstreams.length);
     this.#merged = { counters: emptyCounters(upstreams.length), upstreams: { inflight: [], healthy: [], ejected: [] }, connectionsOpen: 0, running: 0, answered: 0, restarts: 0 };

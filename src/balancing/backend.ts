@@ -9,7 +9,13 @@ import { peakEwma } from './selection/p2c-ewma.js';
  * the proxy's injected clock).
  */
 export class Backend implements Peer {
+  /** The service (upstream group) it belongs to. */
+  readonly service: string;
   readonly name: string;
+  /** Service, name, address and port: a backend with the same key in the next generation is this one. */
+  readonly key: string;
+  /** The pool settings it was built with: a backend is carried into a new generation only if they are unchanged. */
+  readonly poolKey: string;
   readonly configuredWeight: number;
   /** Effective weight: configured, or less while warming up after a return (slow start). */
   weight: number;
@@ -35,8 +41,11 @@ export class Backend implements Peer {
   latencyMs = 0;
   latencyAt = 0;
 
-  constructor(upstream: UpstreamConfig, lb: LoadBalancingConfig) {
+  constructor(upstream: UpstreamConfig, lb: LoadBalancingConfig, service = 'default') {
+    this.service = service;
     this.name = upstream.name;
+    this.key = backendKey(service, upstream);
+    this.poolKey = poolKeyOf(lb);
     this.configuredWeight = upstream.weight;
     this.weight = upstream.weight;
     this.host = upstream.address;
@@ -52,6 +61,18 @@ export class Backend implements Peer {
       headersTimeout: lb.response_timeout_ms,
       bodyTimeout: lb.response_timeout_ms,
     });
+  }
+
+  /** Takes over the live state of the backend it replaces (same key, new pool settings or weight). */
+  adoptState(old: Backend): void {
+    this.activeUp = old.activeUp;
+    this.ejectedUntil = old.ejectedUntil;
+    this.ejections = old.ejections;
+    this.ejectionsTotal = old.ejectionsTotal;
+    this.consecutiveFailures = old.consecutiveFailures;
+    this.rampStart = old.rampStart;
+    this.latencyMs = old.latencyMs;
+    this.latencyAt = old.latencyAt;
   }
 
   /** Usable at `now`: up by active checks and not ejected. */
@@ -80,6 +101,16 @@ export class Backend implements Peer {
     this.latencyMs = peakEwma(this.latencyMs, this.latencyAt, ms, now);
     this.latencyAt = now;
   }
+}
+
+/** The settings a backend's pool is built from, as one comparable string. */
+export function poolKeyOf(lb: LoadBalancingConfig): string {
+  return JSON.stringify([lb.pool.max_connections, lb.pool.keepalive_timeout_ms, lb.connect_timeout_ms, lb.response_timeout_ms]);
+}
+
+/** Identity of a backend across generations: same service, name, address and port. */
+export function backendKey(service: string, upstream: Pick<UpstreamConfig, 'name' | 'address' | 'port'>): string {
+  return `${service}\u0000${upstream.name}\u0000${upstream.address}\u0000${upstream.port}`;
 }
 
 /** `host:port` of an upstream (an IPv6 address in brackets), as logs and the status document show it. */

@@ -1,8 +1,8 @@
 import type { Logger } from 'pino';
-import type { Config, LoadBalancingConfig } from '../config/schema.js';
+import type { LoadBalancingConfig } from '../config/schema.js';
 import type { RequestContext } from '../proxy/context.js';
 import type { Clock, Random } from '../util/clock.js';
-import { Backend } from './backend.js';
+import { Backend, backendKey, poolKeyOf } from './backend.js';
 import { ActiveHealthChecker } from './health/active.js';
 import { OutlierDetector } from './health/passive.js';
 import { RetryBudget } from './retry-budget.js';
@@ -17,7 +17,19 @@ const RAMP_FLOOR = 0.05;
  * walks candidates and asks whether each is acceptable). Built when the config is loaded.
  */
 export class LoadBalancer {
+  /** The service name (`default` for the brief's `load_balancing`). */
+  readonly name: string;
   readonly backends: readonly Backend[];
+  /** Send the client's Host upstream (else the backend's address). */
+  readonly preserveHost: boolean;
+  /** Further attempts after a failed one. */
+  readonly maxRetries: number;
+  /** Whole upstream exchange, retries included; 0 for none. */
+  readonly totalTimeoutMs: number;
+  /** Whether an upstream 5xx counts as a failure for passive health. */
+  readonly #fiveXxIsFailure: boolean;
+  /** p2c_ewma reads latencies: only then are they recorded. */
+  readonly #observeLatency: boolean;
   readonly budget: RetryBudget;
   readonly outliers: OutlierDetector | undefined;
   readonly #checker: ActiveHealthChecker | undefined;
@@ -34,8 +46,26 @@ export class LoadBalancer {
   readonly #accept = (backend: Backend): boolean =>
     backend.usable(this.#now) && (this.#exclude === undefined || !this.#exclude.includes(backend));
 
-  constructor(config: LoadBalancingConfig, options: { random: Random; clock: Clock; logger: Logger }) {
-    this.backends = config.upstreams.map((u) => new Backend(u, config));
+  constructor(config: LoadBalancingConfig, options: { random: Random; clock: Clock; logger: Logger; name?: string; previous?: LoadBalancer | undefined }) {
+    this.name = options.name ?? 'default';
+    const previous = options.previous;
+    const kept = new Map<string, Backend>();
+    if (previous !== undefined) for (const b of previous.backends) kept.set(b.key, b);
+    // A backend in both generations (same service, name, address, port and pool settings) is the same
+    // object: its health, ejection, in-flight count, latency, slow start and connections carry over.
+    const poolKey = poolKeyOf(config);
+    this.backends = config.upstreams.map((u) => {
+      const old = kept.get(backendKey(this.name, u));
+      if (old !== undefined && old.poolKey === poolKey && old.configuredWeight === u.weight) return old;
+      const fresh = new Backend(u, config, this.name);
+      if (old !== undefined) fresh.adoptState(old);
+      return fresh;
+    });
+    this.preserveHost = config.preserve_host;
+    this.maxRetries = config.retries.max_retries;
+    this.totalTimeoutMs = config.total_timeout_ms;
+    this.#fiveXxIsFailure = config.health_check.passive.enabled && config.health_check.passive.include_5xx;
+    this.#observeLatency = config.strategy === 'p2c_ewma';
     this.#selector = createSelector(config.strategy, this.backends, options.random);
     this.#clock = options.clock;
     this.#logger = options.logger;
@@ -44,12 +74,51 @@ export class LoadBalancer {
     const { active, passive } = config.health_check;
     this.outliers = passive.enabled ? new OutlierDetector(passive, this.backends) : undefined;
     this.#checker = active.enabled ? new ActiveHealthChecker(active, this.backends, options.logger, options.clock, () => this.noteReturn()) : undefined;
-    this.budget = new RetryBudget(config.retries.budget_percent, config.retries.min_retries_per_window, options.clock);
+    const sameBudget = previous !== undefined && previous.#budgetKey === budgetKey(config);
+    this.budget = sameBudget ? previous.budget : new RetryBudget(config.retries.budget_percent, config.retries.min_retries_per_window, options.clock);
+    this.#budgetKey = budgetKey(config);
+    if (this.#slowStartMs > 0) this.#ramping = true; // carried-over backends may be mid-ramp
+  }
+
+  readonly #budgetKey: string;
+
+  /** Backends of this balancer that `next` does not carry over (closed once nothing uses them). */
+  retiredBy(next: LoadBalancer | undefined): Backend[] {
+    if (next === undefined) return [...this.backends];
+    const kept = new Set(next.backends);
+    return this.backends.filter((b) => !kept.has(b));
+  }
+
+  /**
+   * Chooses a backend for one attempt and counts it in flight; every backend acquired is given back once
+   * with `release`. `exclude` lists backends already tried.
+   */
+  acquire(ctx: RequestContext, exclude?: readonly Backend[]): Backend | undefined {
+    const backend = this.select(ctx, exclude);
+    if (backend !== undefined) backend.inflight++;
+    return backend;
+  }
+
+  /**
+   * The outcome of one attempt, reported once from the forwarding path: `failed` when the upstream side
+   * failed (connect error, reset, timeout), else the status it answered with; `latencyMs` is the time to
+   * its response head (negative when there was none).
+   */
+  release(backend: Backend, failed: boolean, status: number, latencyMs: number): void {
+    backend.inflight--;
+    if (failed || (status >= 500 && this.#fiveXxIsFailure)) this.reportFailure(backend);
+    else this.reportSuccess(backend);
+    if (this.#observeLatency && latencyMs >= 0) backend.observeLatency(latencyMs, this.#clock());
   }
 
   /** Starts active health checks (not started for a proxy that never listens). */
   start(): void {
     this.#checker?.start();
+  }
+
+  /** Stops the active health checks (a generation that was replaced); the pools stay open. */
+  async stop(): Promise<void> {
+    await this.#checker?.stop();
   }
 
   /**
@@ -116,8 +185,12 @@ export class LoadBalancer {
   }
 }
 
+function budgetKey(config: LoadBalancingConfig): string {
+  return `${config.retries.budget_percent}/${config.retries.min_retries_per_window}`;
+}
+
 /** Builds, once, the function that reads a request's consistent-hash key. */
-function hashKeyOf(key: Config['load_balancing']['hash_key']): (ctx: RequestContext) => string {
+function hashKeyOf(key: LoadBalancingConfig['hash_key']): (ctx: RequestContext) => string {
   switch (key.source) {
     case 'client_address':
       return (ctx) => ctx.clientAddress;

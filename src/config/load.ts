@@ -6,7 +6,26 @@
 import { readFileSync } from 'node:fs';
 import { isMap, isScalar, isSeq, LineCounter, parse, parseDocument, Scalar, visit, type Document, type Node } from 'yaml';
 import type { z } from 'zod';
+import { compileRoutes } from '../routing/matcher.js';
 import { configSchema, type Config } from './schema.js';
+
+/** Pairs of routes (indices into `routes`) that would match the same requests with equal precedence. */
+export function routeTies(config: Config): { a: number; b: number }[] {
+  if (config.routes === undefined) return [];
+  const compiled = compileRoutes(
+    config.routes.map((r, i) => ({
+      value: i,
+      match: {
+        ...(r.match.hosts === undefined ? {} : { hosts: r.match.hosts }),
+        ...(r.match.path === undefined ? {} : { path: r.match.path }),
+        ...(r.match.path_prefix === undefined ? {} : { pathPrefix: r.match.path_prefix }),
+        ...(r.match.methods === undefined ? {} : { methods: r.match.methods }),
+        ...(r.match.headers === undefined ? {} : { headers: r.match.headers }),
+      },
+    })),
+  );
+  return compiled.ties;
+}
 
 export interface ConfigProblem {
   line: number;
@@ -83,7 +102,22 @@ export function parseConfig(source: string, file: string, env: NodeJS.ProcessEnv
   });
 
   const result = configSchema.safeParse(doc.toJS() ?? {});
-  if (result.success && problems.length === 0) return result.data;
+  if (result.success && problems.length === 0) {
+    const ties = routeTies(result.data);
+    if (ties.length === 0) return result.data;
+    throw new ConfigError(
+      file,
+      ties.map(({ a, b }) => {
+        const other = at((doc.getIn(['routes', b], true) as Node | undefined)?.range?.[0] ?? 0);
+        const names = result.data.routes ?? [];
+        return {
+          ...at((doc.getIn(['routes', a], true) as Node | undefined)?.range?.[0] ?? 0),
+          path: `routes[${a}]`,
+          message: `matches the same requests with the same precedence as route "${names[b]?.name ?? ''}" (${file}:${other.line}): make one more specific (hosts, path, methods or headers)`,
+        };
+      }),
+    );
+  }
   if (!result.success) {
     // A value left unsubstituted is reported once, as the missing variable, not again as a bad value.
     const unsetPaths = new Set(problems.map((p) => p.path));

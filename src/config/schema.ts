@@ -172,7 +172,7 @@ const poolSchema = z.strictObject({
   keepalive_timeout_ms: durationMs(60_000),
 });
 
-const loadBalancingSchema = z.strictObject({
+export const loadBalancingSchema = z.strictObject({
   strategy: z.enum(STRATEGIES, { error: `must be one of ${STRATEGIES.join(', ')}` }).default('round_robin'),
   upstreams: z
     .array(upstreamSchema, { error: 'must be a list of upstreams' })
@@ -204,7 +204,7 @@ export const AUTH_TYPES = ['bearer', 'basic', 'api_key'] as const;
 
 const headerName = z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'must be a valid header name');
 
-const authSchema = z
+export const authSchema = z
   .strictObject({
     enabled: z.boolean().default(false),
     auth_type: z.enum(AUTH_TYPES, { error: `must be one of ${AUTH_TYPES.join(', ')}` }).default('bearer'),
@@ -277,7 +277,7 @@ const redisStoreSchema = z
 
 const storeSchema = z.discriminatedUnion('type', [memoryStoreSchema, redisStoreSchema], { error: 'must be memory or redis' });
 
-const rateLimitSchema = z.strictObject({
+export const rateLimitSchema = z.strictObject({
   enabled: z.boolean().default(false),
   requests_per_minute: positiveInt('a whole number of at least 1').default(100),
   burst_size: positiveInt('a whole number of at least 1').default(10),
@@ -300,20 +300,176 @@ const loggingSchema = z.strictObject({
   file: z.string().min(1).optional(),
 });
 
-export const configSchema = z.strictObject({
-  server: serverSchema.prefault({}),
-  load_balancing: loadBalancingSchema,
-  middleware: middlewareSchema.prefault({}),
-  logging: loggingSchema.prefault({}),
-  admin: adminSchema.prefault({}),
-  metrics: metricsSchema.prefault({}),
-  tracing: tracingSchema.prefault({}),
+/** Names of services and routes: they appear in metrics labels, logs and the status document. */
+const NAME = /^[A-Za-z0-9._-]{1,64}$/;
+const name = z.string({ error: 'must be a name' }).regex(NAME, 'must be 1-64 letters, digits, ".", "_" or "-"');
+
+/** `api.example.com`, or `*.example.com` for any name under example.com (not example.com itself). */
+const hostPattern = z
+  .string({ error: 'must be a host name or *.suffix' })
+  .refine((h) => (h.startsWith('*.') ? HOSTNAME.test(h.slice(2)) : isHost(h)), 'must be a host name, an IP address or a wildcard such as *.example.com');
+
+const routePath = z.string().regex(/^\/[^?#\s]*$/, 'must be a path starting with "/" (no query)');
+
+const HTTP_METHOD = /^[!#$%&'*+.^_`|~0-9A-Z-]+$/;
+
+const matchSchema = z
+  .strictObject({
+    /** Exact names or `*.suffix` wildcards, case-insensitive; the port of the request's Host is ignored. */
+    hosts: z.array(hostPattern).min(1, 'must list at least one host').optional(),
+    /** The normalized path, exactly (the query is not part of it). */
+    path: routePath.optional(),
+    /** The normalized path starts with this, at a segment boundary (`/v1` matches `/v1/x`, never `/v1x`). */
+    path_prefix: routePath.optional(),
+    methods: z.array(z.string().regex(HTTP_METHOD, 'must be an upper-case method name such as GET')).min(1, 'must list at least one method').optional(),
+    /** Header name → exact value. */
+    headers: z.record(headerName, z.string()).optional(),
+  })
+  .refine((m) => m.path === undefined || m.path_prefix === undefined, 'give path or path_prefix, not both');
+
+const headerEditsSchema = z.strictObject({
+  /** Replaces any header of that name (case-insensitive). */
+  set: z.record(headerName, z.string().regex(/^[\t\x20-\x7e\x80-\xff]*$/, 'must not contain control characters')).default({}),
+  remove: z.array(headerName).default([]),
 });
+
+const REDIRECT_STATUSES = [301, 302, 303, 307, 308] as const;
+
+const routeSchema = z
+  .strictObject({
+    name,
+    match: matchSchema.prefault({}),
+    /** The service (a key of `services`) the route forwards to. */
+    service: name.optional(),
+    /** Answered by Tollgate itself: a redirect to this URL. */
+    redirect: z
+      .strictObject({
+        to: z.string().min(1, 'must not be empty').regex(/^[\x21-\x7e]+$/, 'must be a URL or a path without spaces'),
+        status: z.union(REDIRECT_STATUSES.map((n) => z.literal(n)), { error: 'must be 301, 302, 303, 307 or 308' }).default(302),
+      })
+      .optional(),
+    /** Remove the matched path_prefix from the path sent upstream (`/v1/users` → `/users`). */
+    strip_prefix: z.boolean().default(false),
+    /** Replace the matched path_prefix with this in the path sent upstream (`/v1/users` → `/v2/users`). */
+    rewrite_prefix: routePath.optional(),
+    /** This route's auth and rate limit: each key given here replaces the top-level one of the same name. */
+    middleware: z.strictObject({ auth: authSchema.optional(), rate_limit: rateLimitSchema.optional() }).prefault({}),
+    /** Edits to the request sent upstream, after Tollgate's own headers. */
+    request_headers: headerEditsSchema.prefault({}),
+    /** Edits to the response sent to the client, after Tollgate's own headers. */
+    response_headers: headerEditsSchema.prefault({}),
+  })
+  .superRefine(function routeShape(route, ctx) {
+    if ((route.service === undefined) === (route.redirect === undefined)) {
+      ctx.addIssue({ code: 'custom', path: ['service'], message: 'give service or redirect (exactly one)' });
+    }
+    if ((route.strip_prefix || route.rewrite_prefix !== undefined) && route.match.path_prefix === undefined) {
+      ctx.addIssue({ code: 'custom', path: [route.strip_prefix ? 'strip_prefix' : 'rewrite_prefix'], message: 'needs match.path_prefix' });
+    }
+    if (route.strip_prefix && route.rewrite_prefix !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['rewrite_prefix'], message: 'give strip_prefix or rewrite_prefix, not both' });
+    }
+    for (const side of ['request_headers', 'response_headers'] as const) {
+      const edits = route[side];
+      edits.remove.forEach((h, i) => {
+        if (h.toLowerCase() === 'x-request-id') ctx.addIssue({ code: 'custom', path: [side, 'remove', i], message: 'X-Request-ID is Tollgate\'s own and cannot be removed' });
+      });
+      for (const h of Object.keys(edits.set)) {
+        if (h.toLowerCase() === 'x-request-id') ctx.addIssue({ code: 'custom', path: [side, 'set', h], message: 'X-Request-ID is Tollgate\'s own and cannot be set' });
+      }
+    }
+  });
+
+/**
+ * A route's `middleware.auth` / `middleware.rate_limit` is read on top of the top-level one: the keys the
+ * route gives win, the rest are inherited (`rate_limit: { requests_per_minute: 600 }` keeps the top-level
+ * store). Done on the raw input, before defaults, so an inherited key and a given one are told apart.
+ */
+function inheritMiddleware(input: unknown): unknown {
+  if (!isRecord(input) || !Array.isArray(input.routes)) return input;
+  const top = isRecord(input.middleware) ? input.middleware : {};
+  return {
+    ...input,
+    routes: input.routes.map((route: unknown) => {
+      if (!isRecord(route) || !isRecord(route.middleware)) return route;
+      const own = route.middleware;
+      const merged: Record<string, unknown> = { ...own };
+      for (const key of ['auth', 'rate_limit']) {
+        if (isRecord(own[key]) && isRecord(top[key])) merged[key] = { ...top[key], ...own[key] };
+      }
+      return { ...route, middleware: merged };
+    }),
+  };
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+export const configSchema = z.preprocess(
+  inheritMiddleware,
+  z
+    .strictObject({
+      server: serverSchema.prefault({}),
+      /** The brief's single upstream group: the service `default` (with `services`, one more of them). */
+      load_balancing: loadBalancingSchema.optional(),
+      /** Named upstream groups; each takes every key `load_balancing` takes. */
+      services: z.record(name, loadBalancingSchema).optional(),
+      /**
+       * Which requests go where. Without it, one route `default` sends every request to the service
+       * `default`. Tried by precedence (src/routing/matcher.ts), never by order.
+       */
+      routes: z
+        .array(routeSchema, { error: 'must be a list of routes' })
+        .min(1, 'must list at least one route')
+        .superRefine(function uniqueRouteNames(list, ctx) {
+          const seen = new Set<string>();
+          list.forEach((r, i) => {
+            if (seen.has(r.name)) ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `duplicate route name "${r.name}"` });
+            seen.add(r.name);
+          });
+        })
+        .optional(),
+      middleware: middlewareSchema.prefault({}),
+      logging: loggingSchema.prefault({}),
+      admin: adminSchema.prefault({}),
+      metrics: metricsSchema.prefault({}),
+      tracing: tracingSchema.prefault({}),
+    })
+    .superRefine(function servicesAndRoutes(config, ctx) {
+      const services = new Set(Object.keys(config.services ?? {}));
+      if (config.load_balancing !== undefined) {
+        if (services.has(DEFAULT_NAME)) {
+          ctx.addIssue({ code: 'custom', path: ['services', DEFAULT_NAME], message: 'load_balancing is already the service "default": rename one' });
+        }
+        services.add(DEFAULT_NAME);
+      }
+      if (services.size === 0) {
+        ctx.addIssue({ code: 'invalid_type', expected: 'object', path: ['load_balancing'], message: 'is required (or services)' });
+        return;
+      }
+      if (config.routes === undefined) {
+        if (!services.has(DEFAULT_NAME)) ctx.addIssue({ code: 'custom', path: ['routes'], message: 'is required unless there is a service "default" (load_balancing)' });
+        return;
+      }
+      config.routes.forEach((route, i) => {
+        if (route.service !== undefined && !services.has(route.service)) {
+          ctx.addIssue({ code: 'custom', path: ['routes', i, 'service'], message: `no service named "${route.service}"` });
+        }
+      });
+    }),
+);
+
+/** The service and route names of a config written without `services` / `routes`. */
+export const DEFAULT_NAME = 'default';
 
 /** The whole configuration after validation and defaults. */
 export type Config = z.infer<typeof configSchema>;
 export type ServerConfig = Config['server'];
-export type LoadBalancingConfig = Config['load_balancing'];
+export type LoadBalancingConfig = z.infer<typeof loadBalancingSchema>;
+export type RouteConfig = z.infer<typeof routeSchema>;
+export type RouteMatchConfig = RouteConfig['match'];
+export type HeaderEdits = RouteConfig['request_headers'];
 export type UpstreamConfig = LoadBalancingConfig['upstreams'][number];
 export type AuthConfig = Config['middleware']['auth'];
 export type RateLimitConfig = Config['middleware']['rate_limit'];

@@ -66,7 +66,8 @@ export function createAccessLog(logger: Logger): (Phases & { flush(): void }) | 
       const line =
         `${error !== undefined && error.status >= 500 ? warn : info}${time()}${bindings}` +
         `,"request_id":"${ctx.requestId}"${ctx.traceId === '' ? '' : `,"trace_id":"${ctx.traceId}"`},"client":"${ctx.clientAddress}","method":${JSON.stringify(req.method)}` +
-        `,"path":${JSON.stringify(ctx.path)},${upstreamOf(ctx.backend)},"status":${ctx.status},"bytes":${ctx.bytesSent}` +
+        `,"path":${JSON.stringify(ctx.path)},${ctx.route === undefined ? '"route":null,"service":null' : ctx.route.logFields},${upstreamOf(ctx.backend)}` +
+        `,"status":${ctx.status},"bytes":${ctx.bytesSent}` +
         `,"duration_ms":${hundredths(performance.now() - ctx.startedAt)}` +
         `,"user_agent":${ua === undefined ? 'null' : JSON.stringify(ua)},"retries":${ctx.retries}${failure}` +
         `,"msg":"Request Completed"}\n`;

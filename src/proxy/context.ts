@@ -1,5 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Backend } from '../balancing/backend.js';
+import type { LoadBalancer } from '../balancing/load-balancer.js';
+import type { Route } from '../routing/route.js';
 import type { RateDecision } from '../limits/token-bucket.js';
 import type { ProxyError } from './errors.js';
 import type { BodyLimiter } from './request-body.js';
@@ -24,8 +26,18 @@ export class RequestContext {
   clientAddress: string;
   /** Whether the peer is a configured trusted proxy (its X-Forwarded-* headers are believed). */
   fromTrustedProxy = false;
-  /** Request target in origin form (`/path?query`). */
+  /** Request target in origin form (`/path?query`), normalized: what routes, auth and logs see. */
   path: string;
+  /** The path sent upstream (the route's prefix rewrite applied). */
+  upstreamPath = '';
+  /** The route that matched; undefined until matched, and for requests no route matched. */
+  route: Route | undefined = undefined;
+  /** The route's path_prefix that matched, if it matched by prefix. */
+  routePrefix: string | undefined = undefined;
+  /** The service (balancer) of the current attempt: the route's, or the one an upstreamPeer phase chose. */
+  service: LoadBalancer | undefined = undefined;
+  /** The generation (set of routes) the request started on; it finishes on it, whatever reloads happen. */
+  generation: { release(): void } | undefined = undefined;
   /** Who the credentials identify (`token:1`, `user:alice`); undefined when not authenticated. */
   principal: string | undefined = undefined;
   /** Why authentication failed; set by the auth filter, acted on after the rate limit counted it. */
@@ -54,6 +66,8 @@ export class RequestContext {
   body: BodyLimiter | null = null;
   /** performance.now() when the current upstream attempt was dispatched. */
   dispatchedAt = 0;
+  /** Milliseconds from dispatch to the current attempt's response head; -1 before it. */
+  upstreamLatency = -1;
   /** Limits the whole upstream exchange (total_timeout_ms). */
   totalTimer: NodeJS.Timeout | undefined = undefined;
   /** Extra response headers (flat name/value list) that filters add; sent on every response to this request. */

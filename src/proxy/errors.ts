@@ -19,6 +19,7 @@ export const ERROR_CATALOGUE = {
   bad_request: { status: 400, source: 'downstream', retryable: false, message: 'The request could not be understood.' },
   unauthorized: { status: 401, source: 'downstream', retryable: false, message: 'Missing or invalid credentials.' },
   not_found: { status: 404, source: 'downstream', retryable: false, message: 'No such resource.' },
+  no_route: { status: 404, source: 'downstream', retryable: false, message: 'No route matches the request.' },
   request_timeout: { status: 408, source: 'downstream', retryable: false, message: 'The request was not received in time.' },
   payload_too_large: { status: 413, source: 'downstream', retryable: false, message: 'The request body is larger than the proxy accepts.' },
   uri_too_long: { status: 414, source: 'downstream', retryable: false, message: 'The request target is too long.' },

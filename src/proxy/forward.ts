@@ -1,5 +1,6 @@
 import type { Dispatcher } from 'undici';
 import type { RequestContext } from './context.js';
+import { fromUpstreamError, type ProxyError } from './errors.js';
 import { HOP_BY_HOP, connectionTokens } from './headers.js';
 import { pipeBody } from './request-body.js';
 
@@ -7,10 +8,8 @@ import { pipeBody } from './request-body.js';
 export interface ForwardHost {
   /** Writes the response head: adds Tollgate's headers and runs the response filters. */
   writeHead(ctx: RequestContext, status: number, headers: string[]): void;
-  /** The upstream answered with this status (health and latency bookkeeping). */
-  upstreamResponded(ctx: RequestContext, status: number): void;
-  /** The upstream request failed (before or after the response head). */
-  upstreamFailed(ctx: RequestContext, err: unknown): void;
+  /** The upstream request failed (before or after the response head); undefined: the client left first. */
+  upstreamFailed(ctx: RequestContext, error: ProxyError | undefined): void;
 }
 
 /** The reason given to undici when the client has left: not an upstream failure, nothing to answer. */
@@ -28,6 +27,8 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
   #resume: (() => void) | undefined = undefined;
   #waitingForDrain = false;
   #settled = false;
+  /** The status the upstream answered with (0 before its head). */
+  #status = 0;
 
   constructor(ctx: RequestContext, host: ForwardHost) {
     this.#ctx = ctx;
@@ -49,7 +50,9 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
     if (status < 200) return true; // 1xx from the upstream: Node answers Expect itself; others are dropped
     const ctx = this.#ctx;
     this.#resume = resume;
-    this.#host.upstreamResponded(ctx, status);
+    this.#status = status;
+    ctx.upstreamLatency = performance.now() - ctx.dispatchedAt;
+    ctx.error = undefined; // an earlier attempt's failure, now recovered by a retry
     const headers = upstreamResponseHeaders(raw);
     try {
       this.#host.writeHead(ctx, status, headers);
@@ -76,22 +79,29 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
   }
 
   onComplete(): void {
-    if (!this.#settle()) return;
+    if (!this.#settle(false)) return;
     this.#ctx.res.end();
   }
 
   onError(err: Error): void {
-    if (!this.#settle()) return;
-    this.#host.upstreamFailed(this.#ctx, err);
+    if (this.#settled) return;
+    // The client leaving first is not the upstream's fault: nothing to count, nothing to answer.
+    const error = err === CLIENT_GONE ? undefined : fromUpstreamError(err);
+    this.#settle(error?.source === 'upstream');
+    this.#host.upstreamFailed(this.#ctx, error);
   }
 
-  /** Marks the upstream side finished exactly once; false if it already was. */
-  #settle(): boolean {
+  /**
+   * Marks the upstream side finished exactly once (false if it already was) and reports the attempt's
+   * outcome to its balancer: the one place the forwarding path touches balancer state.
+   */
+  #settle(failed: boolean): boolean {
     if (this.#settled) return false;
     this.#settled = true;
     const ctx = this.#ctx;
     ctx.abortUpstream = undefined;
-    if (ctx.backend !== undefined) ctx.backend.inflight--;
+    const backend = ctx.backend;
+    if (backend !== undefined) ctx.service?.release(backend, failed, this.#status, this.#status === 0 ? -1 : ctx.upstreamLatency);
     return true;
   }
 }

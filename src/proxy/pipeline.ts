@@ -1,116 +1,128 @@
 /**
  * The one file that knows the phase order. For each request:
  *
- *   request id → [draining? 503] → [health path? answer] → normalize the target, read the headers
- *   → request_filter hooks (auth, rate limit, ...) → upstream_peer (the load balancer)
+ *   request id → [draining? 503] → [health path? answer] → normalize the target → match a route
+ *   [none? 404 no_route] → read the headers → the route's request_filter hooks (auth, rate limit, ...)
+ *   → [redirect route? answer] → upstream_peer (a phase's choice, else the route's service balancer)
  *   → upstream_request_filter hooks → dispatch to the upstream
- *   → [failed: fail_to_connect / fail_to_proxy, back to upstream_peer when a retry is safe and allowed]
+ *   → [failed: back to upstream_peer when a retry is safe and allowed, else fail_to_proxy]
  *   → response_filter hooks (on the upstream's head, or on a generated response) → stream the body
  *   → logging hooks (when the client connection is done with the response)
  *
  * Errors from any step go to `fail`, which answers with the JSON error body when nothing was sent yet and
- * cuts the connection otherwise. Everything that can be decided from the config is decided in the
- * constructor; the per-request path only runs the hook lists that are not empty.
+ * cuts the connection otherwise. One Pipeline serves one generation (its routes and services); everything
+ * that can be decided from the config is decided when it is built, and the per-request path only runs the
+ * hook lists of the matched route that are not empty.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { BlockList, isIP } from 'node:net';
 import type { Logger } from 'pino';
 import type { Backend } from '../balancing/backend.js';
 import type { LoadBalancer } from '../balancing/load-balancer.js';
-import type { Config } from '../config/schema.js';
+import type { ServerConfig } from '../config/schema.js';
 import { resolveRequestId } from '../middleware/request-id/request-id.js';
-import { monotonicClock, type Clock } from '../util/clock.js';
+import type { Router } from '../routing/matcher.js';
+import type { Route } from '../routing/route.js';
 import { RequestContext } from './context.js';
-import { ProxyError, errorBody, fromUpstreamError } from './errors.js';
+import { ProxyError, errorBody } from './errors.js';
 import { CLIENT_GONE, ForwardHandler, type ForwardHost } from './forward.js';
-import { HOP_BY_HOP, connectionTokens, formatMs } from './headers.js';
+import { connectionTokens, formatMs } from './headers.js';
 import { normalizeTarget } from './path.js';
 import { BodyLimiter } from './request-body.js';
-import type { FilterResult, HeaderFilter, LoggingHook, Phases, RequestFilter } from './phases.js';
+import type { FilterResult, RequestFilter } from './phases.js';
+
+/** What every generation's pipeline shares with the long-lived gateway. */
+export interface PipelineShared {
+  /** Set when shutdown begins: new requests get 503 and every response closes its connection. */
+  draining: boolean;
+}
 
 export interface PipelineOptions {
-  config: Config;
-  balancer: LoadBalancer;
+  server: ServerConfig;
+  router: Router<Route>;
+  /** Every service by name (what an upstreamPeer phase may choose). */
+  services: ReadonlyMap<string, LoadBalancer>;
+  /** The phases of answers no route gave: /health, 404 no_route, 503 while draining. */
+  noRoute: Route;
   logger: Logger;
-  /** Middleware in the order their hooks run. */
-  phases: readonly Phases[];
+  shared: PipelineShared;
   /** When the proxy started (Date.now()), for /health uptime. */
   startedAt?: number;
-  clock?: Clock;
+  /** Called when a pipeline that `retire()` was called on has no request left. */
+  onIdle?: () => void;
 }
 
 /** Request headers Tollgate always sets itself, so the client's are never passed on as they are. */
-const SET_BY_PROXY = ['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-request-id', 'expect'];
+export const SET_BY_PROXY = ['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-request-id', 'expect'];
 
 const NOT_IMPLEMENTED = new ProxyError('not_implemented');
 const NO_UPSTREAM = new ProxyError('no_upstream');
+const NO_ROUTE = new ProxyError('no_route');
 /** Methods RFC 9110 defines as idempotent: safe to replay after a reset. */
 const IDEMPOTENT: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 const UNDERSCORE = new ProxyError('bad_request', { message: 'Header names with underscores are not accepted.' });
 const HOST_COUNT = new ProxyError('bad_request', { message: 'An HTTP/1.1 request needs exactly one Host header.' });
 
 export class Pipeline implements ForwardHost {
-  /** Set when shutdown begins: new requests get 503 and every response closes its connection. */
-  draining = false;
-
-  readonly #balancer: LoadBalancer;
+  readonly #shared: PipelineShared;
+  readonly #router: Router<Route>;
+  readonly #services: ReadonlyMap<string, LoadBalancer>;
+  readonly #noRoute: Route;
   readonly #logger: Logger;
-  readonly #requestFilters: readonly RequestFilter[];
-  readonly #upstreamRequestFilters: readonly HeaderFilter[];
-  readonly #responseFilters: readonly HeaderFilter[];
-  readonly #loggingHooks: readonly LoggingHook[];
-  /** Lower-case names of request headers never forwarded as received. */
-  readonly #dropRequestHeaders: ReadonlySet<string>;
   readonly #trusted: BlockList | undefined;
   readonly #healthPath: string;
   readonly #healthQueryPrefix: string;
   readonly #proxyName: string;
-  readonly #preserveHost: boolean;
   readonly #maxHeaderCount: number;
   readonly #maxUriBytes: number;
   readonly #maxBodyBytes: number;
   readonly #bodyTimeoutMs: number;
   readonly #rejectUnderscores: boolean;
   readonly #rejectEncodedSlashes: boolean;
-  readonly #maxRetries: number;
-  readonly #totalTimeoutMs: number;
-  readonly #fiveXxIsFailure: boolean;
-  readonly #observeLatency: boolean;
-  readonly #clock: Clock;
   readonly #debug: boolean;
   readonly #startedAt: number;
+  readonly #onIdle: (() => void) | undefined;
+  /** Requests started on this pipeline and not yet finished. */
+  #active = 0;
+  #retired = false;
 
   constructor(options: PipelineOptions) {
-    const { config, phases } = options;
-    this.#balancer = options.balancer;
+    const server = options.server;
+    this.#shared = options.shared;
+    this.#router = options.router;
+    this.#services = options.services;
+    this.#noRoute = options.noRoute;
     this.#logger = options.logger;
     this.#startedAt = options.startedAt ?? Date.now();
-    this.#requestFilters = collect(phases, 'requestFilter');
-    this.#upstreamRequestFilters = collect(phases, 'upstreamRequestFilter');
-    this.#responseFilters = collect(phases, 'responseFilter');
-    this.#loggingHooks = collect(phases, 'logging');
-    const drop = new Set<string>([...HOP_BY_HOP, ...SET_BY_PROXY]);
-    for (const p of phases) for (const h of p.consumesRequestHeaders ?? []) drop.add(h.toLowerCase());
-    if (!config.load_balancing.preserve_host) drop.add('host');
-    this.#dropRequestHeaders = drop;
-    this.#trusted = buildBlockList(config.server.trusted_proxies);
-    this.#healthPath = config.server.health_path;
-    this.#healthQueryPrefix = `${config.server.health_path}?`;
-    this.#proxyName = config.server.proxy_name;
-    this.#preserveHost = config.load_balancing.preserve_host;
-    this.#maxHeaderCount = config.server.max_header_count;
-    this.#maxUriBytes = config.server.max_uri_bytes;
-    this.#maxBodyBytes = config.server.max_body_bytes;
-    this.#bodyTimeoutMs = config.server.body_timeout_ms;
-    this.#rejectUnderscores = config.server.underscores_in_headers === 'reject';
-    this.#rejectEncodedSlashes = config.server.encoded_slashes === 'reject';
-    this.#maxRetries = config.load_balancing.retries.max_retries;
-    this.#totalTimeoutMs = config.load_balancing.total_timeout_ms;
-    const passive = config.load_balancing.health_check.passive;
-    this.#fiveXxIsFailure = passive.enabled && passive.include_5xx;
-    this.#observeLatency = config.load_balancing.strategy === 'p2c_ewma';
-    this.#clock = options.clock ?? monotonicClock;
+    this.#onIdle = options.onIdle;
+    this.#trusted = buildBlockList(server.trusted_proxies);
+    this.#healthPath = server.health_path;
+    this.#healthQueryPrefix = `${server.health_path}?`;
+    this.#proxyName = server.proxy_name;
+    this.#maxHeaderCount = server.max_header_count;
+    this.#maxUriBytes = server.max_uri_bytes;
+    this.#maxBodyBytes = server.max_body_bytes;
+    this.#bodyTimeoutMs = server.body_timeout_ms;
+    this.#rejectUnderscores = server.underscores_in_headers === 'reject';
+    this.#rejectEncodedSlashes = server.encoded_slashes === 'reject';
     this.#debug = this.#logger.isLevelEnabled('debug');
+  }
+
+  /** Requests in flight on this pipeline. */
+  get active(): number {
+    return this.#active;
+  }
+
+  /** No new requests come here any more (a newer generation took over): `onIdle` runs once the last ends. */
+  retire(): void {
+    this.#retired = true;
+    if (this.#active === 0) this.#onIdle?.();
+  }
+
+  /** A request that started here has finished (its logging phase ran). */
+  release(): void {
+    this.#active--;
+    if (this.#active === 0 && this.#retired) this.#onIdle?.();
   }
 
   /** The `request` listener of the HTTP server. */
@@ -129,6 +141,9 @@ export class Pipeline implements ForwardHost {
   #start(req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): void {
     const ctx = new RequestContext(req, res, performance.now());
     ctx.requestId = resolveRequestId(req.headers['x-request-id']);
+    ctx.route = this.#noRoute;
+    this.#active++;
+    ctx.generation = this;
     if (ctx.peerAddress.startsWith('::ffff:') && isIP(ctx.peerAddress.slice(7)) === 4) {
       ctx.peerAddress = ctx.peerAddress.slice(7);
       ctx.clientAddress = ctx.peerAddress;
@@ -137,7 +152,7 @@ export class Pipeline implements ForwardHost {
     res.on('close', () => this.#finish(ctx)); // 'close' fires once; on() skips once()'s wrapper
     if (this.#debug) this.#logger.debug(`Request Start: ${ctx.requestId} ${ctx.path}`);
 
-    if (this.draining) return this.fail(ctx, new ProxyError('shutting_down'));
+    if (this.#shared.draining) return this.fail(ctx, new ProxyError('shutting_down'));
     // The health endpoint is the exact, un-normalized path (query allowed); every other spelling of it
     // (`//health`, `/health/`, `/HEALTH`, `/x/../health`) is an ordinary request and needs credentials.
     const url = ctx.path;
@@ -147,20 +162,30 @@ export class Pipeline implements ForwardHost {
     if (target instanceof ProxyError) return this.fail(ctx, target);
     ctx.path = target;
     ctx.expectsContinue = expectsContinue;
-    const refused = this.#readHeaders(ctx);
+    const matched = this.#router.match(req.headers.host, target, req.method ?? 'GET', req.headers);
+    if (matched === undefined) {
+      // Framing rules still apply, so a malformed request gets its 400 rather than a 404.
+      const refused = this.#readHeaders(ctx, this.#noRoute);
+      return this.fail(ctx, refused ?? NO_ROUTE);
+    }
+    const route = matched.value;
+    ctx.route = route;
+    ctx.routePrefix = matched.prefix;
+    ctx.upstreamPath = route.upstreamPath(target, matched.prefix);
+    const refused = this.#readHeaders(ctx, route);
     if (refused !== undefined) return this.fail(ctx, refused);
-    this.#runRequestFilters(ctx, 0);
+    this.#runRequestFilters(ctx, route, 0);
   }
 
   /**
    * One pass over the raw request headers: enforces the header rules and collects the headers to forward
    * (minus hop-by-hop ones, those Tollgate sets itself, and framing, which the upstream client redoes).
    */
-  #readHeaders(ctx: RequestContext): ProxyError | undefined {
+  #readHeaders(ctx: RequestContext, route: Route): ProxyError | undefined {
     const req = ctx.req;
     const raw = req.rawHeaders;
     if (raw.length > this.#maxHeaderCount * 2) return new ProxyError('headers_too_large', { message: 'The request has too many header lines.' });
-    const drop = this.#dropRequestHeaders;
+    const drop = route.dropRequestHeaders;
     const listed = connectionTokens(req.headers.connection);
     const out: string[] = [];
     let hosts = 0;
@@ -192,8 +217,8 @@ export class Pipeline implements ForwardHost {
     return undefined;
   }
 
-  #runRequestFilters(ctx: RequestContext, from: number): void {
-    const filters = this.#requestFilters;
+  #runRequestFilters(ctx: RequestContext, route: Route, from: number): void {
+    const filters = route.requestFilters;
     for (let i = from; i < filters.length; i++) {
       let result: FilterResult | Promise<FilterResult>;
       try {
@@ -206,29 +231,64 @@ export class Pipeline implements ForwardHost {
       if (result instanceof ProxyError) return this.fail(ctx, result);
       result.then(
         (settled) => {
-          if (settled === false) this.#runRequestFilters(ctx, i + 1);
+          if (settled === false) this.#runRequestFilters(ctx, route, i + 1);
           else if (settled instanceof ProxyError) this.fail(ctx, settled);
         },
         (err: unknown) => this.fail(ctx, err),
       );
       return;
     }
+    if (route.redirect !== undefined) return this.#redirect(ctx, route.redirect);
     this.#proxy(ctx);
+  }
+
+  /** upstream_peer: the service and backend of this attempt, counted in flight; undefined when none. */
+  #upstreamPeer(ctx: RequestContext, route: Route): Backend | undefined {
+    let service = route.service;
+    let upstream: string | undefined;
+    for (const hook of route.upstreamPeers) {
+      const choice = hook(ctx);
+      if (choice === undefined) continue;
+      const chosen = this.#services.get(choice.service);
+      if (chosen === undefined) throw new ProxyError('internal_error', { message: `A phase chose the service "${choice.service}", which the config does not have.` });
+      service = chosen;
+      upstream = choice.upstream;
+      break;
+    }
+    if (service === undefined) return undefined;
+    ctx.service = service;
+    if (upstream === undefined) return service.acquire(ctx, ctx.tried);
+    const backend = service.backends.find((b) => b.name === upstream);
+    if (backend === undefined) throw new ProxyError('internal_error', { message: `A phase chose the upstream "${upstream}", which the service "${service.name}" does not have.` });
+    backend.inflight++;
+    return backend;
   }
 
   #proxy(ctx: RequestContext): void {
     if (ctx.res.destroyed) return; // the client left while an async filter ran
-    const balancer = this.#balancer;
+    const route = ctx.route as Route;
     const first = ctx.retries === 0;
-    if (first) balancer.budget.recordRequest();
-    const backend = balancer.select(ctx, ctx.tried);
+    let backend: Backend | undefined;
+    try {
+      backend = this.#upstreamPeer(ctx, route);
+    } catch (err) {
+      return this.fail(ctx, err);
+    }
+    const service = ctx.service as LoadBalancer;
+    if (first && service !== undefined) service.budget.recordRequest();
     if (backend === undefined) return this.fail(ctx, ctx.error ?? NO_UPSTREAM);
     ctx.backend = backend;
     if (this.#debug) this.#logger.debug(`Select Upstream: ${ctx.requestId} -> ${backend.address}`);
 
     const req = ctx.req;
-    const headers = this.#upstreamHeaders(ctx, backend);
-    for (const filter of this.#upstreamRequestFilters) filter(ctx, headers);
+    let headers: string[];
+    try {
+      headers = this.#upstreamHeaders(ctx, service, backend);
+      for (const filter of route.upstreamRequestFilters) filter(ctx, headers);
+    } catch (err) {
+      service.release(backend, false, 0, -1);
+      return this.fail(ctx, err);
+    }
     if (ctx.bodyChunked || ctx.bodyLength > 0) {
       if (first) {
         // Only now, with auth and limits passed, is the client told to send its body.
@@ -238,34 +298,35 @@ export class Pipeline implements ForwardHost {
       // A fresh limiter per attempt: undici destroys the one of a failed attempt.
       ctx.body = new BodyLimiter(this.#maxBodyBytes);
     }
-    if (first && this.#totalTimeoutMs > 0) this.#limitTotal(ctx);
+    if (first && service.totalTimeoutMs > 0) this.#limitTotal(ctx, service.totalTimeoutMs);
 
-    backend.inflight++;
     ctx.dispatchedAt = performance.now();
+    ctx.upstreamLatency = -1;
     const handler = new ForwardHandler(ctx, this);
     try {
-      backend.pool.dispatch({ path: ctx.path, method: req.method ?? 'GET', headers, body: ctx.body }, handler);
+      backend.pool.dispatch({ path: ctx.upstreamPath, method: req.method ?? 'GET', headers, body: ctx.body }, handler);
     } catch (err) {
       handler.onError(err as Error);
     }
   }
 
+  #redirect(ctx: RequestContext, redirect: { location: string; status: number }): void {
+    const body = JSON.stringify({ location: redirect.location, status: redirect.status, request_id: ctx.requestId });
+    if ((ctx.bodyChunked || ctx.bodyLength > 0) && !ctx.req.complete) ctx.closeConnection = true;
+    const headers = ['Location', redirect.location, 'Content-Type', 'application/json; charset=utf-8', 'Content-Length', String(Buffer.byteLength(body)), 'Cache-Control', 'no-store'];
+    this.writeHead(ctx, redirect.status, headers);
+    ctx.bytesSent = ctx.req.method === 'HEAD' ? 0 : Buffer.byteLength(body);
+    ctx.res.end(body);
+  }
+
   /** total_timeout_ms: the whole upstream exchange, retries included. */
-  #limitTotal(ctx: RequestContext): void {
+  #limitTotal(ctx: RequestContext, totalTimeoutMs: number): void {
     ctx.totalTimer = setTimeout(() => {
       const timeout = new ProxyError('upstream_timeout', { message: 'The upstream exchange took longer than total_timeout_ms.' });
       if (ctx.abortUpstream !== undefined) ctx.abortUpstream(timeout);
       else this.fail(ctx, timeout);
-    }, this.#totalTimeoutMs);
+    }, totalTimeoutMs);
     ctx.totalTimer.unref();
-  }
-
-  upstreamResponded(ctx: RequestContext, status: number): void {
-    const backend = ctx.backend as Backend;
-    ctx.error = undefined; // an earlier attempt's failure, now recovered by a retry
-    if (status >= 500 && this.#fiveXxIsFailure) this.#balancer.reportFailure(backend);
-    else this.#balancer.reportSuccess(backend);
-    if (this.#observeLatency) backend.observeLatency(performance.now() - ctx.dispatchedAt, this.#clock());
   }
 
   /** Fails the request with 408 when the client pauses its body longer than body_timeout_ms. */
@@ -280,13 +341,13 @@ export class Pipeline implements ForwardHost {
   }
 
   /** The request headers for the upstream, as a flat name/value list (keeps order and repeats). */
-  #upstreamHeaders(ctx: RequestContext, backend: Backend): string[] {
+  #upstreamHeaders(ctx: RequestContext, service: LoadBalancer, backend: Backend): string[] {
     const req = ctx.req;
     const out = ctx.forwardHeaders;
     out.length = ctx.forwardHeaderCount; // a retry rebuilds what the last attempt appended
     // Framing is rewritten, never copied: the length as the number Node validated, or chunked by undici.
     if (ctx.bodyLength > 0) out.push('content-length', String(ctx.bodyLength));
-    if (!this.#preserveHost) out.push('host', backend.address);
+    if (!service.preserveHost) out.push('host', backend.address);
     const trusted = ctx.fromTrustedProxy;
     const xff = req.headers['x-forwarded-for'];
     out.push('x-forwarded-for', trusted && xff !== undefined ? `${xff}, ${ctx.peerAddress}` : ctx.peerAddress);
@@ -304,17 +365,15 @@ export class Pipeline implements ForwardHost {
     headers.push('X-Proxy-By', this.#proxyName, 'X-Request-ID', ctx.requestId, 'X-Response-Time', formatMs(ctx.responseTime));
     const extra = ctx.responseHeaders;
     for (let i = 0; i < extra.length; i++) headers.push(extra[i] as string);
-    if (this.draining || ctx.closeConnection) headers.push('Connection', 'close');
-    for (const filter of this.#responseFilters) filter(ctx, headers);
+    if (this.#shared.draining || ctx.closeConnection) headers.push('Connection', 'close');
+    for (const filter of (ctx.route as Route).responseFilters) filter(ctx, headers);
     ctx.status = status;
     ctx.res.writeHead(status, headers);
   }
 
-  upstreamFailed(ctx: RequestContext, err: unknown): void {
-    if (err === CLIENT_GONE) return; // the client left first: not the upstream's fault, nothing to answer
-    const error = fromUpstreamError(err);
+  upstreamFailed(ctx: RequestContext, error: ProxyError | undefined): void {
+    if (error === undefined) return; // the client left first: not the upstream's fault, nothing to answer
     const backend = ctx.backend;
-    if (backend !== undefined && error.source === 'upstream') this.#balancer.reportFailure(backend);
     if (backend !== undefined && !ctx.res.headersSent && !ctx.res.destroyed && this.#shouldRetry(ctx, error)) {
       (ctx.tried ??= []).push(backend);
       ctx.retries++;
@@ -332,16 +391,17 @@ export class Pipeline implements ForwardHost {
    * otherwise only for an idempotent request without a body that failed with a reset or a bad response.
    */
   #shouldRetry(ctx: RequestContext, error: ProxyError): boolean {
-    if (ctx.retries >= this.#maxRetries) return false;
+    const service = ctx.service as LoadBalancer;
+    if (ctx.retries >= service.maxRetries) return false;
     const safe =
       error.retryable ||
       (error.code === 'bad_gateway' && !ctx.bodyChunked && ctx.bodyLength === 0 && IDEMPOTENT.has(ctx.req.method ?? ''));
-    return safe && this.#balancer.budget.tryRetry();
+    return safe && service.budget.tryRetry();
   }
 
   /** Answers a request with a JSON error, or cuts the connection when the response has begun. */
   fail(ctx: RequestContext, err: unknown): void {
-    const error = err instanceof ProxyError ? err : new ProxyError('internal_error', { cause: err });
+    let error = err instanceof ProxyError ? err : new ProxyError('internal_error', { cause: err });
     ctx.error = error;
     const res = ctx.res;
     if (res.headersSent) {
@@ -350,6 +410,16 @@ export class Pipeline implements ForwardHost {
       return;
     }
     if (res.destroyed) return;
+    const hooks = (ctx.route as Route).failHooks;
+    for (let i = 0; i < hooks.length; i++) {
+      try {
+        const replaced = (hooks[i] as (typeof hooks)[number])(ctx, error);
+        if (replaced instanceof ProxyError) error = replaced;
+      } catch (hookError) {
+        this.#logger.error({ err: hookError, request_id: ctx.requestId }, 'fail_to_proxy hook failed');
+      }
+    }
+    ctx.error = error;
     // A body the upstream did not take is left unread: close rather than read it only to discard it.
     if ((ctx.bodyChunked || ctx.bodyLength > 0) && !ctx.req.complete) ctx.closeConnection = true;
     if (error.status === 400 || error.status === 501) ctx.closeConnection = true;
@@ -369,13 +439,19 @@ export class Pipeline implements ForwardHost {
     ctx.res.end(text);
   }
 
+  /**
+   * /health: 200 `ok` while every service has a usable backend, 200 `degraded` while only some do, 503
+   * `unavailable` when none does (a load balancer in front then takes this instance out).
+   */
   #health(ctx: RequestContext): void {
-    const available = this.#balancer.available;
-    this.respondJson(ctx, available ? 200 : 503, {
-      status: available ? 'ok' : 'unavailable',
-      uptime_s: Math.round((Date.now() - this.#startedAt) / 1000),
-      upstreams: this.#balancer.backends.map((b) => ({ name: b.name, healthy: b.healthy, inflight: b.inflight })),
-    });
+    let up = 0;
+    const upstreams: { service: string; name: string; healthy: boolean; inflight: number }[] = [];
+    for (const service of this.#services.values()) {
+      if (service.available) up++;
+      for (const b of service.backends) upstreams.push({ service: service.name, name: b.name, healthy: b.healthy, inflight: b.inflight });
+    }
+    const status = up === this.#services.size ? 'ok' : up > 0 ? 'degraded' : 'unavailable';
+    this.respondJson(ctx, up > 0 ? 200 : 503, { status, uptime_s: Math.round((Date.now() - this.#startedAt) / 1000), upstreams });
   }
 
   /** Runs when the client connection is done with this response (finished, or closed early). */
@@ -388,13 +464,14 @@ export class Pipeline implements ForwardHost {
     }
     if (ctx.totalTimer !== undefined) clearTimeout(ctx.totalTimer);
     if (!ctx.res.headersSent) ctx.status = 499; // as nginx: the client closed before any response
-    for (const hook of this.#loggingHooks) {
+    for (const hook of (ctx.route as Route).loggingHooks) {
       try {
         hook(ctx);
       } catch (err) {
         this.#logger.error({ err, request_id: ctx.requestId }, 'logging hook failed');
       }
     }
+    this.release();
   }
 
   /** With trusted proxies, the client is the right-most X-Forwarded-For entry that is not one of them. */
@@ -411,18 +488,6 @@ export class Pipeline implements ForwardHost {
       if (!checkAddress(trusted, hop)) break;
     }
   }
-}
-
-function collect<K extends 'requestFilter' | 'upstreamRequestFilter' | 'responseFilter' | 'logging'>(
-  phases: readonly Phases[],
-  key: K,
-): NonNullable<Phases[K]>[] {
-  const hooks: NonNullable<Phases[K]>[] = [];
-  for (const p of phases) {
-    const hook = p[key];
-    if (hook !== undefined) hooks.push(hook.bind(p) as NonNullable<Phases[K]>);
-  }
-  return hooks;
 }
 
 function buildBlockList(cidrs: readonly string[]): BlockList | undefined {

@@ -5,11 +5,20 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { ServerConfig } from '../config/schema.js';
 import { ERROR_CATALOGUE, errorBody, type ErrorCode } from '../proxy/errors.js';
-import type { Pipeline } from '../proxy/pipeline.js';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+
+/** What the listener hands requests to (the gateway, which passes each to its current generation). */
+export interface RequestHandler {
+  handle(req: IncomingMessage, res: ServerResponse): void;
+  /** A request with `Expect: 100-continue` (Node sends no 100 by itself then). */
+  handleExpectContinue(req: IncomingMessage, res: ServerResponse): void;
+  /** Shutdown begins: new requests get 503 and every response closes its connection. */
+  startDraining(): void;
+}
 
 export interface ProxyServerOptions {
   config: ServerConfig;
-  pipeline: Pipeline;
+  handler: RequestHandler;
   logger: Logger;
   /** Runs after the last connection has closed during shutdown (close pools, stores). */
   onClosed?: () => Promise<void> | void;
@@ -33,7 +42,7 @@ export interface ProxyServerOptions {
 export class ProxyServer {
   readonly server: Server;
   readonly #config: ServerConfig;
-  readonly #pipeline: Pipeline;
+  readonly #handler: RequestHandler;
   readonly #logger: Logger;
   readonly #onClosed: (() => Promise<void> | void) | undefined;
   readonly #onRejected: ((status: number) => void) | undefined;
@@ -46,7 +55,7 @@ export class ProxyServer {
 
   constructor(options: ProxyServerOptions) {
     this.#config = options.config;
-    this.#pipeline = options.pipeline;
+    this.#handler = options.handler;
     this.#logger = options.logger;
     this.#onClosed = options.onClosed;
     this.#onRejected = options.onRejected;
@@ -64,11 +73,11 @@ export class ProxyServer {
         insecureHTTPParser: false,
         requireHostHeader: true,
       },
-      options.pipeline.handle,
+      (req, res) => this.#handler.handle(req, res),
     );
     // One more than the limit, so that a request over it is seen (and refused) rather than silently cut.
     server.maxHeadersCount = config.max_header_count + 1;
-    server.on('checkContinue', options.pipeline.handleExpectContinue);
+    server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => this.#handler.handleExpectContinue(req, res));
     if (options.countConnections === true) {
       const max = options.config.max_connections;
       const closed = (): void => {
@@ -116,7 +125,7 @@ export class ProxyServer {
   }
 
   async #drain(): Promise<void> {
-    this.#pipeline.draining = true;
+    this.#handler.startDraining();
     const grace = this.#config.shutdown_grace_ms;
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.server.closeIdleConnections();

@@ -1,11 +1,11 @@
 import { connect } from 'node:net';
 import type { Logger } from 'pino';
 import { Agent, request } from 'undici';
-import type { Config } from '../../config/schema.js';
+import type { LoadBalancingConfig } from '../../config/schema.js';
 import type { Clock } from '../../util/clock.js';
 import type { Backend } from '../backend.js';
 
-type ActiveConfig = Config['load_balancing']['health_check']['active'];
+type ActiveConfig = LoadBalancingConfig['health_check']['active'];
 
 /** One check of one backend: resolves true when it passed. Never rejects. */
 export type Probe = (backend: Backend) => Promise<boolean>;

@@ -1,7 +1,7 @@
-import type { Config } from '../../config/schema.js';
+import type { LoadBalancingConfig } from '../../config/schema.js';
 import type { Backend } from '../backend.js';
 
-type PassiveConfig = Config['load_balancing']['health_check']['passive'];
+type PassiveConfig = LoadBalancingConfig['health_check']['passive'];
 
 /**
  * Passive health (outlier ejection, as Envoy's): a backend that fails `consecutive_failures` requests in a

@@ -18,7 +18,7 @@ const UNAVAILABLE = new ProxyError('rate_limit_unavailable');
  * about the bucket), `deny` answers 503 `rate_limit_unavailable` with `Retry-After: 1`. The store counts
  * and logs the failures.
  */
-export function createRateLimit(config: RateLimitConfig, store: RateLimitStore): Phases {
+export function createRateLimit(config: RateLimitConfig, store: RateLimitStore, keyPrefix = ''): Phases {
   const policy = `"default";q=${config.requests_per_minute};w=60`;
   const deny = config.store.type === 'redis' && config.store.on_error === 'deny';
 
@@ -44,7 +44,7 @@ export function createRateLimit(config: RateLimitConfig, store: RateLimitStore):
   return {
     name: 'rate-limit',
     requestFilter: function rateLimit(ctx): FilterResult | Promise<FilterResult> {
-      const key = ctx.principal ?? `addr:${ctx.clientAddress}`;
+      const key = keyPrefix + (ctx.principal ?? `addr:${ctx.clientAddress}`);
       const decision = store.take(key);
       if (decision instanceof Promise) return decision.then((d) => apply(ctx, d), () => unavailable(ctx));
       return apply(ctx, decision);

@@ -19,7 +19,7 @@ function lbConfig(ports: number[], active: Json = {}): LoadBalancingConfig {
       upstreams: ports.map((port, i) => ({ name: `b${i}`, address: '127.0.0.1', port })),
       health_check: { active },
     },
-  }).load_balancing;
+  }).load_balancing as LoadBalancingConfig;
 }
 
 function capture(): { logger: Logger; logs: Json[] } {

@@ -1,3 +1,4 @@
+import type { LoadBalancingConfig } from '../../../src/config/schema.js';
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { describe, test } from 'node:test';
@@ -35,7 +36,7 @@ function setup(count: number, overrides: Json = {}, random: Random = seededRando
       health_check: { active: { enabled: false } },
       ...overrides,
     },
-  }).load_balancing;
+  }).load_balancing as LoadBalancingConfig;
   const clock = manualClock();
   const balancer = new LoadBalancer(lb, { random, clock, logger: pino({ level: 'info', base: null }, stream) });
   return { balancer, clock, logs, b: [...balancer.backends] };

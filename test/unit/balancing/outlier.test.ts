@@ -1,3 +1,4 @@
+import type { LoadBalancingConfig } from '../../../src/config/schema.js';
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { Backend } from '../../../src/balancing/backend.js';
@@ -19,7 +20,7 @@ function group(count: number, passive: Record<string, unknown> = {}): Group {
       upstreams: Array.from({ length: count }, (_, i) => ({ name: `b${i}`, address: '127.0.0.1', port: 10_001 + i })),
       health_check: { passive },
     },
-  }).load_balancing;
+  }).load_balancing as LoadBalancingConfig;
   const backends = lb.upstreams.map((u) => new Backend(u, lb));
   return {
     backends,
@@ -41,7 +42,7 @@ function fail(g: Group, backend: Backend, n: number, now: number): number[] {
 
 describe('outlier ejection: consecutive failures', () => {
   test('the defaults are 5 failures, 10 s, 300 s, 50%', () => {
-    const passive = configSchema.parse({ load_balancing: { upstreams: [{ name: 'a', address: '127.0.0.1', port: 1 }] } }).load_balancing.health_check.passive;
+    const passive = (configSchema.parse({ load_balancing: { upstreams: [{ name: 'a', address: '127.0.0.1', port: 1 }] } }).load_balancing as LoadBalancingConfig).health_check.passive;
     assert.equal(passive.consecutive_failures, 5);
     assert.equal(passive.base_ejection_ms, 10_000);
     assert.equal(passive.max_ejection_ms, 300_000);

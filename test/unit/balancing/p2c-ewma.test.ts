@@ -1,3 +1,4 @@
+import type { LoadBalancingConfig } from '../../../src/config/schema.js';
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { Backend } from '../../../src/balancing/backend.js';
@@ -89,7 +90,7 @@ describe('peakEwma', () => {
 
 describe('Backend.observeLatency', () => {
   test('feeds peakEwma with the time of the previous observation', async () => {
-    const lb = configSchema.parse({ load_balancing: { upstreams: [{ name: 'a', address: '127.0.0.1', port: 1 }] } }).load_balancing;
+    const lb = configSchema.parse({ load_balancing: { upstreams: [{ name: 'a', address: '127.0.0.1', port: 1 }] } }).load_balancing as LoadBalancingConfig;
     const backend = new Backend(lb.upstreams[0] as (typeof lb.upstreams)[number], lb);
     try {
       assert.equal(backend.latencyMs, 0);

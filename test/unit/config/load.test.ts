@@ -102,12 +102,12 @@ describe('parseConfig: valid configs', () => {
 
   test('config/proxy.yaml parses: three upstreams on ports 3000-3002', () => {
     const config = loadConfigFile(PROXY_YAML, {});
-    assert.deepEqual(config.load_balancing.upstreams, [
+    assert.deepEqual(config.load_balancing?.upstreams, [
       { name: 'backend1', address: '127.0.0.1', port: 3000, weight: 1 },
       { name: 'backend2', address: '127.0.0.1', port: 3001, weight: 1 },
       { name: 'backend3', address: '127.0.0.1', port: 3002, weight: 1 },
     ]);
-    assert.equal(config.load_balancing.strategy, 'round_robin');
+    assert.equal(config.load_balancing?.strategy, 'round_robin');
     assert.equal(config.server.listen_port, 8080);
     assert.deepEqual(config.middleware.auth.valid_tokens, ['dev-token-123', 'test-token-456']);
   });
@@ -119,10 +119,10 @@ describe('parseConfig: valid configs', () => {
   test('only load_balancing.upstreams is required; everything else defaults', () => {
     const config = parse(MINIMAL);
     assert.equal(config.server.listen_port, 8080);
-    assert.equal(config.load_balancing.strategy, 'round_robin');
+    assert.equal(config.load_balancing?.strategy, 'round_robin');
     assert.equal(config.middleware.auth.enabled, false);
     assert.equal(config.middleware.rate_limit.enabled, false);
-    assert.deepEqual(config.load_balancing.upstreams, [{ name: 'a', address: '127.0.0.1', port: 3000, weight: 1 }]);
+    assert.deepEqual(config.load_balancing?.upstreams, [{ name: 'a', address: '127.0.0.1', port: 3000, weight: 1 }]);
   });
 
   test('IPv6 listen addresses are accepted', () => {
@@ -134,7 +134,7 @@ describe('parseConfig: valid configs', () => {
   test('a host name is accepted as an upstream address', () => {
     const config = parse('load_balancing:\n  upstreams:\n    - name: api\n      address: api.internal.example\n      port: 443\n    - name: local\n      address: localhost\n      port: 80\n');
     assert.deepEqual(
-      config.load_balancing.upstreams.map((u) => u.address),
+      config.load_balancing?.upstreams.map((u) => u.address),
       ['api.internal.example', 'localhost'],
     );
   });
@@ -164,7 +164,7 @@ describe('parseConfig: ${NAME} substitution', () => {
       { NAME: 'edge', ZONE: 'eu-1', HOST: 'backend.internal', TOKEN: 's3cret' },
     );
     assert.equal(config.server.proxy_name, 'edge-eu-1');
-    assert.equal(config.load_balancing.upstreams[0]?.address, 'backend.internal');
+    assert.equal(config.load_balancing?.upstreams[0]?.address, 'backend.internal');
     assert.deepEqual(config.middleware.auth.valid_tokens, ['s3cret', 'literal']);
   });
 

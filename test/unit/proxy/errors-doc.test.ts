@@ -52,6 +52,7 @@ describe('ERROR_CATALOGUE', () => {
         bad_request: [400, 'downstream', false],
         unauthorized: [401, 'downstream', false],
         not_found: [404, 'downstream', false],
+        no_route: [404, 'downstream', false],
         request_timeout: [408, 'downstream', false],
         payload_too_large: [413, 'downstream', false],
         uri_too_long: [414, 'downstream', false],

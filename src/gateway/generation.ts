@@ -1,0 +1,161 @@
+/**
+ * A generation: the immutable set of services and routes built from one validated config, with the
+ * pipeline that serves them. The gateway holds one current generation and swaps in the next in one
+ * assignment; a request finishes on the generation it started on. Backends (and their health, ejection,
+ * in-flight count, latency, slow start and pool) carry over from the previous generation when the next
+ * has the same service, name, address and port; rate-limit stores carry over while their policy is the same.
+ */
+import type { Logger } from 'pino';
+import type { Backend } from '../balancing/backend.js';
+import { LoadBalancer } from '../balancing/load-balancer.js';
+import { routesOf, servicesOf, type ResolvedRoute } from '../config/resolve.js';
+import type { Config, RateLimitConfig } from '../config/schema.js';
+import type { RateLimitStore } from '../limits/store.js';
+import { createAuth } from '../middleware/auth/auth.js';
+import { createRateLimit } from '../middleware/rate-limit/rate-limit.js';
+import { HOP_BY_HOP } from '../proxy/headers.js';
+import type { Phases } from '../proxy/phases.js';
+import { Pipeline, SET_BY_PROXY, type PipelineShared } from '../proxy/pipeline.js';
+import { compileRoutes, type RouteEntry } from '../routing/matcher.js';
+import { headerEditsPhase, Route } from '../routing/route.js';
+import type { Clock, Random } from '../util/clock.js';
+
+/** Rate-limit stores by policy, kept by the gateway across generations. */
+export interface StoreRegistry {
+  /** The store for this policy (made on first use). */
+  get(config: RateLimitConfig): RateLimitStore;
+}
+
+export interface GenerationDeps {
+  logger: Logger;
+  clock: Clock;
+  random: Random;
+  shared: PipelineShared;
+  stores: StoreRegistry;
+  /** Phases run first on every route (trace context). */
+  head: readonly Phases[];
+  /** Library phases, after the route's request filters. */
+  user: readonly Phases[];
+  /** Phases run last on every route and on Tollgate's own answers (server timing, metrics, access log). */
+  tail: readonly Phases[];
+  startedAt: number;
+}
+
+export interface GenerationMeta {
+  id: number;
+  /** Epoch milliseconds. */
+  loadedAt: number;
+  /** SHA-256 of the file it came from (hex), or '' for a config given as an object. */
+  hash: string;
+}
+
+export class Generation {
+  readonly meta: GenerationMeta;
+  readonly config: Config;
+  readonly services: ReadonlyMap<string, LoadBalancer>;
+  readonly routes: readonly Route[];
+  readonly pipeline: Pipeline;
+  #onIdle: (() => void) | undefined;
+
+  constructor(config: Config, deps: GenerationDeps, meta: GenerationMeta, previous?: Generation) {
+    this.meta = meta;
+    this.config = config;
+    const services = new Map<string, LoadBalancer>();
+    for (const [name, lb] of servicesOf(config)) {
+      services.set(name, new LoadBalancer(lb, { random: deps.random, clock: deps.clock, logger: deps.logger, name, previous: previous?.services.get(name) }));
+    }
+    this.services = services;
+    const resolved = routesOf(config);
+    const keyed = config.routes !== undefined;
+    this.routes = resolved.map((r) => buildRoute(r, services, deps, keyed));
+    const entries: RouteEntry<Route>[] = resolved.map((r, i) => ({
+      value: this.routes[i] as Route,
+      match: {
+        ...(r.config.match.hosts === undefined ? {} : { hosts: r.config.match.hosts }),
+        ...(r.config.match.path === undefined ? {} : { path: r.config.match.path }),
+        ...(r.config.match.path_prefix === undefined ? {} : { pathPrefix: r.config.match.path_prefix }),
+        ...(r.config.match.methods === undefined ? {} : { methods: r.config.match.methods }),
+        ...(r.config.match.headers === undefined ? {} : { headers: r.config.match.headers }),
+      },
+    }));
+    const compiled = compileRoutes(entries);
+    // The loader reports ties with both routes' lines; a config given as an object gets this.
+    if (compiled.router === undefined) {
+      const tie = compiled.ties[0] as { a: number; b: number };
+      throw new Error(`routes "${(this.routes[tie.a] as Route).name}" and "${(this.routes[tie.b] as Route).name}" match the same requests with equal precedence`);
+    }
+    const noRoute = new Route({
+      name: 'none',
+      service: undefined,
+      phases: [...deps.head, ...deps.tail],
+      dropRequestHeaders: new Set([...HOP_BY_HOP, ...SET_BY_PROXY]),
+    });
+    this.pipeline = new Pipeline({
+      server: config.server,
+      router: compiled.router,
+      services,
+      noRoute,
+      logger: deps.logger,
+      shared: deps.shared,
+      startedAt: deps.startedAt,
+      onIdle: () => this.#onIdle?.(),
+    });
+  }
+
+  /** Every backend of every service. */
+  get backends(): Backend[] {
+    const out: Backend[] = [];
+    for (const s of this.services.values()) out.push(...s.backends);
+    return out;
+  }
+
+  /** Starts the active health checks. */
+  start(): void {
+    for (const s of this.services.values()) s.start();
+  }
+
+  /**
+   * Replaced by `next` (undefined: shutting down): health checks stop now; once the last request that
+   * started here has finished, the pools of backends that `next` does not carry are closed.
+   */
+  async retire(next: Generation | undefined): Promise<void> {
+    await Promise.all([...this.services.values()].map((s) => s.stop()));
+    const retired: Backend[] = [];
+    for (const [name, s] of this.services) retired.push(...s.retiredBy(next?.services.get(name)));
+    await new Promise<void>((resolve) => {
+      this.#onIdle = resolve;
+      this.pipeline.retire();
+    });
+    await Promise.all(retired.map((b) => b.pool.close()));
+  }
+}
+
+function buildRoute(resolved: ResolvedRoute, services: ReadonlyMap<string, LoadBalancer>, deps: GenerationDeps, keyed: boolean): Route {
+  const { config: route, auth, rateLimit } = resolved;
+  const service = route.service === undefined ? undefined : services.get(route.service);
+  const phases: Phases[] = [...deps.head];
+  const authPhases = auth.enabled ? createAuth(auth) : undefined;
+  if (authPhases !== undefined) phases.push(authPhases.authenticate);
+  if (rateLimit.enabled) {
+    // Each route of a config with routes has buckets of its own (the route name is part of the key).
+    phases.push(createRateLimit(rateLimit, deps.stores.get(rateLimit), keyed ? `${route.name}:` : ''));
+  }
+  if (authPhases !== undefined) phases.push(authPhases.enforce);
+  phases.push(...deps.user);
+  const edits = headerEditsPhase(route.request_headers, route.response_headers);
+  phases.push(...deps.tail.filter((p) => p.logging === undefined));
+  if (edits !== undefined) phases.push(edits);
+  phases.push(...deps.tail.filter((p) => p.logging !== undefined));
+  const drop = new Set<string>([...HOP_BY_HOP, ...SET_BY_PROXY]);
+  for (const p of phases) for (const h of p.consumesRequestHeaders ?? []) drop.add(h.toLowerCase());
+  if (service !== undefined && !service.preserveHost) drop.add('host');
+  const prefix = route.match.path_prefix;
+  return new Route({
+    name: route.name,
+    service,
+    redirect: route.redirect === undefined ? undefined : { location: route.redirect.to, status: route.redirect.status },
+    rewritePrefix: prefix === undefined ? undefined : route.strip_prefix ? '' : route.rewrite_prefix,
+    phases,
+    dropRequestHeaders: drop,
+  });
+}

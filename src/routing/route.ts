@@ -1,0 +1,109 @@
+/**
+ * One route: where its requests go (a service's balancer, or a redirect), how the upstream path is made,
+ * and its own phase lists, each built once when the generation is built. The pipeline runs any route the
+ * same way; everything that differs between routes is here, decided at load time.
+ */
+import type { LoadBalancer } from '../balancing/load-balancer.js';
+import type { HeaderEdits } from '../config/schema.js';
+import type { RequestContext } from '../proxy/context.js';
+import type { FailHook, HeaderFilter, LoggingHook, Phases, RequestFilter, UpstreamPeerHook } from '../proxy/phases.js';
+
+export interface RouteOptions {
+  name: string;
+  /** The service it forwards to; undefined for a redirect and for Tollgate's own answers. */
+  service: LoadBalancer | undefined;
+  redirect?: { location: string; status: number } | undefined;
+  /** Replaces the matched path prefix in the path sent upstream (`''` strips it). */
+  rewritePrefix?: string | undefined;
+  /** The phases in the order their hooks run. */
+  phases: readonly Phases[];
+  /** Lower-case names of request headers never forwarded as received. */
+  dropRequestHeaders: ReadonlySet<string>;
+}
+
+export class Route {
+  readonly name: string;
+  readonly service: LoadBalancer | undefined;
+  readonly redirect: { readonly location: string; readonly status: number } | undefined;
+  readonly rewritePrefix: string | undefined;
+  readonly requestFilters: readonly RequestFilter[];
+  readonly upstreamPeers: readonly UpstreamPeerHook[];
+  readonly upstreamRequestFilters: readonly HeaderFilter[];
+  readonly failHooks: readonly FailHook[];
+  readonly responseFilters: readonly HeaderFilter[];
+  readonly loggingHooks: readonly LoggingHook[];
+  readonly dropRequestHeaders: ReadonlySet<string>;
+  /** `"route":…,"service":…` for the completion line, escaped once. */
+  readonly logFields: string;
+
+  constructor(options: RouteOptions) {
+    this.name = options.name;
+    this.service = options.service;
+    this.redirect = options.redirect;
+    this.rewritePrefix = options.rewritePrefix;
+    const phases = options.phases;
+    this.requestFilters = collect(phases, 'requestFilter');
+    this.upstreamPeers = collect(phases, 'upstreamPeer');
+    this.upstreamRequestFilters = collect(phases, 'upstreamRequestFilter');
+    this.failHooks = collect(phases, 'failToProxy');
+    this.responseFilters = collect(phases, 'responseFilter');
+    this.loggingHooks = collect(phases, 'logging');
+    this.dropRequestHeaders = options.dropRequestHeaders;
+    this.logFields = `"route":${JSON.stringify(options.name)},"service":${options.service === undefined ? 'null' : JSON.stringify(options.service.name)}`;
+  }
+
+  /** The path sent upstream: the matched prefix replaced (query kept), or the path as it is. */
+  upstreamPath(path: string, prefix: string | undefined): string {
+    const rewrite = this.rewritePrefix;
+    if (rewrite === undefined || prefix === undefined) return path;
+    // The prefix matched at a segment boundary, so what follows it is '', '/…' or '?…'.
+    const rest = prefix === '/' ? path : path.slice(prefix.length);
+    if (rest === '' || rest.charCodeAt(0) === 63 /* ? */) return `${rewrite === '' ? '/' : rewrite}${rest}`;
+    if (rewrite === '' || rewrite === '/') return rest;
+    return rewrite.endsWith('/') ? `${rewrite}${rest.slice(1)}` : `${rewrite}${rest}`;
+  }
+}
+
+/**
+ * A route's `request_headers` / `response_headers` edits as a phase: run after every other header filter,
+ * so they apply on top of Tollgate's own headers. Undefined when the route edits nothing.
+ */
+export function headerEditsPhase(request: HeaderEdits, response: HeaderEdits): Phases | undefined {
+  const upstream = editor(request);
+  const downstream = editor(response);
+  if (upstream === undefined && downstream === undefined) return undefined;
+  return {
+    name: 'route-headers',
+    ...(upstream === undefined ? {} : { upstreamRequestFilter: (_ctx: RequestContext, headers: string[]) => upstream(headers) }),
+    ...(downstream === undefined ? {} : { responseFilter: (_ctx: RequestContext, headers: string[]) => downstream(headers) }),
+  };
+}
+
+/** A function that applies one side's edits to a flat name/value list in place. */
+function editor(edits: HeaderEdits): ((headers: string[]) => void) | undefined {
+  const set = Object.entries(edits.set);
+  const drop = new Set([...edits.remove, ...set.map(([name]) => name)].map((n) => n.toLowerCase()));
+  if (drop.size === 0) return undefined;
+  return function editHeaders(headers: string[]): void {
+    let kept = 0;
+    for (let i = 0; i < headers.length; i += 2) {
+      if (drop.has((headers[i] as string).toLowerCase())) continue;
+      headers[kept] = headers[i] as string;
+      headers[kept + 1] = headers[i + 1] as string;
+      kept += 2;
+    }
+    headers.length = kept;
+    for (const [name, value] of set) headers.push(name, value);
+  };
+}
+
+type HookName = 'requestFilter' | 'upstreamPeer' | 'upstreamRequestFilter' | 'failToProxy' | 'responseFilter' | 'logging';
+
+function collect<K extends HookName>(phases: readonly Phases[], key: K): NonNullable<Phases[K]>[] {
+  const hooks: NonNullable<Phases[K]>[] = [];
+  for (const p of phases) {
+    const hook = p[key];
+    if (hook !== undefined) hooks.push(hook.bind(p) as NonNullable<Phases[K]>);
+  }
+  return hooks;
+}
