@@ -6,9 +6,13 @@ import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { AdminServer, logAdminListening } from './admin/server.js';
 import { buildStatus } from './admin/status.js';
+import { Counter } from 'prom-client';
 import type { LoadBalancer } from './balancing/load-balancer.js';
+import { ConfigError } from './config/load.js';
 import { DEFAULT_NAME, type Config, type RateLimitConfig } from './config/schema.js';
-import { Generation } from './gateway/generation.js';
+import { Gateway, type ReloadOutcome } from './gateway/gateway.js';
+import type { Generation } from './gateway/generation.js';
+import { loadForReload } from './gateway/reload.js';
 import { MemoryStore } from './limits/memory-store.js';
 import { RedisStore } from './limits/redis-store.js';
 import type { RateLimitStore } from './limits/store.js';
@@ -17,7 +21,6 @@ import { createServerTiming, createTraceContext } from './middleware/trace-conte
 import { createAccessLog } from './observability/access-log.js';
 import { ProxyMetrics } from './observability/metrics.js';
 import type { Phases } from './proxy/phases.js';
-import type { PipelineShared } from './proxy/pipeline.js';
 import { ProxyServer } from './server/proxy-server.js';
 import { mathRandom, monotonicClock, type Clock, type Random } from './util/clock.js';
 import { packageVersion } from './util/version.js';
@@ -37,14 +40,23 @@ export interface ProxyOptions {
   clusterWorker?: boolean;
   /** false: no admin listener whatever the config says (a process that is not the one serving it). */
   admin?: boolean;
+  /**
+   * The file the config was read from: `reloadFile()`, SIGHUP (cli.ts) and `POST /api/reload` re-read it.
+   * Without it the proxy can still be reloaded with a config object (`reload`).
+   */
+  configFile?: string;
+  /** SHA-256 of that file's bytes, shown in the status document. */
+  configHash?: string;
 }
 
 export interface Proxy {
+  /** The config in force now (changes with a reload). */
   readonly config: Config;
-  /** The service `default` (the brief's load_balancing), or the first service. */
+  /** The service `default` (the brief's load_balancing), or the first service, of the current generation. */
   readonly balancer: LoadBalancer;
-  /** The routes and services serving now. */
+  /** The routes and services serving now (a reload swaps in the next). */
   readonly generation: Generation;
+  readonly gateway: Gateway;
   readonly server: ProxyServer;
   /** The rate-limit bucket store; undefined when rate limiting is off. */
   readonly store: RateLimitStore | undefined;
@@ -55,6 +67,13 @@ export interface Proxy {
   listen(): Promise<AddressInfo>;
   /** Graceful shutdown (see ProxyServer.shutdown). */
   close(): Promise<void>;
+  /** Puts a validated config in force without dropping a request (see Gateway.reload). */
+  reload(config: Config, hash?: string): Promise<ReloadOutcome>;
+  /**
+   * Re-reads `configFile`, validates it as `--check` does and reloads; a bad file changes nothing and is
+   * answered (and logged) with its errors.
+   */
+  reloadFile(): Promise<ReloadOutcome>;
   /** Writes out access-log lines not yet handed to the logger's destination (call before exiting). */
   flushLogs(): void;
 }
@@ -66,92 +85,120 @@ export function createProxy(config: Config, options: ProxyOptions): Proxy {
   const logger = options.logger;
   const startedAt = Date.now();
   const version = packageVersion();
-  const shared: PipelineShared = { draining: false };
 
-  // Rate-limit stores by policy, shared by the routes with that policy and kept across generations.
-  const stores = new Map<string, RateLimitStore>();
-  const storeFor = (rateLimit: RateLimitConfig): RateLimitStore => {
-    const key = JSON.stringify([rateLimit.requests_per_minute, rateLimit.burst_size, rateLimit.max_keys, rateLimit.store]);
-    let store = stores.get(key);
-    if (store === undefined) {
-      const policy = policyFromRate(rateLimit.requests_per_minute, rateLimit.burst_size);
-      store =
-        options.rateLimitStore ??
-        (rateLimit.store.type === 'redis'
-          ? new RedisStore({ config: rateLimit.store, policy, logger })
-          : new MemoryStore({ policy, maxKeys: rateLimit.max_keys, clock }));
-      stores.set(key, store);
-    }
-    return store;
+  const makeStore = (rateLimit: RateLimitConfig): RateLimitStore => {
+    if (options.rateLimitStore !== undefined) return options.rateLimitStore;
+    const policy = policyFromRate(rateLimit.requests_per_minute, rateLimit.burst_size);
+    return rateLimit.store.type === 'redis'
+      ? new RedisStore({ config: rateLimit.store, policy, logger })
+      : new MemoryStore({ policy, maxKeys: rateLimit.max_keys, clock });
   };
 
+  // Phases every route runs, built once per process (a reload that changes tracing, metrics or logging
+  // needs a restart): trace context first, so requests refused by auth or the rate limit have a trace id too.
   const head: Phases[] = [];
-  // First of the request filters, so requests refused by auth or the rate limit have a trace id too.
   if (config.tracing.enabled) head.push(createTraceContext(config.tracing));
   const tail: Phases[] = [];
   if (config.tracing.server_timing) tail.push(createServerTiming());
-  const connectionsOpen = (): Promise<number> =>
-    new Promise((resolve) => server.server.getConnections((err, n) => resolve(err === null ? n : 0)));
-  const connectionsRefused = (): number => server.refusedConnections;
-  // The metrics count by upstream, so they are built once the generation's backends exist; the logging
-  // phase that feeds them is in the generation's phase lists already.
+  // The metrics are built once the first generation's backends exist; the logging phase that feeds them is
+  // in every generation's phase lists, so it reaches them through this holder.
   const built: { metrics?: ProxyMetrics } = {};
   if (config.metrics.enabled) tail.push({ name: 'metrics', logging: (ctx) => built.metrics?.recordRequest(ctx, performance.now()) });
   const accessLog = createAccessLog(logger);
   if (accessLog !== undefined) tail.push(accessLog);
 
-  const current = new Generation(
-    config,
-    { logger, clock, random, shared, stores: { get: storeFor }, head, user: options.phases ?? [], tail, startedAt },
-    { id: 1, loadedAt: startedAt, hash: '' },
-  );
-  const recorder = new ProxyMetrics({ backends: current.backends, connectionsOpen, connectionsRefused, clock, version }, { recording: config.metrics.enabled });
-  built.metrics = recorder;
-  const defaultService = current.services.get(DEFAULT_NAME) ?? (current.services.values().next().value as LoadBalancer);
-  const store = stores.values().next().value;
+  const gateway = new Gateway(config, { logger, clock, random, head, user: options.phases ?? [], tail, startedAt, makeStore, hash: options.configHash ?? '' });
+  const connectionsOpen = (): Promise<number> =>
+    new Promise((resolve) => server.server.getConnections((err, n) => resolve(err === null ? n : 0)));
+  const connectionsRefused = (): number => server.refusedConnections;
+  const metrics = new ProxyMetrics({ backends: gateway.current.backends, connectionsOpen, connectionsRefused, clock, version }, { recording: config.metrics.enabled });
+  built.metrics = metrics;
+  const reloads = new Counter({
+    name: 'tollgate_config_reloads_total',
+    help: 'Config reloads (SIGHUP, POST /api/reload) by result: ok, or error (the old config kept serving).',
+    labelNames: ['result'],
+    registers: [metrics.registry],
+  });
+  reloads.inc({ result: 'ok' }, 0);
+  reloads.inc({ result: 'error' }, 0);
 
   const server = new ProxyServer({
     config: config.server,
-    handler: {
-      handle: (req, res) => current.pipeline.handle(req, res),
-      handleExpectContinue: (req, res) => current.pipeline.handleExpectContinue(req, res),
-      startDraining: () => {
-        shared.draining = true;
-      },
-    },
+    handler: gateway,
     logger,
     countConnections: options.clusterWorker === true,
     onClosed: async () => {
       accessLog?.flush();
-      for (const s of stores.values()) s.close();
-      await current.retire(undefined);
-      await Promise.all(current.backends.map((b) => b.pool.destroy()));
+      await gateway.close();
     },
-    ...(recorder.recording ? { onRejected: (status: number) => recorder.recordRejected(status, performance.now()) } : {}),
+    ...(metrics.recording ? { onRejected: (status: number) => metrics.recordRejected(status, performance.now()) } : {}),
   });
+
+  const reload = async (next: Config, hash = ''): Promise<ReloadOutcome> => {
+    const outcome = await gateway.reload(next, hash);
+    reloads.inc({ result: outcome.result });
+    if (outcome.result === 'ok') {
+      logger.info({ generation: outcome.generation, restart_needed: outcome.restart_needed, config_hash: hash }, `config reloaded: generation ${outcome.generation} serving`);
+      if (outcome.restart_needed.length > 0) {
+        logger.warn({ restart_needed: outcome.restart_needed }, `config reload: ${outcome.restart_needed.join(', ')} changed and need a restart; their running values are kept`);
+      }
+    } else logger.error({ errors: outcome.errors }, 'config reload failed: the previous config keeps serving');
+    return outcome;
+  };
+  const reloadFile = async (): Promise<ReloadOutcome> => {
+    const file = options.configFile;
+    if (file === undefined) {
+      reloads.inc({ result: 'error' });
+      return gateway.reloadFailed(['the proxy was not started from a config file: nothing to re-read']);
+    }
+    let loaded;
+    try {
+      loaded = loadForReload(file);
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      reloads.inc({ result: 'error' });
+      const errors = err.message.split('\n');
+      logger.error({ errors, config: file }, 'config reload failed: the previous config keeps serving');
+      return gateway.reloadFailed(errors);
+    }
+    return reload(loaded.config, loaded.hash);
+  };
+
   const admin =
     config.admin.enabled && options.admin !== false
       ? new AdminServer({
           config: config.admin,
           logger,
-          status: () =>
-            buildStatus({ metrics: recorder, backends: current.backends, clock, connectionsOpen, connectionsRefused, draining: () => shared.draining, startedAt, version }),
-          scrape: () => recorder.scrape(),
-          scrapeContentType: recorder.contentType,
+          status: async () => ({
+            ...(await buildStatus({ metrics, backends: gateway.current.backends, clock, connectionsOpen, connectionsRefused, draining: () => gateway.shared.draining, startedAt, version })),
+            config: gateway.info(),
+          }),
+          scrape: () => metrics.scrape(),
+          scrapeContentType: metrics.contentType,
+          reload: reloadFile,
         })
       : undefined;
   return {
-    config,
-    balancer: defaultService,
-    generation: current,
+    get config() {
+      return gateway.config;
+    },
+    get balancer() {
+      const services = gateway.current.services;
+      return services.get(DEFAULT_NAME) ?? (services.values().next().value as LoadBalancer);
+    },
+    get generation() {
+      return gateway.current;
+    },
+    gateway,
     server,
-    store,
-    metrics: recorder,
+    get store() {
+      return gateway.stores[0];
+    },
+    metrics,
     admin,
     listen: async () => {
-      for (const s of stores.values()) await s.ready?.();
+      await gateway.start();
       const address = await server.listen();
-      current.start();
       if (admin !== undefined) {
         logAdminListening(logger, await admin.listen());
       }
@@ -162,6 +209,8 @@ export function createProxy(config: Config, options: ProxyOptions): Proxy {
       await server.shutdown();
       await admin?.close();
     },
+    reload,
+    reloadFile,
     flushLogs: () => accessLog?.flush(),
   };
 }

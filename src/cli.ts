@@ -12,8 +12,9 @@ import { createClusterAdmin } from './admin/cluster-admin.js';
 import { createProxy } from './app.js';
 import { Primary, resolveWorkers, type PrimaryView } from './cluster/primary.js';
 import { runWorker } from './cluster/worker.js';
-import { ConfigError, loadConfigFile } from './config/load.js';
+import { ConfigError } from './config/load.js';
 import { allUpstreams, routesOf, servicesOf } from './config/resolve.js';
+import { loadForReload } from './gateway/reload.js';
 import { createLogger } from './observability/logger.js';
 
 const DEFAULT_CONFIG = 'config/proxy.yaml';
@@ -37,6 +38,9 @@ Signals:
   SIGTERM, SIGINT          graceful shutdown: stop accepting, finish in-flight requests, exit 0
                            (a second signal exits at once); with server.workers > 1, send them to the
                            primary: it drains every worker
+  SIGHUP                   reload: re-read the config file, validate it as --check does and put it in
+                           force without dropping a request; a bad file is logged and changes nothing
+                           (POST /api/reload on the admin listener does the same and answers the result)
 
 Exit status: 0 after a clean shutdown or a valid --check, 1 when the proxy cannot start (port in use),
 2 for a bad config or bad flags.`;
@@ -83,8 +87,9 @@ async function main(argv: string[]): Promise<number> {
 
   const file = values.config ?? DEFAULT_CONFIG;
   let config;
+  let hash;
   try {
-    config = loadConfigFile(file);
+    ({ config, hash } = loadForReload(file));
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`${err.message}\ntollgate: configuration ${file} is invalid\n`);
@@ -121,7 +126,10 @@ async function main(argv: string[]): Promise<number> {
     return runPrimary(new Primary({ config, logger, workers, logFormat: format, admin }), logger, flush, listening);
   }
 
-  const proxy = createProxy(config, { logger });
+  const proxy = createProxy(config, { logger, configFile: file, configHash: hash });
+  process.on('SIGHUP', () => {
+    proxy.reloadFile().catch((err: unknown) => logger.error({ err }, 'config reload failed'));
+  });
   try {
     listening(await proxy.listen());
   } catch (err) {

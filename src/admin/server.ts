@@ -2,8 +2,13 @@
  * The admin listener: a node:http server of its own, on its own address and port (127.0.0.1:9901 by
  * default), never behind the proxy's auth and never reachable through the proxy port. It serves the
  * dashboard (one page and its assets, read from the package's ui/ folder), /metrics (Prometheus text),
- * /api/status (JSON) and /api/events (the same JSON once a second over Server-Sent Events). GET and HEAD
- * only. Nothing here runs per proxied request, and no failure here reaches the proxy.
+ * /api/status (JSON), /api/events (the same JSON once a second over Server-Sent Events) and, the one
+ * request that changes anything, `POST /api/reload`. Nothing here runs per proxied request, and no failure
+ * here reaches the proxy.
+ *
+ * The reload needs `Content-Type: application/json`: a browser page on another site can send a cross-site
+ * POST with a form's content types without asking, but not that one without a CORS preflight, which this
+ * listener never grants. So a page an operator visits cannot reload the proxy behind their back.
  */
 import { readFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -50,6 +55,11 @@ export interface AdminServerOptions {
   scrapeContentType: string;
   /** Folder of the dashboard files (default UI_DIR). */
   uiDir?: string;
+  /**
+   * `POST /api/reload`: re-reads the config file and puts it in force. Answered 200 with what it did, or
+   * 400 with the config's errors (the old config keeps serving). Absent: the endpoint answers 404.
+   */
+  reload?: () => Promise<{ result: 'ok' | 'error' }>;
 }
 
 interface Asset {
@@ -120,12 +130,13 @@ export class AdminServer {
     res.on('error', () => {}); // a client gone mid-write is nothing to report
     try {
       const method = req.method ?? 'GET';
-      if (method !== 'GET' && method !== 'HEAD') {
-        return this.#json(res, 405, { error: 'method_not_allowed', message: 'The admin API answers GET and HEAD only.', status: 405 }, ['Allow', 'GET, HEAD']);
-      }
       const url = req.url ?? '/';
       const q = url.indexOf('?');
       const path = q === -1 ? url : url.slice(0, q);
+      if (path === '/api/reload' && this.#options.reload !== undefined) return this.#reload(req, res, method);
+      if (method !== 'GET' && method !== 'HEAD') {
+        return this.#json(res, 405, { error: 'method_not_allowed', message: 'The admin API answers GET and HEAD only (and POST on /api/reload).', status: 405 }, ['Allow', 'GET, HEAD']);
+      }
       const head = method === 'HEAD';
       switch (path) {
         case '/metrics':
@@ -141,6 +152,30 @@ export class AdminServer {
     } catch (err) {
       this.#failed(res, err);
     }
+  }
+
+  #reload(req: IncomingMessage, res: ServerResponse, method: string): void {
+    const reload = this.#options.reload as NonNullable<AdminServerOptions['reload']>;
+    if (method !== 'POST') {
+      return this.#json(res, 405, { error: 'method_not_allowed', message: 'Reload with POST.', status: 405 }, ['Allow', 'POST']);
+    }
+    const type = (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase();
+    if (type !== 'application/json') {
+      return this.#json(res, 415, { error: 'unsupported_media_type', message: 'Send the reload with Content-Type: application/json.', status: 415 });
+    }
+    // The body is not used; read it to its end (bounded) so the connection can be reused.
+    let size = 0;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > 65_536) req.destroy();
+    });
+    req.on('error', () => {});
+    req.on('end', () => {
+      reload().then(
+        (outcome) => this.#json(res, outcome.result === 'ok' ? 200 : 400, outcome),
+        (err: unknown) => this.#failed(res, err),
+      );
+    });
   }
 
   #asset(res: ServerResponse, asset: Asset, head: boolean): void {

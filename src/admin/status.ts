@@ -51,6 +51,20 @@ export interface Status {
   upstreams: UpstreamStatus[];
   /** Cluster mode only: the primary's view of its workers. */
   cluster?: ClusterStatus;
+  /** The configuration in force: its generation, when and from what file it was loaded, the last reload. */
+  config?: ConfigStatus;
+}
+
+/** `config` of the status document (see gateway/gateway.ts). */
+export interface ConfigStatus {
+  generation: number;
+  /** Epoch milliseconds. */
+  loaded_at: number;
+  /** SHA-256 of the config file, hex ('' when the config was not read from a file). */
+  hash: string;
+  last_reload: { result: 'ok' | 'error'; generation: number; at: number; restart_needed: string[]; errors: string[] } | undefined;
+  /** Cluster mode: the generation each worker runs, by slot. */
+  workers?: { slot: number; generation: number | null }[];
 }
 
 export interface ClusterStatus {

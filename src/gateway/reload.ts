@@ -1,0 +1,79 @@
+/**
+ * What a reload may change and what it may not. The listener, the worker processes, the admin listener,
+ * logging, metrics and tracing are built once per process; a reload that changes their keys keeps the
+ * running values, reports the keys as "needs a restart", and applies everything else. Reading and
+ * validating the file is the same as `--check` (config/load.ts); this module only compares.
+ */
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { ConfigError, parseConfig } from '../config/load.js';
+import type { Config } from '../config/schema.js';
+
+/** Keys of `server` that the listener (node:http server) or the process layout was built from. */
+const LISTENER_KEYS = [
+  'workers',
+  'listen_port',
+  'listen_address',
+  'max_connections',
+  'keepalive_timeout_ms',
+  'shutdown_grace_ms',
+  'header_timeout_ms',
+  'max_header_count',
+  'max_header_bytes',
+] as const satisfies readonly (keyof Config['server'])[];
+
+/** Top-level sections built once per process. */
+const PROCESS_SECTIONS = ['admin', 'logging', 'metrics', 'tracing'] as const satisfies readonly (keyof Config)[];
+
+/**
+ * The config a reload puts in force: `next`, with the keys that need a restart kept at their running
+ * values (from `running`), and those keys' paths.
+ */
+export function applicableConfig(running: Config, next: Config): { config: Config; restartNeeded: string[] } {
+  const restartNeeded: string[] = [];
+  const server = { ...next.server };
+  for (const key of LISTENER_KEYS) {
+    if (!sameValue(running.server[key], next.server[key])) {
+      restartNeeded.push(`server.${key}`);
+      (server as Record<string, unknown>)[key] = running.server[key];
+    }
+  }
+  const config: Config = { ...next, server };
+  for (const section of PROCESS_SECTIONS) {
+    if (!sameValue(running[section], next[section])) {
+      restartNeeded.push(section);
+      (config as Record<string, unknown>)[section] = running[section];
+    }
+  }
+  return { config, restartNeeded };
+}
+
+/** A config file read and validated for a reload, with the SHA-256 of its bytes. */
+export interface LoadedFile {
+  config: Config;
+  hash: string;
+}
+
+/**
+ * Reads and validates `file` as `--check` does. Throws ConfigError (file:line:col and the key path per
+ * problem) for a bad config, and for a file that cannot be read.
+ */
+export function loadForReload(file: string): LoadedFile {
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(file);
+  } catch (err) {
+    const reason = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : (err as Error).message;
+    throw new ConfigError(file, [{ line: 1, col: 1, path: '(root)', message: `cannot read config: ${reason}` }]);
+  }
+  const config = parseConfig(bytes.toString('utf8'), file);
+  return { config, hash: sha256(bytes) };
+}
+
+export function sha256(bytes: Buffer | string): string {
+  return createHash('sha256').update(bytes).digest('hex');
+}
+
+function sameValue(a: unknown, b: unknown): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
