@@ -47,6 +47,8 @@ export interface ProxyOptions {
   configFile?: string;
   /** SHA-256 of that file's bytes, shown in the status document. */
   configHash?: string;
+  /** The number of the first generation (a cluster worker takes the primary's); default 1. */
+  generation?: number;
 }
 
 export interface Proxy {
@@ -68,7 +70,7 @@ export interface Proxy {
   /** Graceful shutdown (see ProxyServer.shutdown). */
   close(): Promise<void>;
   /** Puts a validated config in force without dropping a request (see Gateway.reload). */
-  reload(config: Config, hash?: string): Promise<ReloadOutcome>;
+  reload(config: Config, hash?: string, generation?: number): Promise<ReloadOutcome>;
   /**
    * Re-reads `configFile`, validates it as `--check` does and reloads; a bad file changes nothing and is
    * answered (and logged) with its errors.
@@ -107,7 +109,7 @@ export function createProxy(config: Config, options: ProxyOptions): Proxy {
   const accessLog = createAccessLog(logger);
   if (accessLog !== undefined) tail.push(accessLog);
 
-  const gateway = new Gateway(config, { logger, clock, random, head, user: options.phases ?? [], tail, startedAt, makeStore, hash: options.configHash ?? '' });
+  const gateway = new Gateway(config, { logger, clock, random, head, user: options.phases ?? [], tail, startedAt, makeStore, hash: options.configHash ?? '', ...(options.generation === undefined ? {} : { generation: options.generation }) });
   const connectionsOpen = (): Promise<number> =>
     new Promise((resolve) => server.server.getConnections((err, n) => resolve(err === null ? n : 0)));
   const connectionsRefused = (): number => server.refusedConnections;
@@ -134,8 +136,8 @@ export function createProxy(config: Config, options: ProxyOptions): Proxy {
     ...(metrics.recording ? { onRejected: (status: number) => metrics.recordRejected(status, performance.now()) } : {}),
   });
 
-  const reload = async (next: Config, hash = ''): Promise<ReloadOutcome> => {
-    const outcome = await gateway.reload(next, hash);
+  const reload = async (next: Config, hash = '', generation?: number): Promise<ReloadOutcome> => {
+    const outcome = await gateway.reload(next, hash, generation);
     reloads.inc({ result: outcome.result });
     if (outcome.result === 'ok') {
       logger.info({ generation: outcome.generation, restart_needed: outcome.restart_needed, config_hash: hash }, `config reloaded: generation ${outcome.generation} serving`);

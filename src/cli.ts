@@ -123,7 +123,7 @@ async function main(argv: string[]): Promise<number> {
   if (workers > 1) {
     // The primary's admin listener is built here: the cluster layer does not know the admin UI.
     const admin = config.admin.enabled ? function clusterAdmin(view: PrimaryView) { return createClusterAdmin(view, { config, logger }); } : undefined;
-    return runPrimary(new Primary({ config, logger, workers, logFormat: format, admin }), logger, flush, listening);
+    return runPrimary(new Primary({ config, logger, workers, logFormat: format, admin, configFile: file, configHash: hash }), logger, flush, listening);
   }
 
   const proxy = createProxy(config, { logger, configFile: file, configHash: hash });
@@ -171,6 +171,9 @@ async function runPrimary(primary: Primary, logger: Logger, flush: () => void, l
     flush();
     return 1;
   }
+  process.on('SIGHUP', () => {
+    primary.reload().catch((err: unknown) => logger.error({ err }, 'config reload failed'));
+  });
   return untilSignals(logger, {
     secondSignal: 'second signal: stopping the workers and exiting now',
     now: () => primary.kill(),

@@ -4,6 +4,7 @@
  * with its view; the primary itself knows nothing of the admin UI.
  */
 import type { Logger } from 'pino';
+import { Counter, Registry } from 'prom-client';
 import type { PrimaryAdmin, PrimaryView } from '../cluster/primary.js';
 import type { Config } from '../config/schema.js';
 import { packageVersion } from '../util/version.js';
@@ -27,12 +28,27 @@ export function createClusterAdmin(view: PrimaryView, options: ClusterAdminOptio
     restarts: () => view.restarts(),
     draining: () => view.draining(),
   });
+  // The primary validates and counts reloads; its workers only switch.
+  const reloads = new Registry();
+  new Counter({
+    name: 'tollgate_config_reloads_total',
+    help: 'Config reloads (SIGHUP, POST /api/reload) by result: ok, or error (the old config kept serving).',
+    labelNames: ['result'],
+    registers: [reloads],
+    collect() {
+      this.reset();
+      const counts = view.reloads();
+      this.inc({ result: 'ok' }, counts.ok);
+      this.inc({ result: 'error' }, counts.error);
+    },
+  });
   const server = new AdminServer({
     config: config.admin,
     logger,
-    status: () => monitor.status(),
-    scrape: () => monitor.scrape(),
+    status: async () => ({ ...(await monitor.status()), config: view.config() }),
+    scrape: async () => `${await monitor.scrape()}${await reloads.metrics()}`,
     scrapeContentType: monitor.contentType,
+    reload: () => view.reload(),
   });
   return {
     async listen() {

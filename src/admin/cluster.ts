@@ -52,7 +52,7 @@ import { CURRENT_SECONDS, RECENT_SECONDS, statusDocument, type Status, type Upst
 export const SNAPSHOT_TIMEOUT_MS = 500;
 
 /** The primary's view (its workers, restarts, draining) and what the monitor needs besides. */
-export interface ClusterMonitorOptions extends PrimaryView {
+export interface ClusterMonitorOptions extends Pick<PrimaryView, 'workers' | 'restarts' | 'draining'> {
   config: Config;
   logger: Logger;
   version: string;

@@ -22,6 +22,28 @@ export interface StartMessage {
   readonly slot: number;
   readonly workers: number;
   readonly logFormat: 'json' | 'pretty' | undefined;
+  /** The primary's generation number of this config, and the SHA-256 of its file. */
+  readonly generation: number;
+  readonly hash: string;
+}
+
+/** Primary → worker: put this config (validated by the primary) in force as generation `generation`. */
+export interface ReloadMessage {
+  readonly type: 'tollgate:reload';
+  readonly id: number;
+  readonly config: Config;
+  readonly hash: string;
+  readonly generation: number;
+}
+
+/** Worker → primary: the answer to a reload, by id. */
+export interface ReloadedMessage {
+  readonly type: 'tollgate:reloaded';
+  readonly id: number;
+  readonly result: 'ok' | 'error';
+  /** The generation the worker serves now. */
+  readonly generation: number;
+  readonly errors: string[];
 }
 
 /** Primary → worker: drain and exit (graceful shutdown). */
@@ -70,8 +92,8 @@ export interface TakeReply {
   readonly decisions: number[];
 }
 
-export type PrimaryMessage = StartMessage | ShutdownMessage | TakeReply | SnapshotRequest;
-export type WorkerMessage = HelloMessage | ListeningMessage | TakeRequest | SnapshotReply;
+export type PrimaryMessage = StartMessage | ShutdownMessage | TakeReply | SnapshotRequest | ReloadMessage;
+export type WorkerMessage = HelloMessage | ListeningMessage | TakeRequest | SnapshotReply | ReloadedMessage;
 
 /** Whether an IPC message (anything a peer sent) has the `type` of T. Checks the type field only. */
 export function isMessage<T extends { type: string }>(message: unknown, type: T['type']): message is T {

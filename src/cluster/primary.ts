@@ -8,6 +8,9 @@
  * - restarts a worker that dies, after a delay that doubles with each quick death (100 ms up to 10 s);
  * - on SIGTERM / SIGINT tells every worker to drain (the same graceful shutdown as a single process) and
  *   exits once they have all exited.
+ * - on a reload (SIGHUP, or POST /api/reload on its admin listener) validates the file once, keeps it as
+ *   the config for workers it forks from then on, and tells every worker to switch to it; a worker that
+ *   fails to switch, or does not answer in time, is restarted (on the new config).
  *
  * - runs the instance's one admin listener, when it is given one (`PrimaryOptions.admin`; the composition
  *   root builds it, with admin/cluster-admin.ts): the primary passes it the workers' snapshot replies and
@@ -22,7 +25,9 @@ import cluster, { type Worker } from 'node:cluster';
 import type { AddressInfo } from 'node:net';
 import { availableParallelism } from 'node:os';
 import type { Logger } from 'pino';
+import { ConfigError } from '../config/load.js';
 import type { Config } from '../config/schema.js';
+import { applicableConfig, loadForReload } from '../gateway/reload.js';
 import { answerTakes } from '../limits/ipc-store.js';
 import { MemoryStore } from '../limits/memory-store.js';
 import { policyFromRate } from '../limits/token-bucket.js';
@@ -32,6 +37,8 @@ import {
   isTakeRequest,
   type HelloMessage,
   type ListeningMessage,
+  type ReloadedMessage,
+  type ReloadMessage,
   type ShutdownMessage,
   type SnapshotReply,
   type SnapshotRequest,
@@ -76,7 +83,35 @@ export interface PrimaryView {
   restarts(): number;
   /** Shutting down (draining the workers). */
   draining(): boolean;
+  /** The configuration in force and the generation each worker runs. */
+  config(): ClusterConfigStatus;
+  /** Re-reads the config file and switches every worker (SIGHUP does the same). */
+  reload(): Promise<ClusterReloadOutcome>;
+  /** Reloads since start, by result. */
+  reloads(): { ok: number; error: number };
 }
+
+/** What a cluster reload did, worker by worker. */
+export interface ClusterReloadOutcome {
+  result: 'ok' | 'error';
+  generation: number;
+  at: number;
+  restart_needed: string[];
+  errors: string[];
+  /** Each worker's answer: `restarted` when it failed to switch or did not answer in time. */
+  workers: { slot: number; pid: number | undefined; generation: number | null; result: 'ok' | 'restarted' }[];
+}
+
+export interface ClusterConfigStatus {
+  generation: number;
+  loaded_at: number;
+  hash: string;
+  last_reload: ClusterReloadOutcome | undefined;
+  workers: { slot: number; generation: number | null }[];
+}
+
+/** How long the primary waits for a worker to answer a reload before restarting it. */
+const RELOAD_ANSWER_MS = 10_000;
 
 /** The instance's admin listener, as the primary drives it. */
 export interface PrimaryAdmin {
@@ -99,6 +134,8 @@ interface Slot {
   quickDeaths: number;
   restartTimer: NodeJS.Timeout | undefined;
   listening: boolean;
+  /** The generation its config is, as far as the primary knows (null: it has not said yet). */
+  generation: number | null;
 }
 
 export interface PrimaryOptions {
@@ -110,11 +147,24 @@ export interface PrimaryOptions {
   exec?: string;
   /** Builds the admin listener (called once, by the constructor); none when undefined. */
   admin?: ((view: PrimaryView) => PrimaryAdmin) | undefined;
+  /** The file the config came from (what a reload re-reads) and the SHA-256 of its bytes. */
+  configFile?: string;
+  configHash?: string;
 }
 
 /** The cluster primary (see the file comment). `start()` forks; `shutdown()` drains. */
 export class Primary {
-  readonly #config: Config;
+  #config: Config;
+  readonly #configFile: string | undefined;
+  #generation = 1;
+  #loadedAt = Date.now();
+  #hash: string;
+  #lastReload: ClusterReloadOutcome | undefined;
+  readonly #reloadCounts = { ok: 0, error: 0 };
+  #reloadQueue: Promise<unknown> = Promise.resolve();
+  #nextReloadId = 1;
+  /** Reload answers awaited, by id. */
+  readonly #reloadWaits = new Map<number, (answer: ReloadedMessage | undefined) => void>();
   readonly #logger: Logger;
   readonly #workers: number;
   readonly #logFormat: 'json' | 'pretty' | undefined;
@@ -134,10 +184,12 @@ export class Primary {
 
   constructor(options: PrimaryOptions) {
     this.#config = options.config;
+    this.#configFile = options.configFile;
+    this.#hash = options.configHash ?? '';
     this.#logger = options.logger;
     this.#workers = options.workers;
     this.#logFormat = options.logFormat;
-    this.#slots = Array.from({ length: options.workers }, () => ({ worker: undefined, startedAt: 0, quickDeaths: 0, restartTimer: undefined, listening: false }));
+    this.#slots = Array.from({ length: options.workers }, () => ({ worker: undefined, startedAt: 0, quickDeaths: 0, restartTimer: undefined, listening: false, generation: null }));
     const rateLimit = options.config.middleware.rate_limit;
     if (rateLimit.enabled && rateLimit.store.type === 'memory') {
       this.#store = new MemoryStore({ policy: policyFromRate(rateLimit.requests_per_minute, rateLimit.burst_size), maxKeys: rateLimit.max_keys, clock: monotonicClock });
@@ -147,6 +199,9 @@ export class Primary {
       workers: () => this.#monitored(),
       restarts: () => this.restarts,
       draining: () => this.#shuttingDown,
+      config: () => this.configStatus(),
+      reload: () => this.reload(),
+      reloads: () => ({ ...this.#reloadCounts }),
     };
     this.#admin = options.admin?.(view);
   }
@@ -177,6 +232,94 @@ export class Primary {
   shutdown(): Promise<void> {
     this.#shutdown ??= this.#drain();
     return this.#shutdown;
+  }
+
+  configStatus(): ClusterConfigStatus {
+    return {
+      generation: this.#generation,
+      loaded_at: this.#loadedAt,
+      hash: this.#hash,
+      last_reload: this.#lastReload,
+      workers: this.#slots.map((s, slot) => ({ slot, generation: s.worker === undefined ? null : s.generation })),
+    };
+  }
+
+  /**
+   * Re-reads the config file, validates it once (as `--check`), and switches every worker to it. A bad
+   * file changes nothing. Reloads run one after another.
+   */
+  reload(): Promise<ClusterReloadOutcome> {
+    const run = this.#reloadQueue.then(() => this.#reload());
+    this.#reloadQueue = run.catch(() => undefined);
+    return run;
+  }
+
+  async #reload(): Promise<ClusterReloadOutcome> {
+    const failed = (errors: string[]): ClusterReloadOutcome => {
+      this.#reloadCounts.error++;
+      this.#logger.error({ errors, config: this.#configFile }, 'config reload failed: the previous config keeps serving');
+      this.#lastReload = { result: 'error', generation: this.#generation, at: Date.now(), restart_needed: [], errors, workers: [] };
+      return this.#lastReload;
+    };
+    if (this.#configFile === undefined) return failed(['the primary was not started from a config file: nothing to re-read']);
+    if (this.#shuttingDown) return failed(['shutting down']);
+    let loaded;
+    try {
+      loaded = loadForReload(this.#configFile);
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      return failed(err.message.split('\n'));
+    }
+    const { config, restartNeeded } = applicableConfig(this.#config, loaded.config);
+    this.#config = config;
+    this.#generation++;
+    this.#loadedAt = Date.now();
+    this.#hash = loaded.hash;
+    const generation = this.#generation;
+    const workers = await Promise.all(
+      this.#slots.map(async (state, slot) => {
+        const worker = state.worker;
+        if (worker === undefined || !state.listening) {
+          // Not serving yet: it is sent this generation when it listens (see #message).
+          return { slot, pid: worker?.process.pid, generation: state.generation, result: 'ok' as const };
+        }
+        const answer = await this.#sendReload(worker);
+        if (answer !== undefined && answer.result === 'ok') {
+          state.generation = answer.generation;
+          return { slot, pid: worker.process.pid, generation: answer.generation, result: 'ok' as const };
+        }
+        this.#logger.error({ worker: slot, worker_pid: worker.process.pid, errors: answer?.errors ?? ['no answer in time'] }, 'worker failed to switch to the new config: restarting it');
+        // One that answered drains as on shutdown; one that did not answer may be stuck, and is killed.
+        worker.process.kill(answer === undefined ? 'SIGKILL' : 'SIGTERM');
+        return { slot, pid: worker.process.pid, generation: null, result: 'restarted' as const };
+      }),
+    );
+    this.#reloadCounts.ok++;
+    this.#logger.info({ generation, restart_needed: restartNeeded, workers }, `config reloaded: generation ${generation} serving`);
+    if (restartNeeded.length > 0) {
+      this.#logger.warn({ restart_needed: restartNeeded }, `config reload: ${restartNeeded.join(', ')} changed and need a restart; their running values are kept`);
+    }
+    this.#lastReload = { result: 'ok', generation, at: Date.now(), restart_needed: restartNeeded, errors: [], workers };
+    return this.#lastReload;
+  }
+
+  /** Sends the current config to a worker as a reload; resolves with its answer, or undefined (no answer). */
+  #sendReload(worker: Worker): Promise<ReloadedMessage | undefined> {
+    const id = this.#nextReloadId++;
+    const message: ReloadMessage = { type: 'tollgate:reload', id, config: this.#config, hash: this.#hash, generation: this.#generation };
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => done(undefined), RELOAD_ANSWER_MS);
+      const done = (answer: ReloadedMessage | undefined): void => {
+        clearTimeout(timer);
+        this.#reloadWaits.delete(id);
+        resolve(answer);
+      };
+      this.#reloadWaits.set(id, done);
+      worker.once('exit', () => done(undefined));
+      worker.send(message, undefined, undefined, (err) => {
+        if (err !== null) done(undefined);
+      });
+    });
   }
 
   /** Second signal: stop every worker at once. */
@@ -231,8 +374,21 @@ export class Primary {
       if (pid !== undefined) this.#admin?.reply(pid, message);
       return;
     }
+    if (isMessage<ReloadedMessage>(message, 'tollgate:reloaded')) {
+      this.#reloadWaits.get(message.id)?.(message);
+      return;
+    }
     if (isMessage<HelloMessage>(message, 'tollgate:hello')) {
-      const start: StartMessage = { type: 'tollgate:start', config: this.#config, slot, workers: this.#workers, logFormat: this.#logFormat };
+      const start: StartMessage = {
+        type: 'tollgate:start',
+        config: this.#config,
+        slot,
+        workers: this.#workers,
+        logFormat: this.#logFormat,
+        generation: this.#generation,
+        hash: this.#hash,
+      };
+      (this.#slots[slot] as Slot).generation = this.#generation;
       worker.send(start, undefined, undefined, ignoreSendError);
       this.#logger.info({ worker: slot, worker_pid: worker.process.pid }, 'worker started');
       return;
@@ -241,6 +397,13 @@ export class Primary {
       const state = this.#slots[slot] as Slot;
       state.listening = true;
       this.#address ??= message.address;
+      if (state.generation !== this.#generation) {
+        // A reload came while it was starting on the previous config: switch it now.
+        void this.#sendReload(worker).then((answer) => {
+          if (answer?.result === 'ok') state.generation = answer.generation;
+          else if (state.worker === worker) worker.process.kill('SIGTERM');
+        });
+      }
       if (!this.#started && this.#slots.every((s) => s.listening)) {
         this.#started = true;
         this.#onAllListening?.();

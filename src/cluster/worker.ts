@@ -9,7 +9,17 @@ import { createProxy, type Proxy } from '../app.js';
 import type { Config } from '../config/schema.js';
 import { IpcStore } from '../limits/ipc-store.js';
 import { createLogger } from '../observability/logger.js';
-import { isMessage, type HelloMessage, type ListeningMessage, type ShutdownMessage, type SnapshotReply, type SnapshotRequest, type StartMessage } from './messages.js';
+import {
+  isMessage,
+  type HelloMessage,
+  type ListeningMessage,
+  type ReloadedMessage,
+  type ReloadMessage,
+  type ShutdownMessage,
+  type SnapshotReply,
+  type SnapshotRequest,
+  type StartMessage,
+} from './messages.js';
 import { connectionShare } from './primary.js';
 
 /**
@@ -44,10 +54,25 @@ export async function answerSnapshot(proxy: Pick<Proxy, 'metrics'>, request: Sna
   }
 }
 
+/** The instance's config as this worker runs it: with its share of max_connections. */
+function workerConfig(config: Config, workers: number, slot: number): Config {
+  return { ...config, server: { ...config.server, max_connections: connectionShare(config.server.max_connections, workers, slot) } };
+}
+
+/** A worker's answer to a reload: the outcome of putting the primary's config in force. */
+export async function answerReload(proxy: Pick<Proxy, 'reload'>, message: ReloadMessage, workers: number, slot: number): Promise<ReloadedMessage> {
+  try {
+    const outcome = await proxy.reload(workerConfig(message.config, workers, slot), message.hash, message.generation);
+    return { type: 'tollgate:reloaded', id: message.id, result: outcome.result, generation: outcome.generation, errors: outcome.errors };
+  } catch (err) {
+    return { type: 'tollgate:reloaded', id: message.id, result: 'error', generation: 0, errors: [(err as Error).message ?? String(err)] };
+  }
+}
+
 async function startWorker(start: StartMessage): Promise<number> {
   const { slot, workers } = start;
-  const server = { ...start.config.server, max_connections: connectionShare(start.config.server.max_connections, workers, slot) };
-  const config: Config = { ...start.config, server };
+  const config = workerConfig(start.config, workers, slot);
+  const server = config.server;
   const handle = createLogger(config.logging, { level: process.env.LOG_LEVEL, format: start.logFormat });
   const logger = handle.logger.child({ worker: slot });
   process.on('unhandledRejection', (reason) => logger.error({ err: reason }, 'unhandled rejection (a bug: please report it)'));
@@ -55,7 +80,7 @@ async function startWorker(start: StartMessage): Promise<number> {
 
   const rateLimit = config.middleware.rate_limit;
   const shared = rateLimit.enabled && rateLimit.store.type === 'memory' ? new IpcStore(process) : undefined;
-  const proxy: Proxy = createProxy(config, { logger, clusterWorker: true, admin: false, ...(shared !== undefined ? { rateLimitStore: shared } : {}) });
+  const proxy: Proxy = createProxy(config, { logger, clusterWorker: true, admin: false, generation: start.generation, configHash: start.hash, ...(shared !== undefined ? { rateLimitStore: shared } : {}) });
   // The primary's admin listener asks for this worker's numbers; answering never throws.
   process.on('message', (message: unknown) => {
     if (!isMessage<SnapshotRequest>(message, 'tollgate:snapshot')) return;
@@ -67,6 +92,20 @@ async function startWorker(start: StartMessage): Promise<number> {
       }
     });
   });
+  // Reloads come from the primary, which validated the file once for every worker.
+  process.on('message', (message: unknown) => {
+    if (!isMessage<ReloadMessage>(message, 'tollgate:reload')) return;
+    void answerReload(proxy, message, workers, slot).then((reply) => {
+      if (reply.result === 'error') logger.error({ errors: reply.errors }, 'worker: reload failed');
+      try {
+        process.send?.(reply, undefined, undefined, ignoreSendError);
+      } catch (err) {
+        logger.debug({ err }, 'cannot send the reload answer to the primary');
+      }
+    });
+  });
+  // A hangup reaches every process of the group; only the primary reloads (and tells the workers).
+  process.on('SIGHUP', () => logger.debug('SIGHUP ignored by a worker: the primary reloads'));
   let address: AddressInfo;
   try {
     address = await proxy.listen();

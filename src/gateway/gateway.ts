@@ -21,6 +21,8 @@ export interface GatewayOptions extends Omit<GenerationDeps, 'shared' | 'stores'
   makeStore: (config: RateLimitConfig) => RateLimitStore;
   /** SHA-256 of the file the config came from, '' when it was given as an object. */
   hash?: string;
+  /** The first generation's number (a cluster worker takes the primary's; default 1). */
+  generation?: number;
 }
 
 /** What a reload did: the status document and `POST /api/reload` show it. */
@@ -67,7 +69,7 @@ export class Gateway implements RequestHandler {
   constructor(config: Config, options: GatewayOptions) {
     this.#options = options;
     this.#logger = options.logger;
-    this.#current = this.#build(config, 1, options.hash ?? '', undefined);
+    this.#current = this.#build(config, options.generation ?? 1, options.hash ?? '', undefined);
   }
 
   /** The generation serving new requests now. */
@@ -118,10 +120,10 @@ export class Gateway implements RequestHandler {
    * Puts `next` (already validated) in force: builds the next generation on the current one (backends,
    * pools, health and buckets carry over where unchanged), swaps it in, and retires the old one once its
    * requests have finished. A config that cannot be built (a route tie in a config given as an object)
-   * changes nothing and is reported as an error.
+   * changes nothing and is reported as an error. `id` numbers the new generation (default: the next).
    */
-  reload(next: Config, hash = ''): Promise<ReloadOutcome> {
-    const run = this.#queue.then(() => this.#reload(next, hash));
+  reload(next: Config, hash = '', id?: number): Promise<ReloadOutcome> {
+    const run = this.#queue.then(() => this.#reload(next, hash, id ?? this.#current.meta.id + 1));
     this.#queue = run.catch(() => undefined);
     return run;
   }
@@ -133,12 +135,12 @@ export class Gateway implements RequestHandler {
     return outcome;
   }
 
-  async #reload(next: Config, hash: string): Promise<ReloadOutcome> {
+  async #reload(next: Config, hash: string, id: number): Promise<ReloadOutcome> {
     const previous = this.#current;
     const { config, restartNeeded } = applicableConfig(previous.config, next);
     let generation: Generation;
     try {
-      generation = this.#build(config, previous.meta.id + 1, hash, previous);
+      generation = this.#build(config, id, hash, previous);
     } catch (err) {
       return this.reloadFailed([(err as Error).message]);
     }
