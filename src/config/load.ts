@@ -7,24 +7,13 @@ import { readFileSync } from 'node:fs';
 import { isMap, isScalar, isSeq, LineCounter, parse, parseDocument, Scalar, visit, type Document, type Node } from 'yaml';
 import type { z } from 'zod';
 import { compileRoutes } from '../routing/matcher.js';
+import { matchOf } from './resolve.js';
 import { configSchema, type Config } from './schema.js';
 
 /** Pairs of routes (indices into `routes`) that would match the same requests with equal precedence. */
 export function routeTies(config: Config): { a: number; b: number }[] {
   if (config.routes === undefined) return [];
-  const compiled = compileRoutes(
-    config.routes.map((r, i) => ({
-      value: i,
-      match: {
-        ...(r.match.hosts === undefined ? {} : { hosts: r.match.hosts }),
-        ...(r.match.path === undefined ? {} : { path: r.match.path }),
-        ...(r.match.path_prefix === undefined ? {} : { pathPrefix: r.match.path_prefix }),
-        ...(r.match.methods === undefined ? {} : { methods: r.match.methods }),
-        ...(r.match.headers === undefined ? {} : { headers: r.match.headers }),
-      },
-    })),
-  );
-  return compiled.ties;
+  return compileRoutes(config.routes.map((r, i) => ({ value: i, match: matchOf(r.match) }))).ties;
 }
 
 export interface ConfigProblem {

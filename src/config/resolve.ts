@@ -3,7 +3,8 @@
  * `load_balancing` and `middleware`, no `services` or `routes`) is one service `default` and one route
  * `default` that matches every request. Everything downstream of the loader works on this view only.
  */
-import { DEFAULT_NAME, type AuthConfig, type Config, type LoadBalancingConfig, type RateLimitConfig, type RouteConfig } from './schema.js';
+import type { RouteMatch } from '../routing/matcher.js';
+import { DEFAULT_NAME, type AuthConfig, type Config, type LoadBalancingConfig, type RateLimitConfig, type RouteConfig, type RouteMatchConfig } from './schema.js';
 
 /** A route with its effective policies (its own where it gives them, the top-level ones otherwise). */
 export interface ResolvedRoute {
@@ -48,4 +49,15 @@ export function allUpstreams(config: Config): { service: string; name: string; a
   const out: { service: string; name: string; address: string; port: number; weight: number }[] = [];
   for (const [service, lb] of servicesOf(config)) for (const u of lb.upstreams) out.push({ service, ...u });
   return out;
+}
+
+/** A route's `match` as the matcher takes it (absent keys left out). */
+export function matchOf(match: RouteMatchConfig): RouteMatch {
+  return {
+    ...(match.hosts === undefined ? {} : { hosts: match.hosts }),
+    ...(match.path === undefined ? {} : { path: match.path }),
+    ...(match.path_prefix === undefined ? {} : { pathPrefix: match.path_prefix }),
+    ...(match.methods === undefined ? {} : { methods: match.methods }),
+    ...(match.headers === undefined ? {} : { headers: match.headers }),
+  };
 }

@@ -8,7 +8,7 @@
 import type { Logger } from 'pino';
 import type { Backend } from '../balancing/backend.js';
 import { LoadBalancer } from '../balancing/load-balancer.js';
-import { routesOf, servicesOf, type ResolvedRoute } from '../config/resolve.js';
+import { matchOf, routesOf, servicesOf, type ResolvedRoute } from '../config/resolve.js';
 import type { Config, RateLimitConfig } from '../config/schema.js';
 import type { RateLimitStore } from '../limits/store.js';
 import { createAuth } from '../middleware/auth/auth.js';
@@ -68,16 +68,7 @@ export class Generation {
     const resolved = routesOf(config);
     const keyed = config.routes !== undefined;
     this.routes = resolved.map((r) => buildRoute(r, services, deps, keyed));
-    const entries: RouteEntry<Route>[] = resolved.map((r, i) => ({
-      value: this.routes[i] as Route,
-      match: {
-        ...(r.config.match.hosts === undefined ? {} : { hosts: r.config.match.hosts }),
-        ...(r.config.match.path === undefined ? {} : { path: r.config.match.path }),
-        ...(r.config.match.path_prefix === undefined ? {} : { pathPrefix: r.config.match.path_prefix }),
-        ...(r.config.match.methods === undefined ? {} : { methods: r.config.match.methods }),
-        ...(r.config.match.headers === undefined ? {} : { headers: r.config.match.headers }),
-      },
-    }));
+    const entries: RouteEntry<Route>[] = resolved.map((r, i) => ({ value: this.routes[i] as Route, match: matchOf(r.config.match) }));
     const compiled = compileRoutes(entries);
     // The loader reports ties with both routes' lines; a config given as an object gets this.
     if (compiled.router === undefined) {
