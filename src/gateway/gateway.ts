@@ -136,6 +136,8 @@ export class Gateway implements RequestHandler {
   }
 
   async #reload(next: Config, hash: string, id: number): Promise<ReloadOutcome> {
+    // Shutting down: a new generation would start health checks and pools that nothing closes.
+    if (this.shared.draining) return this.reloadFailed(['shutting down: the reload was not applied']);
     const previous = this.#current;
     const { config, restartNeeded } = applicableConfig(previous.config, next);
     let generation: Generation;

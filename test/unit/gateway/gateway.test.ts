@@ -1,0 +1,132 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { pino } from 'pino';
+import { configSchema, type Config, type RateLimitConfig } from '../../../src/config/schema.js';
+import { Gateway, policyKey } from '../../../src/gateway/gateway.js';
+import { applicableConfig } from '../../../src/gateway/reload.js';
+import type { RateLimitStore } from '../../../src/limits/store.js';
+
+type Json = Record<string, unknown>;
+
+const upstreams = (...ports: number[]): Json[] => ports.map((port) => ({ name: `u${port}`, address: '127.0.0.1', port }));
+
+function config(extra: Json = {}): Config {
+  return configSchema.parse({
+    server: { listen_port: 0, listen_address: '127.0.0.1' },
+    services: { s: { upstreams: upstreams(4001, 4002), health_check: { active: { enabled: false } } } },
+    routes: [
+      { name: 'a', match: { path_prefix: '/a' }, service: 's', middleware: { rate_limit: { enabled: true, requests_per_minute: 60, burst_size: 5 } } },
+      { name: 'b', match: { path_prefix: '/b' }, service: 's', middleware: { rate_limit: { enabled: true, requests_per_minute: 60, burst_size: 5 } } },
+    ],
+    ...extra,
+  });
+}
+
+/** A store that only records whether it was closed. */
+function fakeStores(): { made: { policy: string; closed: boolean }[]; makeStore: (c: RateLimitConfig) => RateLimitStore } {
+  const made: { policy: string; closed: boolean }[] = [];
+  return {
+    made,
+    makeStore: (c) => {
+      const entry = { policy: policyKey(c), closed: false };
+      made.push(entry);
+      return {
+        take: () => ({ allowed: true, remaining: 1, retryAfterMs: 0, resetMs: 0 }),
+        close: () => {
+          entry.closed = true;
+        },
+      };
+    },
+  };
+}
+
+function gateway(initial: Config, makeStore: (c: RateLimitConfig) => RateLimitStore): Gateway {
+  return new Gateway(initial, { logger: pino({ level: 'silent' }), clock: () => 0, random: () => 0.5, head: [], user: [], tail: [], startedAt: 0, makeStore });
+}
+
+describe('applicableConfig', () => {
+  test('listener and process keys keep their running value and are reported; the rest applies', () => {
+    const running = config();
+    const next = config({ server: { listen_port: 9999, listen_address: '127.0.0.1', proxy_name: 'other', max_body_bytes: 10 }, tracing: { enabled: false } });
+    const { config: applied, restartNeeded } = applicableConfig(running, next);
+    assert.deepEqual(restartNeeded, ['server.listen_port', 'tracing']);
+    assert.equal(applied.server.listen_port, 0);
+    assert.equal(applied.server.proxy_name, 'other');
+    assert.equal(applied.server.max_body_bytes, 10);
+    assert.deepEqual(applied.tracing, running.tracing);
+    assert.deepEqual(applicableConfig(config(), config()).restartNeeded, []);
+  });
+});
+
+describe('Gateway.reload', () => {
+  test('routes with one policy share a store; an unchanged policy keeps it; a dropped one is closed once idle', async () => {
+    const { made, makeStore } = fakeStores();
+    const g = gateway(config(), makeStore);
+    try {
+      assert.equal(made.length, 1, 'routes a and b share one store');
+      const first = g.current;
+      const same = await g.reload(config({ server: { listen_port: 0, listen_address: '127.0.0.1', proxy_name: 'x' } }));
+      assert.equal(same.result, 'ok');
+      assert.equal(same.generation, 2);
+      assert.notEqual(g.current, first);
+      assert.equal(made.length, 1, 'the unchanged policy kept its store');
+      const changed = config();
+      (changed.routes?.[1] as { middleware: { rate_limit: RateLimitConfig } }).middleware.rate_limit = { ...(changed.routes?.[1]?.middleware.rate_limit as RateLimitConfig), burst_size: 50 };
+      (changed.routes?.[0] as { middleware: { rate_limit: RateLimitConfig } }).middleware.rate_limit = { ...(changed.routes?.[0]?.middleware.rate_limit as RateLimitConfig), burst_size: 50 };
+      assert.equal((await g.reload(changed)).result, 'ok');
+      assert.equal(made.length, 2);
+      // The old generations had no requests: once retired, the old policy's store is closed.
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      assert.deepEqual(made.map((m) => m.closed), [true, false]);
+    } finally {
+      await g.close();
+    }
+    assert.deepEqual(made.map((m) => m.closed), [true, true]);
+  });
+
+  test('backends with the same service, name, address and port are the same objects in the next generation', async () => {
+    const { makeStore } = fakeStores();
+    const g = gateway(config(), makeStore);
+    try {
+      const [u1, u2] = g.current.services.get('s')?.backends ?? [];
+      u1!.inflight = 3;
+      const next = config({ services: { s: { upstreams: upstreams(4001, 4003), health_check: { active: { enabled: false } } } } });
+      assert.equal((await g.reload(next)).result, 'ok');
+      const [n1, n3] = g.current.services.get('s')?.backends ?? [];
+      assert.equal(n1, u1);
+      assert.equal(n1?.inflight, 3);
+      assert.notEqual(n3, u2);
+      assert.equal(n3?.name, 'u4003');
+      // Another pool size: a new object that takes over the old one's state.
+      u1!.ejectedUntil = 12345;
+      const bigger = config({ services: { s: { upstreams: upstreams(4001), pool: { max_connections: 7 }, health_check: { active: { enabled: false } } } } });
+      assert.equal((await g.reload(bigger)).result, 'ok');
+      const [m1] = g.current.services.get('s')?.backends ?? [];
+      assert.notEqual(m1, u1);
+      assert.equal(m1?.ejectedUntil, 12345);
+      u1!.inflight = 0;
+    } finally {
+      await g.close();
+    }
+  });
+
+  test('a config object with a route tie changes nothing; nor does a reload while draining', async () => {
+    const { makeStore } = fakeStores();
+    const g = gateway(config(), makeStore);
+    try {
+      const tie = config({ routes: [{ name: 'x', match: { path_prefix: '/x' }, service: 's' }, { name: 'y', match: { path_prefix: '/x/' }, service: 's' }] });
+      const current = g.current;
+      const outcome = await g.reload(tie);
+      assert.equal(outcome.result, 'error');
+      assert.match(outcome.errors[0] ?? '', /routes "x" and "y" match the same requests/);
+      assert.equal(g.current, current);
+      assert.equal(g.info().last_reload?.result, 'error');
+      g.startDraining();
+      const draining = await g.reload(config());
+      assert.equal(draining.result, 'error');
+      assert.equal(g.current, current);
+    } finally {
+      await g.close();
+    }
+  });
+});
