@@ -18,6 +18,11 @@
 //   tollgate-workers2-redis - tollgate-workers2 with the Redis store
 //   tollgate-no_monitoring - tollgate with metrics, tracing and Server-Timing off (the cost of monitoring;
 //                    bench/observability-ab.mjs measures the same pair interleaved)
+//   tollgate-routes-1000 - tollgate with 1,000 generated routes (500 exact hosts with a path prefix, 300
+//                    *.suffix wildcards, 200 host-less prefixes), all to the same service; wrk cycles
+//                    through requests that match routes of each kind (a Lua script), so the row against
+//                    `tollgate` is what 1,000 routes cost a request (the matcher is compiled at load: it
+//                    should be within the noise)
 // All targets are started up front (RSS idle read right after each answered) and
 // stay up, idle while another one is measured. Then: a WARMUP s warm-up of each;
 // RUNS rounds of one DURATION s run at -c50 per target, the order rotated by one
@@ -58,7 +63,8 @@ const USAGE = `usage: bash bench/run.sh [--quick] [--write] [--strategies]
 env: BENCH_RUNS, BENCH_DURATION (s), BENCH_WARMUP (s), BENCH_TARGETS (comma list),
      BENCH_START_TIMEOUT (s), BENCH_PROXY_CPU, BENCH_LOAD_CPU, BENCH_KEEP_TMP=1
 targets: direct, nginx-proxy, haproxy, node-http-proxy, fastify-proxy, bare, tollgate,
-     tollgate-minimal, tollgate-no_monitoring, tollgate-redis, tollgate-workers2 (the default set);
+     tollgate-routes-1000, tollgate-minimal, tollgate-no_monitoring, tollgate-redis, tollgate-workers2
+     (the default set);
      tollgate-least_conn, tollgate-random, tollgate-p2c_ewma, tollgate-consistent_hash, tollgate-no_health
      (added by --strategies); tollgate-workers2-redis (only by name in BENCH_TARGETS)`;
 
@@ -128,7 +134,12 @@ const SCALE = {
   'tollgate-workers2': { workers: 2 },
   'tollgate-workers2-redis': { workers: 2, redis: true },
 };
-const BASE_TARGETS = ['direct', ...PEERS, 'bare', 'tollgate', 'tollgate-minimal', 'tollgate-no_monitoring', 'tollgate-redis', 'tollgate-workers2'];
+// Many routes: the `tollgate` config plus 1,000 routes to its one service (routes1000Yaml). Listed right after
+// `tollgate`, so the two are measured one after the other in every round.
+const ROUTES_TARGET = 'tollgate-routes-1000';
+// The least gap to tollgate the routes PASS/FAIL line allows, whatever the spread of the runs (see checks).
+const ROUTES_MIN_NOISE = 0.05;
+const BASE_TARGETS = ['direct', ...PEERS, 'bare', 'tollgate', ROUTES_TARGET, 'tollgate-minimal', 'tollgate-no_monitoring', 'tollgate-redis', 'tollgate-workers2'];
 const ALL_TARGETS = [...BASE_TARGETS, ...Object.keys(VARIANTS), 'tollgate-workers2-redis'];
 const DEFAULT_TARGETS = flags.has('--strategies') ? ALL_TARGETS : BASE_TARGETS;
 const TARGETS = (process.env.BENCH_TARGETS || DEFAULT_TARGETS.join(','))
@@ -412,11 +423,19 @@ function shellQuote(s) {
 
 // ---------------------------------------------------------------- wrk
 
-function wrkArgs(port, seconds, headers, { connections = CONNECTIONS, urlPath = '/' } = {}) {
+// `script`: a wrk Lua script whose request() picks each request (tollgate-routes-1000); the URL's path then
+// only matters to wrk's own setup.
+function wrkArgs(port, seconds, headers, { connections = CONNECTIONS, urlPath = '/', script = null } = {}) {
   const args = ['-c', String(LOAD_CPU), 'wrk', `-t${THREADS}`, `-c${connections}`, `-d${seconds}s`, '--latency'];
   for (const h of headers) args.push('-H', h);
+  if (script) args.push('-s', script);
   args.push(`http://127.0.0.1:${port}${urlPath}`);
   return args;
+}
+
+// The wrk options of a target's small-body runs (warm-up, c50, c200): its path and Lua script, if any.
+function loadOpts(spec, extra = {}) {
+  return { urlPath: spec.urlPath ?? '/', script: spec.wrkScript ?? null, ...extra };
 }
 
 // wrk prints sizes with binary prefixes (format_binary: 1024-based, "MB" = MiB).
@@ -464,11 +483,12 @@ async function wrk(port, seconds, headers, opts = {}) {
 // it about a second, and that wait is what wrk's c200 p99, whose connections open when its measured run
 // starts, mostly shows.) Latency comes from h2load's per-request log, not from its summary.
 
-function h2loadArgs(port, headers, logFile) {
+function h2loadArgs(port, headers, logFile, urlPath = '/') {
   const args = ['-c', String(LOAD_CPU), 'h2load', '--h1', `-t${THREADS}`, `-c${CONNECTIONS_HIGH}`,
     '-D', String(DURATION), '--warm-up-time', String(H2_WARMUP), '--log-file', logFile];
-  for (const h of headers) args.push('-H', h);
-  args.push(`http://127.0.0.1:${port}/`);
+  // h2load 1.52 with --h1 drops a `-H 'Host: ...'` and sends the URL's authority; `:authority` sets Host.
+  for (const h of headers) args.push('-H', h.replace(/^host:/i, ':authority:'));
+  args.push(`http://127.0.0.1:${port}${urlPath}`);
   return args;
 }
 
@@ -511,7 +531,7 @@ function parseH2Summary(out) {
   return { total, started, done, succeeded, failed, errored, timeout };
 }
 
-async function h2load(name, port, headers) {
+async function h2load(name, port, headers, urlPath = '/') {
   const logFile = path.join(tmpDir, `h2load-${name}.log`);
   fs.rmSync(logFile, { force: true });
   const timeoutMs = (H2_WARMUP + DURATION + 30) * 1000;
@@ -521,7 +541,7 @@ async function h2load(name, port, headers) {
   // one of the first of the measured phase, dropped too: harmless).
   let warmEndMs = null;
   const res = await new Promise((resolve) => {
-    const child = launch('taskset', h2loadArgs(port, headers, logFile), { capture: true });
+    const child = launch('taskset', h2loadArgs(port, headers, logFile, urlPath), { capture: true });
     let out = '';
     child.stdout?.on('data', (d) => {
       out += d;
@@ -753,7 +773,8 @@ async function startRedisServer(dir) {
 
 // ---------------------------------------------------------------- targets
 
-function tollgateYaml(port, backendPorts, dir, variant = 'strategy: "round_robin"', { auth = true, rateLimit = true, logLevel = 'info', workers = 1, redisUrl = null, monitoring = true } = {}) {
+// `routes`: a top-level `routes:` block (YAML text) appended as it is.
+function tollgateYaml(port, backendPorts, dir, variant = 'strategy: "round_robin"', { auth = true, rateLimit = true, logLevel = 'info', workers = 1, redisUrl = null, monitoring = true, routes = null } = {}) {
   return `# generated by bench/bench.mjs: the rate limit is set so high it never triggers
 server:
   listen_port: ${port}
@@ -779,6 +800,76 @@ logging:
 admin: { port: 0 }
 metrics: { enabled: ${monitoring} }
 tracing: { enabled: ${monitoring}, server_timing: ${monitoring} }
+${routes ?? ''}`;
+}
+
+// ---------------------------------------------------------------- tollgate-routes-1000
+// 1,000 routes of the three kinds the matcher keys on, all to the service `default` (load_balancing: the
+// same three backends as `tollgate`): 500 exact hosts, each with a path prefix; 300 `*.suffix` wildcards
+// with a prefix; 200 host-less prefixes, one of them /big so the 1 MiB run goes through a route too. A
+// matcher that looped over the routes would pay for every one of them on each request; the compiled one
+// (src/routing/matcher.ts) does a few Map lookups per host candidate and path boundary.
+const ROUTE_COUNTS = { exact: 500, wildcard: 300, hostless: 200 };
+
+function routes1000Yaml() {
+  const lines = [];
+  for (let i = 0; i < ROUTE_COUNTS.exact; i++) {
+    lines.push(`  - { name: "svc${i}", match: { hosts: ["svc${i}.example.test"], path_prefix: "/api/v${i % 4}" }, service: "default" }`);
+  }
+  for (let i = 0; i < ROUTE_COUNTS.wildcard; i++) {
+    lines.push(`  - { name: "zone${i}", match: { hosts: ["*.zone${i}.example.net"], path_prefix: "/web" }, service: "default" }`);
+  }
+  for (let i = 0; i < ROUTE_COUNTS.hostless - 1; i++) {
+    lines.push(`  - { name: "p${i}", match: { path_prefix: "/p${i}/" }, service: "default" }`);
+  }
+  lines.push(`  - { name: "big", match: { path_prefix: "${BIG_PATH}" }, service: "default" }`);
+  return `# ${lines.length} generated routes\nroutes:\n${lines.join('\n')}\n`;
+}
+
+// The requests wrk sends to tollgate-routes-1000, in turn: routes of each kind, from deep in each group, a
+// few path boundaries deep. The first is also the one of the h2load and 1 MiB runs (its Host, the run's
+// path: /big falls through the exact host's table to the host-less /big route).
+const ROUTE_MIX = [
+  { host: 'svc437.example.test', path: '/api/v1/items/437' },
+  { host: 'svc250.example.test', path: '/api/v2/items?id=250' },
+  { host: 'svc499.example.test', path: '/api/v3/a/b/c' },
+  { host: 'eu.zone7.example.net', path: '/web/index.html' },
+  { host: 'a.b.zone150.example.net', path: '/web/static/app.js' },
+  { host: 'shop.zone299.example.net', path: '/web' },
+  { host: 'www.example.org', path: '/p42/items/1' },
+  { host: 'www.example.org', path: '/p198/' },
+];
+// Requests no route takes (404 no_route): checked once at start, so the row cannot come from a catch-all.
+const ROUTE_MISSES = [
+  { host: 'svc437.example.test', path: '/api/v2/items' },
+  { host: 'zone7.example.net', path: '/web' },
+  { host: 'www.example.org', path: '/' },
+];
+
+// wrk's request() returns the next request of ROUTE_MIX, formatted once in init() with the -H headers
+// (Authorization) and the entry's Host: per request it costs wrk a table index, not a format.
+function routeMixLua() {
+  const entries = ROUTE_MIX.map((r) => `  { ${JSON.stringify(r.host)}, ${JSON.stringify(r.path)} },`).join('\n');
+  return `-- generated by bench/bench.mjs: the requests of tollgate-routes-1000, in turn
+local mix = {
+${entries}
+}
+local requests = {}
+local n = 0
+
+function init(args)
+  for i, entry in ipairs(mix) do
+    local headers = {}
+    for k, v in pairs(wrk.headers) do headers[k] = v end
+    headers["Host"] = entry[1]
+    requests[i] = wrk.format("GET", entry[2], headers)
+  end
+end
+
+function request()
+  n = n % #requests + 1
+  return requests[n]
+end
 `;
 }
 
@@ -794,10 +885,11 @@ async function startProxy(name, cmd, cmdArgs, port, ready, dir, { env = process.
   const child = launch('taskset', ['-c', String(PROXY_CPU), cmd, ...cmdArgs], { log: logFile, env });
   try {
     await waitReady(port, ready.path, ready.headers, (r) => r.status === 200, child, name);
-    const r = await httpGet(port, '/', ready.headers);
-    if (r.error) throw new Error(`GET / failed: ${r.error.message}`);
+    const probe = ready.probe ?? '/';
+    const r = await httpGet(port, probe, ready.headers);
+    if (r.error) throw new Error(`GET ${probe} failed: ${r.error.message}`);
     if (!okProxied(r)) {
-      throw new Error(`GET / answered ${r.status} with ${r.body.length} bytes, expected 200 and the 100-byte backend body`);
+      throw new Error(`GET ${probe} answered ${r.status} with ${r.body.length} bytes, expected 200 and the 100-byte backend body`);
     }
     assertOwnsListener(name, child.pid, port);
   } catch (err) {
@@ -806,6 +898,20 @@ async function startProxy(name, cmd, cmdArgs, port, ready, dir, { env = process.
     throw new Error(`${err.message}${t ? `\n    ${name} output:\n${t.replace(/^/gm, '      ')}` : ''}`);
   }
   return child;
+}
+
+// Every request of ROUTE_MIX reaches a backend and every one of ROUTE_MISSES is 404: the 1,000 routes are
+// in force, and the row measures requests that matched one of them.
+async function checkRouteMix(port) {
+  const get = (r) => httpGet(port, r.path, { authorization: `Bearer ${TOKEN}`, host: r.host });
+  for (const r of ROUTE_MIX) {
+    const res = await get(r);
+    if (res.error || !okProxied(res)) throw new Error(`GET ${r.path} with Host ${r.host}: ${res.error ? res.error.message : `${res.status}, ${res.body.length} bytes`}, expected 200 and the backend body`);
+  }
+  for (const r of ROUTE_MISSES) {
+    const res = await get(r);
+    if (res.error || res.status !== 404) throw new Error(`GET ${r.path} with Host ${r.host}: ${res.error ? res.error.message : res.status}, expected 404 (no route)`);
+  }
 }
 
 let buildNote = null;
@@ -840,17 +946,21 @@ function targetSpecs(ports, dir, nginx) {
     rssPid: (child) => child.pid,
     rss: (pid) => treeRssMiB(pid),
   });
+  // `probe`: the request checked after start (default GET / with the auth header).
+  const startTollgate = (name, variant, opts, probe = { path: '/', headers: {} }) => {
+    if (buildNote) throw new Error(buildNote);
+    const cfg = path.join(dir, `${name}.yaml`);
+    fs.writeFileSync(cfg, tollgateYaml(ports.of[name], backends, dir, variant, opts));
+    return startNodeTarget(name, [path.join('dist', 'cli.js'), '--config', cfg], ports.of[name],
+      { path: '/health', probe: probe.path, headers: { authorization: `Bearer ${TOKEN}`, ...probe.headers } }, dir, TOLLGATE_ENV);
+  };
   const tollgate = (name, variant, opts) => ({
-    ...proxied(name, async () => {
-      if (buildNote) throw new Error(buildNote);
-      const cfg = path.join(dir, `${name}.yaml`);
-      fs.writeFileSync(cfg, tollgateYaml(ports.of[name], backends, dir, variant, opts));
-      return startNodeTarget(name, [path.join('dist', 'cli.js'), '--config', cfg],
-        ports.of[name], { path: '/health', headers: { authorization: `Bearer ${TOKEN}` } }, dir, TOLLGATE_ENV);
-    }),
+    ...proxied(name, () => startTollgate(name, variant, opts)),
     // Every Tollgate row gets the same requests, auth header included (tollgate-minimal ignores it).
     headers: [AUTH_HEADER],
   });
+  const [first] = ROUTE_MIX;
+  const routesScript = path.join(dir, `${ROUTES_TARGET}.lua`);
   return {
     direct: {
       port: backends[0],
@@ -888,6 +998,24 @@ function targetSpecs(ports, dir, nginx) {
       [path.join(BENCH_DIR, 'bare-forwarder.mjs'), String(ports.of.bare), backendList],
       ports.of.bare, { path: '/', headers: {} }, dir)),
     tollgate: tollgate('tollgate'),
+    [ROUTES_TARGET]: {
+      ...proxied(ROUTES_TARGET, async () => {
+        fs.writeFileSync(routesScript, routeMixLua());
+        const child = await startTollgate(ROUTES_TARGET, undefined, { routes: routes1000Yaml() }, { path: first.path, headers: { host: first.host } });
+        try {
+          await checkRouteMix(ports.of[ROUTES_TARGET]);
+        } catch (err) {
+          await stop(child);
+          throw err;
+        }
+        return child;
+      }),
+      // The c50 and c200 runs take their requests from the script (its Host and path per request); the
+      // h2load and 1 MiB runs send the first entry's Host, on its path and on /big.
+      headers: [AUTH_HEADER, `Host: ${first.host}`],
+      urlPath: first.path,
+      wrkScript: routesScript,
+    },
     'tollgate-minimal': tollgate('tollgate-minimal', MINIMAL.variant, MINIMAL),
     ...Object.fromEntries(Object.entries(SCALE).map(([name, s]) => [name, tollgate(name, undefined, {
       workers: s.workers ?? 1,
@@ -982,7 +1110,7 @@ async function startTarget(t) {
 async function warmUp(t) {
   log(`${t.name}: warm-up ${WARMUP} s`);
   try {
-    await wrk(t.spec.port, WARMUP, t.spec.headers);
+    await wrk(t.spec.port, WARMUP, t.spec.headers, loadOpts(t.spec));
   } catch (err) {
     await failTarget(t, err);
   }
@@ -990,7 +1118,7 @@ async function warmUp(t) {
 
 async function c50Run(t, round) {
   try {
-    const r = await wrk(t.spec.port, DURATION, t.spec.headers);
+    const r = await wrk(t.spec.port, DURATION, t.spec.headers, loadOpts(t.spec));
     log(`${t.name}: run ${round}/${RUNS}: ${r.rps.toFixed(0)} req/s, p50 ${fmtMs(r.p50)} ms, p99 ${fmtMs(r.p99)} ms, errors ${r.errors}`);
     t.runs.push(r);
     addErrors(t, 'c50', r);
@@ -1002,7 +1130,7 @@ async function c50Run(t, round) {
 // One run at -c200: p99 under more concurrency; the RSS column is the peak during it.
 async function c200Run(t) {
   try {
-    const { result: r, peak } = await sampleRss(t.spec, t.pid, wrk(t.spec.port, DURATION, t.spec.headers, { connections: CONNECTIONS_HIGH }));
+    const { result: r, peak } = await sampleRss(t.spec, t.pid, wrk(t.spec.port, DURATION, t.spec.headers, loadOpts(t.spec, { connections: CONNECTIONS_HIGH })));
     log(`${t.name}: c${CONNECTIONS_HIGH}: ${r.rps.toFixed(0)} req/s, p99 ${fmtMs(r.p99)} ms, errors ${r.errors}, RSS peak ${peak?.toFixed(1) ?? 'n/a'} MiB`);
     t.p99High = r.p99;
     t.rssLoad = peak;
@@ -1015,7 +1143,7 @@ async function c200Run(t) {
 // One h2load run at c200 after its own warm-up: p99 on established connections (see h2load()).
 async function c200EstablishedRun(t) {
   try {
-    const r = await h2load(t.name, t.spec.port, t.spec.headers);
+    const r = await h2load(t.name, t.spec.port, t.spec.headers, t.spec.urlPath ?? '/');
     log(`${t.name}: c${CONNECTIONS_HIGH} established: ${r.responses} responses in ${DURATION} s, p50 ${fmtMs(r.p50)} ms, p99 ${fmtMs(r.p99)} ms, errors ${r.errors}; log ${r.rows} rows (h2load: ${r.summary.done} done), ${r.dropped} started before h2load reported the end of its warm-up, dropped${r.warmEndSeen ? '' : ' (that line not seen: cut at spawn + warm-up)'}`);
     t.p99Est = r.p99;
     t.errors.c200est += r.errors;
@@ -1096,6 +1224,7 @@ function resultOf(t) {
     name: t.name,
     ok: true,
     rps: median.rps,
+    runsRps: t.runs.map((r) => r.rps), // in round order
     p50: median.p50,
     p99: median.p99,
     p99High: t.p99High,
@@ -1203,6 +1332,17 @@ function checks(results) {
     t.rps >= 0.90 * m.rps,
     `tollgate ${int(t.rps)} req/s, tollgate-minimal ${int(m.rps)} req/s: ${ratio(t.rps, m.rps)} ×`,
   ]);
+  // "Within the noise" of the one-route row: the 1,000-route row may trail it by as much as the c50 runs of
+  // either row spread ((max - min) / median), or by ROUTES_MIN_NOISE when they spread less (one run each).
+  line(`routes (${ROUTES_TARGET} within the noise of tollgate)`, ['tollgate', ROUTES_TARGET], (t, r) => {
+    const spread = (row) => (Math.max(...row.runsRps) - Math.min(...row.runsRps)) / row.rps;
+    const noise = Math.max(ROUTES_MIN_NOISE, spread(t), spread(r));
+    const runs = (row) => row.runsRps.map(int).join(' / ');
+    return [
+      r.rps >= (1 - noise) * t.rps,
+      `${ROUTES_TARGET} ${int(r.rps)} req/s = ${ratio(r.rps, t.rps)} × tollgate (${int(t.rps)}); allowed ${(noise * 100).toFixed(1)}% below (c50 runs: tollgate ${runs(t)}, ${ROUTES_TARGET} ${runs(r)})`,
+    ];
+  });
   return out;
 }
 
@@ -1243,14 +1383,14 @@ function report(results, meta) {
   const c50Method = RUNS > 1
     ? `${RUNS} rounds of one ${DURATION} s run per target, interleaved across targets with the order rotating each round (round 2 starts with the second target and ends with the first, and so on), so drift during the session reaches every row alike; the row is the median run by req/s`
     : `one ${DURATION} s run per target, all in one round`;
-  const lines = [
+  const table = [
     `| target | req/s (median) | ratio to direct | ratio to bare | p50 ms | p99 ms | p99 ms c${CONNECTIONS_HIGH} | p99 ms c${CONNECTIONS_HIGH} established | MiB/s 1 MiB | errors | RSS idle MiB | RSS load MiB |`,
     '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
     ...rows,
     '',
     ...(results.some((r) => r.name === 'tollgate') ? [...checks(results), ''] : []),
     ...(notes.length ? [...notes, ''] : []),
-    `- wrk: \`${wrkCmd({})}\` for req/s, p50, p99; \`-c${CONNECTIONS_HIGH}\` for p99 c${CONNECTIONS_HIGH} (wrk opens its ${CONNECTIONS_HIGH} connections when the measured run starts, so this p99 includes waiting to be accepted, and wrk's coordinated-omission correction multiplies those slow first requests); \`${wrkCmd({ urlPath: BIG_PATH })}\` for MiB/s (wrk's Transfer/sec, headers included); the tollgate rows add \`-H ${shellQuote(AUTH_HEADER)}\``,
+    `- wrk: \`${wrkCmd({})}\` for req/s, p50, p99; \`-c${CONNECTIONS_HIGH}\` for p99 c${CONNECTIONS_HIGH} (wrk opens its ${CONNECTIONS_HIGH} connections when the measured run starts, so this p99 includes waiting to be accepted, and wrk's coordinated-omission correction multiplies those slow first requests); \`${wrkCmd({ urlPath: BIG_PATH })}\` for MiB/s (wrk's Transfer/sec, headers included); the tollgate rows add \`-H ${shellQuote(AUTH_HEADER)}\`${results.some((r) => r.name === ROUTES_TARGET) ? `; ${ROUTES_TARGET} adds \`-H 'Host: ${ROUTE_MIX[0].host}'\` and, for the c${CONNECTIONS} and c${CONNECTIONS_HIGH} runs, \`-s ${ROUTES_TARGET}.lua\`` : ''}`,
     `- h2load: \`${h2Cmd}\` for p99 c${CONNECTIONS_HIGH} established (the tollgate rows add the same \`-H\`): h2load opens its ${CONNECTIONS_HIGH} keep-alive connections and sends each one's first request when its ${H2_WARMUP} s warm-up starts, then measures for ${DURATION} s; from its per-request log (start, status, time to the end of the response) the rows that started before h2load printed the end of its warm-up are dropped (the requests in flight at the switch, which it logs too, and a few ms of the measured phase), so every request kept went over a connection the proxy had already accepted and answered; p99 is the nearest-rank 99th percentile of the time to the end of the response over the rows kept, with no coordinated-omission correction; responses outside 2xx and h2load's errored streams count as errors`,
     `- all targets started up front and kept up, idle while another one is measured; ${WARMUP > 0 ? `each warmed up once for ${WARMUP} s, then` : 'no warm-up;'} ${c50Method}; then one ${DURATION} s wrk run at c${CONNECTIONS_HIGH} of each target in turn, then one h2load run at c${CONNECTIONS_HIGH} of each target in turn, then one ${DURATION} s run on the 1 MiB body of each target in turn (single runs, no median); errors are summed over all runs${QUICK ? ' (--quick smoke run: numbers are rough)' : ''}`,
     `- RSS idle: right after the target answered its first requests, before any load; RSS load: the peak of samples every ${RSS_SAMPLE_MS} ms during the c${CONNECTIONS_HIGH} wrk run. Both count the proxy's whole process tree (direct: the nginx worker)`,
@@ -1259,6 +1399,10 @@ function report(results, meta) {
     ...(peersUsed ? [`- node-http-proxy: http-proxy ${meta.httpProxy} with a keep-alive http.Agent (maxSockets 128); fastify-proxy: fastify ${meta.fastify} + @fastify/http-proxy ${meta.fastifyHttpProxy} (undici ${meta.undiciPeer}, 128 connections per backend), round robin through \`replyOptions.getUpstream\`, logger off`] : []),
     '- tollgate: bearer auth, a rate limit that never triggers, info logging to a file, default health checks and retries, metrics and tracing on (the defaults); tollgate-minimal: auth, rate limit, health checks, retries, metrics and tracing off, log level warn; tollgate-no_monitoring: tollgate with metrics, tracing and Server-Timing off',
     ...(results.some((r) => SCALE[r.name]) ? [`- tollgate-redis: tollgate with \`store: { type: redis }\` (every request one EVALSHA on one hot key; redis-server ${meta.redis ?? 'n/a'} on CPU ${LOAD_CPU}); tollgate-workers2: \`workers: 2\` with the memory store (buckets in the primary, asked over IPC), primary and both workers on CPU ${PROXY_CPU}`] : []),
+    ...(results.some((r) => r.name === ROUTES_TARGET) ? [`- ${ROUTES_TARGET}: the tollgate config plus ${ROUTE_COUNTS.exact + ROUTE_COUNTS.wildcard + ROUTE_COUNTS.hostless} routes to its one service: ${ROUTE_COUNTS.exact} with an exact host (\`svcN.example.test\`) and a path prefix (\`/api/vN\`), ${ROUTE_COUNTS.wildcard} with a wildcard host (\`*.zoneN.example.net\`) and the prefix \`/web\`, ${ROUTE_COUNTS.hostless} with no host and a path prefix (\`/pN/\`, one of them \`${BIG_PATH}\`); its c${CONNECTIONS} and c${CONNECTIONS_HIGH} runs cycle through ${ROUTE_MIX.length} requests (a wrk Lua script: ${ROUTE_MIX.map((r) => `${r.host}${r.path}`).join(', ')}), its h2load and 1 MiB runs send Host ${ROUTE_MIX[0].host} to ${ROUTE_MIX[0].path} and ${BIG_PATH}; checked at start: those requests reach a backend, and ${ROUTE_MISSES.length} that no route takes answer 404`] : []),
+  ];
+  const lines = [
+    ...table,
     `- node ${process.version}, nginx ${meta.nginx}, haproxy ${meta.haproxy}, wrk ${meta.wrk}, h2load (nghttp2) ${meta.h2load}`,
     `- date: ${meta.date}`,
     `- CPU: ${meta.cpu}`,
