@@ -138,7 +138,8 @@ const SCALE = {
   'tollgate-workers2-redis': { workers: 2, redis: true },
 };
 // Many routes: the `tollgate` config plus 1,000 routes to its one service (routes1000Yaml). Listed right after
-// `tollgate`, so the two are measured one after the other in every round.
+// `tollgate`, so the rotating order measures the two one after the other (in every round but the one that
+// starts with this target).
 const ROUTES_TARGET = 'tollgate-routes-1000';
 // The least gap to tollgate the routes PASS/FAIL line allows, whatever the spread of the runs (see checks).
 const ROUTES_MIN_NOISE = 0.05;
