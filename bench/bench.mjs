@@ -18,6 +18,14 @@
 //   tollgate-workers2-redis - tollgate-workers2 with the Redis store
 //   tollgate-no_monitoring - tollgate with metrics, tracing and Server-Timing off (the cost of monitoring;
 //                    bench/observability-ab.mjs measures the same pair interleaved)
+//   tollgate-routes-1000 - tollgate with 1,000 generated routes (500 exact hosts with a path prefix, 300
+//                    *.suffix wildcards, 200 host-less prefixes), all to the same service; wrk cycles
+//                    through requests that match routes of each kind (a Lua script), so the row against
+//                    `tollgate` is what 1,000 routes cost a request (the matcher is compiled at load: it
+//                    should be within the noise)
+//   tollgate-reload  - not a row of the table but a phase of its own, after it: tollgate with an admin
+//                    listener, c50 runs without and with a config reload (POST /api/reload) every second
+//                    (see measureReloads)
 // All targets are started up front (RSS idle read right after each answered) and
 // stay up, idle while another one is measured. Then: a WARMUP s warm-up of each;
 // RUNS rounds of one DURATION s run at -c50 per target, the order rotated by one
@@ -58,7 +66,8 @@ const USAGE = `usage: bash bench/run.sh [--quick] [--write] [--strategies]
 env: BENCH_RUNS, BENCH_DURATION (s), BENCH_WARMUP (s), BENCH_TARGETS (comma list),
      BENCH_START_TIMEOUT (s), BENCH_PROXY_CPU, BENCH_LOAD_CPU, BENCH_KEEP_TMP=1
 targets: direct, nginx-proxy, haproxy, node-http-proxy, fastify-proxy, bare, tollgate,
-     tollgate-minimal, tollgate-no_monitoring, tollgate-redis, tollgate-workers2 (the default set);
+     tollgate-routes-1000, tollgate-minimal, tollgate-no_monitoring, tollgate-redis, tollgate-workers2,
+     tollgate-reload (the default set; tollgate-reload is the reload-under-load phase after the table);
      tollgate-least_conn, tollgate-random, tollgate-p2c_ewma, tollgate-consistent_hash, tollgate-no_health
      (added by --strategies); tollgate-workers2-redis (only by name in BENCH_TARGETS)`;
 
@@ -128,7 +137,15 @@ const SCALE = {
   'tollgate-workers2': { workers: 2 },
   'tollgate-workers2-redis': { workers: 2, redis: true },
 };
-const BASE_TARGETS = ['direct', ...PEERS, 'bare', 'tollgate', 'tollgate-minimal', 'tollgate-no_monitoring', 'tollgate-redis', 'tollgate-workers2'];
+// Many routes: the `tollgate` config plus 1,000 routes to its one service (routes1000Yaml). Listed right after
+// `tollgate`, so the rotating order measures the two one after the other (in every round but the one that
+// starts with this target).
+const ROUTES_TARGET = 'tollgate-routes-1000';
+// The least gap to tollgate the routes PASS/FAIL line allows, whatever the spread of the runs (see checks).
+const ROUTES_MIN_NOISE = 0.05;
+// Reload under load: a phase of its own after the table (measureReloads), not a row of it.
+const RELOAD_TARGET = 'tollgate-reload';
+const BASE_TARGETS = ['direct', ...PEERS, 'bare', 'tollgate', ROUTES_TARGET, 'tollgate-minimal', 'tollgate-no_monitoring', 'tollgate-redis', 'tollgate-workers2', RELOAD_TARGET];
 const ALL_TARGETS = [...BASE_TARGETS, ...Object.keys(VARIANTS), 'tollgate-workers2-redis'];
 const DEFAULT_TARGETS = flags.has('--strategies') ? ALL_TARGETS : BASE_TARGETS;
 const TARGETS = (process.env.BENCH_TARGETS || DEFAULT_TARGETS.join(','))
@@ -412,11 +429,19 @@ function shellQuote(s) {
 
 // ---------------------------------------------------------------- wrk
 
-function wrkArgs(port, seconds, headers, { connections = CONNECTIONS, urlPath = '/' } = {}) {
+// `script`: a wrk Lua script whose request() picks each request (tollgate-routes-1000); the URL's path then
+// only matters to wrk's own setup.
+function wrkArgs(port, seconds, headers, { connections = CONNECTIONS, urlPath = '/', script = null } = {}) {
   const args = ['-c', String(LOAD_CPU), 'wrk', `-t${THREADS}`, `-c${connections}`, `-d${seconds}s`, '--latency'];
   for (const h of headers) args.push('-H', h);
+  if (script) args.push('-s', script);
   args.push(`http://127.0.0.1:${port}${urlPath}`);
   return args;
+}
+
+// The wrk options of a target's small-body runs (warm-up, c50, c200): its path and Lua script, if any.
+function loadOpts(spec, extra = {}) {
+  return { urlPath: spec.urlPath ?? '/', script: spec.wrkScript ?? null, ...extra };
 }
 
 // wrk prints sizes with binary prefixes (format_binary: 1024-based, "MB" = MiB).
@@ -464,11 +489,12 @@ async function wrk(port, seconds, headers, opts = {}) {
 // it about a second, and that wait is what wrk's c200 p99, whose connections open when its measured run
 // starts, mostly shows.) Latency comes from h2load's per-request log, not from its summary.
 
-function h2loadArgs(port, headers, logFile) {
+function h2loadArgs(port, headers, logFile, urlPath = '/') {
   const args = ['-c', String(LOAD_CPU), 'h2load', '--h1', `-t${THREADS}`, `-c${CONNECTIONS_HIGH}`,
     '-D', String(DURATION), '--warm-up-time', String(H2_WARMUP), '--log-file', logFile];
-  for (const h of headers) args.push('-H', h);
-  args.push(`http://127.0.0.1:${port}/`);
+  // h2load 1.52 with --h1 drops a `-H 'Host: ...'` and sends the URL's authority; `:authority` sets Host.
+  for (const h of headers) args.push('-H', h.replace(/^host:/i, ':authority:'));
+  args.push(`http://127.0.0.1:${port}${urlPath}`);
   return args;
 }
 
@@ -511,7 +537,7 @@ function parseH2Summary(out) {
   return { total, started, done, succeeded, failed, errored, timeout };
 }
 
-async function h2load(name, port, headers) {
+async function h2load(name, port, headers, urlPath = '/') {
   const logFile = path.join(tmpDir, `h2load-${name}.log`);
   fs.rmSync(logFile, { force: true });
   const timeoutMs = (H2_WARMUP + DURATION + 30) * 1000;
@@ -521,7 +547,7 @@ async function h2load(name, port, headers) {
   // one of the first of the measured phase, dropped too: harmless).
   let warmEndMs = null;
   const res = await new Promise((resolve) => {
-    const child = launch('taskset', h2loadArgs(port, headers, logFile), { capture: true });
+    const child = launch('taskset', h2loadArgs(port, headers, logFile, urlPath), { capture: true });
     let out = '';
     child.stdout?.on('data', (d) => {
       out += d;
@@ -753,7 +779,8 @@ async function startRedisServer(dir) {
 
 // ---------------------------------------------------------------- targets
 
-function tollgateYaml(port, backendPorts, dir, variant = 'strategy: "round_robin"', { auth = true, rateLimit = true, logLevel = 'info', workers = 1, redisUrl = null, monitoring = true } = {}) {
+// `routes`: a top-level `routes:` block (YAML text) appended as it is; `adminPort` 0 picks a free port.
+function tollgateYaml(port, backendPorts, dir, variant = 'strategy: "round_robin"', { auth = true, rateLimit = true, logLevel = 'info', workers = 1, redisUrl = null, monitoring = true, requestsPerMinute = 60000000, adminPort = 0, routes = null } = {}) {
   return `# generated by bench/bench.mjs: the rate limit is set so high it never triggers
 server:
   listen_port: ${port}
@@ -771,14 +798,84 @@ middleware:
     valid_tokens: ["${TOKEN}", "test-token-456"]
   rate_limit:
     enabled: ${rateLimit}
-    requests_per_minute: 60000000
+    requests_per_minute: ${requestsPerMinute}
     burst_size: 10000000${redisUrl ? `\n    store: { type: redis, url: "${redisUrl}", key_prefix: "tollgate-bench:" }` : ''}
 logging:
   level: ${logLevel}
   file: ${JSON.stringify(path.join(dir, 'tollgate.log'))}
-admin: { port: 0 }
+admin: { port: ${adminPort} }
 metrics: { enabled: ${monitoring} }
 tracing: { enabled: ${monitoring}, server_timing: ${monitoring} }
+${routes ?? ''}`;
+}
+
+// ---------------------------------------------------------------- tollgate-routes-1000
+// 1,000 routes of the three kinds the matcher keys on, all to the service `default` (load_balancing: the
+// same three backends as `tollgate`): 500 exact hosts, each with a path prefix; 300 `*.suffix` wildcards
+// with a prefix; 200 host-less prefixes, one of them /big so the 1 MiB run goes through a route too. A
+// matcher that looped over the routes would pay for every one of them on each request; the compiled one
+// (src/routing/matcher.ts) does a few Map lookups per host candidate and path boundary.
+const ROUTE_COUNTS = { exact: 500, wildcard: 300, hostless: 200 };
+
+function routes1000Yaml() {
+  const lines = [];
+  for (let i = 0; i < ROUTE_COUNTS.exact; i++) {
+    lines.push(`  - { name: "svc${i}", match: { hosts: ["svc${i}.example.test"], path_prefix: "/api/v${i % 4}" }, service: "default" }`);
+  }
+  for (let i = 0; i < ROUTE_COUNTS.wildcard; i++) {
+    lines.push(`  - { name: "zone${i}", match: { hosts: ["*.zone${i}.example.net"], path_prefix: "/web" }, service: "default" }`);
+  }
+  for (let i = 0; i < ROUTE_COUNTS.hostless - 1; i++) {
+    lines.push(`  - { name: "p${i}", match: { path_prefix: "/p${i}/" }, service: "default" }`);
+  }
+  lines.push(`  - { name: "big", match: { path_prefix: "${BIG_PATH}" }, service: "default" }`);
+  return `# ${lines.length} generated routes\nroutes:\n${lines.join('\n')}\n`;
+}
+
+// The requests wrk sends to tollgate-routes-1000, in turn: routes of each kind, from deep in each group, a
+// few path boundaries deep. The first is also the one of the h2load and 1 MiB runs (its Host, the run's
+// path: /big falls through the exact host's table to the host-less /big route).
+const ROUTE_MIX = [
+  { host: 'svc437.example.test', path: '/api/v1/items/437' },
+  { host: 'svc250.example.test', path: '/api/v2/items?id=250' },
+  { host: 'svc499.example.test', path: '/api/v3/a/b/c' },
+  { host: 'eu.zone7.example.net', path: '/web/index.html' },
+  { host: 'a.b.zone150.example.net', path: '/web/static/app.js' },
+  { host: 'shop.zone299.example.net', path: '/web' },
+  { host: 'www.example.org', path: '/p42/items/1' },
+  { host: 'www.example.org', path: '/p198/' },
+];
+// Requests no route takes (404 no_route): checked once at start, so the row cannot come from a catch-all.
+const ROUTE_MISSES = [
+  { host: 'svc437.example.test', path: '/api/v2/items' },
+  { host: 'zone7.example.net', path: '/web' },
+  { host: 'www.example.org', path: '/' },
+];
+
+// wrk's request() returns the next request of ROUTE_MIX, formatted once in init() with the -H headers
+// (Authorization) and the entry's Host: per request it costs wrk a table index, not a format.
+function routeMixLua() {
+  const entries = ROUTE_MIX.map((r) => `  { ${JSON.stringify(r.host)}, ${JSON.stringify(r.path)} },`).join('\n');
+  return `-- generated by bench/bench.mjs: the requests of tollgate-routes-1000, in turn
+local mix = {
+${entries}
+}
+local requests = {}
+local n = 0
+
+function init(args)
+  for i, entry in ipairs(mix) do
+    local headers = {}
+    for k, v in pairs(wrk.headers) do headers[k] = v end
+    headers["Host"] = entry[1]
+    requests[i] = wrk.format("GET", entry[2], headers)
+  end
+end
+
+function request()
+  n = n % #requests + 1
+  return requests[n]
+end
 `;
 }
 
@@ -794,10 +891,11 @@ async function startProxy(name, cmd, cmdArgs, port, ready, dir, { env = process.
   const child = launch('taskset', ['-c', String(PROXY_CPU), cmd, ...cmdArgs], { log: logFile, env });
   try {
     await waitReady(port, ready.path, ready.headers, (r) => r.status === 200, child, name);
-    const r = await httpGet(port, '/', ready.headers);
-    if (r.error) throw new Error(`GET / failed: ${r.error.message}`);
+    const probe = ready.probe ?? '/';
+    const r = await httpGet(port, probe, ready.headers);
+    if (r.error) throw new Error(`GET ${probe} failed: ${r.error.message}`);
     if (!okProxied(r)) {
-      throw new Error(`GET / answered ${r.status} with ${r.body.length} bytes, expected 200 and the 100-byte backend body`);
+      throw new Error(`GET ${probe} answered ${r.status} with ${r.body.length} bytes, expected 200 and the 100-byte backend body`);
     }
     assertOwnsListener(name, child.pid, port);
   } catch (err) {
@@ -806,6 +904,20 @@ async function startProxy(name, cmd, cmdArgs, port, ready, dir, { env = process.
     throw new Error(`${err.message}${t ? `\n    ${name} output:\n${t.replace(/^/gm, '      ')}` : ''}`);
   }
   return child;
+}
+
+// Every request of ROUTE_MIX reaches a backend and every one of ROUTE_MISSES is 404: the 1,000 routes are
+// in force, and the row measures requests that matched one of them.
+async function checkRouteMix(port) {
+  const get = (r) => httpGet(port, r.path, { authorization: `Bearer ${TOKEN}`, host: r.host });
+  for (const r of ROUTE_MIX) {
+    const res = await get(r);
+    if (res.error || !okProxied(res)) throw new Error(`GET ${r.path} with Host ${r.host}: ${res.error ? res.error.message : `${res.status}, ${res.body.length} bytes`}, expected 200 and the backend body`);
+  }
+  for (const r of ROUTE_MISSES) {
+    const res = await get(r);
+    if (res.error || res.status !== 404) throw new Error(`GET ${r.path} with Host ${r.host}: ${res.error ? res.error.message : res.status}, expected 404 (no route)`);
+  }
 }
 
 let buildNote = null;
@@ -840,17 +952,21 @@ function targetSpecs(ports, dir, nginx) {
     rssPid: (child) => child.pid,
     rss: (pid) => treeRssMiB(pid),
   });
+  // `probe`: the request checked after start (default GET / with the auth header).
+  const startTollgate = (name, variant, opts, probe = { path: '/', headers: {} }) => {
+    if (buildNote) throw new Error(buildNote);
+    const cfg = path.join(dir, `${name}.yaml`);
+    fs.writeFileSync(cfg, tollgateYaml(ports.of[name], backends, dir, variant, opts));
+    return startNodeTarget(name, [path.join('dist', 'cli.js'), '--config', cfg], ports.of[name],
+      { path: '/health', probe: probe.path, headers: { authorization: `Bearer ${TOKEN}`, ...probe.headers } }, dir, TOLLGATE_ENV);
+  };
   const tollgate = (name, variant, opts) => ({
-    ...proxied(name, async () => {
-      if (buildNote) throw new Error(buildNote);
-      const cfg = path.join(dir, `${name}.yaml`);
-      fs.writeFileSync(cfg, tollgateYaml(ports.of[name], backends, dir, variant, opts));
-      return startNodeTarget(name, [path.join('dist', 'cli.js'), '--config', cfg],
-        ports.of[name], { path: '/health', headers: { authorization: `Bearer ${TOKEN}` } }, dir, TOLLGATE_ENV);
-    }),
+    ...proxied(name, () => startTollgate(name, variant, opts)),
     // Every Tollgate row gets the same requests, auth header included (tollgate-minimal ignores it).
     headers: [AUTH_HEADER],
   });
+  const [first] = ROUTE_MIX;
+  const routesScript = path.join(dir, `${ROUTES_TARGET}.lua`);
   return {
     direct: {
       port: backends[0],
@@ -888,6 +1004,24 @@ function targetSpecs(ports, dir, nginx) {
       [path.join(BENCH_DIR, 'bare-forwarder.mjs'), String(ports.of.bare), backendList],
       ports.of.bare, { path: '/', headers: {} }, dir)),
     tollgate: tollgate('tollgate'),
+    [ROUTES_TARGET]: {
+      ...proxied(ROUTES_TARGET, async () => {
+        fs.writeFileSync(routesScript, routeMixLua());
+        const child = await startTollgate(ROUTES_TARGET, undefined, { routes: routes1000Yaml() }, { path: first.path, headers: { host: first.host } });
+        try {
+          await checkRouteMix(ports.of[ROUTES_TARGET]);
+        } catch (err) {
+          await stop(child);
+          throw err;
+        }
+        return child;
+      }),
+      // The c50 and c200 runs take their requests from the script (its Host and path per request); the
+      // h2load and 1 MiB runs send the first entry's Host, on its path and on /big.
+      headers: [AUTH_HEADER, `Host: ${first.host}`],
+      urlPath: first.path,
+      wrkScript: routesScript,
+    },
     'tollgate-minimal': tollgate('tollgate-minimal', MINIMAL.variant, MINIMAL),
     ...Object.fromEntries(Object.entries(SCALE).map(([name, s]) => [name, tollgate(name, undefined, {
       workers: s.workers ?? 1,
@@ -982,7 +1116,7 @@ async function startTarget(t) {
 async function warmUp(t) {
   log(`${t.name}: warm-up ${WARMUP} s`);
   try {
-    await wrk(t.spec.port, WARMUP, t.spec.headers);
+    await wrk(t.spec.port, WARMUP, t.spec.headers, loadOpts(t.spec));
   } catch (err) {
     await failTarget(t, err);
   }
@@ -990,7 +1124,7 @@ async function warmUp(t) {
 
 async function c50Run(t, round) {
   try {
-    const r = await wrk(t.spec.port, DURATION, t.spec.headers);
+    const r = await wrk(t.spec.port, DURATION, t.spec.headers, loadOpts(t.spec));
     log(`${t.name}: run ${round}/${RUNS}: ${r.rps.toFixed(0)} req/s, p50 ${fmtMs(r.p50)} ms, p99 ${fmtMs(r.p99)} ms, errors ${r.errors}`);
     t.runs.push(r);
     addErrors(t, 'c50', r);
@@ -1002,7 +1136,7 @@ async function c50Run(t, round) {
 // One run at -c200: p99 under more concurrency; the RSS column is the peak during it.
 async function c200Run(t) {
   try {
-    const { result: r, peak } = await sampleRss(t.spec, t.pid, wrk(t.spec.port, DURATION, t.spec.headers, { connections: CONNECTIONS_HIGH }));
+    const { result: r, peak } = await sampleRss(t.spec, t.pid, wrk(t.spec.port, DURATION, t.spec.headers, loadOpts(t.spec, { connections: CONNECTIONS_HIGH })));
     log(`${t.name}: c${CONNECTIONS_HIGH}: ${r.rps.toFixed(0)} req/s, p99 ${fmtMs(r.p99)} ms, errors ${r.errors}, RSS peak ${peak?.toFixed(1) ?? 'n/a'} MiB`);
     t.p99High = r.p99;
     t.rssLoad = peak;
@@ -1015,7 +1149,7 @@ async function c200Run(t) {
 // One h2load run at c200 after its own warm-up: p99 on established connections (see h2load()).
 async function c200EstablishedRun(t) {
   try {
-    const r = await h2load(t.name, t.spec.port, t.spec.headers);
+    const r = await h2load(t.name, t.spec.port, t.spec.headers, t.spec.urlPath ?? '/');
     log(`${t.name}: c${CONNECTIONS_HIGH} established: ${r.responses} responses in ${DURATION} s, p50 ${fmtMs(r.p50)} ms, p99 ${fmtMs(r.p99)} ms, errors ${r.errors}; log ${r.rows} rows (h2load: ${r.summary.done} done), ${r.dropped} started before h2load reported the end of its warm-up, dropped${r.warmEndSeen ? '' : ' (that line not seen: cut at spawn + warm-up)'}`);
     t.p99Est = r.p99;
     t.errors.c200est += r.errors;
@@ -1096,6 +1230,7 @@ function resultOf(t) {
     name: t.name,
     ok: true,
     rps: median.rps,
+    runsRps: t.runs.map((r) => r.rps), // in round order
     p50: median.p50,
     p99: median.p99,
     p99High: t.p99High,
@@ -1110,6 +1245,184 @@ function resultOf(t) {
     rss: t.rssLoad,
     note: t.notes.length ? t.notes.join('; ') : null,
   };
+}
+
+// ---------------------------------------------------------------- reload under load
+// tollgate-reload: the `tollgate` config with an admin listener on a port of its own, measured after the
+// table with every other target stopped. Each round has two DURATION s wrk runs at c50 on GET / (the
+// `tollgate` requests): one without reloads, and one during which this process reloads the config once a
+// second, DURATION - 1 times, all inside the run: it writes one of two valid configs to the file given with
+// --config (B adds a route that sets a response header and lowers the rate limit, which still never
+// triggers; A is the one Tollgate started with), then POSTs /api/reload on the admin listener and waits for
+// the answer. The pair's order alternates each round; each row is the median run by req/s, errors summed
+// over the rounds. So the pair shows what reloading costs the requests in flight: throughput, latency while
+// the new config is read, validated and swapped in, and any request that fails across a swap.
+// Before measuring, one reload to B and one back to A check that the API is there and really re-reads the
+// file (the header of B's route appears, then goes). A 404 or 405 (a Tollgate without the reload API) gives
+// the row "reload API not available" and no reloading runs.
+
+const RELOAD_PERIOD_MS = 1000;
+const RELOAD_ROUTE = '/reload-extra';
+const RELOAD_HEADER = 'x-bench-config';
+
+function reloadConfigs(port, adminPort, backendPorts, dir) {
+  return [
+    tollgateYaml(port, backendPorts, dir, undefined, { adminPort }),
+    tollgateYaml(port, backendPorts, dir, undefined, {
+      adminPort,
+      requestsPerMinute: 50000000,
+      routes: `routes:
+  - { name: "default", service: "default" }
+  - { name: "reload-extra", match: { path_prefix: "${RELOAD_ROUTE}" }, service: "default", response_headers: { set: { "${RELOAD_HEADER}": "b" } } }
+`,
+    }),
+  ];
+}
+
+const socketErrors = (r) => r.socket.connect + r.socket.read + r.socket.write + r.socket.timeout;
+
+// Replaces the file in one rename, so Tollgate never reads half of it.
+function writeConfig(file, text) {
+  fs.writeFileSync(`${file}.tmp`, text);
+  fs.renameSync(`${file}.tmp`, file);
+}
+
+function postReload(port, timeoutMs = 10_000) {
+  return new Promise((resolve) => {
+    const body = '{}';
+    const req = http.request({
+      host: '127.0.0.1', port, method: 'POST', path: '/api/reload', agent: false, timeout: timeoutMs,
+      headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+    }, (res) => {
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode, body: Buffer.concat(chunks).toString() }));
+      res.on('error', (err) => resolve({ error: err }));
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', (err) => resolve({ error: err }));
+    req.end(body);
+  });
+}
+
+// Reloads `count` times, one every RELOAD_PERIOD_MS from now, alternating configs[1] and configs[0];
+// `state.applied` is the index of the config Tollgate runs (after each 200). stop() ends the loop after the
+// reload in flight and resolves with the counts.
+function startReloads(adminPort, file, configs, count, state) {
+  const stats = { sent: 0, ok: 0, refused: 0, failed: 0, answerMs: [], first: null };
+  let stopped = false;
+  let wake = null;
+  const done = (async () => {
+    const t0 = Date.now();
+    for (let k = 1; k <= count; k++) {
+      const wait = t0 + k * RELOAD_PERIOD_MS - Date.now();
+      if (wait > 0) await new Promise((r) => { wake = r; setTimeout(r, wait); });
+      if (stopped) break;
+      const next = 1 - state.applied;
+      writeConfig(file, configs[next]);
+      const started = performance.now();
+      const r = await postReload(adminPort);
+      stats.sent++;
+      if (r.error) {
+        stats.failed++;
+        stats.first ??= `no answer: ${r.error.message}`;
+      } else if (r.status === 200) {
+        stats.ok++;
+        stats.answerMs.push(performance.now() - started);
+        state.applied = next;
+      } else {
+        stats.refused++;
+        stats.first ??= `HTTP ${r.status}: ${r.body.slice(0, 200)}`;
+        writeConfig(file, configs[state.applied]); // the file says what runs
+      }
+    }
+  })();
+  return {
+    async stop() {
+      stopped = true;
+      wake?.();
+      await done;
+      return stats;
+    },
+  };
+}
+
+// One reload outside the measured runs: config `which`, then GET /reload-extra must show (B) or not show
+// (A) B's response header. Resolves with the answer (a 200 was checked that way; anything else is not).
+async function reloadTo(which, port, adminPort, file, configs, state) {
+  writeConfig(file, configs[which]);
+  const r = await postReload(adminPort);
+  if (r.error) throw new Error(`POST /api/reload on 127.0.0.1:${adminPort}: ${r.error.message}`);
+  if (r.status !== 200) return r;
+  state.applied = which;
+  const probe = await httpGet(port, `${RELOAD_ROUTE}/x`, { authorization: `Bearer ${TOKEN}` });
+  if (probe.error || !okProxied(probe)) throw new Error(`GET ${RELOAD_ROUTE}/x after a reload: ${probe.error ? probe.error.message : probe.status}`);
+  if ((probe.headers[RELOAD_HEADER] === 'b') !== (which === 1)) {
+    throw new Error(`POST /api/reload answered 200 but config ${which === 1 ? 'B' : 'A'} is not in force (${RELOAD_HEADER}: ${probe.headers[RELOAD_HEADER] ?? 'absent'})`);
+  }
+  return r;
+}
+
+async function measureReloads(port, adminPort, backendPorts, dir, checkBackends) {
+  const name = RELOAD_TARGET;
+  const out = { steady: [], reloading: [], reloads: { sent: 0, ok: 0, refused: 0, failed: 0, answerMs: [], first: null }, unavailable: null, failure: null, notes: [] };
+  const file = path.join(dir, `${name}.yaml`);
+  const configs = reloadConfigs(port, adminPort, backendPorts, dir);
+  const state = { applied: 0 };
+  let child = null;
+  log(`--- ${name}: reload under load (admin on 127.0.0.1:${adminPort})`);
+  try {
+    if (buildNote) throw new Error(buildNote);
+    writeConfig(file, configs[0]);
+    child = await startNodeTarget(name, [path.join('dist', 'cli.js'), '--config', file], port,
+      { path: '/health', headers: { authorization: `Bearer ${TOKEN}` } }, dir, TOLLGATE_ENV);
+    const off = offCpu(child.pid, PROXY_CPU);
+    if (off.length) out.notes.push(`not pinned to CPU ${PROXY_CPU} only (pid:cpus ${off.join(' ')})`);
+    const probe = await reloadTo(1, port, adminPort, file, configs, state);
+    if (probe.status === 404 || probe.status === 405) {
+      out.unavailable = `reload API not available (POST /api/reload answered ${probe.status})`;
+      log(`${name}: ${out.unavailable}: measuring without reloads only`);
+    } else if (probe.status !== 200) {
+      throw new Error(`POST /api/reload with a valid config answered ${probe.status}: ${probe.body.slice(0, 300)}`);
+    } else {
+      const back = await reloadTo(0, port, adminPort, file, configs, state);
+      if (back.status !== 200) throw new Error(`POST /api/reload back to config A answered ${back.status}: ${back.body.slice(0, 300)}`);
+    }
+    if (WARMUP > 0) await wrk(port, WARMUP, [AUTH_HEADER]);
+    for (let round = 1; round <= RUNS; round++) {
+      const kinds = out.unavailable ? ['steady'] : round % 2 === 1 ? ['steady', 'reloading'] : ['reloading', 'steady'];
+      for (const kind of kinds) {
+        checkBackends();
+        const reloads = kind === 'reloading' ? startReloads(adminPort, file, configs, DURATION - 1, state) : null;
+        let r;
+        try {
+          r = await wrk(port, DURATION, [AUTH_HEADER]);
+        } finally {
+          const st = await reloads?.stop();
+          if (st) {
+            for (const k of ['sent', 'ok', 'refused', 'failed']) out.reloads[k] += st[k];
+            out.reloads.answerMs.push(...st.answerMs);
+            out.reloads.first ??= st.first;
+          }
+        }
+        out[kind].push(r);
+        const sofar = kind === 'reloading' ? `, reloads ${out.reloads.ok}/${out.reloads.sent} answered 200 so far` : '';
+        log(`${name}: round ${round}/${RUNS} ${kind === 'reloading' ? 'reloading every 1 s' : 'no reloads'}: ${r.rps.toFixed(0)} req/s, p99 ${fmtMs(r.p99)} ms, non-2xx/3xx ${r.non2xx}, socket errors ${socketErrors(r)}${sofar}`);
+        // Every run starts from config A, like the first one.
+        if (state.applied !== 0) {
+          const back = await reloadTo(0, port, adminPort, file, configs, state);
+          if (back.status !== 200) throw new Error(`POST /api/reload back to config A answered ${back.status}: ${back.body.slice(0, 300)}`);
+        }
+      }
+    }
+    if (child.exitInfo) out.notes.push(`process exited during the runs (${child.exitInfo.signal ?? `code ${child.exitInfo.code}`})`);
+  } catch (err) {
+    log(`${name}: FAILED: ${err.message}`);
+    out.failure = err.message;
+  } finally {
+    await stop(child);
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------- report
@@ -1203,10 +1516,21 @@ function checks(results) {
     t.rps >= 0.90 * m.rps,
     `tollgate ${int(t.rps)} req/s, tollgate-minimal ${int(m.rps)} req/s: ${ratio(t.rps, m.rps)} ×`,
   ]);
+  // "Within the noise" of the one-route row: the 1,000-route row may trail it by as much as the c50 runs of
+  // either row spread ((max - min) / median), or by ROUTES_MIN_NOISE when they spread less (one run each).
+  line(`routes (${ROUTES_TARGET} within the noise of tollgate)`, ['tollgate', ROUTES_TARGET], (t, r) => {
+    const spread = (row) => (Math.max(...row.runsRps) - Math.min(...row.runsRps)) / row.rps;
+    const noise = Math.max(ROUTES_MIN_NOISE, spread(t), spread(r));
+    const runs = (row) => row.runsRps.map(int).join(' / ');
+    return [
+      r.rps >= (1 - noise) * t.rps,
+      `${ROUTES_TARGET} ${int(r.rps)} req/s = ${ratio(r.rps, t.rps)} × tollgate (${int(t.rps)}); allowed ${(noise * 100).toFixed(1)}% below (c50 runs: tollgate ${runs(t)}, ${ROUTES_TARGET} ${runs(r)})`,
+    ];
+  });
   return out;
 }
 
-function report(results, meta) {
+function report(results, meta, reload) {
   const direct = results.find((r) => r.name === 'direct' && r.ok);
   const bare = results.find((r) => r.name === 'bare' && r.ok);
   const mib = (v) => (v === null || v === undefined ? 'n/a' : v.toFixed(1));
@@ -1243,14 +1567,14 @@ function report(results, meta) {
   const c50Method = RUNS > 1
     ? `${RUNS} rounds of one ${DURATION} s run per target, interleaved across targets with the order rotating each round (round 2 starts with the second target and ends with the first, and so on), so drift during the session reaches every row alike; the row is the median run by req/s`
     : `one ${DURATION} s run per target, all in one round`;
-  const lines = [
+  const table = [
     `| target | req/s (median) | ratio to direct | ratio to bare | p50 ms | p99 ms | p99 ms c${CONNECTIONS_HIGH} | p99 ms c${CONNECTIONS_HIGH} established | MiB/s 1 MiB | errors | RSS idle MiB | RSS load MiB |`,
     '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
     ...rows,
     '',
     ...(results.some((r) => r.name === 'tollgate') ? [...checks(results), ''] : []),
     ...(notes.length ? [...notes, ''] : []),
-    `- wrk: \`${wrkCmd({})}\` for req/s, p50, p99; \`-c${CONNECTIONS_HIGH}\` for p99 c${CONNECTIONS_HIGH} (wrk opens its ${CONNECTIONS_HIGH} connections when the measured run starts, so this p99 includes waiting to be accepted, and wrk's coordinated-omission correction multiplies those slow first requests); \`${wrkCmd({ urlPath: BIG_PATH })}\` for MiB/s (wrk's Transfer/sec, headers included); the tollgate rows add \`-H ${shellQuote(AUTH_HEADER)}\``,
+    `- wrk: \`${wrkCmd({})}\` for req/s, p50, p99; \`-c${CONNECTIONS_HIGH}\` for p99 c${CONNECTIONS_HIGH} (wrk opens its ${CONNECTIONS_HIGH} connections when the measured run starts, so this p99 includes waiting to be accepted, and wrk's coordinated-omission correction multiplies those slow first requests); \`${wrkCmd({ urlPath: BIG_PATH })}\` for MiB/s (wrk's Transfer/sec, headers included); the tollgate rows add \`-H ${shellQuote(AUTH_HEADER)}\`${results.some((r) => r.name === ROUTES_TARGET) ? `; ${ROUTES_TARGET} adds \`-H 'Host: ${ROUTE_MIX[0].host}'\` and, for the c${CONNECTIONS} and c${CONNECTIONS_HIGH} runs, \`-s ${ROUTES_TARGET}.lua\`` : ''}`,
     `- h2load: \`${h2Cmd}\` for p99 c${CONNECTIONS_HIGH} established (the tollgate rows add the same \`-H\`): h2load opens its ${CONNECTIONS_HIGH} keep-alive connections and sends each one's first request when its ${H2_WARMUP} s warm-up starts, then measures for ${DURATION} s; from its per-request log (start, status, time to the end of the response) the rows that started before h2load printed the end of its warm-up are dropped (the requests in flight at the switch, which it logs too, and a few ms of the measured phase), so every request kept went over a connection the proxy had already accepted and answered; p99 is the nearest-rank 99th percentile of the time to the end of the response over the rows kept, with no coordinated-omission correction; responses outside 2xx and h2load's errored streams count as errors`,
     `- all targets started up front and kept up, idle while another one is measured; ${WARMUP > 0 ? `each warmed up once for ${WARMUP} s, then` : 'no warm-up;'} ${c50Method}; then one ${DURATION} s wrk run at c${CONNECTIONS_HIGH} of each target in turn, then one h2load run at c${CONNECTIONS_HIGH} of each target in turn, then one ${DURATION} s run on the 1 MiB body of each target in turn (single runs, no median); errors are summed over all runs${QUICK ? ' (--quick smoke run: numbers are rough)' : ''}`,
     `- RSS idle: right after the target answered its first requests, before any load; RSS load: the peak of samples every ${RSS_SAMPLE_MS} ms during the c${CONNECTIONS_HIGH} wrk run. Both count the proxy's whole process tree (direct: the nginx worker)`,
@@ -1259,11 +1583,64 @@ function report(results, meta) {
     ...(peersUsed ? [`- node-http-proxy: http-proxy ${meta.httpProxy} with a keep-alive http.Agent (maxSockets 128); fastify-proxy: fastify ${meta.fastify} + @fastify/http-proxy ${meta.fastifyHttpProxy} (undici ${meta.undiciPeer}, 128 connections per backend), round robin through \`replyOptions.getUpstream\`, logger off`] : []),
     '- tollgate: bearer auth, a rate limit that never triggers, info logging to a file, default health checks and retries, metrics and tracing on (the defaults); tollgate-minimal: auth, rate limit, health checks, retries, metrics and tracing off, log level warn; tollgate-no_monitoring: tollgate with metrics, tracing and Server-Timing off',
     ...(results.some((r) => SCALE[r.name]) ? [`- tollgate-redis: tollgate with \`store: { type: redis }\` (every request one EVALSHA on one hot key; redis-server ${meta.redis ?? 'n/a'} on CPU ${LOAD_CPU}); tollgate-workers2: \`workers: 2\` with the memory store (buckets in the primary, asked over IPC), primary and both workers on CPU ${PROXY_CPU}`] : []),
+    ...(results.some((r) => r.name === ROUTES_TARGET) ? [`- ${ROUTES_TARGET}: the tollgate config plus ${ROUTE_COUNTS.exact + ROUTE_COUNTS.wildcard + ROUTE_COUNTS.hostless} routes to its one service: ${ROUTE_COUNTS.exact} with an exact host (\`svcN.example.test\`) and a path prefix (\`/api/vN\`), ${ROUTE_COUNTS.wildcard} with a wildcard host (\`*.zoneN.example.net\`) and the prefix \`/web\`, ${ROUTE_COUNTS.hostless} with no host and a path prefix (\`/pN/\`, one of them \`${BIG_PATH}\`); its c${CONNECTIONS} and c${CONNECTIONS_HIGH} runs cycle through ${ROUTE_MIX.length} requests (a wrk Lua script: ${ROUTE_MIX.map((r) => `${r.host}${r.path}`).join(', ')}), its h2load and 1 MiB runs send Host ${ROUTE_MIX[0].host} to ${ROUTE_MIX[0].path} and ${BIG_PATH}; checked at start: those requests reach a backend, and ${ROUTE_MISSES.length} that no route takes answer 404`] : []),
+  ];
+  const lines = [
+    ...(results.length ? table : []),
+    ...(reload ? reloadReport(reload) : []),
     `- node ${process.version}, nginx ${meta.nginx}, haproxy ${meta.haproxy}, wrk ${meta.wrk}, h2load (nghttp2) ${meta.h2load}`,
     `- date: ${meta.date}`,
     `- CPU: ${meta.cpu}`,
   ];
   return lines.join('\n');
+}
+
+// The reload-under-load rows (measureReloads), under their own header, and a PASS/FAIL line.
+function reloadReport(rl) {
+  const int = (v) => Math.round(v).toLocaleString('en-US');
+  const median = (runs) => [...runs].sort((a, b) => a.rps - b.rps)[Math.floor((runs.length - 1) / 2)];
+  const sum = (runs, f) => runs.reduce((a, r) => a + f(r), 0);
+  const dash = '– | – | – | – | – | – | –'; // the columns after req/s
+  const lines = [
+    '',
+    `**Reload under load** (${RELOAD_TARGET}: wrk at c${CONNECTIONS} on the tollgate config, with and without a config reload every ${RELOAD_PERIOD_MS / 1000} s)`,
+    '',
+    '| run | req/s (median) | ratio to no reloads | p50 ms | p99 ms | non-2xx/3xx | socket errors | reloads answered 200 | reload answered in ms (median / max) |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+  ];
+  const steady = rl.steady.length ? median(rl.steady) : null;
+  const row = (label, runs, reloads) => {
+    const m = median(runs);
+    return `| ${label} | ${int(m.rps)} | ${steady ? (m.rps / steady.rps).toFixed(2) : 'n/a'} | ${fmtMs(m.p50)} | ${fmtMs(m.p99)} | ${sum(runs, (r) => r.non2xx)} | ${sum(runs, socketErrors)} | ${reloads} |`;
+  };
+  const rs = rl.reloads;
+  const answered = [...rs.answerMs].sort((a, b) => a - b);
+  const answerCol = answered.length ? `${fmtMs(percentile(answered, 50))} / ${fmtMs(answered[answered.length - 1])}` : 'n/a';
+  if (rl.failure) lines.push(`| ${RELOAD_TARGET} | failed | ${dash} |`);
+  else {
+    lines.push(row('no reloads', rl.steady, '– | –'));
+    if (rl.unavailable) lines.push(`| a reload every ${RELOAD_PERIOD_MS / 1000} s | ${rl.unavailable} | ${dash} |`);
+    else lines.push(row(`a reload every ${RELOAD_PERIOD_MS / 1000} s`, rl.reloading, `${rs.ok} of ${rs.sent} | ${answerCol}`));
+  }
+  lines.push('');
+  const name = 'reload under load (no failed request while reloading, every reload answered 200)';
+  if (rl.failure) lines.push(`- FAIL ${name}: not measured (${rl.failure.split('\n')[0]})`);
+  else if (rl.unavailable) lines.push(`- FAIL ${name}: not measured (${rl.unavailable})`);
+  else {
+    const r = median(rl.reloading);
+    const errors = sum(rl.reloading, (x) => x.errors);
+    lines.push(`- ${errors === 0 && rs.ok === rs.sent && rs.sent > 0 ? 'PASS' : 'FAIL'} ${name}: ${rs.ok} of ${rs.sent} reloads answered 200, ${sum(rl.reloading, (x) => x.non2xx)} non-2xx/3xx and ${sum(rl.reloading, socketErrors)} socket errors in the runs with reloads; ${int(r.rps)} req/s = ${steady ? (r.rps / steady.rps).toFixed(2) : 'n/a'} × the runs without`);
+    if (rs.first) lines.push(`- first reload not answered 200: ${rs.first.replace(/\s+/g, ' ')}`);
+  }
+  lines.push('');
+  if (rl.failure) lines.push(`- ${RELOAD_TARGET} failed: ${rl.failure.split('\n')[0]}`);
+  for (const n of rl.notes) lines.push(`- ${RELOAD_TARGET}: ${n}`);
+  lines.push(
+    `- measured after the table, with the other targets stopped: tollgate (the tollgate config, admin listener on a port of its own) on CPU ${PROXY_CPU}; ${RUNS > 1 ? `${RUNS} rounds of two ${DURATION} s runs, one without reloads and one with, the order alternating each round; each row is the median run by req/s, errors summed over the rounds` : `one ${DURATION} s run without reloads and one with`}; the load is the tollgate row's (\`GET /\`, \`-H ${shellQuote(AUTH_HEADER)}\`)`,
+    `- while wrk runs, this script (node, not pinned) reloads ${DURATION - 1} times, one a second: it writes config B or A in turn to the file given with \`--config\` (a rename, so it is never read half-written), then sends \`POST /api/reload\` with \`Content-Type: application/json\` and waits for the answer; B adds a route (\`${RELOAD_ROUTE}\`, which sets a response header) and lowers the rate limit from 60,000,000 to 50,000,000 a minute (never reached); before the runs one reload to B and one back to A check that the header appears and goes, so a 200 means the file was read`,
+    '',
+  );
+  return lines;
 }
 
 const START = '<!-- bench:start -->';
@@ -1327,8 +1704,8 @@ async function main() {
 
   if (TARGETS.some((t) => t.startsWith('tollgate'))) await ensureTollgateBuilt(tmpDir);
 
-  const [b1, b2, b3, ...targetPorts] = await freePorts(3 + TARGETS.length);
-  const ports = { backends: [b1, b2, b3], of: Object.fromEntries(TARGETS.map((t, i) => [t, targetPorts[i]])) };
+  const [b1, b2, b3, reloadAdmin, ...targetPorts] = await freePorts(4 + TARGETS.length);
+  const ports = { backends: [b1, b2, b3], reloadAdmin, of: Object.fromEntries(TARGETS.map((t, i) => [t, targetPorts[i]])) };
 
   BIG = bigBody();
   // The nginx workers run as an unprivileged user when started as root: they need to
@@ -1354,13 +1731,19 @@ async function main() {
     if (nginx.exitInfo) throw new Error('nginx exited unexpectedly');
   };
 
-  const targets = TARGETS.map((name) => newTarget(name, specs[name]));
+  // The rows of the table; tollgate-reload is a phase of its own after them.
+  const targets = TARGETS.filter((name) => name !== RELOAD_TARGET).map((name) => newTarget(name, specs[name]));
+  let reload = null;
   try {
     for (const t of targets) {
       checkBackends();
       await startTarget(t);
     }
     await measureAll(targets, checkBackends);
+    if (TARGETS.includes(RELOAD_TARGET)) {
+      await Promise.all(targets.map((t) => stop(t.child)));
+      reload = await measureReloads(ports.of[RELOAD_TARGET], ports.reloadAdmin, ports.backends, tmpDir, checkBackends);
+    }
   } finally {
     // On an error too (the exit handler would also kill them, but without the grace period).
     await Promise.all(targets.map((t) => stop(t.child)));
@@ -1370,7 +1753,7 @@ async function main() {
   const results = targets.map(resultOf);
 
   meta.date = new Date().toISOString().replace('T', ' ').replace(/:\d\d\.\d+Z$/, ' UTC');
-  const block = report(results, meta);
+  const block = report(results, meta, reload);
   console.log(`\n${block}\n`);
   if (WRITE) {
     if (QUICK) log('note: writing numbers from a --quick run');
