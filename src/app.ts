@@ -12,7 +12,7 @@ import { ConfigError } from './config/load.js';
 import { DEFAULT_NAME, type Config, type RateLimitConfig } from './config/schema.js';
 import { Gateway, type ReloadOutcome } from './gateway/gateway.js';
 import type { Generation } from './gateway/generation.js';
-import { loadForReload } from './gateway/reload.js';
+import { loadForReloadOffThread } from './gateway/reload.js';
 import { MemoryStore } from './limits/memory-store.js';
 import { RedisStore } from './limits/redis-store.js';
 import type { RateLimitStore } from './limits/store.js';
@@ -155,7 +155,7 @@ export function createProxy(config: Config, options: ProxyOptions): Proxy {
     }
     let loaded;
     try {
-      loaded = loadForReload(file);
+      loaded = await loadForReloadOffThread(file);
     } catch (err) {
       if (!(err instanceof ConfigError)) throw err;
       reloads.inc({ result: 'error' });

@@ -27,7 +27,7 @@ import { availableParallelism } from 'node:os';
 import type { Logger } from 'pino';
 import { ConfigError } from '../config/load.js';
 import type { Config } from '../config/schema.js';
-import { applicableConfig, loadForReload } from '../gateway/reload.js';
+import { applicableConfig, loadForReloadOffThread } from '../gateway/reload.js';
 import { answerTakes } from '../limits/ipc-store.js';
 import { MemoryStore } from '../limits/memory-store.js';
 import { policyFromRate } from '../limits/token-bucket.js';
@@ -265,7 +265,7 @@ export class Primary {
     if (this.#shuttingDown) return failed(['shutting down']);
     let loaded;
     try {
-      loaded = loadForReload(this.#configFile);
+      loaded = await loadForReloadOffThread(this.#configFile);
     } catch (err) {
       if (!(err instanceof ConfigError)) throw err;
       return failed(err.message.split('\n'));

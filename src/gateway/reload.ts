@@ -6,8 +6,10 @@
  */
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { Worker } from 'node:worker_threads';
 import { ConfigError, parseConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
+import type { ParseReply } from './parse-thread.js';
 
 /** Keys of `server` that the listener (node:http server) or the process layout was built from. */
 const LISTENER_KEYS = [
@@ -68,6 +70,32 @@ export function loadForReload(file: string): LoadedFile {
   }
   const config = parseConfig(bytes.toString('utf8'), file);
   return { config, hash: sha256(bytes) };
+}
+
+/**
+ * What the thread runs: the compiled parse-thread.js beside this file. When the TypeScript sources run
+ * directly (the tests, under tsx), the thread does not inherit tsx's loader, so it registers it first.
+ */
+const FROM_SOURCES = import.meta.url.endsWith('.ts');
+const PARSE_THREAD = new URL(`./parse-thread${FROM_SOURCES ? '.ts' : '.js'}`, import.meta.url);
+const PARSE_THREAD_START = FROM_SOURCES
+  ? `import('tsx/esm/api').then((tsx) => { tsx.register(); return import(${JSON.stringify(PARSE_THREAD.href)}); })`
+  : `import(${JSON.stringify(PARSE_THREAD.href)})`;
+
+/**
+ * `loadForReload` on a worker thread (parse-thread.ts), so that parsing a large file does not stall the
+ * requests in flight. Rejects with the same ConfigError.
+ */
+export async function loadForReloadOffThread(file: string): Promise<LoadedFile> {
+  const worker = new Worker(PARSE_THREAD_START, { eval: true, workerData: { file } });
+  const reply = await new Promise<ParseReply>((resolve, reject) => {
+    worker.once('message', resolve);
+    worker.once('error', reject);
+    worker.once('exit', (code) => reject(new Error(`the config reading thread exited (code ${code}) without an answer`)));
+  }).finally(() => void worker.terminate());
+  if (reply.ok) return { config: reply.config as Config, hash: reply.hash };
+  if ('problems' in reply) throw new ConfigError(reply.file, reply.problems);
+  throw new Error(`reading the config on a worker thread failed: ${reply.failure}`);
 }
 
 export function sha256(bytes: Buffer | string): string {
