@@ -29,10 +29,10 @@ export interface ProxyOptions {
   /** Extra phases (library use), run after the built-in request filters. */
   phases?: readonly Phases[];
   /**
-   * The bucket store to use instead of the one the config names (a cluster worker passes the store that
-   * asks the primary). Closed with the proxy.
+   * The bucket store for a rate-limit policy instead of the one its config names (a cluster worker's stores
+   * ask the primary); undefined: the one the config names. Called once per policy; closed with the proxy.
    */
-  rateLimitStore?: RateLimitStore;
+  rateLimitStoreFor?: (config: RateLimitConfig) => RateLimitStore | undefined;
   /** Running as a cluster worker: max_connections is counted by the server itself (see ProxyServer). */
   clusterWorker?: boolean;
   /** false: no admin listener whatever the config says (a process that is not the one serving it). */
@@ -76,7 +76,7 @@ export function createProxy(config: Config, options: ProxyOptions): Proxy {
     if (store === undefined) {
       const policy = policyFromRate(rateLimit.requests_per_minute, rateLimit.burst_size);
       store =
-        options.rateLimitStore ??
+        options.rateLimitStoreFor?.(rateLimit) ??
         (rateLimit.store.type === 'redis'
           ? new RedisStore({ config: rateLimit.store, policy, logger })
           : new MemoryStore({ policy, maxKeys: rateLimit.max_keys, clock }));
