@@ -32,10 +32,11 @@ export interface ProxyOptions {
   /** Extra phases (library use), run after the built-in request filters. */
   phases?: readonly Phases[];
   /**
-   * The bucket store to use instead of the one the config names (a cluster worker passes the store that
-   * asks the primary). Closed with the proxy.
+   * The bucket store for a rate-limit policy instead of the one its config names (a cluster worker's stores
+   * ask the primary); undefined: the one the config names. Called when a policy first comes into use (at
+   * start or on a reload); the store is closed once no generation uses its policy, or with the proxy.
    */
-  rateLimitStore?: RateLimitStore;
+  rateLimitStoreFor?: (config: RateLimitConfig) => RateLimitStore | undefined;
   /** Running as a cluster worker: max_connections is counted by the server itself (see ProxyServer). */
   clusterWorker?: boolean;
   /** false: no admin listener whatever the config says (a process that is not the one serving it). */
@@ -89,7 +90,8 @@ export function createProxy(config: Config, options: ProxyOptions): Proxy {
   const version = packageVersion();
 
   const makeStore = (rateLimit: RateLimitConfig): RateLimitStore => {
-    if (options.rateLimitStore !== undefined) return options.rateLimitStore;
+    const given = options.rateLimitStoreFor?.(rateLimit);
+    if (given !== undefined) return given;
     const policy = policyFromRate(rateLimit.requests_per_minute, rateLimit.burst_size);
     return rateLimit.store.type === 'redis'
       ? new RedisStore({ config: rateLimit.store, policy, logger })

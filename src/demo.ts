@@ -1,11 +1,15 @@
 /**
- * `npm run demo`: three small backends on 127.0.0.1:3000-3002, each answering with its own name, and the
- * proxy with config/proxy.yaml in front of them, in one process. Ctrl-C stops everything.
+ * `npm run demo`: a small backend on each port the config names (127.0.0.1:3000-3002 for
+ * config/proxy.yaml), each answering with its name and the request it got, and the proxy in front of them,
+ * in one process; then curl commands that fit the config. `--config FILE` (or a bare FILE) runs another
+ * config, such as config/routes.example.yaml. Ctrl-C stops everything.
  */
 import { createServer, type Server } from 'node:http';
+import { parseArgs } from 'node:util';
 import { createProxy } from './app.js';
 import { ConfigError, loadConfigFile } from './config/load.js';
-import { allUpstreams } from './config/resolve.js';
+import { allUpstreams, routesOf, type ResolvedRoute } from './config/resolve.js';
+import type { AuthConfig, Config } from './config/schema.js';
 import { createLogger } from './observability/logger.js';
 
 function startBackend(name: string, port: number): Promise<Server> {
@@ -20,8 +24,60 @@ function startBackend(name: string, port: number): Promise<Server> {
   });
 }
 
+/** The curl options that pass a route's auth, with its first credential. */
+function credentials(auth: AuthConfig): string {
+  if (!auth.enabled) return '';
+  const token = auth.valid_tokens[0] ?? '';
+  if (auth.auth_type === 'api_key') return ` -H "${auth.api_key_header}: ${token}"`;
+  if (auth.auth_type === 'bearer') return ` -H "Authorization: Bearer ${token}"`;
+  const user = auth.users[0];
+  return user === undefined ? ` -H "Authorization: Basic ${token}"` : ` -u "${user.username}:${user.password}"`;
+}
+
+/** One request that this route serves: its host, path, method and headers, with its credentials. */
+function curlFor(route: ResolvedRoute, url: string): string {
+  const { match } = route.config;
+  const host = match.hosts?.[0]?.replace(/^\*\./, 'eu.');
+  const prefix = match.path_prefix?.replace(/\/+$/, '');
+  const path = match.path ?? (prefix === undefined || prefix === '' ? '/' : `${prefix}/users?id=7`);
+  const method = match.methods === undefined || match.methods.includes('GET') ? '' : ` -X ${match.methods[0] as string}`;
+  const headers = Object.entries(match.headers ?? {})
+    .map(([name, value]) => ` -H "${name}: ${value}"`)
+    .join('');
+  const target = route.config.redirect === undefined ? `service ${route.config.service ?? ''}` : `redirect ${route.config.redirect.status}`;
+  return `  curl -i${method}${host === undefined ? '' : ` -H "Host: ${host}"`}${headers}${credentials(route.auth)} "${url}${path}"   # route ${route.config.name} → ${target}`;
+}
+
+/** What to try with this config: one request per route, and a loop that runs into a rate limit. */
+function examples(config: Config, url: string): string[] {
+  const lines = [`  curl ${url}/health`];
+  if (config.routes === undefined) {
+    // The brief's file: one route; its auth and limit apply to every path.
+    const auth = config.middleware.auth;
+    if (auth.enabled) lines.push(`  curl -i ${url}/                                   # 401 without credentials`);
+    lines.push(`  curl -i${credentials(auth)} ${url}/`);
+    const limit = config.middleware.rate_limit;
+    if (limit.enabled) {
+      lines.push(`  for i in $(seq 1 ${limit.burst_size + 5}); do curl -s -o /dev/null -w "%{http_code}\\n"${credentials(auth)} ${url}/; done`);
+    }
+    return lines;
+  }
+  const routes = routesOf(config);
+  for (const route of routes) lines.push(curlFor(route, url));
+  // The route with the smallest burst, run past it: the last few answers are 429.
+  const limited = routes.filter((r) => r.rateLimit.enabled).sort((a, b) => a.rateLimit.burst_size - b.rateLimit.burst_size)[0];
+  if (limited !== undefined) {
+    const one = curlFor(limited, url).replace(/^ {2}curl -i/, 'curl -s -o /dev/null -w "%{http_code}\\n"').replace(/ {3}# .*$/, '');
+    lines.push(`  for i in $(seq 1 ${limited.rateLimit.burst_size + 3}); do ${one}; done   # route ${limited.config.name}: 429 once its burst of ${limited.rateLimit.burst_size} is spent`);
+  }
+  return lines;
+}
+
 async function demo(): Promise<void> {
-  const file = process.argv[2] ?? 'config/proxy.yaml';
+  const { values, positionals } = parseArgs({ options: { config: { type: 'string', short: 'c' } }, allowPositionals: true });
+  const file = values.config ?? positionals[0] ?? 'config/proxy.yaml';
+  // config/routes.example.yaml takes the API key from the environment; the demo has one of its own.
+  process.env.API_KEY ??= 'demo-api-key';
   let config;
   try {
     config = loadConfigFile(file);
@@ -40,16 +96,12 @@ async function demo(): Promise<void> {
   const proxy = createProxy(config, { logger });
   const address = await proxy.listen();
   const url = `http://localhost:${address.port}`;
-  const token = config.middleware.auth.valid_tokens[0] ?? 'dev-token-123';
   const admin = proxy.admin?.address();
   process.stderr.write(
     [
       '',
-      `Tollgate demo: ${backends.length} backends, proxy on ${url}`,
-      `  curl ${url}/health`,
-      `  curl -i ${url}/                                   # 401 without a token`,
-      `  curl -i -H "Authorization: Bearer ${token}" ${url}/`,
-      `  for i in $(seq 1 15); do curl -s -o /dev/null -w "%{http_code}\\n" -H "Authorization: Bearer ${token}" ${url}/; done`,
+      `Tollgate demo: ${backends.length} backends, proxy on ${url} with ${file}`,
+      ...examples(config, url),
       ...(admin === undefined ? [] : [`Dashboard: http://${admin.address}:${admin.port}/  (Prometheus: /metrics, JSON: /api/status)`]),
       'Ctrl-C to stop.',
       '',

@@ -76,9 +76,19 @@ export interface SnapshotReply {
   readonly error?: string;
 }
 
-/** Worker → primary: a batch of rate-limit takes (memory store, limits/ipc-store.ts). */
+/**
+ * Worker → primary: a batch of rate-limit takes (memory store, limits/ipc-store.ts), grouped by policy:
+ * routes can have their own rate and burst, and the primary keeps one bucket store per policy.
+ */
 export interface TakeRequest {
   readonly type: 'tollgate:take';
+  readonly groups: TakeGroup[];
+}
+
+/** The takes of one batch made under one policy. */
+export interface TakeGroup {
+  /** `requests_per_minute/burst_size/max_keys`, as `policyKey` (limits/ipc-store.ts) writes it. */
+  readonly policy: string;
   /** Correlation ids, one per key. */
   readonly ids: number[];
   readonly keys: string[];
@@ -90,6 +100,8 @@ export interface TakeReply {
   readonly ids: number[];
   /** Four numbers per id: allowed (1 or 0), remaining, retryAfterMs, resetMs. */
   readonly decisions: number[];
+  /** Ids the primary could not answer (a policy it cannot read): those takes fail. */
+  readonly failed?: number[];
 }
 
 export type PrimaryMessage = StartMessage | ShutdownMessage | TakeReply | SnapshotRequest | ReloadMessage;

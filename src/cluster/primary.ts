@@ -3,8 +3,9 @@
  * the same port (Node's cluster module: the primary accepts connections and hands them to the workers in
  * turn). The primary serves no HTTP itself. It
  *
- * - holds the instance's rate-limit buckets (one MemoryStore) and answers the workers' batched takes over
- *   IPC, so a client's budget is the configured one for the whole instance, not one per worker;
+ * - holds the instance's rate-limit buckets (one MemoryStore per rate-limit policy, made on first use, so
+ *   each route keeps its own rate and burst) and answers the workers' batched takes over IPC, so a client's
+ *   budget is the configured one for the whole instance, not one per worker;
  * - restarts a worker that dies, after a delay that doubles with each quick death (100 ms up to 10 s);
  * - on SIGTERM / SIGINT tells every worker to drain (the same graceful shutdown as a single process) and
  *   exits once they have all exited.
@@ -28,9 +29,7 @@ import type { Logger } from 'pino';
 import { ConfigError } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { applicableConfig, loadForReloadOffThread } from '../gateway/reload.js';
-import { answerTakes } from '../limits/ipc-store.js';
-import { MemoryStore } from '../limits/memory-store.js';
-import { policyFromRate } from '../limits/token-bucket.js';
+import { answerTakes, PolicyStores } from '../limits/ipc-store.js';
 import { monotonicClock } from '../util/clock.js';
 import {
   isMessage,
@@ -169,7 +168,11 @@ export class Primary {
   readonly #workers: number;
   readonly #logFormat: 'json' | 'pretty' | undefined;
   readonly #slots: Slot[];
-  readonly #store: MemoryStore | undefined;
+  /**
+   * The buckets of every memory-store policy, made when a worker first takes under it: a reload may turn a
+   * route's limit on, so the primary is always ready to answer.
+   */
+  readonly #buckets = new PolicyStores(monotonicClock);
   /** The instance's admin listener; undefined without `PrimaryOptions.admin`. */
   readonly #admin: PrimaryAdmin | undefined;
   #started = false;
@@ -190,10 +193,6 @@ export class Primary {
     this.#workers = options.workers;
     this.#logFormat = options.logFormat;
     this.#slots = Array.from({ length: options.workers }, () => ({ worker: undefined, startedAt: 0, quickDeaths: 0, restartTimer: undefined, listening: false, generation: null }));
-    const rateLimit = options.config.middleware.rate_limit;
-    if (rateLimit.enabled && rateLimit.store.type === 'memory') {
-      this.#store = new MemoryStore({ policy: policyFromRate(rateLimit.requests_per_minute, rateLimit.burst_size), maxKeys: rateLimit.max_keys, clock: monotonicClock });
-    }
     cluster.setupPrimary({ exec: options.exec ?? (process.argv[1] as string), args: [], silent: false });
     const view: PrimaryView = {
       workers: () => this.#monitored(),
@@ -365,8 +364,7 @@ export class Primary {
 
   #message(slot: number, worker: Worker, message: unknown): void {
     if (isTakeRequest(message)) {
-      if (this.#store === undefined) return;
-      worker.send(answerTakes(this.#store, message), undefined, undefined, ignoreSendError);
+      worker.send(answerTakes(this.#buckets, message), undefined, undefined, ignoreSendError);
       return;
     }
     if (isMessage<SnapshotReply>(message, 'tollgate:snapshot-reply')) {
@@ -466,7 +464,7 @@ export class Primary {
     }, this.#config.server.shutdown_grace_ms + 5_000);
     await allExited;
     clearTimeout(deadline);
-    this.#store?.close();
+    this.#buckets.close();
     // The admin listener stayed up while the workers drained; open dashboards are cut, not waited for.
     await this.#admin?.close();
     this.#logger.info('shutdown complete');

@@ -6,8 +6,9 @@
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { createProxy, type Proxy } from '../app.js';
-import type { Config } from '../config/schema.js';
+import type { Config, RateLimitConfig } from '../config/schema.js';
 import { IpcStore } from '../limits/ipc-store.js';
+import type { RateLimitStore } from '../limits/store.js';
 import { createLogger } from '../observability/logger.js';
 import {
   isMessage,
@@ -78,9 +79,14 @@ async function startWorker(start: StartMessage): Promise<number> {
   process.on('unhandledRejection', (reason) => logger.error({ err: reason }, 'unhandled rejection (a bug: please report it)'));
   process.on('uncaughtException', (err) => logger.error({ err }, 'uncaught exception (a bug: please report it)'));
 
-  const rateLimit = config.middleware.rate_limit;
-  const shared = rateLimit.enabled && rateLimit.store.type === 'memory' ? new IpcStore(process) : undefined;
-  const proxy: Proxy = createProxy(config, { logger, clusterWorker: true, admin: false, generation: start.generation, configHash: start.hash, ...(shared !== undefined ? { rateLimitStore: shared } : {}) });
+  // Memory-store limits (each route's policy) take from the primary's buckets; Redis ones go to Redis.
+  let shared: IpcStore | undefined;
+  const rateLimitStoreFor = (rateLimit: RateLimitConfig): RateLimitStore | undefined => {
+    if (rateLimit.store.type !== 'memory') return undefined;
+    shared ??= new IpcStore(process);
+    return shared.view(rateLimit);
+  };
+  const proxy: Proxy = createProxy(config, { logger, clusterWorker: true, admin: false, generation: start.generation, configHash: start.hash, rateLimitStoreFor });
   // The primary's admin listener asks for this worker's numbers; answering never throws.
   process.on('message', (message: unknown) => {
     if (!isMessage<SnapshotRequest>(message, 'tollgate:snapshot')) return;
@@ -139,6 +145,7 @@ async function startWorker(start: StartMessage): Promise<number> {
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
   }).then((code) => {
+    shared?.close();
     handle.flush();
     return code;
   });

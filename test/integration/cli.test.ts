@@ -65,6 +65,15 @@ describe('the tollgate command', () => {
     assert.match(shipped.stdout, /config\/proxy\.yaml is valid/);
   });
 
+  test('--check accepts config/routes.example.yaml with API_KEY set, and names API_KEY without it', async () => {
+    const ok = await runCli(['--check', '--config', 'config/routes.example.yaml'], { API_KEY: 'k-123' });
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.match(ok.stdout, /config\/routes\.example\.yaml is valid/);
+    const unset = await runCli(['--check', '--config', 'config/routes.example.yaml'], { API_KEY: undefined });
+    assert.equal(unset.code, 2);
+    assert.match(unset.stderr, /routes\[0\]\.middleware\.auth\.valid_tokens\[0\]: environment variable API_KEY is not set/);
+  });
+
   const badConfigs: [string, string, RegExp][] = [
     ['a YAML syntax error', 'server:\n  listen_port: [8080\nload_balancing: {}\n', /proxy\.yaml:\d+:\d+ \(yaml\): /],
     ['an unknown key', 'server:\n  listen_port: 8080\n  listen_prot: 1\nload_balancing:\n  upstreams:\n    - {name: a, address: 127.0.0.1, port: 1}\n', /proxy\.yaml:3:3 server\.listen_prot: unknown key/],

@@ -104,4 +104,21 @@ describe('cluster reload (server.workers: 2), through the real CLI', () => {
     assert.ok(lines(c.child).some((l) => l.msg === 'worker failed to switch to the new config: restarting it' && l.worker === 1));
     assert.equal((await request(`${c.url}/c/1`)).status, 200);
   });
+
+  test('a reload that turns on a route limit, then changes it: the primary\'s buckets hold it across both workers', async () => {
+    const limited = (burst: number): string =>
+      yaml(port, backend, `  - { name: a, match: { path_prefix: /a }, service: s, middleware: { rate_limit: { enabled: true, requests_per_minute: 1, burst_size: ${burst} } } }`);
+    const codes = async (n: number): Promise<number[]> => {
+      const out: number[] = [];
+      // Fresh connections: the requests are spread over both workers, and one bucket counts them all.
+      for (let i = 0; i < n; i++) out.push((await request(`${c.url}/a/${i}`)).status);
+      return out;
+    };
+    writeFileSync(file, limited(3));
+    assert.equal((await request(`${c.adminUrl}/api/reload`, { method: 'POST', headers: { 'content-type': 'application/json' } })).status, 200);
+    assert.deepEqual(await codes(5), [200, 200, 200, 429, 429]);
+    writeFileSync(file, limited(4));
+    assert.equal((await request(`${c.adminUrl}/api/reload`, { method: 'POST', headers: { 'content-type': 'application/json' } })).status, 200);
+    assert.deepEqual(await codes(5), [200, 200, 200, 200, 429], 'a changed policy is a new bucket');
+  });
 });

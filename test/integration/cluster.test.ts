@@ -110,6 +110,105 @@ describe('cluster mode (server.workers: 2), through the real CLI', () => {
   });
 });
 
+/**
+ * Routes with rate limits of their own, and none at the top level: the primary must hold buckets for each
+ * policy (made when first asked), and a route's clients must not share buckets with another route's.
+ */
+function routesYaml(port: number, backendPort: number): string {
+  const route = (name: string, prefix: string, burst?: number): string =>
+    [
+      `  - name: ${name}`,
+      `    match: { path_prefix: ${prefix} }`,
+      '    service: default',
+      ...(burst === undefined ? [] : [`    middleware: { rate_limit: { enabled: true, burst_size: ${burst} } }`]),
+    ].join('\n');
+  return [
+    'server:',
+    `  listen_port: ${port}`,
+    '  listen_address: "127.0.0.1"',
+    '  workers: 2',
+    '  trusted_proxies: ["127.0.0.1"]',
+    'load_balancing:',
+    '  health_check: { active: { enabled: false } }',
+    '  upstreams:',
+    `    - { name: b, address: 127.0.0.1, port: ${backendPort} }`,
+    'middleware:',
+    // Off here; the routes turn it on and inherit the slow refill.
+    '  rate_limit: { enabled: false, requests_per_minute: 1 }',
+    'routes:',
+    route('two', '/two', 2),
+    route('five', '/five', 5),
+    route('two-again', '/two-again', 2),
+    route('open', '/'),
+    'admin:',
+    '  port: 0',
+  ].join('\n');
+}
+
+// A primary without the route's buckets would leave requests unanswered: fail, do not hang.
+describe('cluster mode with per-route rate limits', { timeout: 60_000 }, () => {
+  let backend: Backend;
+  let c: Cluster;
+  before(async () => {
+    backend = await startBackend('b');
+    const port = await closedPort();
+    c = await startCluster(routesYaml(port, backend.port), port);
+  });
+  after(async () => {
+    await stopCluster(c);
+    await backend.close();
+  });
+
+  async function eight(path: string, client: string): Promise<Reply[]> {
+    const replies: Reply[] = [];
+    for (let i = 0; i < 8; i++) replies.push(await request(`${c.url}${path}`, as(client)));
+    return replies;
+  }
+
+  test('burst 2 on one route and 5 on another, across both workers: each route has its own limit', async () => {
+    const two = await eight('/two/x', '10.5.0.1');
+    const five = await eight('/five/x', '10.5.0.1');
+    assert.deepEqual(
+      two.map((r) => r.status),
+      [200, 200, 429, 429, 429, 429, 429, 429],
+    );
+    assert.deepEqual(
+      five.map((r) => r.status),
+      [200, 200, 200, 200, 200, 429, 429, 429],
+    );
+    // Each route's headers come from its own bucket in the primary, whichever worker answered.
+    assert.deepEqual(
+      two.slice(0, 2).map((r) => r.headers['ratelimit']),
+      [1, 0].map((n) => `"default";r=${n};t=${(2 - n) * 60}`),
+    );
+    assert.deepEqual(
+      five.slice(0, 5).map((r) => r.headers['ratelimit']),
+      [4, 3, 2, 1, 0].map((n) => `"default";r=${n};t=${(5 - n) * 60}`),
+    );
+    await waitFor(() => lines(c.child).filter((l) => l.path === '/two/x' || l.path === '/five/x').length === 16, 5_000, 'the completion lines');
+    assert.equal(servedBy(c.child, '/two/x').size, 2, 'both workers served /two');
+    assert.equal(servedBy(c.child, '/five/x').size, 2, 'both workers served /five');
+  });
+
+  test('two routes with the same policy keep separate buckets; a route without a limit has none', async () => {
+    assert.deepEqual(
+      (await eight('/two/y', '10.5.0.2')).map((r) => r.status),
+      [200, 200, 429, 429, 429, 429, 429, 429],
+    );
+    // The same client on another route with the same rate and burst starts with a full bucket.
+    assert.deepEqual(
+      (await eight('/two-again/y', '10.5.0.2')).map((r) => r.status),
+      [200, 200, 429, 429, 429, 429, 429, 429],
+    );
+    const open = await eight('/y', '10.5.0.2');
+    assert.deepEqual(
+      open.map((r) => r.status),
+      Array<number>(8).fill(200),
+    );
+    assert.equal(open[0]?.headers['ratelimit'], undefined);
+  });
+});
+
 describe('cluster mode: limits, shutdown and failures', () => {
   let backend: HoldingBackend;
   before(async () => {

@@ -2,20 +2,20 @@ import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import { describe, test } from 'node:test';
 import type { TakeReply, TakeRequest } from '../../../src/cluster/messages.js';
-import { answerTakes, IpcStore } from '../../../src/limits/ipc-store.js';
-import { MemoryStore } from '../../../src/limits/memory-store.js';
-import { policyFromRate } from '../../../src/limits/token-bucket.js';
+import { answerTakes, IpcStore, parsePolicyKey, policyKey, PolicyStores } from '../../../src/limits/ipc-store.js';
 import { manualClock } from '../../helpers/servers.js';
 
-/** A worker's end of the IPC channel, wired straight to a primary-side store. */
+/** A worker's end of the IPC channel, wired straight to the primary's stores. */
 class FakeChannel extends EventEmitter {
   sent: TakeRequest[] = [];
   failWith: Error | undefined;
-  constructor(readonly primary: MemoryStore | undefined) {
+  constructor(readonly primary: PolicyStores | undefined) {
     super();
   }
   send(message: TakeRequest, _handle: undefined, _options: undefined, callback: (err: Error | null) => void): boolean {
-    this.sent.push(message);
+    // Recorded as sent (the real channel serializes at once); answered from the message itself, later, so
+    // a store that refilled the arrays of a message it had sent would get wrong answers.
+    this.sent.push(structuredClone(message));
     const fail = this.failWith;
     setImmediate(() => {
       if (fail !== undefined) return callback(fail);
@@ -26,15 +26,19 @@ class FakeChannel extends EventEmitter {
   }
 }
 
+const SLOW_3 = { requests_per_minute: 1, burst_size: 3, max_keys: 10 };
+const SLOW_5 = { requests_per_minute: 1, burst_size: 5, max_keys: 10 };
+
 describe('IpcStore (a worker asking the primary)', () => {
   test('takes in one turn of the event loop go in one message; answers are matched by id', async () => {
-    const primary = new MemoryStore({ policy: policyFromRate(1, 3), maxKeys: 10, clock: manualClock() });
+    const primary = new PolicyStores(manualClock());
     const channel = new FakeChannel(primary);
-    const store = new IpcStore(channel);
+    const ipc = new IpcStore(channel);
+    const store = ipc.view(SLOW_3);
     try {
       const decisions = await Promise.all([store.take('a'), store.take('a'), store.take('b'), store.take('a'), store.take('a')]);
       assert.equal(channel.sent.length, 1, 'one message for the batch');
-      assert.deepEqual(channel.sent[0]?.keys, ['a', 'a', 'b', 'a', 'a']);
+      assert.deepEqual(channel.sent[0]?.groups, [{ policy: '1/3/10', ids: [1, 2, 3, 4, 5], keys: ['a', 'a', 'b', 'a', 'a'] }]);
       assert.deepEqual(
         decisions.map((d) => [d.allowed, d.remaining]),
         [
@@ -46,33 +50,110 @@ describe('IpcStore (a worker asking the primary)', () => {
         ],
       );
       assert.equal(decisions[4]?.retryAfterMs, 60_000);
-      assert.equal(store.pending, 0);
+      assert.equal(ipc.pending, 0);
       await store.take('c');
       assert.equal(channel.sent.length, 2, 'a later turn sends a new message');
+      assert.deepEqual(channel.sent[1]?.groups, [{ policy: '1/3/10', ids: [6], keys: ['c'] }]);
     } finally {
-      store.close();
+      ipc.close();
+      primary.close();
+    }
+  });
+
+  test('two policies: one message, each policy named once, and separate buckets with their own burst', async () => {
+    const primary = new PolicyStores(manualClock());
+    const channel = new FakeChannel(primary);
+    const ipc = new IpcStore(channel);
+    const three = ipc.view(SLOW_3);
+    const five = ipc.view(SLOW_5);
+    assert.equal(ipc.view({ ...SLOW_3 }), three, 'one view per policy');
+    try {
+      // The same key under both policies, interleaved: the primary keeps a bucket for each.
+      const takes: Promise<{ allowed: boolean }>[] = [];
+      for (let i = 0; i < 7; i++) takes.push(three.take('k'), five.take('k'));
+      const decisions = await Promise.all(takes);
+      assert.equal(channel.sent.length, 1);
+      const groups = channel.sent[0]?.groups ?? [];
+      assert.deepEqual(
+        groups.map((g) => [g.policy, g.keys.length]),
+        [
+          ['1/3/10', 7],
+          ['1/5/10', 7],
+        ],
+      );
+      const allowed = (from: number) => decisions.filter((_, i) => i % 2 === from && decisions[i]?.allowed === true).length;
+      assert.equal(allowed(0), 3, 'burst 3');
+      assert.equal(allowed(1), 5, 'burst 5');
+      assert.equal(primary.size, 2, 'one store per policy in the primary');
+      // Another max_keys is another policy too.
+      await ipc.view({ ...SLOW_3, max_keys: 11 }).take('k');
+      assert.equal(primary.size, 3);
+    } finally {
+      ipc.close();
       primary.close();
     }
   });
 
   test('answers for unknown ids (a reply after close) are ignored; a failed send rejects the batch', async () => {
     const channel = new FakeChannel(undefined);
-    const store = new IpcStore(channel);
+    const ipc = new IpcStore(channel);
+    const store = ipc.view(SLOW_3);
+    const other = ipc.view(SLOW_5);
     channel.emit('message', { type: 'tollgate:taken', ids: [99], decisions: [1, 0, 0, 0] } satisfies TakeReply);
     channel.emit('message', { type: 'something else' });
     channel.failWith = new Error('channel closed');
-    await assert.rejects(Promise.all([store.take('x'), store.take('y')]), /channel closed/);
-    assert.equal(store.pending, 0);
+    await Promise.all([assert.rejects(store.take('x'), /channel closed/), assert.rejects(other.take('y'), /channel closed/)]);
+    assert.equal(ipc.pending, 0);
     channel.failWith = undefined;
     const waiting = store.take('z');
-    store.close();
+    ipc.close();
     await assert.rejects(waiting, /closed/);
+  });
+
+  test('a policy the primary cannot read: those takes reject, the rest of the batch is answered', async () => {
+    const primary = new PolicyStores(manualClock());
+    const request: TakeRequest = {
+      type: 'tollgate:take',
+      groups: [
+        { policy: 'nonsense', ids: [1, 2], keys: ['a', 'b'] },
+        { policy: '1/3/10', ids: [3], keys: ['a'] },
+      ],
+    };
+    const reply = answerTakes(primary, request);
+    assert.deepEqual(reply.ids, [3]);
+    assert.deepEqual(reply.failed, [1, 2]);
+    assert.equal(primary.size, 1);
+    primary.close();
+
+    const channel = new FakeChannel(undefined);
+    const ipc = new IpcStore(channel);
+    const store = ipc.view(SLOW_3);
+    const [bad, good] = [store.take('a'), store.take('b')];
+    await new Promise((r) => setImmediate(r));
+    channel.emit('message', { type: 'tollgate:taken', ids: [2], decisions: [1, 2, 0, 20_000], failed: [1] } satisfies TakeReply);
+    await assert.rejects(bad, /cannot read the rate-limit policy/);
+    assert.deepEqual(await good, { allowed: true, remaining: 2, retryAfterMs: 0, resetMs: 20_000 });
+    ipc.close();
   });
 
   test('without an IPC channel (not a forked process), takes reject', async () => {
     const emitter = new EventEmitter();
-    const store = new IpcStore(emitter);
-    await assert.rejects(store.take('k'), /no IPC channel/);
-    store.close();
+    const ipc = new IpcStore(emitter);
+    await assert.rejects(ipc.view(SLOW_3).take('k'), /no IPC channel/);
+    ipc.close();
+  });
+});
+
+describe('policy keys', () => {
+  test('policyKey and parsePolicyKey round-trip', () => {
+    for (const p of [SLOW_3, { requests_per_minute: 6000, burst_size: 100, max_keys: 100_000 }, { requests_per_minute: Number.MAX_SAFE_INTEGER, burst_size: 1, max_keys: 1 }]) {
+      assert.deepEqual(parsePolicyKey(policyKey(p)), p);
+    }
+  });
+
+  test('anything else is not a policy', () => {
+    for (const key of ['', '1/3', '1/3/10/4', '0/3/10', '1/-3/10', '1/3.5/10', '01/3/10', ' 1/3/10', '1/3/10 ', '99999999999999999/1/1', 'a/b/c']) {
+      assert.equal(parsePolicyKey(key), undefined, JSON.stringify(key));
+    }
   });
 });
