@@ -83,7 +83,12 @@ describe('dashboard in Chromium', () => {
       const opened = await openDashboard(browser, proxy);
       page = opened.page;
       // Totals are cumulative; the "last 60 s" figures count complete seconds, so wait for them too.
-      await page.waitForFunction(() => document.getElementById('recent-401')?.textContent === '10', undefined, { timeout: 5000 });
+      // (The 429s were the last requests sent: their second may complete after the 401s'.)
+      await page.waitForFunction(
+        () => document.getElementById('recent-401')?.textContent === '10' && document.getElementById('recent-429')?.textContent === '4',
+        undefined,
+        { timeout: 5000 },
+      );
       assert.equal(await text(page, '#total-requests'), '34');
       assert.equal(await text(page, '#total-2xx'), '20');
       assert.equal(await text(page, '#total-3xx'), '0');
