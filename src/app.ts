@@ -5,7 +5,7 @@
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { AdminServer, logAdminListening } from './admin/server.js';
-import { buildStatus } from './admin/status.js';
+import { buildStatus, topologyOf } from './admin/status.js';
 import type { LoadBalancer } from './balancing/load-balancer.js';
 import { DEFAULT_NAME, type Config, type RateLimitConfig } from './config/schema.js';
 import { Generation } from './gateway/generation.js';
@@ -93,8 +93,8 @@ export function createProxy(config: Config, options: ProxyOptions): Proxy {
   const connectionsOpen = (): Promise<number> =>
     new Promise((resolve) => server.server.getConnections((err, n) => resolve(err === null ? n : 0)));
   const connectionsRefused = (): number => server.refusedConnections;
-  // The metrics count by upstream, so they are built once the generation's backends exist; the logging
-  // phase that feeds them is in the generation's phase lists already.
+  // The metrics are built once the generation's backends exist (useBackends below); the logging phase that
+  // feeds them is in the generation's phase lists already.
   const built: { metrics?: ProxyMetrics } = {};
   if (config.metrics.enabled) tail.push({ name: 'metrics', logging: (ctx) => built.metrics?.recordRequest(ctx, performance.now()) });
   const accessLog = createAccessLog(logger);
@@ -105,7 +105,9 @@ export function createProxy(config: Config, options: ProxyOptions): Proxy {
     { logger, clock, random, shared, stores: { get: storeFor }, head, user: options.phases ?? [], tail, startedAt },
     { id: 1, loadedAt: startedAt, hash: '' },
   );
-  const recorder = new ProxyMetrics({ backends: current.backends, connectionsOpen, connectionsRefused, clock, version }, { recording: config.metrics.enabled });
+  const recorder = new ProxyMetrics({ connectionsOpen, connectionsRefused, clock, version }, { recording: config.metrics.enabled });
+  // Called again with the next generation's backends whenever one is swapped in.
+  recorder.useBackends(current.backends);
   built.metrics = recorder;
   const defaultService = current.services.get(DEFAULT_NAME) ?? (current.services.values().next().value as LoadBalancer);
   const store = stores.values().next().value;
@@ -135,7 +137,7 @@ export function createProxy(config: Config, options: ProxyOptions): Proxy {
           config: config.admin,
           logger,
           status: () =>
-            buildStatus({ metrics: recorder, backends: current.backends, clock, connectionsOpen, connectionsRefused, draining: () => shared.draining, startedAt, version }),
+            buildStatus({ metrics: recorder, backends: current.backends, topology: () => topologyOf(current.config), clock, connectionsOpen, connectionsRefused, draining: () => shared.draining, startedAt, version }),
           scrape: () => recorder.scrape(),
           scrapeContentType: recorder.contentType,
         })
