@@ -5,7 +5,7 @@
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { AdminServer, logAdminListening } from './admin/server.js';
-import { buildStatus } from './admin/status.js';
+import { buildStatus, topologyOf } from './admin/status.js';
 import { Counter } from 'prom-client';
 import type { LoadBalancer } from './balancing/load-balancer.js';
 import { ConfigError } from './config/load.js';
@@ -115,7 +115,10 @@ export function createProxy(config: Config, options: ProxyOptions): Proxy {
   const connectionsOpen = (): Promise<number> =>
     new Promise((resolve) => server.server.getConnections((err, n) => resolve(err === null ? n : 0)));
   const connectionsRefused = (): number => server.refusedConnections;
-  const metrics = new ProxyMetrics({ backends: gateway.current.backends, connectionsOpen, connectionsRefused, clock, version }, { recording: config.metrics.enabled });
+  const metrics = new ProxyMetrics({ connectionsOpen, connectionsRefused, clock, version }, { recording: config.metrics.enabled });
+  // The gauges read the backends of the generation serving now; every swap hands over the next one's.
+  metrics.useBackends(gateway.current.backends);
+  gateway.onSwap((generation) => metrics.useBackends(generation.backends));
   built.metrics = metrics;
   const reloads = new Counter({
     name: 'tollgate_config_reloads_total',
@@ -174,7 +177,17 @@ export function createProxy(config: Config, options: ProxyOptions): Proxy {
           config: config.admin,
           logger,
           status: async () => ({
-            ...(await buildStatus({ metrics, backends: gateway.current.backends, clock, connectionsOpen, connectionsRefused, draining: () => gateway.shared.draining, startedAt, version })),
+            ...(await buildStatus({
+              metrics,
+              backends: gateway.current.backends,
+              topology: () => topologyOf(gateway.config),
+              clock,
+              connectionsOpen,
+              connectionsRefused,
+              draining: () => gateway.shared.draining,
+              startedAt,
+              version,
+            })),
             config: gateway.info(),
           }),
           scrape: () => metrics.scrape(),

@@ -65,38 +65,86 @@
     );
   }
 
-  function renderUpstreams(upstreams) {
-    const body = byId('upstreams');
-    const rows = new Map([...body.rows].map((r) => [r.dataset.upstream, r]));
-    upstreams.forEach((u, i) => {
-      let row = rows.get(u.name);
-      if (row === undefined) {
-        row = document.createElement('tr');
-        row.dataset.upstream = u.name;
-        for (const cls of ['name', 'address', 'state', 'num inflight', 'num weight', 'share', 'num requests']) {
-          const td = document.createElement('td');
-          td.className = cls;
-          row.appendChild(td);
-        }
-        const share = row.cells[5];
-        share.innerHTML = '<div class="share"><div class="bar"><span></span></div><span class="pct"></span></div>';
-        row.cells[2].classList.add('state');
-      }
+  /** A row with one cell per class name; kept across updates and found again by `key`. */
+  function newRow(key, classes) {
+    const row = document.createElement('tr');
+    row.dataset.key = key;
+    for (const cls of classes) {
+      const td = document.createElement('td');
+      td.className = cls;
+      row.appendChild(td);
+    }
+    return row;
+  }
+
+  /** Puts `items` in `body` in order, one row each (made by `make`, filled by `fill`); drops the others. */
+  function renderRows(body, items, keyOf, make, fill) {
+    const rows = new Map([...body.rows].map((r) => [r.dataset.key, r]));
+    items.forEach((item, i) => {
+      const key = keyOf(item);
+      let row = rows.get(key);
+      if (row === undefined) row = make(key, item);
       if (body.rows[i] !== row) body.insertBefore(row, body.rows[i] ?? null);
-      rows.delete(u.name);
-      row.dataset.state = u.state;
-      row.cells[0].textContent = u.name;
-      row.cells[1].textContent = u.address;
-      row.cells[2].textContent = u.state === 'up' ? 'healthy' : u.state === 'down' ? 'unhealthy' : 'ejected';
-      row.cells[2].dataset.state = u.state;
-      row.cells[3].textContent = int(u.inflight);
-      row.cells[4].textContent = String(Math.round(u.weight * 100) / 100);
-      const pct = u.share === null ? null : Math.round(u.share * 1000) / 10;
-      row.cells[5].querySelector('.bar span').style.width = `${pct ?? 0}%`;
-      row.cells[5].querySelector('.pct').textContent = pct === null ? '–' : `${pct}%`;
-      row.cells[6].textContent = int(u.requests);
+      rows.delete(key);
+      fill(row, item);
     });
     for (const stale of rows.values()) stale.remove();
+  }
+
+  // An upstream is its service and its name: two services may each have an upstream "api-1".
+  function renderUpstreams(upstreams) {
+    renderRows(
+      byId('upstreams'),
+      upstreams,
+      (u) => `${u.service}/${u.name}`,
+      (key, u) => {
+        const row = newRow(key, ['service', 'name', 'address', 'state', 'num inflight', 'num weight', 'share', 'num requests']);
+        row.dataset.service = u.service;
+        row.dataset.upstream = u.name;
+        row.cells[6].innerHTML = '<div class="share"><div class="bar"><span></span></div><span class="pct"></span></div>';
+        return row;
+      },
+      (row, u) => {
+        row.dataset.state = u.state;
+        row.cells[0].textContent = u.service;
+        row.cells[1].textContent = u.name;
+        row.cells[2].textContent = u.address;
+        row.cells[3].textContent = u.state === 'up' ? 'healthy' : u.state === 'down' ? 'unhealthy' : 'ejected';
+        row.cells[3].dataset.state = u.state;
+        row.cells[4].textContent = int(u.inflight);
+        row.cells[5].textContent = String(Math.round(u.weight * 100) / 100);
+        const pct = u.share === null ? null : Math.round(u.share * 1000) / 10;
+        row.cells[6].querySelector('.bar span').style.width = `${pct ?? 0}%`;
+        row.cells[6].querySelector('.pct').textContent = pct === null ? '–' : `${pct}%`;
+        row.cells[7].textContent = int(u.requests);
+      },
+    );
+  }
+
+  function renderTopology(routes, services) {
+    renderRows(
+      byId('routes'),
+      routes,
+      (r) => r.name,
+      (key) => newRow(key, ['name', 'target', 'num requests']),
+      (row, r) => {
+        row.cells[0].textContent = r.name;
+        row.cells[1].textContent = r.service !== null ? `service ${r.service}` : `redirect to ${r.redirect}`;
+        row.cells[2].textContent = int(r.requests);
+      },
+    );
+    renderRows(
+      byId('services'),
+      services,
+      (s) => s.name,
+      (key) => newRow(key, ['name', 'strategy', 'members', 'num requests']),
+      (row, s) => {
+        row.cells[0].textContent = s.name;
+        row.cells[1].textContent = s.strategy;
+        row.cells[2].textContent = s.upstreams.join(', ');
+        row.cells[3].textContent = int(s.requests);
+      },
+    );
   }
 
   function render(s) {
@@ -124,6 +172,7 @@
     set('connections', int(s.connections.open));
     set('refused', int(s.connections.refused_total));
     renderUpstreams(s.upstreams);
+    renderTopology(s.routes ?? [], s.services ?? []);
     ensureCharts();
     const t = s.series.t;
     state.charts.rps.setData([t, s.series.rps]);

@@ -27,6 +27,7 @@ export function createClusterAdmin(view: PrimaryView, options: ClusterAdminOptio
     workers: () => view.workers(),
     restarts: () => view.restarts(),
     draining: () => view.draining(),
+    currentConfig: () => view.currentConfig(),
   });
   // The primary validates and counts reloads; its workers only switch.
   const reloads = new Registry();

@@ -13,15 +13,20 @@
  * died. Its aggregation rules (sum, min, max...) are what the merge below does, per metric.
  *
  * The rules:
+ * - Everything is merged by name, never by position: each snapshot names its upstreams (service and name)
+ *   and routes, since workers meet them in their own order and may briefly run different generations
+ *   during a config reload. The monitor keeps every name it has seen (the config's to begin with), so the
+ *   series of an upstream or route that a reload removed stay.
  * - Counters (requests, duration histogram, selections, retries, 401s, 429s, ejections, refused
  *   connections) are summed over the workers. They never go backwards: each worker's newest answer is kept,
  *   a worker that does not answer in time counts with its last answer, and when a worker exits its last
  *   answer is added to a running total of exited workers. (What a worker counted after its last answer is
  *   lost with it; the dashboard asks every second while it is open.)
- * - Gauges come from the workers that answered this time: in-flight requests and open connections are
- *   summed; an upstream is healthy for the instance only if every worker that answered says so (min), and
- *   ejected if any worker has ejected it (max), so a disagreement shows as the worse state; the effective
- *   weight is the smallest.
+ * - Gauges come from the workers that answered this time, for the upstreams they use now: in-flight
+ *   requests and open connections are summed; an upstream is healthy for the instance only if every worker
+ *   that uses it and answered says so (min), and ejected if any of them has ejected it (max), so a
+ *   disagreement shows as the worse state; the effective weight is the smallest. When no worker answers,
+ *   the status document lists the upstreams of the last answers (the config's before any).
  * - The per-second history (requests, status classes, 401/429, latency sketches) is summed second by second
  *   in epoch seconds, so the latency quantiles are those of all the workers' requests together.
  * - Process metrics (process_*, nodejs_*) are not summed: each worker's come with a `worker` label (its
@@ -32,28 +37,32 @@ import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { upstreamAddress } from '../balancing/backend.js';
 import type { SnapshotReply, SnapshotRequest } from '../cluster/messages.js';
 import type { MonitoredWorker, PrimaryView } from '../cluster/primary.js';
-import { allUpstreams } from '../config/resolve.js';
+import { allUpstreams, routesOf } from '../config/resolve.js';
 import type { Config } from '../config/schema.js';
 import {
   addCounters,
   emptyCounters,
   registerProxyMetrics,
   totalsOf,
+  upstreamKey,
   type CounterSnapshot,
+  type LiveUpstream,
   type MetricFamily,
   type MetricsReader,
   type MetricsSnapshot,
-  type UpstreamGauges,
 } from '../observability/metrics.js';
 import { RollingStats } from '../observability/stats.js';
-import { CURRENT_SECONDS, RECENT_SECONDS, statusDocument, type Status, type UpstreamState } from './status.js';
+import { CURRENT_SECONDS, RECENT_SECONDS, statusDocument, topologyOf, type Status, type UpstreamState } from './status.js';
 
 /** How long a scrape waits for a worker's snapshot before leaving that worker out. */
 export const SNAPSHOT_TIMEOUT_MS = 500;
 
 /** The primary's view (its workers, restarts, draining) and what the monitor needs besides. */
 export interface ClusterMonitorOptions extends Pick<PrimaryView, 'workers' | 'restarts' | 'draining'> {
+  /** The config the primary started with (the first names of every merge). */
   config: Config;
+  /** The config in force now (after reloads), for the services and routes of the status document. */
+  currentConfig?: () => Config;
   logger: Logger;
   version: string;
   /** Epoch milliseconds when the primary started. */
@@ -74,17 +83,60 @@ interface Pending {
 /** What the last scrape merged, read by the metric families' collect(). */
 interface Merged {
   counters: CounterSnapshot;
-  upstreams: UpstreamGauges;
+  upstreams: LiveUpstream[];
   connectionsOpen: number;
   running: number;
   answered: number;
   restarts: number;
 }
 
+const isName = (u: unknown): boolean =>
+  typeof u === 'object' && u !== null && typeof (u as { service?: unknown }).service === 'string' && typeof (u as { name?: unknown }).name === 'string';
+
+/** The shape the merge relies on (a worker is the same program, so this guards against bugs, not peers). */
 function isSnapshot(value: unknown): value is MetricsSnapshot {
   if (typeof value !== 'object' || value === null) return false;
   const { counters, upstreams } = value as Partial<MetricsSnapshot>;
-  return typeof counters === 'object' && counters !== null && Array.isArray(counters.requests) && typeof upstreams === 'object' && upstreams !== null;
+  return (
+    typeof counters === 'object' &&
+    counters !== null &&
+    Array.isArray(counters.upstreams) &&
+    counters.upstreams.every(isName) &&
+    Array.isArray(counters.routes) &&
+    counters.routes.every((r) => typeof r === 'string') &&
+    Array.isArray(counters.series) &&
+    Array.isArray(counters.requests) &&
+    Array.isArray(counters.durationBuckets) &&
+    Array.isArray(counters.durationSum) &&
+    Array.isArray(counters.selections) &&
+    Array.isArray(counters.ejections) &&
+    Array.isArray(counters.authFailures) &&
+    Array.isArray(upstreams) &&
+    upstreams.every(isName)
+  );
+}
+
+/**
+ * The upstreams the answering workers use now, merged by name (in the order the workers list them): in
+ * flight summed, healthy the minimum, ejected the maximum, weight the smallest.
+ */
+export function mergeLive(snapshots: readonly Pick<MetricsSnapshot, 'upstreams'>[]): LiveUpstream[] {
+  const merged = new Map<string, { -readonly [K in keyof LiveUpstream]: LiveUpstream[K] }>();
+  for (const snapshot of snapshots) {
+    for (const u of snapshot.upstreams) {
+      const key = upstreamKey(u);
+      const into = merged.get(key);
+      if (into === undefined) {
+        merged.set(key, { service: u.service, name: u.name, address: u.address, inflight: u.inflight, healthy: u.healthy, ejected: u.ejected, weight: u.weight });
+        continue;
+      }
+      into.inflight += u.inflight;
+      into.healthy = Math.min(into.healthy, u.healthy);
+      into.ejected = Math.max(into.ejected, u.ejected);
+      into.weight = Math.min(into.weight, u.weight);
+    }
+  }
+  return [...merged.values()];
 }
 
 /** The instance's numbers, merged from the workers' snapshots (see the file comment). */
@@ -92,7 +144,10 @@ export class ClusterMonitor {
   readonly #options: ClusterMonitorOptions;
   readonly #logger: Logger;
   readonly #timeoutMs: number;
-  readonly #upstreams: readonly UpstreamState[];
+  /** The config's upstream and route names, with no counts: the first slots of every merge. */
+  readonly #seed: CounterSnapshot;
+  /** The upstreams in use as of the last answers (the config's before any): the status rows when none answers. */
+  #known: UpstreamState[];
   readonly #pending = new Map<number, Pending>();
   /** The newest answer of each running worker, by pid (with the request id it answered). */
   readonly #last = new Map<number, { id: number; counters: CounterSnapshot }>();
@@ -112,16 +167,17 @@ export class ClusterMonitor {
     this.#logger = options.logger;
     this.#timeoutMs = options.timeoutMs ?? SNAPSHOT_TIMEOUT_MS;
     const upstreams = allUpstreams(options.config);
-    this.#upstreams = upstreams.map((u) => ({ name: u.name, address: upstreamAddress(u), healthy: true, ejected: false, inflight: 0, weight: u.weight }));
-    this.#retired = emptyCounters(upstreams.length);
-    this.#merged = { counters: emptyCounters(upstreams.length), upstreams: { inflight: [], healthy: [], ejected: [] }, connectionsOpen: 0, running: 0, answered: 0, restarts: 0 };
+    this.#known = upstreams.map((u) => ({ service: u.service, name: u.name, address: upstreamAddress(u), healthy: true, ejected: false, inflight: 0, weight: u.weight }));
+    this.#seed = emptyCounters(upstreams, routesOf(options.config).map((r) => r.config.name));
+    this.#retired = emptyCounters();
+    this.#merged = { counters: this.#counters(), upstreams: [], connectionsOpen: 0, running: 0, answered: 0, restarts: 0 };
     collectDefaultMetrics({ register: this.#processRegistry });
     const reader: MetricsReader = {
       counters: () => this.#merged.counters,
       upstreams: () => this.#merged.upstreams,
       connectionsOpen: () => Promise.resolve(this.#merged.connectionsOpen),
     };
-    registerProxyMetrics(this.#registry, upstreams.map((u) => u.name), reader, { recording: options.config.metrics.enabled, version: options.version });
+    registerProxyMetrics(this.#registry, reader, { recording: options.config.metrics.enabled, version: options.version });
     const merged = (): Merged => this.#merged;
     const registers = [this.#registry];
     new Gauge({
@@ -169,7 +225,7 @@ export class ClusterMonitor {
     pending.settle(message.snapshot);
   }
 
-  /** A worker exited: its requests are answered with nothing, its last counters join the exited workers'. */
+  /** A worker exited: its requests are answered with nothing, its last counters join the exited workers' (by name). */
   exited(pid: number): void {
     for (const pending of [...this.#pending.values()]) if (pending.pid === pid) pending.settle(undefined);
     const last = this.#last.get(pid);
@@ -204,7 +260,7 @@ export class ClusterMonitor {
     const answered = answers.filter((a) => a.snapshot !== undefined);
     this.#merged = {
       counters: this.#counters(),
-      upstreams: this.#gauges(answered),
+      upstreams: this.#live(answered),
       connectionsOpen: answered.reduce((n, a) => n + (a.snapshot as MetricsSnapshot).connectionsOpen, 0),
       running: this.#options.workers().length,
       answered: answered.length,
@@ -218,15 +274,17 @@ export class ClusterMonitor {
     const answers = await this.#ask({ stats: true, process: false });
     const answered = answers.filter((a) => a.snapshot !== undefined);
     const counters = this.#counters();
-    const gauges = this.#gauges(answered);
+    const live = this.#live(answered);
     const wall = Date.now();
     const recording = this.#options.config.metrics.enabled;
     let stats: RollingStats | undefined;
     if (recording) {
-      stats = new RollingStats(this.#upstreams.length);
+      // In the merged counters' upstream slots, which name every upstream a worker's history can mention.
+      const slotOf = new Map(counters.upstreams.map((u, i) => [upstreamKey(u), i]));
+      stats = new RollingStats(counters.upstreams.length - 1);
       for (const a of answered) {
-        const exported = (a.snapshot as MetricsSnapshot).stats;
-        if (exported !== undefined) stats.absorb(exported, wall);
+        const snapshot = a.snapshot as MetricsSnapshot;
+        if (snapshot.stats !== undefined) stats.absorb(snapshot.stats, wall, snapshot.counters.upstreams.map((u) => slotOf.get(upstreamKey(u)) ?? -1));
       }
     }
     const workers = this.#options.workers();
@@ -245,16 +303,11 @@ export class ClusterMonitor {
       series: stats?.series(wall),
       // The workers' seconds arrive as epoch seconds already.
       epochSecond: (s) => s,
-      upstreams: this.#upstreams.map((u, i) => {
-        const weights = answered.map((a) => (a.snapshot as MetricsSnapshot).upstreams.weight[i]).filter((w): w is number => typeof w === 'number');
-        return {
-          ...u,
-          healthy: (gauges.healthy[i] ?? 1) === 1,
-          ejected: (gauges.ejected[i] ?? 0) === 1,
-          inflight: gauges.inflight[i] ?? 0,
-          weight: weights.length === 0 ? u.weight : Math.min(...weights),
-        };
-      }),
+      upstreams:
+        answered.length === 0
+          ? this.#known
+          : live.map((u) => ({ service: u.service, name: u.name, address: u.address, healthy: u.healthy === 1, ejected: u.ejected === 1, inflight: u.inflight, weight: u.weight })),
+      topology: topologyOf(this.#options.currentConfig?.() ?? this.#options.config),
       cluster: {
         workers: this.#options.config.server.workers === 'auto' ? workers.length : this.#options.config.server.workers,
         running: workers.length,
@@ -301,30 +354,24 @@ export class ClusterMonitor {
     });
   }
 
-  /** The exited workers' counters plus the newest answer of each running worker. */
+  /** The config's names, the exited workers' counters and the newest answer of each running worker, by name. */
   #counters(): CounterSnapshot {
-    const sum = emptyCounters(this.#upstreams.length);
+    const sum = emptyCounters();
+    addCounters(sum, this.#seed);
     addCounters(sum, this.#retired);
     for (const { counters } of this.#last.values()) addCounters(sum, counters);
     return sum;
   }
 
-  /** The upstream gauges of the workers that answered (see the file comment for the rules). */
-  #gauges(answered: Answer[]): UpstreamGauges {
-    if (answered.length === 0) return { inflight: [], healthy: [], ejected: [] };
-    const n = this.#upstreams.length;
-    const inflight = new Array<number>(n).fill(0);
-    const healthy = new Array<number>(n).fill(1);
-    const ejected = new Array<number>(n).fill(0);
-    for (const a of answered) {
-      const u = (a.snapshot as MetricsSnapshot).upstreams;
-      for (let i = 0; i < n; i++) {
-        inflight[i] = (inflight[i] as number) + (u.inflight[i] ?? 0);
-        healthy[i] = Math.min(healthy[i] as number, u.healthy[i] ?? 0);
-        ejected[i] = Math.max(ejected[i] as number, u.ejected[i] ?? 0);
-      }
-    }
-    return { inflight, healthy, ejected };
+  /**
+   * The upstreams the workers that answered use now, merged (see the file comment for the rules); they
+   * become the status rows shown while no worker answers. Empty when none answered.
+   */
+  #live(answered: Answer[]): LiveUpstream[] {
+    if (answered.length === 0) return [];
+    const live = mergeLive(answered.map((a) => a.snapshot as MetricsSnapshot));
+    this.#known = live.map((u) => ({ service: u.service, name: u.name, address: u.address, healthy: true, ejected: false, inflight: 0, weight: u.weight }));
+    return live;
   }
 
   /** The primary's and the answering workers' process metrics, one family per name, labelled by worker. */

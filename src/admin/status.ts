@@ -1,10 +1,14 @@
 /**
  * The numbers the dashboard shows, as one JSON document: `/api/status` answers it and `/api/events` sends
- * it once a second. Built on demand from the metrics, the rolling windows and the balancer's live state;
- * nothing here runs per proxied request.
+ * it once a second. Built on demand from the metrics, the rolling windows, the balancer's live state and
+ * the topology (services and routes) serving now; nothing here runs per proxied request. Upstreams are
+ * matched to their counts by service and name, never by position, so the document stays right across a
+ * config reload.
  */
 import type { Backend } from '../balancing/backend.js';
-import type { ProxyMetrics, Totals } from '../observability/metrics.js';
+import { routesOf, servicesOf } from '../config/resolve.js';
+import type { Config } from '../config/schema.js';
+import { upstreamKey, type ProxyMetrics, type Totals } from '../observability/metrics.js';
 import { STATUS_CLASSES, type Series, type WindowSummary } from '../observability/stats.js';
 import type { Clock } from '../util/clock.js';
 
@@ -16,6 +20,8 @@ export const CURRENT_SECONDS = 10;
 type ByClass = Record<(typeof STATUS_CLASSES)[number], number>;
 
 export interface UpstreamStatus {
+  /** The service (upstream group) it belongs to. */
+  service: string;
   name: string;
   /** host:port; shown here (the admin listener) and never on the public /health. */
   address: string;
@@ -31,6 +37,30 @@ export interface UpstreamStatus {
   recent_requests: number;
   /** Its share of the recent requests that went to an upstream (0-1), or null when there were none. */
   share: number | null;
+}
+
+/** The services and routes serving now, as the composition root (or a cluster primary) describes them. */
+export interface Topology {
+  services: { name: string; strategy: string; upstreams: string[] }[];
+  /** `service` for a route that forwards, `redirect` (the target) for one that redirects. */
+  routes: { name: string; service: string | null; redirect: string | null }[];
+}
+
+export interface ServiceStatus {
+  name: string;
+  strategy: string;
+  /** Its upstreams' names, in config order. */
+  upstreams: string[];
+  /** Finished requests answered by (or failed at) its upstreams since start. */
+  requests: number;
+}
+
+export interface RouteStatus {
+  name: string;
+  service: string | null;
+  redirect: string | null;
+  /** Finished requests that matched it since start (as the `route` label). */
+  requests: number;
 }
 
 export interface Status {
@@ -49,6 +79,8 @@ export interface Status {
   /** One point per complete second, oldest first; `t` in epoch seconds. */
   series: { t: number[]; rps: number[]; p50_ms: (number | null)[]; p99_ms: (number | null)[]; status: Record<string, number[]> };
   upstreams: UpstreamStatus[];
+  services: ServiceStatus[];
+  routes: RouteStatus[];
   /** Cluster mode only: the primary's view of its workers. */
   cluster?: ClusterStatus;
   /** The configuration in force: its generation, when and from what file it was loaded, the last reload. */
@@ -81,6 +113,7 @@ export interface ClusterStatus {
 
 /** An upstream's live state, as the status document needs it. */
 export interface UpstreamState {
+  service: string;
   name: string;
   address: string;
   healthy: boolean;
@@ -99,6 +132,7 @@ export interface StatusInput {
   recording: boolean;
   connectionsOpen: number;
   connectionsRefused: number;
+  /** Since start; its upstream slots are those of `recent` and `current`. */
   totals: Totals;
   /** Over RECENT_SECONDS and CURRENT_SECONDS, and the per-second series; undefined without recording. */
   recent: WindowSummary | undefined;
@@ -106,13 +140,18 @@ export interface StatusInput {
   series: Series | undefined;
   /** Epoch second of a second of `series`. */
   epochSecond: (second: number) => number;
+  /** The upstreams in use now. */
   upstreams: readonly UpstreamState[];
+  topology: Topology;
   cluster?: ClusterStatus;
 }
 
 export interface StatusSources {
   metrics: ProxyMetrics;
+  /** The backends in use now (every service's). */
   backends: readonly Backend[];
+  /** The services and routes serving now. */
+  topology(): Topology;
   /** The balancer's clock (ejections are in its time). */
   clock: Clock;
   connectionsOpen(): Promise<number>;
@@ -128,6 +167,14 @@ function byClass(counts: readonly number[]): ByClass {
 }
 
 const round = (ms: number | null): number | null => (ms === null ? null : Math.round(ms * 1000) / 1000);
+
+/** The topology of a validated config (every way of writing one: see config/resolve.ts). */
+export function topologyOf(config: Config): Topology {
+  return {
+    services: [...servicesOf(config)].map(([name, lb]) => ({ name, strategy: lb.strategy, upstreams: lb.upstreams.map((u) => u.name) })),
+    routes: routesOf(config).map(({ config: r }) => ({ name: r.name, service: r.service ?? null, redirect: r.redirect?.to ?? null })),
+  };
+}
 
 /** Builds the status document. `mono` is performance.now() (the clock the metrics record with). */
 export async function buildStatus(src: StatusSources, mono = performance.now(), wall = Date.now()): Promise<Status> {
@@ -148,13 +195,16 @@ export async function buildStatus(src: StatusSources, mono = performance.now(), 
     current: stats?.summary(mono, CURRENT_SECONDS),
     series: stats?.series(mono),
     epochSecond: (s) => Math.round((s * 1000 + offset) / 1000),
-    upstreams: src.backends.map((b) => ({ name: b.name, address: b.address, healthy: b.healthy, ejected: now < b.ejectedUntil, inflight: b.inflight, weight: b.weight })),
+    upstreams: src.backends.map((b) => ({ service: b.service, name: b.name, address: b.address, healthy: b.healthy, ejected: now < b.ejectedUntil, inflight: b.inflight, weight: b.weight })),
+    topology: src.topology(),
   });
 }
 
 /** The status document from its parts. */
 export function statusDocument(input: StatusInput): Status {
   const { totals, recent, current, series } = input;
+  const slotOf = new Map(totals.upstreams.map((u, i) => [upstreamKey(u), i]));
+  const routeSlotOf = new Map(totals.routes.map((r, i) => [r, i]));
   const lastSecond = series === undefined ? 0 : (series.requests[series.requests.length - 1] ?? 0);
   let routed = 0;
   if (recent !== undefined) for (let i = 1; i < recent.byUpstream.length; i++) routed += recent.byUpstream[i] as number;
@@ -187,9 +237,11 @@ export function statusDocument(input: StatusInput): Status {
       p99_ms: series?.p99Ms.map(round) ?? [],
       status: Object.fromEntries(STATUS_CLASSES.map((c, i) => [c, series?.byClass[i] ?? []])),
     },
-    upstreams: input.upstreams.map((u, i) => {
-      const recentRequests = recent?.byUpstream[i + 1] ?? 0;
+    upstreams: input.upstreams.map((u) => {
+      const slot = slotOf.get(upstreamKey(u));
+      const recentRequests = slot === undefined ? 0 : (recent?.byUpstream[slot] ?? 0);
       return {
+        service: u.service,
         name: u.name,
         address: u.address,
         state: !u.healthy ? 'down' : u.ejected ? 'ejected' : 'up',
@@ -197,10 +249,22 @@ export function statusDocument(input: StatusInput): Status {
         ejected: u.ejected,
         inflight: u.inflight,
         weight: u.weight,
-        requests: totals.byUpstream[i + 1] ?? 0,
+        requests: slot === undefined ? 0 : (totals.byUpstream[slot] ?? 0),
         recent_requests: recentRequests,
         share: routed === 0 ? null : Math.round((recentRequests / routed) * 1000) / 1000,
       };
+    }),
+    services: input.topology.services.map((s) => {
+      let requests = 0;
+      // Since start: upstreams the service no longer has count too.
+      totals.upstreams.forEach((u, slot) => {
+        if (slot > 0 && u.service === s.name) requests += totals.byUpstream[slot] ?? 0;
+      });
+      return { name: s.name, strategy: s.strategy, upstreams: [...s.upstreams], requests };
+    }),
+    routes: input.topology.routes.map((r) => {
+      const slot = routeSlotOf.get(r.name);
+      return { name: r.name, service: r.service, redirect: r.redirect, requests: slot === undefined ? 0 : (totals.byRoute[slot] ?? 0) };
     }),
   };
   if (input.cluster !== undefined) status.cluster = input.cluster;

@@ -88,6 +88,8 @@ export interface PrimaryView {
   reload(): Promise<ClusterReloadOutcome>;
   /** Reloads since start, by result. */
   reloads(): { ok: number; error: number };
+  /** The config in force (the last good reload's, or the one it started with). */
+  currentConfig(): Config;
 }
 
 /** What a cluster reload did, worker by worker. */
@@ -201,6 +203,7 @@ export class Primary {
       config: () => this.configStatus(),
       reload: () => this.reload(),
       reloads: () => ({ ...this.#reloadCounts }),
+      currentConfig: () => this.#config,
     };
     this.#admin = options.admin?.(view);
   }

@@ -1,10 +1,20 @@
 /**
- * Prometheus metrics (prom-client) and the numbers behind the dashboard, built once from the config.
+ * Prometheus metrics (prom-client) and the numbers behind the dashboard.
  *
- * Per request, the logging phase adds to plain typed arrays indexed by upstream, method and status class
- * (a handful of increments; no label lookup, no allocation). prom-client reads those arrays only when
- * /metrics is scraped, in each metric's `collect()`. A prom-client `labels(...).inc()` per request hashes
- * the label set every time; keeping it off the request path is what makes metrics nearly free.
+ * Per request, the logging phase adds to plain typed arrays indexed by series (a route and an upstream),
+ * method and status class (a handful of increments; no label lookup, no allocation). prom-client reads
+ * those arrays only when /metrics is scraped, in each metric's `collect()`. A prom-client
+ * `labels(...).inc()` per request hashes the label set every time; keeping it off the request path is what
+ * makes metrics nearly free.
+ *
+ * Upstreams and routes are known by name, not by their place in a config: an upstream is its service and
+ * its name, a route its name. Each gets a slot the first time the metrics meet it (the slot is then cached
+ * per Backend and Route object, so a request finds its slots with two WeakMap lookups), and slots are never
+ * freed: a config reload adds slots for new upstreams and routes, and those it removes keep their counts,
+ * as Prometheus counters must never go backwards. The gauges read the backends in use now, which the
+ * gateway names with `useBackends` at start and on every generation swap. Every set of counters carries the
+ * names of its slots, so a cluster primary adds up workers by name (`addCounters`), whatever order each met
+ * them in and whichever generation each runs.
  *
  * The metric definitions (`registerProxyMetrics`) read through a `MetricsReader`, so the same families with
  * the same names, labels and help come out of one process (reading ProxyMetrics' own arrays) and out of a
@@ -14,6 +24,7 @@ import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Backend } from '../balancing/backend.js';
 import type { RequestContext } from '../proxy/context.js';
 import type { Phases } from '../proxy/phases.js';
+import type { Route } from '../routing/route.js';
 import type { Clock } from '../util/clock.js';
 import { RefusalKind, RollingStats, STATUS_CLASSES, statusClassIndex, type StatsExport } from './stats.js';
 
@@ -48,12 +59,27 @@ export const DURATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0
 /** Values of the `reason` label of `tollgate_auth_failures_total` (what the auth filter records). */
 export const AUTH_FAILURE_REASONS = ['missing', 'malformed', 'invalid'] as const;
 
-/** The `upstream` label of requests that no upstream answered (401, 429, 503 and the like). */
+/** The `upstream` and `service` labels of requests that no upstream answered (401, 429, 503 and the like). */
 export const NO_UPSTREAM = 'none';
 
+/** The `route` label of requests that no route matched (404 no_route, /health, requests Node refused). */
+export const NO_ROUTE = 'none';
+
+/** An upstream as the metrics know it: its service and its name (the `service` and `upstream` labels). */
+export interface UpstreamId {
+  readonly service: string;
+  readonly name: string;
+}
+
+/** Slot 0 of every upstream table: the requests Tollgate answered itself. */
+export const NONE_UPSTREAM: UpstreamId = Object.freeze({ service: NO_UPSTREAM, name: NO_UPSTREAM });
+
+/** `service/name`: one string per upstream (neither name can contain a `/`). */
+export function upstreamKey(id: UpstreamId): string {
+  return `${id.service}/${id.name}`;
+}
+
 export interface MetricsSources {
-  /** The upstreams, in config order (their gauges are read at scrape time). */
-  backends: readonly Backend[];
   /** Client connections open now. */
   connectionsOpen(): Promise<number>;
   /** Connections refused since start (max_connections). */
@@ -77,61 +103,91 @@ export interface Totals {
   unauthorized: number;
   rateLimited: number;
   retries: number;
-  /** Per upstream slot (0: none). */
+  /** The upstream of each slot of `byUpstream` (0: none). */
+  upstreams: readonly UpstreamId[];
+  /** Per upstream slot. */
   byUpstream: number[];
+  /** The route name of each slot of `byRoute` (0: none). */
+  routes: readonly string[];
+  /** Per route slot. */
+  byRoute: number[];
 }
 
 const CLASSES = STATUS_CLASSES.length;
 const METHOD_COUNT = METHODS.length;
+const PER_SERIES = METHOD_COUNT * CLASSES;
 const BUCKETS_PER_SLOT = DURATION_BUCKETS.length + 1;
 
 /**
- * Cumulative counters, laid out as ProxyMetrics keeps them. Slot 0 is "none", slot i + 1 the i-th upstream.
+ * Cumulative counters with the names of their slots. Upstream slot 0 is none, route slot 0 is none; a series
+ * is one (route, upstream) pair that has had a request. Arrays may be longer than their slots (room to
+ * grow): read `upstreams.length` upstream slots and `series.length / 2` series.
  */
 export interface Counters {
-  /** [slot][method][class] */
+  /** The upstream of each upstream slot. */
+  readonly upstreams: readonly UpstreamId[];
+  /** The route name of each route slot. */
+  readonly routes: readonly string[];
+  /** [series]: route slot, then upstream slot. */
+  readonly series: ArrayLike<number>;
+  /** [series][method][class] */
   readonly requests: ArrayLike<number>;
-  /** [slot][bucket], the last bucket being +Inf; per bucket, not cumulative. */
+  /** [series][bucket], the last bucket being +Inf; per bucket, not cumulative. */
   readonly durationBuckets: ArrayLike<number>;
-  /** [slot]: seconds. */
+  /** [series]: seconds. */
   readonly durationSum: ArrayLike<number>;
-  /** [slot]: attempts sent to each upstream (retries included). */
+  /** [upstream slot]: attempts sent to each upstream (retries included). */
   readonly selections: ArrayLike<number>;
+  /** [upstream slot]: passive-health ejections. */
+  readonly ejections: ArrayLike<number>;
   /** AUTH_FAILURE_REASONS order. */
   readonly authFailures: ArrayLike<number>;
   readonly rateLimited: number;
   readonly retries: number;
   readonly connectionsRefused: number;
-  /** Per upstream, config order (no "none" slot): passive-health ejections. */
-  readonly ejections: ArrayLike<number>;
 }
 
-/** Counters as plain numbers and arrays: what a cluster worker sends over IPC, and what a primary adds up. */
+/**
+ * Counters as plain numbers and arrays, each exactly as long as its slots: what a cluster worker sends over
+ * IPC, and what a primary adds up.
+ */
 export interface CounterSnapshot {
+  upstreams: UpstreamId[];
+  routes: string[];
+  series: number[];
   requests: number[];
   durationBuckets: number[];
   durationSum: number[];
   selections: number[];
+  ejections: number[];
   authFailures: number[];
   rateLimited: number;
   retries: number;
   connectionsRefused: number;
-  ejections: number[];
 }
 
-/** The upstream gauges, per upstream in config order; an upstream without a value has no sample. */
-export interface UpstreamGauges {
-  readonly inflight: ArrayLike<number>;
+/** One upstream's gauges; an upstream not in use now has none. */
+export interface UpstreamGauge extends UpstreamId {
+  readonly inflight: number;
   /** 1 while active health checks say up, else 0. */
-  readonly healthy: ArrayLike<number>;
+  readonly healthy: number;
   /** 1 while passive health has the upstream ejected, else 0. */
-  readonly ejected: ArrayLike<number>;
+  readonly ejected: number;
+}
+
+/** An upstream in use now, as a worker reports it to its primary (and the status document shows it). */
+export interface LiveUpstream extends UpstreamGauge {
+  /** `host:port`. */
+  readonly address: string;
+  /** The effective weight (slow start). */
+  readonly weight: number;
 }
 
 /** What the Prometheus metrics read when scraped (see the file comment). */
 export interface MetricsReader {
   counters(): Counters;
-  upstreams(): UpstreamGauges;
+  /** The upstreams in use now. */
+  upstreams(): readonly UpstreamGauge[];
   connectionsOpen(): Promise<number>;
 }
 
@@ -147,44 +203,137 @@ export interface MetricFamily {
 /** One process's numbers for a cluster primary: answered by a worker when the primary asks (IPC). */
 export interface MetricsSnapshot {
   counters: CounterSnapshot;
-  /** Per upstream, config order; `weight` is the effective weight (slow start). */
-  upstreams: { inflight: number[]; healthy: number[]; ejected: number[]; weight: number[] };
+  /** The upstreams this process uses now (its current generation's), with their live state. */
+  upstreams: LiveUpstream[];
   connectionsOpen: number;
-  /** The per-second history, in epoch seconds (asked for by the status document only). */
+  /** The per-second history, in epoch seconds, upstreams in the slots of `counters.upstreams` (asked for by the status document only). */
   stats?: StatsExport;
   /** prom-client's process_* and nodejs_* families (asked for by /metrics only). */
   process?: MetricFamily[];
 }
 
-/** All-zero counters for `upstreams` upstreams. */
-export function emptyCounters(upstreams: number): CounterSnapshot {
-  const slots = upstreams + 1;
-  return {
-    requests: new Array<number>(slots * METHOD_COUNT * CLASSES).fill(0),
-    durationBuckets: new Array<number>(slots * BUCKETS_PER_SLOT).fill(0),
-    durationSum: new Array<number>(slots).fill(0),
-    selections: new Array<number>(slots).fill(0),
+/**
+ * Slot lookups into a CounterSnapshot, by name; adds the slots it does not have yet. Built per merge, so a
+ * snapshot stays plain data.
+ */
+class SnapshotSlots {
+  readonly #into: CounterSnapshot;
+  readonly #upstreams = new Map<string, number>();
+  readonly #routes = new Map<string, number>();
+  readonly #series = new Map<number, number>();
+
+  constructor(into: CounterSnapshot) {
+    this.#into = into;
+    into.upstreams.forEach((u, i) => this.#upstreams.set(upstreamKey(u), i));
+    into.routes.forEach((r, i) => this.#routes.set(r, i));
+    for (let p = 0; p * 2 + 1 < into.series.length; p++) this.#series.set(pairKey(into.series[p * 2] as number, into.series[p * 2 + 1] as number), p);
+  }
+
+  upstream(id: UpstreamId): number {
+    const key = upstreamKey(id);
+    let slot = this.#upstreams.get(key);
+    if (slot === undefined) {
+      const into = this.#into;
+      slot = into.upstreams.length;
+      into.upstreams.push({ service: id.service, name: id.name });
+      into.selections[slot] = 0;
+      into.ejections[slot] = 0;
+      this.#upstreams.set(key, slot);
+    }
+    return slot;
+  }
+
+  route(name: string): number {
+    let slot = this.#routes.get(name);
+    if (slot === undefined) {
+      slot = this.#into.routes.length;
+      this.#into.routes.push(name);
+      this.#routes.set(name, slot);
+    }
+    return slot;
+  }
+
+  series(route: number, upstream: number): number {
+    const key = pairKey(route, upstream);
+    let p = this.#series.get(key);
+    if (p === undefined) {
+      const into = this.#into;
+      p = into.series.length / 2;
+      into.series.push(route, upstream);
+      for (let i = 0; i < PER_SERIES; i++) into.requests.push(0);
+      for (let i = 0; i < BUCKETS_PER_SLOT; i++) into.durationBuckets.push(0);
+      into.durationSum.push(0);
+      this.#series.set(key, p);
+    }
+    return p;
+  }
+}
+
+/** One number per (route slot, upstream slot) pair (slots stay far below 2^21). */
+function pairKey(route: number, upstream: number): number {
+  return route * 2_097_152 + upstream;
+}
+
+/** All-zero counters with slots for `upstreams` and `routes` (after the none slots), and no series yet. */
+export function emptyCounters(upstreams: readonly UpstreamId[] = [], routes: readonly string[] = []): CounterSnapshot {
+  const empty: CounterSnapshot = {
+    upstreams: [NONE_UPSTREAM],
+    routes: [NO_ROUTE],
+    series: [],
+    requests: [],
+    durationBuckets: [],
+    durationSum: [],
+    selections: [0],
+    ejections: [0],
     authFailures: new Array<number>(AUTH_FAILURE_REASONS.length).fill(0),
     rateLimited: 0,
     retries: 0,
     connectionsRefused: 0,
-    ejections: new Array<number>(upstreams).fill(0),
   };
+  const slots = new SnapshotSlots(empty);
+  for (const u of upstreams) slots.upstream(u);
+  for (const r of routes) slots.route(r);
+  return empty;
 }
 
-function addInto(into: number[], from: ArrayLike<number>): void {
-  const n = Math.min(into.length, from.length);
-  for (let i = 0; i < n; i++) (into[i] as number) += from[i] as number;
-}
+const isCount = (n: unknown): n is number => typeof n === 'number' && Number.isFinite(n);
 
-/** Adds `from` into `into`, element by element (arrays of another length add what they share). */
+/**
+ * Adds `from` into `into` by name: each upstream, route and series of `from` goes to the slot of the same
+ * name in `into`, which gains the slots it did not have. Slots of `from` out of range are skipped.
+ */
 export function addCounters(into: CounterSnapshot, from: Counters): void {
-  addInto(into.requests, from.requests);
-  addInto(into.durationBuckets, from.durationBuckets);
-  addInto(into.durationSum, from.durationSum);
-  addInto(into.selections, from.selections);
-  addInto(into.authFailures, from.authFailures);
-  addInto(into.ejections, from.ejections);
+  const slots = new SnapshotSlots(into);
+  const upstreams = from.upstreams.map((u) => slots.upstream(u));
+  const routes = from.routes.map((r) => slots.route(r));
+  for (let s = 0; s < upstreams.length; s++) {
+    const to = upstreams[s] as number;
+    const selections = from.selections[s];
+    const ejections = from.ejections[s];
+    if (isCount(selections)) (into.selections[to] as number) += selections;
+    if (isCount(ejections)) (into.ejections[to] as number) += ejections;
+  }
+  const series = Math.floor(from.series.length / 2);
+  for (let p = 0; p < series; p++) {
+    const route = routes[from.series[p * 2] as number];
+    const upstream = upstreams[from.series[p * 2 + 1] as number];
+    if (route === undefined || upstream === undefined) continue;
+    const to = slots.series(route, upstream);
+    for (let i = 0; i < PER_SERIES; i++) {
+      const n = from.requests[p * PER_SERIES + i];
+      if (isCount(n)) (into.requests[to * PER_SERIES + i] as number) += n;
+    }
+    for (let b = 0; b < BUCKETS_PER_SLOT; b++) {
+      const n = from.durationBuckets[p * BUCKETS_PER_SLOT + b];
+      if (isCount(n)) (into.durationBuckets[to * BUCKETS_PER_SLOT + b] as number) += n;
+    }
+    const sum = from.durationSum[p];
+    if (isCount(sum)) (into.durationSum[to] as number) += sum;
+  }
+  for (let i = 0; i < into.authFailures.length; i++) {
+    const n = from.authFailures[i];
+    if (isCount(n)) (into.authFailures[i] as number) += n;
+  }
   into.rateLimited += from.rateLimited;
   into.retries += from.retries;
   into.connectionsRefused += from.connectionsRefused;
@@ -192,28 +341,54 @@ export function addCounters(into: CounterSnapshot, from: Counters): void {
 
 /** Cumulative totals (the dashboard's) of a set of counters. */
 export function totalsOf(counters: Counters): Totals {
-  const slots = counters.selections.length;
   const byClass = new Array<number>(CLASSES).fill(0);
-  const byUpstream = new Array<number>(slots).fill(0);
+  const byUpstream = new Array<number>(counters.upstreams.length).fill(0);
+  const byRoute = new Array<number>(counters.routes.length).fill(0);
   let requests = 0;
-  for (let slot = 0; slot < slots; slot++) {
-    for (let m = 0; m < METHOD_COUNT; m++) {
-      for (let c = 0; c < CLASSES; c++) {
-        const n = counters.requests[(slot * METHOD_COUNT + m) * CLASSES + c] as number;
-        requests += n;
-        (byClass[c] as number) += n;
-        (byUpstream[slot] as number) += n;
-      }
+  const series = Math.floor(counters.series.length / 2);
+  for (let p = 0; p < series; p++) {
+    const route = counters.series[p * 2] as number;
+    const upstream = counters.series[p * 2 + 1] as number;
+    let n = 0;
+    for (let c = 0; c < CLASSES; c++) {
+      let inClass = 0;
+      for (let m = 0; m < METHOD_COUNT; m++) inClass += counters.requests[p * PER_SERIES + m * CLASSES + c] as number;
+      (byClass[c] as number) += inClass;
+      n += inClass;
     }
+    requests += n;
+    if (upstream < byUpstream.length) (byUpstream[upstream] as number) += n;
+    if (route < byRoute.length) (byRoute[route] as number) += n;
   }
   let unauthorized = 0;
   for (let i = 0; i < counters.authFailures.length; i++) unauthorized += counters.authFailures[i] as number;
-  return { requests, byClass, unauthorized, rateLimited: counters.rateLimited, retries: counters.retries, byUpstream };
+  return {
+    requests,
+    byClass,
+    unauthorized,
+    rateLimited: counters.rateLimited,
+    retries: counters.retries,
+    upstreams: counters.upstreams,
+    byUpstream,
+    routes: counters.routes,
+    byRoute,
+  };
+}
+
+/** Room for this many series and upstream slots at first; the arrays double when full. */
+const INITIAL_SERIES = 16;
+const INITIAL_UPSTREAMS = 8;
+
+function grown(array: Float64Array<ArrayBuffer>, length: number): Float64Array<ArrayBuffer> {
+  const out = new Float64Array(length);
+  out.set(array);
+  return out;
 }
 
 /**
  * The proxy's metrics. `phase` is the logging hook that records each finished request (undefined when
- * recording is off); `recordRejected` counts requests Node's parser refused before the pipeline saw them.
+ * recording is off); `recordRejected` counts requests Node's parser refused before the pipeline saw them;
+ * `useBackends` says which backends are in use (at start and on every generation swap).
  */
 export class ProxyMetrics {
   /** Everything /metrics shows: the process metrics, then Tollgate's. */
@@ -221,21 +396,41 @@ export class ProxyMetrics {
   /** prom-client's process_* and nodejs_* metrics alone (what a cluster worker sends its primary). */
   readonly processRegistry = new Registry();
   readonly recording: boolean;
-  /** Rolling per-second windows for the dashboard; undefined when recording is off. */
+  /** Rolling per-second windows for the dashboard (upstreams in this object's slots); undefined when recording is off. */
   readonly stats: RollingStats | undefined;
   readonly phase: Phases | undefined;
   readonly #sources: MetricsSources;
-  readonly #backends: readonly Backend[];
-  readonly #slots: number;
-  /** Backend → its slot (index + 1); slot 0 is "none". */
-  readonly #slotOf = new Map<Backend, number>();
-  /** [slot][method][class] */
-  readonly #requests: Float64Array;
-  /** [slot][bucket], the last bucket being +Inf; per bucket, not cumulative. */
-  readonly #durationBuckets: Float64Array;
-  readonly #durationSum: Float64Array;
-  /** [slot]: attempts sent to each upstream (retries included). */
-  readonly #selections: Float64Array;
+  /** The backends in use now: what the gauges read. */
+  #backends: readonly Backend[] = [];
+  /** Upstream slots (0: none), never freed. */
+  readonly #upstreams: UpstreamId[] = [NONE_UPSTREAM];
+  /** upstreamKey → slot. */
+  readonly #upstreamSlots = new Map<string, number>([[upstreamKey(NONE_UPSTREAM), 0]]);
+  /** Backend → its slot, looked up by name once per Backend object. */
+  readonly #slotOf = new WeakMap<Backend, number>();
+  /** Route slots (0: none), never freed. */
+  readonly #routes: string[] = [NO_ROUTE];
+  /** Route name → slot. */
+  readonly #routeSlots = new Map<string, number>([[NO_ROUTE, 0]]);
+  /** Route → its slot, looked up by name once per Route object. */
+  readonly #routeSlotOf = new WeakMap<Route, number>();
+  /** [series]: route slot, upstream slot. */
+  readonly #series: number[] = [];
+  /** [route slot][upstream slot] → series; undefined until that pair's first request. */
+  readonly #seriesOf: (number | undefined)[][] = [[]];
+  /** [series][method][class] */
+  #requests = new Float64Array(INITIAL_SERIES * PER_SERIES);
+  /** [series][bucket], the last bucket being +Inf; per bucket, not cumulative. */
+  #durationBuckets = new Float64Array(INITIAL_SERIES * BUCKETS_PER_SLOT);
+  /** [series] */
+  #durationSum = new Float64Array(INITIAL_SERIES);
+  /** [upstream slot]: attempts sent to each upstream (retries included). */
+  #selections = new Float64Array(INITIAL_UPSTREAMS);
+  /**
+   * [upstream slot]: what to add to the ejection counts of the backends in use (Backend.ejectionsTotal) so
+   * that each slot's count carries on across a swap: a removed backend's count stays here.
+   */
+  #ejectionBase: number[] = [0];
   readonly #authFailures = new Float64Array(AUTH_FAILURE_REASONS.length);
   #rateLimited = 0;
   #retries = 0;
@@ -243,50 +438,70 @@ export class ProxyMetrics {
   constructor(sources: MetricsSources, options: MetricsOptions) {
     this.recording = options.recording;
     this.#sources = sources;
-    this.#backends = sources.backends;
-    this.#slots = sources.backends.length + 1;
-    sources.backends.forEach((b, i) => this.#slotOf.set(b, i + 1));
-    this.#requests = new Float64Array(this.#slots * METHOD_COUNT * CLASSES);
-    this.#durationBuckets = new Float64Array(this.#slots * BUCKETS_PER_SLOT);
-    this.#durationSum = new Float64Array(this.#slots);
-    this.#selections = new Float64Array(this.#slots);
-    this.stats = this.recording ? new RollingStats(sources.backends.length, options.windowSeconds) : undefined;
+    this.stats = this.recording ? new RollingStats(0, options.windowSeconds) : undefined;
     this.phase = this.recording ? { name: 'metrics', logging: (ctx) => this.recordRequest(ctx, performance.now()) } : undefined;
     // process_* and nodejs_* under their usual names, which ready-made Node.js dashboards expect.
     collectDefaultMetrics({ register: this.processRegistry });
     const own = new Registry();
     const reader: MetricsReader = {
       counters: () => this.#counters(),
-      upstreams: () => this.#upstreamGauges(),
+      upstreams: () => this.#live(),
       connectionsOpen: () => sources.connectionsOpen(),
     };
-    registerProxyMetrics(own, sources.backends.map((b) => b.name), reader, { recording: this.recording, version: sources.version });
+    registerProxyMetrics(own, reader, { recording: this.recording, version: sources.version });
     this.registry = Registry.merge([this.processRegistry, own]);
   }
 
-  /** Upstream names by slot: `none`, then each upstream. */
-  get upstreamLabels(): string[] {
-    return [NO_UPSTREAM, ...this.#backends.map((b) => b.name)];
+  /**
+   * The backends in use from now on (every service's, of the current generation): the gauges read them.
+   * Upstreams met for the first time get a slot; the counts of those no longer in use stay. An ejection
+   * counted by a removed backend after this call (a request of the old generation finishing) is not seen.
+   */
+  useBackends(backends: readonly Backend[]): void {
+    const known = this.#upstreams.length;
+    for (const b of backends) this.#upstreamSlot(b);
+    // An upstream's ejection count carries on from what its slot showed: a backend that took over the
+    // state of the one it replaces brings that count with it, one that comes back anew starts from zero.
+    const base = this.#ejections();
+    this.#backends = [...backends];
+    for (const b of this.#backends) {
+      const slot = this.#upstreamSlot(b);
+      if (slot < known) (base[slot] as number) -= b.ejectionsTotal;
+    }
+    this.#ejectionBase = base;
+  }
+
+  /** The upstream of each slot (0: none), in the order they got their slots. */
+  get upstreams(): readonly UpstreamId[] {
+    return this.#upstreams;
+  }
+
+  /** The route name of each slot (0: none), in the order they got their slots. */
+  get routes(): readonly string[] {
+    return this.#routes;
   }
 
   /** Records one finished request (the logging phase). `now` is performance.now(). */
   recordRequest(ctx: RequestContext, now: number): void {
     const backend = ctx.backend;
-    const slot = backend === undefined ? 0 : (this.#slotOf.get(backend) ?? 0);
+    const slot = backend === undefined ? 0 : this.#upstreamSlot(backend);
+    const route = ctx.route;
+    const routeSlot = route === undefined ? 0 : (this.#routeSlotOf.get(route) ?? this.#addRoute(route));
+    const series = (this.#seriesOf[routeSlot] as (number | undefined)[])[slot] ?? this.#addSeries(routeSlot, slot);
     const cls = statusClassIndex(ctx.status);
-    (this.#requests[(slot * METHOD_COUNT + methodIndex(ctx.req.method)) * CLASSES + cls] as number)++;
+    (this.#requests[series * PER_SERIES + methodIndex(ctx.req.method) * CLASSES + cls] as number)++;
     const durationMs = now - ctx.startedAt;
     const seconds = durationMs / 1000;
     let b = 0;
     while (b < DURATION_BUCKETS.length && seconds > (DURATION_BUCKETS[b] as number)) b++;
-    (this.#durationBuckets[slot * BUCKETS_PER_SLOT + b] as number)++;
-    (this.#durationSum[slot] as number) += seconds;
+    (this.#durationBuckets[series * BUCKETS_PER_SLOT + b] as number)++;
+    (this.#durationSum[series] as number) += seconds;
     if (backend !== undefined) {
       // Every attempt: the failed ones (tried) and the last, unless the last is a failed one that found
       // no other backend to go to.
       const tried = ctx.tried;
       if (tried !== undefined) {
-        for (let i = 0; i < tried.length; i++) (this.#selections[this.#slotOf.get(tried[i] as Backend) ?? 0] as number)++;
+        for (let i = 0; i < tried.length; i++) (this.#selections[this.#upstreamSlot(tried[i] as Backend)] as number)++;
         if (!tried.includes(backend)) (this.#selections[slot] as number)++;
       } else (this.#selections[slot] as number)++;
     }
@@ -306,13 +521,14 @@ export class ProxyMetrics {
 
   /**
    * Counts a request that Node's HTTP parser refused (malformed, head too large or too slow): answered by
-   * the server with `status` before any phase ran, so it has no method and no upstream.
+   * the server with `status` before any phase ran, so it has no method, no route and no upstream.
    */
   recordRejected(status: number, now: number): void {
     if (!this.recording) return;
+    const series = (this.#seriesOf[0] as (number | undefined)[])[0] ?? this.#addSeries(0, 0);
     const cls = statusClassIndex(status);
-    (this.#requests[(METHOD_COUNT - 1) * CLASSES + cls] as number)++;
-    (this.#durationBuckets[0] as number)++;
+    (this.#requests[series * PER_SERIES + (METHOD_COUNT - 1) * CLASSES + cls] as number)++;
+    (this.#durationBuckets[series * BUCKETS_PER_SLOT] as number)++;
     this.stats?.record(now, 0, cls, 0, RefusalKind.none);
   }
 
@@ -335,34 +551,34 @@ export class ProxyMetrics {
    * numbers); the per-second history and the process metrics only when asked for, as they cost more.
    */
   async snapshot(parts: { stats: boolean; process: boolean }): Promise<MetricsSnapshot> {
-    const counters = this.#counters();
-    const upstreams = this.#upstreamGauges();
+    const series = this.#series.length / 2;
+    const slots = this.#upstreams.length;
     const snapshot: MetricsSnapshot = {
       counters: {
-        requests: Array.from(counters.requests),
-        durationBuckets: Array.from(counters.durationBuckets),
-        durationSum: Array.from(counters.durationSum),
-        selections: Array.from(counters.selections),
-        authFailures: Array.from(counters.authFailures),
-        rateLimited: counters.rateLimited,
-        retries: counters.retries,
-        connectionsRefused: counters.connectionsRefused,
-        ejections: Array.from(counters.ejections),
+        upstreams: this.#upstreams.map((u) => ({ service: u.service, name: u.name })),
+        routes: [...this.#routes],
+        series: [...this.#series],
+        requests: Array.from(this.#requests.subarray(0, series * PER_SERIES)),
+        durationBuckets: Array.from(this.#durationBuckets.subarray(0, series * BUCKETS_PER_SLOT)),
+        durationSum: Array.from(this.#durationSum.subarray(0, series)),
+        selections: Array.from(this.#selections.subarray(0, slots)),
+        ejections: this.#ejections(),
+        authFailures: Array.from(this.#authFailures),
+        rateLimited: this.#rateLimited,
+        retries: this.#retries,
+        connectionsRefused: this.#sources.connectionsRefused(),
       },
-      upstreams: {
-        inflight: Array.from(upstreams.inflight),
-        healthy: Array.from(upstreams.healthy),
-        ejected: Array.from(upstreams.ejected),
-        weight: this.#backends.map((b) => b.weight),
-      },
-      connectionsOpen: await this.#sources.connectionsOpen(),
+      upstreams: this.#live(),
+      connectionsOpen: 0,
     };
+    // Taken with the counters, before any await, so its upstream slots are those `counters.upstreams` names.
     if (parts.stats && this.stats !== undefined) {
       const mono = performance.now();
       // Monotonic second s began at wall time s * 1000 + (wall - mono): the primary lines the workers up by it.
       const offset = Date.now() - mono;
       snapshot.stats = this.stats.export(mono, (s) => Math.round((s * 1000 + offset) / 1000));
     }
+    snapshot.connectionsOpen = await this.#sources.connectionsOpen();
     if (parts.process) snapshot.process = (await this.processRegistry.getMetricsAsJSON()) as unknown as MetricFamily[];
     return snapshot;
   }
@@ -370,34 +586,95 @@ export class ProxyMetrics {
   /** The live counters (typed arrays shared, not copied). */
   #counters(): Counters {
     return {
+      upstreams: this.#upstreams,
+      routes: this.#routes,
+      series: this.#series,
       requests: this.#requests,
       durationBuckets: this.#durationBuckets,
       durationSum: this.#durationSum,
       selections: this.#selections,
+      ejections: this.#ejections(),
       authFailures: this.#authFailures,
       rateLimited: this.#rateLimited,
       retries: this.#retries,
       connectionsRefused: this.#sources.connectionsRefused(),
-      ejections: this.#backends.map((b) => b.ejectionsTotal),
     };
   }
 
-  #upstreamGauges(): UpstreamGauges {
+  /** Ejections per upstream slot: the base plus the counts of the backends in use. */
+  #ejections(): number[] {
+    const out = this.#ejectionBase.slice();
+    for (const b of this.#backends) (out[this.#upstreamSlot(b)] as number) += b.ejectionsTotal;
+    return out;
+  }
+
+  /** The backends in use, with their live state. */
+  #live(): LiveUpstream[] {
     const now = this.#sources.clock();
-    return {
-      inflight: this.#backends.map((b) => b.inflight),
-      healthy: this.#backends.map((b) => (b.healthy ? 1 : 0)),
-      ejected: this.#backends.map((b) => (now < b.ejectedUntil ? 1 : 0)),
-    };
+    return this.#backends.map((b) => ({
+      service: b.service,
+      name: b.name,
+      address: b.address,
+      inflight: b.inflight,
+      healthy: b.healthy ? 1 : 0,
+      ejected: now < b.ejectedUntil ? 1 : 0,
+      weight: b.weight,
+    }));
+  }
+
+  /** A backend's upstream slot: cached per Backend object; the first time, found (or made) by name. */
+  #upstreamSlot(backend: Backend): number {
+    const cached = this.#slotOf.get(backend);
+    if (cached !== undefined) return cached;
+    const id: UpstreamId = { service: backend.service, name: backend.name };
+    const key = upstreamKey(id);
+    let slot = this.#upstreamSlots.get(key);
+    if (slot === undefined) {
+      slot = this.#upstreams.length;
+      this.#upstreams.push(id);
+      this.#upstreamSlots.set(key, slot);
+      this.#ejectionBase.push(0);
+      if (slot >= this.#selections.length) this.#selections = grown(this.#selections, this.#selections.length * 2);
+      this.stats?.growUpstreams(this.#upstreams.length);
+    }
+    this.#slotOf.set(backend, slot);
+    return slot;
+  }
+
+  /** A route's slot, the first time a Route object is met: found (or made) by its name. */
+  #addRoute(route: Route): number {
+    let slot = this.#routeSlots.get(route.name);
+    if (slot === undefined) {
+      slot = this.#routes.length;
+      this.#routes.push(route.name);
+      this.#routeSlots.set(route.name, slot);
+      this.#seriesOf.push([]);
+    }
+    this.#routeSlotOf.set(route, slot);
+    return slot;
+  }
+
+  /** The first request of a (route, upstream) pair: a series of its own, the arrays grown if full. */
+  #addSeries(route: number, upstream: number): number {
+    const series = this.#series.length / 2;
+    this.#series.push(route, upstream);
+    (this.#seriesOf[route] as (number | undefined)[])[upstream] = series;
+    if (series >= this.#durationSum.length) {
+      const room = this.#durationSum.length * 2;
+      this.#requests = grown(this.#requests, room * PER_SERIES);
+      this.#durationBuckets = grown(this.#durationBuckets, room * BUCKETS_PER_SLOT);
+      this.#durationSum = grown(this.#durationSum, room);
+    }
+    return series;
   }
 }
 
 /**
- * Registers Tollgate's metric families in `registry`, read through `reader` when scraped. `upstreams` are
- * the upstream names in config order. Without `recording`, only the families read from live state are
- * registered (build info, upstream gauges, ejections, connections).
+ * Registers Tollgate's metric families in `registry`, read through `reader` when scraped; the labels come
+ * from the names the counters and gauges carry. Without `recording`, only the families read from live
+ * state are registered (build info, upstream gauges, ejections, connections).
  */
-export function registerProxyMetrics(registry: Registry, upstreams: readonly string[], reader: MetricsReader, options: { recording: boolean; version: string }): void {
+export function registerProxyMetrics(registry: Registry, reader: MetricsReader, options: { recording: boolean; version: string }): void {
   const registers = [registry];
   new Gauge({
     name: 'tollgate_build_info',
@@ -405,57 +682,33 @@ export function registerProxyMetrics(registry: Registry, upstreams: readonly str
     labelNames: ['version'],
     registers,
   }).set({ version: options.version }, 1);
-  new Gauge({
-    name: 'tollgate_upstream_inflight',
-    help: 'Requests sent to the upstream and not yet finished.',
-    labelNames: ['upstream'],
-    registers,
-    collect() {
-      this.reset();
-      const { inflight } = reader.upstreams();
-      upstreams.forEach((upstream, i) => {
-        const value = inflight[i];
-        if (value !== undefined) this.set({ upstream }, value);
-      });
-    },
-  });
-  new Gauge({
-    name: 'tollgate_upstream_healthy',
-    help: 'Whether active health checks consider the upstream up (1) or down (0).',
-    labelNames: ['upstream'],
-    registers,
-    collect() {
-      this.reset();
-      const { healthy } = reader.upstreams();
-      upstreams.forEach((upstream, i) => {
-        const value = healthy[i];
-        if (value !== undefined) this.set({ upstream }, value);
-      });
-    },
-  });
-  new Gauge({
-    name: 'tollgate_upstream_ejected',
-    help: 'Whether passive health has ejected the upstream for now (1) or not (0).',
-    labelNames: ['upstream'],
-    registers,
-    collect() {
-      this.reset();
-      const { ejected } = reader.upstreams();
-      upstreams.forEach((upstream, i) => {
-        const value = ejected[i];
-        if (value !== undefined) this.set({ upstream }, value);
-      });
-    },
-  });
+  const upstreamGauge = (name: string, help: string, value: (u: UpstreamGauge) => number): void => {
+    new Gauge({
+      name,
+      help,
+      labelNames: ['service', 'upstream'],
+      registers,
+      collect() {
+        this.reset();
+        for (const u of reader.upstreams()) this.set({ service: u.service, upstream: u.name }, value(u));
+      },
+    });
+  };
+  upstreamGauge('tollgate_upstream_inflight', 'Requests sent to the upstream and not yet finished.', (u) => u.inflight);
+  upstreamGauge('tollgate_upstream_healthy', 'Whether active health checks consider the upstream up (1) or down (0).', (u) => u.healthy);
+  upstreamGauge('tollgate_upstream_ejected', 'Whether passive health has ejected the upstream for now (1) or not (0).', (u) => u.ejected);
   new Counter({
     name: 'tollgate_upstream_ejections_total',
     help: 'Times passive health (outlier detection) ejected the upstream.',
-    labelNames: ['upstream'],
+    labelNames: ['service', 'upstream'],
     registers,
     collect() {
       this.reset();
-      const { ejections } = reader.counters();
-      upstreams.forEach((upstream, i) => this.inc({ upstream }, ejections[i] ?? 0));
+      const { upstreams, ejections } = reader.counters();
+      for (let slot = 1; slot < upstreams.length; slot++) {
+        const u = upstreams[slot] as UpstreamId;
+        this.inc({ service: u.service, upstream: u.name }, ejections[slot] ?? 0);
+      }
     },
   });
   new Gauge({
@@ -477,35 +730,39 @@ export function registerProxyMetrics(registry: Registry, upstreams: readonly str
   });
   if (!options.recording) return;
 
-  const labels = [NO_UPSTREAM, ...upstreams];
   new Counter({
     name: 'tollgate_requests_total',
-    help: 'Finished requests by status class, method and upstream ("none": answered by Tollgate itself).',
-    labelNames: ['status_class', 'method', 'upstream'],
+    help: 'Finished requests by status class, method, route and upstream ("none": no route matched / answered by Tollgate itself).',
+    labelNames: ['status_class', 'method', 'route', 'service', 'upstream'],
     registers,
     collect() {
       this.reset();
-      const { requests } = reader.counters();
-      for (let slot = 0; slot < labels.length; slot++) {
+      const { upstreams, routes, series, requests } = reader.counters();
+      for (let p = 0; p * 2 + 1 < series.length; p++) {
+        const route = routes[series[p * 2] as number] as string;
+        const u = upstreams[series[p * 2 + 1] as number] as UpstreamId;
         for (let m = 0; m < METHOD_COUNT; m++) {
           for (let c = 0; c < CLASSES; c++) {
-            const n = requests[(slot * METHOD_COUNT + m) * CLASSES + c] as number;
-            if (n > 0) this.inc({ status_class: STATUS_CLASSES[c] as string, method: METHODS[m] as string, upstream: labels[slot] as string }, n);
+            const n = requests[p * PER_SERIES + m * CLASSES + c] as number;
+            if (n > 0) this.inc({ status_class: STATUS_CLASSES[c] as string, method: METHODS[m] as string, route, service: u.service, upstream: u.name }, n);
           }
         }
       }
     },
   });
-  registry.registerMetric(new BucketHistogram('tollgate_request_duration_seconds', 'Time from the request arriving to the response finishing, by upstream.', labels, reader) as never);
+  registry.registerMetric(new BucketHistogram('tollgate_request_duration_seconds', 'Time from the request arriving to the response finishing, by route and upstream.', reader) as never);
   new Counter({
     name: 'tollgate_upstream_selections_total',
     help: 'Attempts sent to each upstream by the load balancer (retries included).',
-    labelNames: ['upstream'],
+    labelNames: ['service', 'upstream'],
     registers,
     collect() {
       this.reset();
-      const { selections } = reader.counters();
-      for (let slot = 1; slot < labels.length; slot++) this.inc({ upstream: labels[slot] as string }, selections[slot] as number);
+      const { upstreams, selections } = reader.counters();
+      for (let slot = 1; slot < upstreams.length; slot++) {
+        const u = upstreams[slot] as UpstreamId;
+        this.inc({ service: u.service, upstream: u.name }, selections[slot] ?? 0);
+      }
     },
   });
   new Counter({
@@ -539,9 +796,11 @@ export function registerProxyMetrics(registry: Registry, upstreams: readonly str
   });
 }
 
+type HistogramValue = { labels: Record<string, string | number>; value: number; metricName: string };
+
 /**
  * A histogram whose bucket counts are kept in a typed array (ProxyMetrics) or a merged snapshot (a cluster
- * primary) and read only at scrape time.
+ * primary) and read only at scrape time, one series per (route, upstream) pair that has had a request.
  * It has the shape prom-client's Registry formats (name, help, type, get()), so it sits beside the
  * library's own metrics in the same exposition.
  */
@@ -550,33 +809,33 @@ class BucketHistogram {
   readonly aggregator = 'sum';
   readonly name: string;
   readonly help: string;
-  readonly #labels: readonly string[];
   readonly #reader: MetricsReader;
 
-  constructor(name: string, help: string, labels: readonly string[], reader: MetricsReader) {
+  constructor(name: string, help: string, reader: MetricsReader) {
     this.name = name;
     this.help = help;
-    this.#labels = labels;
     this.#reader = reader;
   }
 
-  get(): { name: string; help: string; type: string; aggregator: string; values: { labels: Record<string, string | number>; value: number; metricName: string }[] } {
-    const values: { labels: Record<string, string | number>; value: number; metricName: string }[] = [];
-    const { durationBuckets: buckets, durationSum: sums } = this.#reader.counters();
+  get(): { name: string; help: string; type: string; aggregator: string; values: HistogramValue[] } {
+    const values: HistogramValue[] = [];
+    const { upstreams, routes, series, durationBuckets: buckets, durationSum: sums } = this.#reader.counters();
     const width = BUCKETS_PER_SLOT;
-    for (let slot = 0; slot < this.#labels.length; slot++) {
-      const upstream = this.#labels[slot] as string;
+    for (let p = 0; p * 2 + 1 < series.length; p++) {
       let cumulative = 0;
-      for (let b = 0; b < width; b++) cumulative += buckets[slot * width + b] as number;
-      if (cumulative === 0) continue; // upstreams without a finished request yet have no series
+      for (let b = 0; b < width; b++) cumulative += buckets[p * width + b] as number;
+      if (cumulative === 0) continue;
+      const route = routes[series[p * 2] as number] as string;
+      const u = upstreams[series[p * 2 + 1] as number] as UpstreamId;
+      const labels = { route, service: u.service, upstream: u.name };
       let running = 0;
       for (let b = 0; b < width; b++) {
-        running += buckets[slot * width + b] as number;
+        running += buckets[p * width + b] as number;
         const le = b < DURATION_BUCKETS.length ? (DURATION_BUCKETS[b] as number) : '+Inf';
-        values.push({ labels: { le, upstream }, value: running, metricName: `${this.name}_bucket` });
+        values.push({ labels: { le, ...labels }, value: running, metricName: `${this.name}_bucket` });
       }
-      values.push({ labels: { upstream }, value: sums[slot] as number, metricName: `${this.name}_sum` });
-      values.push({ labels: { upstream }, value: cumulative, metricName: `${this.name}_count` });
+      values.push({ labels, value: sums[p] as number, metricName: `${this.name}_sum` });
+      values.push({ labels, value: cumulative, metricName: `${this.name}_count` });
     }
     return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values };
   }

@@ -3,6 +3,9 @@
  * upstream, 401 and 429 counts, and a latency sketch per second for p50/p99. Pure: every call takes the
  * time (milliseconds of a monotonic clock), so tests move time by hand. Recording is a few typed-array
  * increments and one Math.log; nothing is allocated per request.
+ *
+ * Upstreams are slots (0: none), numbered by whoever records (ProxyMetrics gives each upstream a slot the
+ * first time it sees it); the number of slots grows when upstreams are added by a config reload.
  */
 
 /** Status classes in the order of every per-class array: index 0 is 2xx (and anything below 300). */
@@ -65,7 +68,7 @@ export interface WindowSummary {
   byClass: number[];
   unauthorized: number;
   rateLimited: number;
-  /** Per upstream slot: index 0 is "none" (answered by Tollgate), i + 1 the i-th upstream. */
+  /** Per upstream slot: index 0 is "none" (answered by Tollgate), then the recorder's slots. */
   byUpstream: number[];
   p50Ms: number | null;
   p99Ms: number | null;
@@ -94,6 +97,8 @@ export interface StatsExport {
   byClass: number[];
   unauthorized: number[];
   rateLimited: number[];
+  /** Upstream slots per second in `byUpstream` (slot 0: none); the sender's numbering. */
+  upstreamSlots: number;
   /** `upstreamSlots` numbers per second. */
   byUpstream: number[];
   /** Per second, the non-zero latency sketch buckets as [index, count, index, count, ...]. */
@@ -107,27 +112,46 @@ export interface StatsExport {
  */
 export class RollingStats {
   readonly windowSeconds: number;
-  readonly upstreamSlots: number;
+  #upstreamSlots: number;
   readonly #count: Uint32Array;
   readonly #byClass: Uint32Array;
   readonly #unauthorized: Uint32Array;
   readonly #rateLimited: Uint32Array;
-  readonly #byUpstream: Uint32Array;
+  /** [second slot][upstream slot]; replaced by a wider one when upstream slots are added. */
+  #byUpstream: Uint32Array;
   readonly #latency: Uint32Array;
   /** The second the newest slot belongs to; slots of older seconds are cleared as time moves on. */
   #second = -1;
 
-  /** `upstreams`: how many upstreams (one more slot is kept for "none"). */
+  /** `upstreams`: how many upstreams to start with (one more slot is kept for "none"). */
   constructor(upstreams: number, windowSeconds = 61) {
     if (windowSeconds < 2) throw new RangeError('windowSeconds must be at least 2');
     this.windowSeconds = windowSeconds;
-    this.upstreamSlots = upstreams + 1;
+    this.#upstreamSlots = upstreams + 1;
     this.#count = new Uint32Array(windowSeconds);
     this.#byClass = new Uint32Array(windowSeconds * STATUS_CLASSES.length);
     this.#unauthorized = new Uint32Array(windowSeconds);
     this.#rateLimited = new Uint32Array(windowSeconds);
-    this.#byUpstream = new Uint32Array(windowSeconds * this.upstreamSlots);
+    this.#byUpstream = new Uint32Array(windowSeconds * this.#upstreamSlots);
     this.#latency = new Uint32Array(windowSeconds * SKETCH_BUCKETS);
+  }
+
+  /** Upstream slots per second, "none" included. */
+  get upstreamSlots(): number {
+    return this.#upstreamSlots;
+  }
+
+  /**
+   * Makes room for `slots` upstream slots (none included), keeping what every second holds. Runs when an
+   * upstream gets its slot (at start and after a reload), not per request; fewer slots than now is a no-op.
+   */
+  growUpstreams(slots: number): void {
+    const old = this.#upstreamSlots;
+    if (slots <= old) return;
+    const wider = new Uint32Array(this.windowSeconds * slots);
+    for (let s = 0; s < this.windowSeconds; s++) wider.set(this.#byUpstream.subarray(s * old, (s + 1) * old), s * slots);
+    this.#byUpstream = wider;
+    this.#upstreamSlots = slots;
   }
 
   /** Counts one finished request. `upstream` is its slot (0 for none); runs from the logging phase. */
@@ -137,7 +161,7 @@ export class RollingStats {
     const slot = (second < this.#second ? this.#second : second) % this.windowSeconds;
     (this.#count[slot] as number)++;
     (this.#byClass[slot * STATUS_CLASSES.length + statusClass] as number)++;
-    (this.#byUpstream[slot * this.upstreamSlots + upstream] as number)++;
+    (this.#byUpstream[slot * this.#upstreamSlots + upstream] as number)++;
     (this.#latency[slot * SKETCH_BUCKETS + sketchIndex(durationMs)] as number)++;
     if (refusal === RefusalKind.unauthorized) (this.#unauthorized[slot] as number)++;
     else if (refusal === RefusalKind.rateLimited) (this.#rateLimited[slot] as number)++;
@@ -153,7 +177,7 @@ export class RollingStats {
       byClass: STATUS_CLASSES.map(() => 0),
       unauthorized: 0,
       rateLimited: 0,
-      byUpstream: new Array<number>(this.upstreamSlots).fill(0),
+      byUpstream: new Array<number>(this.#upstreamSlots).fill(0),
       p50Ms: null,
       p99Ms: null,
     };
@@ -165,7 +189,7 @@ export class RollingStats {
       out.unauthorized += this.#unauthorized[slot] as number;
       out.rateLimited += this.#rateLimited[slot] as number;
       for (let c = 0; c < STATUS_CLASSES.length; c++) (out.byClass[c] as number) += this.#byClass[slot * STATUS_CLASSES.length + c] as number;
-      for (let u = 0; u < this.upstreamSlots; u++) (out.byUpstream[u] as number) += this.#byUpstream[slot * this.upstreamSlots + u] as number;
+      for (let u = 0; u < this.#upstreamSlots; u++) (out.byUpstream[u] as number) += this.#byUpstream[slot * this.#upstreamSlots + u] as number;
       const base = slot * SKETCH_BUCKETS;
       for (let i = 0; i < SKETCH_BUCKETS; i++) (merged[i] as number) += this.#latency[base + i] as number;
     }
@@ -204,7 +228,7 @@ export class RollingStats {
   export(nowMs: number, toSecond: (second: number) => number = (s) => s): StatsExport {
     const current = this.#moveTo(nowMs);
     const classes = STATUS_CLASSES.length;
-    const out: StatsExport = { seconds: [], requests: [], byClass: [], unauthorized: [], rateLimited: [], byUpstream: [], latency: [] };
+    const out: StatsExport = { seconds: [], requests: [], byClass: [], unauthorized: [], rateLimited: [], upstreamSlots: this.#upstreamSlots, byUpstream: [], latency: [] };
     for (let s = Math.max(0, current - (this.windowSeconds - 1)); s < current; s++) {
       const slot = s % this.windowSeconds;
       const count = this.#count[slot] as number;
@@ -214,7 +238,7 @@ export class RollingStats {
       for (let c = 0; c < classes; c++) out.byClass.push(this.#byClass[slot * classes + c] as number);
       out.unauthorized.push(this.#unauthorized[slot] as number);
       out.rateLimited.push(this.#rateLimited[slot] as number);
-      for (let u = 0; u < this.upstreamSlots; u++) out.byUpstream.push(this.#byUpstream[slot * this.upstreamSlots + u] as number);
+      for (let u = 0; u < this.#upstreamSlots; u++) out.byUpstream.push(this.#byUpstream[slot * this.#upstreamSlots + u] as number);
       const sketch: number[] = [];
       const base = slot * SKETCH_BUCKETS;
       for (let i = 0; i < SKETCH_BUCKETS; i++) {
@@ -227,13 +251,16 @@ export class RollingStats {
   }
 
   /**
-   * Adds an export (of a ring with as many upstreams, in this ring's timeline) into this ring, after moving
-   * it to `nowMs`. Seconds outside the window, or not yet begun here, are left out; malformed entries too.
+   * Adds an export (in this ring's timeline) into this ring, after moving it to `nowMs`. `slotMap[u]` is this
+   * ring's slot for the export's upstream slot u (the same slot when not given): a cluster primary numbers
+   * upstreams by name, each worker by the order it met them. Seconds outside the window, or not yet begun
+   * here, are left out; malformed entries and unmapped slots too.
    */
-  absorb(data: StatsExport, nowMs: number): void {
+  absorb(data: StatsExport, nowMs: number, slotMap?: ArrayLike<number>): void {
     const current = this.#moveTo(nowMs);
     const classes = STATUS_CLASSES.length;
-    const slots = this.upstreamSlots;
+    const slots = this.#upstreamSlots;
+    const from = Number.isInteger(data.upstreamSlots) && data.upstreamSlots > 0 ? data.upstreamSlots : 0;
     for (let k = 0; k < data.seconds.length; k++) {
       const s = data.seconds[k] as number;
       if (!Number.isInteger(s) || s > current || s <= current - this.windowSeconds || s < 0) continue;
@@ -242,7 +269,11 @@ export class RollingStats {
       (this.#unauthorized[slot] as number) += data.unauthorized[k] ?? 0;
       (this.#rateLimited[slot] as number) += data.rateLimited[k] ?? 0;
       for (let c = 0; c < classes; c++) (this.#byClass[slot * classes + c] as number) += data.byClass[k * classes + c] ?? 0;
-      for (let u = 0; u < slots; u++) (this.#byUpstream[slot * slots + u] as number) += data.byUpstream[k * slots + u] ?? 0;
+      for (let u = 0; u < from; u++) {
+        const to = slotMap === undefined ? u : slotMap[u];
+        if (to === undefined || !Number.isInteger(to) || to < 0 || to >= slots) continue;
+        (this.#byUpstream[slot * slots + to] as number) += data.byUpstream[k * from + u] ?? 0;
+      }
       const sketch = data.latency[k] ?? [];
       for (let j = 0; j + 1 < sketch.length; j += 2) {
         const i = sketch[j] as number;
@@ -269,7 +300,7 @@ export class RollingStats {
       this.#unauthorized[slot] = 0;
       this.#rateLimited[slot] = 0;
       this.#byClass.fill(0, slot * STATUS_CLASSES.length, (slot + 1) * STATUS_CLASSES.length);
-      this.#byUpstream.fill(0, slot * this.upstreamSlots, (slot + 1) * this.upstreamSlots);
+      this.#byUpstream.fill(0, slot * this.#upstreamSlots, (slot + 1) * this.#upstreamSlots);
       this.#latency.fill(0, slot * SKETCH_BUCKETS, (slot + 1) * SKETCH_BUCKETS);
     }
     this.#second = second;

@@ -35,6 +35,11 @@ declare const document: {
 };
 declare const window: { tollgateDashboard?: DashboardState };
 
+/** The text of each cell of each row matched by `selector`, read in the page. */
+function cells(page: Page, selector: string): Promise<(string | undefined)[][]> {
+  return page.locator(selector).evaluateAll((trs) => trs.map((tr) => [...(tr as unknown as { cells: Iterable<PageElement> }).cells].map((td) => td.textContent?.trim())));
+}
+
 /** Text of an element, read in the page. */
 function text(page: Page, selector: string): Promise<string> {
   return page.locator(selector).innerText();
@@ -98,16 +103,17 @@ describe('dashboard in Chromium', () => {
       assert.equal(await text(page, '#total-429'), '4');
       assert.equal(await text(page, '#recent-429'), '4');
       assert.equal(await page.locator('#workers').isHidden(), true, 'no worker count for a single process');
-      const rows = await page.locator('#upstreams tr').evaluateAll((trs) =>
-        trs.map((tr) => [...(tr as unknown as { cells: Iterable<PageElement> }).cells].map((td) => td.textContent?.trim())),
-      );
+      const rows = await cells(page, '#upstreams tr');
       assert.deepEqual(
-        rows.map((r) => [r[0], r[1], r[2], r[5], r[6]]),
+        rows.map((r) => [r[0], r[1], r[2], r[3], r[6], r[7]]),
         [
-          ['alpha', `127.0.0.1:${ups[0]!.port}`, 'healthy', '50%', '10'],
-          ['beta', `127.0.0.1:${ups[1]!.port}`, 'healthy', '50%', '10'],
+          ['default', 'alpha', `127.0.0.1:${ups[0]!.port}`, 'healthy', '50%', '10'],
+          ['default', 'beta', `127.0.0.1:${ups[1]!.port}`, 'healthy', '50%', '10'],
         ],
       );
+      // The routes and services of the config: here the implicit route and service `default`.
+      assert.deepEqual(await cells(page, '#routes tr'), [['default', 'service default', '34']]);
+      assert.deepEqual(await cells(page, '#services tr'), [['default', 'round_robin', 'alpha, beta', '20']]);
 
       // Charts: uPlot holds one x value per second of history, and the per-second counts add up to the traffic.
       await page.waitForFunction(() => {

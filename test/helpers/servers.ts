@@ -106,12 +106,13 @@ export interface ProxyTestOptions {
 type Json = Record<string, unknown>;
 
 /**
- * Starts a real proxy on 127.0.0.1:0 in front of the given backends (or explicit upstream entries).
- * `config` is merged into a minimal valid config; logs are captured in memory.
+ * Starts a real proxy on 127.0.0.1:0 in front of the given backends (or explicit upstream entries), which
+ * are the service `default`; `config.services` and `config.routes` add more. `config` is merged into a
+ * minimal valid config; logs are captured in memory.
  */
 export async function startProxy(
   upstreams: (Backend | { name: string; port: number; weight?: number; address?: string })[],
-  config: { server?: Json; load_balancing?: Json; middleware?: Json; logging?: Json; admin?: Json; metrics?: Json; tracing?: Json } = {},
+  config: { server?: Json; load_balancing?: Json; services?: Json; routes?: Json[]; middleware?: Json; logging?: Json; admin?: Json; metrics?: Json; tracing?: Json } = {},
   options: ProxyTestOptions = {},
 ): Promise<TestProxy> {
   const logs: Record<string, unknown>[] = [];
@@ -127,6 +128,8 @@ export async function startProxy(
       upstreams: upstreams.map((u) => ({ name: u.name, address: 'address' in u && u.address !== undefined ? u.address : '127.0.0.1', port: u.port, weight: 'weight' in u && u.weight !== undefined ? u.weight : 1 })),
       ...config.load_balancing,
     },
+    ...(config.services === undefined ? {} : { services: config.services }),
+    ...(config.routes === undefined ? {} : { routes: config.routes }),
     middleware: config.middleware ?? {},
     logging: config.logging ?? {},
     // The admin listener on a free port, so proxies in parallel tests never compete for 9901.

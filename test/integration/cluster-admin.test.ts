@@ -52,7 +52,9 @@ interface StatusDoc {
   current: { p50_ms: number | null; p99_ms: number | null };
   series: { t: number[]; rps: number[] };
   connections: { open: number; refused_total: number };
-  upstreams: { name: string; address: string; state: string; requests: number; recent_requests: number; share: number | null; inflight: number }[];
+  upstreams: { service: string; name: string; address: string; state: string; requests: number; recent_requests: number; share: number | null; inflight: number }[];
+  services: { name: string; strategy: string; upstreams: string[]; requests: number }[];
+  routes: { name: string; service: string | null; redirect: string | null; requests: number }[];
   cluster?: { workers: number; running: number; answered: number; restarts: number; processes: { slot: number; pid: number; uptime_s: number; answered: boolean }[] };
 }
 
@@ -119,16 +121,17 @@ describe('cluster mode: the admin listener in the primary', () => {
     assert.equal(byClass('2xx', 'GET'), 8);
     assert.equal(byClass('2xx', 'POST'), 2);
     assert.equal(byClass('4xx', 'GET'), 10);
-    assert.equal(requests.get('{status_class="4xx",method="GET",upstream="none"}'), 10);
+    assert.equal(requests.get('{status_class="4xx",method="GET",route="default",service="none",upstream="none"}'), 10);
+    for (const key of requests.keys()) assert.match(key, /route="default"/);
     assert.equal(byClass('5xx'), 0);
     assert.deepEqual(Object.fromEntries(samples(text, 'tollgate_auth_failures_total')), { '{reason="missing"}': 6, '{reason="malformed"}': 0, '{reason="invalid"}': 1 });
     assert.equal(samples(text, 'tollgate_ratelimit_rejections_total').get(''), 3);
     assert.equal(samples(text, 'tollgate_retries_total').get(''), 0);
-    assert.deepEqual(Object.fromEntries(samples(text, 'tollgate_upstream_selections_total')), { '{upstream="a"}': a.hits, '{upstream="b"}': b.hits });
+    assert.deepEqual(Object.fromEntries(samples(text, 'tollgate_upstream_selections_total')), { '{service="default",upstream="a"}': a.hits, '{service="default",upstream="b"}': b.hits });
     assert.equal(total(text, 'tollgate_request_duration_seconds_count'), 20);
-    assert.equal(samples(text, 'tollgate_request_duration_seconds_bucket').get('{le="+Inf",upstream="none"}'), 10);
-    assert.deepEqual(Object.fromEntries(samples(text, 'tollgate_upstream_healthy')), { '{upstream="a"}': 1, '{upstream="b"}': 1 });
-    assert.deepEqual(Object.fromEntries(samples(text, 'tollgate_upstream_inflight')), { '{upstream="a"}': 0, '{upstream="b"}': 0 });
+    assert.equal(samples(text, 'tollgate_request_duration_seconds_bucket').get('{le="+Inf",route="default",service="none",upstream="none"}'), 10);
+    assert.deepEqual(Object.fromEntries(samples(text, 'tollgate_upstream_healthy')), { '{service="default",upstream="a"}': 1, '{service="default",upstream="b"}': 1 });
+    assert.deepEqual(Object.fromEntries(samples(text, 'tollgate_upstream_inflight')), { '{service="default",upstream="a"}': 0, '{service="default",upstream="b"}': 0 });
     assert.equal(samples(text, 'tollgate_connections_refused_total').get(''), 0);
     assert.equal(samples(text, 'tollgate_workers').get(''), 2);
     assert.equal(samples(text, 'tollgate_workers_answered').get(''), 2);
@@ -144,12 +147,14 @@ describe('cluster mode: the admin listener in the primary', () => {
     assert.equal(s.totals.unauthorized, 7);
     assert.equal(s.totals.rate_limited, 3);
     assert.deepEqual(
-      s.upstreams.map((u) => [u.name, u.address, u.state, u.requests]),
+      s.upstreams.map((u) => [u.service, u.name, u.address, u.state, u.requests]),
       [
-        ['a', `127.0.0.1:${a.port}`, 'up', a.hits],
-        ['b', `127.0.0.1:${b.port}`, 'up', b.hits],
+        ['default', 'a', `127.0.0.1:${a.port}`, 'up', a.hits],
+        ['default', 'b', `127.0.0.1:${b.port}`, 'up', b.hits],
       ],
     );
+    assert.deepEqual(s.services, [{ name: 'default', strategy: 'round_robin', upstreams: ['a', 'b'], requests: 10 }]);
+    assert.deepEqual(s.routes, [{ name: 'default', service: 'default', redirect: null, requests: 20 }]);
     assert.equal(s.cluster?.workers, 2);
     assert.equal(s.cluster?.running, 2);
     assert.equal(s.cluster?.answered, 2);

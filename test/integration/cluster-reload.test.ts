@@ -61,6 +61,8 @@ describe('cluster reload (server.workers: 2), through the real CLI', () => {
     assert.deepEqual(after.workers.map((w) => w.generation), [2, 2]);
     assert.deepEqual(after.last_reload?.workers.map((w) => [w.slot, w.generation, w.result]), [[0, 2, 'ok'], [1, 2, 'ok']]);
     assert.notEqual(after.hash, before.hash);
+    const listed = (await request(`${c.adminUrl}/api/status`)).json<{ routes: { name: string }[] }>().routes.map((r) => r.name);
+    assert.deepEqual(listed.sort(), ['a', 'b'], 'the primary lists the routes in force');
     // Fresh connections, spread over the workers: every one has the new route.
     for (let i = 0; i < 12; i++) assert.equal((await request(`${c.url}/b/${i}`)).status, 200);
     // Both workers logged the switch.

@@ -10,6 +10,14 @@ import { openEvents, samples, scrape } from '../helpers/metrics.js';
 const TOKEN = { authorization: 'Bearer t' };
 const NO_HEALTH = { active: { enabled: false }, passive: { enabled: false } };
 
+/** The label text of a `tollgate_requests_total` series. */
+function series(cls: string, method: string, upstream: string, route = 'default', service = upstream === 'none' ? 'none' : 'default'): string {
+  return `{status_class="${cls}",method="${method}",route="${route}",service="${service}",upstream="${upstream}"}`;
+}
+
+/** The label text of an upstream's series. */
+const up = (name: string, service = 'default'): string => `{service="${service}",upstream="${name}"}`;
+
 describe('metrics', () => {
   let a: Backend;
   let b: Backend;
@@ -40,21 +48,21 @@ describe('metrics', () => {
       assert.deepEqual(
         Object.fromEntries(requests),
         {
-          '{status_class="2xx",method="GET",upstream="a"}': 4,
-          '{status_class="2xx",method="GET",upstream="b"}': 4,
-          '{status_class="2xx",method="POST",upstream="a"}': 1,
-          '{status_class="2xx",method="POST",upstream="b"}': 1,
-          '{status_class="4xx",method="GET",upstream="none"}': 8,
+          [series('2xx', 'GET', 'a')]: 4,
+          [series('2xx', 'GET', 'b')]: 4,
+          [series('2xx', 'POST', 'a')]: 1,
+          [series('2xx', 'POST', 'b')]: 1,
+          [series('4xx', 'GET', 'none')]: 8,
         },
       );
-      assert.deepEqual(Object.fromEntries(samples(text, 'tollgate_upstream_selections_total')), { '{upstream="a"}': 5, '{upstream="b"}': 5 });
+      assert.deepEqual(Object.fromEntries(samples(text, 'tollgate_upstream_selections_total')), { [up('a')]: 5, [up('b')]: 5 });
       assert.deepEqual(Object.fromEntries(samples(text, 'tollgate_auth_failures_total')), { '{reason="missing"}': 4, '{reason="malformed"}': 0, '{reason="invalid"}': 1 });
       assert.equal(samples(text, 'tollgate_ratelimit_rejections_total').get(''), 3);
       assert.equal(samples(text, 'tollgate_retries_total').get(''), 0);
-      assert.equal(samples(text, 'tollgate_request_duration_seconds_count').get('{upstream="a"}'), 5);
-      assert.equal(samples(text, 'tollgate_request_duration_seconds_count').get('{upstream="none"}'), 8);
-      assert.deepEqual(Object.fromEntries(samples(text, 'tollgate_upstream_healthy')), { '{upstream="a"}': 1, '{upstream="b"}': 1 });
-      assert.deepEqual(Object.fromEntries(samples(text, 'tollgate_upstream_inflight')), { '{upstream="a"}': 0, '{upstream="b"}': 0 });
+      assert.equal(samples(text, 'tollgate_request_duration_seconds_count').get('{route="default",service="default",upstream="a"}'), 5);
+      assert.equal(samples(text, 'tollgate_request_duration_seconds_count').get('{route="default",service="none",upstream="none"}'), 8);
+      assert.deepEqual(Object.fromEntries(samples(text, 'tollgate_upstream_healthy')), { [up('a')]: 1, [up('b')]: 1 });
+      assert.deepEqual(Object.fromEntries(samples(text, 'tollgate_upstream_inflight')), { [up('a')]: 0, [up('b')]: 0 });
       assert.equal(samples(text, 'tollgate_connections_refused_total').get(''), 0);
       assert.ok(samples(text, 'tollgate_connections_open').has(''));
       assert.ok(samples(text, 'process_resident_memory_bytes').has(''), 'process metrics');
@@ -65,16 +73,20 @@ describe('metrics', () => {
       // /api/status carries the same totals, and the upstream addresses that /health does not show.
       const status = (await request(`${proxy.adminUrl}/api/status`)).json<{
         totals: { requests: number; status: Record<string, number>; unauthorized: number; rate_limited: number };
-        upstreams: { name: string; address: string; state: string; requests: number }[];
+        upstreams: { service: string; name: string; address: string; state: string; requests: number }[];
+        services: unknown[];
+        routes: unknown[];
       }>();
       assert.equal(status.totals.requests, 18);
       assert.deepEqual(status.totals.status, { '2xx': 10, '3xx': 0, '4xx': 8, '5xx': 0 });
       assert.equal(status.totals.unauthorized, 5);
       assert.equal(status.totals.rate_limited, 3);
-      assert.deepEqual(status.upstreams.map((u) => [u.name, u.address, u.state, u.requests]), [
-        ['a', `127.0.0.1:${a.port}`, 'up', 5],
-        ['b', `127.0.0.1:${b.port}`, 'up', 5],
+      assert.deepEqual(status.upstreams.map((u) => [u.service, u.name, u.address, u.state, u.requests]), [
+        ['default', 'a', `127.0.0.1:${a.port}`, 'up', 5],
+        ['default', 'b', `127.0.0.1:${b.port}`, 'up', 5],
       ]);
+      assert.deepEqual(status.services, [{ name: 'default', strategy: 'round_robin', upstreams: ['a', 'b'], requests: 10 }]);
+      assert.deepEqual(status.routes, [{ name: 'default', service: 'default', redirect: null, requests: 18 }]);
       const health = await request(`${proxy.url}/health`);
       assert.doesNotMatch(health.body, new RegExp(`${a.port}|${b.port}|127\\.0\\.0\\.1`));
     } finally {
@@ -92,11 +104,11 @@ describe('metrics', () => {
       for (let i = 0; i < 4; i++) assert.equal((await request(`${proxy.url}/r${i}`)).status, 200);
       const text = await scrape(proxy.adminUrl);
       assert.equal(samples(text, 'tollgate_retries_total').get(''), 1);
-      assert.equal(samples(text, 'tollgate_upstream_ejections_total').get('{upstream="dead"}'), 1);
-      assert.equal(samples(text, 'tollgate_upstream_ejected').get('{upstream="dead"}'), 1);
-      assert.equal(samples(text, 'tollgate_upstream_ejected').get('{upstream="live"}'), 0);
-      assert.deepEqual(Object.fromEntries(samples(text, 'tollgate_upstream_selections_total')), { '{upstream="dead"}': 1, '{upstream="live"}': 4 });
-      assert.deepEqual(Object.fromEntries(samples(text, 'tollgate_requests_total')), { '{status_class="2xx",method="GET",upstream="live"}': 4 });
+      assert.equal(samples(text, 'tollgate_upstream_ejections_total').get(up('dead')), 1);
+      assert.equal(samples(text, 'tollgate_upstream_ejected').get(up('dead')), 1);
+      assert.equal(samples(text, 'tollgate_upstream_ejected').get(up('live')), 0);
+      assert.deepEqual(Object.fromEntries(samples(text, 'tollgate_upstream_selections_total')), { [up('dead')]: 1, [up('live')]: 4 });
+      assert.deepEqual(Object.fromEntries(samples(text, 'tollgate_requests_total')), { [series('2xx', 'GET', 'live')]: 4 });
       const status = (await request(`${proxy.adminUrl}/api/status`)).json<{ upstreams: { name: string; state: string }[] }>();
       assert.deepEqual(status.upstreams.map((u) => u.state), ['ejected', 'up']);
     } finally {
@@ -115,12 +127,85 @@ describe('metrics', () => {
       assert.equal((await request(`${proxy.url}/`)).status, 503);
       const text = await scrape(proxy.adminUrl);
       assert.deepEqual(Object.fromEntries(samples(text, 'tollgate_requests_total')), {
-        '{status_class="5xx",method="GET",upstream="dead"}': 1,
-        '{status_class="5xx",method="GET",upstream="none"}': 1,
+        [series('5xx', 'GET', 'dead')]: 1,
+        [series('5xx', 'GET', 'none')]: 1,
       });
-      assert.equal(samples(text, 'tollgate_upstream_healthy').get('{upstream="dead"}'), 0);
+      assert.equal(samples(text, 'tollgate_upstream_healthy').get(up('dead')), 0);
     } finally {
       await proxy.close();
+    }
+  });
+
+  test('services and routes: an upstream name in two services has two series; the route label, none for a 404', async () => {
+    const [apiOne, webOne] = await Promise.all([startBackend('api-one'), startBackend('web-one')]);
+    const service = (backend: Backend): Record<string, unknown> => ({
+      strategy: 'least_conn',
+      upstreams: [{ name: 'one', address: '127.0.0.1', port: backend.port }],
+      health_check: NO_HEALTH,
+    });
+    const proxy = await startProxy([a], {
+      load_balancing: { health_check: NO_HEALTH },
+      services: { api: service(apiOne), web: service(webOne) },
+      routes: [
+        { name: 'api', match: { path_prefix: '/api' }, service: 'api' },
+        { name: 'site', match: { path_prefix: '/site' }, service: 'web' },
+        { name: 'rest', match: { path_prefix: '/rest' }, service: 'default' },
+        { name: 'login', match: { path: '/login' }, redirect: { to: 'https://auth.example.com/login', status: 302 } },
+      ],
+    });
+    try {
+      const got = [];
+      for (const path of ['/api/1', '/api/2', '/site/1', '/rest/1', '/login', '/nowhere', '/nowhere/else']) {
+        const res = await request(`${proxy.url}${path}`);
+        got.push([res.status, res.status === 200 ? res.json().backend : undefined]);
+      }
+      assert.deepEqual(got, [
+        [200, 'api-one'],
+        [200, 'api-one'],
+        [200, 'web-one'],
+        [200, 'a'],
+        [302, undefined],
+        [404, undefined],
+        [404, undefined],
+      ]);
+      await waitFor(() => proxy.logs.filter((l) => l.msg === 'Request Completed').length === 7, 2000, 'all requests finished');
+      const text = await scrape(proxy.adminUrl);
+      assert.deepEqual(Object.fromEntries(samples(text, 'tollgate_requests_total')), {
+        [series('2xx', 'GET', 'one', 'api', 'api')]: 2,
+        [series('2xx', 'GET', 'one', 'site', 'web')]: 1,
+        [series('2xx', 'GET', 'a', 'rest')]: 1,
+        [series('3xx', 'GET', 'none', 'login')]: 1,
+        [series('4xx', 'GET', 'none', 'none')]: 2,
+      });
+      assert.deepEqual(Object.fromEntries(samples(text, 'tollgate_upstream_selections_total')), { [up('a')]: 1, [up('one', 'api')]: 2, [up('one', 'web')]: 1 });
+      assert.deepEqual(Object.fromEntries(samples(text, 'tollgate_upstream_healthy')), { [up('a')]: 1, [up('one', 'api')]: 1, [up('one', 'web')]: 1 });
+      assert.equal(samples(text, 'tollgate_request_duration_seconds_count').get('{route="none",service="none",upstream="none"}'), 2);
+      assert.equal(samples(text, 'tollgate_request_duration_seconds_count').get('{route="api",service="api",upstream="one"}'), 2);
+
+      const status = (await request(`${proxy.adminUrl}/api/status`)).json<{
+        upstreams: { service: string; name: string; address: string; requests: number }[];
+        services: { name: string; strategy: string; upstreams: string[]; requests: number }[];
+        routes: { name: string; service: string | null; redirect: string | null; requests: number }[];
+      }>();
+      assert.deepEqual(status.upstreams.map((u) => [u.service, u.name, u.address, u.requests]), [
+        ['api', 'one', `127.0.0.1:${apiOne.port}`, 2],
+        ['web', 'one', `127.0.0.1:${webOne.port}`, 1],
+        ['default', 'a', `127.0.0.1:${a.port}`, 1],
+      ]);
+      assert.deepEqual(status.services, [
+        { name: 'api', strategy: 'least_conn', upstreams: ['one'], requests: 2 },
+        { name: 'web', strategy: 'least_conn', upstreams: ['one'], requests: 1 },
+        { name: 'default', strategy: 'round_robin', upstreams: ['a'], requests: 1 },
+      ]);
+      assert.deepEqual(status.routes, [
+        { name: 'api', service: 'api', redirect: null, requests: 2 },
+        { name: 'site', service: 'web', redirect: null, requests: 1 },
+        { name: 'rest', service: 'default', redirect: null, requests: 1 },
+        { name: 'login', service: null, redirect: 'https://auth.example.com/login', requests: 1 },
+      ]);
+    } finally {
+      await proxy.close();
+      await Promise.all([apiOne.close(), webOne.close()]);
     }
   });
 
@@ -149,7 +234,7 @@ describe('metrics', () => {
       await request(`${proxy.url}/`);
       const text = await scrape(proxy.adminUrl);
       assert.equal(samples(text, 'tollgate_requests_total').size, 0);
-      assert.equal(samples(text, 'tollgate_upstream_healthy').get('{upstream="a"}'), 1);
+      assert.equal(samples(text, 'tollgate_upstream_healthy').get(up('a')), 1);
       const status = (await request(`${proxy.adminUrl}/api/status`)).json<{ metrics: boolean; totals: { requests: number } }>();
       assert.equal(status.metrics, false);
       assert.equal(status.totals.requests, 0);

@@ -134,9 +134,17 @@ describe('hot reload under load', () => {
       const status = (await request(`${started.adminUrl}/api/status`)).json<{ config: { generation: number; last_reload: { result: string } } }>();
       assert.equal(status.config.generation, 21);
       assert.equal(status.config.last_reload.result, 'ok');
-      const metrics = samples(await scrape(started.adminUrl), 'tollgate_config_reloads_total');
+      const text = await scrape(started.adminUrl);
+      const metrics = samples(text, 'tollgate_config_reloads_total');
       assert.equal(metrics.get('{result="ok"}'), 20);
       assert.equal(metrics.get('{result="error"}'), 0);
+      // The metrics follow the generations by name: b3 (added by B) has its series, both routes theirs.
+      const selected = [...samples(text, 'tollgate_upstream_selections_total')];
+      assert.ok(selected.some(([labels, n]) => labels.includes('service="main"') && labels.includes('upstream="b3"') && n > 0), JSON.stringify(selected));
+      const byRoute = [...samples(text, 'tollgate_requests_total')].map(([labels]) => /route="([^"]+)"/.exec(labels)?.[1]);
+      assert.ok(byRoute.includes('one') && byRoute.includes('two'));
+      const topology = (await request(`${started.adminUrl}/api/status`)).json<{ routes: { name: string }[] }>();
+      assert.deepEqual(topology.routes.map((r) => r.name).sort(), ['one', 'two'], 'the status lists the routes in force (A)');
     } finally {
       await agent.close();
       await started.proxy.close();

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
-import { ClusterMonitor } from '../../../src/admin/cluster.js';
+import { ClusterMonitor, mergeLive } from '../../../src/admin/cluster.js';
 import type { Backend } from '../../../src/balancing/backend.js';
 import type { SnapshotReply, SnapshotRequest } from '../../../src/cluster/messages.js';
 import type { MonitoredWorker } from '../../../src/cluster/primary.js';
@@ -10,6 +10,7 @@ import { configSchema } from '../../../src/config/schema.js';
 import { ProxyMetrics, type MetricsSnapshot } from '../../../src/observability/metrics.js';
 import type { RequestContext } from '../../../src/proxy/context.js';
 import { ProxyError } from '../../../src/proxy/errors.js';
+import type { Route } from '../../../src/routing/route.js';
 import { waitFor } from '../../helpers/servers.js';
 import { samples } from '../../helpers/metrics.js';
 
@@ -37,26 +38,43 @@ function logger() {
   return { logger: pino({ level: 'debug', base: null }, stream), lines };
 }
 
-function fakeBackend(name: string, weight = 1): Backend {
-  return { name, weight, inflight: 0, healthy: true, ejectedUntil: -Infinity, ejectionsTotal: 0 } as unknown as Backend;
+function fakeBackend(name: string, address: string, weight = 1, service = 'default'): Backend {
+  return { service, name, address, weight, inflight: 0, healthy: true, ejectedUntil: -Infinity, ejectionsTotal: 0 } as unknown as Backend;
 }
 
-/** A worker's real ProxyMetrics over fake backends. */
-function workerMetrics(metricsOn = true): { metrics: ProxyMetrics; a: Backend; b: Backend; record(status: number, backend?: Backend, ms?: number, error?: ProxyError, authFailure?: string): void } {
-  const a = fakeBackend('a');
-  const b = fakeBackend('b', 2);
-  const metrics = new ProxyMetrics({ backends: [a, b], connectionsOpen: async () => 3, connectionsRefused: () => 1, clock: () => 0, version: 'test' }, { recording: metricsOn });
+const DEFAULT_ROUTE = { name: 'default' } as unknown as Route;
+
+interface WorkerMetrics {
+  metrics: ProxyMetrics;
+  a: Backend;
+  b: Backend;
+  record(status: number, backend?: Backend, ms?: number, error?: ProxyError, authFailure?: string, route?: Route): void;
+}
+
+/** A worker's real ProxyMetrics over fake backends (those of config(), unless given). */
+function workerMetrics(metricsOn = true, backends?: Backend[]): WorkerMetrics {
+  const a = fakeBackend('a', '127.0.0.1:3001');
+  const b = fakeBackend('b', '[::1]:3002', 2);
+  const metrics = new ProxyMetrics({ connectionsOpen: async () => 3, connectionsRefused: () => 1, clock: () => 0, version: 'test' }, { recording: metricsOn });
+  metrics.useBackends(backends ?? [a, b]);
   return {
     metrics,
     a,
     b,
-    record(status, backend, ms = 10, error, authFailure) {
+    record(status, backend, ms = 10, error, authFailure, route = DEFAULT_ROUTE) {
       const now = performance.now();
-      const ctx = { req: { method: 'GET' }, status, backend, tried: undefined, retries: 0, error, authFailure, startedAt: now - ms } as unknown as RequestContext;
+      const ctx = { req: { method: 'GET' }, status, route, backend, tried: undefined, retries: 0, error, authFailure, startedAt: now - ms } as unknown as RequestContext;
       metrics.recordRequest(ctx, now);
     },
   };
 }
+
+/** The label text of a request series on the route `default`. */
+function series(cls: string, upstream: string, service = upstream === 'none' ? 'none' : 'default', route = 'default'): string {
+  return `{status_class="${cls}",method="GET",route="${route}",service="${service}",upstream="${upstream}"}`;
+}
+
+const up = (name: string, service = 'default'): string => `{service="${service}",upstream="${name}"}`;
 
 type Behaviour = 'answer' | 'stuck' | 'send-error' | 'throw' | 'error-reply';
 
@@ -96,10 +114,10 @@ function fakeWorker(monitor: () => ClusterMonitor, slot: number, pid: number, so
   return worker;
 }
 
-function setup(options: { metrics?: boolean; timeoutMs?: number; workers?: number | 'auto' } = {}) {
+function setup(options: { metrics?: boolean; timeoutMs?: number; workers?: number | 'auto'; w0?: WorkerMetrics; w1?: WorkerMetrics } = {}) {
   const log = logger();
-  const w0 = workerMetrics(options.metrics);
-  const w1 = workerMetrics(options.metrics);
+  const w0 = options.w0 ?? workerMetrics(options.metrics);
+  const w1 = options.w1 ?? workerMetrics(options.metrics);
   let restarts = 0;
   let draining = false;
   // eslint-disable-next-line prefer-const
@@ -150,19 +168,19 @@ describe('ClusterMonitor', () => {
     w1.a.ejectionsTotal = 4;
     const text = await monitor.scrape();
     assert.deepEqual(Object.fromEntries(samples(text, 'tollgate_requests_total')), {
-      '{status_class="2xx",method="GET",upstream="a"}': 2,
-      '{status_class="2xx",method="GET",upstream="b"}': 1,
-      '{status_class="4xx",method="GET",upstream="none"}': 3,
+      [series('2xx', 'a')]: 2,
+      [series('2xx', 'b')]: 1,
+      [series('4xx', 'none')]: 3,
     });
     assert.deepEqual(Object.fromEntries(samples(text, 'tollgate_auth_failures_total')), { '{reason="missing"}': 1, '{reason="malformed"}': 0, '{reason="invalid"}': 1 });
     assert.equal(samples(text, 'tollgate_ratelimit_rejections_total').get(''), 1);
-    assert.deepEqual(Object.fromEntries(samples(text, 'tollgate_upstream_selections_total')), { '{upstream="a"}': 2, '{upstream="b"}': 1 });
-    assert.equal(samples(text, 'tollgate_request_duration_seconds_count').get('{upstream="none"}'), 3);
-    assert.equal(samples(text, 'tollgate_request_duration_seconds_bucket').get('{le="+Inf",upstream="a"}'), 2);
-    assert.deepEqual(Object.fromEntries(samples(text, 'tollgate_upstream_healthy')), { '{upstream="a"}': 1, '{upstream="b"}': 0 }, 'min: down if any worker says so');
-    assert.deepEqual(Object.fromEntries(samples(text, 'tollgate_upstream_ejected')), { '{upstream="a"}': 1, '{upstream="b"}': 0 }, 'max: ejected if any worker has it ejected');
-    assert.deepEqual(Object.fromEntries(samples(text, 'tollgate_upstream_inflight')), { '{upstream="a"}': 0, '{upstream="b"}': 7 });
-    assert.equal(samples(text, 'tollgate_upstream_ejections_total').get('{upstream="a"}'), 4);
+    assert.deepEqual(Object.fromEntries(samples(text, 'tollgate_upstream_selections_total')), { [up('a')]: 2, [up('b')]: 1 });
+    assert.equal(samples(text, 'tollgate_request_duration_seconds_count').get('{route="default",service="none",upstream="none"}'), 3);
+    assert.equal(samples(text, 'tollgate_request_duration_seconds_bucket').get('{le="+Inf",route="default",service="default",upstream="a"}'), 2);
+    assert.deepEqual(Object.fromEntries(samples(text, 'tollgate_upstream_healthy')), { [up('a')]: 1, [up('b')]: 0 }, 'min: down if any worker says so');
+    assert.deepEqual(Object.fromEntries(samples(text, 'tollgate_upstream_ejected')), { [up('a')]: 1, [up('b')]: 0 }, 'max: ejected if any worker has it ejected');
+    assert.deepEqual(Object.fromEntries(samples(text, 'tollgate_upstream_inflight')), { [up('a')]: 0, [up('b')]: 7 });
+    assert.equal(samples(text, 'tollgate_upstream_ejections_total').get(up('a')), 4);
     assert.equal(samples(text, 'tollgate_connections_open').get(''), 6);
     assert.equal(samples(text, 'tollgate_connections_refused_total').get(''), 2);
     assert.equal(samples(text, 'tollgate_build_info').get('{version="9.9.9"}'), 1);
@@ -200,12 +218,14 @@ describe('ClusterMonitor', () => {
     assert.ok(Math.abs((s.current.p50_ms as number) - 10) / 10 < 0.05, `p50 ${s.current.p50_ms}`);
     assert.ok(Math.abs((s.current.p99_ms as number) - 100) / 100 < 0.05, `p99 ${s.current.p99_ms}`);
     assert.deepEqual(
-      s.upstreams.map((u) => [u.name, u.address, u.state, u.requests, u.recent_requests, u.share, u.weight]),
+      s.upstreams.map((u) => [u.service, u.name, u.address, u.state, u.requests, u.recent_requests, u.share, u.weight]),
       [
-        ['a', '127.0.0.1:3001', 'up', 2, 2, 0.667, 1],
-        ['b', '[::1]:3002', 'up', 1, 1, 0.333, 0.5],
+        ['default', 'a', '127.0.0.1:3001', 'up', 2, 2, 0.667, 1],
+        ['default', 'b', '[::1]:3002', 'up', 1, 1, 0.333, 0.5],
       ],
     );
+    assert.deepEqual(s.services, [{ name: 'default', strategy: 'round_robin', upstreams: ['a', 'b'], requests: 3 }]);
+    assert.deepEqual(s.routes, [{ name: 'default', service: 'default', redirect: null, requests: 4 }]);
     assert.deepEqual({ ...s.cluster, processes: s.cluster?.processes.map(({ slot, pid, answered }) => ({ slot, pid, answered })) }, {
       workers: 2,
       running: 2,
@@ -231,11 +251,11 @@ describe('ClusterMonitor', () => {
     const text = await monitor.scrape();
     assert.equal(samples(text, 'tollgate_workers_answered').get(''), 1);
     assert.deepEqual(Object.fromEntries(samples(text, 'tollgate_requests_total')), {
-      '{status_class="2xx",method="GET",upstream="a"}': 2,
-      '{status_class="2xx",method="GET",upstream="b"}': 1,
+      [series('2xx', 'a')]: 2,
+      [series('2xx', 'b')]: 1,
     });
     assert.deepEqual([...samples(text, 'process_cpu_user_seconds_total').keys()].sort(), ['{worker="0"}', '{worker="primary"}']);
-    assert.deepEqual(Object.fromEntries(samples(text, 'tollgate_upstream_inflight')), { '{upstream="a"}': 0, '{upstream="b"}': 0 });
+    assert.deepEqual(Object.fromEntries(samples(text, 'tollgate_upstream_inflight')), { [up('a')]: 0, [up('b')]: 0 });
     const line = log.lines.find((l) => l.msg === 'worker did not answer the snapshot request in time: left out of this scrape');
     assert.equal(line?.level, 20);
     assert.equal(line?.worker, 1);
@@ -258,12 +278,12 @@ describe('ClusterMonitor', () => {
     const text = await monitor.scrape();
     assert.equal(samples(text, 'tollgate_workers_answered').get(''), 0);
     assert.equal(samples(text, 'tollgate_upstream_healthy').size, 0);
-    assert.equal(samples(text, 'tollgate_requests_total').get('{status_class="2xx",method="GET",upstream="a"}'), 1);
+    assert.equal(samples(text, 'tollgate_requests_total').get(series('2xx', 'a')), 1);
     const s = await monitor.status();
-    assert.deepEqual(s.upstreams.map((u) => [u.state, u.inflight, u.weight]), [
-      ['up', 0, 1],
-      ['up', 0, 2],
-    ]);
+    assert.deepEqual(s.upstreams.map((u) => [u.name, u.address, u.state, u.inflight, u.weight]), [
+      ['a', '127.0.0.1:3001', 'up', 0, 1],
+      ['b', '[::1]:3002', 'up', 0, 2],
+    ], 'the upstreams of the last answers');
   });
 
   test('a worker that exits: its last counts are kept, the new worker in its slot adds to them', async () => {
@@ -281,12 +301,96 @@ describe('ClusterMonitor', () => {
     assert.equal((await monitor.status()).totals.requests, 3, 'the new worker starts from zero');
     w2.record(200, w2.b);
     const text = await monitor.scrape();
-    assert.equal(samples(text, 'tollgate_requests_total').get('{status_class="2xx",method="GET",upstream="b"}'), 3);
+    assert.equal(samples(text, 'tollgate_requests_total').get(series('2xx', 'b')), 3);
     assert.equal(samples(text, 'tollgate_worker_restarts_total').get(''), 1);
     // Exiting twice, or a pid never seen, adds nothing.
     monitor.exited(101);
     monitor.exited(999);
     assert.equal((await monitor.status()).totals.requests, 4);
+  });
+
+  test('workers that met the upstreams in another order, or run another generation, are merged by name', async () => {
+    // Worker 0 runs the config's generation (a, b); worker 1 a reloaded one: c first, then b, and no a.
+    const w1c = fakeBackend('c', '127.0.0.1:3003');
+    const w1b = fakeBackend('b', '[::1]:3002', 2);
+    const w1 = workerMetrics(true, [w1c, w1b]);
+    const { monitor, w0 } = setup({ w1 });
+    w0.record(200, w0.a);
+    w0.record(200, w0.b);
+    w1.record(200, w1b);
+    w1.record(200, w1b);
+    w1.record(200, w1c, 10, undefined, undefined, { name: 'site-v2' } as unknown as Route);
+    w0.b.inflight = 1;
+    w1b.inflight = 2;
+    w1c.inflight = 5;
+    (w1b as { healthy: boolean }).healthy = false;
+    const text = await monitor.scrape();
+    assert.deepEqual(Object.fromEntries(samples(text, 'tollgate_requests_total')), {
+      [series('2xx', 'a')]: 1,
+      [series('2xx', 'b')]: 3,
+      [series('2xx', 'c', 'default', 'site-v2')]: 1,
+    });
+    assert.deepEqual(Object.fromEntries(samples(text, 'tollgate_upstream_selections_total')), { [up('a')]: 1, [up('b')]: 3, [up('c')]: 1 });
+    assert.deepEqual(Object.fromEntries(samples(text, 'tollgate_upstream_inflight')), { [up('a')]: 0, [up('b')]: 3, [up('c')]: 5 });
+    assert.deepEqual(Object.fromEntries(samples(text, 'tollgate_upstream_healthy')), { [up('a')]: 1, [up('b')]: 0, [up('c')]: 1 });
+    let s = await monitor.status();
+    await waitFor(async () => (s = await monitor.status()).recent.requests === 5, 3_000, 'the second of the requests to be complete');
+    assert.deepEqual(
+      s.upstreams.map((u) => [u.name, u.address, u.state, u.inflight, u.weight, u.requests, u.recent_requests]),
+      [
+        ['a', '127.0.0.1:3001', 'up', 0, 1, 1, 1],
+        ['b', '[::1]:3002', 'down', 3, 2, 3, 3],
+        ['c', '127.0.0.1:3003', 'up', 5, 1, 1, 1],
+      ],
+      'the union of what the workers use, the per-second history mapped by name',
+    );
+    assert.equal(s.totals.requests, 5);
+  });
+
+  test('mergeLive: the same upstream in any order and place adds up; one only a worker has stays as it is', () => {
+    const live = (name: string, inflight: number, healthy: number, ejected: number, weight: number, service = 'web') => ({ service, name, address: `${name}:1`, inflight, healthy, ejected, weight });
+    const merged = mergeLive([
+      { upstreams: [live('a', 1, 1, 0, 4), live('b', 2, 1, 0, 1), live('a', 9, 1, 0, 1, 'api')] },
+      { upstreams: [live('b', 3, 0, 1, 1), live('c', 1, 1, 0, 1), live('a', 4, 1, 1, 2)] },
+    ]);
+    assert.deepEqual(
+      merged.map((u) => [u.service, u.name, u.inflight, u.healthy, u.ejected, u.weight]),
+      [
+        ['web', 'a', 5, 1, 1, 2],
+        ['web', 'b', 5, 0, 1, 1],
+        ['api', 'a', 9, 1, 0, 1],
+        ['web', 'c', 1, 1, 0, 1],
+      ],
+    );
+  });
+
+  test('an exited worker keeps its counts by name, whatever order the worker restarted in its slot meets the upstreams in', async () => {
+    const { monitor, workers, w1 } = setup();
+    w1.record(200, w1.b);
+    w1.record(200, w1.b);
+    w1.record(200, w1.a);
+    assert.equal((await monitor.status()).totals.requests, 3);
+    monitor.exited(101);
+    workers.pop();
+    // The new worker runs a reloaded generation: b first, then d; a is gone.
+    const b = fakeBackend('b', '[::1]:3002', 2);
+    const d = fakeBackend('d', '127.0.0.1:3004');
+    const w2 = workerMetrics(true, [b, d]);
+    workers.push(fakeWorker(() => monitor, 1, 102, () => w2.metrics));
+    w2.record(200, d);
+    w2.record(200, b);
+    const text = await monitor.scrape();
+    assert.deepEqual(Object.fromEntries(samples(text, 'tollgate_requests_total')), {
+      [series('2xx', 'a')]: 1,
+      [series('2xx', 'b')]: 3,
+      [series('2xx', 'd')]: 1,
+    });
+    const s = await monitor.status();
+    assert.deepEqual(s.upstreams.map((u) => [u.name, u.requests]), [
+      ['a', 1],
+      ['b', 3],
+      ['d', 1],
+    ], 'worker 0 still uses a and b; the new worker b and d');
   });
 
   test('a worker that exits while asked: the scrape goes on at once, without waiting for the timeout', { timeout: 10_000 }, async () => {
@@ -351,7 +455,7 @@ describe('ClusterMonitor', () => {
     const { monitor } = setup({ metrics: false, workers: 'auto' });
     const text = await monitor.scrape();
     assert.doesNotMatch(text, /tollgate_requests_total/);
-    assert.equal(samples(text, 'tollgate_upstream_healthy').get('{upstream="a"}'), 1);
+    assert.equal(samples(text, 'tollgate_upstream_healthy').get(up('a')), 1);
     const s = await monitor.status();
     assert.equal(s.metrics, false);
     assert.deepEqual(s.series.rps, []);

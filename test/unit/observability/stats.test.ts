@@ -133,10 +133,54 @@ describe('RollingStats export and absorb (a cluster primary adds up its workers)
 
   test('malformed exports add what is well-formed and nothing else', () => {
     const r = new RollingStats(1, 11);
-    r.absorb({ seconds: [5, 5.5, -1], requests: [2], byClass: [2, 0, 0, 0], unauthorized: [], rateLimited: [], byUpstream: [0, 2], latency: [[sketchIndex(4), 2, -3, 9, SKETCH_BUCKETS, 1, 7]] }, 6_000);
+    r.absorb({ seconds: [5, 5.5, -1], requests: [2], byClass: [2, 0, 0, 0], unauthorized: [], rateLimited: [], upstreamSlots: 2, byUpstream: [0, 2], latency: [[sketchIndex(4), 2, -3, 9, SKETCH_BUCKETS, 1, 7]] }, 6_000);
     const s = r.summary(6_000, 5);
     assert.equal(s.requests, 2);
     assert.deepEqual(s.byUpstream, [0, 2]);
     assert.ok(Math.abs((s.p50Ms as number) - 4) / 4 < 0.04);
+    const noSlots = new RollingStats(1, 11);
+    noSlots.absorb({ seconds: [5], requests: [1], byClass: [1, 0, 0, 0], unauthorized: [0], rateLimited: [0], upstreamSlots: -1, byUpstream: [1, 1], latency: [[]] }, 6_000);
+    assert.deepEqual(noSlots.summary(6_000, 5).byUpstream, [0, 0], 'no valid slot count: the upstream part is left out');
+    assert.equal(noSlots.summary(6_000, 5).requests, 1);
+  });
+
+  test('absorb maps the sender slots onto the receiver ones; unmapped and out-of-range slots are left out', () => {
+    // The sender met upstream x first, then y; the receiver numbers them y = 1, x = 2, z = 3.
+    const sender = new RollingStats(2, 11);
+    sender.record(5_100, 1, 0, 1, RefusalKind.none); // x
+    sender.record(5_200, 2, 0, 1, RefusalKind.none); // y
+    sender.record(5_300, 2, 0, 1, RefusalKind.none); // y
+    sender.record(5_400, 0, 2, 1, RefusalKind.none); // none
+    const exported = sender.export(6_000);
+    assert.equal(exported.upstreamSlots, 3);
+    const receiver = new RollingStats(3, 11);
+    receiver.absorb(exported, 6_000, [0, 2, 1]);
+    assert.deepEqual(receiver.summary(6_000, 5).byUpstream, [1, 2, 1, 0]);
+    const partial = new RollingStats(1, 11);
+    partial.absorb(exported, 6_000, [0, 5]);
+    assert.deepEqual(partial.summary(6_000, 5).byUpstream, [1, 0], 'x maps outside the ring and y is not mapped');
+    assert.equal(partial.summary(6_000, 5).requests, 4, 'the other figures count whole');
+  });
+});
+
+describe('RollingStats upstream slots grow (a config reload adds upstreams)', () => {
+  test('growUpstreams keeps what every second holds and makes room for the new slots', () => {
+    const stats = new RollingStats(1, 5);
+    stats.record(1_100, 1, 0, 1, RefusalKind.none);
+    stats.record(2_100, 0, 2, 1, RefusalKind.none);
+    stats.record(2_200, 1, 0, 1, RefusalKind.none);
+    stats.growUpstreams(4);
+    assert.equal(stats.upstreamSlots, 4);
+    stats.record(2_300, 3, 0, 1, RefusalKind.none);
+    stats.record(3_300, 2, 0, 1, RefusalKind.none);
+    assert.deepEqual(stats.summary(4_000, 4).byUpstream, [1, 2, 1, 1]);
+    const exported = stats.export(4_000);
+    assert.equal(exported.upstreamSlots, 4);
+    assert.deepEqual(exported.byUpstream, [0, 1, 0, 0, 1, 1, 0, 1, 0, 0, 1, 0]);
+    stats.growUpstreams(2);
+    assert.equal(stats.upstreamSlots, 4, 'never shrinks');
+    // The slots of old seconds are cleared over their whole (new) width before reuse.
+    stats.record(7_100, 3, 0, 1, RefusalKind.none);
+    assert.deepEqual(stats.summary(8_000, 4).byUpstream, [0, 0, 0, 1]);
   });
 });
