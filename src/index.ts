@@ -5,4 +5,5 @@ export { configSchema, type Config } from './config/schema.js';
 export { createLogger } from './observability/logger.js';
 export type { RequestContext } from './proxy/context.js';
 export { ERROR_CATALOGUE, ProxyError, type ErrorCode } from './proxy/errors.js';
-export type { FilterResult, Phases } from './proxy/phases.js';
+export type { FilterResult, PeerChoice, Phases } from './proxy/phases.js';
+export type { ReloadOutcome } from './gateway/gateway.js';

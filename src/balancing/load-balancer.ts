@@ -100,6 +100,16 @@ export class LoadBalancer {
   }
 
   /**
+   * The backend named `name`, counted in flight like `acquire`'s (an upstreamPeer phase chose it): undefined
+   * when the service has none of that name. Health is not consulted: the phase asked for this one.
+   */
+  acquireNamed(name: string): Backend | undefined {
+    const backend = this.backends.find((b) => b.name === name);
+    if (backend !== undefined) backend.inflight++;
+    return backend;
+  }
+
+  /**
    * The outcome of one attempt, reported once from the forwarding path: `failed` when the upstream side
    * failed (connect error, reset, timeout), else the status it answered with; `latencyMs` is the time to
    * its response head (negative when there was none).

@@ -303,6 +303,11 @@ const loggingSchema = z.strictObject({
 /** Names of services and routes: they appear in metrics labels, logs and the status document. */
 const NAME = /^[A-Za-z0-9._-]{1,64}$/;
 const name = z.string({ error: 'must be a name' }).regex(NAME, 'must be 1-64 letters, digits, ".", "_" or "-"');
+/**
+ * A route's or a service's own name: `none` is what metrics and logs say for requests no route took or no
+ * upstream answered, so a route or service of that name would be counted with them.
+ */
+const ownName = name.refine((n) => n !== 'none', '"none" is reserved (metrics and logs use it for requests no route or service took)');
 
 /** `api.example.com`, or `*.example.com` for any name under example.com (not example.com itself). */
 const hostPattern = z
@@ -337,7 +342,7 @@ const REDIRECT_STATUSES = [301, 302, 303, 307, 308] as const;
 
 const routeSchema = z
   .strictObject({
-    name,
+    name: ownName,
     match: matchSchema.prefault({}),
     /** The service (a key of `services`) the route forwards to. */
     service: name.optional(),
@@ -414,7 +419,7 @@ export const configSchema = z.preprocess(
       /** The brief's single upstream group: the service `default` (with `services`, one more of them). */
       load_balancing: loadBalancingSchema.optional(),
       /** Named upstream groups; each takes every key `load_balancing` takes. */
-      services: z.record(name, loadBalancingSchema).optional(),
+      services: z.record(ownName, loadBalancingSchema).optional(),
       /**
        * Which requests go where. Without it, one route `default` sends every request to the service
        * `default`. Tried by precedence (src/routing/matcher.ts), never by order.

@@ -258,9 +258,8 @@ export class Pipeline implements ForwardHost {
     if (service === undefined) return undefined;
     ctx.service = service;
     if (upstream === undefined) return service.acquire(ctx, ctx.tried);
-    const backend = service.backends.find((b) => b.name === upstream);
+    const backend = service.acquireNamed(upstream);
     if (backend === undefined) throw new ProxyError('internal_error', { message: `A phase chose the upstream "${upstream}", which the service "${service.name}" does not have.` });
-    backend.inflight++;
     return backend;
   }
 

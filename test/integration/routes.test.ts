@@ -193,6 +193,8 @@ describe('routes in the config', () => {
       [`${base}routes:\n  - name: r\n    service: a\n    redirect: { to: /x }\n`, /routes\[0\]\.service: give service or redirect/],
       [`${base}routes:\n  - name: r\n    service: a\n    strip_prefix: true\n`, /routes\[0\]\.strip_prefix: needs match\.path_prefix/],
       [`${base}routes:\n  - name: r\n    service: a\n    request_headers: { remove: [X-Request-Id] }\n`, /X-Request-ID is Tollgate's own/],
+      [`${base}routes:\n  - name: none\n    service: a\n`, /routes\[0\]\.name: "none" is reserved/],
+      [`services:\n  none:\n    upstreams: [{ name: a1, address: 127.0.0.1, port: 4000 }]\nroutes:\n  - name: r\n    service: none\n`, /"none" is reserved/],
     ];
     for (const [text, message] of cases) assert.throws(() => parseConfig(text, 'c.yaml'), (err: unknown) => err instanceof ConfigError && message.test(err.message), text);
   });
