@@ -307,7 +307,9 @@ const name = z.string({ error: 'must be a name' }).regex(NAME, 'must be 1-64 let
  * A route's or a service's own name: `none` is what metrics and logs say for requests no route took or no
  * upstream answered, so a route or service of that name would be counted with them.
  */
-const ownName = name.refine((n) => n !== 'none', '"none" is reserved (metrics and logs use it for requests no route or service took)');
+const RESERVED_NAME = 'none';
+const RESERVED_MESSAGE = '"none" is reserved (metrics and logs use it for requests no route or service took)';
+const ownName = name.refine((n) => n !== RESERVED_NAME, RESERVED_MESSAGE);
 
 /** `api.example.com`, or `*.example.com` for any name under example.com (not example.com itself). */
 const hostPattern = z
@@ -419,7 +421,7 @@ export const configSchema = z.preprocess(
       /** The brief's single upstream group: the service `default` (with `services`, one more of them). */
       load_balancing: loadBalancingSchema.optional(),
       /** Named upstream groups; each takes every key `load_balancing` takes. */
-      services: z.record(ownName, loadBalancingSchema).optional(),
+      services: z.record(name, loadBalancingSchema).optional(),
       /**
        * Which requests go where. Without it, one route `default` sends every request to the service
        * `default`. Tried by precedence (src/routing/matcher.ts), never by order.
@@ -443,6 +445,7 @@ export const configSchema = z.preprocess(
     })
     .superRefine(function servicesAndRoutes(config, ctx) {
       const services = new Set(Object.keys(config.services ?? {}));
+      if (services.has(RESERVED_NAME)) ctx.addIssue({ code: 'custom', path: ['services', RESERVED_NAME], message: RESERVED_MESSAGE });
       if (config.load_balancing !== undefined) {
         if (services.has(DEFAULT_NAME)) {
           ctx.addIssue({ code: 'custom', path: ['services', DEFAULT_NAME], message: 'load_balancing is already the service "default": rename one' });

@@ -84,18 +84,51 @@ const PARSE_THREAD_START = FROM_SOURCES
 
 /**
  * `loadForReload` on a worker thread (parse-thread.ts), so that parsing a large file does not stall the
- * requests in flight. Rejects with the same ConfigError.
+ * requests in flight. Rejects with the same ConfigError. The thread is started on the first call and kept
+ * (idle, it does not keep the process alive); one that fails is replaced on the next call.
  */
-export async function loadForReloadOffThread(file: string): Promise<LoadedFile> {
-  const worker = new Worker(PARSE_THREAD_START, { eval: true, workerData: { file } });
-  const reply = await new Promise<ParseReply>((resolve, reject) => {
-    worker.once('message', resolve);
-    worker.once('error', reject);
-    worker.once('exit', (code) => reject(new Error(`the config reading thread exited (code ${code}) without an answer`)));
-  }).finally(() => void worker.terminate());
-  if (reply.ok) return { config: reply.config as Config, hash: reply.hash };
-  if ('problems' in reply) throw new ConfigError(reply.file, reply.problems);
-  throw new Error(`reading the config on a worker thread failed: ${reply.failure}`);
+export function loadForReloadOffThread(file: string): Promise<LoadedFile> {
+  parseThread ??= new ParseThread();
+  return parseThread.load(file);
+}
+
+let parseThread: ParseThread | undefined;
+
+class ParseThread {
+  readonly #worker = new Worker(PARSE_THREAD_START, { eval: true });
+  readonly #pending = new Map<number, { resolve: (loaded: LoadedFile) => void; reject: (err: Error) => void }>();
+  #nextId = 1;
+
+  constructor() {
+    this.#worker.on('message', (reply: ParseReply) => {
+      const waiting = this.#pending.get(reply.id);
+      if (waiting === undefined) return;
+      this.#pending.delete(reply.id);
+      if (this.#pending.size === 0) this.#worker.unref();
+      if (reply.ok) waiting.resolve({ config: reply.config as Config, hash: reply.hash });
+      else if ('problems' in reply) waiting.reject(new ConfigError(reply.file, reply.problems));
+      else waiting.reject(new Error(`reading the config on a worker thread failed: ${reply.failure}`));
+    });
+    const fail = (err: Error): void => {
+      if (parseThread === this) parseThread = undefined;
+      for (const waiting of this.#pending.values()) waiting.reject(err);
+      this.#pending.clear();
+    };
+    this.#worker.on('error', fail);
+    this.#worker.on('exit', (code) => fail(new Error(`the config reading thread exited (code ${code})`)));
+    // Idle, the thread does not keep the process alive (set after the listeners: adding a 'message'
+    // listener refs its port again); while a file is being read, it does.
+    this.#worker.unref();
+  }
+
+  load(file: string): Promise<LoadedFile> {
+    const id = this.#nextId++;
+    return new Promise((resolve, reject) => {
+      this.#pending.set(id, { resolve, reject });
+      this.#worker.ref();
+      this.#worker.postMessage({ id, file });
+    });
+  }
 }
 
 export function sha256(bytes: Buffer | string): string {
