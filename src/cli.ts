@@ -15,7 +15,7 @@ import { runWorker } from './cluster/worker.js';
 import { ConfigError } from './config/load.js';
 import { allUpstreams, routesOf, servicesOf } from './config/resolve.js';
 import { loadForReload } from './gateway/reload.js';
-import { createLogger } from './observability/logger.js';
+import { createLogger, exitOnFatalErrors } from './observability/logger.js';
 
 const DEFAULT_CONFIG = 'config/proxy.yaml';
 
@@ -42,8 +42,8 @@ Signals:
                            force without dropping a request; a bad file is logged and changes nothing
                            (POST /api/reload on the admin listener does the same and answers the result)
 
-Exit status: 0 after a clean shutdown or a valid --check, 1 when the proxy cannot start (port in use),
-2 for a bad config or bad flags.`;
+Exit status: 0 after a clean shutdown or a valid --check, 1 when the proxy cannot start (port in use)
+or after an internal error (logged at fatal), 2 for a bad config or bad flags.`;
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -111,8 +111,9 @@ async function main(argv: string[]): Promise<number> {
   }
 
   const { logger, flush } = createLogger(config.logging, { level: process.env.LOG_LEVEL, format });
-  process.on('unhandledRejection', (reason) => logger.error({ err: reason }, 'unhandled rejection (a bug: please report it)'));
-  process.on('uncaughtException', (err) => logger.error({ err }, 'uncaught exception (a bug: please report it)'));
+  // The access log's lines are written out too (once the proxy exists).
+  const flushing = { all: flush };
+  exitOnFatalErrors(logger, () => flushing.all());
 
   const listening = (address: AddressInfo, extra: Record<string, unknown> = {}): void =>
     logger.info(
@@ -127,6 +128,10 @@ async function main(argv: string[]): Promise<number> {
   }
 
   const proxy = createProxy(config, { logger, configFile: file, configHash: hash });
+  flushing.all = () => {
+    proxy.flushLogs();
+    flush();
+  };
   process.on('SIGHUP', () => {
     proxy.reloadFile().catch((err: unknown) => logger.error({ err }, 'config reload failed'));
   });

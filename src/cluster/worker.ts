@@ -9,7 +9,7 @@ import { createProxy, type Proxy } from '../app.js';
 import type { Config, RateLimitConfig } from '../config/schema.js';
 import { IpcStore } from '../limits/ipc-store.js';
 import type { RateLimitStore } from '../limits/store.js';
-import { createLogger } from '../observability/logger.js';
+import { createLogger, exitOnFatalErrors } from '../observability/logger.js';
 import {
   isMessage,
   type HelloMessage,
@@ -76,8 +76,9 @@ async function startWorker(start: StartMessage): Promise<number> {
   const server = config.server;
   const handle = createLogger(config.logging, { level: process.env.LOG_LEVEL, format: start.logFormat });
   const logger = handle.logger.child({ worker: slot });
-  process.on('unhandledRejection', (reason) => logger.error({ err: reason }, 'unhandled rejection (a bug: please report it)'));
-  process.on('uncaughtException', (err) => logger.error({ err }, 'uncaught exception (a bug: please report it)'));
+  // A worker that fails this way exits and the primary forks a clean one in its slot.
+  const flushing = { all: handle.flush };
+  exitOnFatalErrors(logger, () => flushing.all());
 
   // Memory-store limits (each route's policy) take from the primary's buckets; Redis ones go to Redis.
   let shared: IpcStore | undefined;
@@ -87,6 +88,10 @@ async function startWorker(start: StartMessage): Promise<number> {
     return shared.view(rateLimit);
   };
   const proxy: Proxy = createProxy(config, { logger, clusterWorker: true, admin: false, generation: start.generation, configHash: start.hash, rateLimitStoreFor });
+  flushing.all = () => {
+    proxy.flushLogs();
+    handle.flush();
+  };
   // The primary's admin listener asks for this worker's numbers; answering never throws.
   process.on('message', (message: unknown) => {
     if (!isMessage<SnapshotRequest>(message, 'tollgate:snapshot')) return;

@@ -100,3 +100,22 @@ function survive(destination: ReturnType<typeof pino.destination>): void {
     if (!failing) flushSync();
   };
 }
+
+/**
+ * After an uncaught exception or an unhandled rejection the process is in a state nobody knows (in-flight
+ * counts, timers, half-done writes; Node's documentation says it is not safe to resume): log it, write out
+ * what is buffered, and exit 1. A supervisor starts a clean one: systemd or the container runtime for a
+ * single process, the primary for a cluster worker.
+ */
+export function exitOnFatalErrors(logger: Logger, flush: () => void): void {
+  const fatal = (what: string, err: unknown): void => {
+    try {
+      logger.fatal({ err }, `${what} (a bug: please report it): exiting`);
+      flush();
+    } finally {
+      process.exit(1);
+    }
+  };
+  process.on('uncaughtException', (err) => fatal('uncaught exception', err));
+  process.on('unhandledRejection', (reason) => fatal('unhandled rejection', reason));
+}
