@@ -6,6 +6,9 @@
  * request that changes anything, `POST /api/reload`. Nothing here runs per proxied request, and no failure
  * here reaches the proxy.
  *
+ * With `admin.token` set, every request needs it (Bearer, or Basic with it as the password, which a browser
+ * prompts for); the config refuses an admin listener off the loopback address without one.
+ *
  * The reload needs `Content-Type: application/json`: a browser page on another site can send a cross-site
  * POST with a form's content types without asking, but not that one without a CORS preflight, which this
  * listener never grants. So a page an operator visits cannot reload the proxy behind their back.
@@ -17,6 +20,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import type { AdminConfig } from '../config/schema.js';
+import { authorizationParam, decodeBasic, equalsSecret } from '../middleware/auth/credentials.js';
 import type { Status } from './status.js';
 
 /** The dashboard's files, relative to the ui folder, by the path they are served at. */
@@ -129,6 +133,14 @@ export class AdminServer {
   #handle(req: IncomingMessage, res: ServerResponse): void {
     res.on('error', () => {}); // a client gone mid-write is nothing to report
     try {
+      const token = this.#options.config.token;
+      if (token !== undefined && !presentsToken(req.headers.authorization, token)) {
+        // Basic in the challenge: a browser opening the dashboard then asks for it (any user name).
+        return this.#json(res, 401, { error: 'unauthorized', message: 'The admin listener needs its token (admin.token).', status: 401 }, [
+          'WWW-Authenticate',
+          'Basic realm="tollgate admin", charset="UTF-8"',
+        ]);
+      }
       const method = req.method ?? 'GET';
       const url = req.url ?? '/';
       const q = url.indexOf('?');
@@ -278,4 +290,17 @@ export class AdminServer {
     }
     if (!res.destroyed) this.#json(res, 500, { error: 'internal_error', message: 'The admin request failed.', status: 500 });
   }
+}
+
+/**
+ * Whether an Authorization header carries the admin token: `Bearer <token>` (Prometheus' `authorization`,
+ * curl), or Basic with the token as the password (a browser's prompt; the user name is not checked).
+ * Compared in constant time.
+ */
+function presentsToken(header: string | undefined, token: string): boolean {
+  const bearer = authorizationParam(header, 'Bearer');
+  if (bearer !== undefined) return equalsSecret(bearer, token);
+  const basic = authorizationParam(header, 'Basic');
+  const credentials = basic === undefined ? undefined : decodeBasic(basic);
+  return credentials !== undefined && equalsSecret(credentials.password, token);
 }

@@ -22,7 +22,27 @@ export const adminSchema = z.strictObject({
     .min(0, 'must be 0-65535')
     .max(65535, 'must be 0-65535')
     .default(9901),
+  /**
+   * When set, every admin request needs it: `Authorization: Bearer <token>`, or Basic with it as the
+   * password (what a browser asks for). Required when `address` is not a loopback address.
+   */
+  token: z.string({ error: 'must be a string (use ${NAME} to read it from the environment)' }).min(16, 'must be at least 16 characters').optional(),
+}).superRefine(function tokenOffLoopback(admin, ctx) {
+  if (admin.enabled && admin.token === undefined && !isLoopback(admin.address)) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['token'],
+      message: `is required when address is not a loopback address (${admin.address}): without it, anyone who can reach the admin listener reads metrics and upstream addresses and can reload the config`,
+    });
+  }
 });
+
+/** 127.0.0.0/8, ::1, and IPv4-mapped ::ffff:127.x.y.z. */
+export function isLoopback(address: string): boolean {
+  if (address === '::1') return true;
+  const v4 = address.startsWith('::ffff:') ? address.slice(7) : address;
+  return isIP(v4) === 4 && v4.startsWith('127.');
+}
 
 export const metricsSchema = z.strictObject({
   /** Per-request counters and latency (Prometheus and the dashboard); false leaves only scrape-time gauges. */
