@@ -148,5 +148,7 @@ function buildRoute(resolved: ResolvedRoute, services: ReadonlyMap<string, LoadB
     rewritePrefix: prefix === undefined ? undefined : route.strip_prefix ? '' : route.rewrite_prefix,
     phases,
     dropRequestHeaders: drop,
+    // Authorization is counted on every route; only another name needs its own count.
+    credentialHeader: auth.enabled && auth.auth_type === 'api_key' && auth.api_key_header.toLowerCase() !== 'authorization' ? auth.api_key_header.toLowerCase() : undefined,
   });
 }

@@ -38,7 +38,7 @@ export class RequestContext {
   service: LoadBalancer | undefined = undefined;
   /** The generation (set of routes) the request started on; it finishes on it, whatever reloads happen. */
   generation: { release(): void } | undefined = undefined;
-  /** Who the credentials identify (`token:1`, `user:alice`); undefined when not authenticated. */
+  /** Who the credentials identify (`cred:` + a digest of a token, `user:alice`); undefined when not authenticated. */
   principal: string | undefined = undefined;
   /** Why authentication failed; set by the auth filter, acted on after the rate limit counted it. */
   authFailure: string | undefined = undefined;

@@ -62,6 +62,12 @@ const NO_ROUTE = new ProxyError('no_route');
 const IDEMPOTENT: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 const UNDERSCORE = new ProxyError('bad_request', { message: 'Header names with underscores are not accepted.' });
 const HOST_COUNT = new ProxyError('bad_request', { message: 'An HTTP/1.1 request needs exactly one Host header.' });
+/**
+ * Two credentials in one request: Node keeps the first in `req.headers` (or joins the lines of an unknown
+ * name), auth checks that, and an upstream reading the last one would act on a credential never checked.
+ * Refused as nginx refuses a repeated Authorization, whether auth is on or not.
+ */
+const AUTHORIZATION_COUNT = new ProxyError('bad_request', { message: 'A request may carry only one Authorization header.' });
 
 export class Pipeline implements ForwardHost {
   readonly #shared: PipelineShared;
@@ -178,8 +184,9 @@ export class Pipeline implements ForwardHost {
   }
 
   /**
-   * One pass over the raw request headers: enforces the header rules and collects the headers to forward
-   * (minus hop-by-hop ones, those Tollgate sets itself, and framing, which the upstream client redoes).
+   * One pass over the raw request headers: enforces the header rules (one Host, one Authorization, one of
+   * the route's API-key header) and collects the headers to forward (minus hop-by-hop ones, those Tollgate
+   * sets itself, and framing, which the upstream client redoes).
    */
   #readHeaders(ctx: RequestContext, route: Route): ProxyError | undefined {
     const req = ctx.req;
@@ -187,12 +194,17 @@ export class Pipeline implements ForwardHost {
     if (raw.length > this.#maxHeaderCount * 2) return new ProxyError('headers_too_large', { message: 'The request has too many header lines.' });
     const drop = route.dropRequestHeaders;
     const listed = connectionTokens(req.headers.connection);
+    const credential = route.credentialHeader;
     const out: string[] = [];
     let hosts = 0;
+    let authorizations = 0;
+    let credentials = 0;
     for (let i = 0; i < raw.length; i += 2) {
       const name = raw[i] as string;
       const lower = name.toLowerCase();
       if (lower === 'host') hosts++;
+      else if (lower === 'authorization') authorizations++;
+      else if (lower === credential) credentials++;
       else if (lower === 'transfer-encoding') {
         // Node has already refused Transfer-Encoding with Content-Length, repeated, or not ending in chunked.
         if ((raw[i + 1] as string).trim().toLowerCase() !== 'chunked') return NOT_IMPLEMENTED;
@@ -207,6 +219,8 @@ export class Pipeline implements ForwardHost {
       out.push(name, raw[i + 1] as string);
     }
     if (hosts > 1 || (hosts === 0 && req.httpVersionMajor === 1 && req.httpVersionMinor === 1)) return HOST_COUNT;
+    if (authorizations > 1) return AUTHORIZATION_COUNT;
+    if (credentials > 1) return new ProxyError('bad_request', { message: `A request may carry only one ${credential as string} header.` });
     const length = req.headers['content-length'];
     if (length !== undefined) {
       ctx.bodyLength = Number(length);

@@ -19,6 +19,11 @@ export interface RouteOptions {
   phases: readonly Phases[];
   /** Lower-case names of request headers never forwarded as received. */
   dropRequestHeaders: ReadonlySet<string>;
+  /**
+   * Lower-case name of the API-key header when the route's auth reads one (`auth_type: api_key`): a request
+   * may carry it once only, as `Authorization`. Undefined otherwise.
+   */
+  credentialHeader?: string | undefined;
 }
 
 export class Route {
@@ -33,6 +38,7 @@ export class Route {
   readonly responseFilters: readonly HeaderFilter[];
   readonly loggingHooks: readonly LoggingHook[];
   readonly dropRequestHeaders: ReadonlySet<string>;
+  readonly credentialHeader: string | undefined;
   /** `"route":…,"service":…` for the completion line, escaped once. */
   readonly logFields: string;
 
@@ -49,6 +55,7 @@ export class Route {
     this.responseFilters = collect(phases, 'responseFilter');
     this.loggingHooks = collect(phases, 'logging');
     this.dropRequestHeaders = options.dropRequestHeaders;
+    this.credentialHeader = options.credentialHeader;
     this.logFields = `"route":${JSON.stringify(options.name)},"service":${options.service === undefined ? 'null' : JSON.stringify(options.service.name)}`;
   }
 

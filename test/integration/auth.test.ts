@@ -12,18 +12,22 @@ describe('authentication', () => {
   });
   after(() => backend.close());
 
-  test('api_key: the configured header carries the token; wrong, missing, repeated or empty is 401', async () => {
+  test('api_key: the configured header carries the token; wrong, missing or empty is 401, repeated is 400', async () => {
     const proxy = await startProxy([backend], { middleware: { auth: { enabled: true, auth_type: 'api_key', valid_tokens: ['dev-token-123'] } } });
     try {
       const ok = await request(`${proxy.url}/`, { headers: { 'x-api-key': 'dev-token-123' } });
       assert.equal(ok.status, 200);
       assert.equal(ok.json<{ headers: Record<string, string> }>().headers['x-api-key'], undefined, 'the key is not sent upstream');
-      for (const headers of [{}, { 'x-api-key': 'nope' }, { 'x-api-key': '' }, { 'x-api-key': ['dev-token-123', 'dev-token-123'] }, { authorization: 'Bearer dev-token-123' }]) {
+      for (const headers of [{}, { 'x-api-key': 'nope' }, { 'x-api-key': '' }, { authorization: 'Bearer dev-token-123' }]) {
         const res = await request(`${proxy.url}/`, { headers });
         assert.equal(res.status, 401, JSON.stringify(headers));
         assert.equal(res.headers['www-authenticate'], 'ApiKey header="X-API-Key"');
         assert.equal(res.json().error, 'unauthorized');
       }
+      // Two lines of the header are refused before auth runs (test/security/duplicate-credentials.test.ts).
+      const repeated = await request(`${proxy.url}/`, { headers: { 'x-api-key': ['dev-token-123', 'dev-token-123'] } });
+      assert.equal(repeated.status, 400);
+      assert.equal(repeated.json().error, 'bad_request');
     } finally {
       await proxy.close();
     }

@@ -249,6 +249,34 @@ describe('two Tollgate instances sharing one Redis', () => {
     }
   });
 
+  test('a client keeps one bucket across instances that list its token in another order (a rolling deploy)', async () => {
+    const store = storeConfig(redis.url);
+    const auth = (tokens: string[]): Record<string, unknown> => ({ enabled: true, valid_tokens: tokens });
+    const a = await startProxy([backend], { middleware: { auth: auth(['alpha-token', 'beta-token']), ...rateLimit(store, 1, 4) } });
+    const b = await startProxy([backend], { middleware: { auth: auth(['beta-token', 'alpha-token']), ...rateLimit(store, 1, 4) } });
+    const as = (token: string): { headers: Record<string, string> } => ({ headers: { authorization: `Bearer ${token}` } });
+    const admin = new Redis(redis.url);
+    try {
+      // burst_size 4: two through each instance pass, the fifth is refused wherever it goes.
+      const alpha: number[] = [];
+      for (const p of [a, b, a, b, a, b]) alpha.push((await request(`${p.url}/x`, as('alpha-token'))).status);
+      assert.deepEqual(alpha, [200, 200, 200, 200, 429, 429], 'one bucket for alpha, whichever instance counts');
+      // Another client has a bucket of its own (with token:<index> keys it would have shared alpha's).
+      const beta: number[] = [];
+      for (const p of [b, a, b, a, b]) beta.push((await request(`${p.url}/x`, as('beta-token'))).status);
+      assert.deepEqual(beta, [200, 200, 200, 200, 429]);
+      // The keys name a digest of each token, never the token.
+      const keys = (await admin.keys(`${store.key_prefix}*`)).map((k) => k.slice(store.key_prefix.length)).sort();
+      assert.equal(keys.length, 2);
+      for (const key of keys) assert.match(key, /^cred:[0-9a-f]{16}$/);
+      assert.ok(!keys.some((k) => k.includes('token')));
+    } finally {
+      admin.disconnect();
+      await a.close();
+      await b.close();
+    }
+  });
+
   test('the headers are the ones the memory store gives for the same requests', async () => {
     const viaRedis = await startProxy([backend], { middleware: rateLimit(storeConfig(redis.url), 6, 3) });
     const viaMemory = await startProxy([backend], { middleware: rateLimit({ type: 'memory' }, 6, 3) });

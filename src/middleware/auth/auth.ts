@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { AuthConfig } from '../../config/schema.js';
 import type { RequestContext } from '../../proxy/context.js';
 import { ProxyError } from '../../proxy/errors.js';
@@ -24,6 +25,7 @@ export interface AuthPhases {
 export function createAuth(config: AuthConfig): AuthPhases {
   const realm = config.realm;
   const tokens = config.valid_tokens;
+  const principals = tokens.map(tokenPrincipal);
   let verify: Verify;
   let challenge: string;
   let header: string;
@@ -36,7 +38,7 @@ export function createAuth(config: AuthConfig): AuthPhases {
         const token = authorizationParam(ctx.req.headers.authorization, 'bearer');
         if (token === undefined) return { failure: ctx.req.headers.authorization === undefined ? 'missing' : 'malformed' };
         const index = findSecret(token, tokens);
-        return index === -1 ? { failure: 'invalid' } : `token:${index}`;
+        return index === -1 ? { failure: 'invalid' } : (principals[index] as string);
       };
       break;
     case 'api_key': {
@@ -48,7 +50,7 @@ export function createAuth(config: AuthConfig): AuthPhases {
         if (key === undefined) return { failure: 'missing' };
         if (typeof key !== 'string' || key === '') return { failure: 'malformed' };
         const index = findSecret(key, tokens);
-        return index === -1 ? { failure: 'invalid' } : `token:${index}`;
+        return index === -1 ? { failure: 'invalid' } : (principals[index] as string);
       };
       break;
     }
@@ -65,7 +67,7 @@ export function createAuth(config: AuthConfig): AuthPhases {
         const user = findSecret(pair === undefined ? '' : `${pair.username}:${pair.password}`, users);
         const token = findSecret(param, tokens);
         if (pair !== undefined && user !== -1) return `user:${names[user] as string}`;
-        if (token !== -1) return `token:${token}`;
+        if (token !== -1) return principals[token] as string;
         return { failure: 'invalid' };
       };
       break;
@@ -94,4 +96,15 @@ export function createAuth(config: AuthConfig): AuthPhases {
     },
   };
   return { authenticate, enforce };
+}
+
+/**
+ * The principal of a token: `cred:` and the first 16 hex digits of its SHA-256, computed once when the config
+ * loads. It names the rate-limit bucket, so it must not depend on the token's place in `valid_tokens`: with
+ * `token:<index>`, two instances sharing a Redis with their tokens listed in another order (a rolling deploy)
+ * charged one client's requests to another client's bucket. A digest, never the token, so bucket keys in
+ * Redis do not hold secrets; 64 bits keep two tokens of one config from sharing a bucket by chance.
+ */
+export function tokenPrincipal(token: string): string {
+  return `cred:${createHash('sha256').update(token).digest('hex').slice(0, 16)}`;
 }
