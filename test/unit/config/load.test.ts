@@ -91,7 +91,7 @@ describe('parseConfig: valid configs', () => {
           forward_credentials: false,
           realm: 'tollgate',
         },
-        rate_limit: { enabled: true, requests_per_minute: 100, burst_size: 10, max_keys: 100_000, store: { type: 'memory' } },
+        rate_limit: { enabled: true, requests_per_minute: 100, burst_size: 10, max_keys: 100_000, store: { type: 'memory', timeout_ms: 100, on_error: 'allow' } },
       },
       logging: { level: 'info', format: 'json' },
       admin: { enabled: true, address: '127.0.0.1', port: 9901 },
@@ -389,7 +389,7 @@ describe('parseConfig: server.workers and rate_limit.store', () => {
   });
 
   test('the store defaults to memory', () => {
-    assert.deepEqual(parse(MINIMAL).middleware.rate_limit.store, { type: 'memory' });
+    assert.deepEqual(parse(MINIMAL).middleware.rate_limit.store, { type: 'memory', timeout_ms: 100, on_error: 'allow' });
   });
 
   test('a redis store gets its defaults; ${REDIS_URL} is substituted', () => {
