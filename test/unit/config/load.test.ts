@@ -402,6 +402,18 @@ describe('parseConfig: server.workers and rate_limit.store', () => {
     });
   });
 
+  test('a memory store takes timeout_ms and on_error (for cluster workers), with the same checks as Redis', () => {
+    assert.deepEqual(parse(store('      type: memory\n      timeout_ms: 250\n      on_error: deny\n')).middleware.rate_limit.store, {
+      type: 'memory',
+      timeout_ms: 250,
+      on_error: 'deny',
+    });
+    assertProblems(store('      type: memory\n      timeout_ms: 0\n      on_error: maybe\n'), [
+      { line: 11, col: 19, path: 'middleware.rate_limit.store.timeout_ms', message: 'must be a whole number of milliseconds from 1 to 60000, got 0' },
+      { line: 12, col: 17, path: 'middleware.rate_limit.store.on_error', message: 'must be allow or deny, got "maybe"' },
+    ]);
+  });
+
   test('cluster and sentinel topologies', () => {
     const cluster = parse(store('      type: redis\n      cluster:\n        nodes: ["redis://a:7000", "redis://b:7000"]\n')).middleware.rate_limit.store;
     assert.deepEqual(cluster.type === 'redis' ? cluster.cluster : undefined, { nodes: ['redis://a:7000', 'redis://b:7000'] });
