@@ -84,8 +84,8 @@ async function startWorker(start: StartMessage): Promise<number> {
   let shared: IpcStore | undefined;
   const rateLimitStoreFor = (rateLimit: RateLimitConfig): RateLimitStore | undefined => {
     if (rateLimit.store.type !== 'memory') return undefined;
-    shared ??= new IpcStore(process);
-    return shared.view(rateLimit);
+    shared ??= new IpcStore(process, { logger });
+    return shared.view(rateLimit, rateLimit.store.timeout_ms);
   };
   const proxy: Proxy = createProxy(config, { logger, clusterWorker: true, admin: false, generation: start.generation, configHash: start.hash, rateLimitStoreFor });
   flushing.all = () => {

@@ -241,8 +241,20 @@ const redisUrl = z
     return (url.protocol === 'redis:' || url.protocol === 'rediss:') && url.hostname !== '' && /^(\/\d*)?$/.test(url.pathname);
   }, 'must be a redis:// or rediss:// URL such as redis://127.0.0.1:6379/0');
 
+/** Longest wait for a shared store on a request; past it `on_error` decides. */
+const storeTimeoutMs = positiveInt('a whole number of milliseconds from 1 to 60000', 60_000).default(100);
+/** When a shared store cannot answer: `allow` lets the request through, `deny` answers 503 with Retry-After. */
+const storeOnError = z.enum(['allow', 'deny'], { error: 'must be allow or deny' }).default('allow');
+
 const memoryStoreSchema = z.strictObject({
   type: z.literal('memory'),
+  /**
+   * Cluster mode only (`server.workers` > 1): the buckets live in the primary, and a worker waits at most
+   * this long for its answer before `on_error` decides. A single process answers from its own memory.
+   */
+  timeout_ms: storeTimeoutMs,
+  /** Cluster mode only: what a request gets when the primary does not answer within `timeout_ms`. */
+  on_error: storeOnError,
 });
 
 const redisStoreSchema = z
@@ -265,9 +277,9 @@ const redisStoreSchema = z
     /** Put in front of every bucket key, so several proxies (or other users) can share one Redis. */
     key_prefix: z.string().max(256, 'must be at most 256 characters').default('tollgate:'),
     /** Longest wait for Redis on a request; past it (or when Redis is down) `on_error` decides. */
-    timeout_ms: positiveInt('a whole number of milliseconds from 1 to 60000', 60_000).default(100),
+    timeout_ms: storeTimeoutMs,
     /** When Redis cannot answer: `allow` lets the request through, `deny` answers 503 with Retry-After. */
-    on_error: z.enum(['allow', 'deny'], { error: 'must be allow or deny' }).default('allow'),
+    on_error: storeOnError,
   })
   .superRefine(function oneTopology(store, ctx) {
     const given = (['url', 'cluster', 'sentinel'] as const).filter((k) => store[k] !== undefined);
@@ -284,7 +296,7 @@ export const rateLimitSchema = z.strictObject({
   /** Most client buckets kept at once; beyond it, idle ones are dropped first, then the oldest created. */
   max_keys: positiveInt('a whole number of at least 1').default(100_000),
   /** Where the buckets live: this instance's memory (shared by its workers), or Redis (shared by instances). */
-  store: storeSchema.default({ type: 'memory' }),
+  store: storeSchema.prefault({ type: 'memory' }),
 });
 
 const middlewareSchema = z.strictObject({

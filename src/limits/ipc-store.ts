@@ -1,6 +1,8 @@
 import { isTakeReply, type TakeGroup, type TakeReply, type TakeRequest } from '../cluster/messages.js';
+import type { Logger } from 'pino';
 import type { RateLimitConfig } from '../config/schema.js';
 import type { Clock } from '../util/clock.js';
+import { ThrottledLog } from '../util/throttled-log.js';
 import { MemoryStore } from './memory-store.js';
 import type { RateLimitStore } from './store.js';
 import { policyFromRate, type RateDecision } from './token-bucket.js';
@@ -88,7 +90,11 @@ export function answerTakes(stores: PolicyStores, request: TakeRequest): TakeRep
   return failed === undefined ? { type: 'tollgate:taken', ids, decisions } : { type: 'tollgate:taken', ids, decisions, failed };
 }
 
-type Resolver = (decision: RateDecision) => void;
+/** A take waiting for the primary's answer. */
+interface Waiter {
+  readonly resolve: (decision: RateDecision) => void;
+  readonly reject: (err: Error) => void;
+}
 
 /** One policy's store on a worker: every take is a question to the primary. */
 export interface IpcView extends RateLimitStore {
@@ -98,9 +104,29 @@ export interface IpcView extends RateLimitStore {
 /** One policy's takes waiting for the next message. */
 interface Pending {
   readonly policy: string;
+  readonly timeoutMs: number;
   ids: number[];
   keys: string[];
 }
+
+/** The takes of one message that share a timeout: one timer for all of them. */
+interface Flight {
+  readonly timeoutMs: number;
+  readonly ids: number[];
+  /** Takes not yet answered or failed; the timer is cleared when it reaches 0. */
+  left: number;
+  timer: NodeJS.Timeout | undefined;
+}
+
+export interface IpcStoreOptions {
+  /** Where failed takes are reported (at most one line per 5 s while they go on). */
+  logger?: Logger;
+}
+
+/** The `timeout_ms` of a memory store config made before the key existed (tests, programmatic use). */
+const DEFAULT_TIMEOUT_MS = 100;
+/** Most one line per this many ms about failed takes. */
+const LOG_INTERVAL_MS = 5_000;
 
 /**
  * A cluster worker's way to the buckets, which live in the primary (one MemoryStore per policy for the
@@ -114,14 +140,32 @@ interface Pending {
  * measured in docs/benchmarks.md (one policy, one hot key) was taken before messages named their policy;
  * that string is all they gained.
  *
- * If the primary cannot be reached (it is gone: the worker is about to exit), takes reject and the
- * middleware lets the request through, as `on_error: allow`.
+ * A take waits at most its store's `timeout_ms` for the primary (a primary whose event loop is stalled
+ * would otherwise stall every rate-limited request): each message starts one timer per timeout among its
+ * policies (one, unless routes set different ones), cleared when the last of its takes is answered; when
+ * it fires, the takes still unanswered reject, and an answer that comes later finds no waiter and is
+ * dropped. No timer per take: a take costs the two map entries it cost before the timeout (its waiter,
+ * and now its flight in place of a second resolver).
+ *
+ * If the primary cannot be reached (it is gone: the worker is about to exit), takes reject too. Either way
+ * the rate-limit middleware applies the store's `on_error`. Failed takes are counted here (`failures`,
+ * `timeouts`) and logged at most once per 5 s, as the Redis store does.
  */
 export class IpcStore {
+  /** Takes that failed since start (each one's request followed `on_error`). */
+  failures = 0;
+  /** Of `failures`, those the primary did not answer within `timeout_ms`. */
+  timeouts = 0;
   readonly #channel: IpcChannel;
-  readonly #pending = new Map<number, Resolver>();
-  readonly #failures = new Map<number, (err: Error) => void>();
+  readonly #waiters = new Map<number, Waiter>();
+  /** The flight of each take sent and not yet settled (its timer is cleared when the last one settles). */
+  readonly #flights = new Map<number, Flight>();
   readonly #views = new Map<string, IpcView>();
+  readonly #logger: Logger | undefined;
+  readonly #failureLog = new ThrottledLog(LOG_INTERVAL_MS);
+  /** Set on the first failed take; cleared (with a log line) by the next answer. */
+  #failing = false;
+  #failuresInOutage = 0;
   #nextId = 1;
   /** The policies with takes in the next message, in the order of their first take. */
   #batch: Pending[] = [];
@@ -131,37 +175,41 @@ export class IpcStore {
   };
   readonly #flush = (): void => this.#send();
 
-  constructor(channel: IpcChannel) {
+  constructor(channel: IpcChannel, options: IpcStoreOptions = {}) {
     this.#channel = channel;
+    this.#logger = options.logger;
     channel.on('message', this.#onMessage);
   }
 
   /**
-   * The store of one policy: its takes go to the primary's buckets for that policy. The same object for
-   * the same policy; closing it closes nothing (`close` on this object does).
+   * The store of one policy: its takes go to the primary's buckets for that policy and wait at most
+   * `timeoutMs` for the answer. The same object for the same policy and timeout; closing it closes nothing
+   * (`close` on this object does).
    */
-  view(policy: BucketPolicy): IpcView {
+  view(policy: BucketPolicy, timeoutMs = DEFAULT_TIMEOUT_MS): IpcView {
     const key = policyKey(policy);
-    let view = this.#views.get(key);
+    const viewKey = `${key} ${timeoutMs}`;
+    let view = this.#views.get(viewKey);
     if (view === undefined) {
-      const pending: Pending = { policy: key, ids: [], keys: [] };
+      const pending: Pending = { policy: key, timeoutMs, ids: [], keys: [] };
       view = {
         take: (k: string) => this.#take(pending, k),
         close: () => {},
       };
-      this.#views.set(key, view);
+      this.#views.set(viewKey, view);
     }
     return view;
   }
 
   /** Takes waiting for an answer (tests, diagnostics). */
   get pending(): number {
-    return this.#pending.size;
+    return this.#waiters.size;
   }
 
   close(): void {
     this.#channel.off('message', this.#onMessage);
-    this.#failAll(new Error('rate-limit store closed'));
+    const err = new Error('rate-limit store closed');
+    for (const id of [...this.#waiters.keys()]) this.#reject(id, err);
   }
 
   #take(pending: Pending, key: string): Promise<RateDecision> {
@@ -174,23 +222,40 @@ export class IpcStore {
       setImmediate(this.#flush);
     }
     return new Promise<RateDecision>((resolve, reject) => {
-      this.#pending.set(id, resolve);
-      this.#failures.set(id, reject);
+      this.#waiters.set(id, { resolve, reject });
     });
   }
 
   #send(): void {
     this.#scheduled = false;
+    const flights: Flight[] = [];
     const groups: TakeGroup[] = this.#batch.map((p) => {
       const group: TakeGroup = { policy: p.policy, ids: p.ids, keys: p.keys };
+      let flight = flights.find((f) => f.timeoutMs === p.timeoutMs);
+      if (flight === undefined) {
+        flight = { timeoutMs: p.timeoutMs, ids: [], left: 0, timer: undefined };
+        flights.push(flight);
+      }
+      for (const id of p.ids) {
+        flight.ids.push(id);
+        this.#flights.set(id, flight);
+      }
+      flight.left += p.ids.length;
       p.ids = [];
       p.keys = [];
       return group;
     });
     this.#batch = [];
+    for (const flight of flights) {
+      const timer = setTimeout(() => this.#expire(flight), flight.timeoutMs);
+      // Waiting takes keep nothing alive: a worker that is done exits without waiting for the timer.
+      timer.unref();
+      flight.timer = timer;
+    }
     const message: TakeRequest = { type: 'tollgate:take', groups };
     const failed = (err: Error | null): void => {
-      if (err !== null) for (const group of groups) for (const id of group.ids) this.#reject(id, err);
+      if (err === null) return;
+      for (const group of groups) this.#fail(group.ids, err, false);
     };
     // With a callback, a closed channel is reported to it instead of as an 'error' event on the process.
     if (this.#channel.send === undefined) failed(new Error('no IPC channel to the primary'));
@@ -199,34 +264,83 @@ export class IpcStore {
 
   #settle(reply: TakeReply): void {
     const { ids, decisions } = reply;
+    let answered = false;
     for (let i = 0; i < ids.length; i++) {
       const id = ids[i] as number;
-      const resolve = this.#pending.get(id);
-      if (resolve === undefined) continue;
-      this.#pending.delete(id);
-      this.#failures.delete(id);
+      const waiter = this.#waiters.get(id);
+      // Not waiting any more: timed out (or failed) before this answer came.
+      if (waiter === undefined) continue;
+      this.#waiters.delete(id);
+      this.#landed(id);
+      answered = true;
       const at = i * 4;
-      resolve({
+      waiter.resolve({
         allowed: decisions[at] === 1,
         remaining: decisions[at + 1] as number,
         retryAfterMs: decisions[at + 2] as number,
         resetMs: decisions[at + 3] as number,
       });
     }
-    if (reply.failed !== undefined) {
-      const err = new Error('the primary cannot read the rate-limit policy');
-      for (const id of reply.failed) this.#reject(id, err);
+    if (answered && this.#failing) this.#recovered();
+    if (reply.failed !== undefined) this.#fail(reply.failed, new Error('the primary cannot read the rate-limit policy'), false);
+  }
+
+  /** A flight's timer fired: its takes still waiting give up. */
+  #expire(flight: Flight): void {
+    flight.timer = undefined;
+    if (flight.left === 0) return;
+    this.#fail(flight.ids, new Error(`the cluster primary did not answer within ${flight.timeoutMs} ms`), true);
+  }
+
+  /** Rejects the takes among `ids` still waiting; counts and logs them. */
+  #fail(ids: readonly number[], err: Error, timedOut: boolean): void {
+    let n = 0;
+    for (const id of ids) if (this.#reject(id, err)) n++;
+    if (n === 0) return;
+    this.failures += n;
+    if (timedOut) this.timeouts += n;
+    this.#failuresInOutage += n;
+    if (!this.#failing) {
+      this.#failing = true;
+      this.#failureLog.reset();
     }
+    const logger = this.#logger;
+    if (logger === undefined) return;
+    this.#failureLog.event(
+      (count) =>
+        logger.warn(
+          { err: err.message, failed: count, failed_total: this.failures, timeouts_total: this.timeouts },
+          'rate-limit store unavailable (the cluster primary): requests follow on_error',
+        ),
+      n,
+    );
   }
 
-  #reject(id: number, err: Error): void {
-    const reject = this.#failures.get(id);
-    this.#pending.delete(id);
-    this.#failures.delete(id);
-    reject?.(err);
+  #recovered(): void {
+    this.#failing = false;
+    this.#failureLog.reset();
+    this.#logger?.info({ failed: this.#failuresInOutage, failed_total: this.failures }, 'rate-limit store answering again (the cluster primary)');
+    this.#failuresInOutage = 0;
   }
 
-  #failAll(err: Error): void {
-    for (const id of [...this.#failures.keys()]) this.#reject(id, err);
+  /** Rejects one take if it is still waiting; whether it was. */
+  #reject(id: number, err: Error): boolean {
+    const waiter = this.#waiters.get(id);
+    if (waiter === undefined) return false;
+    this.#waiters.delete(id);
+    this.#landed(id);
+    waiter.reject(err);
+    return true;
+  }
+
+  /** A sent take is settled: the last one of its flight clears the flight's timer. */
+  #landed(id: number): void {
+    const flight = this.#flights.get(id);
+    if (flight === undefined) return;
+    this.#flights.delete(id);
+    if (--flight.left === 0 && flight.timer !== undefined) {
+      clearTimeout(flight.timer);
+      flight.timer = undefined;
+    }
   }
 }

@@ -13,14 +13,15 @@ const UNAVAILABLE = new ProxyError('rate_limit_unavailable');
  * credential has one budget wherever it comes from), else its address; requests that failed authentication
  * are charged to their address. Every response to a limited request carries the IETF RateLimit headers.
  *
- * When a shared store cannot answer (its promise rejects: Redis down or slower than `timeout_ms`), the
- * store's `on_error` decides: `allow` lets the request through without RateLimit headers (nothing is known
- * about the bucket), `deny` answers 503 `rate_limit_unavailable` with `Retry-After: 1`. The store counts
- * and logs the failures.
+ * When a shared store cannot answer (its promise rejects: Redis down, or Redis or the cluster primary
+ * slower than `timeout_ms`), the store's `on_error` decides: `allow` lets the request through without
+ * RateLimit headers (nothing is known about the bucket), `deny` answers 503 `rate_limit_unavailable` with
+ * `Retry-After: 1`. The store counts and logs the failures.
  */
 export function createRateLimit(config: RateLimitConfig, store: RateLimitStore, keyPrefix = ''): Phases {
   const policy = `"default";q=${config.requests_per_minute};w=60`;
-  const deny = config.store.type === 'redis' && config.store.on_error === 'deny';
+  // Both stores have on_error: Redis's, and the memory store's for a cluster worker waiting on the primary.
+  const deny = config.store.on_error === 'deny';
 
   function unavailable(ctx: RequestContext): FilterResult {
     if (!deny) return false;

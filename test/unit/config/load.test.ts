@@ -91,7 +91,7 @@ describe('parseConfig: valid configs', () => {
           forward_credentials: false,
           realm: 'tollgate',
         },
-        rate_limit: { enabled: true, requests_per_minute: 100, burst_size: 10, max_keys: 100_000, store: { type: 'memory' } },
+        rate_limit: { enabled: true, requests_per_minute: 100, burst_size: 10, max_keys: 100_000, store: { type: 'memory', timeout_ms: 100, on_error: 'allow' } },
       },
       logging: { level: 'info', format: 'json' },
       admin: { enabled: true, address: '127.0.0.1', port: 9901 },
@@ -389,7 +389,7 @@ describe('parseConfig: server.workers and rate_limit.store', () => {
   });
 
   test('the store defaults to memory', () => {
-    assert.deepEqual(parse(MINIMAL).middleware.rate_limit.store, { type: 'memory' });
+    assert.deepEqual(parse(MINIMAL).middleware.rate_limit.store, { type: 'memory', timeout_ms: 100, on_error: 'allow' });
   });
 
   test('a redis store gets its defaults; ${REDIS_URL} is substituted', () => {
@@ -400,6 +400,18 @@ describe('parseConfig: server.workers and rate_limit.store', () => {
       timeout_ms: 100,
       on_error: 'allow',
     });
+  });
+
+  test('a memory store takes timeout_ms and on_error (for cluster workers), with the same checks as Redis', () => {
+    assert.deepEqual(parse(store('      type: memory\n      timeout_ms: 250\n      on_error: deny\n')).middleware.rate_limit.store, {
+      type: 'memory',
+      timeout_ms: 250,
+      on_error: 'deny',
+    });
+    assertProblems(store('      type: memory\n      timeout_ms: 0\n      on_error: maybe\n'), [
+      { line: 11, col: 19, path: 'middleware.rate_limit.store.timeout_ms', message: 'must be a whole number of milliseconds from 1 to 60000, got 0' },
+      { line: 12, col: 17, path: 'middleware.rate_limit.store.on_error', message: 'must be allow or deny, got "maybe"' },
+    ]);
   });
 
   test('cluster and sentinel topologies', () => {

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
-import { describe, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
+import type { Logger } from 'pino';
 import type { TakeReply, TakeRequest } from '../../../src/cluster/messages.js';
 import { answerTakes, IpcStore, parsePolicyKey, policyKey, PolicyStores } from '../../../src/limits/ipc-store.js';
 import { manualClock } from '../../helpers/servers.js';
@@ -26,10 +27,28 @@ class FakeChannel extends EventEmitter {
   }
 }
 
+/** Collects what IpcStore logs (warn and info are all it uses). */
+class FakeLogger {
+  warns: Record<string, unknown>[] = [];
+  infos: Record<string, unknown>[] = [];
+  readonly logger = {
+    warn: (obj: Record<string, unknown>) => this.warns.push(obj),
+    info: (obj: Record<string, unknown>) => this.infos.push(obj),
+  } as unknown as Logger;
+}
+
 const SLOW_3 = { requests_per_minute: 1, burst_size: 3, max_keys: 10 };
 const SLOW_5 = { requests_per_minute: 1, burst_size: 5, max_keys: 10 };
 
 describe('IpcStore (a worker asking the primary)', () => {
+  // The store's timers are unref'd (in a worker, the sockets of the waiting requests keep it alive): here
+  // something else must, or a test awaiting a timeout would end with the event loop.
+  let hold: NodeJS.Timeout | undefined;
+  before(() => {
+    hold = setInterval(() => {}, 1_000);
+  });
+  after(() => clearInterval(hold));
+
   test('takes in one turn of the event loop go in one message; answers are matched by id', async () => {
     const primary = new PolicyStores(manualClock());
     const channel = new FakeChannel(primary);
@@ -134,6 +153,89 @@ describe('IpcStore (a worker asking the primary)', () => {
     await assert.rejects(bad, /cannot read the rate-limit policy/);
     assert.deepEqual(await good, { allowed: true, remaining: 2, retryAfterMs: 0, resetMs: 20_000 });
     ipc.close();
+  });
+
+  test('a take the primary does not answer within timeout_ms rejects; a late answer is ignored; counted and logged', { timeout: 5_000 }, async () => {
+    const channel = new FakeChannel(undefined);
+    const log = new FakeLogger();
+    const ipc = new IpcStore(channel, { logger: log.logger });
+    const store = ipc.view(SLOW_3, 20);
+    try {
+      const [first, second] = [store.take('a'), store.take('b')];
+      await Promise.all([assert.rejects(first, /did not answer within 20 ms/), assert.rejects(second, /did not answer within 20 ms/)]);
+      assert.equal(ipc.pending, 0);
+      assert.deepEqual([ipc.failures, ipc.timeouts], [2, 2]);
+      assert.equal(log.warns.length, 1, 'one line for the failures so far');
+      assert.equal(log.warns[0]?.failed, 2);
+
+      // The primary wakes up and answers the timed-out ids: nobody is waiting, nothing changes.
+      channel.emit('message', { type: 'tollgate:taken', ids: [1, 2], decisions: [1, 2, 0, 0, 1, 2, 0, 0] } satisfies TakeReply);
+      assert.deepEqual([ipc.failures, ipc.timeouts, ipc.pending], [2, 2, 0]);
+      assert.equal(log.infos.length, 0, 'a late answer is not a recovery');
+
+      // The next take that is answered in time resolves, and the recovery is logged.
+      const third = store.take('c');
+      await new Promise((r) => setImmediate(r));
+      channel.emit('message', { type: 'tollgate:taken', ids: [3], decisions: [1, 2, 0, 20_000] } satisfies TakeReply);
+      assert.deepEqual(await third, { allowed: true, remaining: 2, retryAfterMs: 0, resetMs: 20_000 });
+      assert.equal(log.infos.length, 1);
+      assert.equal(log.infos[0]?.failed, 2);
+    } finally {
+      ipc.close();
+    }
+  });
+
+  test('in one message, answered takes resolve and only the unanswered one times out', { timeout: 5_000 }, async () => {
+    const channel = new FakeChannel(undefined);
+    const ipc = new IpcStore(channel);
+    const store = ipc.view(SLOW_3, 20);
+    try {
+      const [answered, unanswered] = [store.take('a'), store.take('b')];
+      await new Promise((r) => setImmediate(r));
+      assert.equal(channel.sent.length, 1);
+      channel.emit('message', { type: 'tollgate:taken', ids: [1], decisions: [1, 2, 0, 20_000] } satisfies TakeReply);
+      assert.deepEqual(await answered, { allowed: true, remaining: 2, retryAfterMs: 0, resetMs: 20_000 });
+      await assert.rejects(unanswered, /did not answer within 20 ms/);
+      assert.deepEqual([ipc.failures, ipc.timeouts], [1, 1]);
+    } finally {
+      ipc.close();
+    }
+  });
+
+  test('answered takes are unaffected by the timeout; each timeout_ms waits its own time in a shared message', { timeout: 5_000 }, async () => {
+    const primary = new PolicyStores(manualClock());
+    const channel = new FakeChannel(primary);
+    const ipc = new IpcStore(channel);
+    const store = ipc.view(SLOW_3, 20);
+    try {
+      const decisions = await Promise.all([store.take('a'), store.take('a')]);
+      assert.deepEqual(decisions.map((d) => d.remaining), [2, 1]);
+      // Past the timeout: nothing fails after the fact.
+      await new Promise((r) => setTimeout(r, 60));
+      assert.deepEqual([ipc.failures, ipc.timeouts, ipc.pending], [0, 0, 0]);
+    } finally {
+      ipc.close();
+      primary.close();
+    }
+
+    // One policy with two timeouts (two routes): two views, one message, and the short wait does not cut the long one.
+    const silent = new FakeChannel(undefined);
+    const two = new IpcStore(silent);
+    const short = two.view(SLOW_3, 20);
+    const long = two.view(SLOW_3, 60_000);
+    assert.notEqual(short, long);
+    assert.equal(two.view({ ...SLOW_3 }, 20), short);
+    try {
+      const [s, l] = [short.take('k'), long.take('k')];
+      await assert.rejects(s, /within 20 ms/);
+      assert.equal(silent.sent.length, 1, 'both in one message');
+      assert.equal(two.pending, 1, 'the long one still waits');
+      silent.emit('message', { type: 'tollgate:taken', ids: [2], decisions: [0, 0, 60_000, 60_000] } satisfies TakeReply);
+      assert.equal((await l).allowed, false);
+      assert.deepEqual([two.failures, two.timeouts], [1, 1]);
+    } finally {
+      two.close();
+    }
   });
 
   test('without an IPC channel (not a forked process), takes reject', async () => {
