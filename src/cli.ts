@@ -13,6 +13,7 @@ import { createProxy } from './app.js';
 import { Primary, resolveWorkers, type PrimaryView } from './cluster/primary.js';
 import { runWorker } from './cluster/worker.js';
 import { ConfigError } from './config/load.js';
+import { LOG_LEVELS } from './config/schema.js';
 import { allUpstreams, routesOf, servicesOf } from './config/resolve.js';
 import { loadForReload } from './gateway/reload.js';
 import { createLogger, exitOnFatalErrors } from './observability/logger.js';
@@ -82,6 +83,12 @@ async function main(argv: string[]): Promise<number> {
   const format = values['log-format'];
   if (format !== undefined && format !== 'json' && format !== 'pretty') {
     process.stderr.write(`tollgate: --log-format must be json or pretty, got "${format}"\n`);
+    return 2;
+  }
+
+  const envLevel = process.env.LOG_LEVEL?.trim().toLowerCase();
+  if (envLevel !== undefined && envLevel !== '' && !(LOG_LEVELS as readonly string[]).includes(envLevel)) {
+    process.stderr.write(`tollgate: LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}, got "${process.env.LOG_LEVEL ?? ''}"\n`);
     return 2;
   }
 

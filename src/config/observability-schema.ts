@@ -28,7 +28,8 @@ export const adminSchema = z.strictObject({
    */
   token: z.string({ error: 'must be a string (use ${NAME} to read it from the environment)' }).min(16, 'must be at least 16 characters').optional(),
 }).superRefine(function tokenOffLoopback(admin, ctx) {
-  if (admin.enabled && admin.token === undefined && !isLoopback(admin.address)) {
+  // An address that is not an IP address at all is reported by itself.
+  if (admin.enabled && admin.token === undefined && isIP(admin.address) !== 0 && !isLoopback(admin.address)) {
     ctx.addIssue({
       code: 'custom',
       path: ['token'],

@@ -21,7 +21,7 @@ export interface LoggerOverrides {
 
 const LEVELS: readonly string[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
-/** `RUST_LOG`-style values from the original service (`info`, `debug`) map directly; anything else is ignored. */
+/** A `LOG_LEVEL` value (any case), or `fallback` when there is none; the CLI refuses an unknown one first. */
 export function levelFrom(value: string | undefined, fallback: LogLevel): LogLevel {
   const v = value?.trim().toLowerCase();
   return v !== undefined && LEVELS.includes(v) ? (v as LogLevel) : fallback;

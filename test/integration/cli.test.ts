@@ -56,6 +56,13 @@ describe('the tollgate command', () => {
     assert.equal(format.code, 2);
   });
 
+  test('an unknown LOG_LEVEL is refused with exit 2, naming the levels', async () => {
+    const run = await runCli(['--check', '--config', 'config/proxy.yaml'], { LOG_LEVEL: 'debugg' });
+    assert.equal(run.code, 2);
+    assert.match(run.stderr, /LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent, got "debugg"/);
+    assert.equal((await runCli(['--check', '--config', 'config/proxy.yaml'], { LOG_LEVEL: 'DEBUG' })).code, 0);
+  });
+
   test('--check accepts the brief config and the shipped config/proxy.yaml', async () => {
     const brief = await runCli(['--check', '--config', 'test/fixtures/brief.yaml']);
     assert.equal(brief.code, 0, brief.stderr);

@@ -49,7 +49,10 @@ describe('fatal errors', () => {
     try {
       const victim = c.workerPids[0] as number;
       process.kill(victim, 'SIGUSR2');
-      // Requests meanwhile: the other worker (and then the replacement) answers every one.
+      // Once it has exited: a connection that the primary was handing to the worker at the moment it crashed
+      // is lost with it (Node's cluster module), so the requests start after the exit.
+      await waitFor(() => lines(c.child).some((l) => l.msg === 'worker died; restarting it'), 10_000, 'the worker to exit');
+      // Requests while it is being replaced: the other worker (and then the replacement) answers every one.
       const statuses: number[] = [];
       await waitFor(
         async () => {
