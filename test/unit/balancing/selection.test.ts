@@ -195,10 +195,21 @@ describe('least connections', () => {
     assert.equal(createLeastConn([peer('A', 2, 5), peer('B', 1, 3)], stubRandom()).select(all, '')?.name, 'A');
   });
 
-  test('equal ratios with different weights tie (2/1 and 4/2)', () => {
-    // A tie draws from random; 0.4 * 2 < 1 picks the later peer, 0.6 * 2 >= 1 keeps the earlier one.
-    assert.equal(createLeastConn([peer('A', 1, 2), peer('B', 2, 4)], stubRandom(0.4)).select(all, '')?.name, 'B');
-    assert.equal(createLeastConn([peer('A', 1, 2), peer('B', 2, 4)], stubRandom(0.6)).select(all, '')?.name, 'A');
+  test('equal ratios with different weights tie (2/1 and 4/2), drawn by weight', () => {
+    // A tie draws from random: B (weight 2 of 3) is taken when random * 3 < 2.
+    assert.equal(createLeastConn([peer('A', 1, 2), peer('B', 2, 4)], stubRandom(0.6)).select(all, '')?.name, 'B');
+    assert.equal(createLeastConn([peer('A', 1, 2), peer('B', 2, 4)], stubRandom(0.7)).select(all, '')?.name, 'A');
+  });
+
+  test('at low load (nothing in flight) the weights set the shares: 3:1:1 gives about 60/20/20%', () => {
+    const sel = createLeastConn([peer('A', 3, 0), peer('B', 1, 0), peer('C', 1, 0)], seededRandom(7));
+    const counts = new Map<string, number>();
+    for (let i = 0; i < 10_000; i++) {
+      const name = sel.select(all, '')?.name ?? '-';
+      counts.set(name, (counts.get(name) ?? 0) + 1);
+    }
+    const share = (n: string): number => (counts.get(n) ?? 0) / 10_000;
+    assert.ok(Math.abs(share('A') - 0.6) < 0.03 && Math.abs(share('B') - 0.2) < 0.03 && Math.abs(share('C') - 0.2) < 0.03, JSON.stringify([...counts]));
   });
 
   test('ties are broken by the injected random: either tied peer can be chosen, a non-tied one never', () => {
