@@ -209,23 +209,25 @@ function hashKeyOf(key: LoadBalancingConfig['hash_key']): (ctx: RequestContext) 
         const q = ctx.path.indexOf('?');
         return q === -1 ? ctx.path : ctx.path.slice(0, q);
       };
+    // A request without the header or cookie is keyed by its client address, not by '' (which would send
+    // every such request to one backend).
     case 'header': {
       const name = (key.name as string).toLowerCase();
       return (ctx) => {
         const value = ctx.req.headers[name];
-        return typeof value === 'string' ? value : (value?.join(',') ?? '');
+        return typeof value === 'string' ? value : (value?.join(',') ?? ctx.clientAddress);
       };
     }
     case 'cookie': {
       const prefix = `${key.name as string}=`;
       return (ctx) => {
         const cookie = ctx.req.headers.cookie;
-        if (cookie === undefined) return '';
+        if (cookie === undefined) return ctx.clientAddress;
         for (const part of cookie.split(';')) {
           const p = part.trim();
           if (p.startsWith(prefix)) return p.slice(prefix.length);
         }
-        return '';
+        return ctx.clientAddress;
       };
     }
   }

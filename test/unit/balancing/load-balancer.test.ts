@@ -290,7 +290,7 @@ describe('LoadBalancer: consistent_hash key sources', () => {
     }
   });
 
-  test('header: other headers do not matter; repeated values are joined with ","; a missing header is the empty key', async () => {
+  test('header: other headers do not matter; repeated values are joined with ","; a missing header falls back to the client address', async () => {
     const { balancer, b } = hashSetup({ source: 'header', name: 'X-User' });
     try {
       assert.equal(balancer.select(withHeaders({ 'x-user': 'alice', 'x-other': 'zzz' })), owner(b, 'alice'));
@@ -298,7 +298,15 @@ describe('LoadBalancer: consistent_hash key sources', () => {
         const pair = [VALUES[i] as string, VALUES[i + 1] as string];
         assert.equal(balancer.select(withHeaders({ 'x-user': pair })), owner(b, pair.join(',')), pair.join(','));
       }
-      assert.equal(balancer.select(withHeaders({})), owner(b, ''));
+      // Different clients without the header spread over the ring instead of all landing on owner(b, '').
+      const spread = new Set<string>();
+      for (let i = 0; i < 30; i++) {
+        const address = `203.0.113.${i}`;
+        const chosen = balancer.select(withHeaders({}, { clientAddress: address }));
+        assert.equal(chosen, owner(b, address), address);
+        spread.add((chosen as Backend).name);
+      }
+      assert.ok(spread.size >= 3, `30 clients used only ${[...spread].join(',')}`);
     } finally {
       await balancer.close();
     }
@@ -324,8 +332,8 @@ describe('LoadBalancer: consistent_hash key sources', () => {
         assert.equal(balancer.select(withHeaders({ cookie: `a=1; session=${v}; b=2` })), expected, v);
         assert.equal(balancer.select(withHeaders({ cookie: `xsession=nope;session=${v}` })), expected, v);
       }
-      assert.equal(balancer.select(withHeaders({})), owner(b, ''));
-      assert.equal(balancer.select(withHeaders({ cookie: 'other=1' })), owner(b, ''));
+      assert.equal(balancer.select(withHeaders({}, { clientAddress: '198.51.100.4' })), owner(b, '198.51.100.4'));
+      assert.equal(balancer.select(withHeaders({ cookie: 'other=1' }, { clientAddress: '198.51.100.5' })), owner(b, '198.51.100.5'));
     } finally {
       await balancer.close();
     }
