@@ -28,7 +28,7 @@ import { ProxyError, errorBody } from './errors.js';
 import { CLIENT_GONE, ForwardHandler, type ForwardHost } from './forward.js';
 import { connectionTokens, formatMs } from './headers.js';
 import { normalizeTarget } from './path.js';
-import { BodyLimiter } from './request-body.js';
+import { BodyLimiter, bodyTooLarge } from './request-body.js';
 import type { FilterResult, RequestFilter } from './phases.js';
 
 /** What every generation's pipeline shares with the long-lived gateway. */
@@ -80,6 +80,8 @@ export class Pipeline implements ForwardHost {
   readonly #healthQueryPrefix: string;
   readonly #proxyName: string;
   readonly #maxHeaderCount: number;
+  /** The 413 for a Content-Length over max_body_bytes, made once. */
+  readonly #bodyTooLarge: ProxyError;
   readonly #maxUriBytes: number;
   readonly #maxBodyBytes: number;
   readonly #bodyTimeoutMs: number;
@@ -108,6 +110,7 @@ export class Pipeline implements ForwardHost {
     this.#maxHeaderCount = server.max_header_count;
     this.#maxUriBytes = server.max_uri_bytes;
     this.#maxBodyBytes = server.max_body_bytes;
+    this.#bodyTooLarge = bodyTooLarge(server.max_body_bytes);
     this.#bodyTimeoutMs = server.body_timeout_ms;
     this.#rejectUnderscores = server.underscores_in_headers === 'reject';
     this.#rejectEncodedSlashes = server.encoded_slashes === 'reject';
@@ -224,7 +227,7 @@ export class Pipeline implements ForwardHost {
     const length = req.headers['content-length'];
     if (length !== undefined) {
       ctx.bodyLength = Number(length);
-      if (ctx.bodyLength > this.#maxBodyBytes) return new ProxyError('payload_too_large');
+      if (ctx.bodyLength > this.#maxBodyBytes) return this.#bodyTooLarge;
     }
     ctx.forwardHeaders = out;
     ctx.forwardHeaderCount = out.length;

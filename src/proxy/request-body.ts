@@ -11,15 +11,17 @@ import { ProxyError } from './errors.js';
  */
 export class BodyLimiter extends Transform {
   #left: number;
+  readonly #maxBytes: number;
 
   constructor(maxBytes: number) {
     super();
     this.#left = maxBytes;
+    this.#maxBytes = maxBytes;
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
     this.#left -= chunk.length;
-    if (this.#left < 0) callback(new ProxyError('payload_too_large'));
+    if (this.#left < 0) callback(bodyTooLarge(this.#maxBytes));
     else callback(null, chunk);
   }
 }
@@ -31,4 +33,9 @@ export class BodyLimiter extends Transform {
 export function pipeBody(req: IncomingMessage, limiter: BodyLimiter): void {
   req.pipe(limiter);
   req.once('aborted', () => limiter.destroy(new Error('client closed the connection mid-body')));
+}
+
+/** 413 that says the limit, so a client can tell how much it may send. */
+export function bodyTooLarge(maxBytes: number): ProxyError {
+  return new ProxyError('payload_too_large', { message: `The request body is larger than the ${maxBytes} bytes the proxy accepts.` });
 }

@@ -125,6 +125,7 @@ describe('framing and header attacks', () => {
     const hits = backend.hits;
     const reply = await exchange(proxy.port, `POST / HTTP/1.1\r\n${H}Content-Length: 5000\r\n\r\n`, 3000);
     assert.equal(statusOf(reply.text), 413);
+    assert.match(reply.text, /"message":"The request body is larger than the 1024 bytes the proxy accepts\."/);
     assert.ok(reply.closedByServer, 'answered and closed without waiting for the body');
     assert.equal(backend.hits, hits);
   });
@@ -149,6 +150,7 @@ describe('request bodies and Expect', () => {
       const reply = await exchange(proxy.port, [`POST /up HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\n`, chunk, chunk, chunk, '0\r\n\r\n'], 3000, 50);
       assert.equal(statusOf(reply.text), 413);
       assert.match(reply.text, /"error":"payload_too_large"/);
+      assert.match(reply.text, /larger than the 1000 bytes the proxy accepts/);
       assert.ok(reply.closedByServer);
       await new Promise((r) => setTimeout(r, 200));
       assert.ok(seen.every((s) => !s.ended), 'the upstream request was never completed');
