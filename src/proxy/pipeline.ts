@@ -292,7 +292,11 @@ export class Pipeline implements ForwardHost {
     }
     const service = ctx.service as LoadBalancer;
     if (first && service !== undefined) service.budget.recordRequest();
-    if (backend === undefined) return this.fail(ctx, ctx.error ?? NO_UPSTREAM);
+    if (backend === undefined) {
+      // A retry that found no other backend did not happen: the count (log, metrics) says so.
+      if (!first) ctx.retries--;
+      return this.fail(ctx, ctx.error ?? NO_UPSTREAM);
+    }
     ctx.backend = backend;
     if (this.#debug) this.#logger.debug(`Select Upstream: ${ctx.requestId} -> ${backend.address}`);
 

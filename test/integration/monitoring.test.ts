@@ -94,6 +94,21 @@ describe('metrics', () => {
     }
   });
 
+  test('a retry with no other upstream to go to is not counted (one upstream, refused: retries 0)', async () => {
+    const [dead] = await startFaultUpstreams('dead');
+    await dead!.kill();
+    const proxy = await startProxy([dead!], { load_balancing: { health_check: { active: { enabled: false }, passive: { enabled: false } } } });
+    try {
+      assert.equal((await request(`${proxy.url}/once`)).status, 502);
+      assert.equal(samples(await scrape(proxy.adminUrl), 'tollgate_retries_total').get(''), 0);
+      const line = proxy.logs.find((l) => l.msg === 'Request Completed' && l.path === '/once');
+      assert.equal(line?.retries, 0);
+      assert.equal(line?.status, 502);
+    } finally {
+      await proxy.close();
+    }
+  });
+
   test('retries and ejections are counted; a dead upstream shows as ejected', async () => {
     const [dead, live] = await startFaultUpstreams('dead', 'live');
     await dead!.kill();
