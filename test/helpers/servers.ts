@@ -75,6 +75,19 @@ export async function startHoldingBackend(name: string): Promise<HoldingBackend>
   });
 }
 
+/**
+ * `n` ports that nothing listens on, all different: bound together, then released together. (Calling
+ * closedPort() n times can give the same port twice, once each bind has been released.)
+ */
+export async function closedPorts(n: number): Promise<number[]> {
+  const servers = Array.from({ length: n }, () => createServer());
+  for (const server of servers) server.listen(0, '127.0.0.1');
+  await Promise.all(servers.map((server) => once(server, 'listening')));
+  const ports = servers.map((server) => (server.address() as AddressInfo).port);
+  await Promise.all(servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
+  return ports;
+}
+
 /** A port that nothing listens on (bound, then released). */
 export async function closedPort(): Promise<number> {
   const server = createServer();

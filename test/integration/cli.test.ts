@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { request } from '../helpers/http.js';
 import { ROOT, runCli, startCli, waitForOutput, writeConfig } from '../helpers/cli.js';
-import { closedPort, startBackend, waitFor } from '../helpers/servers.js';
+import { closedPort, closedPorts, startBackend, waitFor } from '../helpers/servers.js';
 
 const VERSION = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
 
@@ -232,7 +232,7 @@ describe('the tollgate command', () => {
   });
 
   test('the demo starts three named backends and the proxy; round robin shows in the bodies and the logs', async () => {
-    const [proxyPort, p1, p2, p3] = [await closedPort(), await closedPort(), await closedPort(), await closedPort()];
+    const [proxyPort, p1, p2, p3] = (await closedPorts(4)) as [number, number, number, number];
     const text = readFileSync(join(ROOT, 'config/proxy.yaml'), 'utf8')
       .replace('listen_port: 8080', `listen_port: ${proxyPort}\n  listen_address: "127.0.0.1"`)
       .replace('port: 3000', `port: ${p1}`)
