@@ -36,8 +36,6 @@ export class RequestContext {
   routePrefix: string | undefined = undefined;
   /** The service (balancer) of the current attempt: the route's, or the one an upstreamPeer phase chose. */
   service: LoadBalancer | undefined = undefined;
-  /** The generation (set of routes) the request started on; it finishes on it, whatever reloads happen. */
-  generation: { release(): void } | undefined = undefined;
   /** Who the credentials identify (`cred:` + a digest of a token, `user:alice`); undefined when not authenticated. */
   principal: string | undefined = undefined;
   /** Why authentication failed; set by the auth filter, acted on after the rate limit counted it. */

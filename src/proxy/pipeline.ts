@@ -151,8 +151,8 @@ export class Pipeline implements ForwardHost {
     const ctx = new RequestContext(req, res, performance.now());
     ctx.requestId = resolveRequestId(req.headers['x-request-id']);
     ctx.route = this.#noRoute;
+    // Counted here, released in #finish: a retired pipeline knows when its last request is done.
     this.#active++;
-    ctx.generation = this;
     if (ctx.peerAddress.startsWith('::ffff:') && isIP(ctx.peerAddress.slice(7)) === 4) {
       ctx.peerAddress = ctx.peerAddress.slice(7);
       ctx.clientAddress = ctx.peerAddress;
