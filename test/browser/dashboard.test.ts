@@ -11,7 +11,7 @@ import { ARGS, CHROMIUM, FAST_CHECKS, newPage } from './chromium.js';
 import { lines, startCluster, stopCluster, type Line } from '../helpers/cluster.js';
 import { startFaultUpstreams } from '../helpers/fault-upstream.js';
 import { request } from '../helpers/http.js';
-import { closedPort, startProxy, waitFor, type TestProxy } from '../helpers/servers.js';
+import { startProxy, waitFor, type TestProxy } from '../helpers/servers.js';
 
 
 // A missing browser fails the test run rather than skipping it: scripts/test-deps.sh installs it.
@@ -154,7 +154,7 @@ describe('dashboard in Chromium', () => {
 
   test('cluster mode: the dashboard of the primary shows the sum of both workers and the worker count', async () => {
     const ups = await startFaultUpstreams('alpha');
-    const port = await closedPort();
+    const port = 0;
     const yaml = [
       `server: { listen_port: ${port}, listen_address: "127.0.0.1", workers: 2 }`,
       'load_balancing:',
@@ -162,7 +162,7 @@ describe('dashboard in Chromium', () => {
       `  upstreams: [ { name: alpha, address: 127.0.0.1, port: ${ups[0]!.port} } ]`,
       'admin: { port: 0 }',
     ].join('\n');
-    const cluster = await startCluster(yaml, port);
+    const cluster = await startCluster(yaml);
     let page: Page | undefined;
     try {
       for (let i = 0; i < 12; i++) assert.equal((await request(`${cluster.url}/c/${i}`)).status, 200);

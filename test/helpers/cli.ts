@@ -59,3 +59,9 @@ export async function waitForOutput(child: ChildProcess & { output: { stdout: st
     await new Promise((r) => setTimeout(r, 20));
   }
 }
+
+/** Waits for the proxy's listening line and returns the port it names (configs listen on port 0). */
+export async function listeningPort(child: ChildProcess & { output: { stdout: string; stderr: string } }, ms?: number): Promise<number> {
+  const [, port] = await waitForOutput(child, /Tollgate \S+ listening on \S+:(\d+)/, ms);
+  return Number(port);
+}

@@ -27,6 +27,8 @@ export function alive(pid: number): boolean {
 export interface Cluster {
   child: Cli;
   url: string;
+  /** The port the workers listen on (configs here use \`listen_port: 0\`; the primary's line says which). */
+  port: number;
   /** Worker pids from the primary's listening line. */
   workerPids: number[];
   /** The primary's admin listener ('' when `admin.enabled` is false). */
@@ -34,19 +36,22 @@ export interface Cluster {
 }
 
 /**
- * Starts `tollgate --config F` for a config with `workers: 2` and waits for the primary's listening line;
- * the admin URL comes from the primary's `admin listening` line (configs here use `admin.port: 0`).
+ * Starts `tollgate --config F` for a config with `workers: 2` and waits for the primary's listening line,
+ * which gives the port (a port picked by the test and released could be taken by another test file before
+ * the workers bind it, so configs here listen on port 0); the admin URL comes from the primary's `admin listening` line (configs here use `admin.port: 0`).
  */
-export async function startCluster(text: string, port: number, env: NodeJS.ProcessEnv = { LOG_LEVEL: 'info' }): Promise<Cluster> {
+export async function startCluster(text: string, env: NodeJS.ProcessEnv = { LOG_LEVEL: 'info' }): Promise<Cluster> {
   const child = startCli(['--config', writeConfig(text)], env);
   await waitForOutput(child, /listening on 127\.0\.0\.1:\d+/, 20_000);
   const all = lines(child);
   const listening = all.find((l) => typeof l.msg === 'string' && l.msg.startsWith('Tollgate') && l.msg.includes('listening on'));
   assert.equal(listening?.workers, 2);
+  const port = listening.port as number;
   const admin = all.find((l) => typeof l.msg === 'string' && l.msg.startsWith('admin listening on'));
   return {
     child,
     url: `http://127.0.0.1:${port}`,
+    port,
     workerPids: listening?.worker_pids as number[],
     adminUrl: admin === undefined ? '' : `http://127.0.0.1:${String(admin.admin_port)}`,
   };

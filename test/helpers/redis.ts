@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { closedPort } from './servers.js';
+import { freePort } from './servers.js';
 
 export interface TestRedis {
   /** `redis://127.0.0.1:PORT` (or REDIS_URL). */
@@ -90,7 +90,7 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<TestR
   const bin = redisServerBinary();
   if (bin === undefined) throw new Error('redis-server not found: install it (apt-get install -y redis-server), set REDIS_SERVER to the binary, or set REDIS_URL');
   const dir = mkdtempSync(join(tmpdir(), 'tollgate-redis-'));
-  const port = await closedPort();
+  const port = await freePort();
   let child: ChildProcess | undefined;
   let output = '';
 
@@ -157,7 +157,7 @@ export async function startRedisSentinel(name = 'tollgate-test'): Promise<{ mast
   const master = await startRedis({ own: true });
   const bin = redisServerBinary() as string;
   const dir = mkdtempSync(join(tmpdir(), 'tollgate-sentinel-'));
-  const sentinelPort = await closedPort();
+  const sentinelPort = await freePort();
   const conf = join(dir, 'sentinel.conf');
   writeFileSync(conf, `port ${sentinelPort}\nbind 127.0.0.1\ndir ${dir}\nsentinel monitor ${name} 127.0.0.1 ${master.port} 1\n`);
   const proc = spawn(bin, [conf, '--sentinel'], { stdio: ['ignore', 'pipe', 'pipe'] });

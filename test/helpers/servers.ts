@@ -3,7 +3,7 @@
  */
 import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { connect, createServer as createNetServer, type AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { createProxy, type Proxy } from '../../src/app.js';
@@ -76,26 +76,55 @@ export async function startHoldingBackend(name: string): Promise<HoldingBackend>
 }
 
 /**
- * `n` ports that nothing listens on, all different: bound together, then released together. (Calling
- * closedPort() n times can give the same port twice, once each bind has been released.)
+ * `n` ports that nothing listens on and that nothing else can take while this test process runs. Each is
+ * the local port of a connection to a holder server: a connection to it is refused (no listener) and a
+ * bind to it fails with EADDRINUSE, so a test file running in parallel cannot start a server there.
  */
 export async function closedPorts(n: number): Promise<number[]> {
+  const holder = await portHolder();
+  const sockets = Array.from({ length: n }, () => connect(holder.port, '127.0.0.1'));
+  await Promise.all(sockets.map((s) => once(s, 'connect')));
+  for (const s of sockets) {
+    s.on('error', () => {});
+    s.unref();
+  }
+  return sockets.map((s) => s.localPort as number);
+}
+
+/** A port that refuses connections and stays refused (see closedPorts). */
+export async function closedPort(): Promise<number> {
+  return (await closedPorts(1))[0] as number;
+}
+
+let holding: Promise<{ port: number }> | undefined;
+function portHolder(): Promise<{ port: number }> {
+  holding ??= (async () => {
+    const server = createNetServer((s) => s.on('error', () => {}).unref());
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    server.unref();
+    return { port: (server.address() as AddressInfo).port };
+  })();
+  return holding;
+}
+
+/**
+ * A port that was free a moment ago (bound, then released). Only for a child process that must be told its
+ * ports (the demo's backends) or a test about a port being released; anything that can listen on port 0
+ * should, since a released port can be taken by a test file running in parallel.
+ */
+export async function freePort(): Promise<number> {
+  return (await freePorts(1))[0] as number;
+}
+
+/** `n` different free ports (bound together, then released together); see freePort. */
+export async function freePorts(n: number): Promise<number[]> {
   const servers = Array.from({ length: n }, () => createServer());
   for (const server of servers) server.listen(0, '127.0.0.1');
   await Promise.all(servers.map((server) => once(server, 'listening')));
   const ports = servers.map((server) => (server.address() as AddressInfo).port);
   await Promise.all(servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
   return ports;
-}
-
-/** A port that nothing listens on (bound, then released). */
-export async function closedPort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
 }
 
 export interface TestProxy {

@@ -7,8 +7,8 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { request } from '../helpers/http.js';
-import { ROOT, runCli, startCli, waitForOutput, writeConfig } from '../helpers/cli.js';
-import { closedPort, closedPorts, startBackend, waitFor } from '../helpers/servers.js';
+import { ROOT, listeningPort, runCli, startCli, waitForOutput, writeConfig } from '../helpers/cli.js';
+import { freePort, freePorts, startBackend, waitFor } from '../helpers/servers.js';
 
 const VERSION = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
 
@@ -109,11 +109,10 @@ describe('the tollgate command', () => {
 
   test('the admin listener of the built CLI: its address is logged; /metrics, /api/status and the dashboard files are served from the package', async () => {
     const backend = await startBackend('b');
-    const port = await closedPort();
-    const child = startCli(['--config', writeConfig(config(port, [backend.port]))]);
+    const child = startCli(['--config', writeConfig(config(0, [backend.port]))]);
     try {
       const [, adminPort] = await waitForOutput(child, /admin listening on http:\/\/127\.0\.0\.1:(\d+)\//);
-      await waitForOutput(child, /listening on 127\.0\.0\.1:\d+/);
+      const port = await listeningPort(child);
       assert.equal((await request(`http://127.0.0.1:${port}/x`)).status, 200);
       const admin = `http://127.0.0.1:${adminPort}`;
       await waitFor(() => /"msg":"Request Completed"/.test(child.output.stdout), 5000, 'the completion line');
@@ -133,7 +132,7 @@ describe('the tollgate command', () => {
 
   test('an admin port in use: the proxy does not start (exit 1) and its own port is released', async () => {
     const backend = await startBackend('b');
-    const port = await closedPort();
+    const port = await freePort();
     try {
       const run = await runCli(['--config', writeConfig(config(port, [backend.port]).replace('  port: 0', `  port: ${backend.port}`))]);
       assert.equal(run.code, 1);
@@ -145,7 +144,7 @@ describe('the tollgate command', () => {
   });
 
   test('a bad config for a run: nothing listens', async () => {
-    const port = await closedPort();
+    const port = await freePort();
     const file = writeConfig(config(port, [1]).replace('listen_address: "127.0.0.1"', 'listen_address: "127.0.0.1"\n  bogus: true'));
     const run = await runCli(['--config', file]);
     assert.equal(run.code, 2);
@@ -172,10 +171,9 @@ describe('the tollgate command', () => {
   test('SIGTERM with requests in flight: they complete, then the process exits 0', async () => {
     const held: ServerResponse[] = [];
     const backend = await startBackend('b', (_req, res) => held.push(res));
-    const port = await closedPort();
-    const child = startCli(['--config', writeConfig(config(port, [backend.port]))]);
+    const child = startCli(['--config', writeConfig(config(0, [backend.port]))]);
     try {
-      await waitForOutput(child, /listening on 127\.0\.0\.1:\d+/);
+      const port = await listeningPort(child);
       const inflight = [request(`http://127.0.0.1:${port}/one`), request(`http://127.0.0.1:${port}/two`)];
       await waitFor(() => held.length === 2, 5000, 'both requests to reach the backend');
       child.kill('SIGTERM');
@@ -196,11 +194,10 @@ describe('the tollgate command', () => {
 
   test('LOG_LEVEL=debug shows the Request Start and Select Upstream lines; --log-format pretty is human-readable; logging.file is written', async () => {
     const backend = await startBackend('b');
-    const port = await closedPort();
-    const file = writeConfig(config(port, [backend.port]));
+    const file = writeConfig(config(0, [backend.port]));
     const child = startCli(['--config', file, '--log-format', 'pretty'], { LOG_LEVEL: 'debug' });
     try {
-      await waitForOutput(child, /listening on/);
+      const port = await listeningPort(child);
       const res = await request(`http://127.0.0.1:${port}/pretty`);
       await waitForOutput(child, new RegExp(`Request Start: ${res.headers['x-request-id']} /pretty`));
       await waitForOutput(child, new RegExp(`Select Upstream: ${res.headers['x-request-id']} -> 127\\.0\\.0\\.1:${backend.port}`));
@@ -211,11 +208,13 @@ describe('the tollgate command', () => {
       await once(child, 'exit');
     }
     const logFile = file.replace(/proxy\.yaml$/, 'logs/tollgate.log');
-    const toFile = startCli(['--config', writeConfig(`${config(port, [backend.port])}\nlogging:\n  level: info\n  file: "${logFile}"\n`)]);
+    const toFile = startCli(['--config', writeConfig(`${config(0, [backend.port])}\nlogging:\n  level: info\n  file: "${logFile}"\n`)]);
     try {
+      let port = 0;
       await waitFor(() => {
         try {
-          return readFileSync(logFile, 'utf8').includes('listening on');
+          port = Number(/listening on 127\.0\.0\.1:(\d+)/.exec(readFileSync(logFile, 'utf8'))?.[1] ?? 0);
+          return port !== 0;
         } catch {
           return false;
         }
@@ -232,7 +231,7 @@ describe('the tollgate command', () => {
   });
 
   test('the demo starts three named backends and the proxy; round robin shows in the bodies and the logs', async () => {
-    const [proxyPort, p1, p2, p3] = (await closedPorts(4)) as [number, number, number, number];
+    const [proxyPort, p1, p2, p3] = (await freePorts(4)) as [number, number, number, number];
     const text = readFileSync(join(ROOT, 'config/proxy.yaml'), 'utf8')
       .replace('listen_port: 8080', `listen_port: ${proxyPort}\n  listen_address: "127.0.0.1"`)
       .replace('port: 3000', `port: ${p1}`)
@@ -269,12 +268,10 @@ describe('the tollgate command', () => {
       return;
     }
     const upstreamPort = Number(/port (\d+)/.exec(out)?.[1]);
-    const port = await closedPort();
-    const text = readFileSync(join(ROOT, 'test/fixtures/brief.yaml'), 'utf8').replace('listen_port: 8080', `listen_port: ${port}`).replace('port: 3000', `port: ${upstreamPort}`).concat('\nadmin:\n  port: 0\n');
+    const text = readFileSync(join(ROOT, 'test/fixtures/brief.yaml'), 'utf8').replace('listen_port: 8080', 'listen_port: 0').replace('port: 3000', `port: ${upstreamPort}`).concat('\nadmin:\n  port: 0\n');
     const child = startCli(['--config', writeConfig(text)]);
     try {
-      await waitForOutput(child, /listening on/);
-      const base = `http://127.0.0.1:${port}`;
+      const base = `http://127.0.0.1:${await listeningPort(child)}`;
       assert.equal((await request(`${base}/health`)).status, 200);
       assert.equal((await request(`${base}/`)).status, 401);
       const ok = await request(`${base}/brief.yaml`, { headers: { authorization: 'Bearer dev-token-123' } });

@@ -11,7 +11,7 @@ import { after, before, describe, test } from 'node:test';
 import { startCli, writeConfig } from '../helpers/cli.js';
 import { alive, lines, startCluster, stopCluster, type Cluster } from '../helpers/cluster.js';
 import { request, type Reply } from '../helpers/http.js';
-import { closedPort, startBackend, startHoldingBackend, waitFor, type Backend, type HoldingBackend } from '../helpers/servers.js';
+import { startBackend, startHoldingBackend, waitFor, type Backend, type HoldingBackend } from '../helpers/servers.js';
 import { openEvents, samples, scrape } from '../helpers/metrics.js';
 
 const TOKEN = 'Bearer t';
@@ -78,8 +78,8 @@ describe('cluster mode: the admin listener in the primary', () => {
   let c: Cluster;
   before(async () => {
     [a, b] = await Promise.all([startBackend('a'), startBackend('b')]);
-    const port = await closedPort();
-    c = await startCluster(yaml(port, [a, b]), port);
+    const port = 0;
+    c = await startCluster(yaml(port, [a, b]));
   });
   after(async () => {
     await stopCluster(c);
@@ -257,8 +257,8 @@ describe('cluster mode: the admin listener at start and shutdown', () => {
   after(() => backend.close());
 
   test('SIGTERM: the admin listener stays up while the workers drain, then closes; an open event stream does not delay the exit', async () => {
-    const port = await closedPort();
-    const c = await startCluster(yaml(port, [backend], { middleware: '  {}' }), port);
+    const port = 0;
+    const c = await startCluster(yaml(port, [backend], { middleware: '  {}' }));
     backend.held.length = 0;
     const stream = await openEvents<StatusDoc>(`${c.adminUrl}/api/events`);
     try {
@@ -294,7 +294,7 @@ describe('cluster mode: the admin listener at start and shutdown', () => {
   });
 
   test('an admin port in use: the primary exits 1 before forking any worker', async () => {
-    const port = await closedPort();
+    const port = 0;
     const child = startCli(['--config', writeConfig(yaml(port, [backend], { admin: `  port: ${backend.port}`, middleware: '  {}' }))]);
     const [code] = (await once(child, 'exit')) as [number];
     assert.equal(code, 1);
@@ -304,8 +304,8 @@ describe('cluster mode: the admin listener at start and shutdown', () => {
   });
 
   test('admin.enabled: false in cluster mode: no admin listener anywhere, the workers serve as before', async () => {
-    const port = await closedPort();
-    const c = await startCluster(yaml(port, [backend], { admin: '  enabled: false', middleware: '  {}' }), port);
+    const port = 0;
+    const c = await startCluster(yaml(port, [backend], { admin: '  enabled: false', middleware: '  {}' }));
     try {
       assert.equal(c.adminUrl, '');
       const replies = await Promise.all(Array.from({ length: 6 }, (_, i) => request(`${c.url}/x${i}`)));

@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import { request } from '../helpers/http.js';
 import { lines, startCluster, stopCluster, type Cluster } from '../helpers/cluster.js';
 import { samples, scrape } from '../helpers/metrics.js';
-import { closedPort, startBackend, waitFor, type Backend } from '../helpers/servers.js';
+import { startBackend, waitFor, type Backend } from '../helpers/servers.js';
 
 function yaml(port: number, backend: Backend, routes: string): string {
   return [
@@ -35,8 +35,8 @@ describe('cluster reload (server.workers: 2), through the real CLI', () => {
   let port: number;
   before(async () => {
     backend = await startBackend('c');
-    port = await closedPort();
-    c = await startCluster(yaml(port, backend, '  - { name: a, match: { path_prefix: /a }, service: s }'), port);
+    port = 0;
+    c = await startCluster(yaml(port, backend, '  - { name: a, match: { path_prefix: /a }, service: s }'));
     // The file startCluster wrote: the test changes it and reloads.
     file = c.child.spawnargs[c.child.spawnargs.indexOf('--config') + 1] as string;
   });

@@ -6,7 +6,7 @@ import { request, type Reply } from '../helpers/http.js';
 import { startCli, writeConfig } from '../helpers/cli.js';
 import { alive, lines, servedBy, startCluster, stopCluster, type Cluster } from '../helpers/cluster.js';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
-import { closedPort, startBackend, startHoldingBackend, waitFor, type Backend, type HoldingBackend } from '../helpers/servers.js';
+import { startBackend, startHoldingBackend, waitFor, type Backend, type HoldingBackend } from '../helpers/servers.js';
 
 function yaml(port: number, backendPort: number, extra: { server?: string; middleware?: string } = {}): string {
   return [
@@ -45,8 +45,8 @@ describe('cluster mode (server.workers: 2), through the real CLI', () => {
   let c: Cluster;
   before(async () => {
     backend = await startBackend('b');
-    const port = await closedPort();
-    c = await startCluster(yaml(port, backend.port), port);
+    const port = 0;
+    c = await startCluster(yaml(port, backend.port));
   });
   after(async () => {
     await stopCluster(c);
@@ -151,8 +151,8 @@ describe('cluster mode with per-route rate limits', { timeout: 60_000 }, () => {
   let c: Cluster;
   before(async () => {
     backend = await startBackend('b');
-    const port = await closedPort();
-    c = await startCluster(routesYaml(port, backend.port), port);
+    const port = 0;
+    c = await startCluster(routesYaml(port, backend.port));
   });
   after(async () => {
     await stopCluster(c);
@@ -217,14 +217,14 @@ describe('cluster mode: limits, shutdown and failures', () => {
   after(() => backend.close());
 
   test('max_connections is for the whole instance: 3 split as 2 + 1, never 3 per worker', async () => {
-    const port = await closedPort();
-    const c = await startCluster(yaml(port, backend.port, { server: '  max_connections: 3' }), port);
+    const port = 0;
+    const c = await startCluster(yaml(port, backend.port, { server: '  max_connections: 3' }));
     const sockets: Socket[] = [];
     let closedUnanswered = 0;
     backend.held.length = 0;
     try {
       for (let i = 0; i < 6; i++) {
-        const s = connect(port, '127.0.0.1');
+        const s = connect(c.port, '127.0.0.1');
         s.on('error', () => {});
         let got = '';
         s.on('data', (d: Buffer) => (got += d.toString()));
@@ -250,8 +250,8 @@ describe('cluster mode: limits, shutdown and failures', () => {
   });
 
   test('SIGTERM to the primary drains every worker: in-flight requests finish, then everything exits 0', async () => {
-    const port = await closedPort();
-    const c = await startCluster(yaml(port, backend.port), port);
+    const port = 0;
+    const c = await startCluster(yaml(port, backend.port));
     backend.held.length = 0;
     try {
       const inflight = Array.from({ length: 4 }, (_, i) => request(`${c.url}/hold`, as(`10.2.0.${i}`)));
@@ -276,8 +276,8 @@ describe('cluster mode: limits, shutdown and failures', () => {
   });
 
   test('a primary killed outright leaves no workers behind', async () => {
-    const port = await closedPort();
-    const c = await startCluster(yaml(port, backend.port), port);
+    const port = 0;
+    const c = await startCluster(yaml(port, backend.port));
     c.child.kill('SIGKILL');
     await once(c.child, 'exit');
     await waitFor(() => c.workerPids.every((p) => !alive(p)), 10_000, 'the orphaned workers to exit');
@@ -315,10 +315,10 @@ describe('cluster mode with the Redis store', () => {
   });
 
   test('one instance with 2 workers on one Redis: exactly 10 of 20 requests pass', async () => {
-    const port = await closedPort();
+    const port = 0;
     const store = `    store: { type: redis, url: "${redis.url}", key_prefix: "tollgate-test:${process.pid}:${Date.now()}:" }`;
     const middleware = ['  rate_limit:', '    enabled: true', '    requests_per_minute: 1', '    burst_size: 10', store].join('\n');
-    const c = await startCluster(yaml(port, backend.port, { middleware }), port);
+    const c = await startCluster(yaml(port, backend.port, { middleware }));
     try {
       const replies: Reply[] = [];
       for (let i = 0; i < 20; i++) replies.push(await request(`${c.url}/r`, as('10.3.0.1')));

@@ -10,7 +10,7 @@ import { describe, test } from 'node:test';
 import { ROOT, startCli, waitForOutput, writeConfig } from '../helpers/cli.js';
 import { lines, startCluster, stopCluster } from '../helpers/cluster.js';
 import { request } from '../helpers/http.js';
-import { closedPort, startBackend, waitFor } from '../helpers/servers.js';
+import { startBackend, waitFor } from '../helpers/servers.js';
 
 const CRASH = { NODE_OPTIONS: `--import=${join(ROOT, 'test/fixtures/crash-on-sigusr2.mjs')}`, LOG_LEVEL: 'info' };
 
@@ -44,8 +44,8 @@ describe('fatal errors', () => {
 
   test('with workers: 2, the crashed worker exits 1 and is replaced; requests keep being answered', async () => {
     const backend = await startBackend('b');
-    const port = await closedPort();
-    const c = await startCluster(config(port, backend.port, 2), port, CRASH);
+    const port = 0;
+    const c = await startCluster(config(port, backend.port, 2), CRASH);
     try {
       const victim = c.workerPids[0] as number;
       process.kill(victim, 'SIGUSR2');
