@@ -7,12 +7,14 @@
 //
 //   node bench/soak.mjs [--duration S] [--warmup S] [--sample S]   (defaults 300, 30, 30)
 //   wrap it in `flock /tmp/bench.lock ...` on a shared machine
+//
+// With --faults it runs the fault soak instead (bench/soak/faults.mjs): `npm run soak -- --faults`.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
-import { ROOT, freePorts, launch, numberOption } from './common.mjs';
+import { ARGS, ROOT, freePorts, launch, numberOption } from './common.mjs';
 
 const DURATION = numberOption('--duration', 300);
 const WARMUP = numberOption('--warmup', 30);
@@ -106,7 +108,8 @@ admin: { port: 0 }
   return ratio <= 1.1 ? 0 : 1;
 }
 
-main().then((code) => process.exit(code), (err) => {
+const run = ARGS.includes('--faults') ? (await import('./soak/faults.mjs')).faultSoak : main;
+run().then((code) => process.exit(code), (err) => {
   console.error(`soak: ${err.stack ?? err}`);
   process.exit(1);
 });
