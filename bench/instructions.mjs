@@ -2,7 +2,7 @@
 // Instructions per request, counted by valgrind's callgrind: deterministic where req/s on a shared machine
 // is not (the same config measured twice agreed within 0.1%), so feature costs of a few percent show.
 // Variants:
-//   tollgate               the brief's config: bearer auth, a rate limit that never triggers, info logging
+//   tollgate               the standard config: bearer auth, a rate limit that never triggers, info logging
 //                          to a file, metrics, tracing and Server-Timing on (the defaults)
 //   tollgate-no_monitoring the same with metrics, tracing and Server-Timing off
 //   tollgate-minimal       everything optional off: no auth, rate limit, health checks, retries or

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The cost of monitoring, measured A/B: Tollgate with the brief's config (bearer auth, a rate limit that
+// The cost of monitoring, measured A/B: Tollgate with the standard config (bearer auth, a rate limit that
 // never triggers, info logging to a file) and metrics + tracing + Server-Timing on (the defaults), against
 // the same config with them off. Both proxies run at once on CPU 0; wrk and three nginx backends on CPU 1.
 // Runs alternate (ON OFF, OFF ON, ...), so drift on a shared machine hits both sides alike. For every run

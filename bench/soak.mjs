@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Memory over a long run: Tollgate with the brief's config (bearer auth, a rate limit that never triggers,
+// Memory over a long run: Tollgate with the standard config (bearer auth, a rate limit that never triggers,
 // info logging to a file, metrics and tracing on) under `wrk -t1 -c50` for DURATION seconds after a
 // warm-up. Every SAMPLE seconds the proxy runs a full GC (bench/soak/heap-probe.cjs, on SIGUSR2) and
 // records its heap; the target is the heap after GC at the end within 10% of its value after the warm-up.
