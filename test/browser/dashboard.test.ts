@@ -11,7 +11,8 @@ import { ARGS, FAST_CHECKS, findChromium, newPage } from './chromium.js';
 import { lines, startCluster, stopCluster, type Line } from '../helpers/cluster.js';
 import { startFaultUpstreams } from '../helpers/fault-upstream.js';
 import { request } from '../helpers/http.js';
-import { closedPort, startProxy, waitFor, type TestProxy } from '../helpers/servers.js';
+import { startRedis } from '../helpers/redis.js';
+import { closedPort, startBackend, startProxy, waitFor, type TestProxy } from '../helpers/servers.js';
 
 
 interface DashboardState {
@@ -112,6 +113,10 @@ describe('dashboard in Chromium', () => {
       // The routes and services of the config: here the implicit route and service `default`.
       assert.deepEqual(await cells(page, '#routes tr'), [['default', 'service default', '34']]);
       assert.deepEqual(await cells(page, '#services tr'), [['default', 'round_robin', 'alpha, beta', '20']]);
+      // The rate limit's store: this process's memory, which cannot fail (so no failed-check line).
+      assert.equal(await page.locator('#stores-panel').isVisible(), true);
+      assert.deepEqual(await cells(page, '#stores tr'), [['memory', '–', 'default', 'ready', '–']]);
+      assert.equal(await text(page, '#store-errors'), '');
 
       // Charts: uPlot holds one x value per second of history, and the per-second counts add up to the traffic.
       await page.waitForFunction(() => {
@@ -147,6 +152,39 @@ describe('dashboard in Chromium', () => {
       await page?.close();
       await proxy.close();
       await Promise.all(ups.map((u) => u.kill()));
+    }
+  });
+
+  test('a Redis store: its row turns down with the failed checks counted when Redis is killed, and ready when it is back', async () => {
+    const redis = await startRedis({ own: true });
+    const backend = await startBackend('b');
+    const store = { type: 'redis', url: redis.url, timeout_ms: 100, on_error: 'allow' };
+    const proxy = await startProxy([backend], { middleware: { rate_limit: { enabled: true, requests_per_minute: 60, burst_size: 1000, store } } });
+    let page: Page | undefined;
+    try {
+      const opened = await openDashboard(browser, proxy);
+      page = opened.page;
+      assert.deepEqual(await cells(page, '#stores tr'), [['redis', redis.url, 'default', 'ready', '–']]);
+      assert.equal(await text(page, '#store-errors'), 'redis: 0 failed checks since start (0 timeout, 0 unavailable, 0 error)');
+
+      await redis.stop('SIGKILL');
+      await page.waitForFunction(() => document.querySelector('#stores tr[data-store="redis"]')?.getAttribute('data-state') === 'down', undefined, { timeout: 10_000 });
+      for (let i = 0; i < 7; i++) assert.equal((await request(`${proxy.url}/r/${i}`)).status, 200);
+      await page.waitForFunction(() => document.getElementById('store-errors')?.textContent?.startsWith('redis: 7 failed checks') === true, undefined, { timeout: 5_000 });
+      assert.equal(await text(page, '#store-errors'), 'redis: 7 failed checks since start (0 timeout, 7 unavailable, 0 error)');
+      const [row] = await cells(page, '#stores tr');
+      assert.deepEqual(row?.slice(0, 4), ['redis', redis.url, 'default', 'down']);
+      assert.match(row?.[4] ?? '', /^\d\d:\d\d:\d\d unavailable: \S/, 'the last error: when, why, and its message');
+
+      await redis.restart();
+      await page.waitForFunction(() => document.querySelector('#stores tr[data-store="redis"] td.state')?.textContent === 'ready', undefined, { timeout: 10_000 });
+      assert.equal(await text(page, '#store-errors'), 'redis: 7 failed checks since start (0 timeout, 7 unavailable, 0 error)');
+      assert.deepEqual(opened.problems, []);
+    } finally {
+      await page?.close();
+      await proxy.close();
+      await backend.close();
+      await redis.close();
     }
   });
 
