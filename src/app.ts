@@ -15,7 +15,7 @@ import type { Generation } from './gateway/generation.js';
 import { loadForReloadOffThread } from './gateway/reload.js';
 import { MemoryStore } from './limits/memory-store.js';
 import { RedisStore } from './limits/redis-store.js';
-import type { RateLimitStore } from './limits/store.js';
+import type { RateLimitStore, SharedStore, StoreErrorListener, StoreStatus } from './limits/store.js';
 import { policyFromRate } from './limits/token-bucket.js';
 import { createServerTiming, createTraceContext } from './middleware/trace-context/trace-context.js';
 import { createAccessLog } from './observability/access-log.js';
@@ -35,8 +35,10 @@ export interface ProxyOptions {
    * The bucket store for a rate-limit policy instead of the one its config names (a cluster worker's stores
    * ask the primary); undefined: the one the config names. Called when a policy first comes into use (at
    * start or on a reload); the store is closed once no generation uses its policy, or with the proxy.
+   * `countErrors(store)` is a listener that counts the failed checks of such a store into this proxy's
+   * `tollgate_ratelimit_store_errors_total`.
    */
-  rateLimitStoreFor?: (config: RateLimitConfig) => RateLimitStore | undefined;
+  rateLimitStoreFor?: (config: RateLimitConfig, countErrors: (store: SharedStore) => StoreErrorListener) => RateLimitStore | undefined;
   /** Running as a cluster worker: max_connections is counted by the server itself (see ProxyServer). */
   clusterWorker?: boolean;
   /** false: no admin listener whatever the config says (a process that is not the one serving it). */
@@ -89,12 +91,20 @@ export function createProxy(config: Config, options: ProxyOptions): Proxy {
   const startedAt = Date.now();
   const version = packageVersion();
 
+  // The metrics are built once the first generation's backends exist; the stores made before (and the
+  // logging phase, in every generation's phase lists) reach them through this holder.
+  const built: { metrics?: ProxyMetrics } = {};
+  // Failed checks are counted as they fail, into counters that outlive the stores a reload closes.
+  const countErrors =
+    (store: SharedStore): StoreErrorListener =>
+    (kind, count) =>
+      built.metrics?.recordStoreErrors(store, kind, count);
   const makeStore = (rateLimit: RateLimitConfig): RateLimitStore => {
-    const given = options.rateLimitStoreFor?.(rateLimit);
+    const given = options.rateLimitStoreFor?.(rateLimit, countErrors);
     if (given !== undefined) return given;
     const policy = policyFromRate(rateLimit.requests_per_minute, rateLimit.burst_size);
     return rateLimit.store.type === 'redis'
-      ? new RedisStore({ config: rateLimit.store, policy, logger })
+      ? new RedisStore({ config: rateLimit.store, policy, logger, onErrors: countErrors('redis') })
       : new MemoryStore({ policy, maxKeys: rateLimit.max_keys, clock });
   };
 
@@ -104,9 +114,6 @@ export function createProxy(config: Config, options: ProxyOptions): Proxy {
   if (config.tracing.enabled) head.push(createTraceContext(config.tracing));
   const tail: Phases[] = [];
   if (config.tracing.server_timing) tail.push(createServerTiming());
-  // The metrics are built once the first generation's backends exist; the logging phase that feeds them is
-  // in every generation's phase lists, so it reaches them through this holder.
-  const built: { metrics?: ProxyMetrics } = {};
   if (config.metrics.enabled) tail.push({ name: 'metrics', logging: (ctx) => built.metrics?.recordRequest(ctx, performance.now()) });
   const accessLog = createAccessLog(logger);
   if (accessLog !== undefined) tail.push(accessLog);
@@ -115,7 +122,8 @@ export function createProxy(config: Config, options: ProxyOptions): Proxy {
   const connectionsOpen = (): Promise<number> =>
     new Promise((resolve) => server.server.getConnections((err, n) => resolve(err === null ? n : 0)));
   const connectionsRefused = (): number => server.refusedConnections;
-  const metrics = new ProxyMetrics({ connectionsOpen, connectionsRefused, clock, version }, { recording: config.metrics.enabled });
+  const stores = (): StoreStatus[] => gateway.storeStatus();
+  const metrics = new ProxyMetrics({ connectionsOpen, connectionsRefused, clock, version, stores }, { recording: config.metrics.enabled });
   // The gauges read the backends of the generation serving now; every swap hands over the next one's.
   metrics.useBackends(gateway.current.backends);
   gateway.onSwap((generation) => metrics.useBackends(generation.backends));
@@ -181,6 +189,7 @@ export function createProxy(config: Config, options: ProxyOptions): Proxy {
               metrics,
               backends: gateway.current.backends,
               topology: () => topologyOf(gateway.config),
+              stores,
               clock,
               connectionsOpen,
               connectionsRefused,

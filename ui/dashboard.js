@@ -147,6 +147,45 @@
     );
   }
 
+  const STORE_KINDS = ['timeout', 'unavailable', 'error'];
+
+  // One row per rate-limit store in use; the failed checks of each shared kind of store in use below them.
+  function renderStores(rateLimit) {
+    const stores = rateLimit?.stores ?? [];
+    byId('stores-panel').hidden = stores.length === 0;
+    renderRows(
+      byId('stores'),
+      stores,
+      (r) => `${r.store} ${r.target} ${r.routes.join(',')}`,
+      (key, r) => {
+        const row = newRow(key, ['store', 'target', 'routes', 'state', 'error']);
+        row.dataset.store = r.store;
+        return row;
+      },
+      (row, r) => {
+        row.dataset.state = r.state;
+        row.cells[0].textContent = r.store;
+        row.cells[1].textContent = r.target ?? '–';
+        row.cells[2].textContent = r.routes.join(', ');
+        row.cells[3].textContent = r.state;
+        row.cells[3].dataset.state = r.state;
+        const e = r.last_error;
+        row.cells[4].textContent = e === null ? '–' : `${new Date(e.at).toLocaleTimeString('en-GB')} ${e.kind}: ${e.message}`;
+      },
+    );
+    const shared = [...new Set(stores.map((r) => r.store))].filter((store) => rateLimit.errors[store] !== undefined);
+    set(
+      'store-errors',
+      shared
+        .map((store) => {
+          const counts = rateLimit.errors[store];
+          const total = STORE_KINDS.reduce((n, k) => n + counts[k], 0);
+          return `${store}: ${int(total)} failed check${total === 1 ? '' : 's'} since start (${STORE_KINDS.map((k) => `${int(counts[k])} ${k}`).join(', ')})`;
+        })
+        .join(' · '),
+    );
+  }
+
   function render(s) {
     state.last = s;
     state.updates++;
@@ -173,6 +212,7 @@
     set('refused', int(s.connections.refused_total));
     renderUpstreams(s.upstreams);
     renderTopology(s.routes ?? [], s.services ?? []);
+    renderStores(s.rate_limit);
     ensureCharts();
     const t = s.series.t;
     state.charts.rps.setData([t, s.series.rps]);

@@ -27,6 +27,10 @@
  *   that uses it and answered says so (min), and ejected if any of them has ejected it (max), so a
  *   disagreement shows as the worse state; the effective weight is the smallest. When no worker answers,
  *   the status document lists the upstreams of the last answers (the config's before any).
+ * - The rate-limit stores: one row per store (its kind, target and routes) over the workers that answered,
+ *   in the state of the worst of them (down, then failing, then connecting, then ready) and with the newest
+ *   last error, so one worker that cannot reach Redis shows. When no worker answers, the rows of the last
+ *   answers. (Their failed checks are counters, summed as above.)
  * - The per-second history (requests, status classes, 401/429, latency sketches) is summed second by second
  *   in epoch seconds, so the latency quantiles are those of all the workers' requests together.
  * - Process metrics (process_*, nodejs_*) are not summed: each worker's come with a `worker` label (its
@@ -39,6 +43,7 @@ import type { SnapshotReply, SnapshotRequest } from '../cluster/messages.js';
 import type { MonitoredWorker, PrimaryView } from '../cluster/primary.js';
 import { allUpstreams, routesOf } from '../config/resolve.js';
 import type { Config } from '../config/schema.js';
+import { STORE_STATES, type StoreStatus } from '../limits/store.js';
 import {
   addCounters,
   emptyCounters,
@@ -111,8 +116,10 @@ function isSnapshot(value: unknown): value is MetricsSnapshot {
     Array.isArray(counters.selections) &&
     Array.isArray(counters.ejections) &&
     Array.isArray(counters.authFailures) &&
+    Array.isArray(counters.storeErrors) &&
     Array.isArray(upstreams) &&
-    upstreams.every(isName)
+    upstreams.every(isName) &&
+    Array.isArray((value as Partial<MetricsSnapshot>).stores)
   );
 }
 
@@ -139,6 +146,27 @@ export function mergeLive(snapshots: readonly Pick<MetricsSnapshot, 'upstreams'>
   return [...merged.values()];
 }
 
+/**
+ * The rate-limit stores the answering workers use now, merged by kind, target and routes (in the order the
+ * workers list them): the worst state, the newest last error.
+ */
+export function mergeStores(snapshots: readonly Pick<MetricsSnapshot, 'stores'>[]): StoreStatus[] {
+  const merged = new Map<string, StoreStatus>();
+  for (const snapshot of snapshots) {
+    for (const row of snapshot.stores) {
+      const key = JSON.stringify([row.store, row.target, row.routes]);
+      const into = merged.get(key);
+      if (into === undefined) {
+        merged.set(key, { ...row, routes: [...row.routes] });
+        continue;
+      }
+      if (STORE_STATES.indexOf(row.state) < STORE_STATES.indexOf(into.state)) into.state = row.state;
+      if (row.last_error !== null && (into.last_error === null || row.last_error.at > into.last_error.at)) into.last_error = row.last_error;
+    }
+  }
+  return [...merged.values()];
+}
+
 /** The instance's numbers, merged from the workers' snapshots (see the file comment). */
 export class ClusterMonitor {
   readonly #options: ClusterMonitorOptions;
@@ -148,6 +176,8 @@ export class ClusterMonitor {
   readonly #seed: CounterSnapshot;
   /** The upstreams in use as of the last answers (the config's before any): the status rows when none answers. */
   #known: UpstreamState[];
+  /** The rate-limit stores as of the last answers: the status rows when none answers. */
+  #knownStores: StoreStatus[] = [];
   readonly #pending = new Map<number, Pending>();
   /** The newest answer of each running worker, by pid (with the request id it answered). */
   readonly #last = new Map<number, { id: number; counters: CounterSnapshot }>();
@@ -308,6 +338,7 @@ export class ClusterMonitor {
           ? this.#known
           : live.map((u) => ({ service: u.service, name: u.name, address: u.address, healthy: u.healthy === 1, ejected: u.ejected === 1, inflight: u.inflight, weight: u.weight })),
       topology: topologyOf(this.#options.currentConfig?.() ?? this.#options.config),
+      stores: answered.length === 0 ? this.#knownStores : (this.#knownStores = mergeStores(answered.map((a) => a.snapshot as MetricsSnapshot))),
       cluster: {
         workers: this.#options.config.server.workers === 'auto' ? workers.length : this.#options.config.server.workers,
         running: workers.length,

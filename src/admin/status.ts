@@ -8,7 +8,8 @@
 import type { Backend } from '../balancing/backend.js';
 import { routesOf, servicesOf } from '../config/resolve.js';
 import type { Config } from '../config/schema.js';
-import { upstreamKey, type ProxyMetrics, type Totals } from '../observability/metrics.js';
+import { SHARED_STORES, STORE_ERROR_KINDS, type SharedStore, type StoreErrorKind, type StoreStatus } from '../limits/store.js';
+import { storeErrorSlot, upstreamKey, type ProxyMetrics, type Totals } from '../observability/metrics.js';
 import { STATUS_CLASSES, type Series, type WindowSummary } from '../observability/stats.js';
 import type { Clock } from '../util/clock.js';
 
@@ -81,10 +82,19 @@ export interface Status {
   upstreams: UpstreamStatus[];
   services: ServiceStatus[];
   routes: RouteStatus[];
+  rate_limit: RateLimitStatus;
   /** Cluster mode only: the primary's view of its workers. */
   cluster?: ClusterStatus;
   /** The configuration in force: its generation, when and from what file it was loaded, the last reload. */
   config?: ConfigStatus;
+}
+
+/** The rate-limit stores in use and the checks they could not make. */
+export interface RateLimitStatus {
+  /** One per store in use (a store per rate-limit policy), in the order of the routes that first use them. */
+  stores: StoreStatus[];
+  /** Checks that failed since start (each request followed `on_error`), by store and kind, as the metric counts them. */
+  errors: Record<SharedStore, Record<StoreErrorKind, number>>;
 }
 
 /** `config` of the status document (see gateway/gateway.ts). */
@@ -143,6 +153,8 @@ export interface StatusInput {
   /** The upstreams in use now. */
   upstreams: readonly UpstreamState[];
   topology: Topology;
+  /** The rate-limit stores in use now. */
+  stores: readonly StoreStatus[];
   cluster?: ClusterStatus;
 }
 
@@ -152,6 +164,8 @@ export interface StatusSources {
   backends: readonly Backend[];
   /** The services and routes serving now. */
   topology(): Topology;
+  /** The rate-limit stores in use now, with their state. */
+  stores(): StoreStatus[];
   /** The balancer's clock (ejections are in its time). */
   clock: Clock;
   connectionsOpen(): Promise<number>;
@@ -164,6 +178,13 @@ export interface StatusSources {
 
 function byClass(counts: readonly number[]): ByClass {
   return { '2xx': counts[0] ?? 0, '3xx': counts[1] ?? 0, '4xx': counts[2] ?? 0, '5xx': counts[3] ?? 0 };
+}
+
+/** The flat store error counts as `{ redis: { timeout, unavailable, error }, ipc: {...} }`. */
+function storeErrors(counts: readonly number[]): RateLimitStatus['errors'] {
+  const byStore = (store: SharedStore): Record<StoreErrorKind, number> =>
+    Object.fromEntries(STORE_ERROR_KINDS.map((kind) => [kind, counts[storeErrorSlot(store, kind)] ?? 0])) as Record<StoreErrorKind, number>;
+  return Object.fromEntries(SHARED_STORES.map((store) => [store, byStore(store)])) as RateLimitStatus['errors'];
 }
 
 const round = (ms: number | null): number | null => (ms === null ? null : Math.round(ms * 1000) / 1000);
@@ -197,6 +218,7 @@ export async function buildStatus(src: StatusSources, mono = performance.now(), 
     epochSecond: (s) => Math.round((s * 1000 + offset) / 1000),
     upstreams: src.backends.map((b) => ({ service: b.service, name: b.name, address: b.address, healthy: b.healthy, ejected: now < b.ejectedUntil, inflight: b.inflight, weight: b.weight })),
     topology: src.topology(),
+    stores: src.stores(),
   });
 }
 
@@ -266,6 +288,7 @@ export function statusDocument(input: StatusInput): Status {
       const slot = routeSlotOf.get(r.name);
       return { name: r.name, service: r.service, redirect: r.redirect, requests: slot === undefined ? 0 : (totals.byRoute[slot] ?? 0) };
     }),
+    rate_limit: { stores: [...input.stores], errors: storeErrors(totals.storeErrors) },
   };
   if (input.cluster !== undefined) status.cluster = input.cluster;
   return status;

@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import { createProxy, type Proxy } from '../app.js';
 import type { Config, RateLimitConfig } from '../config/schema.js';
 import { IpcStore } from '../limits/ipc-store.js';
-import type { RateLimitStore } from '../limits/store.js';
+import type { RateLimitStore, SharedStore, StoreErrorListener } from '../limits/store.js';
 import { createLogger, exitOnFatalErrors } from '../observability/logger.js';
 import {
   isMessage,
@@ -82,9 +82,9 @@ async function startWorker(start: StartMessage): Promise<number> {
 
   // Memory-store limits (each route's policy) take from the primary's buckets; Redis ones go to Redis.
   let shared: IpcStore | undefined;
-  const rateLimitStoreFor = (rateLimit: RateLimitConfig): RateLimitStore | undefined => {
+  const rateLimitStoreFor = (rateLimit: RateLimitConfig, countErrors: (store: SharedStore) => StoreErrorListener): RateLimitStore | undefined => {
     if (rateLimit.store.type !== 'memory') return undefined;
-    shared ??= new IpcStore(process, { logger });
+    shared ??= new IpcStore(process, { logger, onErrors: countErrors('ipc') });
     return shared.view(rateLimit, rateLimit.store.timeout_ms);
   };
   const proxy: Proxy = createProxy(config, { logger, clusterWorker: true, admin: false, generation: start.generation, configHash: start.hash, rateLimitStoreFor });

@@ -10,7 +10,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import { routesOf } from '../config/resolve.js';
 import type { Config, RateLimitConfig } from '../config/schema.js';
-import type { RateLimitStore } from '../limits/store.js';
+import type { RateLimitStore, StoreStatus } from '../limits/store.js';
 import type { PipelineShared } from '../proxy/pipeline.js';
 import type { RequestHandler } from '../server/proxy-server.js';
 import { Generation, type GenerationDeps } from './generation.js';
@@ -85,6 +85,26 @@ export class Gateway implements RequestHandler {
   /** Every rate-limit store in use now (by policy). */
   get stores(): RateLimitStore[] {
     return [...this.#stores.values()];
+  }
+
+  /**
+   * The stores the current generation uses, each with its state and the routes that use it, in route order
+   * (built for a status document). A store that cannot tell its state (a library's own) is left out.
+   */
+  storeStatus(): StoreStatus[] {
+    const rows = new Map<string, StoreStatus | undefined>();
+    for (const route of routesOf(this.#current.config)) {
+      if (!route.rateLimit.enabled) continue;
+      const key = policyKey(route.rateLimit);
+      let row = rows.get(key);
+      if (!rows.has(key)) {
+        const health = this.#stores.get(key)?.health?.();
+        row = health === undefined ? undefined : { ...health, routes: [] };
+        rows.set(key, row);
+      }
+      row?.routes.push(route.config.name);
+    }
+    return [...rows.values()].filter((row) => row !== undefined);
   }
 
   info(): GenerationInfo {

@@ -4,7 +4,7 @@ import type { RateLimitConfig } from '../config/schema.js';
 import type { Clock } from '../util/clock.js';
 import { ThrottledLog } from '../util/throttled-log.js';
 import { MemoryStore } from './memory-store.js';
-import type { RateLimitStore } from './store.js';
+import type { RateLimitStore, StoreError, StoreErrorKind, StoreErrorListener, StoreHealth } from './store.js';
 import { policyFromRate, type RateDecision } from './token-bucket.js';
 
 /** The part of a worker's `process` the store uses: send to the primary, hear its replies. */
@@ -99,6 +99,8 @@ interface Waiter {
 /** One policy's store on a worker: every take is a question to the primary. */
 export interface IpcView extends RateLimitStore {
   take(key: string): Promise<RateDecision>;
+  /** The shared channel's state: every view of one IpcStore says the same. */
+  health(): StoreHealth;
 }
 
 /** One policy's takes waiting for the next message. */
@@ -121,6 +123,8 @@ interface Flight {
 export interface IpcStoreOptions {
   /** Where failed takes are reported (at most one line per 5 s while they go on). */
   logger?: Logger;
+  /** Told of failed takes as they fail, once per take whatever view it came through (the metrics count them). */
+  onErrors?: StoreErrorListener;
 }
 
 /** The `timeout_ms` of a memory store config made before the key existed (tests, programmatic use). */
@@ -149,7 +153,7 @@ const LOG_INTERVAL_MS = 5_000;
  *
  * If the primary cannot be reached (it is gone: the worker is about to exit), takes reject too. Either way
  * the rate-limit middleware applies the store's `on_error`. Failed takes are counted here (`failures`,
- * `timeouts`) and logged at most once per 5 s, as the Redis store does.
+ * `timeouts`), passed to `onErrors` and logged at most once per 5 s, as the Redis store does.
  */
 export class IpcStore {
   /** Takes that failed since start (each one's request followed `on_error`). */
@@ -162,10 +166,14 @@ export class IpcStore {
   readonly #flights = new Map<number, Flight>();
   readonly #views = new Map<string, IpcView>();
   readonly #logger: Logger | undefined;
+  readonly #onErrors: StoreErrorListener | undefined;
   readonly #failureLog = new ThrottledLog(LOG_INTERVAL_MS);
   /** Set on the first failed take; cleared (with a log line) by the next answer. */
   #failing = false;
   #failuresInOutage = 0;
+  /** Why the last take failed; cleared by the next answer. */
+  #failedKind: StoreErrorKind | undefined;
+  #lastError: StoreError | null = null;
   #nextId = 1;
   /** The policies with takes in the next message, in the order of their first take. */
   #batch: Pending[] = [];
@@ -178,6 +186,7 @@ export class IpcStore {
   constructor(channel: IpcChannel, options: IpcStoreOptions = {}) {
     this.#channel = channel;
     this.#logger = options.logger;
+    this.#onErrors = options.onErrors;
     channel.on('message', this.#onMessage);
   }
 
@@ -195,10 +204,17 @@ export class IpcStore {
       view = {
         take: (k: string) => this.#take(pending, k),
         close: () => {},
+        health: () => this.health(),
       };
       this.#views.set(viewKey, view);
     }
     return view;
+  }
+
+  /** `ready` while the primary answers; `failing` after a take it did not answer in time; `down` when out of reach. */
+  health(): StoreHealth {
+    const kind = this.#failedKind;
+    return { store: 'ipc', target: 'primary', state: kind === undefined ? 'ready' : kind === 'unavailable' ? 'down' : 'failing', last_error: this.#lastError };
   }
 
   /** Takes waiting for an answer (tests, diagnostics). */
@@ -255,7 +271,7 @@ export class IpcStore {
     const message: TakeRequest = { type: 'tollgate:take', groups };
     const failed = (err: Error | null): void => {
       if (err === null) return;
-      for (const group of groups) this.#fail(group.ids, err, false);
+      for (const group of groups) this.#fail(group.ids, err, 'unavailable');
     };
     // With a callback, a closed channel is reported to it instead of as an 'error' event on the process.
     if (this.#channel.send === undefined) failed(new Error('no IPC channel to the primary'));
@@ -281,24 +297,30 @@ export class IpcStore {
         resetMs: decisions[at + 3] as number,
       });
     }
-    if (answered && this.#failing) this.#recovered();
-    if (reply.failed !== undefined) this.#fail(reply.failed, new Error('the primary cannot read the rate-limit policy'), false);
+    if (answered) {
+      this.#failedKind = undefined;
+      if (this.#failing) this.#recovered();
+    }
+    if (reply.failed !== undefined) this.#fail(reply.failed, new Error('the primary cannot read the rate-limit policy'), 'error');
   }
 
   /** A flight's timer fired: its takes still waiting give up. */
   #expire(flight: Flight): void {
     flight.timer = undefined;
     if (flight.left === 0) return;
-    this.#fail(flight.ids, new Error(`the cluster primary did not answer within ${flight.timeoutMs} ms`), true);
+    this.#fail(flight.ids, new Error(`the cluster primary did not answer within ${flight.timeoutMs} ms`), 'timeout');
   }
 
   /** Rejects the takes among `ids` still waiting; counts and logs them. */
-  #fail(ids: readonly number[], err: Error, timedOut: boolean): void {
+  #fail(ids: readonly number[], err: Error, kind: StoreErrorKind): void {
     let n = 0;
     for (const id of ids) if (this.#reject(id, err)) n++;
     if (n === 0) return;
     this.failures += n;
-    if (timedOut) this.timeouts += n;
+    if (kind === 'timeout') this.timeouts += n;
+    this.#onErrors?.(kind, n);
+    this.#failedKind = kind;
+    this.#lastError = { kind, message: err.message, at: Date.now() };
     this.#failuresInOutage += n;
     if (!this.#failing) {
       this.#failing = true;

@@ -1,5 +1,5 @@
 import type { Clock } from '../util/clock.js';
-import type { RateLimitStore } from './store.js';
+import type { RateLimitStore, StoreHealth } from './store.js';
 import { idleAfterMs, newBucket, takeToken, type BucketState, type RateDecision, type TokenBucketPolicy } from './token-bucket.js';
 
 export interface MemoryStoreOptions {
@@ -60,6 +60,11 @@ export class MemoryStore implements RateLimitStore {
 
   get size(): number {
     return this.#buckets.size;
+  }
+
+  /** Always ready: the buckets are in this process. */
+  health(): StoreHealth {
+    return { store: 'memory', target: null, state: 'ready', last_error: null };
   }
 
   close(): void {

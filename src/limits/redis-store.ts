@@ -1,8 +1,8 @@
-import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
+import { Cluster, Redis, ReplyError, type ClusterOptions, type RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
 import type { RedisStoreConfig } from '../config/schema.js';
 import { ThrottledLog } from '../util/throttled-log.js';
-import type { RateLimitStore } from './store.js';
+import type { RateLimitStore, StoreError, StoreErrorKind, StoreErrorListener, StoreHealth } from './store.js';
 import { decisionFor, type RateDecision, type TokenBucketPolicy } from './token-bucket.js';
 
 /**
@@ -85,6 +85,34 @@ const TIMED_OUT = 'Command timed out';
 const LOG_INTERVAL_MS = 5_000;
 
 /**
+ * Why a take failed: `timeout` when Redis did not answer within `timeout_ms`, `error` when it answered with
+ * an error (OOM, READONLY, a script error), `unavailable` for the rest: no connection to send on, or the
+ * connection lost with the command in flight.
+ */
+export function redisErrorKind(err: unknown): StoreErrorKind {
+  if (err instanceof ReplyError) return 'error';
+  if ((err as Error | undefined)?.message === TIMED_OUT) return 'timeout';
+  return 'unavailable';
+}
+
+/** Where a store config points, without credentials or query (the status document shows it). */
+export function redisTarget(config: RedisStoreConfig): string {
+  if (config.url !== undefined) return withoutCredentials(config.url);
+  if (config.cluster !== undefined) return `cluster ${config.cluster.nodes.map(withoutCredentials).join(', ')}`;
+  const sentinel = config.sentinel as NonNullable<RedisStoreConfig['sentinel']>;
+  return `sentinel ${sentinel.name} via ${sentinel.nodes.map(withoutCredentials).join(', ')}`;
+}
+
+function withoutCredentials(url: string): string {
+  try {
+    const u = new URL(url);
+    return `${u.protocol}//${u.host}${u.pathname === '/' ? '' : u.pathname}`;
+  } catch {
+    return 'redis';
+  }
+}
+
+/**
  * The ioredis client for a store config: one server (`url`), Redis Cluster (`cluster.nodes`) or Sentinel
  * (`sentinel`). Whatever the topology, a request never waits in a queue: commands fail at once while there
  * is no connection (`enableOfflineQueue: false`), and a command that Redis does not answer within
@@ -162,6 +190,8 @@ export interface RedisStoreOptions {
   logger: Logger;
   /** A client to use instead of one built from the config (tests). */
   client?: Redis | Cluster;
+  /** Told of every failed take as it fails (the metrics count them). */
+  onErrors?: StoreErrorListener;
 }
 
 /**
@@ -173,7 +203,8 @@ export interface RedisStoreOptions {
  * Cluster gets one call per key (a script's keys must share a hash slot).
  *
  * A take that fails rejects with StoreUnavailableError; the rate-limit middleware then applies `on_error`.
- * Failures are counted here (`failures`, `timeouts`, per request) and logged at most once per 5 s.
+ * Failures are counted here (`failures`, `timeouts`, per request, for as long as this store lives), passed
+ * to `onErrors` as they happen, and logged at most once per 5 s.
  */
 export class RedisStore implements RateLimitStore {
   readonly client: Redis | Cluster;
@@ -193,6 +224,8 @@ export class RedisStore implements RateLimitStore {
   readonly #policy: TokenBucketPolicy;
   readonly #logger: Logger;
   readonly #onError: string;
+  readonly #onErrors: StoreErrorListener | undefined;
+  readonly #target: string;
   readonly #failureLog = new ThrottledLog(LOG_INTERVAL_MS);
   readonly #connectionLog = new ThrottledLog(LOG_INTERVAL_MS);
   /** Set on the first failed take; cleared (with a log line) by the next take that works. */
@@ -200,12 +233,19 @@ export class RedisStore implements RateLimitStore {
   #failuresInOutage = 0;
   #everReady = false;
   #closed = false;
+  /** Set when a connection attempt fails; cleared when a connection is ready. */
+  #lost = false;
+  /** Why the last take failed; cleared by a take that works, and by a new connection. */
+  #failedKind: StoreErrorKind | undefined;
+  #lastError: StoreError | null = null;
 
   constructor(options: RedisStoreOptions) {
     const { config, policy, logger } = options;
     this.#policy = policy;
     this.#logger = logger;
     this.#onError = config.on_error;
+    this.#onErrors = options.onErrors;
+    this.#target = redisTarget(config);
     this.#prefix = config.key_prefix;
     this.#capacity = String(policy.capacity);
     this.#refillPerMs = String(policy.refillPerMs);
@@ -268,7 +308,16 @@ export class RedisStore implements RateLimitStore {
     this.client.disconnect();
   }
 
+  /** `connecting` until the first connection, `down` while reconnecting, `failing` after a failed take. */
+  health(): StoreHealth {
+    let state: StoreHealth['state'] = 'ready';
+    if (this.client.status !== 'ready') state = this.#lost || this.#everReady ? 'down' : 'connecting';
+    else if (this.#failedKind !== undefined) state = 'failing';
+    return { store: 'redis', target: this.#target, state, last_error: this.#lastError };
+  }
+
   #decide(reply: (number | string)[], waiters: Waiter[]): void {
+    this.#failedKind = undefined;
     if (this.#failing) this.#recovered();
     for (let i = 0; i < waiters.length; i++) {
       (waiters[i] as Waiter).resolve(decisionFor(reply[2 * i] === 1, Number(reply[2 * i + 1]), this.#policy));
@@ -277,9 +326,12 @@ export class RedisStore implements RateLimitStore {
 
   #fail(err: unknown, waiters: Waiter[]): void {
     const n = waiters.length;
+    const kind = redisErrorKind(err);
     this.failures += n;
-    const timedOut = (err as Error | undefined)?.message === TIMED_OUT;
-    if (timedOut) this.timeouts += n;
+    if (kind === 'timeout') this.timeouts += n;
+    this.#onErrors?.(kind, n);
+    this.#failedKind = kind;
+    this.#lastError = { kind, message: (err as Error | undefined)?.message ?? String(err), at: Date.now() };
     this.#failuresInOutage += n;
     if (!this.#failing) {
       this.#failing = true;
@@ -305,12 +357,17 @@ export class RedisStore implements RateLimitStore {
 
   #connectionError(err: Error): void {
     if (this.#closed) return;
+    this.#lost = true;
+    this.#lastError = { kind: 'unavailable', message: err.message, at: Date.now() };
     this.#connectionLog.event((count) =>
       this.#logger.warn({ err: err.message, errors: count, status: this.client.status }, 'redis connection error (reconnecting)'),
     );
   }
 
   #ready(): void {
+    this.#lost = false;
+    // A new connection: failures on the one before say nothing about this one.
+    this.#failedKind = undefined;
     this.#connectionLog.reset();
     this.#logger.info(this.#everReady ? 'redis reconnected' : 'redis connected');
     this.#everReady = true;

@@ -16,12 +16,17 @@
  * names of its slots, so a cluster primary adds up workers by name (`addCounters`), whatever order each met
  * them in and whichever generation each runs.
  *
+ * Rate-limit checks that a shared store (Redis, the cluster primary) could not make are counted the same
+ * way, by store and kind, when they fail (`recordStoreErrors`, called by the stores): the stores themselves
+ * are closed and made again by reloads, and the counts must outlive them.
+ *
  * The metric definitions (`registerProxyMetrics`) read through a `MetricsReader`, so the same families with
  * the same names, labels and help come out of one process (reading ProxyMetrics' own arrays) and out of a
  * cluster primary (reading the sums of its workers' snapshots, src/admin/cluster.ts).
  */
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Backend } from '../balancing/backend.js';
+import { SHARED_STORES, STORE_ERROR_KINDS, type SharedStore, type StoreErrorKind, type StoreStatus } from '../limits/store.js';
 import type { RequestContext } from '../proxy/context.js';
 import type { Phases } from '../proxy/phases.js';
 import type { Route } from '../routing/route.js';
@@ -59,6 +64,14 @@ export const DURATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0
 /** Values of the `reason` label of `tollgate_auth_failures_total` (what the auth filter records). */
 export const AUTH_FAILURE_REASONS = ['missing', 'malformed', 'invalid'] as const;
 
+/** Slots of the store error counts: one per (store, kind), SHARED_STORES by STORE_ERROR_KINDS. */
+const STORE_ERROR_SLOTS = SHARED_STORES.length * STORE_ERROR_KINDS.length;
+
+/** The slot of a (store, kind) pair in the store error counts. */
+export function storeErrorSlot(store: SharedStore, kind: StoreErrorKind): number {
+  return SHARED_STORES.indexOf(store) * STORE_ERROR_KINDS.length + STORE_ERROR_KINDS.indexOf(kind);
+}
+
 /** The `upstream` and `service` labels of requests that no upstream answered (401, 429, 503 and the like). */
 export const NO_UPSTREAM = 'none';
 
@@ -87,6 +100,8 @@ export interface MetricsSources {
   /** The balancer's clock, for "ejected now". */
   clock: Clock;
   version: string;
+  /** The rate-limit stores in use now, with their state (sent to a cluster primary in each snapshot). */
+  stores?(): StoreStatus[];
 }
 
 export interface MetricsOptions {
@@ -111,6 +126,8 @@ export interface Totals {
   routes: readonly string[];
   /** Per route slot. */
   byRoute: number[];
+  /** Rate-limit checks a shared store could not make: [SHARED_STORES][STORE_ERROR_KINDS]. */
+  storeErrors: number[];
 }
 
 const CLASSES = STATUS_CLASSES.length;
@@ -142,6 +159,8 @@ export interface Counters {
   readonly ejections: ArrayLike<number>;
   /** AUTH_FAILURE_REASONS order. */
   readonly authFailures: ArrayLike<number>;
+  /** [SHARED_STORES][STORE_ERROR_KINDS]: rate-limit checks that failed. */
+  readonly storeErrors: ArrayLike<number>;
   readonly rateLimited: number;
   readonly retries: number;
   readonly connectionsRefused: number;
@@ -161,6 +180,7 @@ export interface CounterSnapshot {
   selections: number[];
   ejections: number[];
   authFailures: number[];
+  storeErrors: number[];
   rateLimited: number;
   retries: number;
   connectionsRefused: number;
@@ -206,6 +226,8 @@ export interface MetricsSnapshot {
   /** The upstreams this process uses now (its current generation's), with their live state. */
   upstreams: LiveUpstream[];
   connectionsOpen: number;
+  /** The rate-limit stores this process uses now, with their state. */
+  stores: StoreStatus[];
   /** The per-second history, in epoch seconds, upstreams in the slots of `counters.upstreams` (asked for by the status document only). */
   stats?: StatsExport;
   /** prom-client's process_* and nodejs_* families (asked for by /metrics only). */
@@ -286,6 +308,7 @@ export function emptyCounters(upstreams: readonly UpstreamId[] = [], routes: rea
     selections: [0],
     ejections: [0],
     authFailures: new Array<number>(AUTH_FAILURE_REASONS.length).fill(0),
+    storeErrors: new Array<number>(STORE_ERROR_SLOTS).fill(0),
     rateLimited: 0,
     retries: 0,
     connectionsRefused: 0,
@@ -334,6 +357,10 @@ export function addCounters(into: CounterSnapshot, from: Counters): void {
     const n = from.authFailures[i];
     if (isCount(n)) (into.authFailures[i] as number) += n;
   }
+  for (let i = 0; i < into.storeErrors.length; i++) {
+    const n = from.storeErrors[i];
+    if (isCount(n)) (into.storeErrors[i] as number) += n;
+  }
   into.rateLimited += from.rateLimited;
   into.retries += from.retries;
   into.connectionsRefused += from.connectionsRefused;
@@ -372,6 +399,7 @@ export function totalsOf(counters: Counters): Totals {
     byUpstream,
     routes: counters.routes,
     byRoute,
+    storeErrors: Array.from(counters.storeErrors),
   };
 }
 
@@ -432,6 +460,8 @@ export class ProxyMetrics {
    */
   #ejectionBase: number[] = [0];
   readonly #authFailures = new Float64Array(AUTH_FAILURE_REASONS.length);
+  /** [SHARED_STORES][STORE_ERROR_KINDS], counted as checks fail, so stores made and closed by reloads lose none. */
+  readonly #storeErrors = new Float64Array(STORE_ERROR_SLOTS);
   #rateLimited = 0;
   #retries = 0;
 
@@ -532,6 +562,14 @@ export class ProxyMetrics {
     this.stats?.record(now, 0, cls, 0, RefusalKind.none);
   }
 
+  /**
+   * Counts `count` rate-limit checks that `store` could not make, for `kind`: called by the store as they
+   * fail (never per request otherwise), whether or not per-request recording is on.
+   */
+  recordStoreErrors(store: SharedStore, kind: StoreErrorKind, count: number): void {
+    (this.#storeErrors[storeErrorSlot(store, kind)] as number) += count;
+  }
+
   /** Cumulative counts since start. */
   totals(): Totals {
     return totalsOf(this.#counters());
@@ -564,12 +602,14 @@ export class ProxyMetrics {
         selections: Array.from(this.#selections.subarray(0, slots)),
         ejections: this.#ejections(),
         authFailures: Array.from(this.#authFailures),
+        storeErrors: Array.from(this.#storeErrors),
         rateLimited: this.#rateLimited,
         retries: this.#retries,
         connectionsRefused: this.#sources.connectionsRefused(),
       },
       upstreams: this.#live(),
       connectionsOpen: 0,
+      stores: this.#sources.stores?.() ?? [],
     };
     // Taken with the counters, before any await, so its upstream slots are those `counters.upstreams` names.
     if (parts.stats && this.stats !== undefined) {
@@ -595,6 +635,7 @@ export class ProxyMetrics {
       selections: this.#selections,
       ejections: this.#ejections(),
       authFailures: this.#authFailures,
+      storeErrors: this.#storeErrors,
       rateLimited: this.#rateLimited,
       retries: this.#retries,
       connectionsRefused: this.#sources.connectionsRefused(),
@@ -726,6 +767,21 @@ export function registerProxyMetrics(registry: Registry, reader: MetricsReader, 
     collect() {
       this.reset();
       this.inc(reader.counters().connectionsRefused);
+    },
+  });
+  // Counted as checks fail, not per request: kept with metrics.enabled false, as the alert on an outage
+  // that turns rate limiting off (on_error: allow) matters most.
+  new Counter({
+    name: 'tollgate_ratelimit_store_errors_total',
+    help: 'Rate-limit checks a shared store could not make (the request followed on_error), by store (redis; ipc: the cluster primary) and kind (timeout, unavailable, error).',
+    labelNames: ['store', 'kind'],
+    registers,
+    collect() {
+      this.reset();
+      const { storeErrors } = reader.counters();
+      for (const store of SHARED_STORES) {
+        for (const kind of STORE_ERROR_KINDS) this.inc({ store, kind }, storeErrors[storeErrorSlot(store, kind)] ?? 0);
+      }
     },
   });
   if (!options.recording) return;

@@ -1,21 +1,19 @@
 /**
- * The dashboard in a real browser: Debian's Chromium driven by playwright-core. scripts/test-deps.sh (run
- * by the README's test command and by .ci/run) installs the `chromium` package.
+ * The dashboard in a real browser: Chromium (CHROMIUM_PATH, or chromium, chromium-browser, google-chrome...
+ * on the PATH: see findChromium) driven by playwright-core. scripts/test-deps.sh (run by the README's test
+ * command and by .ci/run) installs Debian's `chromium` package; without a browser the tests fail, saying so.
  * The screenshot in docs/ is made by test/browser/screenshot.ts (`npm run screenshot`), not by this test.
  */
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { ARGS, CHROMIUM, FAST_CHECKS, newPage } from './chromium.js';
+import { ARGS, FAST_CHECKS, findChromium, newPage } from './chromium.js';
 import { lines, startCluster, stopCluster, type Line } from '../helpers/cluster.js';
 import { startFaultUpstreams } from '../helpers/fault-upstream.js';
 import { request } from '../helpers/http.js';
-import { startProxy, waitFor, type TestProxy } from '../helpers/servers.js';
+import { startRedis } from '../helpers/redis.js';
+import { startBackend, startProxy, waitFor, type TestProxy } from '../helpers/servers.js';
 
-
-// A missing browser fails the test run rather than skipping it: scripts/test-deps.sh installs it.
-if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: install Debian's chromium package (bash scripts/test-deps.sh)`);
 
 interface DashboardState {
   updates: number;
@@ -60,7 +58,8 @@ async function openDashboard(browser: Browser, proxy: Pick<TestProxy, 'adminUrl'
 describe('dashboard in Chromium', () => {
   let browser: Browser;
   before(async () => {
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS });
+    // No browser fails every test here with findChromium's instructions, rather than skipping them.
+    browser = await chromium.launch({ executablePath: findChromium(), args: ARGS });
   });
   after(async () => {
     await browser?.close();
@@ -114,6 +113,10 @@ describe('dashboard in Chromium', () => {
       // The routes and services of the config: here the implicit route and service `default`.
       assert.deepEqual(await cells(page, '#routes tr'), [['default', 'service default', '34']]);
       assert.deepEqual(await cells(page, '#services tr'), [['default', 'round_robin', 'alpha, beta', '20']]);
+      // The rate limit's store: this process's memory, which cannot fail (so no failed-check line).
+      assert.equal(await page.locator('#stores-panel').isVisible(), true);
+      assert.deepEqual(await cells(page, '#stores tr'), [['memory', '–', 'default', 'ready', '–']]);
+      assert.equal(await text(page, '#store-errors'), '');
 
       // Charts: uPlot holds one x value per second of history, and the per-second counts add up to the traffic.
       await page.waitForFunction(() => {
@@ -149,6 +152,39 @@ describe('dashboard in Chromium', () => {
       await page?.close();
       await proxy.close();
       await Promise.all(ups.map((u) => u.kill()));
+    }
+  });
+
+  test('a Redis store: its row turns down with the failed checks counted when Redis is killed, and ready when it is back', async () => {
+    const redis = await startRedis({ own: true });
+    const backend = await startBackend('b');
+    const store = { type: 'redis', url: redis.url, timeout_ms: 100, on_error: 'allow' };
+    const proxy = await startProxy([backend], { middleware: { rate_limit: { enabled: true, requests_per_minute: 60, burst_size: 1000, store } } });
+    let page: Page | undefined;
+    try {
+      const opened = await openDashboard(browser, proxy);
+      page = opened.page;
+      assert.deepEqual(await cells(page, '#stores tr'), [['redis', redis.url, 'default', 'ready', '–']]);
+      assert.equal(await text(page, '#store-errors'), 'redis: 0 failed checks since start (0 timeout, 0 unavailable, 0 error)');
+
+      await redis.stop('SIGKILL');
+      await page.waitForFunction(() => document.querySelector('#stores tr[data-store="redis"]')?.getAttribute('data-state') === 'down', undefined, { timeout: 10_000 });
+      for (let i = 0; i < 7; i++) assert.equal((await request(`${proxy.url}/r/${i}`)).status, 200);
+      await page.waitForFunction(() => document.getElementById('store-errors')?.textContent?.startsWith('redis: 7 failed checks') === true, undefined, { timeout: 5_000 });
+      assert.equal(await text(page, '#store-errors'), 'redis: 7 failed checks since start (0 timeout, 7 unavailable, 0 error)');
+      const [row] = await cells(page, '#stores tr');
+      assert.deepEqual(row?.slice(0, 4), ['redis', redis.url, 'default', 'down']);
+      assert.match(row?.[4] ?? '', /^\d\d:\d\d:\d\d unavailable: \S/, 'the last error: when, why, and its message');
+
+      await redis.restart();
+      await page.waitForFunction(() => document.querySelector('#stores tr[data-store="redis"] td.state')?.textContent === 'ready', undefined, { timeout: 10_000 });
+      assert.equal(await text(page, '#store-errors'), 'redis: 7 failed checks since start (0 timeout, 7 unavailable, 0 error)');
+      assert.deepEqual(opened.problems, []);
+    } finally {
+      await page?.close();
+      await proxy.close();
+      await backend.close();
+      await redis.close();
     }
   });
 

@@ -7,13 +7,13 @@ import { chromium } from 'playwright-core';
 import { startFaultUpstreams } from '../helpers/fault-upstream.js';
 import { request } from '../helpers/http.js';
 import { startProxy } from '../helpers/servers.js';
-import { ARGS, CHROMIUM, FAST_CHECKS, newPage } from './chromium.js';
+import { ARGS, FAST_CHECKS, findChromium, newPage } from './chromium.js';
 
 // The page's document, as the function passed to waitForFunction sees it (this program has no DOM types).
 declare const document: { querySelector(selector: string): { getAttribute(name: string): string | null } | null };
 
 const SCREENSHOT = process.argv[2] ?? 'docs/dashboard.png';
-const browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS });
+const browser = await chromium.launch({ executablePath: findChromium(), args: ARGS });
 try {
   const ups = await startFaultUpstreams('api-1', 'api-2', 'api-3');
   ups[2]!.mode = 'slow';

@@ -18,8 +18,11 @@ export interface TestRedis {
   readonly port: number;
   /** True when this helper started the server, so that it can stop and restart it. */
   readonly owned: boolean;
-  /** Stops the server (SIGTERM, waits for the exit): clients see the connection close and refused reconnects. */
-  stop(): Promise<void>;
+  /**
+   * Stops the server and waits for the exit: clients see the connection close and refused reconnects.
+   * SIGTERM by default (Redis shuts down cleanly); SIGKILL for a crash.
+   */
+  stop(signal?: 'SIGTERM' | 'SIGKILL'): Promise<void>;
   /** Starts it again on the same port, empty. */
   restart(): Promise<void>;
   /** Stops it for good and removes its folder. */
@@ -106,12 +109,12 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<TestR
     await waitForPing(port, proc, () => output);
   }
 
-  async function stop(): Promise<void> {
+  async function stop(signal: 'SIGTERM' | 'SIGKILL' = 'SIGTERM'): Promise<void> {
     const proc = child;
     child = undefined;
     if (proc === undefined || proc.exitCode !== null || proc.signalCode !== null) return;
     const exited = once(proc, 'exit');
-    proc.kill('SIGTERM');
+    proc.kill(signal);
     const timer = setTimeout(() => proc.kill('SIGKILL'), 5_000);
     await exited;
     clearTimeout(timer);

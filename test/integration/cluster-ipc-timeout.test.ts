@@ -8,8 +8,10 @@
 import assert from 'node:assert/strict';
 import { Agent, request as httpRequest } from 'node:http';
 import { after, before, describe, test } from 'node:test';
-import { type Reply } from '../helpers/http.js';
+import type { Status } from '../../src/admin/status.js';
+import { request, type Reply } from '../helpers/http.js';
 import { lines, startCluster, stopCluster, type Cluster } from '../helpers/cluster.js';
+import { samples, scrape } from '../helpers/metrics.js';
 import { startBackend, waitFor, type Backend } from '../helpers/servers.js';
 
 function yaml(port: number, backendPort: number, onError: 'allow' | 'deny'): string {
@@ -100,7 +102,16 @@ for (const onError of ['allow', 'deny'] as const) {
         assert.equal(stalled.headers['retry-after'], '1');
       }
 
-      // The primary is back: its late answer is dropped, takes are answered again, the timeout was logged.
+      // The primary is back and adds up what its workers counted: one take timed out, and the worker that
+      // made it shows the store failing until its next take is answered.
+      const errors = samples(await scrape(c.adminUrl), 'tollgate_ratelimit_store_errors_total');
+      assert.deepEqual([errors.get('{store="ipc",kind="timeout"}'), errors.get('{store="ipc",kind="unavailable"}'), errors.get('{store="redis",kind="timeout"}')], [1, 0, 0]);
+      const status = async (): Promise<Status> => (await request(`${c.adminUrl}/api/status`)).json<Status>();
+      const during = await status();
+      assert.deepEqual(during.rate_limit.errors.ipc, { timeout: 1, unavailable: 0, error: 0 });
+      assert.deepEqual(during.rate_limit.stores.map((r) => [r.store, r.target, r.routes, r.state, r.last_error?.kind]), [['ipc', 'primary', ['default'], 'failing', 'timeout']]);
+
+      // Its late answer is dropped, takes are answered again, the timeout was logged.
       const again = await get(agent, `${c.url}/again`);
       assert.equal(again.status, 200);
       assert.match(String(again.headers['ratelimit']), /^"default";r=\d+;/);
@@ -109,6 +120,7 @@ for (const onError of ['allow', 'deny'] as const) {
         5_000,
         'the worker to log the timed-out take',
       );
+      assert.equal((await status()).rate_limit.stores[0]?.state, 'ready');
     });
   });
 }

@@ -2,11 +2,12 @@ import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
-import { ClusterMonitor, mergeLive } from '../../../src/admin/cluster.js';
+import { ClusterMonitor, mergeLive, mergeStores } from '../../../src/admin/cluster.js';
 import type { Backend } from '../../../src/balancing/backend.js';
 import type { SnapshotReply, SnapshotRequest } from '../../../src/cluster/messages.js';
 import type { MonitoredWorker } from '../../../src/cluster/primary.js';
 import { configSchema } from '../../../src/config/schema.js';
+import type { StoreStatus } from '../../../src/limits/store.js';
 import { ProxyMetrics, type MetricsSnapshot } from '../../../src/observability/metrics.js';
 import type { RequestContext } from '../../../src/proxy/context.js';
 import { ProxyError } from '../../../src/proxy/errors.js';
@@ -51,11 +52,11 @@ interface WorkerMetrics {
   record(status: number, backend?: Backend, ms?: number, error?: ProxyError, authFailure?: string, route?: Route): void;
 }
 
-/** A worker's real ProxyMetrics over fake backends (those of config(), unless given). */
-function workerMetrics(metricsOn = true, backends?: Backend[]): WorkerMetrics {
+/** A worker's real ProxyMetrics over fake backends (those of config(), unless given), with the rate-limit stores `stores` gives. */
+function workerMetrics(metricsOn = true, backends?: Backend[], stores?: () => StoreStatus[]): WorkerMetrics {
   const a = fakeBackend('a', '127.0.0.1:3001');
   const b = fakeBackend('b', '[::1]:3002', 2);
-  const metrics = new ProxyMetrics({ connectionsOpen: async () => 3, connectionsRefused: () => 1, clock: () => 0, version: 'test' }, { recording: metricsOn });
+  const metrics = new ProxyMetrics({ connectionsOpen: async () => 3, connectionsRefused: () => 1, clock: () => 0, version: 'test', ...(stores === undefined ? {} : { stores }) }, { recording: metricsOn });
   metrics.useBackends(backends ?? [a, b]);
   return {
     metrics,
@@ -268,6 +269,66 @@ describe('ClusterMonitor', () => {
     const late = (workers[1] as Fake).requests[1] as SnapshotRequest;
     monitor.reply(101, { type: 'tollgate:snapshot-reply', id: late.id, snapshot: await w1.metrics.snapshot({ stats: false, process: false }) });
     assert.equal((await monitor.status()).totals.requests, 3);
+  });
+
+  test('rate-limit stores: failed checks summed (an exited worker\'s kept); rows merged in the worst state with the newest error', async () => {
+    const redis = (state: StoreStatus['state'], at: number | undefined): StoreStatus => ({
+      store: 'redis',
+      target: 'redis://127.0.0.1:6379',
+      routes: ['default'],
+      state,
+      last_error: at === undefined ? null : { kind: 'unavailable', message: `at ${at}`, at },
+    });
+    const rows: StoreStatus[][] = [[redis('down', 200)], [redis('ready', 100)]];
+    const w0 = workerMetrics(true, undefined, () => rows[0] as StoreStatus[]);
+    const w1 = workerMetrics(true, undefined, () => rows[1] as StoreStatus[]);
+    const { monitor, workers } = setup({ w0, w1, timeoutMs: 20 });
+    w0.metrics.recordStoreErrors('redis', 'unavailable', 3);
+    w1.metrics.recordStoreErrors('redis', 'unavailable', 2);
+    w1.metrics.recordStoreErrors('redis', 'timeout', 1);
+    const errors = (text: string): Record<string, number> => Object.fromEntries(samples(text, 'tollgate_ratelimit_store_errors_total'));
+    assert.deepEqual(errors(await monitor.scrape()), {
+      '{store="redis",kind="timeout"}': 1,
+      '{store="redis",kind="unavailable"}': 5,
+      '{store="redis",kind="error"}': 0,
+      '{store="ipc",kind="timeout"}': 0,
+      '{store="ipc",kind="unavailable"}': 0,
+      '{store="ipc",kind="error"}': 0,
+    });
+    let s = await monitor.status();
+    assert.deepEqual(s.rate_limit.errors, { redis: { timeout: 1, unavailable: 5, error: 0 }, ipc: { timeout: 0, unavailable: 0, error: 0 } });
+    assert.deepEqual(s.rate_limit.stores, [redis('down', 200)], 'down: one worker cannot reach Redis');
+    // Worker 0 reconnects; worker 1 has a newer error but is connected: the newest error, the worst state.
+    rows[0] = [redis('ready', 200)];
+    rows[1] = [redis('failing', 300)];
+    assert.deepEqual((await monitor.status()).rate_limit.stores, [redis('failing', 300)]);
+    // Worker 1 exits: its failed checks stay in the counter.
+    monitor.exited(101);
+    workers.pop();
+    assert.equal(errors(await monitor.scrape())['{store="redis",kind="unavailable"}'], 5);
+    assert.deepEqual((await monitor.status()).rate_limit.stores, [redis('ready', 200)], 'the worker left');
+    // No worker answers: the rows of the last answers.
+    rows[0] = [redis('down', 400)];
+    (workers[0] as Fake).behaviour = 'stuck';
+    s = await monitor.status();
+    assert.equal(s.cluster?.answered, 0);
+    assert.deepEqual(s.rate_limit.stores, [redis('ready', 200)]);
+  });
+
+  test('mergeStores: rows of another store, target or routes stay apart, in the order first listed', () => {
+    const row = (store: StoreStatus['store'], target: string | null, routes: string[], state: StoreStatus['state']): StoreStatus => ({ store, target, routes, state, last_error: null });
+    const merged = mergeStores([
+      { stores: [row('ipc', 'primary', ['a'], 'ready'), row('redis', 'redis://r1', ['b'], 'ready')] },
+      { stores: [row('redis', 'redis://r2', ['b'], 'connecting'), row('redis', 'redis://r1', ['b', 'c'], 'down'), row('ipc', 'primary', ['a'], 'failing')] },
+      { stores: [row('redis', 'redis://r1', ['b'], 'connecting')] },
+    ]);
+    assert.deepEqual(merged, [
+      row('ipc', 'primary', ['a'], 'failing'),
+      row('redis', 'redis://r1', ['b'], 'connecting'),
+      row('redis', 'redis://r2', ['b'], 'connecting'),
+      row('redis', 'redis://r1', ['b', 'c'], 'down'),
+    ]);
+    assert.deepEqual(mergeStores([]), []);
   });
 
   test('no gauges when no worker answers, and the counters are still there', async () => {

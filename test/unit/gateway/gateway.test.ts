@@ -4,7 +4,7 @@ import { pino } from 'pino';
 import { configSchema, type Config, type RateLimitConfig } from '../../../src/config/schema.js';
 import { Gateway, policyKey } from '../../../src/gateway/gateway.js';
 import { applicableConfig } from '../../../src/gateway/reload.js';
-import type { RateLimitStore } from '../../../src/limits/store.js';
+import type { RateLimitStore, StoreHealth } from '../../../src/limits/store.js';
 
 type Json = Record<string, unknown>;
 
@@ -125,6 +125,38 @@ describe('Gateway.reload', () => {
       const draining = await g.reload(config());
       assert.equal(draining.result, 'error');
       assert.equal(g.current, current);
+    } finally {
+      await g.close();
+    }
+  });
+});
+
+describe('Gateway.storeStatus', () => {
+  test('one row per store the current generation uses, with its routes in order; a store that cannot tell its state is left out', async () => {
+    const states = new Map<string, StoreHealth>();
+    const makeStore = (c: RateLimitConfig): RateLimitStore => {
+      const health = c.burst_size === 7 ? undefined : { store: 'memory' as const, target: null, state: 'ready' as const, last_error: null };
+      if (health !== undefined) states.set(policyKey(c), health);
+      return { take: () => ({ allowed: true, remaining: 1, retryAfterMs: 0, resetMs: 0 }), close: () => {}, ...(health === undefined ? {} : { health: () => health }) };
+    };
+    const limit = (burst: number): Json => ({ rate_limit: { enabled: true, requests_per_minute: 60, burst_size: burst } });
+    const routes = (bursts: (number | undefined)[]): Json[] =>
+      bursts.map((burst, i) => ({ name: `r${i}`, match: { path_prefix: `/r${i}` }, service: 's', ...(burst === undefined ? {} : { middleware: limit(burst) }) }));
+    const g = gateway(config({ routes: routes([5, undefined, 9, 5, 7]) }), makeStore);
+    try {
+      assert.deepEqual(g.storeStatus(), [
+        { store: 'memory', target: null, state: 'ready', last_error: null, routes: ['r0', 'r3'] },
+        { store: 'memory', target: null, state: 'ready', last_error: null, routes: ['r2'] },
+      ]);
+      // The state is read when asked.
+      const [first] = states.values();
+      (first as { state: string }).state = 'down';
+      assert.equal(g.storeStatus()[0]?.state, 'down');
+      // After a reload, the rows of the generation serving now.
+      assert.equal((await g.reload(config({ routes: routes([9]) }))).result, 'ok');
+      assert.deepEqual(g.storeStatus().map((r) => r.routes), [['r0']]);
+      assert.equal((await g.reload(config({ routes: routes([undefined]) }))).result, 'ok');
+      assert.deepEqual(g.storeStatus(), []);
     } finally {
       await g.close();
     }

@@ -238,6 +238,49 @@ describe('IpcStore (a worker asking the primary)', () => {
     }
   });
 
+  test('failed takes are told to onErrors once each, by kind, whatever view they came through; the state follows', { timeout: 5_000 }, async () => {
+    const channel = new FakeChannel(undefined);
+    const told: [string, number][] = [];
+    const ipc = new IpcStore(channel, { onErrors: (kind, n) => told.push([kind, n]) });
+    const one = ipc.view(SLOW_3, 20);
+    const other = ipc.view(SLOW_5, 20);
+    try {
+      assert.deepEqual(one.health(), { store: 'ipc', target: 'primary', state: 'ready', last_error: null });
+      // The primary does not answer: three takes of two views time out together.
+      await Promise.all([assert.rejects(one.take('a')), assert.rejects(one.take('b')), assert.rejects(other.take('c'))]);
+      assert.deepEqual(told, [['timeout', 3]]);
+      const failing = one.health();
+      assert.equal(failing.state, 'failing');
+      assert.equal(failing.last_error?.kind, 'timeout');
+      assert.match(failing.last_error?.message ?? '', /did not answer within 20 ms/);
+      assert.deepEqual(other.health(), failing, 'one channel, one state');
+      // The channel is gone: down.
+      channel.failWith = new Error('channel closed');
+      await assert.rejects(other.take('d'));
+      assert.deepEqual(told, [['timeout', 3], ['unavailable', 1]]);
+      assert.equal(one.health().state, 'down');
+      // The primary cannot read a policy: an error; then an answer makes it ready, keeping the last error.
+      channel.failWith = undefined;
+      const [bad, good] = [one.take('e'), one.take('f')];
+      await new Promise((r) => setImmediate(r));
+      channel.emit('message', { type: 'tollgate:taken', ids: [6], decisions: [1, 2, 0, 20_000] } satisfies TakeReply);
+      channel.emit('message', { type: 'tollgate:taken', ids: [], decisions: [], failed: [5] } satisfies TakeReply);
+      await assert.rejects(bad, /cannot read/);
+      await good;
+      assert.deepEqual(told, [['timeout', 3], ['unavailable', 1], ['error', 1]]);
+      assert.equal(one.health().state, 'failing');
+      const last = one.take('g');
+      await new Promise((r) => setImmediate(r));
+      channel.emit('message', { type: 'tollgate:taken', ids: [7], decisions: [1, 1, 0, 20_000] } satisfies TakeReply);
+      await last;
+      assert.equal(one.health().state, 'ready');
+      assert.equal(one.health().last_error?.kind, 'error', 'the last error stays to be seen');
+      assert.deepEqual([ipc.failures, ipc.timeouts], [5, 3]);
+    } finally {
+      ipc.close();
+    }
+  });
+
   test('without an IPC channel (not a forked process), takes reject', async () => {
     const emitter = new EventEmitter();
     const ipc = new IpcStore(emitter);

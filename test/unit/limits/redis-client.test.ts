@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { Cluster, Redis } from 'ioredis';
+import { Cluster, Redis, ReplyError } from 'ioredis';
 import type { RedisStoreConfig } from '../../../src/config/schema.js';
-import { createRedisClient, TAKE_SCRIPT } from '../../../src/limits/redis-store.js';
+import { createRedisClient, redisErrorKind, redisTarget, TAKE_SCRIPT } from '../../../src/limits/redis-store.js';
 
 const BASE = { type: 'redis', key_prefix: 'tollgate:', timeout_ms: 250, on_error: 'allow' } as const;
 
@@ -69,5 +69,25 @@ describe('createRedisClient', () => {
   test('the take script reads the clock from Redis (TIME) and sets an expiry', () => {
     assert.match(TAKE_SCRIPT, /redis\.call\('TIME'\)/);
     assert.match(TAKE_SCRIPT, /PEXPIRE/);
+  });
+});
+
+describe('what the status and the metrics say about a Redis store', () => {
+  test('redisTarget: where the store points, without credentials or query', () => {
+    assert.equal(redisTarget({ ...BASE, url: 'redis://user:p%40ss@10.0.0.1:6380/3?x=1' }), 'redis://10.0.0.1:6380/3');
+    assert.equal(redisTarget({ ...BASE, url: 'rediss://:secret@redis.internal' }), 'rediss://redis.internal');
+    assert.equal(redisTarget({ ...BASE, cluster: { nodes: ['redis://:pw@a:7000', 'redis://b:7001'] } }), 'cluster redis://a:7000, redis://b:7001');
+    assert.equal(
+      redisTarget({ ...BASE, sentinel: { name: 'mymaster', nodes: ['redis://u:pw@s1:26379', 'redis://s2:26379'], db: 0 } }),
+      'sentinel mymaster via redis://s1:26379, redis://s2:26379',
+    );
+  });
+
+  test('redisErrorKind: an error reply is error, an expired command timeout, anything else unavailable', () => {
+    assert.equal(redisErrorKind(new ReplyError('WRONGTYPE Operation against a key holding the wrong kind of value')), 'error');
+    assert.equal(redisErrorKind(new Error('Command timed out')), 'timeout');
+    assert.equal(redisErrorKind(new Error("Stream isn't writeable and enableOfflineQueue options is false")), 'unavailable');
+    assert.equal(redisErrorKind(new Error('Connection is closed.')), 'unavailable');
+    assert.equal(redisErrorKind(undefined), 'unavailable');
   });
 });

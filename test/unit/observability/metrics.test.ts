@@ -125,6 +125,7 @@ describe('ProxyMetrics', () => {
       byUpstream: [4, 3, 2],
       routes: ['none', 'web'],
       byRoute: [1, 8],
+      storeErrors: [0, 0, 0, 0, 0, 0],
     });
     // Scraping twice gives the same counts (collect resets before it adds).
     assert.equal(sample(await metrics.scrape(), requests('4xx', 'GET', 'web', 'none', 'none')), 3);
@@ -300,6 +301,40 @@ describe('ProxyMetrics', () => {
     assert.equal(full.stats.upstreamSlots, full.counters.upstreams.length, 'the history in the slots the counters name');
     assert.ok(full.process?.some((f) => f.name === 'process_cpu_user_seconds_total'));
     assert.ok(!full.process?.some((f) => f.name.startsWith('tollgate_')), 'only the process metrics');
+  });
+
+  test('rate-limit store errors: six series at zero from the start, counted as they fail, with recording off too', async () => {
+    for (const recording of [true, false]) {
+      const metrics = metricsOver([], { recording });
+      const series = (store: string, kind: string): string => `tollgate_ratelimit_store_errors_total{store="${store}",kind="${kind}"}`;
+      const first = await metrics.scrape();
+      for (const store of ['redis', 'ipc']) for (const kind of ['timeout', 'unavailable', 'error']) assert.equal(sample(first, series(store, kind)), 0, `${store} ${kind}`);
+      metrics.recordStoreErrors('redis', 'unavailable', 30);
+      metrics.recordStoreErrors('redis', 'unavailable', 2);
+      metrics.recordStoreErrors('redis', 'timeout', 5);
+      metrics.recordStoreErrors('ipc', 'error', 1);
+      const text = await metrics.scrape();
+      assert.equal(sample(text, series('redis', 'unavailable')), 32);
+      assert.equal(sample(text, series('redis', 'timeout')), 5);
+      assert.equal(sample(text, series('redis', 'error')), 0);
+      assert.equal(sample(text, series('ipc', 'error')), 1);
+      assert.equal(sample(text, series('ipc', 'timeout')), 0);
+      // [redis][timeout, unavailable, error], then [ipc][...]: in the snapshot, and summed by a primary.
+      const counters = (await metrics.snapshot({ stats: false, process: false })).counters;
+      assert.deepEqual(counters.storeErrors, [5, 32, 0, 0, 0, 1]);
+      assert.deepEqual(metrics.totals().storeErrors, [5, 32, 0, 0, 0, 1]);
+      const sum = emptyCounters();
+      addCounters(sum, counters);
+      addCounters(sum, counters);
+      assert.deepEqual(sum.storeErrors, [10, 64, 0, 0, 0, 2]);
+    }
+  });
+
+  test('snapshot(): the rate-limit stores of the source, none without one', async () => {
+    const row = { store: 'redis' as const, target: 'redis://127.0.0.1:6379', routes: ['default'], state: 'down' as const, last_error: { kind: 'unavailable' as const, message: 'connect ECONNREFUSED', at: 5 } };
+    const metrics = new ProxyMetrics({ connectionsOpen: async () => 0, connectionsRefused: () => 0, clock: () => 0, version: '1', stores: () => [row] }, { recording: true });
+    assert.deepEqual((await metrics.snapshot({ stats: false, process: false })).stores, [row]);
+    assert.deepEqual((await metricsOver([]).snapshot({ stats: false, process: false })).stores, []);
   });
 });
 
