@@ -66,7 +66,7 @@ export class LoadBalancer {
     this.totalTimeoutMs = config.total_timeout_ms;
     this.#fiveXxIsFailure = config.health_check.passive.enabled && config.health_check.passive.include_5xx;
     this.#observeLatency = config.strategy === 'p2c_ewma';
-    this.#selector = createSelector(config.strategy, this.backends, options.random);
+    this.#selector = createSelector(config.strategy, this.backends, options.random, options.clock);
     this.#clock = options.clock;
     this.#logger = options.logger;
     this.#slowStartMs = config.slow_start_ms;
