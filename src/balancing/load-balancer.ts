@@ -75,7 +75,7 @@ export class LoadBalancer {
     this.outliers = passive.enabled ? new OutlierDetector(passive, this.backends) : undefined;
     this.#checker = active.enabled ? new ActiveHealthChecker(active, this.backends, options.logger, options.clock, () => this.noteReturn()) : undefined;
     const sameBudget = previous !== undefined && previous.#budgetKey === budgetKey(config);
-    this.budget = sameBudget ? previous.budget : new RetryBudget(config.retries.budget_percent, config.retries.min_retries_per_window, options.clock);
+    this.budget = sameBudget ? previous.budget : new RetryBudget(config.retries.budget_percent, config.retries.min_retries_per_window, config.retries.min_concurrent_retries, options.clock);
     this.#budgetKey = budgetKey(config);
     if (this.#slowStartMs > 0) this.#ramping = true; // carried-over backends may be mid-ramp
   }
@@ -196,7 +196,7 @@ export class LoadBalancer {
 }
 
 function budgetKey(config: LoadBalancingConfig): string {
-  return `${config.retries.budget_percent}/${config.retries.min_retries_per_window}`;
+  return `${config.retries.budget_percent}/${config.retries.min_retries_per_window}/${config.retries.min_concurrent_retries}`;
 }
 
 /** Builds, once, the function that reads a request's consistent-hash key. */

@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Backend } from '../balancing/backend.js';
 import type { LoadBalancer } from '../balancing/load-balancer.js';
+import type { RetryBudget } from '../balancing/retry-budget.js';
 import type { Route } from '../routing/route.js';
 import type { RateDecision } from '../limits/token-bucket.js';
 import type { ProxyError } from './errors.js';
@@ -60,6 +61,8 @@ export class RequestContext {
   tried: Backend[] | undefined = undefined;
   /** Upstream attempts made after the first. */
   retries = 0;
+  /** The retry budget that granted this request's latest retry, given back when the request finishes. */
+  retryBudget: RetryBudget | undefined = undefined;
   /** The request body on its way upstream (a counting limiter); piped from the client once connected. */
   body: BodyLimiter | null = null;
   /** performance.now() when the current upstream attempt was dispatched. */

@@ -416,7 +416,11 @@ export class Pipeline implements ForwardHost {
     const safe =
       error.retryable ||
       (error.code === 'bad_gateway' && !ctx.bodyChunked && ctx.bodyLength === 0 && IDEMPOTENT.has(ctx.req.method ?? ''));
-    return safe && service.budget.tryRetry();
+    if (!safe || !service.budget.tryRetry()) return false;
+    // A request holds one retry in flight at most: the one it is on now.
+    ctx.retryBudget?.retryDone();
+    ctx.retryBudget = service.budget;
+    return true;
   }
 
   /** Answers a request with a JSON error, or cuts the connection when the response has begun. */
@@ -483,6 +487,7 @@ export class Pipeline implements ForwardHost {
       abort(CLIENT_GONE);
     }
     if (ctx.totalTimer !== undefined) clearTimeout(ctx.totalTimer);
+    if (ctx.retryBudget !== undefined) ctx.retryBudget.retryDone();
     if (!ctx.res.headersSent) ctx.status = 499; // as nginx: the client closed before any response
     for (const hook of (ctx.route as Route).loggingHooks) {
       try {

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { request } from '../helpers/http.js';
 import { startFaultUpstreams, type FaultUpstream } from '../helpers/fault-upstream.js';
-import { seededRandom, startProxy, waitFor, type TestProxy } from '../helpers/servers.js';
+import { closedPorts, seededRandom, startProxy, waitFor, type TestProxy } from '../helpers/servers.js';
 
 const FAST_CHECKS = { active: { interval_ms: 100, timeout_ms: 200, healthy_threshold: 2, unhealthy_threshold: 2 } };
 const NO_HEALTH = { active: { enabled: false }, passive: { enabled: false } };
@@ -92,6 +92,35 @@ describe('resilient upstreams', () => {
     }
   });
 
+  test('one of three upstreams a closed port, one request at a time, health checks off: every request gets 200 (retries in flight are under min_concurrent_retries)', async () => {
+    const ups = await startFaultUpstreams('a', 'b');
+    const [dead] = await closedPorts(1);
+    const upstreams = [ups[0]!, { name: 'dead', port: dead! }, ups[1]!];
+    const run = async (retries: Record<string, number>): Promise<{ statuses: number[]; retried: number }> => {
+      const proxy = await startProxy(upstreams, { load_balancing: { strategy: 'round_robin', health_check: NO_HEALTH, retries } });
+      try {
+        const statuses: number[] = [];
+        for (let i = 0; i < 60; i++) statuses.push((await request(`${proxy.url}/seq-${i}`)).status);
+        const retried = proxy.logs.filter((l) => l.msg === 'Request Completed' && l.retries === 1).length;
+        return { statuses, retried };
+      } finally {
+        await proxy.close();
+      }
+    };
+    try {
+      // Every third request goes to the closed port first: 20 retries for 60 requests, a third, while the
+      // budget's share is 20% and its floor 3 per 10 s.
+      const withFloor = await run({});
+      assert.deepEqual(withFloor.statuses.filter((s) => s !== 200), []);
+      assert.equal(withFloor.retried, 20);
+      // The same traffic without the in-flight floor runs out of budget: some clients get the 502.
+      const without = await run({ min_concurrent_retries: 0 });
+      assert.ok(without.statuses.includes(502), `statuses without the floor: ${[...new Set(without.statuses)].join(',')}`);
+    } finally {
+      await Promise.all(ups.map((u) => u.kill()));
+    }
+  });
+
   test('all backends down: once health knows, 503 no_upstream at once for every request, nothing piles up', async () => {
     const ups = await startFaultUpstreams('a', 'b');
     const proxy = await startProxy(ups, { load_balancing: { health_check: FAST_CHECKS } });
@@ -129,7 +158,9 @@ describe('resilient upstreams', () => {
     const ups = await startFaultUpstreams('a', 'b', 'c', 'd');
     ups[0]!.mode = 'reset-before-headers';
     ups[1]!.mode = 'reset-before-headers';
-    const proxy = await startProxy(ups, { load_balancing: { health_check: NO_HEALTH, retries: { max_retries: 3, budget_percent: 20 } } });
+    // No in-flight floor: one request at a time would always be under it (its own test is above).
+    const retries = { max_retries: 3, budget_percent: 20, min_concurrent_retries: 0 };
+    const proxy = await startProxy(ups, { load_balancing: { health_check: NO_HEALTH, retries } });
     try {
       let failed = 0;
       for (let i = 0; i < 200; i++) if ((await request(`${proxy.url}/`)).status !== 200) failed++;
