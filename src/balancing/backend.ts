@@ -36,6 +36,8 @@ export class Backend implements Peer {
   ejectionsTotal = 0;
   /** Failed requests in a row (passive health). */
   consecutiveFailures = 0;
+  /** Ejected and no request has succeeded since: the next success is logged as its return. */
+  returnPending = false;
   /** When the backend last became usable again (slow start ramps from here). */
   rampStart = -Infinity;
   latencyMs = 0;
@@ -70,6 +72,7 @@ export class Backend implements Peer {
     this.ejections = old.ejections;
     this.ejectionsTotal = old.ejectionsTotal;
     this.consecutiveFailures = old.consecutiveFailures;
+    this.returnPending = old.returnPending;
     this.rampStart = old.rampStart;
     this.latencyMs = old.latencyMs;
     this.latencyAt = old.latencyAt;
@@ -92,6 +95,7 @@ export class Backend implements Peer {
       this.rampStart = now;
       this.ejectedUntil = -Infinity;
       this.consecutiveFailures = 0;
+      this.returnPending = false; // the checker logs this return
     }
     this.activeUp = up;
   }

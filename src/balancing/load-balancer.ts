@@ -4,6 +4,7 @@ import type { RequestContext } from '../proxy/context.js';
 import type { Clock, Random } from '../util/clock.js';
 import { Backend, backendKey, poolKeyOf } from './backend.js';
 import { ActiveHealthChecker } from './health/active.js';
+import { describeFailure } from './health/failure-reason.js';
 import { OutlierDetector } from './health/passive.js';
 import { RetryBudget } from './retry-budget.js';
 import { createSelector, type Selector } from './selection/index.js';
@@ -110,13 +111,14 @@ export class LoadBalancer {
   }
 
   /**
-   * The outcome of one attempt, reported once from the forwarding path: `failed` when the upstream side
-   * failed (connect error, reset, timeout), else the status it answered with; `latencyMs` is the time to
-   * its response head (negative when there was none).
+   * The outcome of one attempt, reported once from the forwarding path: `failure` when the upstream side
+   * failed (connect error, reset, timeout), else undefined; `status` is what it answered with (0 before a
+   * response head), `latencyMs` the time to that head (negative when there was none).
    */
-  release(backend: Backend, failed: boolean, status: number, latencyMs: number): void {
+  release(backend: Backend, failure: Error | undefined, status: number, latencyMs: number): void {
     backend.inflight--;
-    if (failed || (status >= 500 && this.#fiveXxIsFailure)) this.reportFailure(backend);
+    if (failure !== undefined) this.reportFailure(backend, failure);
+    else if (status >= 500 && this.#fiveXxIsFailure) this.reportFailure(backend, status);
     else this.reportSuccess(backend);
     if (this.#observeLatency && latencyMs >= 0) backend.observeLatency(latencyMs, this.#clock());
   }
@@ -142,18 +144,37 @@ export class LoadBalancer {
     return this.#selector.select(this.#accept, this.#hashKey === undefined ? '' : this.#hashKey(ctx));
   }
 
-  /** A request to `backend` failed on the upstream side (connect error, reset, timeout, 5xx if counted). */
-  reportFailure(backend: Backend): void {
+  /**
+   * A request to `backend` failed on the upstream side: `why` is the error (connect error, reset, timeout)
+   * or the 5xx status when those count. An ejection is logged with the reason.
+   */
+  reportFailure(backend: Backend, why?: Error | number): void {
     if (this.outliers === undefined) return;
+    const failures = backend.consecutiveFailures + 1;
     const ejectedFor = this.outliers.failure(backend, this.#clock());
     if (ejectedFor > 0) {
       if (this.#slowStartMs > 0) this.#ramping = true;
-      this.#logger.warn({ upstream: backend.name, upstream_addr: backend.address, ejected_ms: ejectedFor, ejections: backend.ejections }, 'upstream ejected after consecutive failures');
+      const last = why === undefined ? 'unknown' : typeof why === 'number' ? `answered ${why}` : describeFailure(why);
+      const reason = `${failures} requests in a row failed, the last: ${last}`;
+      this.#logger.warn(
+        { upstream: backend.name, upstream_addr: backend.address, ejected_ms: ejectedFor, ejections: backend.ejections, failures, reason },
+        'upstream ejected after consecutive failures',
+      );
     }
   }
 
+  /** A request to `backend` succeeded; the first success after an ejection is logged as its return. */
   reportSuccess(backend: Backend): void {
-    this.outliers?.success(backend);
+    if (this.outliers === undefined) return;
+    this.outliers.success(backend);
+    // A request sent before the ejection may succeed during it: that is no return yet.
+    if (backend.returnPending && this.#clock() >= backend.ejectedUntil) {
+      backend.returnPending = false;
+      this.#logger.info(
+        { upstream: backend.name, upstream_addr: backend.address, ejections: backend.ejections, reason: 'the ejection time was over and a request succeeded' },
+        'upstream back after ejection: taking requests',
+      );
+    }
   }
 
   /** Whether at least one backend can take requests (what `/health` reports). */

@@ -79,7 +79,7 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
   }
 
   onComplete(): void {
-    if (!this.#settle(false)) return;
+    if (!this.#settle(undefined)) return;
     this.#ctx.res.end();
   }
 
@@ -87,7 +87,7 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
     if (this.#settled) return;
     // The client leaving first is not the upstream's fault: nothing to count, nothing to answer.
     const error = err === CLIENT_GONE ? undefined : fromUpstreamError(err);
-    this.#settle(error?.source === 'upstream');
+    this.#settle(error?.source === 'upstream' ? error : undefined);
     this.#host.upstreamFailed(this.#ctx, error);
   }
 
@@ -95,13 +95,13 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
    * Marks the upstream side finished exactly once (false if it already was) and reports the attempt's
    * outcome to its balancer: the one place the forwarding path touches balancer state.
    */
-  #settle(failed: boolean): boolean {
+  #settle(failure: ProxyError | undefined): boolean {
     if (this.#settled) return false;
     this.#settled = true;
     const ctx = this.#ctx;
     ctx.abortUpstream = undefined;
     const backend = ctx.backend;
-    if (backend !== undefined) ctx.service?.release(backend, failed, this.#status, this.#status === 0 ? -1 : ctx.upstreamLatency);
+    if (backend !== undefined) ctx.service?.release(backend, failure, this.#status, this.#status === 0 ? -1 : ctx.upstreamLatency);
     return true;
   }
 }

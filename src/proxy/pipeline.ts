@@ -306,7 +306,7 @@ export class Pipeline implements ForwardHost {
       headers = this.#upstreamHeaders(ctx, service, backend);
       for (const filter of route.upstreamRequestFilters) filter(ctx, headers);
     } catch (err) {
-      service.release(backend, false, 0, -1);
+      service.release(backend, undefined, 0, -1);
       return this.fail(ctx, err);
     }
     if (ctx.bodyChunked || ctx.bodyLength > 0) {

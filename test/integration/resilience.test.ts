@@ -40,9 +40,13 @@ describe('resilient upstreams', () => {
       const killedAt = statuses.length;
       await waitFor(() => proxy.logs.some((l) => l.msg === 'upstream unhealthy: taken out of rotation' && l.upstream === 'b'), 5000, 'b marked down');
       await waitFor(() => statuses.length >= killedAt + 200, 10_000, 'traffic after the kill');
+      const down = proxy.logs.find((l) => l.msg === 'upstream unhealthy: taken out of rotation');
+      assert.equal(down?.reason, '2 tcp checks in a row failed, the last: connection refused');
       const hitsWhileDown = ups[1]!.hits;
       await ups[1]!.revive();
       await waitFor(() => proxy.logs.some((l) => l.msg === 'upstream healthy again: taking requests' && l.upstream === 'b'), 5000, 'b back up');
+      const up = proxy.logs.find((l) => l.msg === 'upstream healthy again: taking requests');
+      assert.equal(up?.reason, '2 tcp checks in a row passed, the last: connected');
       await waitFor(() => ups[1]!.hits > hitsWhileDown + 10, 5000, 'b to take requests again');
       stop = true;
       await Promise.all(clients);
@@ -148,6 +152,7 @@ describe('resilient upstreams', () => {
       const ejected = proxy.logs.find((l) => l.msg === 'upstream ejected after consecutive failures');
       assert.equal(ejected?.upstream, 'a');
       assert.equal(ejected?.ejected_ms, 10_000);
+      assert.match(String(ejected?.reason), /^5 requests in a row failed, the last: (connection closed by the upstream before the response was complete|connection reset)$/);
       assert.equal(ups[0]!.hits, 5, 'a saw exactly the 5 failing requests before its ejection');
     } finally {
       await closeAll(proxy, ups);
