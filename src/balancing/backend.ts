@@ -42,6 +42,10 @@ export class Backend implements Peer {
   rampStart = -Infinity;
   latencyMs = 0;
   latencyAt = 0;
+  /** Has answered at least one request with a response head (a TLS port never does). */
+  answered = false;
+  /** When the proxy last looked at whether it speaks TLS (monotonic ms; see proxy/tls-hint.ts). */
+  tlsCheckedAt = -Infinity;
 
   constructor(upstream: UpstreamConfig, lb: LoadBalancingConfig, service = 'default') {
     this.service = service;
@@ -76,6 +80,8 @@ export class Backend implements Peer {
     this.rampStart = old.rampStart;
     this.latencyMs = old.latencyMs;
     this.latencyAt = old.latencyAt;
+    this.answered = old.answered;
+    this.tlsCheckedAt = old.tlsCheckedAt;
   }
 
   /** Usable at `now`: up by active checks and not ejected. */

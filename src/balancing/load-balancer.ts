@@ -117,6 +117,7 @@ export class LoadBalancer {
    */
   release(backend: Backend, failure: Error | undefined, status: number, latencyMs: number): void {
     backend.inflight--;
+    if (status > 0) backend.answered = true;
     if (failure !== undefined) this.reportFailure(backend, failure);
     else if (status >= 500 && this.#fiveXxIsFailure) this.reportFailure(backend, status);
     else this.reportSuccess(backend);
@@ -155,7 +156,7 @@ export class LoadBalancer {
     if (ejectedFor > 0) {
       if (this.#slowStartMs > 0) this.#ramping = true;
       const last = why === undefined ? 'unknown' : typeof why === 'number' ? `answered ${why}` : describeFailure(why);
-      const reason = `${failures} requests in a row failed, the last: ${last}`;
+      const reason = `${failures} request${failures === 1 ? '' : 's'} in a row failed, the last: ${last}`;
       this.#logger.warn(
         { upstream: backend.name, upstream_addr: backend.address, ejected_ms: ejectedFor, ejections: backend.ejections, failures, reason },
         'upstream ejected after consecutive failures',

@@ -29,6 +29,7 @@ import { CLIENT_GONE, ForwardHandler, type ForwardHost } from './forward.js';
 import { connectionTokens, formatMs } from './headers.js';
 import { normalizeTarget } from './path.js';
 import { BodyLimiter, bodyTooLarge } from './request-body.js';
+import { TlsHint } from './tls-hint.js';
 import type { FilterResult, RequestFilter } from './phases.js';
 
 /** What every generation's pipeline shares with the long-lived gateway. */
@@ -90,6 +91,7 @@ export class Pipeline implements ForwardHost {
   readonly #debug: boolean;
   readonly #startedAt: number;
   readonly #onIdle: (() => void) | undefined;
+  readonly #tlsHint: TlsHint;
   /** Requests started on this pipeline and not yet finished. */
   #active = 0;
   #retired = false;
@@ -115,6 +117,7 @@ export class Pipeline implements ForwardHost {
     this.#rejectUnderscores = server.underscores_in_headers === 'reject';
     this.#rejectEncodedSlashes = server.encoded_slashes === 'reject';
     this.#debug = this.#logger.isLevelEnabled('debug');
+    this.#tlsHint = new TlsHint(this.#logger);
   }
 
   /** Requests in flight on this pipeline. */
@@ -394,6 +397,7 @@ export class Pipeline implements ForwardHost {
   upstreamFailed(ctx: RequestContext, error: ProxyError | undefined): void {
     if (error === undefined) return; // the client left first: not the upstream's fault, nothing to answer
     const backend = ctx.backend;
+    if (backend !== undefined && error.code === 'bad_gateway' && !ctx.res.headersSent) this.#tlsHint.check(backend, error, ctx.requestId);
     if (backend !== undefined && !ctx.res.headersSent && !ctx.res.destroyed && this.#shouldRetry(ctx, error)) {
       (ctx.tried ??= []).push(backend);
       ctx.retries++;

@@ -5,6 +5,7 @@ import type { LoadBalancingConfig } from '../../config/schema.js';
 import type { Clock } from '../../util/clock.js';
 import type { Backend } from '../backend.js';
 import { describeFailure } from './failure-reason.js';
+import { acceptsTls, TLS_PORT_HINT } from './tls-sniff.js';
 
 type ActiveConfig = LoadBalancingConfig['health_check']['active'];
 
@@ -13,6 +14,8 @@ export interface ProbeResult {
   passed: boolean;
   /** `connected`, `got 200`, `got 500, expected 200-399`, `connection refused`, `timed out after 2000 ms`... */
   detail: string;
+  /** The upstream closed an http check's connection without a byte, as a TLS server does. */
+  closedSilently?: boolean;
 }
 
 /** One check of one backend. Never rejects. */
@@ -55,8 +58,9 @@ export function httpProbe(config: ActiveConfig, agent: Agent): Probe {
       return { passed: false, detail: `got ${status}, expected ${range}` };
     } catch (err) {
       const code = (err as { code?: unknown }).code;
-      const timedOut = (err as Error).name === 'TimeoutError' || PROBE_TIMEOUTS.has(code as string);
-      return { passed: false, detail: timedOut ? `timed out after ${config.timeout_ms} ms` : describeFailure(err) };
+      if ((err as Error).name === 'TimeoutError' || PROBE_TIMEOUTS.has(code as string)) return { passed: false, detail: `timed out after ${config.timeout_ms} ms` };
+      if (code === 'UND_ERR_SOCKET' || code === 'ECONNRESET') return { passed: false, detail: describeFailure(err), closedSilently: true };
+      return { passed: false, detail: describeFailure(err) };
     }
   };
 }
@@ -122,7 +126,7 @@ export class ActiveHealthChecker {
   }
 
   async #check(backend: Backend): Promise<void> {
-    const { passed, detail } = await this.#probe(backend);
+    const { passed, detail, closedSilently } = await this.#probe(backend);
     const state = this.#state.get(backend) as CheckState;
     if (passed) {
       state.passes++;
@@ -130,7 +134,7 @@ export class ActiveHealthChecker {
       if (!backend.activeUp && state.passes >= this.#config.healthy_threshold) {
         backend.setHealthy(true, this.#clock());
         this.#onReturn();
-        const reason = `${state.passes} ${this.#config.type} checks in a row passed, the last: ${detail}`;
+        const reason = `${state.passes} ${this.#config.type} check${state.passes === 1 ? '' : 's'} in a row passed, the last: ${detail}`;
         this.#logger.info({ upstream: backend.name, upstream_addr: backend.address, passes: state.passes, reason }, 'upstream healthy again: taking requests');
       }
     } else {
@@ -138,7 +142,9 @@ export class ActiveHealthChecker {
       state.passes = 0;
       if (backend.activeUp && state.failures >= this.#config.unhealthy_threshold) {
         backend.setHealthy(false);
-        const reason = `${state.failures} ${this.#config.type} checks in a row failed, the last: ${detail}`;
+        let reason = `${state.failures} ${this.#config.type} check${state.failures === 1 ? '' : 's'} in a row failed, the last: ${detail}`;
+        // Taken out already; asking whether it speaks TLS only makes the line more useful.
+        if (closedSilently === true && (await acceptsTls(backend.host, backend.port, this.#config.timeout_ms))) reason += `; ${TLS_PORT_HINT}`;
         this.#logger.warn({ upstream: backend.name, upstream_addr: backend.address, failures: state.failures, reason }, 'upstream unhealthy: taken out of rotation');
       }
     }

@@ -8,8 +8,10 @@ import { type Logger, pino } from 'pino';
 import { Agent } from 'undici';
 import { Backend } from '../../../src/balancing/backend.js';
 import { ActiveHealthChecker, httpProbe, type Probe, type ProbeResult, tcpProbe } from '../../../src/balancing/health/active.js';
+import { TLS_PORT_HINT } from '../../../src/balancing/health/tls-sniff.js';
 import { configSchema, type LoadBalancingConfig } from '../../../src/config/schema.js';
 import { closedPort, manualClock } from '../../helpers/servers.js';
+import { startTlsUpstream } from '../../helpers/tls.js';
 
 type Json = Record<string, unknown>;
 
@@ -457,6 +459,26 @@ describe('active health: http probe', () => {
       assert.equal(server.seen[0]?.headers['user-agent'], 'tollgate-health-check');
     } finally {
       await server.close();
+    }
+  });
+
+  test('an http check against an https server: taken out with a reason that says it speaks TLS', async () => {
+    const tls = await startTlsUpstream();
+    const lb = lbConfig([tls.port], { type: 'http', unhealthy_threshold: 1 });
+    const backends = lb.upstreams.map((u) => new Backend(u, lb));
+    const { logger, logs } = capture();
+    const checker = new ActiveHealthChecker(lb.health_check.active, backends, logger, manualClock(), () => {});
+    try {
+      await checker.checkAll();
+      assert.equal((backends[0] as Backend).healthy, false);
+      assert.deepEqual(
+        messages(logs, DOWN_MSG).map((l) => l.reason),
+        [`1 http check in a row failed, the last: connection closed by the upstream before the response was complete; ${TLS_PORT_HINT}`],
+      );
+    } finally {
+      await checker.stop();
+      await Promise.all(backends.map((b) => b.pool.destroy()));
+      await tls.close();
     }
   });
 

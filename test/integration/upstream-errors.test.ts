@@ -1,0 +1,94 @@
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { createServer as createNetServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { describe, test } from 'node:test';
+import { HINT_MSG } from '../../src/proxy/tls-hint.js';
+import { request } from '../helpers/http.js';
+import { startProxy, waitFor } from '../helpers/servers.js';
+import { startTlsUpstream } from '../helpers/tls.js';
+
+const NO_HEALTH = { active: { enabled: false }, passive: { enabled: false } };
+
+/** A TCP server that writes `reply` on each connection's first data and closes. */
+async function rawUpstream(reply: Buffer): Promise<{ server: Server; port: number }> {
+  const server = createNetServer((socket: Socket) => {
+    socket.on('error', () => {});
+    socket.once('data', () => socket.end(reply));
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return { server, port: (server.address() as AddressInfo).port };
+}
+
+describe('an upstream that speaks TLS', () => {
+  test('a plain upstream that is an https server: 502, and a warning that names it and the request', async () => {
+    const tls = await startTlsUpstream();
+    const proxy = await startProxy([{ name: 'secure', port: tls.port }], { load_balancing: { health_check: NO_HEALTH } });
+    try {
+      const res = await request(`${proxy.url}/x`);
+      assert.equal(res.status, 502);
+      assert.equal(res.json().error, 'bad_gateway');
+      await waitFor(() => proxy.logs.some((l) => l.msg === HINT_MSG), 5000, 'the TLS hint');
+      const hint = proxy.logs.find((l) => l.msg === HINT_MSG);
+      assert.equal(hint?.level, 40);
+      assert.equal(hint?.request_id, res.headers['x-request-id']);
+      assert.equal(hint?.upstream, 'secure');
+      assert.equal(hint?.upstream_addr, `127.0.0.1:${tls.port}`);
+      assert.equal(hint?.reason, 'it closed the connection without answering, and it completes a TLS handshake');
+    } finally {
+      await proxy.close();
+      await tls.close();
+    }
+  });
+
+  test('an upstream whose answer starts with a TLS alert record: 502 and the hint at once, without a handshake', async () => {
+    // What OpenSSL's s_server and others send to a plain-HTTP request: alert, TLS 1.2, fatal, protocol_version.
+    const upstream = await rawUpstream(Buffer.from([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x46]));
+    const proxy = await startProxy([{ name: 'alerting', port: upstream.port }], { load_balancing: { health_check: NO_HEALTH } });
+    try {
+      const res = await request(`${proxy.url}/y`);
+      assert.equal(res.status, 502);
+      const hint = proxy.logs.find((l) => l.msg === HINT_MSG);
+      assert.equal(hint?.request_id, res.headers['x-request-id']);
+      assert.equal(hint?.reason, 'the first bytes of its answer were a TLS record');
+    } finally {
+      await proxy.close();
+      upstream.server.close();
+    }
+  });
+
+  test('a plain-HTTP upstream that closes without answering, or answers garbage, gets no hint', async () => {
+    let closed = 0;
+    const closing = createNetServer((socket: Socket) => {
+      socket.on('error', () => {});
+      socket.on('close', () => closed++);
+      socket.once('data', () => socket.end());
+    });
+    closing.listen(0, '127.0.0.1');
+    await once(closing, 'listening');
+    const garbage = await rawUpstream(Buffer.from('this is not HTTP\r\n\r\n'));
+    const proxy = await startProxy(
+      [
+        { name: 'closing', port: (closing.address() as AddressInfo).port },
+        { name: 'garbage', port: garbage.port },
+      ],
+      { load_balancing: { strategy: 'round_robin', health_check: NO_HEALTH, retries: { max_retries: 0 } } },
+    );
+    try {
+      assert.equal((await request(`${proxy.url}/a`)).status, 502);
+      // The request's connection, then the handshake attempt's, which `closing` ends on its first bytes;
+      // the attempt has given up by the time its connection is closed on both sides.
+      await waitFor(() => closed === 2, 5000, 'the request and the handshake attempt to be over');
+      await new Promise((resolve) => setImmediate(resolve));
+      assert.equal((await request(`${proxy.url}/b`)).status, 502);
+      assert.deepEqual(
+        proxy.logs.filter((l) => l.msg === HINT_MSG),
+        [],
+      );
+    } finally {
+      await proxy.close();
+      closing.close();
+      garbage.server.close();
+    }
+  });
+});
