@@ -63,8 +63,13 @@ export class RequestContext {
   retries = 0;
   /** The retry budget that granted this request's latest retry, given back when the request finishes. */
   retryBudget: RetryBudget | undefined = undefined;
-  /** The request body on its way upstream (a counting limiter); piped from the client once connected. */
-  body: BodyLimiter | null = null;
+  /**
+   * The request body on its way upstream: a counting limiter, piped from the client once connected; or,
+   * on a retry after the body was sent, the whole body kept in memory (`replayBody`).
+   */
+  body: BodyLimiter | Buffer | null = null;
+  /** An idempotent request's body, kept from the first attempt so a retry can send it again. */
+  replayBody: Buffer | undefined = undefined;
   /** performance.now() when the current upstream attempt was dispatched. */
   dispatchedAt = 0;
   /** Milliseconds from dispatch to the current attempt's response head; -1 before it. */

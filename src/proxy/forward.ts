@@ -2,7 +2,7 @@ import type { Dispatcher } from 'undici';
 import type { RequestContext } from './context.js';
 import { fromUpstreamError, type ProxyError } from './errors.js';
 import { HOP_BY_HOP, connectionTokens } from './headers.js';
-import { pipeBody } from './request-body.js';
+import { BodyLimiter, pipeBody } from './request-body.js';
 
 /** What the forward handler needs from the pipeline; implemented by Pipeline. */
 export interface ForwardHost {
@@ -43,7 +43,7 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
       return;
     }
     ctx.abortUpstream = abort;
-    if (ctx.body !== null) pipeBody(ctx.req, ctx.body);
+    if (ctx.body instanceof BodyLimiter) pipeBody(ctx.req, ctx.body);
   }
 
   onHeaders(status: number, raw: Buffer[], resume: () => void): boolean {

@@ -2,9 +2,11 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { createServer as createNetServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { describe, test } from 'node:test';
+import { REPLAY_MAX_BYTES } from '../../src/proxy/request-body.js';
 import { HINT_MSG } from '../../src/proxy/tls-hint.js';
+import { FaultUpstream } from '../helpers/fault-upstream.js';
 import { request } from '../helpers/http.js';
-import { startProxy, waitFor } from '../helpers/servers.js';
+import { startBackend, startProxy, waitFor, type TestProxy } from '../helpers/servers.js';
 import { startTlsUpstream } from '../helpers/tls.js';
 
 const NO_HEALTH = { active: { enabled: false }, passive: { enabled: false } };
@@ -89,6 +91,72 @@ describe('an upstream that speaks TLS', () => {
       await proxy.close();
       closing.close();
       garbage.server.close();
+    }
+  });
+});
+
+describe('a reset after the request body was sent', () => {
+  /** A proxy over `resetting` (reads the whole request, then resets) and an echoing backend, tried in that order. */
+  async function setup(): Promise<{ proxy: TestProxy; resetting: FaultUpstream; echoed: () => number; close(): Promise<void> }> {
+    const resetting = await new FaultUpstream('resetting').start();
+    resetting.mode = 'read-body-then-reset';
+    const echo = await startBackend('echo');
+    const proxy = await startProxy(
+      [
+        { name: 'resetting', port: resetting.port },
+        { name: 'echo', port: echo.port },
+      ],
+      { load_balancing: { strategy: 'round_robin', health_check: NO_HEALTH } },
+    );
+    return {
+      proxy,
+      resetting,
+      echoed: () => echo.hits,
+      close: async () => {
+        await proxy.close();
+        await Promise.all([resetting.kill(), echo.close()]);
+      },
+    };
+  }
+
+  for (const chunked of [false, true]) {
+    test(`a PUT with a 10-byte ${chunked ? 'chunked' : 'Content-Length'} body is sent again, whole, to another upstream`, async () => {
+      const s = await setup();
+      try {
+        const res = await request(`${s.proxy.url}/doc/1`, { method: 'PUT', body: '0123456789', headers: chunked ? { 'transfer-encoding': 'chunked' } : {} });
+        assert.equal(res.status, 200);
+        assert.equal(res.json().backend, 'echo');
+        assert.equal(res.json().body, '0123456789');
+        assert.equal(s.resetting.hits, 1, 'the first upstream got the PUT and reset');
+        const line = s.proxy.logs.find((l) => l.msg === 'Request Completed' && l.path === '/doc/1');
+        assert.equal(line?.retries, 1);
+      } finally {
+        await s.close();
+      }
+    });
+  }
+
+  test('a POST with the same body is not sent again: 502', async () => {
+    const s = await setup();
+    try {
+      const res = await request(`${s.proxy.url}/pay`, { method: 'POST', body: '0123456789' });
+      assert.equal(res.status, 502);
+      assert.equal(s.resetting.hits, 1);
+      assert.equal(s.echoed(), 0, 'the other upstream never saw it');
+    } finally {
+      await s.close();
+    }
+  });
+
+  test('a PUT with a body over REPLAY_MAX_BYTES is not kept, so not sent again: 502', async () => {
+    const s = await setup();
+    try {
+      const res = await request(`${s.proxy.url}/big`, { method: 'PUT', body: Buffer.alloc(REPLAY_MAX_BYTES + 1, 'x') });
+      assert.equal(res.status, 502);
+      assert.equal(s.resetting.hits, 1);
+      assert.equal(s.echoed(), 0);
+    } finally {
+      await s.close();
     }
   });
 });
