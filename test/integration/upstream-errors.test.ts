@@ -8,6 +8,7 @@ import { FaultUpstream } from '../helpers/fault-upstream.js';
 import { request } from '../helpers/http.js';
 import { startBackend, startProxy, waitFor, type TestProxy } from '../helpers/servers.js';
 import { startTlsUpstream } from '../helpers/tls.js';
+import { startUnacceptingListener } from '../helpers/unaccepting.js';
 
 const NO_HEALTH = { active: { enabled: false }, passive: { enabled: false } };
 
@@ -91,6 +92,49 @@ describe('an upstream that speaks TLS', () => {
       await proxy.close();
       closing.close();
       garbage.server.close();
+    }
+  });
+});
+
+describe('an upstream that never accepts the connection', () => {
+  test('504 upstream_timeout once connect_timeout_ms has passed, the cause a connect timeout', async () => {
+    const listener = await startUnacceptingListener();
+    const proxy = await startProxy([{ name: 'stalled', port: listener.port }], {
+      load_balancing: { connect_timeout_ms: 300, response_timeout_ms: 60_000, health_check: NO_HEALTH },
+    });
+    try {
+      const res = await request(`${proxy.url}/slow-connect`);
+      assert.equal(res.status, 504);
+      assert.equal(res.json().error, 'upstream_timeout');
+      const line = proxy.logs.find((l) => l.msg === 'Request Completed' && l.path === '/slow-connect');
+      assert.equal(line?.error, 'upstream_timeout');
+      assert.match(String(line?.cause), /^UND_ERR_CONNECT_TIMEOUT: /);
+      assert.equal(line?.retries, 0);
+    } finally {
+      await proxy.close();
+      await listener.close();
+    }
+  });
+
+  test('nothing was sent, so the request (a POST with a body) is retried on another upstream', async () => {
+    const listener = await startUnacceptingListener();
+    const live = await startBackend('live');
+    const proxy = await startProxy(
+      [
+        { name: 'stalled', port: listener.port },
+        { name: 'live', port: live.port },
+      ],
+      { load_balancing: { strategy: 'round_robin', connect_timeout_ms: 300, health_check: NO_HEALTH } },
+    );
+    try {
+      const res = await request(`${proxy.url}/order`, { method: 'POST', body: 'item=1' });
+      assert.equal(res.status, 200);
+      assert.deepEqual([res.json().backend, res.json().body], ['live', 'item=1']);
+      const line = proxy.logs.find((l) => l.msg === 'Request Completed' && l.path === '/order');
+      assert.equal(line?.retries, 1);
+    } finally {
+      await proxy.close();
+      await Promise.all([listener.close(), live.close()]);
     }
   });
 });
