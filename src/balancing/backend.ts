@@ -36,10 +36,16 @@ export class Backend implements Peer {
   ejectionsTotal = 0;
   /** Failed requests in a row (passive health). */
   consecutiveFailures = 0;
+  /** Ejected and no request has succeeded since: the next success is logged as its return. */
+  returnPending = false;
   /** When the backend last became usable again (slow start ramps from here). */
   rampStart = -Infinity;
   latencyMs = 0;
   latencyAt = 0;
+  /** Has answered at least one request with a response head (a TLS port never does). */
+  answered = false;
+  /** When the proxy last looked at whether it speaks TLS (monotonic ms; see proxy/tls-hint.ts). */
+  tlsCheckedAt = -Infinity;
 
   constructor(upstream: UpstreamConfig, lb: LoadBalancingConfig, service = 'default') {
     this.service = service;
@@ -70,9 +76,12 @@ export class Backend implements Peer {
     this.ejections = old.ejections;
     this.ejectionsTotal = old.ejectionsTotal;
     this.consecutiveFailures = old.consecutiveFailures;
+    this.returnPending = old.returnPending;
     this.rampStart = old.rampStart;
     this.latencyMs = old.latencyMs;
     this.latencyAt = old.latencyAt;
+    this.answered = old.answered;
+    this.tlsCheckedAt = old.tlsCheckedAt;
   }
 
   /** Usable at `now`: up by active checks and not ejected. */
@@ -92,6 +101,7 @@ export class Backend implements Peer {
       this.rampStart = now;
       this.ejectedUntil = -Infinity;
       this.consecutiveFailures = 0;
+      this.returnPending = false; // the checker logs this return
     }
     this.activeUp = up;
   }

@@ -4,6 +4,7 @@ import type { RequestContext } from '../proxy/context.js';
 import type { Clock, Random } from '../util/clock.js';
 import { Backend, backendKey, poolKeyOf } from './backend.js';
 import { ActiveHealthChecker } from './health/active.js';
+import { describeFailure } from './health/failure-reason.js';
 import { OutlierDetector } from './health/passive.js';
 import { RetryBudget } from './retry-budget.js';
 import { createSelector, type Selector } from './selection/index.js';
@@ -66,7 +67,7 @@ export class LoadBalancer {
     this.totalTimeoutMs = config.total_timeout_ms;
     this.#fiveXxIsFailure = config.health_check.passive.enabled && config.health_check.passive.include_5xx;
     this.#observeLatency = config.strategy === 'p2c_ewma';
-    this.#selector = createSelector(config.strategy, this.backends, options.random);
+    this.#selector = createSelector(config.strategy, this.backends, options.random, options.clock);
     this.#clock = options.clock;
     this.#logger = options.logger;
     this.#slowStartMs = config.slow_start_ms;
@@ -75,7 +76,7 @@ export class LoadBalancer {
     this.outliers = passive.enabled ? new OutlierDetector(passive, this.backends) : undefined;
     this.#checker = active.enabled ? new ActiveHealthChecker(active, this.backends, options.logger, options.clock, () => this.noteReturn()) : undefined;
     const sameBudget = previous !== undefined && previous.#budgetKey === budgetKey(config);
-    this.budget = sameBudget ? previous.budget : new RetryBudget(config.retries.budget_percent, config.retries.min_retries_per_window, options.clock);
+    this.budget = sameBudget ? previous.budget : new RetryBudget(config.retries.budget_percent, config.retries.min_retries_per_window, config.retries.min_concurrent_retries, options.clock);
     this.#budgetKey = budgetKey(config);
     if (this.#slowStartMs > 0) this.#ramping = true; // carried-over backends may be mid-ramp
   }
@@ -110,13 +111,15 @@ export class LoadBalancer {
   }
 
   /**
-   * The outcome of one attempt, reported once from the forwarding path: `failed` when the upstream side
-   * failed (connect error, reset, timeout), else the status it answered with; `latencyMs` is the time to
-   * its response head (negative when there was none).
+   * The outcome of one attempt, reported once from the forwarding path: `failure` when the upstream side
+   * failed (connect error, reset, timeout), else undefined; `status` is what it answered with (0 before a
+   * response head), `latencyMs` the time to that head (negative when there was none).
    */
-  release(backend: Backend, failed: boolean, status: number, latencyMs: number): void {
+  release(backend: Backend, failure: Error | undefined, status: number, latencyMs: number): void {
     backend.inflight--;
-    if (failed || (status >= 500 && this.#fiveXxIsFailure)) this.reportFailure(backend);
+    if (status > 0) backend.answered = true;
+    if (failure !== undefined) this.reportFailure(backend, failure);
+    else if (status >= 500 && this.#fiveXxIsFailure) this.reportFailure(backend, status);
     else this.reportSuccess(backend);
     if (this.#observeLatency && latencyMs >= 0) backend.observeLatency(latencyMs, this.#clock());
   }
@@ -142,18 +145,37 @@ export class LoadBalancer {
     return this.#selector.select(this.#accept, this.#hashKey === undefined ? '' : this.#hashKey(ctx));
   }
 
-  /** A request to `backend` failed on the upstream side (connect error, reset, timeout, 5xx if counted). */
-  reportFailure(backend: Backend): void {
+  /**
+   * A request to `backend` failed on the upstream side: `why` is the error (connect error, reset, timeout)
+   * or the 5xx status when those count. An ejection is logged with the reason.
+   */
+  reportFailure(backend: Backend, why?: Error | number): void {
     if (this.outliers === undefined) return;
+    const failures = backend.consecutiveFailures + 1;
     const ejectedFor = this.outliers.failure(backend, this.#clock());
     if (ejectedFor > 0) {
       if (this.#slowStartMs > 0) this.#ramping = true;
-      this.#logger.warn({ upstream: backend.name, upstream_addr: backend.address, ejected_ms: ejectedFor, ejections: backend.ejections }, 'upstream ejected after consecutive failures');
+      const last = why === undefined ? 'unknown' : typeof why === 'number' ? `answered ${why}` : describeFailure(why);
+      const reason = `${failures} request${failures === 1 ? '' : 's'} in a row failed, the last: ${last}`;
+      this.#logger.warn(
+        { upstream: backend.name, upstream_addr: backend.address, ejected_ms: ejectedFor, ejections: backend.ejections, failures, reason },
+        'upstream ejected after consecutive failures',
+      );
     }
   }
 
+  /** A request to `backend` succeeded; the first success after an ejection is logged as its return. */
   reportSuccess(backend: Backend): void {
-    this.outliers?.success(backend);
+    if (this.outliers === undefined) return;
+    this.outliers.success(backend);
+    // A request sent before the ejection may succeed during it: that is no return yet.
+    if (backend.returnPending && this.#clock() >= backend.ejectedUntil) {
+      backend.returnPending = false;
+      this.#logger.info(
+        { upstream: backend.name, upstream_addr: backend.address, ejections: backend.ejections, reason: 'the ejection time was over and a request succeeded' },
+        'upstream back after ejection: taking requests',
+      );
+    }
   }
 
   /** Whether at least one backend can take requests (what `/health` reports). */
@@ -196,7 +218,7 @@ export class LoadBalancer {
 }
 
 function budgetKey(config: LoadBalancingConfig): string {
-  return `${config.retries.budget_percent}/${config.retries.min_retries_per_window}`;
+  return `${config.retries.budget_percent}/${config.retries.min_retries_per_window}/${config.retries.min_concurrent_retries}`;
 }
 
 /** Builds, once, the function that reads a request's consistent-hash key. */

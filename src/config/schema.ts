@@ -157,6 +157,8 @@ const retrySchema = z.strictObject({
   budget_percent: fraction('a percentage from 0 to 100').default(20),
   /** Retries always allowed per 10 s whatever the budget, so quiet proxies can still retry. */
   min_retries_per_window: z.number().int().min(0).default(3),
+  /** Retries always allowed while fewer than this many are in flight (Envoy's min_retry_concurrency), whatever the budget. */
+  min_concurrent_retries: z.number().int().min(0).default(3),
 });
 
 const hashKeySchema = z.strictObject({

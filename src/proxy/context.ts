@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Backend } from '../balancing/backend.js';
 import type { LoadBalancer } from '../balancing/load-balancer.js';
+import type { RetryBudget } from '../balancing/retry-budget.js';
 import type { Route } from '../routing/route.js';
 import type { RateDecision } from '../limits/token-bucket.js';
 import type { ProxyError } from './errors.js';
@@ -60,8 +61,15 @@ export class RequestContext {
   tried: Backend[] | undefined = undefined;
   /** Upstream attempts made after the first. */
   retries = 0;
-  /** The request body on its way upstream (a counting limiter); piped from the client once connected. */
-  body: BodyLimiter | null = null;
+  /** The retry budget that granted this request's latest retry, given back when the request finishes. */
+  retryBudget: RetryBudget | undefined = undefined;
+  /**
+   * The request body on its way upstream: a counting limiter, piped from the client once connected; or,
+   * on a retry after the body was sent, the whole body kept in memory (`replayBody`).
+   */
+  body: BodyLimiter | Buffer | null = null;
+  /** An idempotent request's body, kept from the first attempt so a retry can send it again. */
+  replayBody: Buffer | undefined = undefined;
   /** performance.now() when the current upstream attempt was dispatched. */
   dispatchedAt = 0;
   /** Milliseconds from dispatch to the current attempt's response head; -1 before it. */

@@ -2,7 +2,7 @@ import type { Dispatcher } from 'undici';
 import type { RequestContext } from './context.js';
 import { fromUpstreamError, type ProxyError } from './errors.js';
 import { HOP_BY_HOP, connectionTokens } from './headers.js';
-import { pipeBody } from './request-body.js';
+import { BodyLimiter, pipeBody } from './request-body.js';
 
 /** What the forward handler needs from the pipeline; implemented by Pipeline. */
 export interface ForwardHost {
@@ -43,7 +43,7 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
       return;
     }
     ctx.abortUpstream = abort;
-    if (ctx.body !== null) pipeBody(ctx.req, ctx.body);
+    if (ctx.body instanceof BodyLimiter) pipeBody(ctx.req, ctx.body);
   }
 
   onHeaders(status: number, raw: Buffer[], resume: () => void): boolean {
@@ -79,7 +79,7 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
   }
 
   onComplete(): void {
-    if (!this.#settle(false)) return;
+    if (!this.#settle(undefined)) return;
     this.#ctx.res.end();
   }
 
@@ -87,7 +87,7 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
     if (this.#settled) return;
     // The client leaving first is not the upstream's fault: nothing to count, nothing to answer.
     const error = err === CLIENT_GONE ? undefined : fromUpstreamError(err);
-    this.#settle(error?.source === 'upstream');
+    this.#settle(error?.source === 'upstream' ? error : undefined);
     this.#host.upstreamFailed(this.#ctx, error);
   }
 
@@ -95,13 +95,13 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
    * Marks the upstream side finished exactly once (false if it already was) and reports the attempt's
    * outcome to its balancer: the one place the forwarding path touches balancer state.
    */
-  #settle(failed: boolean): boolean {
+  #settle(failure: ProxyError | undefined): boolean {
     if (this.#settled) return false;
     this.#settled = true;
     const ctx = this.#ctx;
     ctx.abortUpstream = undefined;
     const backend = ctx.backend;
-    if (backend !== undefined) ctx.service?.release(backend, failed, this.#status, this.#status === 0 ? -1 : ctx.upstreamLatency);
+    if (backend !== undefined) ctx.service?.release(backend, failure, this.#status, this.#status === 0 ? -1 : ctx.upstreamLatency);
     return true;
   }
 }

@@ -28,7 +28,8 @@ import { ProxyError, errorBody } from './errors.js';
 import { CLIENT_GONE, ForwardHandler, type ForwardHost } from './forward.js';
 import { connectionTokens, formatMs } from './headers.js';
 import { normalizeTarget } from './path.js';
-import { BodyLimiter, bodyTooLarge } from './request-body.js';
+import { BodyLimiter, bodyTooLarge, REPLAY_MAX_BYTES } from './request-body.js';
+import { TlsHint } from './tls-hint.js';
 import type { FilterResult, RequestFilter } from './phases.js';
 
 /** What every generation's pipeline shares with the long-lived gateway. */
@@ -90,6 +91,7 @@ export class Pipeline implements ForwardHost {
   readonly #debug: boolean;
   readonly #startedAt: number;
   readonly #onIdle: (() => void) | undefined;
+  readonly #tlsHint: TlsHint;
   /** Requests started on this pipeline and not yet finished. */
   #active = 0;
   #retired = false;
@@ -115,6 +117,7 @@ export class Pipeline implements ForwardHost {
     this.#rejectUnderscores = server.underscores_in_headers === 'reject';
     this.#rejectEncodedSlashes = server.encoded_slashes === 'reject';
     this.#debug = this.#logger.isLevelEnabled('debug');
+    this.#tlsHint = new TlsHint(this.#logger);
   }
 
   /** Requests in flight on this pipeline. */
@@ -306,7 +309,7 @@ export class Pipeline implements ForwardHost {
       headers = this.#upstreamHeaders(ctx, service, backend);
       for (const filter of route.upstreamRequestFilters) filter(ctx, headers);
     } catch (err) {
-      service.release(backend, false, 0, -1);
+      service.release(backend, undefined, 0, -1);
       return this.fail(ctx, err);
     }
     if (ctx.bodyChunked || ctx.bodyLength > 0) {
@@ -315,8 +318,10 @@ export class Pipeline implements ForwardHost {
         if (ctx.expectsContinue) ctx.res.writeContinue();
         if (this.#bodyTimeoutMs > 0) this.#watchBody(ctx);
       }
-      // A fresh limiter per attempt: undici destroys the one of a failed attempt.
-      ctx.body = new BodyLimiter(this.#maxBodyBytes);
+      // A fresh limiter per attempt: undici destroys the one of a failed attempt. A body already sent is
+      // sent again from memory; an idempotent request's small body is kept for that while it is sent.
+      if (ctx.replayBody !== undefined) ctx.body = ctx.replayBody;
+      else ctx.body = new BodyLimiter(this.#maxBodyBytes, service.maxRetries > ctx.retries && IDEMPOTENT.has(req.method ?? '') && ctx.bodyLength <= REPLAY_MAX_BYTES);
     }
     if (first && service.totalTimeoutMs > 0) this.#limitTotal(ctx, service.totalTimeoutMs);
 
@@ -394,6 +399,7 @@ export class Pipeline implements ForwardHost {
   upstreamFailed(ctx: RequestContext, error: ProxyError | undefined): void {
     if (error === undefined) return; // the client left first: not the upstream's fault, nothing to answer
     const backend = ctx.backend;
+    if (backend !== undefined && error.code === 'bad_gateway' && !ctx.res.headersSent) this.#tlsHint.check(backend, error, ctx.requestId);
     if (backend !== undefined && !ctx.res.headersSent && !ctx.res.destroyed && this.#shouldRetry(ctx, error)) {
       (ctx.tried ??= []).push(backend);
       ctx.retries++;
@@ -408,15 +414,25 @@ export class Pipeline implements ForwardHost {
   /**
    * A failed attempt is retried on another backend when retries and the budget allow and replaying is safe:
    * always when nothing reached the upstream (connect refused or timed out, so the body was never read),
-   * otherwise only for an idempotent request without a body that failed with a reset or a bad response.
+   * otherwise only for an idempotent request that failed with a reset or a bad response and whose body,
+   * if any, can be sent again (kept in memory whole: REPLAY_MAX_BYTES).
    */
   #shouldRetry(ctx: RequestContext, error: ProxyError): boolean {
     const service = ctx.service as LoadBalancer;
     if (ctx.retries >= service.maxRetries) return false;
-    const safe =
-      error.retryable ||
-      (error.code === 'bad_gateway' && !ctx.bodyChunked && ctx.bodyLength === 0 && IDEMPOTENT.has(ctx.req.method ?? ''));
-    return safe && service.budget.tryRetry();
+    const safe = error.retryable || (error.code === 'bad_gateway' && IDEMPOTENT.has(ctx.req.method ?? '') && this.#canResend(ctx));
+    if (!safe || !service.budget.tryRetry()) return false;
+    // A request holds one retry in flight at most: the one it is on now.
+    ctx.retryBudget?.retryDone();
+    ctx.retryBudget = service.budget;
+    return true;
+  }
+
+  /** Whether the request's body, if it has one, can be sent again: it was kept whole in memory. */
+  #canResend(ctx: RequestContext): boolean {
+    if (!ctx.bodyChunked && ctx.bodyLength === 0) return true;
+    if (ctx.replayBody === undefined && ctx.body instanceof BodyLimiter) ctx.replayBody = ctx.body.replayBody();
+    return ctx.replayBody !== undefined;
   }
 
   /** Answers a request with a JSON error, or cuts the connection when the response has begun. */
@@ -483,6 +499,7 @@ export class Pipeline implements ForwardHost {
       abort(CLIENT_GONE);
     }
     if (ctx.totalTimer !== undefined) clearTimeout(ctx.totalTimer);
+    if (ctx.retryBudget !== undefined) ctx.retryBudget.retryDone();
     if (!ctx.res.headersSent) ctx.status = 499; // as nginx: the client closed before any response
     for (const hook of (ctx.route as Route).loggingHooks) {
       try {

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { request } from '../helpers/http.js';
 import { startFaultUpstreams, type FaultUpstream } from '../helpers/fault-upstream.js';
-import { startProxy, waitFor, type TestProxy } from '../helpers/servers.js';
+import { closedPorts, seededRandom, startProxy, waitFor, type TestProxy } from '../helpers/servers.js';
 
 const FAST_CHECKS = { active: { interval_ms: 100, timeout_ms: 200, healthy_threshold: 2, unhealthy_threshold: 2 } };
 const NO_HEALTH = { active: { enabled: false }, passive: { enabled: false } };
@@ -40,9 +40,13 @@ describe('resilient upstreams', () => {
       const killedAt = statuses.length;
       await waitFor(() => proxy.logs.some((l) => l.msg === 'upstream unhealthy: taken out of rotation' && l.upstream === 'b'), 5000, 'b marked down');
       await waitFor(() => statuses.length >= killedAt + 200, 10_000, 'traffic after the kill');
+      const down = proxy.logs.find((l) => l.msg === 'upstream unhealthy: taken out of rotation');
+      assert.equal(down?.reason, '2 tcp checks in a row failed, the last: connection refused');
       const hitsWhileDown = ups[1]!.hits;
       await ups[1]!.revive();
       await waitFor(() => proxy.logs.some((l) => l.msg === 'upstream healthy again: taking requests' && l.upstream === 'b'), 5000, 'b back up');
+      const up = proxy.logs.find((l) => l.msg === 'upstream healthy again: taking requests');
+      assert.equal(up?.reason, '2 tcp checks in a row passed, the last: connected');
       await waitFor(() => ups[1]!.hits > hitsWhileDown + 10, 5000, 'b to take requests again');
       stop = true;
       await Promise.all(clients);
@@ -92,6 +96,35 @@ describe('resilient upstreams', () => {
     }
   });
 
+  test('one of three upstreams a closed port, one request at a time, health checks off: every request gets 200 (retries in flight are under min_concurrent_retries)', async () => {
+    const ups = await startFaultUpstreams('a', 'b');
+    const [dead] = await closedPorts(1);
+    const upstreams = [ups[0]!, { name: 'dead', port: dead! }, ups[1]!];
+    const run = async (retries: Record<string, number>): Promise<{ statuses: number[]; retried: number }> => {
+      const proxy = await startProxy(upstreams, { load_balancing: { strategy: 'round_robin', health_check: NO_HEALTH, retries } });
+      try {
+        const statuses: number[] = [];
+        for (let i = 0; i < 60; i++) statuses.push((await request(`${proxy.url}/seq-${i}`)).status);
+        const retried = proxy.logs.filter((l) => l.msg === 'Request Completed' && l.retries === 1).length;
+        return { statuses, retried };
+      } finally {
+        await proxy.close();
+      }
+    };
+    try {
+      // Every third request goes to the closed port first: 20 retries for 60 requests, a third, while the
+      // budget's share is 20% and its floor 3 per 10 s.
+      const withFloor = await run({});
+      assert.deepEqual(withFloor.statuses.filter((s) => s !== 200), []);
+      assert.equal(withFloor.retried, 20);
+      // The same traffic without the in-flight floor runs out of budget: some clients get the 502.
+      const without = await run({ min_concurrent_retries: 0 });
+      assert.ok(without.statuses.includes(502), `statuses without the floor: ${[...new Set(without.statuses)].join(',')}`);
+    } finally {
+      await Promise.all(ups.map((u) => u.kill()));
+    }
+  });
+
   test('all backends down: once health knows, 503 no_upstream at once for every request, nothing piles up', async () => {
     const ups = await startFaultUpstreams('a', 'b');
     const proxy = await startProxy(ups, { load_balancing: { health_check: FAST_CHECKS } });
@@ -119,6 +152,7 @@ describe('resilient upstreams', () => {
       const ejected = proxy.logs.find((l) => l.msg === 'upstream ejected after consecutive failures');
       assert.equal(ejected?.upstream, 'a');
       assert.equal(ejected?.ejected_ms, 10_000);
+      assert.match(String(ejected?.reason), /^5 requests in a row failed, the last: (connection closed by the upstream before the response was complete|connection reset)$/);
       assert.equal(ups[0]!.hits, 5, 'a saw exactly the 5 failing requests before its ejection');
     } finally {
       await closeAll(proxy, ups);
@@ -129,7 +163,9 @@ describe('resilient upstreams', () => {
     const ups = await startFaultUpstreams('a', 'b', 'c', 'd');
     ups[0]!.mode = 'reset-before-headers';
     ups[1]!.mode = 'reset-before-headers';
-    const proxy = await startProxy(ups, { load_balancing: { health_check: NO_HEALTH, retries: { max_retries: 3, budget_percent: 20 } } });
+    // No in-flight floor: one request at a time would always be under it (its own test is above).
+    const retries = { max_retries: 3, budget_percent: 20, min_concurrent_retries: 0 };
+    const proxy = await startProxy(ups, { load_balancing: { health_check: NO_HEALTH, retries } });
     try {
       let failed = 0;
       for (let i = 0; i < 200; i++) if ((await request(`${proxy.url}/`)).status !== 200) failed++;
@@ -171,20 +207,18 @@ describe('resilient upstreams', () => {
     }
   });
 
-  test('p2c_ewma sends less traffic to a backend that answers 10x slower', async () => {
+  test('p2c_ewma sends almost nothing to a backend that answers 100 ms later than the other', async () => {
     const ups = await startFaultUpstreams('fast', 'slow');
-    ups[0]!.mode = 'slow';
-    ups[0]!.delayMs = 2;
     ups[1]!.mode = 'slow';
-    ups[1]!.delayMs = 20;
-    const proxy = await startProxy(ups, { load_balancing: { strategy: 'p2c_ewma', health_check: NO_HEALTH } });
+    ups[1]!.delayMs = 100; // a timer never fires early: every answer of `slow` takes at least 100 ms
+    // Seeded draws, and one request at a time: nothing is in flight at a selection, so only the measured
+    // latencies decide (fast loses a draw only if its answers take longer than 100 ms too).
+    const proxy = await startProxy(ups, { load_balancing: { strategy: 'p2c_ewma', health_check: NO_HEALTH } }, { random: seededRandom(5) });
     try {
-      const clients = Array.from({ length: 4 }, async () => {
-        for (let i = 0; i < 50; i++) assert.equal((await request(`${proxy.url}/`)).status, 200);
-      });
-      await Promise.all(clients);
-      const share = ups[1]!.hits / (ups[0]!.hits + ups[1]!.hits);
-      assert.ok(share < 0.25, `slow backend got ${(share * 100).toFixed(1)}% of requests`);
+      for (let i = 0; i < 100; i++) assert.equal((await request(`${proxy.url}/`)).status, 200);
+      assert.equal(ups[0]!.hits + ups[1]!.hits, 100);
+      assert.ok(ups[1]!.hits >= 1, 'both were measured');
+      assert.ok(ups[1]!.hits <= 5, `slow backend got ${ups[1]!.hits} of 100 requests`);
     } finally {
       await closeAll(proxy, ups);
     }

@@ -4,26 +4,40 @@ import { Agent, request } from 'undici';
 import type { LoadBalancingConfig } from '../../config/schema.js';
 import type { Clock } from '../../util/clock.js';
 import type { Backend } from '../backend.js';
+import { describeFailure } from './failure-reason.js';
+import { acceptsTls, TLS_PORT_HINT } from './tls-sniff.js';
 
 type ActiveConfig = LoadBalancingConfig['health_check']['active'];
 
-/** One check of one backend: resolves true when it passed. Never rejects. */
-export type Probe = (backend: Backend) => Promise<boolean>;
+/** The outcome of one check: whether it passed, and what was seen (for the log line of a change). */
+export interface ProbeResult {
+  passed: boolean;
+  /** `connected`, `got 200`, `got 500, expected 200-399`, `connection refused`, `timed out after 2000 ms`... */
+  detail: string;
+  /** The upstream closed an http check's connection without a byte, as a TLS server does. */
+  closedSilently?: boolean;
+}
+
+/** One check of one backend. Never rejects. */
+export type Probe = (backend: Backend) => Promise<ProbeResult>;
 
 export function tcpProbe(timeoutMs: number): Probe {
   return function probeTcp(backend) {
     return new Promise((resolve) => {
       const socket = connect({ host: backend.host, port: backend.port, timeout: timeoutMs });
-      const done = (ok: boolean): void => {
+      const done = (passed: boolean, detail: string): void => {
         socket.destroy();
-        resolve(ok);
+        resolve({ passed, detail });
       };
-      socket.once('connect', () => done(true));
-      socket.once('timeout', () => done(false));
-      socket.once('error', () => done(false));
+      socket.once('connect', () => done(true, 'connected'));
+      socket.once('timeout', () => done(false, `connect timed out after ${timeoutMs} ms`));
+      socket.once('error', (err) => done(false, describeFailure(err)));
     });
   };
 }
+
+/** Undici's and the abort signal's timeouts: all mean the check took longer than `timeout_ms`. */
+const PROBE_TIMEOUTS = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
 
 export function httpProbe(config: ActiveConfig, agent: Agent): Probe {
   const { method, path, expected_status: range, host } = config.http;
@@ -39,9 +53,14 @@ export function httpProbe(config: ActiveConfig, agent: Agent): Probe {
         signal: AbortSignal.timeout(config.timeout_ms),
       });
       await res.body.dump();
-      return res.statusCode >= low && res.statusCode <= high;
-    } catch {
-      return false;
+      const status = res.statusCode;
+      if (status >= low && status <= high) return { passed: true, detail: `got ${status}` };
+      return { passed: false, detail: `got ${status}, expected ${range}` };
+    } catch (err) {
+      const code = (err as { code?: unknown }).code;
+      if ((err as Error).name === 'TimeoutError' || PROBE_TIMEOUTS.has(code as string)) return { passed: false, detail: `timed out after ${config.timeout_ms} ms` };
+      if (code === 'UND_ERR_SOCKET' || code === 'ECONNRESET') return { passed: false, detail: describeFailure(err), closedSilently: true };
+      return { passed: false, detail: describeFailure(err) };
     }
   };
 }
@@ -54,7 +73,8 @@ interface CheckState {
 /**
  * Active health checks (as Pingora's): every `interval_ms`, all backends of the group are probed in
  * parallel, off the request path. `unhealthy_threshold` failures in a row take a backend out,
- * `healthy_threshold` passes in a row bring it back; each change is logged.
+ * `healthy_threshold` passes in a row bring it back; each change is logged with its reason (the count and
+ * what the last check saw).
  */
 export class ActiveHealthChecker {
   readonly #config: ActiveConfig;
@@ -106,7 +126,7 @@ export class ActiveHealthChecker {
   }
 
   async #check(backend: Backend): Promise<void> {
-    const passed = await this.#probe(backend);
+    const { passed, detail, closedSilently } = await this.#probe(backend);
     const state = this.#state.get(backend) as CheckState;
     if (passed) {
       state.passes++;
@@ -114,14 +134,18 @@ export class ActiveHealthChecker {
       if (!backend.activeUp && state.passes >= this.#config.healthy_threshold) {
         backend.setHealthy(true, this.#clock());
         this.#onReturn();
-        this.#logger.info({ upstream: backend.name, upstream_addr: backend.address, passes: state.passes }, 'upstream healthy again: taking requests');
+        const reason = `${state.passes} ${this.#config.type} check${state.passes === 1 ? '' : 's'} in a row passed, the last: ${detail}`;
+        this.#logger.info({ upstream: backend.name, upstream_addr: backend.address, passes: state.passes, reason }, 'upstream healthy again: taking requests');
       }
     } else {
       state.failures++;
       state.passes = 0;
       if (backend.activeUp && state.failures >= this.#config.unhealthy_threshold) {
         backend.setHealthy(false);
-        this.#logger.warn({ upstream: backend.name, upstream_addr: backend.address, failures: state.failures }, 'upstream unhealthy: taken out of rotation');
+        let reason = `${state.failures} ${this.#config.type} check${state.failures === 1 ? '' : 's'} in a row failed, the last: ${detail}`;
+        // Taken out already; asking whether it speaks TLS only makes the line more useful.
+        if (closedSilently === true && (await acceptsTls(backend.host, backend.port, this.#config.timeout_ms))) reason += `; ${TLS_PORT_HINT}`;
+        this.#logger.warn({ upstream: backend.name, upstream_addr: backend.address, failures: state.failures, reason }, 'upstream unhealthy: taken out of rotation');
       }
     }
   }

@@ -38,6 +38,7 @@ export class OutlierDetector {
     backend.ejectedUntil = now + duration;
     backend.rampStart = backend.ejectedUntil;
     backend.consecutiveFailures = 0;
+    backend.returnPending = true;
     return duration;
   }
 }

@@ -9,6 +9,8 @@ export interface Peer {
   readonly inflight: number;
   /** Peak-EWMA of response-header latency in ms (0 until measured); read by p2c_ewma. */
   readonly latencyMs: number;
+  /** Clock time (ms) latencyMs was last set; p2c_ewma decays the estimate from there. */
+  readonly latencyAt: number;
 }
 
 /** Whether a peer may take this request (healthy, not already tried, ...). */

@@ -7,9 +7,11 @@ import { describe, test } from 'node:test';
 import { type Logger, pino } from 'pino';
 import { Agent } from 'undici';
 import { Backend } from '../../../src/balancing/backend.js';
-import { ActiveHealthChecker, httpProbe, type Probe, tcpProbe } from '../../../src/balancing/health/active.js';
+import { ActiveHealthChecker, httpProbe, type Probe, type ProbeResult, tcpProbe } from '../../../src/balancing/health/active.js';
+import { TLS_PORT_HINT } from '../../../src/balancing/health/tls-sniff.js';
 import { configSchema, type LoadBalancingConfig } from '../../../src/config/schema.js';
 import { closedPort, manualClock } from '../../helpers/servers.js';
+import { startTlsUpstream } from '../../helpers/tls.js';
 
 type Json = Record<string, unknown>;
 
@@ -39,7 +41,7 @@ function scripted(scripts: Map<Backend, boolean[]>): Probe & { calls: number } {
     probe.calls++;
     const next = scripts.get(backend)?.shift();
     if (next === undefined) throw new Error(`no scripted result left for ${backend.name}`);
-    return next;
+    return { passed: next, detail: next ? 'scripted pass' : `scripted failure ${probe.calls}` };
   }) as Probe & { calls: number };
   probe.calls = 0;
   return probe;
@@ -83,6 +85,7 @@ function harness(scripts: boolean[][], active: Json = {}): Harness {
   };
 }
 
+const PASSED: ProbeResult = { passed: true, detail: 'connected' };
 const DOWN_MSG = 'upstream unhealthy: taken out of rotation';
 const UP_MSG = 'upstream healthy again: taking requests';
 
@@ -108,6 +111,7 @@ describe('active health: thresholds', () => {
       assert.equal(down[0]?.upstream, 'b0');
       assert.equal(down[0]?.upstream_addr, '127.0.0.1:10001');
       assert.equal(down[0]?.failures, 3);
+      assert.equal(down[0]?.reason, '3 tcp checks in a row failed, the last: scripted failure 3');
       assert.equal(h.returns.count, 0);
     } finally {
       await h.close();
@@ -135,6 +139,7 @@ describe('active health: thresholds', () => {
       assert.equal(up[0]?.level, 30);
       assert.equal(up[0]?.upstream, 'b0');
       assert.equal(up[0]?.passes, 2);
+      assert.equal(up[0]?.reason, '2 tcp checks in a row passed, the last: scripted pass');
       assert.equal(h.returns.count, 1);
       assert.equal(messages(h.logs, DOWN_MSG).length, 1);
     } finally {
@@ -240,7 +245,7 @@ describe('active health: rounds', () => {
     const probed: string[] = [];
     const probe: Probe = async (b) => {
       probed.push(b.name);
-      return true;
+      return { passed: true, detail: 'connected' };
     };
     const checker = new ActiveHealthChecker(lb.health_check.active, backends, pino({ level: 'silent' }), manualClock(), () => {}, probe);
     try {
@@ -258,10 +263,10 @@ describe('active health: rounds', () => {
     const lb = lbConfig([1]);
     const backends = lb.upstreams.map((u) => new Backend(u, lb));
     let calls = 0;
-    let release: (ok: boolean) => void = () => {};
+    let release: (result: ProbeResult) => void = () => {};
     const probe: Probe = () => {
       calls++;
-      return new Promise<boolean>((resolve) => {
+      return new Promise<ProbeResult>((resolve) => {
         release = resolve;
       });
     };
@@ -271,12 +276,12 @@ describe('active health: rounds', () => {
       const second = checker.checkAll();
       assert.equal(second, first);
       assert.equal(calls, 1);
-      release(true);
+      release(PASSED);
       await first;
       const third = checker.checkAll();
       assert.notEqual(third, first);
       assert.equal(calls, 2);
-      release(true);
+      release(PASSED);
       await third;
     } finally {
       await checker.stop();
@@ -287,9 +292,9 @@ describe('active health: rounds', () => {
   test('stop() resolves, also while a round is running (after it ends)', async () => {
     const lb = lbConfig([1]);
     const backends = lb.upstreams.map((u) => new Backend(u, lb));
-    let release: (ok: boolean) => void = () => {};
+    let release: (result: ProbeResult) => void = () => {};
     const probe: Probe = () =>
-      new Promise<boolean>((resolve) => {
+      new Promise<ProbeResult>((resolve) => {
         release = resolve;
       });
     const checker = new ActiveHealthChecker(lb.health_check.active, backends, pino({ level: 'silent' }), manualClock(), () => {}, probe);
@@ -301,7 +306,7 @@ describe('active health: rounds', () => {
       });
       await Promise.resolve();
       assert.equal(stopped, false);
-      release(true);
+      release(PASSED);
       await round;
       await stopping;
       assert.equal(stopped, true);
@@ -323,8 +328,8 @@ describe('active health: tcp probe', () => {
     const [up, down] = lb.upstreams.map((u) => new Backend(u, lb)) as [Backend, Backend];
     try {
       const probe = tcpProbe(2_000);
-      assert.equal(await probe(up), true);
-      assert.equal(await probe(down), false);
+      assert.deepEqual(await probe(up), { passed: true, detail: 'connected' });
+      assert.deepEqual(await probe(down), { passed: false, detail: 'connection refused' });
     } finally {
       await Promise.all([up.pool.destroy(), down.pool.destroy()]);
       await new Promise<void>((resolve) => server.close(() => resolve()));
@@ -341,6 +346,7 @@ describe('active health: tcp probe', () => {
       for (let i = 0; i < 3; i++) await checker.checkAll();
       assert.equal((backends[0] as Backend).healthy, false);
       assert.equal(messages(logs, DOWN_MSG).length, 1);
+      assert.equal(messages(logs, DOWN_MSG)[0]?.reason, '3 tcp checks in a row failed, the last: connection refused');
     } finally {
       await checker.stop();
       await Promise.all(backends.map((b) => b.pool.destroy()));
@@ -376,7 +382,7 @@ describe('active health: http probe', () => {
     };
   }
 
-  async function probeStatus(port: number, status: number, expected: string): Promise<boolean> {
+  async function probeStatus(port: number, status: number, expected: string): Promise<ProbeResult> {
     const lb = lbConfig([port], { type: 'http', timeout_ms: 2_000, http: { path: `/status/${status}`, expected_status: expected } });
     const backend = new Backend(lb.upstreams[0] as LoadBalancingConfig['upstreams'][number], lb);
     const agent = new Agent();
@@ -391,12 +397,14 @@ describe('active health: http probe', () => {
   test('with expected_status 200-399: 200 and 204 pass, 500 fails', async () => {
     const server = await statusServer();
     try {
-      assert.equal(await probeStatus(server.port, 200, '200-399'), true);
-      assert.equal(await probeStatus(server.port, 204, '200-399'), true);
-      assert.equal(await probeStatus(server.port, 399, '200-399'), true);
-      assert.equal(await probeStatus(server.port, 500, '200-399'), false);
-      assert.equal(await probeStatus(server.port, 404, '200-399'), false);
-      assert.equal(server.seen.length, 5);
+      assert.equal((await probeStatus(server.port, 200, '200-399')).passed, true);
+      assert.equal((await probeStatus(server.port, 204, '200-399')).passed, true);
+      assert.equal((await probeStatus(server.port, 399, '200-399')).passed, true);
+      assert.equal((await probeStatus(server.port, 500, '200-399')).passed, false);
+      assert.equal((await probeStatus(server.port, 404, '200-399')).passed, false);
+      assert.deepEqual(await probeStatus(server.port, 500, '200-399'), { passed: false, detail: 'got 500, expected 200-399' });
+      assert.deepEqual(await probeStatus(server.port, 204, '200-399'), { passed: true, detail: 'got 204' });
+      assert.equal(server.seen.length, 7);
     } finally {
       await server.close();
     }
@@ -405,15 +413,32 @@ describe('active health: http probe', () => {
   test('a single expected status: 200 passes, 204 fails', async () => {
     const server = await statusServer();
     try {
-      assert.equal(await probeStatus(server.port, 200, '200'), true);
-      assert.equal(await probeStatus(server.port, 204, '200'), false);
+      assert.equal((await probeStatus(server.port, 200, '200')).passed, true);
+      assert.deepEqual(await probeStatus(server.port, 204, '200'), { passed: false, detail: 'got 204, expected 200' });
     } finally {
       await server.close();
     }
   });
 
   test('a closed port fails', async () => {
-    assert.equal(await probeStatus(await closedPort(), 200, '200-399'), false);
+    assert.deepEqual(await probeStatus(await closedPort(), 200, '200-399'), { passed: false, detail: 'connection refused' });
+  });
+
+  test('an upstream that accepts and never answers fails with the timeout', async () => {
+    const silent = createTcpServer((socket) => socket.on('error', () => {}));
+    silent.listen(0, '127.0.0.1');
+    await once(silent, 'listening');
+    const port = (silent.address() as AddressInfo).port;
+    const lb = lbConfig([port], { type: 'http', timeout_ms: 150 });
+    const backend = new Backend(lb.upstreams[0] as LoadBalancingConfig['upstreams'][number], lb);
+    const agent = new Agent();
+    try {
+      assert.deepEqual(await httpProbe(lb.health_check.active, agent)(backend), { passed: false, detail: 'timed out after 150 ms' });
+    } finally {
+      await agent.destroy();
+      await backend.pool.destroy();
+      silent.close();
+    }
   });
 
   test('sends the configured method and path, the backend address as Host, and a health-check user agent', async () => {
@@ -423,7 +448,7 @@ describe('active health: http probe', () => {
       const backend = new Backend(lb.upstreams[0] as LoadBalancingConfig['upstreams'][number], lb);
       const agent = new Agent();
       try {
-        assert.equal(await httpProbe(lb.health_check.active, agent)(backend), true);
+        assert.deepEqual(await httpProbe(lb.health_check.active, agent)(backend), { passed: true, detail: 'got 200' });
       } finally {
         await agent.close();
         await backend.pool.destroy();
@@ -434,6 +459,26 @@ describe('active health: http probe', () => {
       assert.equal(server.seen[0]?.headers['user-agent'], 'tollgate-health-check');
     } finally {
       await server.close();
+    }
+  });
+
+  test('an http check against an https server: taken out with a reason that says it speaks TLS', async () => {
+    const tls = await startTlsUpstream();
+    const lb = lbConfig([tls.port], { type: 'http', unhealthy_threshold: 1 });
+    const backends = lb.upstreams.map((u) => new Backend(u, lb));
+    const { logger, logs } = capture();
+    const checker = new ActiveHealthChecker(lb.health_check.active, backends, logger, manualClock(), () => {});
+    try {
+      await checker.checkAll();
+      assert.equal((backends[0] as Backend).healthy, false);
+      assert.deepEqual(
+        messages(logs, DOWN_MSG).map((l) => l.reason),
+        [`1 http check in a row failed, the last: connection closed by the upstream before the response was complete; ${TLS_PORT_HINT}`],
+      );
+    } finally {
+      await checker.stop();
+      await Promise.all(backends.map((b) => b.pool.destroy()));
+      await tls.close();
     }
   });
 
@@ -449,6 +494,7 @@ describe('active health: http probe', () => {
       await checker.checkAll();
       assert.equal((backends[0] as Backend).healthy, false);
       assert.equal(messages(logs, DOWN_MSG).length, 1);
+      assert.equal(messages(logs, DOWN_MSG)[0]?.reason, '3 http checks in a row failed, the last: got 500, expected 200-399');
       assert.equal(server.seen.length, 3);
       assert.equal(await checker.stop(), undefined);
     } finally {

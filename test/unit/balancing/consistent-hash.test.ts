@@ -10,7 +10,7 @@ interface TestPeer extends Peer {
 }
 
 function peer(n: number, weight = 1): TestPeer {
-  return { name: `p${n}`, address: `10.0.0.${n}:80`, weight, inflight: 0, latencyMs: 0 };
+  return { name: `p${n}`, address: `10.0.0.${n}:80`, weight, inflight: 0, latencyMs: 0, latencyAt: 0 };
 }
 
 const all = (): boolean => true;

@@ -8,6 +8,7 @@ import { LoadBalancer } from '../../../src/balancing/load-balancer.js';
 import { createConsistentHash } from '../../../src/balancing/selection/consistent-hash.js';
 import { configSchema } from '../../../src/config/schema.js';
 import type { RequestContext } from '../../../src/proxy/context.js';
+import { ProxyError } from '../../../src/proxy/errors.js';
 import type { Random } from '../../../src/util/clock.js';
 import { manualClock, seededRandom } from '../../helpers/servers.js';
 
@@ -98,6 +99,51 @@ describe('LoadBalancer.select: usable backends only', () => {
       assert.equal(selectMany(balancer, 30).includes('b0'), false);
       clock.advance(1);
       assert.equal(selectMany(balancer, 30).includes('b0'), true);
+    } finally {
+      await balancer.close();
+    }
+  });
+
+  test('the ejection says why (the count and the last failure); the first success after it is logged as the return', async () => {
+    const { balancer, clock, b, logs } = setup(4, { health_check: { active: { enabled: false }, passive: { include_5xx: true } } });
+    const [b0, b1] = b as [Backend, Backend];
+    const refused = new ProxyError('bad_gateway', { cause: Object.assign(new Error('connect ECONNREFUSED 10.0.0.1:8080'), { code: 'ECONNREFUSED' }) });
+    try {
+      for (let i = 0; i < 5; i++) balancer.reportFailure(b0, refused);
+      for (let i = 0; i < 5; i++) balancer.reportFailure(b1, 503);
+      const ejected = logs.filter((l) => l.msg === 'upstream ejected after consecutive failures');
+      assert.deepEqual(
+        ejected.map((l) => [l.upstream, l.failures, l.reason]),
+        [
+          ['b0', 5, '5 requests in a row failed, the last: connection refused'],
+          ['b1', 5, '5 requests in a row failed, the last: answered 503'],
+        ],
+      );
+      // A request sent before the ejection that succeeds during it is no return.
+      balancer.reportSuccess(b0);
+      clock.advance(10_000);
+      balancer.reportSuccess(b0);
+      balancer.reportSuccess(b0);
+      const back = logs.filter((l) => l.msg === 'upstream back after ejection: taking requests');
+      assert.deepEqual(
+        back.map((l) => [l.upstream, l.level, l.reason]),
+        [['b0', 30, 'the ejection time was over and a request succeeded']],
+      );
+    } finally {
+      await balancer.close();
+    }
+  });
+
+  test('an active check bringing back an ejected backend ends the ejection without a second return line', async () => {
+    const { balancer, clock, b, logs } = setup(2);
+    const b0 = b[0] as Backend;
+    try {
+      for (let i = 0; i < 5; i++) balancer.reportFailure(b0, new Error('reset'));
+      balancer.setHealthy(b0, false);
+      balancer.setHealthy(b0, true);
+      assert.equal(b0.usable(clock()), true);
+      balancer.reportSuccess(b0);
+      assert.equal(logs.filter((l) => l.msg === 'upstream back after ejection: taking requests').length, 0);
     } finally {
       await balancer.close();
     }

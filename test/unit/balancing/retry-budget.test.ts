@@ -16,7 +16,7 @@ function requests(budget: RetryBudget, n: number): void {
 
 describe('retry budget: share and floor', () => {
   test('with no requests the floor of 3 retries per window is allowed, and the 4th is refused', () => {
-    const budget = new RetryBudget(20, 3, manualClock());
+    const budget = new RetryBudget(20, 3, 0, manualClock());
     assert.equal(budget.tryRetry(), true);
     assert.equal(budget.tryRetry(), true);
     assert.equal(budget.tryRetry(), true);
@@ -25,18 +25,18 @@ describe('retry budget: share and floor', () => {
   });
 
   test('a floor of 0 allows no retry without requests', () => {
-    assert.equal(drain(new RetryBudget(20, 0, manualClock())), 0);
+    assert.equal(drain(new RetryBudget(20, 0, 0, manualClock())), 0);
   });
 
   test('20% of 100 requests allows exactly 20 retries, then refuses', () => {
-    const budget = new RetryBudget(20, 3, manualClock());
+    const budget = new RetryBudget(20, 3, 0, manualClock());
     requests(budget, 100);
     assert.equal(drain(budget), 20);
     assert.equal(budget.tryRetry(), false);
   });
 
   test('new requests reopen the budget: 5 more requests allow 1 more retry', () => {
-    const budget = new RetryBudget(20, 3, manualClock());
+    const budget = new RetryBudget(20, 3, 0, manualClock());
     requests(budget, 100);
     assert.equal(drain(budget), 20);
     requests(budget, 5);
@@ -44,19 +44,19 @@ describe('retry budget: share and floor', () => {
   });
 
   test('when 20% is below the floor the floor applies: 10 requests allow 3 retries, not 2', () => {
-    const budget = new RetryBudget(20, 3, manualClock());
+    const budget = new RetryBudget(20, 3, 0, manualClock());
     requests(budget, 10);
     assert.equal(drain(budget), 3);
   });
 
   test('the share is the configured percent: 50% of 40 requests allows 20', () => {
-    const budget = new RetryBudget(50, 3, manualClock());
+    const budget = new RetryBudget(50, 3, 0, manualClock());
     requests(budget, 40);
     assert.equal(drain(budget), 20);
   });
 
   test('a refused retry does not use up the budget', () => {
-    const budget = new RetryBudget(20, 0, manualClock());
+    const budget = new RetryBudget(20, 0, 0, manualClock());
     requests(budget, 10);
     assert.equal(drain(budget), 2);
     for (let i = 0; i < 5; i++) assert.equal(budget.tryRetry(), false);
@@ -69,7 +69,7 @@ describe('retry budget: sliding window (10 s)', () => {
   /** A budget (20%, given floor) that saw 100 requests at t0, with the clock it runs on. */
   function afterHundred(floor: number): { budget: RetryBudget; clock: ReturnType<typeof manualClock> } {
     const clock = manualClock();
-    const budget = new RetryBudget(20, floor, clock);
+    const budget = new RetryBudget(20, floor, 0, clock);
     requests(budget, 100);
     return { budget, clock };
   }
@@ -158,5 +158,53 @@ describe('retry budget: sliding window (10 s)', () => {
     requests(budget, 100);
     // (0.5 × 100 + 100) × 20% = 30, 20 used
     assert.equal(drain(budget), 10);
+  });
+});
+
+describe('retry budget: retries in flight (min_concurrent_retries)', () => {
+  test('with share and window floor at 0, 3 retries may be in flight at once; a 4th waits until one is done', () => {
+    const budget = new RetryBudget(0, 0, 3, manualClock());
+    assert.equal(drain(budget), 3);
+    assert.equal(budget.inFlight, 3);
+    budget.retryDone();
+    assert.equal(budget.inFlight, 2);
+    assert.equal(budget.tryRetry(), true);
+    assert.equal(budget.tryRetry(), false);
+  });
+
+  test('one request at a time, each retried once: every retry is granted, far beyond 20% of requests', () => {
+    const budget = new RetryBudget(20, 3, 3, manualClock());
+    let granted = 0;
+    for (let i = 0; i < 1_000; i++) {
+      budget.recordRequest();
+      if (budget.tryRetry()) granted++;
+      budget.retryDone();
+    }
+    assert.equal(granted, 1_000);
+  });
+
+  test('without the floor (0) the same traffic gets only its share', () => {
+    const budget = new RetryBudget(20, 3, 0, manualClock());
+    let granted = 0;
+    for (let i = 0; i < 1_000; i++) {
+      budget.recordRequest();
+      if (budget.tryRetry()) granted++;
+      budget.retryDone();
+    }
+    assert.equal(granted, 200);
+  });
+
+  test('beyond the floor the share still caps: 100 requests, none done, allow 20 retries (3 of them the floor)', () => {
+    const budget = new RetryBudget(20, 3, 3, manualClock());
+    requests(budget, 100);
+    // The first 3 go through the in-flight floor and count towards the share too.
+    assert.equal(drain(budget), 20);
+  });
+
+  test('retryDone without a retry in flight does nothing', () => {
+    const budget = new RetryBudget(0, 0, 1, manualClock());
+    budget.retryDone();
+    assert.equal(budget.inFlight, 0);
+    assert.equal(drain(budget), 1);
   });
 });

@@ -14,7 +14,7 @@ interface TestPeer extends Peer {
 }
 
 function peer(name: string, weight = 1, inflight = 0): TestPeer {
-  return { name, address: `${name}.test:80`, weight, inflight, latencyMs: 0 };
+  return { name, address: `${name}.test:80`, weight, inflight, latencyMs: 0, latencyAt: 0 };
 }
 
 const all = (): boolean => true;
@@ -265,10 +265,12 @@ describe('least connections', () => {
 describe('createSelector', () => {
   test('builds the selector each strategy names', () => {
     const peers = [peer('A', 3, 4), peer('B', 1, 0)];
-    const rr = createSelector('round_robin', peers, stubRandom());
+    const rr = createSelector('round_robin', peers, stubRandom(), () => 0);
     assert.equal(names([rr.select(all, ''), rr.select(all, ''), rr.select(all, ''), rr.select(all, '')]), 'A A B A');
-    assert.equal(createSelector('random', peers, stubRandom(0.76)).select(all, '')?.name, 'B');
-    assert.equal(createSelector('random', peers, stubRandom(0.74)).select(all, '')?.name, 'A');
-    assert.equal(createSelector('least_conn', peers, stubRandom()).select(all, '')?.name, 'B');
+    assert.equal(createSelector('random', peers, stubRandom(0.76), () => 0).select(all, '')?.name, 'B');
+    assert.equal(createSelector('random', peers, stubRandom(0.74), () => 0).select(all, '')?.name, 'A');
+    assert.equal(createSelector('least_conn', peers, stubRandom(), () => 0).select(all, '')?.name, 'B');
+    // p2c_ewma: neither measured yet; A has requests in flight, so idle B is cheaper.
+    assert.equal(createSelector('p2c_ewma', peers, stubRandom(0, 0), () => 0).select(all, '')?.name, 'B');
   });
 });

@@ -77,7 +77,7 @@ describe('parseConfig: valid configs', () => {
           },
           passive: { enabled: true, consecutive_failures: 5, include_5xx: false, base_ejection_ms: 10_000, max_ejection_ms: 300_000, max_ejection_percent: 50 },
         },
-        retries: { max_retries: 1, budget_percent: 20, min_retries_per_window: 3 },
+        retries: { max_retries: 1, budget_percent: 20, min_retries_per_window: 3, min_concurrent_retries: 3 },
         hash_key: { source: 'client_address' },
         slow_start_ms: 0,
       },
