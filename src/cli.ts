@@ -33,7 +33,7 @@ Options:
 
 Environment:
   LOG_LEVEL                fatal, error, warn, info, debug, trace or silent; overrides logging.level
-  \${NAME} in any string value of the config is replaced by the environment variable NAME.
+  \${NAME} in any value of the config is replaced by the environment variable NAME.
 
 Signals:
   SIGTERM, SIGINT          graceful shutdown: stop accepting, finish in-flight requests, exit 0

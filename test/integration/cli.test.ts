@@ -81,6 +81,15 @@ describe('the tollgate command', () => {
     assert.match(unset.stderr, /routes\[0\]\.middleware\.auth\.valid_tokens\[0\]: environment variable API_KEY is not set/);
   });
 
+  test('--check reads ${NAME} in flow style and quoted, as numbers and booleans where the keys take them', async () => {
+    const file = writeConfig('server: {listen_port: ${PORT}, workers: "${WORKERS}"}\nload_balancing:\n  upstreams: [{name: a, address: 127.0.0.1, port: "${UP}"}]\n  preserve_host: "${PRESERVE}"\n');
+    const ok = await runCli(['--check', '--config', file], { PORT: '8085', WORKERS: '2', UP: '3000', PRESERVE: 'false' });
+    assert.equal(ok.code, 0, ok.stderr);
+    const unset = await runCli(['--check', '--config', file], { PORT: undefined, WORKERS: '2', UP: '3000', PRESERVE: 'false' });
+    assert.equal(unset.code, 2);
+    assert.equal(unset.stderr, `${file}:1:23 server.listen_port: environment variable PORT is not set\ntollgate: configuration ${file} is invalid\n`);
+  });
+
   const badConfigs: [string, string, RegExp][] = [
     ['a YAML syntax error', 'server:\n  listen_port: [8080\nload_balancing: {}\n', /proxy\.yaml:\d+:\d+ \(yaml\): /],
     ['an unknown key', 'server:\n  listen_port: 8080\n  listen_prot: 1\nload_balancing:\n  upstreams:\n    - {name: a, address: 127.0.0.1, port: 1}\n', /proxy\.yaml:3:3 server\.listen_prot: unknown key/],

@@ -212,6 +212,59 @@ describe('parseConfig: ${NAME} substitution', () => {
       assert.equal(config.server.listen_port, 9000);
     },
   );
+
+  test('${NAME} works in flow style, where its braces would otherwise be YAML syntax', () => {
+    const config = parse('server: {listen_port: ${PORT}, listen_address: ${ADDR}}\nload_balancing:\n  upstreams: [{name: a, address: ${HOST}, port: ${UP}}]\n', {
+      PORT: '8085',
+      ADDR: '127.0.0.1',
+      HOST: 'api.internal',
+      UP: '3000',
+    });
+    assert.equal(config.server.listen_port, 8085);
+    assert.equal(config.server.listen_address, '127.0.0.1');
+    assert.deepEqual(config.load_balancing?.upstreams[0], { name: 'a', address: 'api.internal', port: 3000, weight: 1 });
+  });
+
+  test('a quoted ${NAME} is read as a number or a boolean where the key takes one', () => {
+    const config = parse(
+      `server:\n  listen_port: "\${PORT}"\n  workers: '\${WORKERS}'\n${MINIMAL}  preserve_host: "\${PRESERVE}"\nmiddleware:\n  auth: {enabled: "\${AUTH}", valid_tokens: ["\${TOKEN}"]}\n`,
+      { PORT: '8085', WORKERS: '4', PRESERVE: 'false', AUTH: 'true', TOKEN: '12345' },
+    );
+    assert.equal(config.server.listen_port, 8085);
+    assert.equal(config.server.workers, 4);
+    assert.equal(config.load_balancing?.preserve_host, false);
+    assert.equal(config.middleware.auth.enabled, true);
+    // A key that takes a string keeps the variable's text, quoted or not.
+    assert.deepEqual(config.middleware.auth.valid_tokens, ['12345']);
+    assert.deepEqual(parse(`${MINIMAL}middleware:\n  auth:\n    enabled: true\n    valid_tokens: [\${TOKEN}]\n`, { TOKEN: '007' }).middleware.auth.valid_tokens, ['007']);
+  });
+
+  test('a value made of several variables is read as a number too, where the key takes one', () => {
+    assert.equal(parse(`server:\n  listen_port: \${A}\${B}\n${MINIMAL}`, { A: '80', B: '85' }).server.listen_port, 8085);
+  });
+
+  test('an unset variable in flow style is reported at its value, with file:line:col', () => {
+    assertProblems('server: {listen_port: ${PORT}}\nload_balancing:\n  upstreams: [{name: a, address: 127.0.0.1, port: 3000}]\n', [
+      { line: 1, col: 23, path: 'server.listen_port', message: 'environment variable PORT is not set' },
+    ]);
+  });
+
+  test('a variable that is not a number where one is wanted is shown with its name', () => {
+    assertProblems(`server:\n  listen_port: "\${PORT}"\n${MINIMAL}`, [{ line: 2, col: 16, path: 'server.listen_port', message: 'must be a port number (0-65535), got "eighty" (from ${PORT})' }], {
+      PORT: 'eighty',
+    });
+    assertProblems(`server: {listen_port: \${PORT}}\n${MINIMAL}`, [{ line: 1, col: 23, path: 'server.listen_port', message: 'must be 0-65535, got 70000 (from ${PORT})' }], { PORT: '70000' });
+  });
+
+  test('a string from the environment is not shown in a message: it may be a secret', () => {
+    assertProblems(`${MINIMAL}admin:\n  token: \${ADMIN_TOKEN}\n`, [{ line: 7, col: 10, path: 'admin.token', message: 'must be at least 16 characters, got ${ADMIN_TOKEN} (value not shown)' }], {
+      ADMIN_TOKEN: 'hunter2',
+    });
+  });
+
+  test('"${" that is not a reference is left alone', () => {
+    assert.equal(parse(`server:\n  proxy_name: "a\${b"\n${MINIMAL}`).server.proxy_name, 'a${b');
+  });
 });
 
 describe('parseConfig: errors name file:line:col and the key path', () => {
