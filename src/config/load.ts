@@ -8,6 +8,7 @@ import { isMap, isScalar, isSeq, LineCounter, parseDocument, visit, type Documen
 import type { z } from 'zod';
 import { compileRoutes } from '../routing/matcher.js';
 import { matchOf } from './resolve.js';
+import { closestKey, configErrorMap, knownKeys } from './messages.js';
 import { configSchema, type Config } from './schema.js';
 
 /** Pairs of routes (indices into `routes`) that would match the same requests with equal precedence. */
@@ -105,6 +106,9 @@ function wantsScalar(issue: z.core.$ZodIssue): boolean {
   return issue.code === 'invalid_union';
 }
 
+/** Every problem in Tollgate's words (the schema's own messages first). */
+const PARSE_OPTIONS = { error: configErrorMap } as const;
+
 /** Loads and validates a config file; throws ConfigError for anything wrong with it. */
 export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.env): Config {
   let source: string;
@@ -137,7 +141,7 @@ export function parseConfig(source: string, file: string, env: NodeJS.ProcessEnv
   });
 
   const data: unknown = doc.toJS() ?? {};
-  let result = configSchema.safeParse(data);
+  let result = configSchema.safeParse(data, PARSE_OPTIONS);
   // A substituted value is a string; where the schema wants a number or a boolean, it is read as one and
   // the config validated again (each value at most once, so this ends).
   while (!result.success) {
@@ -152,7 +156,7 @@ export function parseConfig(source: string, file: string, env: NodeJS.ProcessEnv
       coerced = true;
     }
     if (!coerced) break;
-    result = configSchema.safeParse(data);
+    result = configSchema.safeParse(data, PARSE_OPTIONS);
   }
   if (result.success && problems.length === 0) {
     const ties = routeTies(result.data);
@@ -178,6 +182,8 @@ export function parseConfig(source: string, file: string, env: NodeJS.ProcessEnv
       if (!unsetPaths.has(problem.path)) problems.push(problem);
     }
   }
+  // In the order of the file, whichever check found them.
+  problems.sort((a, b) => a.line - b.line || a.col - b.col);
   throw new ConfigError(file, problems);
 }
 
@@ -252,10 +258,23 @@ interface Source {
 function describeIssue({ doc, at, data, substitutions }: Source, issue: z.core.$ZodIssue): ConfigProblem[] {
   const path = issue.path.filter((k): k is PathKey => typeof k === 'string' || typeof k === 'number');
   if (issue.code === 'unrecognized_keys') {
+    const known = knownKeys(configSchema, path, data);
     return issue.keys.map((key) => {
       const keyNode = findKeyNode(doc, path, key);
-      return { ...at(keyNode?.range?.[0] ?? nearestNode(doc, path).range?.[0] ?? 0), path: formatPath([...path, key]), message: 'unknown key' };
+      const meant = closestKey(key, known);
+      return {
+        ...at(keyNode?.range?.[0] ?? nearestNode(doc, path).range?.[0] ?? 0),
+        path: formatPath([...path, key]),
+        message: meant === undefined ? 'unknown key' : `unknown key, did you mean ${meant}?`,
+      };
     });
+  }
+  if (issue.code === 'invalid_key') {
+    // A name used as a key (a service, a header): reported at the key, in the key schema's words.
+    const key = path[path.length - 1];
+    const keyNode = findKeyNode(doc, path.slice(0, -1), String(key));
+    const message = [...new Set(issue.issues.map((i) => i.message))].join('; ');
+    return [{ ...at(keyNode?.range?.[0] ?? nearestNode(doc, path).range?.[0] ?? 0), path: formatPath(path), message: `${message}, got key ${JSON.stringify(key)}` }];
   }
   const exact = doc.getIn(path, true) as Node | undefined;
   const node = exact ?? nearestNode(doc, path);

@@ -92,7 +92,7 @@ describe('the tollgate command', () => {
 
   const badConfigs: [string, string, RegExp][] = [
     ['a YAML syntax error', 'server:\n  listen_port: [8080\nload_balancing: {}\n', /proxy\.yaml:\d+:\d+ \(yaml\): /],
-    ['an unknown key', 'server:\n  listen_port: 8080\n  listen_prot: 1\nload_balancing:\n  upstreams:\n    - {name: a, address: 127.0.0.1, port: 1}\n', /proxy\.yaml:3:3 server\.listen_prot: unknown key/],
+    ['an unknown key', 'server:\n  listen_port: 8080\n  listen_prot: 1\nload_balancing:\n  upstreams:\n    - {name: a, address: 127.0.0.1, port: 1}\n', /proxy\.yaml:3:3 server\.listen_prot: unknown key, did you mean listen_port\?/],
     [
       'port 70000',
       'load_balancing:\n  upstreams:\n    - name: a\n      address: 127.0.0.1\n      port: 3000\n    - name: b\n      address: 127.0.0.1\n      port: 70000\n',

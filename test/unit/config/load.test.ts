@@ -282,12 +282,12 @@ describe('parseConfig: errors name file:line:col and the key path', () => {
     assertProblems(`server:\n  listen_port: 8080\n  listen_port: 8081\n${MINIMAL}`, [{ line: 3, col: 3, path: '(yaml)', message: 'Map keys must be unique' }]);
   });
 
-  test('an unknown key points at the key', () => {
-    assertProblems(`server:\n  listen_port: 8080\n  lisen_address: 0.0.0.0\n${MINIMAL}`, [{ line: 3, col: 3, path: 'server.lisen_address', message: 'unknown key' }]);
+  test('an unknown key points at the key, and names the known key it is nearest to', () => {
+    assertProblems(`server:\n  listen_port: 8080\n  lisen_address: 0.0.0.0\n${MINIMAL}`, [{ line: 3, col: 3, path: 'server.lisen_address', message: 'unknown key, did you mean listen_address?' }]);
   });
 
   test('an unknown key inside an upstream and at the top level', () => {
-    assertProblems(`load_balancing:\n${UPSTREAM}      wieght: 2\n`, [{ line: 6, col: 7, path: 'load_balancing.upstreams[0].wieght', message: 'unknown key' }]);
+    assertProblems(`load_balancing:\n${UPSTREAM}      wieght: 2\n`, [{ line: 6, col: 7, path: 'load_balancing.upstreams[0].wieght', message: 'unknown key, did you mean weight?' }]);
     assertProblems(`${MINIMAL}extra: 1\n`, [{ line: 6, col: 1, path: 'extra', message: 'unknown key' }]);
   });
 
