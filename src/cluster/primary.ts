@@ -27,7 +27,7 @@ import type { AddressInfo } from 'node:net';
 import { availableParallelism } from 'node:os';
 import type { Logger } from 'pino';
 import { ConfigError } from '../config/load.js';
-import type { Config } from '../config/schema.js';
+import { MAX_TIMER_MS, type Config } from '../config/schema.js';
 import { applicableConfig, loadForReloadOffThread } from '../gateway/reload.js';
 import { answerTakes, PolicyStores } from '../limits/ipc-store.js';
 import { monotonicClock } from '../util/clock.js';
@@ -464,7 +464,7 @@ export class Primary {
     const deadline = setTimeout(() => {
       this.#logger.warn('workers still running after the grace period: killing them');
       for (const slot of this.#slots) slot.worker?.process.kill('SIGKILL');
-    }, this.#config.server.shutdown_grace_ms + 5_000);
+    }, Math.min(this.#config.server.shutdown_grace_ms + 5_000, MAX_TIMER_MS));
     await allExited;
     clearTimeout(deadline);
     this.#buckets.close();

@@ -30,13 +30,32 @@ const port = z
   .min(1, 'must be 1-65535')
   .max(65535, 'must be 1-65535');
 
-/** A non-negative whole number of milliseconds. */
-const durationMs = (fallback: number) =>
-  z
+/** setTimeout's longest delay (2^31 - 1 ms, about 24.8 days): Node runs a longer one after 1 ms. */
+export const MAX_TIMER_MS = 2_147_483_647;
+
+/**
+ * The shortest timeout, interval or window a key takes, unless the key says otherwise: under 100 ms a
+ * value is almost always seconds written as milliseconds (`interval_ms: 5`), and would probe, eject or
+ * time out many times too often.
+ */
+export const MIN_DURATION_MS = 100;
+
+/**
+ * A duration in whole milliseconds, from `min` up to what a timer can hold. `off` says what 0 means for
+ * a key where 0 turns the timer off; for every other key 0 is under the minimum like any small value.
+ */
+function durationMs(fallback: number, min = MIN_DURATION_MS, off?: string) {
+  const range = off === undefined ? `at least ${min} milliseconds` : `0 (${off}) or at least ${min} milliseconds`;
+  return z
     .number({ error: 'must be a whole number of milliseconds' })
     .int('must be a whole number of milliseconds')
-    .min(0, 'must be 0 or more milliseconds')
+    .min(off === undefined ? min : 0, `must be ${range}`)
+    .max(MAX_TIMER_MS, `must be at most ${MAX_TIMER_MS} milliseconds (about 24 days)`)
+    .superRefine(function offOrAtLeast(ms, ctx) {
+      if (off !== undefined && ms > 0 && ms < min && Number.isInteger(ms)) ctx.addIssue({ code: 'too_small', origin: 'number', minimum: min, inclusive: true, input: ms, message: `must be ${range}` });
+    })
     .default(fallback);
+}
 
 const positiveInt = (what: string, max = Number.MAX_SAFE_INTEGER) =>
   z
@@ -49,6 +68,9 @@ const host = z.string({ error: 'must be an IP address or a host name' }).refine(
 
 /** Most worker processes a config may ask for. */
 export const MAX_WORKERS = 256;
+
+/** Node checks header timeouts once a second (proxy-server.ts), so a shorter one would not be kept. */
+export const HEADER_TIMEOUT_MIN_MS = 1_000;
 
 const serverSchema = z.strictObject({
   /**
@@ -69,13 +91,15 @@ const serverSchema = z.strictObject({
     .default(8080),
   listen_address: host.default('0.0.0.0'),
   max_connections: positiveInt('a whole number of at least 1').default(1000),
+  /** Node's 0 would keep idle connections open forever; a few ms races a client reusing its connection. */
   keepalive_timeout_ms: durationMs(75_000),
-  shutdown_grace_ms: durationMs(30_000),
+  /** 0 cuts the connections still open at once. */
+  shutdown_grace_ms: durationMs(30_000, 0),
   trusted_proxies: z.array(z.string().refine(isCidr, 'must be an IP address or a CIDR block such as 10.0.0.0/8')).default([]),
   health_path: z.string().regex(/^\/[^?#\s]*$/, 'must be a path starting with "/" (no query)').default('/health'),
   proxy_name: z.string().regex(/^[\x21-\x7e]+(?: [\x21-\x7e]+)*$/, 'must be printable ASCII').default('tollgate'),
   /** A client must send its whole request head within this time (408 otherwise). */
-  header_timeout_ms: durationMs(10_000),
+  header_timeout_ms: durationMs(10_000, HEADER_TIMEOUT_MIN_MS),
   /** Longest pause allowed between two pieces of a request body (408 otherwise). */
   body_timeout_ms: durationMs(30_000),
   /** Most header lines in a request (431 beyond). */
@@ -120,8 +144,8 @@ const activeHealthSchema = z.strictObject({
   enabled: z.boolean().default(true),
   /** `tcp`: the check passes when a connection opens; `http`: when a request gets an expected status. */
   type: z.enum(['tcp', 'http'], { error: 'must be tcp or http' }).default('tcp'),
-  interval_ms: positiveInt('a whole number of milliseconds of at least 1').default(5_000),
-  timeout_ms: positiveInt('a whole number of milliseconds of at least 1').default(2_000),
+  interval_ms: durationMs(5_000),
+  timeout_ms: durationMs(2_000),
   /** Consecutive passed checks that bring a down backend back. */
   healthy_threshold: positiveInt('a whole number of at least 1').default(2),
   /** Consecutive failed checks that take a backend out. */
@@ -144,8 +168,8 @@ const passiveHealthSchema = z.strictObject({
   /** Count upstream 5xx responses as failures too. */
   include_5xx: z.boolean().default(false),
   /** First ejection time; doubled on each repeat, up to max_ejection_ms. */
-  base_ejection_ms: positiveInt('a whole number of milliseconds of at least 1').default(10_000),
-  max_ejection_ms: positiveInt('a whole number of milliseconds of at least 1').default(300_000),
+  base_ejection_ms: durationMs(10_000),
+  max_ejection_ms: durationMs(300_000),
   /** Never eject past this share of the group. */
   max_ejection_percent: fraction('a percentage from 0 to 100').default(50),
 });
@@ -168,7 +192,7 @@ const hashKeySchema = z.strictObject({
 const poolSchema = z.strictObject({
   /** Connections kept per upstream (undici Pool `connections`). */
   max_connections: positiveInt('a whole number of at least 1').default(128),
-  /** How long an idle upstream connection is kept, unless the upstream asks for less. */
+  /** How long an idle upstream connection is kept, unless the upstream asks for less (undici refuses 0). */
   keepalive_timeout_ms: durationMs(60_000),
 });
 
@@ -185,10 +209,11 @@ export const loadBalancingSchema = z.strictObject({
       });
     }),
   connect_timeout_ms: durationMs(5_000),
-  response_timeout_ms: durationMs(30_000),
+  /** Until the response headers, and between two pieces of the body; 0 for no limit (long polls, event streams). */
+  response_timeout_ms: durationMs(30_000, MIN_DURATION_MS, 'no limit'),
   preserve_host: z.boolean().default(true),
   /** Whole upstream exchange, headers and body; 0 for no limit. */
-  total_timeout_ms: durationMs(0),
+  total_timeout_ms: durationMs(0, MIN_DURATION_MS, 'no limit'),
   pool: poolSchema.prefault({}),
   health_check: z.strictObject({ active: activeHealthSchema.prefault({}), passive: passiveHealthSchema.prefault({}) }).prefault({}),
   retries: retrySchema.prefault({}),
@@ -197,7 +222,7 @@ export const loadBalancingSchema = z.strictObject({
     .prefault({})
     .refine((k) => (k.source !== 'header' && k.source !== 'cookie') || k.name !== undefined, 'needs a name for a header or cookie key'),
   /** A backend that comes back takes a share of traffic growing linearly over this window; 0 is off. */
-  slow_start_ms: durationMs(0),
+  slow_start_ms: durationMs(0, MIN_DURATION_MS, 'off'),
 });
 
 export const AUTH_TYPES = ['bearer', 'basic', 'api_key'] as const;
@@ -241,8 +266,19 @@ const redisUrl = z
     return (url.protocol === 'redis:' || url.protocol === 'rediss:') && url.hostname !== '' && /^(\/\d*)?$/.test(url.pathname);
   }, 'must be a redis:// or rediss:// URL such as redis://127.0.0.1:6379/0');
 
+/**
+ * A shared store's wait is a per-request budget, where a few milliseconds is a fair choice; under 5 ms the
+ * event loop's own delays alone would trip it and `on_error` would decide every request.
+ */
+export const STORE_TIMEOUT_MIN_MS = 5;
+
 /** Longest wait for a shared store on a request; past it `on_error` decides. */
-const storeTimeoutMs = positiveInt('a whole number of milliseconds from 1 to 60000', 60_000).default(100);
+const storeTimeoutMs = z
+  .number({ error: `must be a whole number of milliseconds from ${STORE_TIMEOUT_MIN_MS} to 60000` })
+  .int(`must be a whole number of milliseconds from ${STORE_TIMEOUT_MIN_MS} to 60000`)
+  .min(STORE_TIMEOUT_MIN_MS, `must be a whole number of milliseconds from ${STORE_TIMEOUT_MIN_MS} to 60000`)
+  .max(60_000, `must be a whole number of milliseconds from ${STORE_TIMEOUT_MIN_MS} to 60000`)
+  .default(100);
 /** When a shared store cannot answer: `allow` lets the request through, `deny` answers 503 with Retry-After. */
 const storeOnError = z.enum(['allow', 'deny'], { error: 'must be allow or deny' }).default('allow');
 

@@ -462,7 +462,7 @@ describe('parseConfig: server.workers and rate_limit.store', () => {
       on_error: 'deny',
     });
     assertProblems(store('      type: memory\n      timeout_ms: 0\n      on_error: maybe\n'), [
-      { line: 11, col: 19, path: 'middleware.rate_limit.store.timeout_ms', message: 'must be a whole number of milliseconds from 1 to 60000, got 0' },
+      { line: 11, col: 19, path: 'middleware.rate_limit.store.timeout_ms', message: 'must be a whole number of milliseconds from 5 to 60000, got 0' },
       { line: 12, col: 17, path: 'middleware.rate_limit.store.on_error', message: 'must be allow or deny, got "maybe"' },
     ]);
   });
@@ -481,12 +481,75 @@ describe('parseConfig: server.workers and rate_limit.store', () => {
       { line: 12, col: 17, path: 'middleware.rate_limit.store.on_error', message: 'must be allow or deny, got "maybe"' },
     ]);
     assertProblems(store('      type: redis\n      url: redis://r\n      timeout_ms: 0\n'), [
-      { line: 12, col: 19, path: 'middleware.rate_limit.store.timeout_ms', message: 'must be a whole number of milliseconds from 1 to 60000, got 0' },
+      { line: 12, col: 19, path: 'middleware.rate_limit.store.timeout_ms', message: 'must be a whole number of milliseconds from 5 to 60000, got 0' },
     ]);
     assertProblems(store('      type: redis\n'), [{ line: 10, col: 7, path: 'middleware.rate_limit.store.url', message: 'is required (or cluster, or sentinel)' }]);
     assertProblems(store('      type: redis\n      url: redis://r\n      cluster: { nodes: ["redis://c"] }\n'), [
       { line: 12, col: 16, path: 'middleware.rate_limit.store.cluster', message: 'give only one of url, cluster or sentinel' },
     ]);
     assertProblems(store('      type: memory\n      url: redis://r\n'), [{ line: 11, col: 7, path: 'middleware.rate_limit.store.url', message: 'unknown key' }]);
+  });
+});
+
+describe('parseConfig: durations have sane minimums', () => {
+  /** Each duration key: where it goes, its minimum, and what 0 means when 0 is allowed. */
+  const keys: { path: string; min: number; off?: string }[] = [
+    { path: 'server.keepalive_timeout_ms', min: 100 },
+    { path: 'server.header_timeout_ms', min: 1000 },
+    { path: 'server.body_timeout_ms', min: 100 },
+    { path: 'load_balancing.connect_timeout_ms', min: 100 },
+    { path: 'load_balancing.response_timeout_ms', min: 100, off: 'no limit' },
+    { path: 'load_balancing.total_timeout_ms', min: 100, off: 'no limit' },
+    { path: 'load_balancing.slow_start_ms', min: 100, off: 'off' },
+    { path: 'load_balancing.pool.keepalive_timeout_ms', min: 100 },
+    { path: 'load_balancing.health_check.active.interval_ms', min: 100 },
+    { path: 'load_balancing.health_check.active.timeout_ms', min: 100 },
+    { path: 'load_balancing.health_check.passive.base_ejection_ms', min: 100 },
+    { path: 'load_balancing.health_check.passive.max_ejection_ms', min: 100 },
+  ];
+
+  /** A config with `value` at `path` (flow style, so the line of the value is always 1 or 2). */
+  function withDuration(path: string, value: number): string {
+    const parts = path.split('.');
+    const leaf = parts.pop() as string;
+    let inner = `{${leaf}: ${value}}`;
+    for (const part of parts.slice(1).reverse()) inner = `{${part}: ${inner}}`;
+    if (parts[0] === 'server') return `server: ${inner}\n${MINIMAL}`;
+    return `load_balancing: ${inner.slice(0, -1)}, upstreams: [{name: a, address: 127.0.0.1, port: 3000}]}\n`;
+  }
+
+  for (const { path, min, off } of keys) {
+    test(`${path}: at least ${min}${off === undefined ? '' : `, or 0 (${off})`}`, () => {
+      const message = off === undefined ? `must be at least ${min} milliseconds` : `must be 0 (${off}) or at least ${min} milliseconds`;
+      for (const tooSmall of off === undefined ? [0, 5, min - 1] : [5, min - 1]) {
+        const err = configError(withDuration(path, tooSmall));
+        assert.deepEqual(
+          err.problems.map((p) => `${p.path}: ${p.message}`),
+          [`${path}: ${message}, got ${tooSmall}`],
+        );
+      }
+      const at = (config: Config): unknown => path.split('.').reduce<unknown>((o, k) => (o as Record<string, unknown>)[k], config);
+      assert.equal(at(parse(withDuration(path, min))), min);
+      if (off !== undefined) assert.equal(at(parse(withDuration(path, 0))), 0);
+      assert.match(configError(withDuration(path, 2 ** 31)).message, /must be at most 2147483647 milliseconds \(about 24 days\), got 2147483648/);
+    });
+  }
+
+  test('shutdown_grace_ms may be 0: the connections still open are cut at once', () => {
+    assert.equal(parse(`server:\n  shutdown_grace_ms: 0\n${MINIMAL}`).server.shutdown_grace_ms, 0);
+  });
+
+  test('a shared store waits at least 5 ms', () => {
+    const store = (ms: number): string => `${MINIMAL}middleware:\n  rate_limit:\n    store: {type: memory, timeout_ms: ${ms}}\n`;
+    assert.equal(parse(store(5)).middleware.rate_limit.store.timeout_ms, 5);
+    assert.deepEqual(configError(store(4)).problems, [
+      { line: 8, col: 39, path: 'middleware.rate_limit.store.timeout_ms', message: 'must be a whole number of milliseconds from 5 to 60000, got 4' },
+    ]);
+  });
+
+  test('the brief example: interval_ms: 5 is refused, naming the minimum', () => {
+    assertProblems(`load_balancing:\n${UPSTREAM}  health_check:\n    active:\n      interval_ms: 5\n`, [
+      { line: 8, col: 20, path: 'load_balancing.health_check.active.interval_ms', message: 'must be at least 100 milliseconds, got 5' },
+    ]);
   });
 });
