@@ -9,7 +9,7 @@ import type { z } from 'zod';
 import { compileRoutes } from '../routing/matcher.js';
 import { matchOf } from './resolve.js';
 import { closestKey, configErrorMap, knownKeys } from './messages.js';
-import { configSchema, type Config } from './schema.js';
+import { configSchema, sharedPortMessage, type Config, type SharedPort } from './schema.js';
 
 /** Pairs of routes (indices into `routes`) that would match the same requests with equal precedence. */
 export function routeTies(config: Config): { a: number; b: number }[] {
@@ -177,7 +177,7 @@ export function parseConfig(source: string, file: string, env: NodeJS.ProcessEnv
   if (!result.success) {
     // A value left unsubstituted is reported once, as the missing variable, not again as a bad value.
     const unsetPaths = new Set(problems.map((p) => p.path));
-    const source = { doc, at, data, substitutions };
+    const source = { file, doc, at, data, substitutions };
     for (const problem of result.error.issues.flatMap((issue) => describeIssue(source, issue))) {
       if (!unsetPaths.has(problem.path)) problems.push(problem);
     }
@@ -248,6 +248,8 @@ function pathOf(ancestors: readonly unknown[], node: unknown): PathKey[] {
 
 /** The parsed file, as describeIssue reads it. */
 interface Source {
+  /** The file's name, as messages give it. */
+  file: string;
   doc: Document;
   at: (offset: number) => { line: number; col: number };
   /** What the schema was given (substituted, and read as numbers where it wanted them). */
@@ -255,7 +257,7 @@ interface Source {
   substitutions: Map<string, Substitution>;
 }
 
-function describeIssue({ doc, at, data, substitutions }: Source, issue: z.core.$ZodIssue): ConfigProblem[] {
+function describeIssue({ file, doc, at, data, substitutions }: Source, issue: z.core.$ZodIssue): ConfigProblem[] {
   const path = issue.path.filter((k): k is PathKey => typeof k === 'string' || typeof k === 'number');
   if (issue.code === 'unrecognized_keys') {
     const known = knownKeys(configSchema, path, data);
@@ -276,6 +278,8 @@ function describeIssue({ doc, at, data, substitutions }: Source, issue: z.core.$
     const message = [...new Set(issue.issues.map((i) => i.message))].join('; ');
     return [{ ...at(keyNode?.range?.[0] ?? nearestNode(doc, path).range?.[0] ?? 0), path: formatPath(path), message: `${message}, got key ${JSON.stringify(key)}` }];
   }
+  const shared = issue.code === 'custom' ? (issue.params as { sharedPort?: SharedPort } | undefined)?.sharedPort : undefined;
+  if (shared !== undefined) return [describeSharedPort({ doc, at, file }, shared)];
   const exact = doc.getIn(path, true) as Node | undefined;
   const node = exact ?? nearestNode(doc, path);
   let message = issue.message;
@@ -285,6 +289,22 @@ function describeIssue({ doc, at, data, substitutions }: Source, issue: z.core.$
     message += `, got ${shownValue(getIn(data, path), substitutions.get(formatPath(path)), issue)}`;
   }
   return [{ ...at(node.range?.[0] ?? 0), path: formatPath(path), message }];
+}
+
+/**
+ * The proxy and the admin listener on one port: told at whichever key comes later in the file (the one
+ * the file is read to), naming the other with its file:line:col, or saying it is the default.
+ */
+function describeSharedPort({ doc, at, file }: Pick<Source, 'doc' | 'at' | 'file'>, shared: SharedPort): ConfigProblem {
+  const keys = [
+    { name: 'admin.port', node: doc.getIn(['admin', 'port'], true) as Node | undefined },
+    { name: 'server.listen_port', node: doc.getIn(['server', 'listen_port'], true) as Node | undefined },
+  ] as const;
+  const offset = (key: (typeof keys)[number]): number => key.node?.range?.[0] ?? -1;
+  const [here, other] = offset(keys[0]) >= offset(keys[1]) ? [keys[0], keys[1]] : [keys[1], keys[0]];
+  const otherPos = offset(other) < 0 ? undefined : at(offset(other));
+  const otherAt = otherPos === undefined ? 'its default' : `${file}:${otherPos.line}:${otherPos.col}`;
+  return { ...at(offset(here)), path: here.name, message: sharedPortMessage(here.name, shared, otherAt) };
 }
 
 /**

@@ -491,6 +491,12 @@ export const configSchema = z.preprocess(
       metrics: metricsSchema.prefault({}),
       tracing: tracingSchema.prefault({}),
     })
+    .superRefine(function listenersApart({ server, admin }, ctx) {
+      // Port 0 asks the system for a free port, which never clashes.
+      if (!admin.enabled || admin.port === 0 || admin.port !== server.listen_port || !addressesOverlap(admin.address, server.listen_address)) return;
+      const params: SharedPort = { port: admin.port, adminAddress: admin.address, proxyAddress: server.listen_address };
+      ctx.addIssue({ code: 'custom', path: ['admin', 'port'], message: sharedPortMessage('admin.port', params), params: { sharedPort: params } });
+    })
     .superRefine(function servicesAndRoutes(config, ctx) {
       const services = new Set(Object.keys(config.services ?? {}));
       if (services.has(RESERVED_NAME)) ctx.addIssue({ code: 'custom', path: ['services', RESERVED_NAME], message: RESERVED_MESSAGE });
@@ -515,6 +521,55 @@ export const configSchema = z.preprocess(
       });
     }),
 );
+
+/** The proxy and the admin listener on one port (the issue's `params.sharedPort`, for load.ts). */
+export interface SharedPort {
+  port: number;
+  adminAddress: string;
+  proxyAddress: string;
+}
+
+/**
+ * The problem of two listeners on one port, told at `key` (admin.port or server.listen_port) and naming
+ * the other; `otherAt` says where the other is written (`proxy.yaml:2:16`, or its default).
+ */
+export function sharedPortMessage(key: 'admin.port' | 'server.listen_port', shared: SharedPort, otherAt?: string): string {
+  const other = key === 'admin.port' ? 'server.listen_port' : 'admin.port';
+  const addresses =
+    shared.adminAddress === shared.proxyAddress
+      ? `both on ${shared.proxyAddress}`
+      : `and server.listen_address ${shared.proxyAddress} overlaps admin.address ${shared.adminAddress}`;
+  return `${shared.port} is ${other} too${otherAt === undefined ? '' : ` (${otherAt})`}, ${addresses}: the proxy and the admin listener need different ports`;
+}
+
+/**
+ * Whether listening on both addresses, one port, would fail (as tried on Linux, where Node's `::` takes
+ * IPv4 too): the same address; `::` with any address; `0.0.0.0` with any IPv4 address (not with `::1`);
+ * `localhost` with 127.0.0.1 or ::1. A host name other than localhost is not resolved here: it is taken
+ * to overlap a wildcard address and itself.
+ */
+export function addressesOverlap(a: string, b: string): boolean {
+  const x = canonicalAddress(a);
+  const y = canonicalAddress(b);
+  if (x === y || x === '::' || y === '::') return true;
+  if (x === '0.0.0.0' || y === '0.0.0.0') {
+    const other = x === '0.0.0.0' ? y : x;
+    return isIP(other) !== 6;
+  }
+  if (x === 'localhost' || y === 'localhost') {
+    const other = x === 'localhost' ? y : x;
+    return other === '127.0.0.1' || other === '::1';
+  }
+  return false;
+}
+
+/** Lower case without a trailing dot; IPv6 compressed (`0:0::1` is `::1`); IPv4-mapped IPv6 as IPv4. */
+function canonicalAddress(address: string): string {
+  const lower = address.toLowerCase().replace(/\.$/, '');
+  const mapped = /^(?:0{0,4}:){0,5}:?ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(lower);
+  if (mapped !== null && isIP(mapped[1] as string) === 4) return mapped[1] as string;
+  return isIP(lower) === 6 ? new URL(`http://[${lower}]/`).hostname.slice(1, -1) : lower;
+}
 
 /** The service and route names of a config written without `services` / `routes`. */
 export const DEFAULT_NAME = 'default';

@@ -140,13 +140,14 @@ describe('the tollgate command', () => {
     }
   });
 
-  test('an admin port in use: the proxy does not start (exit 1) and its own port is released', async () => {
+  test('an admin port in use: one line naming the admin listener, exit 1, and the proxy port is released', async () => {
     const backend = await startBackend('b');
     const port = await closedPort();
     try {
       const run = await runCli(['--config', writeConfig(config(port, [backend.port]).replace('  port: 0', `  port: ${backend.port}`))]);
       assert.equal(run.code, 1);
-      assert.match(run.stdout, /EADDRINUSE/);
+      assert.equal(run.stderr, `tollgate: cannot listen on 127.0.0.1:${backend.port} for the admin listener: address already in use\n`);
+      assert.doesNotMatch(run.stdout, /EADDRINUSE|shutting down|shutdown complete/);
       assert.ok(await portIsClosed(port));
     } finally {
       await backend.close();
@@ -167,15 +168,35 @@ describe('the tollgate command', () => {
     assert.match(run.stderr, /\/nonexistent\/tollgate\.yaml:1:1 \(root\): cannot read config: file not found/);
   });
 
-  test('a port already in use exits 1 with a fatal log line', async () => {
+  test('a port already in use: one line naming the proxy listener, its address and the reason; exit 1, no shutdown noise', async () => {
     const backend = await startBackend('b');
     try {
       const run = await runCli(['--config', writeConfig(config(backend.port, [backend.port]))]);
       assert.equal(run.code, 1);
-      assert.match(run.stdout, /EADDRINUSE/);
+      assert.equal(run.stderr, `tollgate: cannot listen on 127.0.0.1:${backend.port} for the proxy: address already in use\n`);
+      assert.equal(run.stdout, '');
     } finally {
       await backend.close();
     }
+  });
+
+  test('an address of no interface of this host: the reason says so', async () => {
+    // 192.0.2.0/24 is reserved for documentation (RFC 5737): never an address of a real host.
+    const run = await runCli(['--config', writeConfig(config(8080, [1]).replace('listen_address: "127.0.0.1"', 'listen_address: "192.0.2.1"'))]);
+    assert.equal(run.code, 1);
+    assert.equal(run.stderr, 'tollgate: cannot listen on 192.0.2.1:8080 for the proxy: address not available (no interface of this host has it)\n');
+  });
+
+  test('the admin port equal to the proxy port on overlapping addresses is a config error naming both keys (exit 2); port 0 never clashes', async () => {
+    const file = writeConfig('server:\n  listen_port: 8080\nload_balancing:\n  upstreams: [{name: a, address: 127.0.0.1, port: 3000}]\nadmin:\n  port: 8080\n');
+    const check = await runCli(['--check', '--config', file]);
+    assert.equal(check.code, 2);
+    assert.equal(
+      check.stderr,
+      `${file}:6:9 admin.port: 8080 is server.listen_port too (${file}:2:16), and server.listen_address 0.0.0.0 overlaps admin.address 127.0.0.1: the proxy and the admin listener need different ports\ntollgate: configuration ${file} is invalid\n`,
+    );
+    const zero = await runCli(['--check', '--config', writeConfig('server:\n  listen_port: 0\nload_balancing:\n  upstreams: [{name: a, address: 127.0.0.1, port: 3000}]\nadmin:\n  port: 0\n')]);
+    assert.equal(zero.code, 0, zero.stderr);
   });
 
   test('SIGTERM with requests in flight: they complete, then the process exits 0', async () => {

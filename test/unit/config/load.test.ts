@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { ConfigError, formatPath, loadConfigFile, parseConfig, type ConfigProblem } from '../../../src/config/load.js';
-import type { Config } from '../../../src/config/schema.js';
+import { addressesOverlap, type Config } from '../../../src/config/schema.js';
 
 const BRIEF = fileURLToPath(new URL('../../fixtures/brief.yaml', import.meta.url));
 const PROXY_YAML = fileURLToPath(new URL('../../../config/proxy.yaml', import.meta.url));
@@ -551,5 +551,82 @@ describe('parseConfig: durations have sane minimums', () => {
     assertProblems(`load_balancing:\n${UPSTREAM}  health_check:\n    active:\n      interval_ms: 5\n`, [
       { line: 8, col: 20, path: 'load_balancing.health_check.active.interval_ms', message: 'must be at least 100 milliseconds, got 5' },
     ]);
+  });
+});
+
+describe('parseConfig: the admin listener and the proxy on one port', () => {
+  test('the same port on overlapping addresses is an error at the later key, naming the other with file:line:col', () => {
+    assertProblems(`server:\n  listen_port: 8080\n  listen_address: 127.0.0.1\n${MINIMAL}admin:\n  port: 8080\n`, [
+      {
+        line: 10,
+        col: 9,
+        path: 'admin.port',
+        message: '8080 is server.listen_port too (test.yaml:2:16), both on 127.0.0.1: the proxy and the admin listener need different ports',
+      },
+    ]);
+    assertProblems(`admin:\n  port: 8080\nserver:\n  listen_port: 8080\n${MINIMAL}`, [
+      {
+        line: 4,
+        col: 16,
+        path: 'server.listen_port',
+        message: '8080 is admin.port too (test.yaml:2:9), and server.listen_address 0.0.0.0 overlaps admin.address 127.0.0.1: the proxy and the admin listener need different ports',
+      },
+    ]);
+  });
+
+  test('a key left at its default is named as the default', () => {
+    assertProblems(`server:\n  listen_port: 9901\n${MINIMAL}`, [
+      {
+        line: 2,
+        col: 16,
+        path: 'server.listen_port',
+        message: '9901 is admin.port too (its default), and server.listen_address 0.0.0.0 overlaps admin.address 127.0.0.1: the proxy and the admin listener need different ports',
+      },
+    ]);
+    assertProblems(`admin: {address: "::1", port: 8080}\nserver: {listen_address: "::"}\n${MINIMAL}`, [
+      {
+        line: 1,
+        col: 31,
+        path: 'admin.port',
+        message: '8080 is server.listen_port too (its default), and server.listen_address :: overlaps admin.address ::1: the proxy and the admin listener need different ports',
+      },
+    ]);
+  });
+
+  test('port 0, a disabled admin listener and addresses that do not overlap never clash', () => {
+    assert.equal(parse(`server: {listen_port: 0}\n${MINIMAL}admin: {port: 0}\n`).admin.port, 0);
+    assert.equal(parse(`server: {listen_port: 9901}\n${MINIMAL}admin: {enabled: false}\n`).server.listen_port, 9901);
+    assert.equal(parse(`server: {listen_port: 9901, listen_address: 127.0.0.2}\n${MINIMAL}`).server.listen_port, 9901);
+    assert.equal(parse(`server: {listen_port: 9901}\n${MINIMAL}admin: {address: "::1"}\n`).server.listen_port, 9901);
+  });
+
+  test('which addresses overlap (as binding both on Linux shows)', () => {
+    const overlapping: [string, string][] = [
+      ['127.0.0.1', '127.0.0.1'],
+      ['0.0.0.0', '127.0.0.1'],
+      ['::', '127.0.0.1'],
+      ['::', '::1'],
+      ['::', '0.0.0.0'],
+      ['0:0::1', '::1'],
+      ['::ffff:127.0.0.1', '127.0.0.1'],
+      ['localhost', '127.0.0.1'],
+      ['localhost', '::1'],
+      ['0.0.0.0', 'proxy.internal'],
+      ['Proxy.Internal.', 'proxy.internal'],
+    ];
+    const apart: [string, string][] = [
+      ['127.0.0.1', '127.0.0.2'],
+      ['0.0.0.0', '::1'],
+      ['localhost', '127.0.0.2'],
+      ['proxy.internal', '127.0.0.1'],
+    ];
+    for (const [a, b] of overlapping) {
+      assert.equal(addressesOverlap(a, b), true, `${a} ${b}`);
+      assert.equal(addressesOverlap(b, a), true, `${b} ${a}`);
+    }
+    for (const [a, b] of apart) {
+      assert.equal(addressesOverlap(a, b), false, `${a} ${b}`);
+      assert.equal(addressesOverlap(b, a), false, `${b} ${a}`);
+    }
   });
 });
