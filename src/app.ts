@@ -68,7 +68,10 @@ export interface Proxy {
   readonly metrics: ProxyMetrics;
   /** The admin listener (dashboard, /metrics, /api/status); undefined when `admin.enabled` is false. */
   readonly admin: AdminServer | undefined;
-  /** Waits for the store (Redis: connected, or given up after 2 s), listens, then starts the admin listener. */
+  /**
+   * Waits for the store (Redis: connected, or given up after 2 s), listens, then starts the admin listener.
+   * Rejects with a ListenError naming the listener that could not bind (nothing is left listening).
+   */
   listen(): Promise<AddressInfo>;
   /** Graceful shutdown (see ProxyServer.shutdown). */
   close(): Promise<void>;
@@ -226,7 +229,13 @@ export function createProxy(config: Config, options: ProxyOptions): Proxy {
       await gateway.start();
       const address = await server.listen();
       if (admin !== undefined) {
-        logAdminListening(logger, await admin.listen());
+        try {
+          logAdminListening(logger, await admin.listen());
+        } catch (err) {
+          // Nothing stays bound when listen() fails: the proxy port is released before the error goes on.
+          await new Promise<void>((resolve) => server.server.close(() => resolve()));
+          throw err;
+        }
       }
       return address;
     },

@@ -17,6 +17,7 @@ import { LOG_LEVELS } from './config/schema.js';
 import { allUpstreams, routesOf, servicesOf } from './config/resolve.js';
 import { loadForReload } from './gateway/reload.js';
 import { createLogger, exitOnFatalErrors } from './observability/logger.js';
+import { ListenError } from './server/listen-error.js';
 
 const DEFAULT_CONFIG = 'config/proxy.yaml';
 
@@ -33,7 +34,7 @@ Options:
 
 Environment:
   LOG_LEVEL                fatal, error, warn, info, debug, trace or silent; overrides logging.level
-  \${NAME} in any string value of the config is replaced by the environment variable NAME.
+  \${NAME} in any value of the config is replaced by the environment variable NAME.
 
 Signals:
   SIGTERM, SIGINT          graceful shutdown: stop accepting, finish in-flight requests, exit 0
@@ -145,6 +146,7 @@ async function main(argv: string[]): Promise<number> {
   try {
     listening(await proxy.listen());
   } catch (err) {
+    if (err instanceof ListenError) return cannotListen(err, flush);
     logger.fatal({ err }, 'cannot listen');
     flush();
     await proxy.close();
@@ -172,6 +174,7 @@ async function runPrimary(primary: Primary, logger: Logger, flush: () => void, l
   try {
     await primary.listenAdmin();
   } catch (err) {
+    if (err instanceof ListenError) return cannotListen(err, flush);
     logger.fatal({ err }, 'cannot listen');
     flush();
     return 1;
@@ -179,6 +182,7 @@ async function runPrimary(primary: Primary, logger: Logger, flush: () => void, l
   try {
     listening(await primary.start(), { workers: primary.workerPids.length, worker_pids: primary.workerPids });
   } catch (err) {
+    if (err instanceof ListenError) return cannotListen(err, flush);
     logger.fatal({ err }, 'cannot start the workers');
     flush();
     return 1;
@@ -192,6 +196,16 @@ async function runPrimary(primary: Primary, logger: Logger, flush: () => void, l
     drain: () => primary.shutdown(),
     flush,
   });
+}
+
+/**
+ * A listener that cannot bind (the port is taken, ...): one line on stderr, as for a bad config, and exit
+ * status 1. Nothing was serving, so there is nothing to drain and no shutdown to log.
+ */
+function cannotListen(err: ListenError, flush: () => void): number {
+  flush();
+  process.stderr.write(`tollgate: ${err.message}\n`);
+  return 1;
 }
 
 /**

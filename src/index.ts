@@ -7,3 +7,4 @@ export type { RequestContext } from './proxy/context.js';
 export { ERROR_CATALOGUE, ProxyError, type ErrorCode } from './proxy/errors.js';
 export type { FilterResult, PeerChoice, Phases } from './proxy/phases.js';
 export type { ReloadOutcome } from './gateway/gateway.js';
+export { ListenError, type ListenerName } from './server/listen-error.js';

@@ -21,6 +21,7 @@ import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import type { AdminConfig } from '../config/schema.js';
 import { authorizationParam, decodeBasic, equalsSecret } from '../middleware/auth/credentials.js';
+import { ListenError } from '../server/listen-error.js';
 import type { Status } from './status.js';
 
 /** The dashboard's files, relative to the ui folder, by the path they are served at. */
@@ -90,7 +91,7 @@ export class AdminServer {
     this.server.on('clientError', (_err, socket) => socket.destroy());
   }
 
-  /** Reads the dashboard files, then listens; resolves with the bound address. */
+  /** Reads the dashboard files, then listens; resolves with the bound address, rejects with a ListenError. */
   async listen(): Promise<AddressInfo> {
     const dir = this.#options.uiDir ?? UI_DIR;
     for (const [path, { file, type }] of Object.entries(ASSETS)) {
@@ -98,7 +99,7 @@ export class AdminServer {
     }
     const { address, port } = this.#options.config;
     return new Promise((resolve, reject) => {
-      const onError = (err: Error): void => reject(err);
+      const onError = (err: Error): void => reject(new ListenError('admin listener', address, port, err));
       this.server.once('error', onError);
       this.server.listen({ host: address, port }, () => {
         this.server.off('error', onError);

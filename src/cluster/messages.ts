@@ -5,6 +5,7 @@
 import type { AddressInfo } from 'node:net';
 import type { Config } from '../config/schema.js';
 import type { MetricsSnapshot } from '../observability/metrics.js';
+import type { ListenerName } from '../server/listen-error.js';
 
 /**
  * Worker → primary: ready for its start message. (The primary cannot send it on 'online': that comes
@@ -58,6 +59,21 @@ export interface ListeningMessage {
 }
 
 /**
+ * Worker → primary: the proxy port cannot be bound (taken, not an address of this host, ...). The primary
+ * says so once for the instance and stops: a restarted worker would not bind it either.
+ */
+export interface ListenFailedMessage {
+  readonly type: 'tollgate:listen-failed';
+  readonly listener: ListenerName;
+  readonly address: string;
+  readonly port: number;
+  /** The system's code (`EADDRINUSE`), when it gave one. */
+  readonly errno: string | undefined;
+  /** The listen error's own message. */
+  readonly detail: string;
+}
+
+/**
  * Primary → worker: send a snapshot of your numbers (the admin listener is being scraped, or builds its
  * status document). `stats`: with the per-second history; `process`: with the process metrics.
  */
@@ -105,7 +121,7 @@ export interface TakeReply {
 }
 
 export type PrimaryMessage = StartMessage | ShutdownMessage | TakeReply | SnapshotRequest | ReloadMessage;
-export type WorkerMessage = HelloMessage | ListeningMessage | TakeRequest | SnapshotReply | ReloadedMessage;
+export type WorkerMessage = HelloMessage | ListeningMessage | ListenFailedMessage | TakeRequest | SnapshotReply | ReloadedMessage;
 
 /** Whether an IPC message (anything a peer sent) has the `type` of T. Checks the type field only. */
 export function isMessage<T extends { type: string }>(message: unknown, type: T['type']): message is T {

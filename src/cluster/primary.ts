@@ -27,14 +27,16 @@ import type { AddressInfo } from 'node:net';
 import { availableParallelism } from 'node:os';
 import type { Logger } from 'pino';
 import { ConfigError } from '../config/load.js';
-import type { Config } from '../config/schema.js';
+import { MAX_TIMER_MS, type Config } from '../config/schema.js';
 import { applicableConfig, loadForReloadOffThread } from '../gateway/reload.js';
 import { answerTakes, PolicyStores } from '../limits/ipc-store.js';
+import { ListenError } from '../server/listen-error.js';
 import { monotonicClock } from '../util/clock.js';
 import {
   isMessage,
   isTakeRequest,
   type HelloMessage,
+  type ListenFailedMessage,
   type ListeningMessage,
   type ReloadedMessage,
   type ReloadMessage,
@@ -178,6 +180,8 @@ export class Primary {
   /** The instance's admin listener; undefined without `PrimaryOptions.admin`. */
   readonly #admin: PrimaryAdmin | undefined;
   #started = false;
+  /** A worker could not listen before the instance started: the workers are being stopped. */
+  #startFailed = false;
   #shuttingDown = false;
   #onStartFailed: ((err: Error) => void) | undefined;
   #onAllListening: (() => void) | undefined;
@@ -221,7 +225,11 @@ export class Primary {
     return this.#admin?.listen();
   }
 
-  /** Forks every worker; resolves once all listen, rejects if one exits first (the port is taken, ...). */
+  /**
+   * Forks every worker; resolves once all listen. Rejects with a ListenError when a worker cannot bind the
+   * port (the workers are stopped, nothing is logged: the caller says it), or with an Error when one
+   * exits first for another reason.
+   */
   start(): Promise<AddressInfo> {
     return new Promise((resolve, reject) => {
       this.#onAllListening = () => resolve(this.#address as AddressInfo);
@@ -394,6 +402,21 @@ export class Primary {
       this.#logger.info({ worker: slot, worker_pid: worker.process.pid }, 'worker started');
       return;
     }
+    if (isMessage<ListenFailedMessage>(message, 'tollgate:listen-failed')) {
+      const err = new ListenError(message.listener, message.address, message.port, { code: message.errno, message: message.detail });
+      if (this.#started) {
+        // The port was bound once; a worker that cannot use it now is restarted like one that died.
+        this.#logger.error({ worker: slot, worker_pid: worker.process.pid }, err.message);
+        worker.process.kill('SIGKILL');
+        return;
+      }
+      if (this.#startFailed) return;
+      // One line for the instance (the CLI prints it): every worker would fail the same way.
+      this.#startFailed = true;
+      this.kill();
+      this.#onStartFailed?.(err);
+      return;
+    }
     if (isMessage<ListeningMessage>(message, 'tollgate:listening')) {
       const state = this.#slots[slot] as Slot;
       state.listening = true;
@@ -419,6 +442,8 @@ export class Primary {
     if (state.worker !== worker) return;
     state.worker = undefined;
     state.listening = false;
+    // Stopped because the port cannot be bound: that is all there is to say.
+    if (this.#startFailed) return;
     if (this.#shuttingDown) {
       this.#logger.info({ worker: slot, worker_pid: worker.process.pid, code, signal }, 'worker exited');
       if (this.#slots.every((s) => s.worker === undefined)) this.#onAllExited?.();
@@ -464,7 +489,7 @@ export class Primary {
     const deadline = setTimeout(() => {
       this.#logger.warn('workers still running after the grace period: killing them');
       for (const slot of this.#slots) slot.worker?.process.kill('SIGKILL');
-    }, this.#config.server.shutdown_grace_ms + 5_000);
+    }, Math.min(this.#config.server.shutdown_grace_ms + 5_000, MAX_TIMER_MS));
     await allExited;
     clearTimeout(deadline);
     this.#buckets.close();

@@ -10,9 +10,11 @@ import type { Config, RateLimitConfig } from '../config/schema.js';
 import { IpcStore } from '../limits/ipc-store.js';
 import type { RateLimitStore, SharedStore, StoreErrorListener } from '../limits/store.js';
 import { createLogger, exitOnFatalErrors } from '../observability/logger.js';
+import { ListenError } from '../server/listen-error.js';
 import {
   isMessage,
   type HelloMessage,
+  type ListenFailedMessage,
   type ListeningMessage,
   type ReloadedMessage,
   type ReloadMessage,
@@ -121,6 +123,21 @@ async function startWorker(start: StartMessage): Promise<number> {
   try {
     address = await proxy.listen();
   } catch (err) {
+    if (err instanceof ListenError) {
+      // The primary says it, once for the instance, and stops every worker: none would bind this port.
+      const failed: ListenFailedMessage = {
+        type: 'tollgate:listen-failed',
+        listener: err.listener,
+        address: err.address,
+        port: err.port,
+        errno: err.errno,
+        detail: err.cause instanceof Error ? err.cause.message : String(err.cause),
+      };
+      process.send?.(failed, undefined, undefined, ignoreSendError);
+      // The primary kills this process once it has the message; exiting first could overtake the message.
+      await primaryGone(LISTEN_FAILED_WAIT_MS);
+      return 1;
+    }
     logger.fatal({ err }, 'cannot listen');
     handle.flush();
     await proxy.close();
@@ -153,6 +170,20 @@ async function startWorker(start: StartMessage): Promise<number> {
     shared?.close();
     handle.flush();
     return code;
+  });
+}
+
+/** How long a worker that cannot listen waits for the primary to stop it before exiting by itself. */
+const LISTEN_FAILED_WAIT_MS = 5_000;
+
+/** Resolves when the IPC channel to the primary closes, or after `ms`. */
+function primaryGone(ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    process.once('disconnect', () => {
+      clearTimeout(timer);
+      resolve();
+    });
   });
 }
 

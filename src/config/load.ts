@@ -4,11 +4,12 @@
  * reload); nothing here is on the request path.
  */
 import { readFileSync } from 'node:fs';
-import { isMap, isScalar, isSeq, LineCounter, parse, parseDocument, Scalar, visit, type Document, type Node } from 'yaml';
+import { isMap, isScalar, isSeq, LineCounter, parseDocument, visit, type Document, type Node } from 'yaml';
 import type { z } from 'zod';
 import { compileRoutes } from '../routing/matcher.js';
 import { matchOf } from './resolve.js';
-import { configSchema, type Config } from './schema.js';
+import { closestKey, configErrorMap, knownKeys } from './messages.js';
+import { configSchema, sharedPortMessage, type Config, type SharedPort } from './schema.js';
 
 /** Pairs of routes (indices into `routes`) that would match the same requests with equal precedence. */
 export function routeTies(config: Config): { a: number; b: number }[] {
@@ -48,17 +49,65 @@ export function formatPath(path: readonly PropertyKey[]): string {
 }
 
 const ENV_REF = /\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
-const WHOLE_ENV_REF = /^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$/;
 
-/** A variable's value read as a YAML scalar: `9000` a number, `true` a boolean, anything else a string. */
-function parseScalar(value: string): unknown {
-  try {
-    const parsed: unknown = parse(value);
-    return typeof parsed === 'number' || typeof parsed === 'boolean' ? parsed : value;
-  } catch {
-    return value;
-  }
+/**
+ * `${NAME}` is not YAML everywhere: in a flow mapping (`{port: ${PORT}}`) its braces are syntax. So before
+ * parsing, each reference is swapped for a marker of the same length that any scalar may hold (`$`, a
+ * private-use character, NAME, another private-use character), and the variables are read into the
+ * parsed scalars. Offsets stay those of the file, so every message keeps its line and column, and a
+ * variable's value is never parsed as YAML.
+ */
+interface References {
+  text: string;
+  /** Matches a marker; group 1 is the variable name. */
+  marker: RegExp;
+  /** The marker's first two characters, to find scalars that hold one. */
+  start: string;
 }
+
+function markReferences(source: string): References {
+  // Two private-use characters the file does not contain (a YAML file holding U+E000 is improbable already).
+  let code = 0xe000;
+  while (source.includes(String.fromCharCode(code)) || source.includes(String.fromCharCode(code + 1))) code += 2;
+  const open = String.fromCharCode(code);
+  const close = String.fromCharCode(code + 1);
+  return {
+    text: source.replace(ENV_REF, (_ref, name: string) => `$${open}${name}${close}`),
+    marker: new RegExp(`\\$${open}([A-Za-z_][A-Za-z0-9_]*)${close}`, 'g'),
+    start: `$${open}`,
+  };
+}
+
+/** A scalar value built from environment variables. */
+interface Substitution {
+  /** As written in the file: `"${HOST}:${PORT}"`. */
+  template: string;
+  /** The variables' text put together. */
+  value: string;
+  /** Set once the value has been read as a number or a boolean for a key that takes one. */
+  coerced: boolean;
+}
+
+/**
+ * A substituted value read as the number or boolean a key takes (`listen_port: "${PORT}"`, `enabled:
+ * ${FLAG}`), the way YAML reads a plain scalar; undefined when it is neither.
+ */
+function scalarFromEnv(value: string): number | boolean | undefined {
+  if (/^(true|True|TRUE)$/.test(value)) return true;
+  if (/^(false|False|FALSE)$/.test(value)) return false;
+  if (/^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/.test(value)) return Number(value);
+  return undefined;
+}
+
+/** A problem the schema found where a number or boolean was expected (so a substituted string may be read as one). */
+function wantsScalar(issue: z.core.$ZodIssue): boolean {
+  if (issue.code === 'invalid_type') return issue.expected === 'number' || issue.expected === 'int' || issue.expected === 'boolean';
+  if (issue.code === 'invalid_value') return issue.values.some((v) => typeof v === 'number' || typeof v === 'boolean');
+  return issue.code === 'invalid_union';
+}
+
+/** Every problem in Tollgate's words (the schema's own messages first). */
+const PARSE_OPTIONS = { error: configErrorMap } as const;
 
 /** Loads and validates a config file; throws ConfigError for anything wrong with it. */
 export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.env): Config {
@@ -74,23 +123,41 @@ export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.en
 
 /** Validates config text; `file` is used only in messages. */
 export function parseConfig(source: string, file: string, env: NodeJS.ProcessEnv = process.env): Config {
+  const refs = markReferences(source);
   const lines = new LineCounter();
-  const doc = parseDocument(source, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
+  const doc = parseDocument(refs.text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
   const at = (offset: number): { line: number; col: number } => lines.linePos(offset);
 
   if (doc.errors.length > 0) {
     throw new ConfigError(
       file,
-      doc.errors.map((e) => ({ ...at(e.pos[0]), path: '(yaml)', message: e.message.split('\n')[0] ?? e.message })),
+      doc.errors.map((e) => ({ ...at(e.pos[0]), path: '(yaml)', message: (e.message.split('\n')[0] ?? e.message).replace(refs.marker, '${$1}') })),
     );
   }
 
   const problems: ConfigProblem[] = [];
-  substituteEnv(doc, env, (node, path, name) => {
+  const substitutions = substituteEnv(doc, refs, env, (node, path, name) => {
     problems.push({ ...at(node.range?.[0] ?? 0), path: formatPath(path), message: `environment variable ${name} is not set` });
   });
 
-  const result = configSchema.safeParse(doc.toJS() ?? {});
+  const data: unknown = doc.toJS() ?? {};
+  let result = configSchema.safeParse(data, PARSE_OPTIONS);
+  // A substituted value is a string; where the schema wants a number or a boolean, it is read as one and
+  // the config validated again (each value at most once, so this ends).
+  while (!result.success) {
+    let coerced = false;
+    for (const issue of result.error.issues) {
+      const sub = substitutions.get(formatPath(issue.path));
+      if (sub === undefined || sub.coerced || !wantsScalar(issue)) continue;
+      const value = scalarFromEnv(sub.value);
+      if (value === undefined) continue;
+      setIn(data, issue.path, value);
+      sub.coerced = true;
+      coerced = true;
+    }
+    if (!coerced) break;
+    result = configSchema.safeParse(data, PARSE_OPTIONS);
+  }
   if (result.success && problems.length === 0) {
     const ties = routeTies(result.data);
     if (ties.length === 0) return result.data;
@@ -110,36 +177,57 @@ export function parseConfig(source: string, file: string, env: NodeJS.ProcessEnv
   if (!result.success) {
     // A value left unsubstituted is reported once, as the missing variable, not again as a bad value.
     const unsetPaths = new Set(problems.map((p) => p.path));
-    for (const problem of result.error.issues.flatMap((issue) => describeIssue(doc, issue, at))) {
+    const source = { file, doc, at, data, substitutions };
+    for (const problem of result.error.issues.flatMap((issue) => describeIssue(source, issue))) {
       if (!unsetPaths.has(problem.path)) problems.push(problem);
     }
   }
+  // In the order of the file, whichever check found them.
+  problems.sort((a, b) => a.line - b.line || a.col - b.col);
   throw new ConfigError(file, problems);
 }
 
-function substituteEnv(doc: Document, env: NodeJS.ProcessEnv, unset: (node: Node, path: PathKey[], name: string) => void): void {
+/**
+ * Puts the environment variables into the scalars that refer to them; returns the substituted values by
+ * key path. `unset` is called for each reference to a variable that is not set (the scalar keeps it as
+ * written).
+ */
+function substituteEnv(doc: Document, refs: References, env: NodeJS.ProcessEnv, unset: (node: Node, path: PathKey[], name: string) => void): Map<string, Substitution> {
+  const substitutions = new Map<string, Substitution>();
   visit(doc, {
-    Scalar(_key, node, ancestors) {
-      if (typeof node.value !== 'string' || !node.value.includes('${')) return;
-      const whole = WHOLE_ENV_REF.exec(node.value);
-      if (whole !== null && node.type === Scalar.PLAIN) {
-        // An unquoted `${PORT}` takes the variable's YAML type, so numbers and booleans can come from the
-        // environment too; quote it ("${PORT}") to keep a string.
-        const value = env[whole[1] as string];
-        if (value === undefined) unset(node, pathOf(ancestors, node), whole[1] as string);
-        else node.value = parseScalar(value);
-        return;
-      }
-      node.value = node.value.replace(ENV_REF, (_match, name: string) => {
-        const value = env[name];
-        if (value === undefined) {
-          unset(node, pathOf(ancestors, node), name);
-          return _match;
-        }
-        return value;
+    Scalar(key, node, ancestors) {
+      if (typeof node.value !== 'string' || !node.value.includes(refs.start)) return;
+      const path = pathOf(ancestors, node);
+      let complete = true;
+      const value = node.value.replace(refs.marker, (_marker, name: string) => {
+        const text = env[name];
+        if (text !== undefined) return text;
+        unset(node, path, name);
+        complete = false;
+        return `\${${name}}`;
       });
+      const template = node.value.replace(refs.marker, '${$1}');
+      node.value = complete ? value : template;
+      // A mapping key is substituted too, but only values are read as numbers or booleans.
+      if (complete && key !== 'key') substitutions.set(formatPath(path), { template, value, coerced: false });
     },
   });
+  return substitutions;
+}
+
+function setIn(data: unknown, path: readonly PropertyKey[], value: unknown): void {
+  let parent = data as Record<PropertyKey, unknown>;
+  for (const key of path.slice(0, -1)) parent = parent[key] as Record<PropertyKey, unknown>;
+  parent[path[path.length - 1] as PropertyKey] = value;
+}
+
+function getIn(data: unknown, path: readonly PropertyKey[]): unknown {
+  let node = data;
+  for (const key of path) {
+    if (node === null || typeof node !== 'object') return undefined;
+    node = (node as Record<PropertyKey, unknown>)[key];
+  }
+  return node;
 }
 
 /** Reconstructs the key path of a node from the ancestors `visit` gives. */
@@ -158,23 +246,75 @@ function pathOf(ancestors: readonly unknown[], node: unknown): PathKey[] {
   return path;
 }
 
-function describeIssue(doc: Document, issue: z.core.$ZodIssue, at: (offset: number) => { line: number; col: number }): ConfigProblem[] {
+/** The parsed file, as describeIssue reads it. */
+interface Source {
+  /** The file's name, as messages give it. */
+  file: string;
+  doc: Document;
+  at: (offset: number) => { line: number; col: number };
+  /** What the schema was given (substituted, and read as numbers where it wanted them). */
+  data: unknown;
+  substitutions: Map<string, Substitution>;
+}
+
+function describeIssue({ file, doc, at, data, substitutions }: Source, issue: z.core.$ZodIssue): ConfigProblem[] {
   const path = issue.path.filter((k): k is PathKey => typeof k === 'string' || typeof k === 'number');
   if (issue.code === 'unrecognized_keys') {
+    const known = knownKeys(configSchema, path, data);
     return issue.keys.map((key) => {
       const keyNode = findKeyNode(doc, path, key);
-      return { ...at(keyNode?.range?.[0] ?? nearestNode(doc, path).range?.[0] ?? 0), path: formatPath([...path, key]), message: 'unknown key' };
+      const meant = closestKey(key, known);
+      return {
+        ...at(keyNode?.range?.[0] ?? nearestNode(doc, path).range?.[0] ?? 0),
+        path: formatPath([...path, key]),
+        message: meant === undefined ? 'unknown key' : `unknown key, did you mean ${meant}?`,
+      };
     });
   }
+  if (issue.code === 'invalid_key') {
+    // A name used as a key (a service, a header): reported at the key, in the key schema's words.
+    const key = path[path.length - 1];
+    const keyNode = findKeyNode(doc, path.slice(0, -1), String(key));
+    const message = [...new Set(issue.issues.map((i) => i.message))].join('; ');
+    return [{ ...at(keyNode?.range?.[0] ?? nearestNode(doc, path).range?.[0] ?? 0), path: formatPath(path), message: `${message}, got key ${JSON.stringify(key)}` }];
+  }
+  const shared = issue.code === 'custom' ? (issue.params as { sharedPort?: SharedPort } | undefined)?.sharedPort : undefined;
+  if (shared !== undefined) return [describeSharedPort({ doc, at, file }, shared)];
   const exact = doc.getIn(path, true) as Node | undefined;
   const node = exact ?? nearestNode(doc, path);
   let message = issue.message;
   if (exact === undefined && (issue.code === 'invalid_type' || issue.code === 'invalid_value') && missingValue(doc, path)) {
     message = 'is required';
   } else if (isScalar(exact) && issue.code !== 'custom') {
-    message += `, got ${JSON.stringify(exact.toJSON())}`;
+    message += `, got ${shownValue(getIn(data, path), substitutions.get(formatPath(path)), issue)}`;
   }
   return [{ ...at(node.range?.[0] ?? 0), path: formatPath(path), message }];
+}
+
+/**
+ * The proxy and the admin listener on one port: told at whichever key comes later in the file (the one
+ * the file is read to), naming the other with its file:line:col, or saying it is the default.
+ */
+function describeSharedPort({ doc, at, file }: Pick<Source, 'doc' | 'at' | 'file'>, shared: SharedPort): ConfigProblem {
+  const keys = [
+    { name: 'admin.port', node: doc.getIn(['admin', 'port'], true) as Node | undefined },
+    { name: 'server.listen_port', node: doc.getIn(['server', 'listen_port'], true) as Node | undefined },
+  ] as const;
+  const offset = (key: (typeof keys)[number]): number => key.node?.range?.[0] ?? -1;
+  const [here, other] = offset(keys[0]) >= offset(keys[1]) ? [keys[0], keys[1]] : [keys[1], keys[0]];
+  const otherPos = offset(other) < 0 ? undefined : at(offset(other));
+  const otherAt = otherPos === undefined ? 'its default' : `${file}:${otherPos.line}:${otherPos.col}`;
+  return { ...at(offset(here)), path: here.name, message: sharedPortMessage(here.name, shared, otherAt) };
+}
+
+/**
+ * A bad value as a message shows it. One from the environment is shown where a number or a boolean was
+ * wanted; any other string from there may be a secret (a token too short), so only its template is named.
+ */
+function shownValue(value: unknown, sub: Substitution | undefined, issue: z.core.$ZodIssue): string {
+  if (sub === undefined) return JSON.stringify(value);
+  if (typeof value !== 'string' || wantsScalar(issue)) return `${JSON.stringify(value)} (from ${sub.template})`;
+  return `${sub.template} (value not shown)`;
 }
 
 function missingValue(doc: Document, path: PathKey[]): boolean {

@@ -30,13 +30,32 @@ const port = z
   .min(1, 'must be 1-65535')
   .max(65535, 'must be 1-65535');
 
-/** A non-negative whole number of milliseconds. */
-const durationMs = (fallback: number) =>
-  z
+/** setTimeout's longest delay (2^31 - 1 ms, about 24.8 days): Node runs a longer one after 1 ms. */
+export const MAX_TIMER_MS = 2_147_483_647;
+
+/**
+ * The shortest timeout, interval or window a key takes, unless the key says otherwise: under 100 ms a
+ * value is almost always seconds written as milliseconds (`interval_ms: 5`), and would probe, eject or
+ * time out many times too often.
+ */
+export const MIN_DURATION_MS = 100;
+
+/**
+ * A duration in whole milliseconds, from `min` up to what a timer can hold. `off` says what 0 means for
+ * a key where 0 turns the timer off; for every other key 0 is under the minimum like any small value.
+ */
+function durationMs(fallback: number, min = MIN_DURATION_MS, off?: string) {
+  const range = off === undefined ? `at least ${min} milliseconds` : `0 (${off}) or at least ${min} milliseconds`;
+  return z
     .number({ error: 'must be a whole number of milliseconds' })
     .int('must be a whole number of milliseconds')
-    .min(0, 'must be 0 or more milliseconds')
+    .min(off === undefined ? min : 0, `must be ${range}`)
+    .max(MAX_TIMER_MS, `must be at most ${MAX_TIMER_MS} milliseconds (about 24 days)`)
+    .superRefine(function offOrAtLeast(ms, ctx) {
+      if (off !== undefined && ms > 0 && ms < min && Number.isInteger(ms)) ctx.addIssue({ code: 'too_small', origin: 'number', minimum: min, inclusive: true, input: ms, message: `must be ${range}` });
+    })
     .default(fallback);
+}
 
 const positiveInt = (what: string, max = Number.MAX_SAFE_INTEGER) =>
   z
@@ -49,6 +68,9 @@ const host = z.string({ error: 'must be an IP address or a host name' }).refine(
 
 /** Most worker processes a config may ask for. */
 export const MAX_WORKERS = 256;
+
+/** Node checks header timeouts once a second (proxy-server.ts), so a shorter one would not be kept. */
+export const HEADER_TIMEOUT_MIN_MS = 1_000;
 
 const serverSchema = z.strictObject({
   /**
@@ -69,13 +91,15 @@ const serverSchema = z.strictObject({
     .default(8080),
   listen_address: host.default('0.0.0.0'),
   max_connections: positiveInt('a whole number of at least 1').default(1000),
+  /** Node's 0 would keep idle connections open forever; a few ms races a client reusing its connection. */
   keepalive_timeout_ms: durationMs(75_000),
-  shutdown_grace_ms: durationMs(30_000),
+  /** 0 cuts the connections still open at once. */
+  shutdown_grace_ms: durationMs(30_000, 0),
   trusted_proxies: z.array(z.string().refine(isCidr, 'must be an IP address or a CIDR block such as 10.0.0.0/8')).default([]),
   health_path: z.string().regex(/^\/[^?#\s]*$/, 'must be a path starting with "/" (no query)').default('/health'),
   proxy_name: z.string().regex(/^[\x21-\x7e]+(?: [\x21-\x7e]+)*$/, 'must be printable ASCII').default('tollgate'),
   /** A client must send its whole request head within this time (408 otherwise). */
-  header_timeout_ms: durationMs(10_000),
+  header_timeout_ms: durationMs(10_000, HEADER_TIMEOUT_MIN_MS),
   /** Longest pause allowed between two pieces of a request body (408 otherwise). */
   body_timeout_ms: durationMs(30_000),
   /** Most header lines in a request (431 beyond). */
@@ -120,8 +144,8 @@ const activeHealthSchema = z.strictObject({
   enabled: z.boolean().default(true),
   /** `tcp`: the check passes when a connection opens; `http`: when a request gets an expected status. */
   type: z.enum(['tcp', 'http'], { error: 'must be tcp or http' }).default('tcp'),
-  interval_ms: positiveInt('a whole number of milliseconds of at least 1').default(5_000),
-  timeout_ms: positiveInt('a whole number of milliseconds of at least 1').default(2_000),
+  interval_ms: durationMs(5_000),
+  timeout_ms: durationMs(2_000),
   /** Consecutive passed checks that bring a down backend back. */
   healthy_threshold: positiveInt('a whole number of at least 1').default(2),
   /** Consecutive failed checks that take a backend out. */
@@ -144,8 +168,8 @@ const passiveHealthSchema = z.strictObject({
   /** Count upstream 5xx responses as failures too. */
   include_5xx: z.boolean().default(false),
   /** First ejection time; doubled on each repeat, up to max_ejection_ms. */
-  base_ejection_ms: positiveInt('a whole number of milliseconds of at least 1').default(10_000),
-  max_ejection_ms: positiveInt('a whole number of milliseconds of at least 1').default(300_000),
+  base_ejection_ms: durationMs(10_000),
+  max_ejection_ms: durationMs(300_000),
   /** Never eject past this share of the group. */
   max_ejection_percent: fraction('a percentage from 0 to 100').default(50),
 });
@@ -170,7 +194,7 @@ const hashKeySchema = z.strictObject({
 const poolSchema = z.strictObject({
   /** Connections kept per upstream (undici Pool `connections`). */
   max_connections: positiveInt('a whole number of at least 1').default(128),
-  /** How long an idle upstream connection is kept, unless the upstream asks for less. */
+  /** How long an idle upstream connection is kept, unless the upstream asks for less (undici refuses 0). */
   keepalive_timeout_ms: durationMs(60_000),
 });
 
@@ -187,10 +211,11 @@ export const loadBalancingSchema = z.strictObject({
       });
     }),
   connect_timeout_ms: durationMs(5_000),
-  response_timeout_ms: durationMs(30_000),
+  /** Until the response headers, and between two pieces of the body; 0 for no limit (long polls, event streams). */
+  response_timeout_ms: durationMs(30_000, MIN_DURATION_MS, 'no limit'),
   preserve_host: z.boolean().default(true),
   /** Whole upstream exchange, headers and body; 0 for no limit. */
-  total_timeout_ms: durationMs(0),
+  total_timeout_ms: durationMs(0, MIN_DURATION_MS, 'no limit'),
   pool: poolSchema.prefault({}),
   health_check: z.strictObject({ active: activeHealthSchema.prefault({}), passive: passiveHealthSchema.prefault({}) }).prefault({}),
   retries: retrySchema.prefault({}),
@@ -199,7 +224,7 @@ export const loadBalancingSchema = z.strictObject({
     .prefault({})
     .refine((k) => (k.source !== 'header' && k.source !== 'cookie') || k.name !== undefined, 'needs a name for a header or cookie key'),
   /** A backend that comes back takes a share of traffic growing linearly over this window; 0 is off. */
-  slow_start_ms: durationMs(0),
+  slow_start_ms: durationMs(0, MIN_DURATION_MS, 'off'),
 });
 
 export const AUTH_TYPES = ['bearer', 'basic', 'api_key'] as const;
@@ -243,8 +268,19 @@ const redisUrl = z
     return (url.protocol === 'redis:' || url.protocol === 'rediss:') && url.hostname !== '' && /^(\/\d*)?$/.test(url.pathname);
   }, 'must be a redis:// or rediss:// URL such as redis://127.0.0.1:6379/0');
 
+/**
+ * A shared store's wait is a per-request budget, where a few milliseconds is a fair choice; under 5 ms the
+ * event loop's own delays alone would trip it and `on_error` would decide every request.
+ */
+export const STORE_TIMEOUT_MIN_MS = 5;
+
 /** Longest wait for a shared store on a request; past it `on_error` decides. */
-const storeTimeoutMs = positiveInt('a whole number of milliseconds from 1 to 60000', 60_000).default(100);
+const storeTimeoutMs = z
+  .number({ error: `must be a whole number of milliseconds from ${STORE_TIMEOUT_MIN_MS} to 60000` })
+  .int(`must be a whole number of milliseconds from ${STORE_TIMEOUT_MIN_MS} to 60000`)
+  .min(STORE_TIMEOUT_MIN_MS, `must be a whole number of milliseconds from ${STORE_TIMEOUT_MIN_MS} to 60000`)
+  .max(60_000, `must be a whole number of milliseconds from ${STORE_TIMEOUT_MIN_MS} to 60000`)
+  .default(100);
 /** When a shared store cannot answer: `allow` lets the request through, `deny` answers 503 with Retry-After. */
 const storeOnError = z.enum(['allow', 'deny'], { error: 'must be allow or deny' }).default('allow');
 
@@ -457,6 +493,12 @@ export const configSchema = z.preprocess(
       metrics: metricsSchema.prefault({}),
       tracing: tracingSchema.prefault({}),
     })
+    .superRefine(function listenersApart({ server, admin }, ctx) {
+      // Port 0 asks the system for a free port, which never clashes.
+      if (!admin.enabled || admin.port === 0 || admin.port !== server.listen_port || !addressesOverlap(admin.address, server.listen_address)) return;
+      const params: SharedPort = { port: admin.port, adminAddress: admin.address, proxyAddress: server.listen_address };
+      ctx.addIssue({ code: 'custom', path: ['admin', 'port'], message: sharedPortMessage('admin.port', params), params: { sharedPort: params } });
+    })
     .superRefine(function servicesAndRoutes(config, ctx) {
       const services = new Set(Object.keys(config.services ?? {}));
       if (services.has(RESERVED_NAME)) ctx.addIssue({ code: 'custom', path: ['services', RESERVED_NAME], message: RESERVED_MESSAGE });
@@ -481,6 +523,55 @@ export const configSchema = z.preprocess(
       });
     }),
 );
+
+/** The proxy and the admin listener on one port (the issue's `params.sharedPort`, for load.ts). */
+export interface SharedPort {
+  port: number;
+  adminAddress: string;
+  proxyAddress: string;
+}
+
+/**
+ * The problem of two listeners on one port, told at `key` (admin.port or server.listen_port) and naming
+ * the other; `otherAt` says where the other is written (`proxy.yaml:2:16`, or its default).
+ */
+export function sharedPortMessage(key: 'admin.port' | 'server.listen_port', shared: SharedPort, otherAt?: string): string {
+  const other = key === 'admin.port' ? 'server.listen_port' : 'admin.port';
+  const addresses =
+    shared.adminAddress === shared.proxyAddress
+      ? `both on ${shared.proxyAddress}`
+      : `and server.listen_address ${shared.proxyAddress} overlaps admin.address ${shared.adminAddress}`;
+  return `${shared.port} is ${other} too${otherAt === undefined ? '' : ` (${otherAt})`}, ${addresses}: the proxy and the admin listener need different ports`;
+}
+
+/**
+ * Whether listening on both addresses, one port, would fail (as tried on Linux, where Node's `::` takes
+ * IPv4 too): the same address; `::` with any address; `0.0.0.0` with any IPv4 address (not with `::1`);
+ * `localhost` with 127.0.0.1 or ::1. A host name other than localhost is not resolved here: it is taken
+ * to overlap a wildcard address and itself.
+ */
+export function addressesOverlap(a: string, b: string): boolean {
+  const x = canonicalAddress(a);
+  const y = canonicalAddress(b);
+  if (x === y || x === '::' || y === '::') return true;
+  if (x === '0.0.0.0' || y === '0.0.0.0') {
+    const other = x === '0.0.0.0' ? y : x;
+    return isIP(other) !== 6;
+  }
+  if (x === 'localhost' || y === 'localhost') {
+    const other = x === 'localhost' ? y : x;
+    return other === '127.0.0.1' || other === '::1';
+  }
+  return false;
+}
+
+/** Lower case without a trailing dot; IPv6 compressed (`0:0::1` is `::1`); IPv4-mapped IPv6 as IPv4. */
+function canonicalAddress(address: string): string {
+  const lower = address.toLowerCase().replace(/\.$/, '');
+  const mapped = /^(?:0{0,4}:){0,5}:?ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(lower);
+  if (mapped !== null && isIP(mapped[1] as string) === 4) return mapped[1] as string;
+  return isIP(lower) === 6 ? new URL(`http://[${lower}]/`).hostname.slice(1, -1) : lower;
+}
 
 /** The service and route names of a config written without `services` / `routes`. */
 export const DEFAULT_NAME = 'default';

@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import type { ServerConfig } from '../config/schema.js';
 import { ERROR_CATALOGUE, errorBody, type ErrorCode } from '../proxy/errors.js';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { ListenError } from './listen-error.js';
 
 /** What the listener hands requests to (the gateway, which passes each to its current generation). */
 export interface RequestHandler {
@@ -106,10 +107,11 @@ export class ProxyServer {
     return this.#refused;
   }
 
+  /** Listens on `listen_address:listen_port`; rejects with a ListenError (the port is taken, ...). */
   listen(): Promise<AddressInfo> {
     const { listen_port: port, listen_address: host } = this.#config;
     return new Promise((resolve, reject) => {
-      const onError = (err: Error): void => reject(err);
+      const onError = (err: Error): void => reject(new ListenError('proxy', host, port, err));
       this.server.once('error', onError);
       this.server.listen({ port, host }, () => {
         this.server.off('error', onError);

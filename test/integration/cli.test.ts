@@ -81,9 +81,18 @@ describe('the tollgate command', () => {
     assert.match(unset.stderr, /routes\[0\]\.middleware\.auth\.valid_tokens\[0\]: environment variable API_KEY is not set/);
   });
 
+  test('--check reads ${NAME} in flow style and quoted, as numbers and booleans where the keys take them', async () => {
+    const file = writeConfig('server: {listen_port: ${PORT}, workers: "${WORKERS}"}\nload_balancing:\n  upstreams: [{name: a, address: 127.0.0.1, port: "${UP}"}]\n  preserve_host: "${PRESERVE}"\n');
+    const ok = await runCli(['--check', '--config', file], { PORT: '8085', WORKERS: '2', UP: '3000', PRESERVE: 'false' });
+    assert.equal(ok.code, 0, ok.stderr);
+    const unset = await runCli(['--check', '--config', file], { PORT: undefined, WORKERS: '2', UP: '3000', PRESERVE: 'false' });
+    assert.equal(unset.code, 2);
+    assert.equal(unset.stderr, `${file}:1:23 server.listen_port: environment variable PORT is not set\ntollgate: configuration ${file} is invalid\n`);
+  });
+
   const badConfigs: [string, string, RegExp][] = [
     ['a YAML syntax error', 'server:\n  listen_port: [8080\nload_balancing: {}\n', /proxy\.yaml:\d+:\d+ \(yaml\): /],
-    ['an unknown key', 'server:\n  listen_port: 8080\n  listen_prot: 1\nload_balancing:\n  upstreams:\n    - {name: a, address: 127.0.0.1, port: 1}\n', /proxy\.yaml:3:3 server\.listen_prot: unknown key/],
+    ['an unknown key', 'server:\n  listen_port: 8080\n  listen_prot: 1\nload_balancing:\n  upstreams:\n    - {name: a, address: 127.0.0.1, port: 1}\n', /proxy\.yaml:3:3 server\.listen_prot: unknown key, did you mean listen_port\?/],
     [
       'port 70000',
       'load_balancing:\n  upstreams:\n    - name: a\n      address: 127.0.0.1\n      port: 3000\n    - name: b\n      address: 127.0.0.1\n      port: 70000\n',
@@ -130,13 +139,14 @@ describe('the tollgate command', () => {
     }
   });
 
-  test('an admin port in use: the proxy does not start (exit 1) and its own port is released', async () => {
+  test('an admin port in use: one line naming the admin listener, exit 1, and the proxy port is released', async () => {
     const backend = await startBackend('b');
     const port = await freePort();
     try {
       const run = await runCli(['--config', writeConfig(config(port, [backend.port]).replace('  port: 0', `  port: ${backend.port}`))]);
       assert.equal(run.code, 1);
-      assert.match(run.stdout, /EADDRINUSE/);
+      assert.equal(run.stderr, `tollgate: cannot listen on 127.0.0.1:${backend.port} for the admin listener: address already in use\n`);
+      assert.doesNotMatch(run.stdout, /EADDRINUSE|shutting down|shutdown complete/);
       assert.ok(await portIsClosed(port));
     } finally {
       await backend.close();
@@ -157,15 +167,35 @@ describe('the tollgate command', () => {
     assert.match(run.stderr, /\/nonexistent\/tollgate\.yaml:1:1 \(root\): cannot read config: file not found/);
   });
 
-  test('a port already in use exits 1 with a fatal log line', async () => {
+  test('a port already in use: one line naming the proxy listener, its address and the reason; exit 1, no shutdown noise', async () => {
     const backend = await startBackend('b');
     try {
       const run = await runCli(['--config', writeConfig(config(backend.port, [backend.port]))]);
       assert.equal(run.code, 1);
-      assert.match(run.stdout, /EADDRINUSE/);
+      assert.equal(run.stderr, `tollgate: cannot listen on 127.0.0.1:${backend.port} for the proxy: address already in use\n`);
+      assert.equal(run.stdout, '');
     } finally {
       await backend.close();
     }
+  });
+
+  test('an address of no interface of this host: the reason says so', async () => {
+    // 192.0.2.0/24 is reserved for documentation (RFC 5737): never an address of a real host.
+    const run = await runCli(['--config', writeConfig(config(8080, [1]).replace('listen_address: "127.0.0.1"', 'listen_address: "192.0.2.1"'))]);
+    assert.equal(run.code, 1);
+    assert.equal(run.stderr, 'tollgate: cannot listen on 192.0.2.1:8080 for the proxy: address not available (no interface of this host has it)\n');
+  });
+
+  test('the admin port equal to the proxy port on overlapping addresses is a config error naming both keys (exit 2); port 0 never clashes', async () => {
+    const file = writeConfig('server:\n  listen_port: 8080\nload_balancing:\n  upstreams: [{name: a, address: 127.0.0.1, port: 3000}]\nadmin:\n  port: 8080\n');
+    const check = await runCli(['--check', '--config', file]);
+    assert.equal(check.code, 2);
+    assert.equal(
+      check.stderr,
+      `${file}:6:9 admin.port: 8080 is server.listen_port too (${file}:2:16), and server.listen_address 0.0.0.0 overlaps admin.address 127.0.0.1: the proxy and the admin listener need different ports\ntollgate: configuration ${file} is invalid\n`,
+    );
+    const zero = await runCli(['--check', '--config', writeConfig('server:\n  listen_port: 0\nload_balancing:\n  upstreams: [{name: a, address: 127.0.0.1, port: 3000}]\nadmin:\n  port: 0\n')]);
+    assert.equal(zero.code, 0, zero.stderr);
   });
 
   test('SIGTERM with requests in flight: they complete, then the process exits 0', async () => {

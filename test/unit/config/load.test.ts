@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { ConfigError, formatPath, loadConfigFile, parseConfig, type ConfigProblem } from '../../../src/config/load.js';
-import type { Config } from '../../../src/config/schema.js';
+import { addressesOverlap, type Config } from '../../../src/config/schema.js';
 
 const BRIEF = fileURLToPath(new URL('../../fixtures/brief.yaml', import.meta.url));
 const PROXY_YAML = fileURLToPath(new URL('../../../config/proxy.yaml', import.meta.url));
@@ -212,6 +212,59 @@ describe('parseConfig: ${NAME} substitution', () => {
       assert.equal(config.server.listen_port, 9000);
     },
   );
+
+  test('${NAME} works in flow style, where its braces would otherwise be YAML syntax', () => {
+    const config = parse('server: {listen_port: ${PORT}, listen_address: ${ADDR}}\nload_balancing:\n  upstreams: [{name: a, address: ${HOST}, port: ${UP}}]\n', {
+      PORT: '8085',
+      ADDR: '127.0.0.1',
+      HOST: 'api.internal',
+      UP: '3000',
+    });
+    assert.equal(config.server.listen_port, 8085);
+    assert.equal(config.server.listen_address, '127.0.0.1');
+    assert.deepEqual(config.load_balancing?.upstreams[0], { name: 'a', address: 'api.internal', port: 3000, weight: 1 });
+  });
+
+  test('a quoted ${NAME} is read as a number or a boolean where the key takes one', () => {
+    const config = parse(
+      `server:\n  listen_port: "\${PORT}"\n  workers: '\${WORKERS}'\n${MINIMAL}  preserve_host: "\${PRESERVE}"\nmiddleware:\n  auth: {enabled: "\${AUTH}", valid_tokens: ["\${TOKEN}"]}\n`,
+      { PORT: '8085', WORKERS: '4', PRESERVE: 'false', AUTH: 'true', TOKEN: '12345' },
+    );
+    assert.equal(config.server.listen_port, 8085);
+    assert.equal(config.server.workers, 4);
+    assert.equal(config.load_balancing?.preserve_host, false);
+    assert.equal(config.middleware.auth.enabled, true);
+    // A key that takes a string keeps the variable's text, quoted or not.
+    assert.deepEqual(config.middleware.auth.valid_tokens, ['12345']);
+    assert.deepEqual(parse(`${MINIMAL}middleware:\n  auth:\n    enabled: true\n    valid_tokens: [\${TOKEN}]\n`, { TOKEN: '007' }).middleware.auth.valid_tokens, ['007']);
+  });
+
+  test('a value made of several variables is read as a number too, where the key takes one', () => {
+    assert.equal(parse(`server:\n  listen_port: \${A}\${B}\n${MINIMAL}`, { A: '80', B: '85' }).server.listen_port, 8085);
+  });
+
+  test('an unset variable in flow style is reported at its value, with file:line:col', () => {
+    assertProblems('server: {listen_port: ${PORT}}\nload_balancing:\n  upstreams: [{name: a, address: 127.0.0.1, port: 3000}]\n', [
+      { line: 1, col: 23, path: 'server.listen_port', message: 'environment variable PORT is not set' },
+    ]);
+  });
+
+  test('a variable that is not a number where one is wanted is shown with its name', () => {
+    assertProblems(`server:\n  listen_port: "\${PORT}"\n${MINIMAL}`, [{ line: 2, col: 16, path: 'server.listen_port', message: 'must be a port number (0-65535), got "eighty" (from ${PORT})' }], {
+      PORT: 'eighty',
+    });
+    assertProblems(`server: {listen_port: \${PORT}}\n${MINIMAL}`, [{ line: 1, col: 23, path: 'server.listen_port', message: 'must be 0-65535, got 70000 (from ${PORT})' }], { PORT: '70000' });
+  });
+
+  test('a string from the environment is not shown in a message: it may be a secret', () => {
+    assertProblems(`${MINIMAL}admin:\n  token: \${ADMIN_TOKEN}\n`, [{ line: 7, col: 10, path: 'admin.token', message: 'must be at least 16 characters, got ${ADMIN_TOKEN} (value not shown)' }], {
+      ADMIN_TOKEN: 'hunter2',
+    });
+  });
+
+  test('"${" that is not a reference is left alone', () => {
+    assert.equal(parse(`server:\n  proxy_name: "a\${b"\n${MINIMAL}`).server.proxy_name, 'a${b');
+  });
 });
 
 describe('parseConfig: errors name file:line:col and the key path', () => {
@@ -229,12 +282,12 @@ describe('parseConfig: errors name file:line:col and the key path', () => {
     assertProblems(`server:\n  listen_port: 8080\n  listen_port: 8081\n${MINIMAL}`, [{ line: 3, col: 3, path: '(yaml)', message: 'Map keys must be unique' }]);
   });
 
-  test('an unknown key points at the key', () => {
-    assertProblems(`server:\n  listen_port: 8080\n  lisen_address: 0.0.0.0\n${MINIMAL}`, [{ line: 3, col: 3, path: 'server.lisen_address', message: 'unknown key' }]);
+  test('an unknown key points at the key, and names the known key it is nearest to', () => {
+    assertProblems(`server:\n  listen_port: 8080\n  lisen_address: 0.0.0.0\n${MINIMAL}`, [{ line: 3, col: 3, path: 'server.lisen_address', message: 'unknown key, did you mean listen_address?' }]);
   });
 
   test('an unknown key inside an upstream and at the top level', () => {
-    assertProblems(`load_balancing:\n${UPSTREAM}      wieght: 2\n`, [{ line: 6, col: 7, path: 'load_balancing.upstreams[0].wieght', message: 'unknown key' }]);
+    assertProblems(`load_balancing:\n${UPSTREAM}      wieght: 2\n`, [{ line: 6, col: 7, path: 'load_balancing.upstreams[0].wieght', message: 'unknown key, did you mean weight?' }]);
     assertProblems(`${MINIMAL}extra: 1\n`, [{ line: 6, col: 1, path: 'extra', message: 'unknown key' }]);
   });
 
@@ -409,7 +462,7 @@ describe('parseConfig: server.workers and rate_limit.store', () => {
       on_error: 'deny',
     });
     assertProblems(store('      type: memory\n      timeout_ms: 0\n      on_error: maybe\n'), [
-      { line: 11, col: 19, path: 'middleware.rate_limit.store.timeout_ms', message: 'must be a whole number of milliseconds from 1 to 60000, got 0' },
+      { line: 11, col: 19, path: 'middleware.rate_limit.store.timeout_ms', message: 'must be a whole number of milliseconds from 5 to 60000, got 0' },
       { line: 12, col: 17, path: 'middleware.rate_limit.store.on_error', message: 'must be allow or deny, got "maybe"' },
     ]);
   });
@@ -428,12 +481,152 @@ describe('parseConfig: server.workers and rate_limit.store', () => {
       { line: 12, col: 17, path: 'middleware.rate_limit.store.on_error', message: 'must be allow or deny, got "maybe"' },
     ]);
     assertProblems(store('      type: redis\n      url: redis://r\n      timeout_ms: 0\n'), [
-      { line: 12, col: 19, path: 'middleware.rate_limit.store.timeout_ms', message: 'must be a whole number of milliseconds from 1 to 60000, got 0' },
+      { line: 12, col: 19, path: 'middleware.rate_limit.store.timeout_ms', message: 'must be a whole number of milliseconds from 5 to 60000, got 0' },
     ]);
     assertProblems(store('      type: redis\n'), [{ line: 10, col: 7, path: 'middleware.rate_limit.store.url', message: 'is required (or cluster, or sentinel)' }]);
     assertProblems(store('      type: redis\n      url: redis://r\n      cluster: { nodes: ["redis://c"] }\n'), [
       { line: 12, col: 16, path: 'middleware.rate_limit.store.cluster', message: 'give only one of url, cluster or sentinel' },
     ]);
     assertProblems(store('      type: memory\n      url: redis://r\n'), [{ line: 11, col: 7, path: 'middleware.rate_limit.store.url', message: 'unknown key' }]);
+  });
+});
+
+describe('parseConfig: durations have sane minimums', () => {
+  /** Each duration key: where it goes, its minimum, and what 0 means when 0 is allowed. */
+  const keys: { path: string; min: number; off?: string }[] = [
+    { path: 'server.keepalive_timeout_ms', min: 100 },
+    { path: 'server.header_timeout_ms', min: 1000 },
+    { path: 'server.body_timeout_ms', min: 100 },
+    { path: 'load_balancing.connect_timeout_ms', min: 100 },
+    { path: 'load_balancing.response_timeout_ms', min: 100, off: 'no limit' },
+    { path: 'load_balancing.total_timeout_ms', min: 100, off: 'no limit' },
+    { path: 'load_balancing.slow_start_ms', min: 100, off: 'off' },
+    { path: 'load_balancing.pool.keepalive_timeout_ms', min: 100 },
+    { path: 'load_balancing.health_check.active.interval_ms', min: 100 },
+    { path: 'load_balancing.health_check.active.timeout_ms', min: 100 },
+    { path: 'load_balancing.health_check.passive.base_ejection_ms', min: 100 },
+    { path: 'load_balancing.health_check.passive.max_ejection_ms', min: 100 },
+  ];
+
+  /** A config with `value` at `path` (flow style, so the line of the value is always 1 or 2). */
+  function withDuration(path: string, value: number): string {
+    const parts = path.split('.');
+    const leaf = parts.pop() as string;
+    let inner = `{${leaf}: ${value}}`;
+    for (const part of parts.slice(1).reverse()) inner = `{${part}: ${inner}}`;
+    if (parts[0] === 'server') return `server: ${inner}\n${MINIMAL}`;
+    return `load_balancing: ${inner.slice(0, -1)}, upstreams: [{name: a, address: 127.0.0.1, port: 3000}]}\n`;
+  }
+
+  for (const { path, min, off } of keys) {
+    test(`${path}: at least ${min}${off === undefined ? '' : `, or 0 (${off})`}`, () => {
+      const message = off === undefined ? `must be at least ${min} milliseconds` : `must be 0 (${off}) or at least ${min} milliseconds`;
+      for (const tooSmall of off === undefined ? [0, 5, min - 1] : [5, min - 1]) {
+        const err = configError(withDuration(path, tooSmall));
+        assert.deepEqual(
+          err.problems.map((p) => `${p.path}: ${p.message}`),
+          [`${path}: ${message}, got ${tooSmall}`],
+        );
+      }
+      const at = (config: Config): unknown => path.split('.').reduce<unknown>((o, k) => (o as Record<string, unknown>)[k], config);
+      assert.equal(at(parse(withDuration(path, min))), min);
+      if (off !== undefined) assert.equal(at(parse(withDuration(path, 0))), 0);
+      assert.match(configError(withDuration(path, 2 ** 31)).message, /must be at most 2147483647 milliseconds \(about 24 days\), got 2147483648/);
+    });
+  }
+
+  test('shutdown_grace_ms may be 0: the connections still open are cut at once', () => {
+    assert.equal(parse(`server:\n  shutdown_grace_ms: 0\n${MINIMAL}`).server.shutdown_grace_ms, 0);
+  });
+
+  test('a shared store waits at least 5 ms', () => {
+    const store = (ms: number): string => `${MINIMAL}middleware:\n  rate_limit:\n    store: {type: memory, timeout_ms: ${ms}}\n`;
+    assert.equal(parse(store(5)).middleware.rate_limit.store.timeout_ms, 5);
+    assert.deepEqual(configError(store(4)).problems, [
+      { line: 8, col: 39, path: 'middleware.rate_limit.store.timeout_ms', message: 'must be a whole number of milliseconds from 5 to 60000, got 4' },
+    ]);
+  });
+
+  test('the brief example: interval_ms: 5 is refused, naming the minimum', () => {
+    assertProblems(`load_balancing:\n${UPSTREAM}  health_check:\n    active:\n      interval_ms: 5\n`, [
+      { line: 8, col: 20, path: 'load_balancing.health_check.active.interval_ms', message: 'must be at least 100 milliseconds, got 5' },
+    ]);
+  });
+});
+
+describe('parseConfig: the admin listener and the proxy on one port', () => {
+  test('the same port on overlapping addresses is an error at the later key, naming the other with file:line:col', () => {
+    assertProblems(`server:\n  listen_port: 8080\n  listen_address: 127.0.0.1\n${MINIMAL}admin:\n  port: 8080\n`, [
+      {
+        line: 10,
+        col: 9,
+        path: 'admin.port',
+        message: '8080 is server.listen_port too (test.yaml:2:16), both on 127.0.0.1: the proxy and the admin listener need different ports',
+      },
+    ]);
+    assertProblems(`admin:\n  port: 8080\nserver:\n  listen_port: 8080\n${MINIMAL}`, [
+      {
+        line: 4,
+        col: 16,
+        path: 'server.listen_port',
+        message: '8080 is admin.port too (test.yaml:2:9), and server.listen_address 0.0.0.0 overlaps admin.address 127.0.0.1: the proxy and the admin listener need different ports',
+      },
+    ]);
+  });
+
+  test('a key left at its default is named as the default', () => {
+    assertProblems(`server:\n  listen_port: 9901\n${MINIMAL}`, [
+      {
+        line: 2,
+        col: 16,
+        path: 'server.listen_port',
+        message: '9901 is admin.port too (its default), and server.listen_address 0.0.0.0 overlaps admin.address 127.0.0.1: the proxy and the admin listener need different ports',
+      },
+    ]);
+    assertProblems(`admin: {address: "::1", port: 8080}\nserver: {listen_address: "::"}\n${MINIMAL}`, [
+      {
+        line: 1,
+        col: 31,
+        path: 'admin.port',
+        message: '8080 is server.listen_port too (its default), and server.listen_address :: overlaps admin.address ::1: the proxy and the admin listener need different ports',
+      },
+    ]);
+  });
+
+  test('port 0, a disabled admin listener and addresses that do not overlap never clash', () => {
+    assert.equal(parse(`server: {listen_port: 0}\n${MINIMAL}admin: {port: 0}\n`).admin.port, 0);
+    assert.equal(parse(`server: {listen_port: 9901}\n${MINIMAL}admin: {enabled: false}\n`).server.listen_port, 9901);
+    assert.equal(parse(`server: {listen_port: 9901, listen_address: 127.0.0.2}\n${MINIMAL}`).server.listen_port, 9901);
+    assert.equal(parse(`server: {listen_port: 9901}\n${MINIMAL}admin: {address: "::1"}\n`).server.listen_port, 9901);
+  });
+
+  test('which addresses overlap (as binding both on Linux shows)', () => {
+    const overlapping: [string, string][] = [
+      ['127.0.0.1', '127.0.0.1'],
+      ['0.0.0.0', '127.0.0.1'],
+      ['::', '127.0.0.1'],
+      ['::', '::1'],
+      ['::', '0.0.0.0'],
+      ['0:0::1', '::1'],
+      ['::ffff:127.0.0.1', '127.0.0.1'],
+      ['localhost', '127.0.0.1'],
+      ['localhost', '::1'],
+      ['0.0.0.0', 'proxy.internal'],
+      ['Proxy.Internal.', 'proxy.internal'],
+    ];
+    const apart: [string, string][] = [
+      ['127.0.0.1', '127.0.0.2'],
+      ['0.0.0.0', '::1'],
+      ['localhost', '127.0.0.2'],
+      ['proxy.internal', '127.0.0.1'],
+    ];
+    for (const [a, b] of overlapping) {
+      assert.equal(addressesOverlap(a, b), true, `${a} ${b}`);
+      assert.equal(addressesOverlap(b, a), true, `${b} ${a}`);
+    }
+    for (const [a, b] of apart) {
+      assert.equal(addressesOverlap(a, b), false, `${a} ${b}`);
+      assert.equal(addressesOverlap(b, a), false, `${b} ${a}`);
+    }
   });
 });

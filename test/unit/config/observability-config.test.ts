@@ -38,6 +38,6 @@ describe('admin, metrics and tracing keys', () => {
     assert.equal(messageOf(`${MINIMAL}admin:\n  address: localhost\n`), 'proxy.yaml:7:12 admin.address: must be an IP address such as "127.0.0.1" or "::1"');
     assert.equal(messageOf(`${MINIMAL}admin:\n  enabled: "yes"\n`), 'proxy.yaml:7:12 admin.enabled: must be true or false, got "yes"');
     assert.equal(messageOf(`${MINIMAL}tracing:\n  sampled: true\n`), 'proxy.yaml:7:3 tracing.sampled: unknown key');
-    assert.equal(messageOf(`${MINIMAL}metrics: true\n`), 'proxy.yaml:6:10 metrics: Invalid input: expected object, received boolean, got true');
+    assert.equal(messageOf(`${MINIMAL}metrics: true\n`), 'proxy.yaml:6:10 metrics: must be a mapping (key: value), got true');
   });
 });
