@@ -5,7 +5,7 @@ import { pino } from 'pino';
 import { createProxy } from '../../../src/app.js';
 import { configSchema } from '../../../src/config/schema.js';
 import { ListenError } from '../../../src/server/listen-error.js';
-import { closedPort } from '../../helpers/servers.js';
+import { freePort } from '../../helpers/servers.js';
 
 /** A port held by a plain TCP server on 127.0.0.1 (what "already in use" means). */
 async function takenPort(): Promise<{ port: number; server: Server }> {
@@ -67,7 +67,7 @@ describe('ListenError', () => {
 
   test('createProxy: a taken admin port rejects with a ListenError for the admin listener, and the proxy port is released', async () => {
     const taken = await takenPort();
-    const port = await closedPort();
+    const port = await freePort();
     const proxy = createProxy(proxyConfig(port, taken.port), { logger: pino({ level: 'silent' }) });
     try {
       await assert.rejects(proxy.listen(), (err: unknown) => err instanceof ListenError && err.listener === 'admin listener' && err.port === taken.port);
