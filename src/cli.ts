@@ -117,7 +117,7 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
 
-  const { logger, flush } = createLogger(config.logging, { level: process.env.LOG_LEVEL, format });
+  const { logger, flush, direct } = createLogger(config.logging, { level: process.env.LOG_LEVEL, format });
   // The access log's lines are written out too (once the proxy exists).
   const flushing = { all: flush };
   exitOnFatalErrors(logger, () => flushing.all());
@@ -134,7 +134,7 @@ async function main(argv: string[]): Promise<number> {
     return runPrimary(new Primary({ config, logger, workers, logFormat: format, admin, configFile: file, configHash: hash }), logger, flush, listening);
   }
 
-  const proxy = createProxy(config, { logger, configFile: file, configHash: hash });
+  const proxy = createProxy(config, { logger, directLog: direct, configFile: file, configHash: hash });
   flushing.all = () => {
     proxy.flushLogs();
     flush();

@@ -74,8 +74,8 @@ async function startWorker(start: StartMessage): Promise<number> {
   const { slot, workers } = start;
   const config = workerConfig(start.config, workers, slot);
   const server = config.server;
-  const handle = createLogger(config.logging, { level: process.env.LOG_LEVEL, format: start.logFormat });
-  const logger = handle.logger.child({ worker: slot });
+  const handle = createLogger(config.logging, { level: process.env.LOG_LEVEL, format: start.logFormat, bindings: { worker: slot } });
+  const logger = handle.logger;
   // A worker that fails this way exits and the primary forks a clean one in its slot.
   const flushing = { all: handle.flush };
   exitOnFatalErrors(logger, () => flushing.all());
@@ -87,7 +87,7 @@ async function startWorker(start: StartMessage): Promise<number> {
     shared ??= new IpcStore(process, { logger });
     return shared.view(rateLimit, rateLimit.store.timeout_ms);
   };
-  const proxy: Proxy = createProxy(config, { logger, clusterWorker: true, admin: false, generation: start.generation, configHash: start.hash, rateLimitStoreFor });
+  const proxy: Proxy = createProxy(config, { logger, directLog: handle.direct, clusterWorker: true, admin: false, generation: start.generation, configHash: start.hash, rateLimitStoreFor });
   flushing.all = () => {
     proxy.flushLogs();
     handle.flush();
