@@ -75,7 +75,7 @@ export function createLogger(config: LoggingConfig, overrides: LoggerOverrides =
   survive(destination);
   const stream =
     format === 'pretty'
-      ? pretty({ destination, colorize: config.file === undefined && process.stdout.isTTY, sync: false, translateTime: 'SYS:HH:MM:ss.l' })
+      ? pretty({ destination, colorize: config.file === undefined && process.stdout.isTTY, sync: false, translateTime: 'SYS:HH:MM:ss.l', hideObject: true, messageFormat: oneLine })
       : destination;
   // `time` is epoch milliseconds, pino's default: the ISO formatter cost 2% of throughput in the profile.
   const { logger, direct } = made(level, { pid: process.pid }, overrides.bindings, stream, pino.stdTimeFunctions.epochTime);
@@ -90,6 +90,18 @@ export function createLogger(config: LoggingConfig, overrides: LoggerOverrides =
       }
     },
   };
+}
+
+/**
+ * The pretty format's text after the time, level and pid: the message, then the entry's other fields as one
+ * line of JSON, so every entry is one line (pino-pretty's own layout puts each field, and an error's stack,
+ * on lines of their own: 13 lines per completion line).
+ */
+export function oneLine(log: Record<string, unknown>, messageKey: string): string {
+  const { [messageKey]: message, level: _level, time: _time, pid: _pid, hostname: _hostname, ...fields } = log;
+  const text = typeof message === 'string' ? message.replace(/\r?\n/g, ' ') : '';
+  const rest = JSON.stringify(fields);
+  return rest === '{}' ? text : `${text} ${rest}`;
 }
 
 /** A pino logger and its DirectLog, from the same options. */

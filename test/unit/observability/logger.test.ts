@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
+import { createAccessLog, probeRequests } from '../../../src/observability/access-log.js';
 import { createLogger, toRegularFile } from '../../../src/observability/logger.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tollgate-logger-'));
@@ -60,5 +61,27 @@ describe('log destination', () => {
     assert.equal(run.status, 0, run.stderr);
     assert.equal(run.stdout, 'alive');
     assert.match(run.stderr, /cannot write the log \(ENOSPC\)/);
+  });
+
+  it('pretty: one line per entry, fields as JSON after the message, an error with its stack included', async () => {
+    const file = path.join(dir, 'pretty.log');
+    const { logger, direct } = createLogger({ level: 'info', format: 'pretty', file });
+    logger.info({ address: '127.0.0.1', port: 8080 }, 'listening');
+    logger.error({ err: new Error('boom\nsecond line') }, 'reload failed');
+    logger.warn('two\nlines');
+    const accessLog = createAccessLog(logger, { direct });
+    assert.equal(accessLog?.path, 'direct');
+    for (const ctx of probeRequests()) accessLog.logging?.(ctx);
+    accessLog.flush();
+    const read = (): string[] => fs.readFileSync(file, 'utf8').split('\n').filter((l) => l !== '');
+    // pino-pretty formats lines on their way through a stream: wait until all five are written.
+    for (let i = 0; i < 200 && read().length < 5; i++) await new Promise((r) => setTimeout(r, 10));
+    const lines = read();
+    assert.equal(lines.length, 5, lines.join('\n'));
+    assert.match(lines[0] as string, /^\[\d\d:\d\d:\d\d\.\d{3}\] INFO \(\d+\): listening \{"address":"127\.0\.0\.1","port":8080\}$/);
+    assert.match(lines[1] as string, /ERROR \(\d+\): reload failed \{"err":\{"type":"Error","message":"boom\\nsecond line","stack":"Error: boom\\nsecond line\\n {4}at /);
+    assert.match(lines[2] as string, /WARN \(\d+\): two lines$/);
+    assert.match(lines[3] as string, /INFO \(\d+\): Request Completed \{"request_id":"probe-1",.*"status":200,/);
+    assert.match(lines[4] as string, /WARN \(\d+\): Request Completed \{"request_id":"probe-2",.*"error":"bad_gateway"/);
   });
 });
