@@ -28,8 +28,8 @@ const MESSAGE = 'Request Completed';
 
 /**
  * The completion line: one per request, at `info` (at `warn` when the request failed with a 5xx of
- * Tollgate's own, so upstream faults stand out with their request id). Not installed at all when the
- * level is above `info`.
+ * Tollgate's own, so upstream faults and requests cut off at shutdown stand out with their request id).
+ * At level `warn` only those lines are written; above it, the phase is not installed at all.
  *
  * With the logger's DirectLog (a logger made by `createLogger`), each line is built from one template and
  * the lines of one event-loop turn are handed to the destination together: pino's API (`logger.info(fields,
@@ -40,14 +40,29 @@ const MESSAGE = 'Request Completed';
  * line goes through pino's API instead, with a warning. Any other logger is written to through pino's API.
  */
 export function createAccessLog(logger: Logger, options: AccessLogOptions = {}): AccessLog | undefined {
-  if (!logger.isLevelEnabled('info')) return undefined;
+  if (!logger.isLevelEnabled('warn')) return undefined;
   const now = options.now ?? performanceNow;
   const direct = options.direct;
-  if (direct === undefined) return viaPino(logger, now);
+  const accessLog = direct === undefined ? viaPino(logger, now) : checked(logger, direct, now);
+  return logger.isLevelEnabled('info') ? accessLog : warningsOnly(accessLog);
+}
+
+function checked(logger: Logger, direct: DirectLog, now: () => number): AccessLog {
   const mismatch = checkTemplate(direct);
   if (mismatch === undefined) return viaDirect(direct, now);
   logger.warn({ template: mismatch.template, pino: mismatch.pino }, 'access log: the line template does not match what pino writes; writing completion lines through pino (slower)');
   return viaPino(logger, now);
+}
+
+/** Level `warn`: only the lines written at `warn`. */
+function warningsOnly(accessLog: AccessLog): AccessLog {
+  const log = accessLog.logging as (ctx: RequestContext) => void;
+  return {
+    ...accessLog,
+    logging: function logFailure(ctx: RequestContext) {
+      if (warns(ctx)) log(ctx);
+    },
+  };
 }
 
 function performanceNow(): number {

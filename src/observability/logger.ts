@@ -30,8 +30,8 @@ export interface DirectLog {
   /** Hands finished lines (each ending in a newline) to the logger's destination. */
   write(lines: string): void;
   /**
-   * A logger made with the same options and its DirectLog, both writing to `sink`, with the time fixed (the
-   * access log's start-time check).
+   * A logger made with the same options (but every level enabled) and its DirectLog, both writing to `sink`,
+   * with the time fixed (the access log's start-time check).
    */
   twin(sink: (line: string) => void): { logger: Logger; direct: DirectLog };
 }
@@ -124,7 +124,8 @@ function made(
     write(lines) {
       stream.write(lines);
     },
-    twin: (sink) => made(level, base, bindings, { write: sink }, () => ',"time":0'),
+    // At the lowest level, so every probe line is written whatever this logger's level is.
+    twin: (sink) => made('trace', base, bindings, { write: sink }, () => ',"time":0'),
   };
   return { logger, direct };
 }

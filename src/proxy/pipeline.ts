@@ -35,6 +35,8 @@ import type { FilterResult, RequestFilter } from './phases.js';
 export interface PipelineShared {
   /** Set when shutdown begins: new requests get 503 and every response closes its connection. */
   draining: boolean;
+  /** Set when shutdown closes the connections still open: requests ending unfinished are cut off. */
+  cutOff: boolean;
 }
 
 export interface PipelineOptions {
@@ -58,6 +60,7 @@ export const SET_BY_PROXY = ['x-forwarded-for', 'x-forwarded-proto', 'x-forwarde
 const NOT_IMPLEMENTED = new ProxyError('not_implemented');
 const NO_UPSTREAM = new ProxyError('no_upstream');
 const NO_ROUTE = new ProxyError('no_route');
+const CUT_OFF = new ProxyError('cut_off');
 /** Methods RFC 9110 defines as idempotent: safe to replay after a reset. */
 const IDEMPOTENT: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 const UNDERSCORE = new ProxyError('bad_request', { message: 'Header names with underscores are not accepted.' });
@@ -483,7 +486,11 @@ export class Pipeline implements ForwardHost {
       abort(CLIENT_GONE);
     }
     if (ctx.totalTimer !== undefined) clearTimeout(ctx.totalTimer);
-    if (!ctx.res.headersSent) ctx.status = 499; // as nginx: the client closed before any response
+    if (this.#shared.cutOff && !ctx.res.writableFinished) {
+      // Shutdown closed the connection before the response was all sent: the proxy's doing, not the client's.
+      ctx.error = CUT_OFF;
+      if (!ctx.res.headersSent) ctx.status = CUT_OFF.status;
+    } else if (!ctx.res.headersSent) ctx.status = 499; // as nginx: the client closed before any response
     for (const hook of (ctx.route as Route).loggingHooks) {
       try {
         hook(ctx);

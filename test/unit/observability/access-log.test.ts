@@ -123,13 +123,27 @@ describe('access log', () => {
     assert.equal(viaFallback.split('\n').length, 3);
   });
 
-  test('a logger not made by createLogger is written to through pino; none at all above info', () => {
+  test('a logger not made by createLogger is written to through pino', () => {
     let text = '';
     const logger = pino({ level: 'info', base: null }, { write: (s: string) => void (text += s) });
     const accessLog = createAccessLog(logger, { now: fixedNow });
     assert.equal(accessLog?.path, 'pino');
     log(accessLog, probeRequests().slice(0, 1));
     assert.match(text, /^\{"level":30,"time":\d+,"request_id":"probe-1",/);
-    assert.equal(createAccessLog(pino({ level: 'warn' }), {}), undefined);
+  });
+
+  test('at level warn only the warn lines (5xx of the proxy, cut off) are written, either way; none above warn', () => {
+    for (const direct of [true, false]) {
+      const out = { text: '' };
+      const handle = createLogger({ level: 'warn', format: 'json' }, { stream: { write: (s: string) => void (out.text += s) } });
+      const accessLog = createAccessLog(handle.logger, { direct: direct ? handle.direct : undefined, now: fixedNow });
+      assert.equal(accessLog?.path, direct ? 'direct' : 'pino');
+      log(accessLog, probeRequests());
+      assert.deepEqual(
+        out.text.trim().split('\n').map((l) => (JSON.parse(l) as { request_id: string; level: number }).request_id),
+        ['probe-2'],
+      );
+    }
+    assert.equal(createAccessLog(pino({ level: 'error' }), {}), undefined);
   });
 });
