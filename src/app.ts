@@ -73,6 +73,8 @@ export interface Proxy {
   listen(): Promise<AddressInfo>;
   /** Graceful shutdown (see ProxyServer.shutdown). */
   close(): Promise<void>;
+  /** Shutdown that closes the connections still open now (see ProxyServer.closeNow). */
+  closeNow(): Promise<void>;
   /** Puts a validated config in force without dropping a request (see Gateway.reload). */
   reload(config: Config, hash?: string, generation?: number): Promise<ReloadOutcome>;
   /**
@@ -227,6 +229,10 @@ export function createProxy(config: Config, options: ProxyOptions): Proxy {
     // The admin listener stays up while the proxy drains, so the drain can be watched.
     close: async () => {
       await server.shutdown();
+      await admin?.close();
+    },
+    closeNow: async () => {
+      await server.closeNow();
       await admin?.close();
     },
     reload,

@@ -108,11 +108,13 @@ async function demo(): Promise<void> {
     ].join('\n'),
   );
   const stop = (): void => {
-    void proxy.close().then(() => {
-      for (const b of backends) b.close();
-      flush();
-      process.exit(0);
-    });
+    void proxy
+      .close()
+      .then(() => {
+        for (const b of backends) b.close();
+        return flush();
+      })
+      .then(() => process.exit(0));
   };
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);

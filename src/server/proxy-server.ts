@@ -131,6 +131,16 @@ export class ProxyServer {
     return this.#shutdown;
   }
 
+  /**
+   * Shutdown without waiting (a second signal): starts it if it has not begun and closes the connections
+   * still open now, as when the grace period runs out. Resolves when the shutdown is complete.
+   */
+  closeNow(): Promise<void> {
+    const done = this.shutdown();
+    this.#cutRemaining('closing the remaining connections now');
+    return done;
+  }
+
   async #drain(): Promise<void> {
     this.#handler.startDraining();
     const grace = this.#config.shutdown_grace_ms;
