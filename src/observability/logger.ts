@@ -2,6 +2,7 @@ import { constants, fstatSync, openSync, statSync, write as writeFile } from 'no
 import { pino, type DestinationStream, type Logger } from 'pino';
 import pretty from 'pino-pretty';
 import type { LoggingConfig, LogLevel } from '../config/schema.js';
+import { requestIdOf } from '../proxy/errors.js';
 import { ThrottledLog } from '../util/throttled-log.js';
 
 export interface LoggerHandle {
@@ -314,8 +315,9 @@ function ignoreError(): void {
  * After an uncaught exception or an unhandled rejection the process is in a state nobody knows (in-flight
  * counts, timers, half-done writes; Node's documentation says it is not safe to resume): log it, write out
  * what is buffered (`flush`, bounded), and exit 1. A supervisor starts a clean one: systemd or the container
- * runtime for a single process, the primary for a cluster worker. A second failure while the logs are
- * written out is not logged: the exit is already under way.
+ * runtime for a single process, the primary for a cluster worker. The line has the `request_id` of the
+ * request whose handling threw, when known. A second failure while the logs are written out is not logged:
+ * the exit is already under way.
  */
 export function exitOnFatalErrors(logger: Logger, flush: () => Promise<void>): void {
   let exiting = false;
@@ -324,7 +326,9 @@ export function exitOnFatalErrors(logger: Logger, flush: () => Promise<void>): v
     exiting = true;
     const exit = (): never => process.exit(1);
     try {
-      logger.fatal({ err }, `${what} (a bug: please report it): exiting`);
+      // The request it came from, when it escaped the handling of one (markRequest).
+      const requestId = requestIdOf(err);
+      logger.fatal(requestId === undefined ? { err } : { err, request_id: requestId }, `${what} (a bug: please report it): exiting`);
       flush().then(exit, exit);
     } catch {
       exit();

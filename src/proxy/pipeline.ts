@@ -24,7 +24,7 @@ import { resolveRequestId } from '../middleware/request-id/request-id.js';
 import type { Router } from '../routing/matcher.js';
 import type { Route } from '../routing/route.js';
 import { RequestContext } from './context.js';
-import { ProxyError, errorBody } from './errors.js';
+import { ProxyError, errorBody, markRequest } from './errors.js';
 import { CLIENT_GONE, ForwardHandler, type ForwardHost } from './forward.js';
 import { connectionTokens, formatMs } from './headers.js';
 import { normalizeTarget } from './path.js';
@@ -150,9 +150,24 @@ export class Pipeline implements ForwardHost {
     this.#start(req, res, true);
   };
 
+  /**
+   * Every entry point of a request's handling (the request event, its 'close', timers, the continuation of
+   * an async filter, undici's callbacks in ForwardHandler) rethrows what escapes it marked with the request
+   * id (markRequest), for the fatal log line: such an error ends the process.
+   */
   #start(req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): void {
     const ctx = new RequestContext(req, res, performance.now());
     ctx.requestId = resolveRequestId(req.headers['x-request-id']);
+    try {
+      this.#begin(ctx, expectsContinue);
+    } catch (err) {
+      throw markRequest(err, ctx.requestId);
+    }
+  }
+
+  #begin(ctx: RequestContext, expectsContinue: boolean): void {
+    const req = ctx.req;
+    const res = ctx.res;
     ctx.route = this.#noRoute;
     // Counted here, released in #finish: a retired pipeline knows when its last request is done.
     this.#active++;
@@ -161,7 +176,7 @@ export class Pipeline implements ForwardHost {
       ctx.clientAddress = ctx.peerAddress;
     }
     if (this.#trusted !== undefined) this.#resolveClient(ctx, this.#trusted);
-    res.on('close', () => this.#finish(ctx)); // 'close' fires once; on() skips once()'s wrapper
+    res.on('close', () => this.#closed(ctx)); // 'close' fires once; on() skips once()'s wrapper
     if (this.#debug) this.#logger.debug(`Request Start: ${ctx.requestId} ${ctx.path}`);
 
     if (this.#shared.draining) return this.fail(ctx, new ProxyError('shutting_down'));
@@ -251,10 +266,20 @@ export class Pipeline implements ForwardHost {
       if (result instanceof ProxyError) return this.fail(ctx, result);
       result.then(
         (settled) => {
-          if (settled === false) this.#runRequestFilters(ctx, route, i + 1);
-          else if (settled instanceof ProxyError) this.fail(ctx, settled);
+          try {
+            if (settled === false) this.#runRequestFilters(ctx, route, i + 1);
+            else if (settled instanceof ProxyError) this.fail(ctx, settled);
+          } catch (err) {
+            throw markRequest(err, ctx.requestId);
+          }
         },
-        (err: unknown) => this.fail(ctx, err),
+        (err: unknown) => {
+          try {
+            this.fail(ctx, err);
+          } catch (failed) {
+            throw markRequest(failed, ctx.requestId);
+          }
+        },
       );
       return;
     }
@@ -346,8 +371,12 @@ export class Pipeline implements ForwardHost {
   #limitTotal(ctx: RequestContext, totalTimeoutMs: number): void {
     ctx.totalTimer = setTimeout(() => {
       const timeout = new ProxyError('upstream_timeout', { message: 'The upstream exchange took longer than total_timeout_ms.' });
-      if (ctx.abortUpstream !== undefined) ctx.abortUpstream(timeout);
-      else this.fail(ctx, timeout);
+      try {
+        if (ctx.abortUpstream !== undefined) ctx.abortUpstream(timeout);
+        else this.fail(ctx, timeout);
+      } catch (err) {
+        throw markRequest(err, ctx.requestId);
+      }
     }, totalTimeoutMs);
     ctx.totalTimer.unref();
   }
@@ -357,8 +386,12 @@ export class Pipeline implements ForwardHost {
     const req = ctx.req;
     req.setTimeout(this.#bodyTimeoutMs, () => {
       const timeout = new ProxyError('request_timeout', { message: 'The request body stalled.' });
-      if (ctx.abortUpstream !== undefined) ctx.abortUpstream(timeout);
-      else this.fail(ctx, timeout);
+      try {
+        if (ctx.abortUpstream !== undefined) ctx.abortUpstream(timeout);
+        else this.fail(ctx, timeout);
+      } catch (err) {
+        throw markRequest(err, ctx.requestId);
+      }
     });
     req.once('end', () => req.setTimeout(0));
   }
@@ -475,6 +508,14 @@ export class Pipeline implements ForwardHost {
     }
     const status = up === this.#services.size ? 'ok' : up > 0 ? 'degraded' : 'unavailable';
     this.respondJson(ctx, up > 0 ? 200 : 503, { status, uptime_s: Math.round((Date.now() - this.#startedAt) / 1000), upstreams });
+  }
+
+  #closed(ctx: RequestContext): void {
+    try {
+      this.#finish(ctx);
+    } catch (err) {
+      throw markRequest(err, ctx.requestId);
+    }
   }
 
   /** Runs when the client connection is done with this response (finished, or closed early). */
