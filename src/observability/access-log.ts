@@ -33,8 +33,9 @@ const MESSAGE = 'Request Completed';
  *
  * With the logger's DirectLog (a logger made by `createLogger`), each line is built from one template and
  * the lines of one event-loop turn are handed to the destination together: pino's API (`logger.info(fields,
- * msg)`) took 16.7 µs a line against 4.7 µs for this (Node 20, 200,000 lines a round, median of 5 rounds):
- * 12 µs more per request is about 15% of the CPU a proxied request costs (docs/deployment.md, sizing). The
+ * msg)`) took 16.4 µs a line against 5.0 µs for this (Node 20, 200,000 lines a round to an async destination,
+ * interleaved, median of 5 rounds): 11 µs more per request is about 14% of the CPU a proxied request costs
+ * (about 80 µs: docs/deployment.md, sizing). The
  * template must write exactly the line pino would, so it is checked at start: probe lines go both ways to a
  * scratch destination, and if they differ at all (a pino release that writes its lines differently), every
  * line goes through pino's API instead, with a warning. Any other logger is written to through pino's API.
