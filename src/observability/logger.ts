@@ -184,7 +184,7 @@ async function writeOut(destination: Destination, health: DestinationHealth, tim
         // A write that keeps finding the pipe full returns EAGAIN every 100 ms; none for longer means a write
         // is blocked in the kernel, which process.exit would wait for.
         health.stuck = Date.now() - health.lastEagain > 300;
-        const text = `tollgate: the log's reader took no lines for ${timeoutMs} ms; exiting without the last ones${health.stuck ? ' (a write to it is blocked: ending with SIGTERM)' : ''}\n`;
+        const text = `tollgate: the log's reader did not take the last lines within ${timeoutMs} ms; exiting without them${health.stuck ? ' (a write to it is blocked: ending with SIGTERM)' : ''}\n`;
         // When stuck, stderr may be as blocked as stdout (2>&1): written from the pool, not the event loop.
         if (health.stuck) writeFile(2, text, ignoreError);
         else process.stderr.write(text);

@@ -87,7 +87,7 @@ describe('log destination', () => {
       const [code, signal] = (await once(child, 'exit')) as [number | null, string | null];
       clearTimeout(timer);
       assert.deepEqual([code, signal], [0, null], stderr);
-      assert.match(stderr, /the log's reader took no lines for 300 ms; exiting without the last ones\nflushed$/);
+      assert.match(stderr, /the log's reader did not take the last lines within 300 ms; exiting without them\nflushed$/);
       child.stdout.destroy();
     });
 
@@ -101,7 +101,7 @@ describe('log destination', () => {
       clearTimeout(timer);
       assert.deepEqual([code, signal], [0, null], stderr);
       assert.match(stderr, /the log's reader has gone \(EPIPE\)/);
-      assert.doesNotMatch(stderr, /took no lines/, 'no waiting for a reader that has gone');
+      assert.doesNotMatch(stderr, /did not take the last lines/, 'no waiting for a reader that has gone');
     });
   }
 
