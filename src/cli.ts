@@ -6,6 +6,7 @@
 import cluster from 'node:cluster';
 import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
+import { constants } from 'node:os';
 import { parseArgs } from 'node:util';
 import type { Logger } from 'pino';
 import { createClusterAdmin } from './admin/cluster-admin.js';
@@ -37,15 +38,17 @@ Environment:
   \${NAME} in any value of the config is replaced by the environment variable NAME.
 
 Signals:
-  SIGTERM, SIGINT          graceful shutdown: stop accepting, finish in-flight requests, exit 0
-                           (a second signal exits at once); with server.workers > 1, send them to the
-                           primary: it drains every worker
+  SIGTERM, SIGINT          graceful shutdown: stop accepting, finish in-flight requests, exit 0; a
+                           second signal closes the remaining connections and exits at once with
+                           128 + the signal's number (143 for SIGTERM, 130 for SIGINT); with
+                           server.workers > 1, send them to the primary: it drains every worker
   SIGHUP                   reload: re-read the config file, validate it as --check does and put it in
                            force without dropping a request; a bad file is logged and changes nothing
                            (POST /api/reload on the admin listener does the same and answers the result)
 
 Exit status: 0 after a clean shutdown or a valid --check, 1 when the proxy cannot start (port in use)
-or after an internal error (logged at fatal), 2 for a bad config or bad flags.`;
+or after an internal error (logged at fatal), 2 for a bad config or bad flags, 143 or 130 after a second
+SIGTERM or SIGINT.`;
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -118,9 +121,9 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
 
-  const { logger, flush } = createLogger(config.logging, { level: process.env.LOG_LEVEL, format });
+  const { logger, flush, direct } = createLogger(config.logging, { level: process.env.LOG_LEVEL, format });
   // The access log's lines are written out too (once the proxy exists).
-  const flushing = { all: flush };
+  const flushing: { all: (timeoutMs?: number) => Promise<void> } = { all: flush };
   exitOnFatalErrors(logger, () => flushing.all());
 
   const listening = (address: AddressInfo, extra: Record<string, unknown> = {}): void =>
@@ -135,10 +138,10 @@ async function main(argv: string[]): Promise<number> {
     return runPrimary(new Primary({ config, logger, workers, logFormat: format, admin, configFile: file, configHash: hash }), logger, flush, listening);
   }
 
-  const proxy = createProxy(config, { logger, configFile: file, configHash: hash });
-  flushing.all = () => {
+  const proxy = createProxy(config, { logger, directLog: direct, configFile: file, configHash: hash });
+  flushing.all = (timeoutMs) => {
     proxy.flushLogs();
-    flush();
+    return flush(timeoutMs);
   };
   process.on('SIGHUP', () => {
     proxy.reloadFile().catch((err: unknown) => logger.error({ err }, 'config reload failed'));
@@ -148,19 +151,17 @@ async function main(argv: string[]): Promise<number> {
   } catch (err) {
     if (err instanceof ListenError) return cannotListen(err, flush);
     logger.fatal({ err }, 'cannot listen');
-    flush();
     await proxy.close();
+    await flushing.all();
     return 1;
   }
 
   return untilSignals(logger, {
-    secondSignal: 'second signal: exiting now',
-    now: () => undefined,
+    secondSignal: 'second signal: closing the remaining connections and exiting now',
     drain: () => proxy.close(),
-    flush: () => {
-      proxy.flushLogs();
-      flush();
-    },
+    cut: () => proxy.closeNow(),
+    abandon: () => undefined,
+    flush: flushing.all,
   });
 }
 
@@ -169,14 +170,19 @@ async function main(argv: string[]): Promise<number> {
  * Cluster mode: start the admin listener, fork the workers, then drain them all on the first signal (the
  * admin listener closes once they have exited; exit at once on a second signal).
  */
-async function runPrimary(primary: Primary, logger: Logger, flush: () => void, listening: (address: AddressInfo, extra: Record<string, unknown>) => void): Promise<number> {
+async function runPrimary(
+  primary: Primary,
+  logger: Logger,
+  flush: (timeoutMs?: number) => Promise<void>,
+  listening: (address: AddressInfo, extra: Record<string, unknown>) => void,
+): Promise<number> {
   // The instance's admin listener is the primary's; workers run none.
   try {
     await primary.listenAdmin();
   } catch (err) {
     if (err instanceof ListenError) return cannotListen(err, flush);
     logger.fatal({ err }, 'cannot listen');
-    flush();
+    await flush();
     return 1;
   }
   try {
@@ -184,47 +190,66 @@ async function runPrimary(primary: Primary, logger: Logger, flush: () => void, l
   } catch (err) {
     if (err instanceof ListenError) return cannotListen(err, flush);
     logger.fatal({ err }, 'cannot start the workers');
-    flush();
+    await flush();
     return 1;
   }
   process.on('SIGHUP', () => {
     primary.reload().catch((err: unknown) => logger.error({ err }, 'config reload failed'));
   });
   return untilSignals(logger, {
-    secondSignal: 'second signal: stopping the workers and exiting now',
-    now: () => primary.kill(),
+    secondSignal: "second signal: cutting the workers' remaining requests and exiting now",
     drain: () => primary.shutdown(),
+    cut: () => primary.stopNow(),
+    abandon: () => primary.kill(),
     flush,
   });
 }
 
+/** After a second signal: how long the cut requests get to be logged (and workers to exit) before the exit. */
+const SECOND_SIGNAL_MS = 1_000;
+
+/**
 /**
  * A listener that cannot bind (the port is taken, ...): one line on stderr, as for a bad config, and exit
  * status 1. Nothing was serving, so there is nothing to drain and no shutdown to log.
  */
-function cannotListen(err: ListenError, flush: () => void): number {
-  flush();
+async function cannotListen(err: ListenError, flush: () => Promise<void>): Promise<number> {
+  await flush();
   process.stderr.write(`tollgate: ${err.message}\n`);
   return 1;
 }
 
 /**
- * Waits for SIGTERM or SIGINT, then drains (exit status 0, or 1 when draining fails); a second signal runs
- * `now` and exits 1 at once. `flush` runs before either exit.
+ * Waits for SIGTERM or SIGINT, then drains (exit status 0, or 1 when draining fails) and writes out the
+ * logs (`flush`, bounded). A second signal runs `cut` (close what is still open, so those requests are
+ * logged as cut off), waits for it at most SECOND_SIGNAL_MS, runs `abandon` (kill what is left), writes out
+ * the logs for at most as long again, and exits with 128 + the signal's number, as a shell reports a
+ * process ended by that signal: not a clean stop. A third signal exits without waiting for anything.
  */
 function untilSignals(
   logger: Logger,
-  how: { secondSignal: string; now: () => void; drain: () => Promise<void>; flush: () => void },
+  how: { secondSignal: string; drain: () => Promise<void>; cut: () => Promise<void>; abandon: () => void; flush: (timeoutMs?: number) => Promise<void> },
 ): Promise<number> {
+  // After a second signal, the drain may still complete first (it is cut short): the exit status is the
+  // second signal's all the same.
+  let forced: number | undefined;
   return new Promise<number>((resolve) => {
     let signals = 0;
     const onSignal = (signal: NodeJS.Signals): void => {
       signals++;
-      if (signals > 1) {
-        logger.warn({ signal }, how.secondSignal);
-        how.now();
-        how.flush();
-        process.exit(1);
+      const code = 128 + (constants.signals[signal] ?? 0);
+      if (signals > 2) process.exit(code);
+      if (signals === 2) {
+        forced = code;
+        logger.warn({ signal, exit_code: code }, how.secondSignal);
+        const timer = new Promise<void>((done) => setTimeout(done, SECOND_SIGNAL_MS));
+        void Promise.race([how.cut().catch(() => undefined), timer])
+          .then(() => {
+            how.abandon();
+            return how.flush(SECOND_SIGNAL_MS);
+          })
+          .finally(() => process.exit(code));
+        return;
       }
       logger.info({ signal }, 'signal received: shutting down gracefully');
       how.drain().then(
@@ -237,9 +262,9 @@ function untilSignals(
     };
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
-  }).then((code) => {
-    how.flush();
-    return code;
+  }).then(async (code) => {
+    await how.flush();
+    return forced ?? code;
   });
 }
 

@@ -92,8 +92,8 @@ async function demo(): Promise<void> {
   const byPort = new Map<number, string>();
   for (const u of allUpstreams(config)) if (!byPort.has(u.port)) byPort.set(u.port, u.name);
   const backends = await Promise.all([...byPort].map(([port, name]) => startBackend(name, port)));
-  const { logger, flush } = createLogger(config.logging, { level: process.env.LOG_LEVEL, format: process.stdout.isTTY ? 'pretty' : undefined });
-  const proxy = createProxy(config, { logger });
+  const { logger, flush, direct } = createLogger(config.logging, { level: process.env.LOG_LEVEL, format: process.stdout.isTTY ? 'pretty' : undefined });
+  const proxy = createProxy(config, { logger, directLog: direct });
   const address = await proxy.listen();
   const url = `http://localhost:${address.port}`;
   const admin = proxy.admin?.address();
@@ -108,11 +108,13 @@ async function demo(): Promise<void> {
     ].join('\n'),
   );
   const stop = (): void => {
-    void proxy.close().then(() => {
-      for (const b of backends) b.close();
-      flush();
-      process.exit(0);
-    });
+    void proxy
+      .close()
+      .then(() => {
+        for (const b of backends) b.close();
+        return flush();
+      })
+      .then(() => process.exit(0));
   };
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);

@@ -186,7 +186,8 @@ export class Primary {
   #onStartFailed: ((err: Error) => void) | undefined;
   #onAllListening: (() => void) | undefined;
   #address: AddressInfo | undefined;
-  #onAllExited: (() => void) | undefined;
+  /** Called once no worker is left (while shutting down). */
+  #exitWaiters: (() => void)[] = [];
   #shutdown: Promise<void> | undefined;
   /** Workers restarted since start (tollgate_worker_restarts_total). */
   restarts = 0;
@@ -332,7 +333,22 @@ export class Primary {
     });
   }
 
-  /** Second signal: stop every worker at once. */
+  /**
+   * Second signal: every worker still running closes its remaining connections now (SIGTERM, which a
+   * draining worker takes as its second signal: its cut-off requests are logged); resolves once all have
+   * exited.
+   */
+  stopNow(): Promise<void> {
+    this.#shuttingDown = true;
+    for (const slot of this.#slots) {
+      if (slot.restartTimer !== undefined) clearTimeout(slot.restartTimer);
+      slot.restartTimer = undefined;
+      slot.worker?.process.kill('SIGTERM');
+    }
+    return this.#allExited();
+  }
+
+  /** Stops every worker at once (SIGKILL) and closes the admin listener. */
   kill(): void {
     this.#shuttingDown = true;
     void this.#admin?.close();
@@ -446,7 +462,7 @@ export class Primary {
     if (this.#startFailed) return;
     if (this.#shuttingDown) {
       this.#logger.info({ worker: slot, worker_pid: worker.process.pid, code, signal }, 'worker exited');
-      if (this.#slots.every((s) => s.worker === undefined)) this.#onAllExited?.();
+      if (this.#slots.every((s) => s.worker === undefined)) for (const waiter of this.#exitWaiters.splice(0)) waiter();
       return;
     }
     if (!this.#started) {
@@ -467,6 +483,12 @@ export class Primary {
     }, delay);
   }
 
+  /** Resolves once no worker is running. */
+  #allExited(): Promise<void> {
+    if (this.#slots.every((s) => s.worker === undefined)) return Promise.resolve();
+    return new Promise((resolve) => this.#exitWaiters.push(resolve));
+  }
+
   async #drain(): Promise<void> {
     this.#shuttingDown = true;
     const live = this.#slots.filter((s) => s.worker !== undefined);
@@ -475,10 +497,7 @@ export class Primary {
       slot.restartTimer = undefined;
     }
     this.#logger.info({ workers: live.length }, 'shutting down: draining the workers');
-    const allExited = new Promise<void>((resolve) => {
-      this.#onAllExited = resolve;
-      if (live.length === 0) resolve();
-    });
+    const allExited = this.#allExited();
     const shutdown: ShutdownMessage = { type: 'tollgate:shutdown' };
     for (const slot of live) {
       const worker = slot.worker as Worker;

@@ -4,6 +4,7 @@
  * told to.
  */
 import type { AddressInfo } from 'node:net';
+import { constants } from 'node:os';
 import type { Logger } from 'pino';
 import { createProxy, type Proxy } from '../app.js';
 import type { Config, RateLimitConfig } from '../config/schema.js';
@@ -76,10 +77,10 @@ async function startWorker(start: StartMessage): Promise<number> {
   const { slot, workers } = start;
   const config = workerConfig(start.config, workers, slot);
   const server = config.server;
-  const handle = createLogger(config.logging, { level: process.env.LOG_LEVEL, format: start.logFormat });
-  const logger = handle.logger.child({ worker: slot });
+  const handle = createLogger(config.logging, { level: process.env.LOG_LEVEL, format: start.logFormat, bindings: { worker: slot } });
+  const logger = handle.logger;
   // A worker that fails this way exits and the primary forks a clean one in its slot.
-  const flushing = { all: handle.flush };
+  const flushing: { all: (timeoutMs?: number) => Promise<void> } = { all: handle.flush };
   exitOnFatalErrors(logger, () => flushing.all());
 
   // Memory-store limits (each route's policy) take from the primary's buckets; Redis ones go to Redis.
@@ -89,10 +90,10 @@ async function startWorker(start: StartMessage): Promise<number> {
     shared ??= new IpcStore(process, { logger, onErrors: countErrors('ipc') });
     return shared.view(rateLimit, rateLimit.store.timeout_ms);
   };
-  const proxy: Proxy = createProxy(config, { logger, clusterWorker: true, admin: false, generation: start.generation, configHash: start.hash, rateLimitStoreFor });
-  flushing.all = () => {
+  const proxy: Proxy = createProxy(config, { logger, directLog: handle.direct, clusterWorker: true, admin: false, generation: start.generation, configHash: start.hash, rateLimitStoreFor });
+  flushing.all = (timeoutMs) => {
     proxy.flushLogs();
-    handle.flush();
+    return handle.flush(timeoutMs);
   };
   // The primary's admin listener asks for this worker's numbers; answering never throws.
   process.on('message', (message: unknown) => {
@@ -139,8 +140,8 @@ async function startWorker(start: StartMessage): Promise<number> {
       return 1;
     }
     logger.fatal({ err }, 'cannot listen');
-    handle.flush();
     await proxy.close();
+    await flushing.all();
     return 1;
   }
   logger.debug({ port: address.port, max_connections: server.max_connections }, 'worker listening');
@@ -149,26 +150,35 @@ async function startWorker(start: StartMessage): Promise<number> {
 
   return new Promise<number>((resolve) => {
     let stopping = false;
+    let code = 0;
     const stop = (why: string): void => {
       if (stopping) return;
       stopping = true;
       logger.info({ reason: why }, 'worker draining');
       proxy.close().then(
-        () => resolve(0),
+        () => resolve(code),
         (err: unknown) => {
           logger.error({ err }, 'error during shutdown');
           resolve(1);
         },
       );
     };
+    // A signal while draining (a second one, or the primary's after its second): close what is still open
+    // now, so the requests on it are logged as cut off, and exit as the CLI does (128 + the signal number).
+    const onSignal = (signal: NodeJS.Signals): void => {
+      if (!stopping) return stop(signal);
+      code = 128 + (constants.signals[signal] ?? 0);
+      logger.warn({ signal, exit_code: code }, 'worker: second signal: closing the remaining connections now');
+      void proxy.closeNow();
+    };
     process.on('message', (message: unknown) => {
       if (isMessage<ShutdownMessage>(message, 'tollgate:shutdown')) stop('primary');
     });
-    process.on('SIGTERM', () => stop('SIGTERM'));
-    process.on('SIGINT', () => stop('SIGINT'));
-  }).then((code) => {
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  }).then(async (code) => {
     shared?.close();
-    handle.flush();
+    await flushing.all();
     return code;
   });
 }

@@ -53,7 +53,7 @@ export function policyKey(rateLimit: RateLimitConfig): string {
 }
 
 export class Gateway implements RequestHandler {
-  readonly shared: PipelineShared = { draining: false };
+  readonly shared: PipelineShared = { draining: false, cutOff: false };
   readonly #options: GatewayOptions;
   readonly #logger: Logger;
   readonly #stores = new Map<string, RateLimitStore>();
@@ -127,6 +127,13 @@ export class Gateway implements RequestHandler {
 
   startDraining(): void {
     this.shared.draining = true;
+  }
+
+  cutOff(): number {
+    this.shared.cutOff = true;
+    let inFlight = this.#current.pipeline.active;
+    for (const old of this.#retiring.keys()) inFlight += old.pipeline.active;
+    return inFlight;
   }
 
   /** Waits for the stores to be ready (Redis connected) and starts the health checks. */

@@ -1,6 +1,6 @@
 import type { Dispatcher } from 'undici';
 import type { RequestContext } from './context.js';
-import { fromUpstreamError, type ProxyError } from './errors.js';
+import { fromUpstreamError, markRequest, type ProxyError } from './errors.js';
 import { HOP_BY_HOP, connectionTokens } from './headers.js';
 import { BodyLimiter, pipeBody } from './request-body.js';
 
@@ -19,7 +19,8 @@ export const CLIENT_GONE = new Error('client closed the connection');
  * Streams one upstream response to the client. undici calls it (its low-level handler API, with raw
  * header buffers, so no header object is built); state lives here, one instance per request.
  * Backpressure: when the client socket is full, onData returns false and undici pauses the upstream
- * socket until the client drains.
+ * socket until the client drains. What escapes a callback is rethrown marked with the request id (see
+ * Pipeline#start).
  */
 export class ForwardHandler implements Dispatcher.DispatchHandler {
   readonly #ctx: RequestContext;
@@ -37,13 +38,17 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
 
   onConnect(abort: (err?: Error) => void): void {
     const ctx = this.#ctx;
-    if (ctx.res.destroyed) {
-      // The client left while the request waited for a connection: never send it.
-      abort(CLIENT_GONE);
-      return;
+    try {
+      if (ctx.res.destroyed) {
+        // The client left while the request waited for a connection: never send it.
+        abort(CLIENT_GONE);
+        return;
+      }
+      ctx.abortUpstream = abort;
+      if (ctx.body instanceof BodyLimiter) pipeBody(ctx.req, ctx.body);
+    } catch (err) {
+      throw markRequest(err, ctx.requestId);
     }
-    ctx.abortUpstream = abort;
-    if (ctx.body instanceof BodyLimiter) pipeBody(ctx.req, ctx.body);
   }
 
   onHeaders(status: number, raw: Buffer[], resume: () => void): boolean {
@@ -58,16 +63,25 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
       this.#host.writeHead(ctx, status, headers);
     } catch (err) {
       // Node refused a header (invalid characters from the upstream): treat as a bad upstream response.
-      ctx.abortUpstream?.(err as Error);
+      try {
+        ctx.abortUpstream?.(err as Error);
+      } catch (failed) {
+        throw markRequest(failed, ctx.requestId);
+      }
       return false;
     }
     return true;
   }
 
   onData(chunk: Buffer): boolean {
-    const res = this.#ctx.res;
-    this.#ctx.bytesSent += chunk.length;
-    if (res.write(chunk)) return true;
+    const ctx = this.#ctx;
+    const res = ctx.res;
+    ctx.bytesSent += chunk.length;
+    try {
+      if (res.write(chunk)) return true;
+    } catch (err) {
+      throw markRequest(err, ctx.requestId);
+    }
     if (!this.#waitingForDrain) {
       this.#waitingForDrain = true;
       res.once('drain', () => {
@@ -79,16 +93,24 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
   }
 
   onComplete(): void {
-    if (!this.#settle(undefined)) return;
-    this.#ctx.res.end();
+    try {
+      if (!this.#settle(undefined)) return;
+      this.#ctx.res.end();
+    } catch (err) {
+      throw markRequest(err, this.#ctx.requestId);
+    }
   }
 
   onError(err: Error): void {
     if (this.#settled) return;
     // The client leaving first is not the upstream's fault: nothing to count, nothing to answer.
     const error = err === CLIENT_GONE ? undefined : fromUpstreamError(err);
-    this.#settle(error?.source === 'upstream' ? error : undefined);
-    this.#host.upstreamFailed(this.#ctx, error);
+    try {
+      this.#settle(error?.source === 'upstream' ? error : undefined);
+      this.#host.upstreamFailed(this.#ctx, error);
+    } catch (failed) {
+      throw markRequest(failed, this.#ctx.requestId);
+    }
   }
 
   /**

@@ -24,7 +24,7 @@ import { resolveRequestId } from '../middleware/request-id/request-id.js';
 import type { Router } from '../routing/matcher.js';
 import type { Route } from '../routing/route.js';
 import { RequestContext } from './context.js';
-import { ProxyError, errorBody } from './errors.js';
+import { ProxyError, errorBody, markRequest } from './errors.js';
 import { CLIENT_GONE, ForwardHandler, type ForwardHost } from './forward.js';
 import { connectionTokens, formatMs } from './headers.js';
 import { normalizeTarget } from './path.js';
@@ -36,6 +36,8 @@ import type { FilterResult, RequestFilter } from './phases.js';
 export interface PipelineShared {
   /** Set when shutdown begins: new requests get 503 and every response closes its connection. */
   draining: boolean;
+  /** Set when shutdown closes the connections still open: requests ending unfinished are cut off. */
+  cutOff: boolean;
 }
 
 export interface PipelineOptions {
@@ -59,6 +61,7 @@ export const SET_BY_PROXY = ['x-forwarded-for', 'x-forwarded-proto', 'x-forwarde
 const NOT_IMPLEMENTED = new ProxyError('not_implemented');
 const NO_UPSTREAM = new ProxyError('no_upstream');
 const NO_ROUTE = new ProxyError('no_route');
+const CUT_OFF = new ProxyError('cut_off');
 /** Methods RFC 9110 defines as idempotent: safe to replay after a reset. */
 const IDEMPOTENT: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 const UNDERSCORE = new ProxyError('bad_request', { message: 'Header names with underscores are not accepted.' });
@@ -150,9 +153,24 @@ export class Pipeline implements ForwardHost {
     this.#start(req, res, true);
   };
 
+  /**
+   * Every entry point of a request's handling (the request event, its 'close', timers, the continuation of
+   * an async filter, undici's callbacks in ForwardHandler) rethrows what escapes it marked with the request
+   * id (markRequest), for the fatal log line: such an error ends the process.
+   */
   #start(req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): void {
     const ctx = new RequestContext(req, res, performance.now());
     ctx.requestId = resolveRequestId(req.headers['x-request-id']);
+    try {
+      this.#begin(ctx, expectsContinue);
+    } catch (err) {
+      throw markRequest(err, ctx.requestId);
+    }
+  }
+
+  #begin(ctx: RequestContext, expectsContinue: boolean): void {
+    const req = ctx.req;
+    const res = ctx.res;
     ctx.route = this.#noRoute;
     // Counted here, released in #finish: a retired pipeline knows when its last request is done.
     this.#active++;
@@ -161,7 +179,7 @@ export class Pipeline implements ForwardHost {
       ctx.clientAddress = ctx.peerAddress;
     }
     if (this.#trusted !== undefined) this.#resolveClient(ctx, this.#trusted);
-    res.on('close', () => this.#finish(ctx)); // 'close' fires once; on() skips once()'s wrapper
+    res.on('close', () => this.#closed(ctx)); // 'close' fires once; on() skips once()'s wrapper
     if (this.#debug) this.#logger.debug(`Request Start: ${ctx.requestId} ${ctx.path}`);
 
     if (this.#shared.draining) return this.fail(ctx, new ProxyError('shutting_down'));
@@ -251,10 +269,20 @@ export class Pipeline implements ForwardHost {
       if (result instanceof ProxyError) return this.fail(ctx, result);
       result.then(
         (settled) => {
-          if (settled === false) this.#runRequestFilters(ctx, route, i + 1);
-          else if (settled instanceof ProxyError) this.fail(ctx, settled);
+          try {
+            if (settled === false) this.#runRequestFilters(ctx, route, i + 1);
+            else if (settled instanceof ProxyError) this.fail(ctx, settled);
+          } catch (err) {
+            throw markRequest(err, ctx.requestId);
+          }
         },
-        (err: unknown) => this.fail(ctx, err),
+        (err: unknown) => {
+          try {
+            this.fail(ctx, err);
+          } catch (failed) {
+            throw markRequest(failed, ctx.requestId);
+          }
+        },
       );
       return;
     }
@@ -348,8 +376,12 @@ export class Pipeline implements ForwardHost {
   #limitTotal(ctx: RequestContext, totalTimeoutMs: number): void {
     ctx.totalTimer = setTimeout(() => {
       const timeout = new ProxyError('upstream_timeout', { message: 'The upstream exchange took longer than total_timeout_ms.' });
-      if (ctx.abortUpstream !== undefined) ctx.abortUpstream(timeout);
-      else this.fail(ctx, timeout);
+      try {
+        if (ctx.abortUpstream !== undefined) ctx.abortUpstream(timeout);
+        else this.fail(ctx, timeout);
+      } catch (err) {
+        throw markRequest(err, ctx.requestId);
+      }
     }, totalTimeoutMs);
     ctx.totalTimer.unref();
   }
@@ -359,8 +391,12 @@ export class Pipeline implements ForwardHost {
     const req = ctx.req;
     req.setTimeout(this.#bodyTimeoutMs, () => {
       const timeout = new ProxyError('request_timeout', { message: 'The request body stalled.' });
-      if (ctx.abortUpstream !== undefined) ctx.abortUpstream(timeout);
-      else this.fail(ctx, timeout);
+      try {
+        if (ctx.abortUpstream !== undefined) ctx.abortUpstream(timeout);
+        else this.fail(ctx, timeout);
+      } catch (err) {
+        throw markRequest(err, ctx.requestId);
+      }
     });
     req.once('end', () => req.setTimeout(0));
   }
@@ -490,6 +526,14 @@ export class Pipeline implements ForwardHost {
     this.respondJson(ctx, up > 0 ? 200 : 503, { status, uptime_s: Math.round((Date.now() - this.#startedAt) / 1000), upstreams });
   }
 
+  #closed(ctx: RequestContext): void {
+    try {
+      this.#finish(ctx);
+    } catch (err) {
+      throw markRequest(err, ctx.requestId);
+    }
+  }
+
   /** Runs when the client connection is done with this response (finished, or closed early). */
   #finish(ctx: RequestContext): void {
     const abort = ctx.abortUpstream;
@@ -500,7 +544,11 @@ export class Pipeline implements ForwardHost {
     }
     if (ctx.totalTimer !== undefined) clearTimeout(ctx.totalTimer);
     if (ctx.retryBudget !== undefined) ctx.retryBudget.retryDone();
-    if (!ctx.res.headersSent) ctx.status = 499; // as nginx: the client closed before any response
+    if (this.#shared.cutOff && !ctx.res.writableFinished) {
+      // Shutdown closed the connection before the response was all sent: the proxy's doing, not the client's.
+      ctx.error = CUT_OFF;
+      if (!ctx.res.headersSent) ctx.status = CUT_OFF.status;
+    } else if (!ctx.res.headersSent) ctx.status = 499; // as nginx: the client closed before any response
     for (const hook of (ctx.route as Route).loggingHooks) {
       try {
         hook(ctx);

@@ -15,6 +15,11 @@ export interface RequestHandler {
   handleExpectContinue(req: IncomingMessage, res: ServerResponse): void;
   /** Shutdown begins: new requests get 503 and every response closes its connection. */
   startDraining(): void;
+  /**
+   * Shutdown is about to close the connections still open: a request that ends from now on without its
+   * whole response is cut off (logged and counted as such). Returns the requests in flight.
+   */
+  cutOff(): number;
 }
 
 export interface ProxyServerOptions {
@@ -48,6 +53,8 @@ export class ProxyServer {
   readonly #onClosed: (() => Promise<void> | void) | undefined;
   readonly #onRejected: ((status: number) => void) | undefined;
   #shutdown: Promise<void> | undefined;
+  /** The remaining connections have been (or are being) closed. */
+  #cutting = false;
   #refused = 0;
   #refusedLogged = 0;
   #refusedTimer: NodeJS.Timeout | undefined;
@@ -126,6 +133,16 @@ export class ProxyServer {
     return this.#shutdown;
   }
 
+  /**
+   * Shutdown without waiting (a second signal): starts it if it has not begun and closes the connections
+   * still open now, as when the grace period runs out. Resolves when the shutdown is complete.
+   */
+  closeNow(): Promise<void> {
+    const done = this.shutdown();
+    this.#cutRemaining('closing the remaining connections now');
+    return done;
+  }
+
   async #drain(): Promise<void> {
     this.#handler.startDraining();
     const grace = this.#config.shutdown_grace_ms;
@@ -133,17 +150,23 @@ export class ProxyServer {
     this.server.closeIdleConnections();
     const open = await new Promise<number>((resolve) => this.server.getConnections((_e, n) => resolve(n)));
     this.#logger.info({ open_connections: open, grace_ms: grace }, 'shutting down: no longer accepting connections');
-    const deadline = setTimeout(() => {
-      this.server.getConnections((_e, n) => {
-        this.#logger.warn({ open_connections: n }, 'shutdown grace period over: closing the remaining connections');
-        this.server.closeAllConnections();
-      });
-    }, grace);
+    const deadline = setTimeout(() => this.#cutRemaining('shutdown grace period over: closing the remaining connections'), grace);
     await closed;
     clearTimeout(deadline);
     if (this.#refusedTimer !== undefined) clearTimeout(this.#refusedTimer);
     await this.#onClosed?.();
     this.#logger.info('shutdown complete');
+  }
+
+  /** Closes every connection still open; the requests on them are cut off, each logged by the pipeline. */
+  #cutRemaining(message: string): void {
+    if (this.#cutting) return;
+    this.#cutting = true;
+    this.server.getConnections((_e, open) => {
+      const requests = this.#handler.cutOff();
+      this.#logger.warn({ open_connections: open, requests_in_flight: requests }, message);
+      this.server.closeAllConnections();
+    });
   }
 
   /**

@@ -233,6 +233,9 @@ describe('the tollgate command', () => {
       await waitForOutput(child, new RegExp(`Select Upstream: ${res.headers['x-request-id']} -> 127\\.0\\.0\\.1:${backend.port}`));
       await waitForOutput(child, /INFO.*Request Completed/);
       assert.doesNotMatch(child.output.stdout, /^\{"level"/m, 'pretty output is not JSON');
+      // One line per entry: the completion line carries its fields; no indented continuation lines.
+      assert.match(child.output.stdout, new RegExp(`INFO \\(\\d+\\): Request Completed \\{"request_id":"${res.headers['x-request-id']}".*"status":200.*\\}$`, 'm'));
+      assert.doesNotMatch(child.output.stdout, /^\s/m);
     } finally {
       child.kill('SIGTERM');
       await once(child, 'exit');

@@ -4,6 +4,7 @@
  * answering. The crash comes from a test fixture preloaded with NODE_OPTIONS, not from Tollgate's code.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
@@ -73,4 +74,52 @@ describe('fatal errors', () => {
       await backend.close();
     }
   });
+
+  /**
+   * A library phase whose response filter throws, reached from a request filter's refusal: synchronously
+   * (out of the request event: an uncaught exception) or after an async filter (an unhandled rejection).
+   */
+  const script = [
+    `import { createProxy } from ${JSON.stringify(join(ROOT, 'src/app.ts'))};`,
+    `import { configSchema } from ${JSON.stringify(join(ROOT, 'src/config/schema.ts'))};`,
+    `import { createLogger, exitOnFatalErrors } from ${JSON.stringify(join(ROOT, 'src/observability/logger.ts'))};`,
+    `import { ProxyError } from ${JSON.stringify(join(ROOT, 'src/proxy/errors.ts'))};`,
+    "const { logger, flush, direct } = createLogger({ level: 'info', format: 'json' });",
+    'exitOnFatalErrors(logger, flush);',
+    'const phase = {',
+    "  name: 'boom',",
+    "  requestFilter: (ctx) => (ctx.req.headers['x-async'] === undefined ? new ProxyError('unauthorized') : Promise.resolve(new ProxyError('unauthorized'))),",
+    "  responseFilter: () => { throw new Error('boom from a response filter'); },",
+    '};',
+    "const config = configSchema.parse({ server: { listen_port: 0, listen_address: '127.0.0.1' }, admin: { enabled: false }, load_balancing: { upstreams: [{ name: 'b', address: '127.0.0.1', port: 9 }], health_check: { active: { enabled: false } } } });",
+    'const proxy = createProxy(config, { logger, directLog: direct, phases: [phase] });',
+    "logger.info({ port: (await proxy.listen()).port }, 'test proxy listening');",
+  ].join('\n');
+
+  for (const [how, headers, message] of [
+    ['synchronously', {}, 'uncaught exception (a bug: please report it): exiting'],
+    ['after an async filter', { 'x-async': '1' }, 'unhandled rejection (a bug: please report it): exiting'],
+  ] as const) {
+    test(`an error escaping a request's handling ${how}: the fatal line names the request id`, async () => {
+      const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+      const output = { stdout: '', stderr: '' };
+      child.stdout.on('data', (c: Buffer) => (output.stdout += c.toString()));
+      child.stderr.on('data', (c: Buffer) => (output.stderr += c.toString()));
+      const exited = once(child, 'exit');
+      try {
+        const cli = Object.assign(child, { output });
+        const [, port] = (await waitForOutput(cli, /"port":(\d+),"msg":"test proxy listening"/)) as RegExpMatchArray;
+        const reply = await request(`http://127.0.0.1:${port}/x`, { headers: { 'x-request-id': `req-${headers['x-async'] === undefined ? 'sync' : 'async'}-1`, ...headers } }).catch((err: Error) => err);
+        assert.ok(reply instanceof Error, 'no answer: the process ended');
+        const [code] = (await exited) as [number | null];
+        assert.equal(code, 1, output.stderr);
+        const fatal = lines(cli).find((l) => l.msg === message);
+        assert.equal(fatal?.level, 60, output.stdout);
+        assert.equal(fatal?.request_id, `req-${headers['x-async'] === undefined ? 'sync' : 'async'}-1`);
+        assert.match(JSON.stringify(fatal?.err), /boom from a response filter/);
+      } finally {
+        if (child.exitCode === null) child.kill('SIGKILL');
+      }
+    });
+  }
 });

@@ -4,6 +4,7 @@ import { Agent, request as httpRequest, type ServerResponse } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { describe, test } from 'node:test';
 import { raw, request, type Reply } from '../helpers/http.js';
+import { samples } from '../helpers/metrics.js';
 import { startBackend, startProxy, waitFor } from '../helpers/servers.js';
 
 function viaAgent(url: string, agent: Agent): Promise<Reply> {
@@ -143,17 +144,44 @@ describe('the downstream server', () => {
     }
   });
 
-  test('shutdown grace period: what is still open when it runs out is closed and logged', async () => {
-    const backend = await startBackend('b', () => {
-      /* never answers */
+  test('shutdown grace period: what is still open when it runs out is closed; each request in flight is logged and counted as cut off', async () => {
+    const backend = await startBackend('b', (req, res) => {
+      // /streaming sends its head and part of its body; anything else never answers.
+      if (req.url === '/streaming') {
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        res.write('part');
+      }
     });
     const p = await startProxy([backend], { server: { shutdown_grace_ms: 200 } });
     try {
-      const pending = request(`${p.url}/stuck`).catch((err: Error) => err);
-      await waitFor(() => backend.hits === 1, 5000, 'the request to reach the backend');
+      const stuck = request(`${p.url}/stuck`).catch((err: Error) => err);
+      let headReceived = false;
+      const streaming = new Promise<Error | undefined>((resolve) => {
+        httpRequest(`${p.url}/streaming`, { agent: false }, (res) => {
+          headReceived = true;
+          res.on('error', resolve);
+          res.on('end', () => resolve(undefined));
+          res.resume();
+        })
+          .on('error', resolve)
+          .end();
+      });
+      await waitFor(() => backend.hits === 2 && headReceived, 5000, 'both requests to reach the backend, one answered in part');
       await p.close();
-      assert.ok((await pending) instanceof Error, 'the stuck request was cut off');
-      assert.ok(p.logs.some((l) => l.msg === 'shutdown grace period over: closing the remaining connections' && l.open_connections === 1));
+      assert.ok((await stuck) instanceof Error, 'the stuck request was cut off');
+      assert.ok((await streaming) instanceof Error, 'the streaming response was cut off');
+      const over = p.logs.find((l) => l.msg === 'shutdown grace period over: closing the remaining connections');
+      assert.deepEqual([over?.level, over?.open_connections, over?.requests_in_flight], [40, 2, 2]);
+      const completion = (path: string): unknown[] => {
+        const line = p.logs.find((l) => l.msg === 'Request Completed' && l.path === path);
+        return [line?.level, line?.status, line?.error];
+      };
+      // Nothing sent: 503. The head sent: its status stays, the error says the body was cut off.
+      assert.deepEqual(completion('/stuck'), [40, 503, 'cut_off']);
+      assert.deepEqual(completion('/streaming'), [40, 200, 'cut_off']);
+      const counted = samples(await p.proxy.metrics.scrape(), 'tollgate_requests_total');
+      assert.equal(counted.get('{status_class="5xx",method="GET",route="default",service="default",upstream="b"}'), 1);
+      assert.equal(counted.get('{status_class="2xx",method="GET",route="default",service="default",upstream="b"}'), 1);
       await waitFor(() => p.proxy.balancer.backends[0]!.inflight === 0, 2000, 'in-flight to return to zero');
     } finally {
       await backend.close();

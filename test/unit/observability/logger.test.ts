@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
+import { createAccessLog, probeRequests } from '../../../src/observability/access-log.js';
 import { createLogger, toRegularFile } from '../../../src/observability/logger.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tollgate-logger-'));
@@ -12,13 +14,13 @@ after(() => fs.rmSync(dir, { recursive: true, force: true }));
 const base = { level: 'info', format: 'json' } as const;
 
 describe('log destination', () => {
-  it('writes to a regular file synchronously: the line is in the file as soon as it is logged', () => {
+  it('writes to a regular file synchronously: the line is in the file as soon as it is logged', async () => {
     const file = path.join(dir, 'sync.log');
     const { logger, flush } = createLogger({ ...base, file });
     logger.info({ n: 1 }, 'first line');
     const text = fs.readFileSync(file, 'utf8');
     assert.match(text, /"n":1,"msg":"first line"/);
-    flush();
+    await flush();
   });
 
   it('treats a new path and an existing file as regular files', () => {
@@ -53,12 +55,75 @@ describe('log destination', () => {
       `import { createLogger } from ${JSON.stringify(path.resolve('src/observability/logger.ts'))};`,
       "const { logger, flush } = createLogger({ level: 'info', format: 'json', file: '/dev/full' });",
       "for (let i = 0; i < 50; i++) logger.info({ i }, 'line');",
-      "setTimeout(() => { logger.info('more'); flush(); process.stdout.write('alive'); process.exit(0); }, 300);",
+      "setTimeout(async () => { logger.info('more'); await flush(); process.stdout.write('alive'); process.exit(0); }, 300);",
     ].join('\n');
     const run = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { encoding: 'utf8', timeout: 20_000 });
     assert.equal(run.error, undefined, 'the process ended by itself');
     assert.equal(run.status, 0, run.stderr);
     assert.equal(run.stdout, 'alive');
     assert.match(run.stderr, /cannot write the log \(ENOSPC\)/);
+  });
+
+  /** Runs a script that logs `lines` lines to stdout (a pipe), awaits flush(300) and exits 0. */
+  function logToPipe(lines: number, format: 'json' | 'pretty') {
+    const script = [
+      `import { createLogger } from ${JSON.stringify(path.resolve('src/observability/logger.ts'))};`,
+      `const { logger, flush } = createLogger({ level: 'info', format: '${format}' });`,
+      `for (let i = 0; i < ${lines}; i++) logger.info({ i, pad: 'x'.repeat(200) }, 'line');`,
+      'await flush(300);',
+      "process.stderr.write('flushed');",
+      'process.exit(0);',
+    ].join('\n');
+    return spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+  }
+
+  for (const format of ['json', 'pretty'] as const) {
+    it(`${format}: flush gives up on a reader that takes no lines, and the process exits (writes do not block it)`, async () => {
+      // 4 MB of lines into a pipe this test never reads: the pipe and the reader's buffer fill up.
+      const child = logToPipe(20_000, format);
+      let stderr = '';
+      child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+      const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+      const [code, signal] = (await once(child, 'exit')) as [number | null, string | null];
+      clearTimeout(timer);
+      assert.deepEqual([code, signal], [0, null], stderr);
+      assert.match(stderr, /the log's reader did not take the last lines within 300 ms; exiting without them\nflushed$/);
+      child.stdout.destroy();
+    });
+
+    it(`${format}: flush returns at once when the reader has gone (EPIPE), and the process exits`, async () => {
+      const child = logToPipe(1_000, format);
+      child.stdout.destroy();
+      let stderr = '';
+      child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+      const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+      const [code, signal] = (await once(child, 'exit')) as [number | null, string | null];
+      clearTimeout(timer);
+      assert.deepEqual([code, signal], [0, null], stderr);
+      assert.match(stderr, /the log's reader has gone \(EPIPE\)/);
+      assert.doesNotMatch(stderr, /did not take the last lines/, 'no waiting for a reader that has gone');
+    });
+  }
+
+  it('pretty: one line per entry, fields as JSON after the message, an error with its stack included', async () => {
+    const file = path.join(dir, 'pretty.log');
+    const { logger, direct, flush } = createLogger({ level: 'info', format: 'pretty', file });
+    logger.info({ address: '127.0.0.1', port: 8080 }, 'listening');
+    logger.error({ err: new Error('boom\nsecond line') }, 'reload failed');
+    logger.warn('two\nlines');
+    const accessLog = createAccessLog(logger, { direct });
+    assert.equal(accessLog?.path, 'direct');
+    for (const ctx of probeRequests()) accessLog.logging?.(ctx);
+    accessLog.flush();
+    const read = (): string[] => fs.readFileSync(file, 'utf8').split('\n').filter((l) => l !== '');
+    // pino-pretty formats lines on their way through a stream: flush waits until they are written.
+    await flush();
+    const lines = read();
+    assert.equal(lines.length, 5, lines.join('\n'));
+    assert.match(lines[0] as string, /^\[\d\d:\d\d:\d\d\.\d{3}\] INFO \(\d+\): listening \{"address":"127\.0\.0\.1","port":8080\}$/);
+    assert.match(lines[1] as string, /ERROR \(\d+\): reload failed \{"err":\{"type":"Error","message":"boom\\nsecond line","stack":"Error: boom\\nsecond line\\n {4}at /);
+    assert.match(lines[2] as string, /WARN \(\d+\): two lines$/);
+    assert.match(lines[3] as string, /INFO \(\d+\): Request Completed \{"request_id":"probe-1",.*"status":200,/);
+    assert.match(lines[4] as string, /WARN \(\d+\): Request Completed \{"request_id":"probe-2",.*"error":"bad_gateway"/);
   });
 });
