@@ -61,6 +61,24 @@ describe('framing and header attacks', () => {
     assert.equal(backend.hits, hits);
   });
 
+  test('bad bytes pipelined after a whole request: that request is answered first, then 400 (found by fuzzing)', async () => {
+    const hits = backend.hits;
+    const reply = await exchange(proxy.port, `GET /first HTTP/1.1\r\n${H}\r\nGARBAGE\r\n\r\n`);
+    // (statusesOf looks for a status line after CRLF; the echo body before the 400 does not end in one.)
+    const statuses = [...reply.text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]));
+    assert.deepEqual(statuses, [200, 400], 'the 400 was once sent in place of the 200');
+    assert.match(reply.text, /"url":"\/first"/);
+    assert.ok(reply.closedByServer);
+    assert.equal(backend.hits, hits + 1);
+  });
+
+  test('a refused request whose body then fails to parse gets one response, nothing after its Connection: close (found by fuzzing)', async () => {
+    const reply = await exchange(proxy.port, `POST / HTTP/1.1\r\nHost: x\r\nHost: y\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n`);
+    assert.deepEqual([...reply.text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1])), [400]);
+    assert.match(reply.text, /exactly one Host header/);
+    assert.ok(reply.closedByServer);
+  });
+
   test('absolute-form targets go to the configured upstream in origin form', async () => {
     const reply = await exchange(proxy.port, `GET http://other.example/x?q=1 HTTP/1.1\r\nHost: other.example\r\nConnection: close\r\n\r\n`);
     assert.equal(statusOf(reply.text), 200);
