@@ -73,7 +73,9 @@ export class ProxyServer {
         maxHeaderSize: config.max_header_bytes,
         // Never set insecureHTTPParser: llhttp's strict mode is what refuses smuggling attempts.
         insecureHTTPParser: false,
-        requireHostHeader: true,
+        // The pipeline refuses a missing Host itself (400 with Tollgate's body and request id, logged): Node's
+        // own refusal was written where Tollgate could not see it, and a parse error after it got a second 400.
+        requireHostHeader: false,
       },
       (req, res) => {
         this.#lastResponse.set(req.socket, res);
@@ -85,6 +87,12 @@ export class ProxyServer {
     server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
       this.#lastResponse.set(req.socket, res);
       this.#handler.handleExpectContinue(req, res);
+    });
+    // An Expect other than 100-continue is ignored (RFC 9110 allows it; nginx does the same) rather than
+    // answered 417 by Node, unseen by the pipeline; Expect itself is never forwarded.
+    server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
+      this.#lastResponse.set(req.socket, res);
+      this.#handler.handle(req, res);
     });
     if (options.countConnections === true) {
       const max = options.config.max_connections;

@@ -79,6 +79,19 @@ describe('framing and header attacks', () => {
     assert.ok(reply.closedByServer);
   });
 
+  test('no Host and a bad pipelined request after it: one 400 from Tollgate, nothing after its Connection: close (found by fuzzing)', async () => {
+    const reply = await exchange(proxy.port, `GET / HTTP/1.1\r\n\r\nGARBAGE\r\n\r\n`);
+    assert.deepEqual([...reply.text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1])), [400]);
+    assert.match(reply.text, /exactly one Host header/);
+  });
+
+  test('an Expect other than 100-continue is ignored, not answered 417 outside the pipeline (found by fuzzing)', async () => {
+    const reply = await exchange(proxy.port, `GET /e HTTP/1.1\r\n${H}Expect: 100-continuex\r\nConnection: close\r\n\r\n`);
+    assert.equal(statusOf(reply.text), 200);
+    assert.match(reply.text, /X-Request-ID: /);
+    assert.doesNotMatch(reply.text, /"expect"/);
+  });
+
   test('absolute-form targets go to the configured upstream in origin form', async () => {
     const reply = await exchange(proxy.port, `GET http://other.example/x?q=1 HTTP/1.1\r\nHost: other.example\r\nConnection: close\r\n\r\n`);
     assert.equal(statusOf(reply.text), 200);
