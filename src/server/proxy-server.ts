@@ -183,7 +183,7 @@ export class ProxyServer {
     // (A response is done once Node has detached it from the socket, after 'finish': writableFinished alone
     // turns true as soon as the bytes are handed to the socket, before Node closes for `Connection: close`.)
     const pending = this.#lastResponse.get(socket);
-    const done = pending === undefined || (pending.writableFinished && pending.socket === null);
+    const done = pending === undefined || pending.destroyed || (pending.writableFinished && pending.socket === null);
     if (!done && (pending.headersSent || pending.req.complete)) {
       pending.once('finish', () => this.#clientError(err, socket));
       pending.once('close', () => {
