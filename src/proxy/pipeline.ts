@@ -179,7 +179,8 @@ export class Pipeline implements ForwardHost {
       ctx.clientAddress = ctx.peerAddress;
     }
     if (this.#trusted !== undefined) this.#resolveClient(ctx, this.#trusted);
-    res.on('close', () => this.#closed(ctx)); // 'close' fires once; on() skips once()'s wrapper
+    if (res.socket !== null) res.on('close', () => this.#closed(ctx)); // 'close' fires once; on() skips once()'s wrapper
+    else this.#whenPipelinedEnds(ctx);
     if (this.#debug) this.#logger.debug(`Request Start: ${ctx.requestId} ${ctx.path}`);
 
     if (this.#shared.draining) return this.fail(ctx, new ProxyError('shutting_down'));
@@ -524,6 +525,24 @@ export class Pipeline implements ForwardHost {
     }
     const status = up === this.#services.size ? 'ok' : up > 0 ? 'degraded' : 'unavailable';
     this.respondJson(ctx, up > 0 ? 200 : 503, { status, uptime_s: Math.round((Date.now() - this.#startedAt) / 1000), upstreams });
+  }
+
+  /**
+   * A pipelined request whose response waits behind an earlier one has no socket yet, and Node never emits
+   * 'close' on that response when the connection ends first (an earlier response closed it, or the client
+   * left): the connection's own 'close' finishes it then, or the response's, whichever comes first.
+   */
+  #whenPipelinedEnds(ctx: RequestContext): void {
+    const socket = ctx.req.socket;
+    let done = false;
+    const end = (): void => {
+      if (done) return;
+      done = true;
+      socket.off('close', end);
+      this.#closed(ctx);
+    };
+    ctx.res.on('close', end);
+    socket.on('close', end);
   }
 
   #closed(ctx: RequestContext): void {
