@@ -32,7 +32,7 @@ function yaml(port: number, backends: Backend[], extra: { admin?: string; middle
     extra.middleware ??
       [
         '  auth: { enabled: true, valid_tokens: ["t"] }',
-        '  rate_limit: { enabled: true, requests_per_minute: 1, burst_size: 10 }',
+        '  rate_limit: { enabled: true, requests_per_minute: 1, burst_size: 10, store: { type: memory, timeout_ms: 10000 } }',
       ].join('\n'),
     'admin:',
     extra.admin ?? '  port: 0',

@@ -109,7 +109,7 @@ describe('cluster reload (server.workers: 2), through the real CLI', () => {
 
   test('a reload that turns on a route limit, then changes it: the primary\'s buckets hold it across both workers', async () => {
     const limited = (burst: number): string =>
-      yaml(port, backend, `  - { name: a, match: { path_prefix: /a }, service: s, middleware: { rate_limit: { enabled: true, requests_per_minute: 1, burst_size: ${burst} } } }`);
+      yaml(port, backend, `  - { name: a, match: { path_prefix: /a }, service: s, middleware: { rate_limit: { enabled: true, requests_per_minute: 1, burst_size: ${burst}, store: { type: memory, timeout_ms: 10000 } } } }`);
     const codes = async (n: number): Promise<number[]> => {
       const out: number[] = [];
       // Fresh connections: the requests are spread over both workers, and one bucket counts them all.

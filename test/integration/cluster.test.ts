@@ -23,7 +23,9 @@ function yaml(port: number, backendPort: number, extra: { server?: string; middl
     `    - { name: b, address: 127.0.0.1, port: ${backendPort} }`,
     'middleware:',
     extra.middleware ??
-      ['  rate_limit:', '    enabled: true', '    requests_per_minute: 1', '    burst_size: 10'].join('\n'),
+      // A long wait for the primary: these tests count exactly, and a take that timed out would be let through
+      // (on_error: allow) on a loaded machine.
+      ['  rate_limit:', '    enabled: true', '    requests_per_minute: 1', '    burst_size: 10', '    store: { type: memory, timeout_ms: 10000 }'].join('\n'),
     // The primary's admin listener on a free port, so instances in parallel tests never compete for 9901.
     'admin:',
     '  port: 0',
