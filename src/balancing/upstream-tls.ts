@@ -1,6 +1,6 @@
 import { createHash, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { isIP } from 'node:net';
+import { isIP, type Socket } from 'node:net';
 import { createSecureContext } from 'node:tls';
 import { buildConnector } from 'undici';
 import type { UpstreamTls } from '../config/schema.js';
@@ -99,6 +99,26 @@ export function tlsConnector(material: TlsMaterial, options: { timeoutMs: number
   const sni = material.sni;
   return function connectTls(opts, callback) {
     // Runs once per new connection. `servername` '' makes undici fall back to the origin's host (none for an IP).
-    connect({ ...opts, servername: sni ?? '' }, callback);
+    connect({ ...opts, servername: sni ?? '' }, (err, socket) => {
+      if (socket) keepTlsAlert(socket); // undefined after a failed connect
+      (callback as (err: Error | null, socket: Socket | null | undefined) => void)(err, socket);
+    });
   };
+}
+
+/**
+ * With TLS 1.3 the upstream checks the client certificate after the handshake has completed on the proxy's
+ * side: its refusal (an alert, `ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED`) arrives as a socket error that
+ * undici then replaces with "other side closed" when the upstream's end follows (undici 7.30). Ending the
+ * socket with the alert when the end comes keeps the alert as the request's error.
+ */
+function keepTlsAlert(socket: Socket): void {
+  let alert: Error | undefined;
+  socket.prependListener('error', (err: Error) => {
+    const code = (err as { code?: unknown }).code;
+    if (alert === undefined && typeof code === 'string' && code.startsWith('ERR_SSL_')) alert = err;
+  });
+  socket.prependListener('end', () => {
+    if (alert !== undefined && !socket.destroyed) socket.destroy(alert);
+  });
 }
