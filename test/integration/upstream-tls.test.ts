@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import { after, before, describe, test } from 'node:test';
 import { configSchema, type Config } from '../../src/config/schema.js';
+import { runCli, writeConfig } from '../helpers/cli.js';
 import { request } from '../helpers/http.js';
 import { startProxy, waitFor, type TestProxy } from '../helpers/servers.js';
 import { privateCa, startTlsUpstream, type IssuedCert, type PrivateCa, type TlsUpstream } from '../helpers/tls.js';
@@ -336,5 +337,24 @@ describe('reload', () => {
       await up.close();
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('tollgate --check', () => {
+  test('a key that does not belong to its certificate: file:line:col and the key path, exit 2', async () => {
+    const a = ca.issue(['a']);
+    const b = ca.issue(['b']);
+    const file = writeConfig(`load_balancing:
+  upstreams:
+    - name: api
+      address: 10.0.0.1
+      port: 443
+      tls:
+        cert_file: ${a.certFile}
+        key_file: ${b.keyFile}
+`);
+    const run = await runCli(['--check', '--config', file]);
+    assert.equal(run.code, 2);
+    assert.ok(run.stderr.includes(`${file}:8:19 load_balancing.upstreams[0].tls.key_file: ${b.keyFile} does not belong to the certificate in ${a.certFile}`), run.stderr);
   });
 });
