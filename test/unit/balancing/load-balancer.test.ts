@@ -11,6 +11,7 @@ import type { RequestContext } from '../../../src/proxy/context.js';
 import { ProxyError } from '../../../src/proxy/errors.js';
 import type { Random } from '../../../src/util/clock.js';
 import { manualClock, seededRandom } from '../../helpers/servers.js';
+import { privateCa } from '../../helpers/tls.js';
 
 type Clock = ReturnType<typeof manualClock>;
 type Json = Record<string, unknown>;
@@ -433,5 +434,39 @@ describe('LoadBalancer: consistent_hash key sources', () => {
     } finally {
       await balancer.close();
     }
+  });
+});
+
+describe('TLS settings and the identity of a backend across generations', () => {
+  const logger = pino({ level: 'silent' });
+  const deps = { random: seededRandom(1), clock: manualClock(), logger };
+  function service(tls: Json | undefined, protocol = 'http1'): LoadBalancingConfig {
+    return configSchema.parse({
+      load_balancing: { upstreams: [{ name: 'a', address: '10.0.0.1', port: 8443 }], health_check: { active: { enabled: false } }, ...(tls === undefined ? {} : { tls }), protocol },
+    }).load_balancing as LoadBalancingConfig;
+  }
+
+  test('same settings: the same backend; another protocol: a new pool with the state kept; another CA or plain HTTP: another backend', async () => {
+    const ca = privateCa();
+    const other = privateCa();
+    const first = new LoadBalancer(service({ ca_file: ca.certFile }), deps);
+    const a = first.backends[0] as Backend;
+    assert.equal(a.origin, 'https://10.0.0.1:8443');
+    assert.equal(a.servername, '10.0.0.1');
+    a.setHealthy(false);
+    const same = new LoadBalancer(service({ ca_file: ca.certFile }), { ...deps, previous: first });
+    assert.equal(same.backends[0], a);
+    const h2 = new LoadBalancer(service({ ca_file: ca.certFile }, 'h2'), { ...deps, previous: same });
+    assert.notEqual(h2.backends[0], a);
+    assert.equal(h2.backends[0]?.allowH2, true);
+    assert.equal(h2.backends[0]?.healthy, false, 'health carried to the new pool');
+    const otherCa = new LoadBalancer(service({ ca_file: other.certFile }, 'h2'), { ...deps, previous: h2 });
+    assert.notEqual(otherCa.backends[0], h2.backends[0]);
+    assert.equal(otherCa.backends[0]?.healthy, true, 'another backend starts afresh');
+    const plain = new LoadBalancer(service(undefined), { ...deps, previous: otherCa });
+    assert.notEqual(plain.backends[0], otherCa.backends[0]);
+    assert.equal(plain.backends[0]?.origin, 'http://10.0.0.1:8443');
+    assert.equal(plain.backends[0]?.servername, undefined);
+    await Promise.all([first, h2, otherCa, plain].map((lb) => lb.close()));
   });
 });
