@@ -281,6 +281,23 @@ describe('protocol: h2', () => {
     }
   });
 
+  test('many requests at once, and a large body each way', async () => {
+    const proxy = await startProxy([], { load_balancing: { upstreams: [upstream('h2', port)], tls: { ca_file: ca.certFile }, protocol: 'h2', pool: { max_connections: 4 }, health_check: NO_HEALTH } });
+    try {
+      const replies = await Promise.all(Array.from({ length: 20 }, (_, i) => request(`${proxy.url}/n${i}`, { headers: { 'x-custom': String(i) } })));
+      assert.deepEqual(
+        replies.map((r) => [r.status, r.body]),
+        replies.map((_, i) => [200, `GET /n${i} ${i} `]),
+      );
+      const big = 'x'.repeat(3 * 1024 * 1024);
+      const echoed = await request(`${proxy.url}/big`, { method: 'PUT', body: big });
+      assert.equal(echoed.status, 200);
+      assert.equal(echoed.body, `PUT /big undefined ${big}`);
+    } finally {
+      await proxy.close();
+    }
+  });
+
   test('without protocol: h2 the same upstream refuses the HTTP/1.1 handshake: 502 upstream_tls', async () => {
     const proxy = await startProxy([], { load_balancing: { upstreams: [upstream('h2', port)], tls: { ca_file: ca.certFile }, health_check: NO_HEALTH, retries: { max_retries: 0 } } });
     try {
