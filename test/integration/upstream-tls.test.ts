@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
-import { createSecureServer, type Http2SecureServer } from 'node:http2';
+import { createSecureServer, type Http2SecureServer, type ServerHttp2Session } from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -294,6 +294,26 @@ describe('protocol: h2', () => {
       assert.equal(echoed.status, 200);
       assert.equal(echoed.body, `PUT /big undefined ${big}`);
     } finally {
+      await proxy.close();
+    }
+  });
+
+  test('an upstream that ends its HTTP/2 session (GOAWAY) between requests: the next request gets a new connection', async () => {
+    const sessions: ServerHttp2Session[] = [];
+    const onSession = (session: ServerHttp2Session): void => void sessions.push(session);
+    h2.on('session', onSession);
+    const proxy = await startProxy([], { load_balancing: { upstreams: [upstream('h2', port)], tls: { ca_file: ca.certFile }, protocol: 'h2', health_check: NO_HEALTH } });
+    try {
+      assert.equal((await request(`${proxy.url}/one`)).status, 200);
+      assert.equal(sessions.length, 1);
+      const closed = once(sessions[0] as ServerHttp2Session, 'close');
+      (sessions[0] as ServerHttp2Session).close();
+      await closed;
+      const next = await request(`${proxy.url}/two`);
+      assert.equal(next.status, 200, next.body);
+      assert.equal(sessions.length, 2);
+    } finally {
+      h2.off('session', onSession);
       await proxy.close();
     }
   });
