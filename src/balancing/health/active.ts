@@ -21,6 +21,7 @@ export interface ProbeResult {
 /** One check of one backend. Never rejects. */
 export type Probe = (backend: Backend) => Promise<ProbeResult>;
 
+/** A tcp check: a TCP connection opens. No TLS handshake, even for an upstream reached over TLS (an http check does that). */
 export function tcpProbe(timeoutMs: number): Probe {
   return function probeTcp(backend) {
     return new Promise((resolve) => {
