@@ -2,7 +2,7 @@ import { Pool } from 'undici';
 import { upstreamProtocol, upstreamTls, type LoadBalancingConfig, type UpstreamConfig } from '../config/schema.js';
 import type { Peer } from './selection/index.js';
 import { peakEwma } from './selection/p2c-ewma.js';
-import { tlsConnector, tlsMaterial, type Connector, type TlsMaterial } from './upstream-tls.js';
+import { TlsFileError, tlsConnector, tlsMaterial, type Connector, type TlsMaterial } from './upstream-tls.js';
 
 /**
  * One upstream server: its connection pool and the live numbers that selection and health read. Made when
@@ -70,7 +70,7 @@ export class Backend implements Peer {
   constructor(upstream: UpstreamConfig, lb: LoadBalancingConfig, service = 'default', tls: TlsMaterial | undefined | null = null) {
     this.service = service;
     this.name = upstream.name;
-    this.tls = tls === null ? backendTls(upstream, lb) : tls;
+    this.tls = tls === null ? backendTls(upstream, lb, service) : tls;
     this.key = backendKey(service, upstream, this.tls);
     this.poolKey = poolKeyOf(lb);
     this.configuredWeight = upstream.weight;
@@ -143,10 +143,19 @@ export function poolKeyOf(lb: LoadBalancingConfig): string {
   return JSON.stringify([lb.pool.max_connections, lb.pool.keepalive_timeout_ms, lb.connect_timeout_ms, lb.response_timeout_ms]);
 }
 
-/** The TLS material of an upstream (its files read), or undefined for plain HTTP. Throws TlsFileError. */
-export function backendTls(upstream: UpstreamConfig, lb: LoadBalancingConfig): TlsMaterial | undefined {
+/**
+ * The TLS material of an upstream (its files read), or undefined for plain HTTP. Throws TlsFileError naming
+ * the upstream (a config given as an object was not checked by the loader, and a file may have changed since).
+ */
+export function backendTls(upstream: UpstreamConfig, lb: LoadBalancingConfig, service = 'default'): TlsMaterial | undefined {
   const tls = upstreamTls(lb, upstream);
-  return tls.enabled ? tlsMaterial(tls, upstream.address) : undefined;
+  if (!tls.enabled) return undefined;
+  try {
+    return tlsMaterial(tls, upstream.address);
+  } catch (err) {
+    if (err instanceof TlsFileError) throw new TlsFileError(err.key, `service "${service}", upstream "${upstream.name}": tls.${err.key}: ${err.message}`);
+    throw err;
+  }
 }
 
 /**

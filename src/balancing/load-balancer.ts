@@ -56,7 +56,7 @@ export class LoadBalancer {
     // object: its health, ejection, in-flight count, latency, slow start and connections carry over.
     const poolKey = poolKeyOf(config);
     this.backends = config.upstreams.map((u) => {
-      const tls = backendTls(u, config);
+      const tls = backendTls(u, config, this.name);
       const old = kept.get(backendKey(this.name, u, tls));
       if (old !== undefined && old.poolKey === poolKey && old.configuredWeight === u.weight && old.allowH2 === (tls !== undefined && upstreamProtocol(config, u) === 'h2')) return old;
       const fresh = new Backend(u, config, this.name, tls);

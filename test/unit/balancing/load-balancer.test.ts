@@ -470,3 +470,15 @@ describe('TLS settings and the identity of a backend across generations', () => 
     await Promise.all([first, h2, otherCa, plain].map((lb) => lb.close()));
   });
 });
+
+describe('TLS files of a config given as an object', () => {
+  test('a missing ca_file fails the build with the service, the upstream and the key', () => {
+    const lb = configSchema.parse({
+      load_balancing: { upstreams: [{ name: 'a', address: '10.0.0.1', port: 8443 }], tls: { ca_file: '/nonexistent/ca.pem' } },
+    }).load_balancing as LoadBalancingConfig;
+    assert.throws(
+      () => new LoadBalancer(lb, { random: seededRandom(1), clock: manualClock(), logger: pino({ level: 'silent' }), name: 'api' }),
+      { name: 'TlsFileError', message: 'service "api", upstream "a": tls.ca_file: cannot read /nonexistent/ca.pem: file not found' },
+    );
+  });
+});
