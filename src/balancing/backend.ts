@@ -1,7 +1,8 @@
 import { Pool } from 'undici';
-import type { LoadBalancingConfig, UpstreamConfig } from '../config/schema.js';
+import { upstreamProtocol, upstreamTls, type LoadBalancingConfig, type UpstreamConfig } from '../config/schema.js';
 import type { Peer } from './selection/index.js';
 import { peakEwma } from './selection/p2c-ewma.js';
+import { TlsFileError, tlsConnector, tlsMaterial, type Connector, type TlsMaterial } from './upstream-tls.js';
 
 /**
  * One upstream server: its connection pool and the live numbers that selection and health read. Made when
@@ -12,7 +13,10 @@ export class Backend implements Peer {
   /** The service (upstream group) it belongs to. */
   readonly service: string;
   readonly name: string;
-  /** Service, name, address and port: a backend with the same key in the next generation is this one. */
+  /**
+   * Service, name, address, port and TLS settings (with the contents of its files): a backend with the
+   * same key in the next generation is this one.
+   */
   readonly key: string;
   /** The pool settings it was built with: a backend is carried into a new generation only if they are unchanged. */
   readonly poolKey: string;
@@ -23,7 +27,19 @@ export class Backend implements Peer {
   readonly address: string;
   readonly host: string;
   readonly port: number;
+  /** `http://host:port`, or `https://` for an upstream reached over TLS. */
   readonly origin: string;
+  /** TLS settings with the files read; undefined for plain HTTP. */
+  readonly tls: TlsMaterial | undefined;
+  /**
+   * What each request tells undici as its server name: the TLS name (undefined for plain HTTP). Undici
+   * reconnects when it changes, and without it would take it from the request's Host.
+   */
+  readonly servername: string | undefined;
+  /** Opens a connection (TLS, with this upstream's settings); undefined for plain HTTP. Health checks share it. */
+  readonly connector: Connector | undefined;
+  /** HTTP/2 is offered in the TLS handshake (`protocol: h2`). */
+  readonly allowH2: boolean;
   readonly pool: Pool;
   inflight = 0;
   /** Active health: false after `unhealthy_threshold` failed checks, true again after `healthy_threshold` passes. */
@@ -47,23 +63,32 @@ export class Backend implements Peer {
   /** When the proxy last looked at whether it speaks TLS (monotonic ms; see proxy/tls-hint.ts). */
   tlsCheckedAt = -Infinity;
 
-  constructor(upstream: UpstreamConfig, lb: LoadBalancingConfig, service = 'default') {
+  /**
+   * Builds the backend and its pool. `tls` is the upstream's TLS material when the caller has read it
+   * already (the load balancer does, to compare keys); else the files are read here. Throws TlsFileError.
+   */
+  constructor(upstream: UpstreamConfig, lb: LoadBalancingConfig, service = 'default', tls: TlsMaterial | undefined | null = null) {
     this.service = service;
     this.name = upstream.name;
-    this.key = backendKey(service, upstream);
+    this.tls = tls === null ? backendTls(upstream, lb, service) : tls;
+    this.key = backendKey(service, upstream, this.tls);
     this.poolKey = poolKeyOf(lb);
     this.configuredWeight = upstream.weight;
     this.weight = upstream.weight;
     this.host = upstream.address;
     this.port = upstream.port;
     this.address = upstreamAddress(upstream);
-    this.origin = `http://${this.address}`;
+    this.allowH2 = this.tls !== undefined && upstreamProtocol(lb, upstream) === 'h2';
+    this.origin = `${this.tls === undefined ? 'http' : 'https'}://${this.address}`;
+    this.servername = this.tls?.name;
+    this.connector = this.tls === undefined ? undefined : tlsConnector(this.tls, { timeoutMs: lb.connect_timeout_ms, allowH2: this.allowH2 });
     this.pool = new Pool(this.origin, {
       connections: lb.pool.max_connections,
       pipelining: 1,
       keepAliveTimeout: lb.pool.keepalive_timeout_ms,
       keepAliveMaxTimeout: Math.max(lb.pool.keepalive_timeout_ms, 1),
-      connect: { timeout: lb.connect_timeout_ms },
+      connect: this.connector ?? { timeout: lb.connect_timeout_ms },
+      allowH2: this.allowH2,
       headersTimeout: lb.response_timeout_ms,
       bodyTimeout: lb.response_timeout_ms,
     });
@@ -118,9 +143,27 @@ export function poolKeyOf(lb: LoadBalancingConfig): string {
   return JSON.stringify([lb.pool.max_connections, lb.pool.keepalive_timeout_ms, lb.connect_timeout_ms, lb.response_timeout_ms]);
 }
 
-/** Identity of a backend across generations: same service, name, address and port. */
-export function backendKey(service: string, upstream: Pick<UpstreamConfig, 'name' | 'address' | 'port'>): string {
-  return `${service}\u0000${upstream.name}\u0000${upstream.address}\u0000${upstream.port}`;
+/**
+ * The TLS material of an upstream (its files read), or undefined for plain HTTP. Throws TlsFileError naming
+ * the upstream (a config given as an object was not checked by the loader, and a file may have changed since).
+ */
+export function backendTls(upstream: UpstreamConfig, lb: LoadBalancingConfig, service = 'default'): TlsMaterial | undefined {
+  const tls = upstreamTls(lb, upstream);
+  if (!tls.enabled) return undefined;
+  try {
+    return tlsMaterial(tls, upstream.address);
+  } catch (err) {
+    if (err instanceof TlsFileError) throw new TlsFileError(err.key, `service "${service}", upstream "${upstream.name}": tls.${err.key}: ${err.message}`);
+    throw err;
+  }
+}
+
+/**
+ * Identity of a backend across generations: same service, name, address and port, and the same TLS
+ * settings and files (another CA or certificate is another backend, with a pool of its own).
+ */
+export function backendKey(service: string, upstream: Pick<UpstreamConfig, 'name' | 'address' | 'port'>, tls?: TlsMaterial): string {
+  return `${service}\u0000${upstream.name}\u0000${upstream.address}\u0000${upstream.port}\u0000${tls === undefined ? 'http' : tls.id}`;
 }
 
 /** `host:port` of an upstream (an IPv6 address in brackets), as logs and the status document show it. */

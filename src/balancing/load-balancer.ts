@@ -1,8 +1,8 @@
 import type { Logger } from 'pino';
-import type { LoadBalancingConfig } from '../config/schema.js';
+import { upstreamProtocol, type LoadBalancingConfig } from '../config/schema.js';
 import type { RequestContext } from '../proxy/context.js';
 import type { Clock, Random } from '../util/clock.js';
-import { Backend, backendKey, poolKeyOf } from './backend.js';
+import { Backend, backendKey, backendTls, poolKeyOf } from './backend.js';
 import { ActiveHealthChecker } from './health/active.js';
 import { describeFailure } from './health/failure-reason.js';
 import { OutlierDetector } from './health/passive.js';
@@ -52,14 +52,22 @@ export class LoadBalancer {
     const previous = options.previous;
     const kept = new Map<string, Backend>();
     if (previous !== undefined) for (const b of previous.backends) kept.set(b.key, b);
-    // A backend in both generations (same service, name, address, port and pool settings) is the same
+    // A backend in both generations (same service, name, address, port, TLS and pool settings) is the same
     // object: its health, ejection, in-flight count, latency, slow start and connections carry over.
     const poolKey = poolKeyOf(config);
     this.backends = config.upstreams.map((u) => {
-      const old = kept.get(backendKey(this.name, u));
-      if (old !== undefined && old.poolKey === poolKey && old.configuredWeight === u.weight) return old;
-      const fresh = new Backend(u, config, this.name);
+      const tls = backendTls(u, config, this.name);
+      const old = kept.get(backendKey(this.name, u, tls));
+      if (old !== undefined && old.poolKey === poolKey && old.configuredWeight === u.weight && old.allowH2 === (tls !== undefined && upstreamProtocol(config, u) === 'h2')) return old;
+      const fresh = new Backend(u, config, this.name, tls);
       if (old !== undefined) fresh.adoptState(old);
+      else if (tls !== undefined && !tls.verify) {
+        // Once per backend (a backend carried into the next generation was told about when it was made).
+        options.logger.warn(
+          { service: this.name, upstream: u.name, upstream_addr: fresh.address },
+          'upstream TLS certificate is not verified (tls.verify: false): anyone on the path can pose as this upstream',
+        );
+      }
       return fresh;
     });
     this.preserveHost = config.preserve_host;

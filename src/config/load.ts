@@ -6,10 +6,11 @@
 import { readFileSync } from 'node:fs';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, visit, type Document, type Node } from 'yaml';
 import type { z } from 'zod';
+import { TlsFileError, tlsMaterial } from '../balancing/upstream-tls.js';
 import { compileRoutes } from '../routing/matcher.js';
 import { matchOf } from './resolve.js';
 import { closestKey, configErrorMap, knownKeys } from './messages.js';
-import { configSchema, sharedPortMessage, type Config, type SharedPort } from './schema.js';
+import { configSchema, sharedPortMessage, type Config, type LoadBalancingConfig, type SharedPort } from './schema.js';
 
 /** Pairs of routes (indices into `routes`) that would match the same requests with equal precedence. */
 export function routeTies(config: Config): { a: number; b: number }[] {
@@ -159,6 +160,8 @@ export function parseConfig(source: string, file: string, env: NodeJS.ProcessEnv
     result = configSchema.safeParse(data, PARSE_OPTIONS);
   }
   if (result.success && problems.length === 0) {
+    const tlsProblems = tlsFileProblems(result.data, doc, at);
+    if (tlsProblems.length > 0) throw new ConfigError(file, tlsProblems);
     const ties = routeTies(result.data);
     if (ties.length === 0) return result.data;
     throw new ConfigError(
@@ -185,6 +188,33 @@ export function parseConfig(source: string, file: string, env: NodeJS.ProcessEnv
   // In the order of the file, whichever check found them.
   problems.sort((a, b) => a.line - b.line || a.col - b.col);
   throw new ConfigError(file, problems);
+}
+
+/**
+ * Reads the files of every `tls` block of the services and their upstreams (a file that cannot be read, a
+ * CA file without a certificate, a key that does not belong to its certificate), each problem at the key
+ * that names the file. The pools read them again when they are built.
+ */
+function tlsFileProblems(config: Config, doc: Document, at: (offset: number) => { line: number; col: number }): ConfigProblem[] {
+  const problems: ConfigProblem[] = [];
+  const check = (tls: { ca_file?: string | undefined; cert_file?: string | undefined; key_file?: string | undefined } | undefined, path: PathKey[]): void => {
+    if (tls === undefined) return;
+    try {
+      tlsMaterial({ enabled: true, servername: undefined, ca_file: tls.ca_file, verify: true, cert_file: tls.cert_file, key_file: tls.key_file }, 'localhost');
+    } catch (err) {
+      if (!(err instanceof TlsFileError)) throw err;
+      const keyPath = [...path, err.key];
+      const node = (doc.getIn(keyPath, true) as Node | undefined) ?? nearestNode(doc, keyPath);
+      problems.push({ ...at(node.range?.[0] ?? 0), path: formatPath(keyPath), message: err.message });
+    }
+  };
+  const services: [PathKey[], LoadBalancingConfig][] = Object.entries(config.services ?? {}).map(([name, lb]) => [['services', name], lb]);
+  if (config.load_balancing !== undefined) services.push([['load_balancing'], config.load_balancing]);
+  for (const [path, lb] of services) {
+    check(lb.tls, [...path, 'tls']);
+    lb.upstreams.forEach((u, i) => check(u.tls, [...path, 'upstreams', i, 'tls']));
+  }
+  return problems;
 }
 
 /**

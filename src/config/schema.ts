@@ -121,11 +121,70 @@ const serverSchema = z.strictObject({
   }
 });
 
+/** A name for SNI and certificate checks: a host name (RFC 6066 allows no IP address there). */
+const serverName = z
+  .string({ error: 'must be a host name' })
+  .refine((v) => isIP(v) === 0 && HOSTNAME.test(v), 'must be a host name (not an IP address: a certificate for an IP is checked against the address)');
+
+const filePath = z.string({ error: 'must be a file path' }).min(1, 'must not be empty');
+
+/** The keys of an upstream's `tls` block; the files are read and checked when the config is loaded (load.ts). */
+const tlsKeys = {
+  /** TLS to the upstream; a `tls` block turns it on unless it says `enabled: false`. */
+  enabled: z.boolean(),
+  /** Sent as SNI and checked against the certificate; the upstream's address when absent. */
+  servername: serverName,
+  /** PEM file of the CAs that may sign the upstream's certificate, instead of Node's bundled roots. */
+  ca_file: filePath,
+  /** Check the upstream's certificate (chain and name); false accepts any (logged as a warning at start). */
+  verify: z.boolean(),
+  /** PEM client certificate and its key, for an upstream that asks for one (mTLS): both or neither. */
+  cert_file: filePath,
+  key_file: filePath,
+};
+
+function certWithKey(tls: { cert_file?: string | undefined; key_file?: string | undefined }, ctx: z.core.$RefinementCtx): void {
+  if (tls.cert_file !== undefined && tls.key_file === undefined) ctx.addIssue({ code: 'custom', path: ['key_file'], message: 'is required with cert_file (the client certificate\'s key)' });
+  if (tls.key_file !== undefined && tls.cert_file === undefined) ctx.addIssue({ code: 'custom', path: ['cert_file'], message: 'is required with key_file' });
+}
+
+/** A service's `tls`: what each of its upstreams uses, unless an upstream's own `tls` says otherwise. */
+const serviceTlsSchema = z
+  .strictObject({
+    enabled: tlsKeys.enabled.default(true),
+    servername: tlsKeys.servername.optional(),
+    ca_file: tlsKeys.ca_file.optional(),
+    verify: tlsKeys.verify.default(true),
+    cert_file: tlsKeys.cert_file.optional(),
+    key_file: tlsKeys.key_file.optional(),
+  })
+  .superRefine(certWithKey);
+
+/** An upstream's `tls`: each key given replaces the service's key (cert_file and key_file together). */
+const upstreamTlsSchema = z
+  .strictObject({
+    enabled: tlsKeys.enabled.optional(),
+    servername: tlsKeys.servername.optional(),
+    ca_file: tlsKeys.ca_file.optional(),
+    verify: tlsKeys.verify.optional(),
+    cert_file: tlsKeys.cert_file.optional(),
+    key_file: tlsKeys.key_file.optional(),
+  })
+  .superRefine(certWithKey);
+
+export const PROTOCOLS = ['http1', 'h2'] as const;
+/** `h2` offers HTTP/2 in the TLS handshake (ALPN); an upstream that does not take it is spoken to in HTTP/1.1. */
+const protocol = z.enum(PROTOCOLS, { error: 'must be http1 or h2' });
+
 const upstreamSchema = z.strictObject({
   name: z.string().min(1, 'must not be empty').regex(/^[A-Za-z0-9._-]+$/, 'must use only letters, digits, ".", "_" and "-"'),
   address: host,
   port,
   weight: positiveInt('a whole number from 1 to 1000', 1000).default(1),
+  /** Overrides the service's `tls` key by key. */
+  tls: upstreamTlsSchema.optional(),
+  /** Overrides the service's `protocol`. */
+  protocol: protocol.optional(),
 });
 
 export const STRATEGIES = ['round_robin', 'random', 'least_conn', 'consistent_hash', 'p2c_ewma'] as const;
@@ -225,7 +284,52 @@ export const loadBalancingSchema = z.strictObject({
     .refine((k) => (k.source !== 'header' && k.source !== 'cookie') || k.name !== undefined, 'needs a name for a header or cookie key'),
   /** A backend that comes back takes a share of traffic growing linearly over this window; 0 is off. */
   slow_start_ms: durationMs(0, MIN_DURATION_MS, 'off'),
+  /** TLS to every upstream of the service (each upstream may override it); plain HTTP when absent. */
+  tls: serviceTlsSchema.optional(),
+  /** HTTP version towards the upstreams: `h2` needs TLS. */
+  protocol: protocol.default('http1'),
+}).superRefine(function h2NeedsTls(lb, ctx) {
+  lb.upstreams.forEach((u, i) => {
+    if (u.protocol === undefined && lb.protocol === 'http1') return;
+    if (upstreamProtocol(lb, u) === 'h2' && !upstreamTls(lb, u).enabled) {
+      const path = u.protocol === 'h2' ? ['upstreams', i, 'protocol'] : ['protocol'];
+      ctx.addIssue({ code: 'custom', path, message: `h2 needs TLS (HTTP/2 is agreed in the TLS handshake): give upstream "${u.name}" tls` });
+    }
+  });
 });
+
+/** The TLS settings an upstream is reached with: the service's `tls`, each key the upstream gives replacing it. */
+export interface UpstreamTls {
+  enabled: boolean;
+  servername: string | undefined;
+  ca_file: string | undefined;
+  verify: boolean;
+  cert_file: string | undefined;
+  key_file: string | undefined;
+}
+
+const PLAIN: UpstreamTls = { enabled: false, servername: undefined, ca_file: undefined, verify: true, cert_file: undefined, key_file: undefined };
+
+/** Merges a service's and an upstream's `tls` (when the config is loaded). A `tls` block alone turns TLS on. */
+export function upstreamTls(lb: { tls?: z.output<typeof serviceTlsSchema> | undefined }, upstream: { tls?: z.output<typeof upstreamTlsSchema> | undefined }): UpstreamTls {
+  const base = lb.tls ?? PLAIN;
+  const own = upstream.tls;
+  if (own === undefined) return { ...PLAIN, ...base };
+  const client = own.cert_file === undefined ? base : own;
+  return {
+    enabled: own.enabled ?? (lb.tls === undefined ? true : base.enabled),
+    servername: own.servername ?? base.servername,
+    ca_file: own.ca_file ?? base.ca_file,
+    verify: own.verify ?? base.verify,
+    cert_file: client.cert_file,
+    key_file: client.key_file,
+  };
+}
+
+/** The HTTP version an upstream is spoken to in: its own `protocol`, else the service's. */
+export function upstreamProtocol(lb: { protocol: (typeof PROTOCOLS)[number] }, upstream: { protocol?: (typeof PROTOCOLS)[number] | undefined }): (typeof PROTOCOLS)[number] {
+  return upstream.protocol ?? lb.protocol;
+}
 
 export const AUTH_TYPES = ['bearer', 'basic', 'api_key'] as const;
 

@@ -28,6 +28,7 @@ export const ERROR_CATALOGUE = {
   internal_error: { status: 500, source: 'internal', retryable: false, message: 'The proxy failed to handle the request.' },
   not_implemented: { status: 501, source: 'downstream', retryable: false, message: 'The request uses a transfer coding the proxy does not support.' },
   bad_gateway: { status: 502, source: 'upstream', retryable: true, message: 'The upstream could not be reached or failed while answering.' },
+  upstream_tls: { status: 502, source: 'upstream', retryable: true, message: 'The TLS handshake with the upstream failed.' },
   no_upstream: { status: 503, source: 'internal', retryable: false, message: 'No upstream is available.' },
   rate_limit_unavailable: { status: 503, source: 'internal', retryable: false, message: 'The rate limit cannot be checked right now; retry after the time in Retry-After.' },
   shutting_down: { status: 503, source: 'internal', retryable: false, message: 'The proxy is shutting down; retry on a new connection.' },
@@ -92,10 +93,40 @@ const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEO
 /** Failures where the upstream cannot have seen the request, so another upstream may be tried. */
 const BEFORE_SEND_CODES = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH']);
 
+/**
+ * OpenSSL's certificate verification results as Node gives them (`err.code`), and the name check's: the
+ * handshake stopped before a byte of the request was sent.
+ */
+const CERTIFICATE_CODES = new Set([
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'CERT_REVOKED',
+  'CERT_SIGNATURE_FAILURE',
+  'INVALID_CA',
+  'INVALID_PURPOSE',
+  'PATH_LENGTH_EXCEEDED',
+  'HOSTNAME_MISMATCH',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+/** A failure of the TLS layer with an upstream: a certificate refused, or an alert or protocol error from OpenSSL. */
+export function isTlsFailure(code: string): boolean {
+  return CERTIFICATE_CODES.has(code) || code.startsWith('ERR_SSL_') || code.startsWith('ERR_TLS_');
+}
+
 /** Maps an error from the upstream client (undici or the socket) to the proxy's catalogue. */
 export function fromUpstreamError(err: unknown): ProxyError {
   if (err instanceof ProxyError) return err;
   const code = (err as { code?: string } | null)?.code ?? '';
+  // Refused in the handshake: nothing was sent, so another upstream may be tried.
+  if (isTlsFailure(code)) return new ProxyError('upstream_tls', { cause: err });
   if (TIMEOUT_CODES.has(code)) {
     return new ProxyError('upstream_timeout', { cause: err, retryable: BEFORE_SEND_CODES.has(code) });
   }

@@ -17,6 +17,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { BlockList, isIP } from 'node:net';
 import type { Logger } from 'pino';
+import type { Dispatcher } from 'undici';
 import type { Backend } from '../balancing/backend.js';
 import type { LoadBalancer } from '../balancing/load-balancer.js';
 import type { ServerConfig } from '../config/schema.js';
@@ -63,6 +64,12 @@ const NO_UPSTREAM = new ProxyError('no_upstream');
 const NO_ROUTE = new ProxyError('no_route');
 const CUT_OFF = new ProxyError('cut_off');
 /** Methods RFC 9110 defines as idempotent: safe to replay after a reset. */
+/**
+ * Undici takes `servername` per request (its types leave it out): the backend's fixed TLS name, so a
+ * client's Host (with preserve_host) neither becomes the upstream's SNI nor makes undici reconnect.
+ */
+type UpstreamDispatch = Dispatcher.DispatchOptions & { servername: string | undefined };
+
 const IDEMPOTENT: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 const UNDERSCORE = new ProxyError('bad_request', { message: 'Header names with underscores are not accepted.' });
 const HOST_COUNT = new ProxyError('bad_request', { message: 'An HTTP/1.1 request needs exactly one Host header.' });
@@ -358,7 +365,8 @@ export class Pipeline implements ForwardHost {
     ctx.upstreamLatency = -1;
     const handler = new ForwardHandler(ctx, this);
     try {
-      backend.pool.dispatch({ path: ctx.upstreamPath, method: req.method ?? 'GET', headers, body: ctx.body }, handler);
+      const options: UpstreamDispatch = { path: ctx.upstreamPath, method: req.method ?? 'GET', headers, body: ctx.body, servername: backend.servername };
+      backend.pool.dispatch(options, handler);
     } catch (err) {
       handler.onError(err as Error);
     }

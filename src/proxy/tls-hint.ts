@@ -7,11 +7,11 @@ import type { ProxyError } from './errors.js';
 /** Asks whether an upstream speaks TLS; injected so tests can answer without a handshake. */
 export type TlsSniff = (backend: Backend) => Promise<boolean>;
 
-export const HINT_MSG = 'upstream answered with TLS: is it an https port? Tollgate speaks plain HTTP to upstreams';
+export const HINT_MSG = 'upstream answered with TLS: is it an https port? Give the upstream tls: { enabled: true }';
 
 /**
- * Explains a 502 from an upstream that is really a TLS server (a common mistake: an https port configured
- * as a plain upstream), which otherwise shows only as "other side closed" or a parse error. Runs on the
+ * Explains a 502 from a plain-HTTP upstream that is really a TLS server (a common mistake: an https port
+ * configured without `tls`), which otherwise shows only as "other side closed" or a parse error. Runs on the
  * failure path only. At most one hint (and one handshake) per backend per `intervalMs` (the time is kept on
  * the backend, so a reload does not start it afresh).
  */
@@ -34,6 +34,7 @@ export class TlsHint {
    * answered a request, tries a TLS handshake off the request path and logs the hint if it completes.
    */
   check(backend: Backend, error: ProxyError, requestId: string): void {
+    if (backend.tls !== undefined) return; // spoken to over TLS already: its failures say what they are
     const cause = error.cause as { name?: unknown; code?: unknown; data?: unknown } | undefined;
     if (cause === undefined) return;
     const tlsBytes = cause.name === 'HTTPParserError' && startsWithTlsRecord(cause.data);

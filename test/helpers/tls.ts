@@ -1,8 +1,12 @@
-/** TLS for tests: a self-signed certificate made at test time, and an https server to point upstreams at. */
+/**
+ * TLS for tests: a self-signed certificate and private CAs with certificates they sign, all made at test
+ * time with the openssl command, and an https server to point upstreams at.
+ */
 import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer, type Server } from 'node:https';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { createServer, type Server, type ServerOptions } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -31,9 +35,75 @@ export interface TlsUpstream {
   close(): Promise<void>;
 }
 
-/** An https server on 127.0.0.1:0 answering 200 `secure` to every request. */
-export async function startTlsUpstream(): Promise<TlsUpstream> {
-  const server = createServer(selfSignedCert(), (_req, res) => res.end('secure'));
+/** A certificate and its key, as PEM text and as files (which live until the process exits). */
+export interface IssuedCert {
+  cert: string;
+  key: string;
+  certFile: string;
+  keyFile: string;
+}
+
+export interface PrivateCa {
+  /** The CA's certificate (PEM) and its file, for `ca_file`. */
+  cert: string;
+  certFile: string;
+  /**
+   * A certificate signed by this CA for `names` (DNS names and IP addresses, as subjectAltName), good for
+   * both server and client authentication.
+   */
+  issue(names: string[], options?: { cn?: string }): IssuedCert;
+}
+
+let workDir: string | undefined;
+
+/** A directory for this process's certificates, removed when it exits. */
+function certDir(): string {
+  if (workDir !== undefined) return workDir;
+  const dir = mkdtempSync(join(tmpdir(), 'tollgate-pki-'));
+  process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
+  workDir = dir;
+  return dir;
+}
+
+let serial = 0;
+
+function openssl(args: string[]): void {
+  execFileSync('openssl', args, { stdio: 'ignore' });
+}
+
+const EC = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+
+/**
+ * A new private CA (P-256, valid one day) whose key stays in a temporary directory. Each call makes a CA
+ * of its own, so a test can have one its upstream's certificate comes from and one that did not sign it.
+ */
+export function privateCa(name = 'Tollgate Test CA'): PrivateCa {
+  const dir = certDir();
+  const id = ++serial;
+  const certFile = join(dir, `ca-${id}.pem`);
+  const keyFile = join(dir, `ca-${id}.key`);
+  openssl(['req', '-x509', ...EC, '-keyout', keyFile, '-out', certFile, '-days', '1', '-subj', `/CN=${name} ${id}`, '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);
+  return {
+    cert: readFileSync(certFile, 'utf8'),
+    certFile,
+    issue(names, options = {}) {
+      const leaf = ++serial;
+      const base = join(dir, `leaf-${leaf}`);
+      const san = names.map((n) => (/^[\d.]+$|:/.test(n) ? `IP:${n}` : `DNS:${n}`)).join(',');
+      writeFileSync(`${base}.ext`, `basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=${san}\n`);
+      openssl(['req', ...EC, '-keyout', `${base}.key`, '-out', `${base}.csr`, '-subj', `/CN=${options.cn ?? names[0] ?? 'client'}`]);
+      openssl(['x509', '-req', '-in', `${base}.csr`, '-CA', certFile, '-CAkey', keyFile, '-set_serial', String(leaf), '-out', `${base}.pem`, '-days', '1', '-extfile', `${base}.ext`]);
+      return { cert: readFileSync(`${base}.pem`, 'utf8'), key: readFileSync(`${base}.key`, 'utf8'), certFile: `${base}.pem`, keyFile: `${base}.key` };
+    },
+  };
+}
+
+/**
+ * An https server on 127.0.0.1:0. By default: the self-signed certificate, answering 200 `secure` to every
+ * request. `tls` replaces its TLS options (certificate, `ca` and `requestCert` for client certificates).
+ */
+export async function startTlsUpstream(tls: ServerOptions = selfSignedCert(), handler: (req: IncomingMessage, res: ServerResponse) => void = (_req, res) => res.end('secure')): Promise<TlsUpstream> {
+  const server = createServer(tls, handler);
   const upstream: TlsUpstream = {
     server,
     port: 0,

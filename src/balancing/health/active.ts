@@ -1,6 +1,6 @@
 import { connect } from 'node:net';
 import type { Logger } from 'pino';
-import { Agent, request } from 'undici';
+import { Agent, Pool, request, type Dispatcher } from 'undici';
 import type { LoadBalancingConfig } from '../../config/schema.js';
 import type { Clock } from '../../util/clock.js';
 import type { Backend } from '../backend.js';
@@ -21,6 +21,7 @@ export interface ProbeResult {
 /** One check of one backend. Never rejects. */
 export type Probe = (backend: Backend) => Promise<ProbeResult>;
 
+/** A tcp check: a TCP connection opens. No TLS handshake, even for an upstream reached over TLS (an http check does that). */
 export function tcpProbe(timeoutMs: number): Probe {
   return function probeTcp(backend) {
     return new Promise((resolve) => {
@@ -39,14 +40,19 @@ export function tcpProbe(timeoutMs: number): Probe {
 /** Undici's and the abort signal's timeouts: all mean the check took longer than `timeout_ms`. */
 const PROBE_TIMEOUTS = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
 
-export function httpProbe(config: ActiveConfig, agent: Agent): Probe {
+/**
+ * An http check: a request to each backend over `agent`, or for a backend reached over TLS over its pool
+ * in `tlsPools` (the backend's own CA, client certificate, SNI and verification, so a certificate the
+ * proxy would refuse fails the check).
+ */
+export function httpProbe(config: ActiveConfig, agent: Dispatcher, tlsPools?: ReadonlyMap<Backend, Dispatcher>): Probe {
   const { method, path, expected_status: range, host } = config.http;
   const [low, high = low] = range.split('-').map(Number) as [number, number?];
   return async function probeHttp(backend) {
     try {
       const res = await request(`${backend.origin}${path}`, {
         method,
-        dispatcher: agent,
+        dispatcher: tlsPools?.get(backend) ?? agent,
         headers: { host: host ?? backend.address, 'user-agent': 'tollgate-health-check' },
         headersTimeout: config.timeout_ms,
         bodyTimeout: config.timeout_ms,
@@ -83,6 +89,8 @@ export class ActiveHealthChecker {
   readonly #clock: Clock;
   readonly #probe: Probe;
   readonly #agent: Agent | undefined;
+  /** The http checks' connections to backends reached over TLS, one pool each (their TLS settings differ). */
+  readonly #tlsPools = new Map<Backend, Pool>();
   readonly #state = new Map<Backend, CheckState>();
   #timer: NodeJS.Timeout | undefined;
   #running: Promise<void> | undefined;
@@ -98,7 +106,10 @@ export class ActiveHealthChecker {
     if (probe !== undefined) this.#probe = probe;
     else if (config.type === 'http') {
       this.#agent = new Agent({ connections: 1, pipelining: 0 });
-      this.#probe = httpProbe(config, this.#agent);
+      for (const b of backends) {
+        if (b.connector !== undefined) this.#tlsPools.set(b, new Pool(b.origin, { connections: 1, pipelining: 0, connect: b.connector, allowH2: b.allowH2 }));
+      }
+      this.#probe = httpProbe(config, this.#agent, this.#tlsPools);
     } else this.#probe = tcpProbe(config.timeout_ms);
     for (const b of backends) this.#state.set(b, { passes: 0, failures: 0 });
   }
@@ -123,6 +134,7 @@ export class ActiveHealthChecker {
     this.#timer = undefined;
     await this.#running;
     await this.#agent?.close();
+    await Promise.all([...this.#tlsPools.values()].map((p) => p.close()));
   }
 
   async #check(backend: Backend): Promise<void> {
@@ -144,7 +156,7 @@ export class ActiveHealthChecker {
         backend.setHealthy(false);
         let reason = `${state.failures} ${this.#config.type} check${state.failures === 1 ? '' : 's'} in a row failed, the last: ${detail}`;
         // Taken out already; asking whether it speaks TLS only makes the line more useful.
-        if (closedSilently === true && (await acceptsTls(backend.host, backend.port, this.#config.timeout_ms))) reason += `; ${TLS_PORT_HINT}`;
+        if (closedSilently === true && backend.tls === undefined && (await acceptsTls(backend.host, backend.port, this.#config.timeout_ms))) reason += `; ${TLS_PORT_HINT}`;
         this.#logger.warn({ upstream: backend.name, upstream_addr: backend.address, failures: state.failures, reason }, 'upstream unhealthy: taken out of rotation');
       }
     }

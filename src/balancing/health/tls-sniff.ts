@@ -2,7 +2,7 @@ import { isIP } from 'node:net';
 import { connect } from 'node:tls';
 
 /** What a log line adds when an upstream turns out to speak TLS. */
-export const TLS_PORT_HINT = 'it completes a TLS handshake: is it an https port? Tollgate speaks plain HTTP to upstreams';
+export const TLS_PORT_HINT = 'it completes a TLS handshake: is it an https port? Give the upstream tls: { enabled: true }';
 
 /**
  * Whether `data` (the upstream bytes undici could not parse, as it keeps them: a string) begins with a

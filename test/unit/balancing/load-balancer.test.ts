@@ -11,6 +11,7 @@ import type { RequestContext } from '../../../src/proxy/context.js';
 import { ProxyError } from '../../../src/proxy/errors.js';
 import type { Random } from '../../../src/util/clock.js';
 import { manualClock, seededRandom } from '../../helpers/servers.js';
+import { privateCa } from '../../helpers/tls.js';
 
 type Clock = ReturnType<typeof manualClock>;
 type Json = Record<string, unknown>;
@@ -433,5 +434,51 @@ describe('LoadBalancer: consistent_hash key sources', () => {
     } finally {
       await balancer.close();
     }
+  });
+});
+
+describe('TLS settings and the identity of a backend across generations', () => {
+  const logger = pino({ level: 'silent' });
+  const deps = { random: seededRandom(1), clock: manualClock(), logger };
+  function service(tls: Json | undefined, protocol = 'http1'): LoadBalancingConfig {
+    return configSchema.parse({
+      load_balancing: { upstreams: [{ name: 'a', address: '10.0.0.1', port: 8443 }], health_check: { active: { enabled: false } }, ...(tls === undefined ? {} : { tls }), protocol },
+    }).load_balancing as LoadBalancingConfig;
+  }
+
+  test('same settings: the same backend; another protocol: a new pool with the state kept; another CA or plain HTTP: another backend', async () => {
+    const ca = privateCa();
+    const other = privateCa();
+    const first = new LoadBalancer(service({ ca_file: ca.certFile }), deps);
+    const a = first.backends[0] as Backend;
+    assert.equal(a.origin, 'https://10.0.0.1:8443');
+    assert.equal(a.servername, '10.0.0.1');
+    a.setHealthy(false);
+    const same = new LoadBalancer(service({ ca_file: ca.certFile }), { ...deps, previous: first });
+    assert.equal(same.backends[0], a);
+    const h2 = new LoadBalancer(service({ ca_file: ca.certFile }, 'h2'), { ...deps, previous: same });
+    assert.notEqual(h2.backends[0], a);
+    assert.equal(h2.backends[0]?.allowH2, true);
+    assert.equal(h2.backends[0]?.healthy, false, 'health carried to the new pool');
+    const otherCa = new LoadBalancer(service({ ca_file: other.certFile }, 'h2'), { ...deps, previous: h2 });
+    assert.notEqual(otherCa.backends[0], h2.backends[0]);
+    assert.equal(otherCa.backends[0]?.healthy, true, 'another backend starts afresh');
+    const plain = new LoadBalancer(service(undefined), { ...deps, previous: otherCa });
+    assert.notEqual(plain.backends[0], otherCa.backends[0]);
+    assert.equal(plain.backends[0]?.origin, 'http://10.0.0.1:8443');
+    assert.equal(plain.backends[0]?.servername, undefined);
+    await Promise.all([first, h2, otherCa, plain].map((lb) => lb.close()));
+  });
+});
+
+describe('TLS files of a config given as an object', () => {
+  test('a missing ca_file fails the build with the service, the upstream and the key', () => {
+    const lb = configSchema.parse({
+      load_balancing: { upstreams: [{ name: 'a', address: '10.0.0.1', port: 8443 }], tls: { ca_file: '/nonexistent/ca.pem' } },
+    }).load_balancing as LoadBalancingConfig;
+    assert.throws(
+      () => new LoadBalancer(lb, { random: seededRandom(1), clock: manualClock(), logger: pino({ level: 'silent' }), name: 'api' }),
+      { name: 'TlsFileError', message: 'service "api", upstream "a": tls.ca_file: cannot read /nonexistent/ca.pem: file not found' },
+    );
   });
 });

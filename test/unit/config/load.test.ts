@@ -80,6 +80,7 @@ describe('parseConfig: valid configs', () => {
         retries: { max_retries: 1, budget_percent: 20, min_retries_per_window: 3, min_concurrent_retries: 3 },
         hash_key: { source: 'client_address' },
         slow_start_ms: 0,
+        protocol: 'http1',
       },
       middleware: {
         auth: {

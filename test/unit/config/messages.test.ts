@@ -113,7 +113,7 @@ describe('did you mean', () => {
   });
 
   test('the keys at a path come from the schema, through lists, maps and unions', () => {
-    assert.deepEqual(knownKeys(configSchema, ['load_balancing', 'upstreams', 0], {}), ['name', 'address', 'port', 'weight']);
+    assert.deepEqual(knownKeys(configSchema, ['load_balancing', 'upstreams', 0], {}), ['name', 'address', 'port', 'weight', 'tls', 'protocol']);
     assert.ok(knownKeys(configSchema, ['services', 'api', 'health_check', 'active'], {}).includes('interval_ms'));
     assert.deepEqual(knownKeys(configSchema, ['middleware', 'rate_limit', 'store'], { middleware: { rate_limit: { store: { type: 'memory' } } } }), ['type', 'timeout_ms', 'on_error']);
     assert.ok(knownKeys(configSchema, ['middleware', 'rate_limit', 'store'], { middleware: { rate_limit: { store: { type: 'redis' } } } }).includes('sentinel'));

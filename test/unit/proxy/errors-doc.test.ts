@@ -61,6 +61,7 @@ describe('ERROR_CATALOGUE', () => {
         internal_error: [500, 'internal', false],
         not_implemented: [501, 'downstream', false],
         bad_gateway: [502, 'upstream', true],
+        upstream_tls: [502, 'upstream', true],
         no_upstream: [503, 'internal', false],
         rate_limit_unavailable: [503, 'internal', false],
         shutting_down: [503, 'internal', false],
@@ -112,6 +113,11 @@ describe('fromUpstreamError', () => {
     ['UND_ERR_HEADERS_TIMEOUT', 'upstream_timeout', 504, false],
     ['UND_ERR_BODY_TIMEOUT', 'upstream_timeout', 504, false],
     ['ETIMEDOUT', 'upstream_timeout', 504, false],
+    ['UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'upstream_tls', 502, true],
+    ['DEPTH_ZERO_SELF_SIGNED_CERT', 'upstream_tls', 502, true],
+    ['CERT_HAS_EXPIRED', 'upstream_tls', 502, true],
+    ['ERR_TLS_CERT_ALTNAME_INVALID', 'upstream_tls', 502, true],
+    ['ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED', 'upstream_tls', 502, true],
   ];
 
   for (const [code, expected, status, retryable] of cases) {

@@ -103,4 +103,18 @@ describe('TlsHint', () => {
     await s.settled();
     assert.deepEqual(s.logs, []);
   });
+
+  test('never for an upstream reached over TLS (tls: { enabled: true }): its failures say what they are', async () => {
+    const s = setup(true);
+    const tls = { ...backend('secure'), tls: { name: 'secure' } } as unknown as Backend;
+    s.hint.check(tls, CLOSED, 'req-1');
+    s.hint.check(tls, TLS_ALERT, 'req-2');
+    await s.settled();
+    assert.deepEqual(s.sniffs, []);
+    assert.deepEqual(s.logs, []);
+    // The same failures from a plain upstream do give the hint (the setup is not what keeps it quiet).
+    s.hint.check(backend('plain'), TLS_ALERT, 'req-3');
+    assert.equal(s.logs.length, 1);
+    assert.match(HINT_MSG, /tls: \{ enabled: true \}/);
+  });
 });
