@@ -4,10 +4,12 @@
  * reload); nothing here is on the request path.
  */
 import { readFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, visit, type Document, type Node } from 'yaml';
 import type { z } from 'zod';
 import { compileRoutes } from '../routing/matcher.js';
 import { matchOf } from './resolve.js';
+import { readTlsFiles, resolveTlsPaths, TlsFileError } from './tls-files.js';
 import { closestKey, configErrorMap, knownKeys } from './messages.js';
 import { configSchema, sharedPortMessage, type Config, type SharedPort } from './schema.js';
 
@@ -160,7 +162,7 @@ export function parseConfig(source: string, file: string, env: NodeJS.ProcessEnv
   }
   if (result.success && problems.length === 0) {
     const ties = routeTies(result.data);
-    if (ties.length === 0) return result.data;
+    if (ties.length === 0) return withTlsFiles(result.data, file, doc, at);
     throw new ConfigError(
       file,
       ties.map(({ a, b }) => {
@@ -185,6 +187,25 @@ export function parseConfig(source: string, file: string, env: NodeJS.ProcessEnv
   // In the order of the file, whichever check found them.
   problems.sort((a, b) => a.line - b.line || a.col - b.col);
   throw new ConfigError(file, problems);
+}
+
+/**
+ * A valid config's `server.tls` with its paths taken from the config file's folder, once every file it
+ * names has been read and checked (config/tls-files.ts); a bad file is a ConfigError at its key.
+ */
+function withTlsFiles(config: Config, file: string, doc: Document, at: (offset: number) => { line: number; col: number }): Config {
+  const tls = config.server.tls;
+  if (tls === undefined) return config;
+  const resolved = resolveTlsPaths(tls, dirname(file));
+  try {
+    readTlsFiles(resolved);
+  } catch (err) {
+    if (!(err instanceof TlsFileError)) throw err;
+    const path = ['server', 'tls', ...err.path];
+    const node = (doc.getIn(path, true) as Node | undefined) ?? nearestNode(doc, path);
+    throw new ConfigError(file, [{ ...at(node.range?.[0] ?? 0), path: formatPath(path), message: err.message }]);
+  }
+  return { ...config, server: { ...config.server, tls: resolved } };
 }
 
 /**
