@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
+import { once } from 'node:events';
 import { copyFileSync, readFileSync } from 'node:fs';
 import { Agent, request as httpsRequest } from 'node:https';
+import { connect as netConnect } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { connect, type TLSSocket } from 'node:tls';
@@ -300,6 +302,42 @@ describe('TLS: redirect_http', () => {
       assert.equal(two.match(/HTTP\/1\.1 308 /g)?.length, 2);
     } finally {
       await proxy.close();
+      await backend.close();
+      pki.remove();
+    }
+  });
+});
+
+describe('TLS: slow handshakes and shutdown', () => {
+  test('a connection that never completes its handshake is closed (handshake limited by header_timeout_ms)', { timeout: 15_000 }, async () => {
+    const pki = makeTestPki();
+    const backend = await startBackend('b');
+    const proxy = await startProxy([backend], { server: { ...tlsServer(pki), header_timeout_ms: 1000 } });
+    try {
+      const socket = netConnect(proxy.port, '127.0.0.1');
+      socket.on('error', () => undefined);
+      // Sends nothing: the server closes it (without the limit Node would wait 120 s; the test's own limit is lower).
+      await once(socket, 'close');
+    } finally {
+      await proxy.close();
+      await backend.close();
+      pki.remove();
+    }
+  });
+
+  test('shutdown closes an idle kept-alive TLS connection and completes', async () => {
+    const pki = makeTestPki();
+    const backend = await startBackend('b');
+    const proxy = await startProxy([backend], { server: tlsServer(pki) });
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    try {
+      const reply = await get(pki, proxy.port, { agent });
+      assert.equal(reply.status, 200);
+      const closed = once(reply.socket, 'close');
+      await proxy.close();
+      await closed;
+    } finally {
+      agent.destroy();
       await backend.close();
       pki.remove();
     }
