@@ -265,6 +265,32 @@ describe('TLS: certificate reload', () => {
     }
   });
 
+  test('min_version and the client CA change on a reload, for new connections', async () => {
+    const pki = makeTestPki();
+    const backend = await startBackend('b');
+    const proxy = await startProxy([backend], { server: tlsServer(pki, { client_ca_file: pki.caCert }) });
+    try {
+      const client = { cert: pki.clientCert, key: pki.clientKey };
+      assert.equal((await handshake(pki, proxy.port, { ...client, maxVersion: 'TLSv1.2' })).cn, 'example.com');
+      const config = proxy.proxy.config;
+      const tls = config.server.tls!;
+      // The stranger's own certificate becomes the only trusted CA: the CA-signed client is refused from now on.
+      const next = { ...config, server: { ...config.server, tls: { ...tls, min_version: 'TLSv1.3' as const, client_ca_file: pki.strangerCert } } };
+      const outcome = await proxy.proxy.reload(next);
+      assert.deepEqual([outcome.result, outcome.restart_needed], ['ok', []]);
+      await assert.rejects(handshake(pki, proxy.port, { cert: pki.strangerCert, key: pki.strangerKey, maxVersion: 'TLSv1.2' }));
+      await assert.rejects(get(pki, proxy.port, client));
+      for (const servername of [undefined, 'api.test']) {
+        const reply = await get(pki, proxy.port, { cert: pki.strangerCert, key: pki.strangerKey, ...(servername === undefined ? {} : { servername }) });
+        assert.deepEqual([reply.status, reply.protocol], [200, 'TLSv1.3'], `server name ${servername ?? '(none)'}`);
+      }
+    } finally {
+      await proxy.close();
+      await backend.close();
+      pki.remove();
+    }
+  });
+
   test('a reload whose certificate cannot be used fails and the old one keeps serving', async () => {
     const pki = makeTestPki();
     const backend = await startBackend('b');
