@@ -46,7 +46,8 @@ export interface ProxyServerOptions {
 }
 
 /**
- * The downstream listener: node:http with Tollgate's limits, plus the ordered shutdown (stop accepting,
+ * The downstream listener: node:http (node:https with `server.tls`, and a plain redirect listener with
+ * `redirect_http`) with Tollgate's limits, plus the ordered shutdown (stop accepting,
  * answer new requests with 503 and `Connection: close`, let in-flight requests finish, cut what is left
  * when the grace period ends).
  */
@@ -80,17 +81,17 @@ export class ProxyServer {
     this.#onRejected = options.onRejected;
     const config = options.config;
     const http: ServerOptions = {
-        keepAliveTimeout: config.keepalive_timeout_ms,
-        headersTimeout: config.header_timeout_ms,
-        // Whole-request time is not limited: body_timeout_ms limits pauses instead, so big uploads work.
-        requestTimeout: 0,
-        // Node checks header timeouts on this interval (30 s by default): 1 s keeps them within a second.
-        connectionsCheckingInterval: 1_000,
-        maxHeaderSize: config.max_header_bytes,
-        // Never set insecureHTTPParser: llhttp's strict mode is what refuses smuggling attempts.
-        insecureHTTPParser: false,
-        requireHostHeader: true,
-      };
+      keepAliveTimeout: config.keepalive_timeout_ms,
+      headersTimeout: config.header_timeout_ms,
+      // Whole-request time is not limited: body_timeout_ms limits pauses instead, so big uploads work.
+      requestTimeout: 0,
+      // Node checks header timeouts on this interval (30 s by default): 1 s keeps them within a second.
+      connectionsCheckingInterval: 1_000,
+      maxHeaderSize: config.max_header_bytes,
+      // Never set insecureHTTPParser: llhttp's strict mode is what refuses smuggling attempts.
+      insecureHTTPParser: false,
+      requireHostHeader: true,
+    };
     const handle = (req: IncomingMessage, res: ServerResponse): void => this.#handler.handle(req, res);
     const tls = options.tls;
     this.#tls = tls;
@@ -109,7 +110,7 @@ export class ProxyServer {
               ALPNProtocols: ['http/1.1'],
               // A handshake gets the time a request head gets (Node's default is 120 s).
               handshakeTimeout: config.header_timeout_ms,
-              SNICallback: (serverName: string, done: (err: Error | null, context?: SecureContext) => void) => done(null, this.#tls?.forServerName(serverName)),
+              SNICallback: this.#selectContext,
             },
             handle,
           ) as unknown as Server);
@@ -153,6 +154,11 @@ export class ProxyServer {
       this.redirectServer = redirect;
     }
   }
+
+  /** A handshake's server name: the context of its certificate, looked up in the current generation's table. */
+  readonly #selectContext = (serverName: string, done: (err: Error | null, context?: SecureContext) => void): void => {
+    done(null, this.#tls?.forServerName(serverName));
+  };
 
   /**
    * New certificates for new handshakes (a reload); connections already open keep the ones they have.
