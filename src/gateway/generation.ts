@@ -1,7 +1,7 @@
 /**
  * A generation: the immutable set of services and routes built from one validated config, with the
- * pipeline that serves them and the listener's certificates. The gateway holds one current generation and swaps in the next in one
- * assignment; a request finishes on the generation it started on. Backends (and their health, ejection,
+ * pipeline that serves them and the listener's certificates. The gateway holds one current generation and
+ * swaps in the next in one assignment; a request finishes on the generation it started on. Backends (and their health, ejection,
  * in-flight count, latency, slow start and pool) carry over from the previous generation when the next
  * has the same service, name, address and port; rate-limit stores carry over while their policy is the same.
  */

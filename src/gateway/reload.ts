@@ -1,7 +1,8 @@
 /**
  * What a reload may change and what it may not. The listener (its certificates aside), the worker
- * processes, the admin listener, logging, metrics and tracing are built once per process; a reload that changes their keys keeps the
- * running values, reports the keys as "needs a restart", and applies everything else. Reading and
+ * processes, the admin listener, logging, metrics and tracing are built once per process; a reload that
+ * changes their keys keeps the running values, reports the keys as "needs a restart", and applies
+ * everything else. Reading and
  * validating the file is the same as `--check` (config/load.ts); this module only compares.
  */
 import { createHash } from 'node:crypto';
