@@ -60,7 +60,7 @@ export interface ProxyOptions {
 export interface Proxy {
   /** The config in force now (changes with a reload). */
   readonly config: Config;
-  /** The service `default` (the brief's load_balancing), or the first service, of the current generation. */
+  /** The service `default` (a top-level load_balancing), or the first service, of the current generation. */
   readonly balancer: LoadBalancer;
   /** The routes and services serving now (a reload swaps in the next). */
   readonly generation: Generation;

@@ -52,7 +52,7 @@ function curlFor(route: ResolvedRoute, url: string): string {
 function examples(config: Config, url: string): string[] {
   const lines = [`  curl ${url}/health`];
   if (config.routes === undefined) {
-    // The brief's file: one route; its auth and limit apply to every path.
+    // A file without routes: one route; its auth and limit apply to every path.
     const auth = config.middleware.auth;
     if (auth.enabled) lines.push(`  curl -i ${url}/                                   # 401 without credentials`);
     lines.push(`  curl -i${credentials(auth)} ${url}/`);

@@ -18,7 +18,7 @@ const RAMP_FLOOR = 0.05;
  * walks candidates and asks whether each is acceptable). Built when the config is loaded.
  */
 export class LoadBalancer {
-  /** The service name (`default` for the brief's `load_balancing`). */
+  /** The service name (`default` for a top-level `load_balancing`). */
   readonly name: string;
   readonly backends: readonly Backend[];
   /** Send the client's Host upstream (else the backend's address). */

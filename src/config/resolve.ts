@@ -1,5 +1,5 @@
 /**
- * The config as services and routes, whichever way it was written: the brief's file (top-level
+ * The config as services and routes, whichever way it was written: the single-service form (top-level
  * `load_balancing` and `middleware`, no `services` or `routes`) is one service `default` and one route
  * `default` that matches every request. Everything downstream of the loader works on this view only.
  */

@@ -510,7 +510,7 @@ export const configSchema = z.preprocess(
   z
     .strictObject({
       server: serverSchema.prefault({}),
-      /** The brief's single upstream group: the service `default` (with `services`, one more of them). */
+      /** The single upstream group of a file without `services`: the service `default` (with `services`, one more of them). */
       load_balancing: loadBalancingSchema.optional(),
       /** Named upstream groups; each takes every key `load_balancing` takes. */
       services: z.record(name, loadBalancingSchema).optional(),

@@ -63,7 +63,7 @@ const REQUEST_ID = Symbol('tollgate.requestId');
  * with that request's id, so the fatal log line can name the request; returns the error, to be rethrown.
  * The first mark stays (the innermost request). Values that cannot carry it (a thrown string, a frozen
  * object) are returned unmarked. Not AsyncLocalStorage: entering it per request cost 5.2% more instructions
- * per request on Node 20 (215,416 against 204,790, bench/instructions.mjs, the brief's config), where a
+ * per request on Node 20 (215,416 against 204,790, bench/instructions.mjs, the standard config), where a
  * try/catch around the pipeline's entry points costs nothing until something throws.
  */
 export function markRequest(err: unknown, requestId: string): unknown {

@@ -49,6 +49,9 @@ describe('auth bypass through path tricks', () => {
       ['/x/../health', '/health'],
       ['/a/b/?q=/../..', '/a/b/?q=/../..'],
       ['/health%2F..%2Fx', '/health%2F..%2Fx'],
+      ['/%61/%7Eb/%2D%5F', '/a/~b/-_'],
+      ['/a%2e%2E/b', '/a../b'],
+      ['/a%20b/%3B', '/a%20b/%3B'],
       ['/a%5Cb', '/a%5Cb'],
     ];
     for (const [sent, forwarded] of cases) {
@@ -71,6 +74,37 @@ describe('auth bypass through path tricks', () => {
       assert.equal(statusOf((await exchange(strict.port, 'GET /a/b?x=%2F HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')).text), 200, 'the query is not checked');
     } finally {
       await strict.close();
+    }
+  });
+
+  test('escaped letters, fragments, backslashes and bad escapes cannot dodge a route with auth (found by fuzzing)', async () => {
+    const split = await startProxy([backend], {
+      routes: [
+        { name: 'admin', match: { path_prefix: '/admin' }, service: 'default', middleware: { auth: { enabled: true, valid_tokens: ['t'] } } },
+        { name: 'rest', match: { path_prefix: '/' }, service: 'default' },
+      ],
+    });
+    try {
+      const hits = backend.hits;
+      // An upstream that decodes %61 or cuts at '#' or reads '\\' as '/' would serve /admin for each of these.
+      const cases: [string, number][] = [
+        ['/%61dmin', 401],
+        ['/adm%69n/x', 401],
+        ['/x/..%2F%61dmin', 200], // %2F is never a separator: this is the path /x/..%2Fadmin, not under /admin
+        ['/admin#', 400],
+        ['/x#/../admin', 400],
+        ['/x/..\\admin', 400],
+        ['/%zz/../admin', 400],
+        ['/admin%', 400],
+      ];
+      for (const [path, status] of cases) {
+        const reply = await exchange(split.port, `GET ${path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+        assert.equal(statusOf(reply.text), status, path);
+        if (status === 200) assert.equal(bodyOf(reply.text).url, '/x/..%2Fadmin', path);
+      }
+      assert.equal(backend.hits, hits + 1, 'only the %2F case reached the upstream');
+    } finally {
+      await split.close();
     }
   });
 });

@@ -61,6 +61,37 @@ describe('framing and header attacks', () => {
     assert.equal(backend.hits, hits);
   });
 
+  test('bad bytes pipelined after a whole request: that request is answered first, then 400 (found by fuzzing)', async () => {
+    const hits = backend.hits;
+    const reply = await exchange(proxy.port, `GET /first HTTP/1.1\r\n${H}\r\nGARBAGE\r\n\r\n`);
+    // (statusesOf looks for a status line after CRLF; the echo body before the 400 does not end in one.)
+    const statuses = [...reply.text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]));
+    assert.deepEqual(statuses, [200, 400], 'the 400 was once sent in place of the 200');
+    assert.match(reply.text, /"url":"\/first"/);
+    assert.ok(reply.closedByServer);
+    assert.equal(backend.hits, hits + 1);
+  });
+
+  test('a refused request whose body then fails to parse gets one response, nothing after its Connection: close (found by fuzzing)', async () => {
+    const reply = await exchange(proxy.port, `POST / HTTP/1.1\r\nHost: x\r\nHost: y\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n`);
+    assert.deepEqual([...reply.text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1])), [400]);
+    assert.match(reply.text, /exactly one Host header/);
+    assert.ok(reply.closedByServer);
+  });
+
+  test('no Host and a bad pipelined request after it: one 400 from Tollgate, nothing after its Connection: close (found by fuzzing)', async () => {
+    const reply = await exchange(proxy.port, `GET / HTTP/1.1\r\n\r\nGARBAGE\r\n\r\n`);
+    assert.deepEqual([...reply.text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1])), [400]);
+    assert.match(reply.text, /exactly one Host header/);
+  });
+
+  test('an Expect other than 100-continue is ignored, not answered 417 outside the pipeline (found by fuzzing)', async () => {
+    const reply = await exchange(proxy.port, `GET /e HTTP/1.1\r\n${H}Expect: 100-continuex\r\nConnection: close\r\n\r\n`);
+    assert.equal(statusOf(reply.text), 200);
+    assert.match(reply.text, /X-Request-ID: /);
+    assert.doesNotMatch(reply.text, /"expect"/);
+  });
+
   test('absolute-form targets go to the configured upstream in origin form', async () => {
     const reply = await exchange(proxy.port, `GET http://other.example/x?q=1 HTTP/1.1\r\nHost: other.example\r\nConnection: close\r\n\r\n`);
     assert.equal(statusOf(reply.text), 200);
