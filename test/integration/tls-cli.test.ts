@@ -1,6 +1,6 @@
 /**
- * TLS through the real CLI: bad certificate files stop it with exit 2 (as --check does), SIGHUP re-reads the
- * certificates, and cluster mode serves TLS from every worker.
+ * TLS through the real CLI: bad certificate files stop it with exit 2 (as --check does), SIGHUP and
+ * POST /api/reload re-read the certificates, and cluster mode serves TLS from every worker.
  */
 import assert from 'node:assert/strict';
 import { copyFileSync, readFileSync } from 'node:fs';
@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { connect } from 'node:tls';
 import { listeningPort, runCli, startCli, waitForOutput, writeConfig } from '../helpers/cli.js';
+import { request } from '../helpers/http.js';
 import { servedBy, startCluster, stopCluster } from '../helpers/cluster.js';
 import { startBackend, type Backend } from '../helpers/servers.js';
 import { makeTestPki, type TestPki } from '../helpers/tls.js';
@@ -28,7 +29,7 @@ function exchange(pki: TestPki, port: number, path = '/'): Promise<{ cn: string;
   });
 }
 
-function configText(pki: TestPki, backend: number, cert: string, key: string, server = ''): string {
+function configText(pki: TestPki, backend: number, cert: string, key: string, server = '', admin = 'admin: { enabled: false }'): string {
   return [
     'server:',
     '  listen_port: 0',
@@ -42,7 +43,7 @@ function configText(pki: TestPki, backend: number, cert: string, key: string, se
     '  upstreams:',
     `    - { name: b, address: 127.0.0.1, port: ${backend} }`,
     '  health_check: { active: { enabled: false } }',
-    'admin: { enabled: false }',
+    admin,
     '',
   ]
     .filter((l) => l !== '')
@@ -81,12 +82,12 @@ describe('TLS through the CLI', () => {
     assert.equal(good.code, 0, good.stderr);
   });
 
-  test('SIGHUP re-reads the certificate files: the next connection gets the renewed certificate', async () => {
+  test('SIGHUP and POST /api/reload re-read the certificate files: the next connection gets the renewed certificate', async () => {
     const cert = join(pki.dir, 'cli-served.pem');
     const key = join(pki.dir, 'cli-served-key.pem');
     copyFileSync(pki.exampleCert, cert);
     copyFileSync(pki.exampleKey, key);
-    const child = startCli(['--config', writeConfig(configText(pki, backend.port, cert, key))], { LOG_LEVEL: 'info' });
+    const child = startCli(['--config', writeConfig(configText(pki, backend.port, cert, key, '', 'admin: { port: 0, address: 127.0.0.1 }'))], { LOG_LEVEL: 'info' });
     try {
       const port = await listeningPort(child);
       assert.deepEqual(await exchange(pki, port), { cn: 'example.com', status: 'HTTP/1.1 200 OK' });
@@ -96,6 +97,15 @@ describe('TLS through the CLI', () => {
       await waitForOutput(child, /config reloaded: generation 2 serving/);
       assert.doesNotMatch(child.output.stdout, /need a restart/);
       assert.deepEqual(await exchange(pki, port), { cn: 'api.test', status: 'HTTP/1.1 200 OK' });
+
+      // POST /api/reload does the same.
+      copyFileSync(pki.exampleCert, cert);
+      copyFileSync(pki.exampleKey, key);
+      const [, adminPort] = await waitForOutput(child, /admin listening on http:\/\/[^:]+:(\d+)\//);
+      const reply = await request(`http://127.0.0.1:${adminPort}/api/reload`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+      assert.equal(reply.status, 200, reply.body);
+      assert.deepEqual((reply.json() as { restart_needed: string[] }).restart_needed, []);
+      assert.equal((await exchange(pki, port)).cn, 'example.com');
     } finally {
       child.kill('SIGKILL');
     }

@@ -326,6 +326,12 @@ describe('TLS: redirect_http', () => {
       // Kept alive like any other answer: two requests on one connection.
       const two = await raw(port, 'GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
       assert.equal(two.match(/HTTP\/1\.1 308 /g)?.length, 2);
+      // A body is not read: the answer closes the connection.
+      const withBody = await raw(port, 'POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello');
+      assert.match(withBody, /^HTTP\/1\.1 308 [^]*\r\nConnection: close\r\n/);
+      assert.match(withBody, new RegExp(`\r\nLocation: https://x:${proxy.port}/upload\r\n`));
+      const head = await raw(port, 'HEAD /h HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+      assert.ok(head.endsWith('\r\n\r\n'), 'no body after the head of a HEAD answer');
     } finally {
       await proxy.close();
       await backend.close();
