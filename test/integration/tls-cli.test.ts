@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { connect } from 'node:tls';
 import { listeningPort, runCli, startCli, waitForOutput, writeConfig } from '../helpers/cli.js';
-import { request } from '../helpers/http.js';
+import { raw, request } from '../helpers/http.js';
 import { servedBy, startCluster, stopCluster } from '../helpers/cluster.js';
 import { startBackend, type Backend } from '../helpers/servers.js';
 import { makeTestPki, type TestPki } from '../helpers/tls.js';
@@ -116,11 +116,15 @@ describe('TLS through the CLI', () => {
     const key = join(pki.dir, 'cluster-served-key.pem');
     copyFileSync(pki.exampleCert, cert);
     copyFileSync(pki.exampleKey, key);
-    const c = await startCluster(configText(pki, backend.port, cert, key, '  workers: 2'));
+    const c = await startCluster(configText(pki, backend.port, cert, key, '  workers: 2\n  redirect_http: { port: 0 }'));
     try {
       // Round-robin hands connections to the workers in turn: a few connections reach both.
       for (let i = 0; i < 6; i++) assert.deepEqual(await exchange(pki, c.port, '/cluster-before'), { cn: 'example.com', status: 'HTTP/1.1 200 OK' });
       assert.equal(servedBy(c.child, '/cluster-before').size, 2);
+      // The workers share the redirect listener as they share the proxy port.
+      const [, redirectPort] = await waitForOutput(c.child, /redirect_http: answering 308 to https on [^\s:]+:(\d+)/);
+      const redirect = await raw(Number(redirectPort), 'GET /r?x=1 HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n');
+      assert.match(redirect, new RegExp(`^HTTP/1\\.1 308 [^]*\r\nLocation: https://example\\.com:${c.port}/r\\?x=1\r\n`));
       copyFileSync(pki.apiCert, cert);
       copyFileSync(pki.apiKey, key);
       c.child.kill('SIGHUP');
