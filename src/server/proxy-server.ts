@@ -141,8 +141,29 @@ export class ProxyServer {
       this.#lastResponse.set(req.socket, res);
       this.#handler.handle(req, res);
     });
-    if (options.countConnections === true) {
-      const max = options.config.max_connections;
+    this.#limitConnections(server, options.countConnections === true);
+    server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.#clientError(err, socket));
+    this.server = server;
+    if (tls !== undefined && config.redirect_http !== undefined) {
+      // The same parser limits and timeouts as the proxy port; every request gets its 308.
+      const redirect = createServer(http, (req, res) => {
+        this.#lastResponse.set(req.socket, res);
+        this.#redirect(req, res);
+      });
+      redirect.maxHeadersCount = config.max_header_count + 1;
+      this.#limitConnections(redirect, options.countConnections === true);
+      redirect.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.#clientError(err, socket));
+      this.redirectServer = redirect;
+    }
+  }
+
+  /**
+   * max_connections on a listener: counted here (cluster workers, see `countConnections`; the proxy and
+   * redirect listeners then share the count), or by Node's `maxConnections` (each listener its own).
+   */
+  #limitConnections(server: Server, count: boolean): void {
+    const max = this.#config.max_connections;
+    if (count) {
       const closed = (): void => {
         this.#open--;
       };
@@ -157,20 +178,8 @@ export class ProxyServer {
       });
     } else {
       // Connections past the limit are closed by Node right after accept; 'drop' tells us about each.
-      server.maxConnections = options.config.max_connections;
+      server.maxConnections = max;
       server.on('drop', () => this.#connectionRefused());
-    }
-    server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.#clientError(err, socket));
-    this.server = server;
-    if (tls !== undefined && config.redirect_http !== undefined) {
-      // The same parser limits and timeouts as the proxy port; every request gets its 308.
-      const redirect = createServer(http, (req, res) => {
-        this.#lastResponse.set(req.socket, res);
-        this.#redirect(req, res);
-      });
-      redirect.maxHeadersCount = config.max_header_count + 1;
-      redirect.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.#clientError(err, socket));
-      this.redirectServer = redirect;
     }
   }
 
