@@ -155,7 +155,10 @@ export function createProxy(config: Config, options: ProxyOptions): Proxy {
       await gateway.close();
     },
     ...(metrics.recording ? { onRejected: (status: number) => metrics.recordRejected(status, performance.now()) } : {}),
+    ...(gateway.current.tls === undefined ? {} : { tls: gateway.current.tls }),
   });
+  // New handshakes get the certificates of the generation serving now (re-read from their files on each reload).
+  gateway.onSwap((generation) => server.useTls(generation.tls));
 
   const reload = async (next: Config, hash = '', generation?: number): Promise<ReloadOutcome> => {
     const outcome = await gateway.reload(next, hash, generation);
@@ -233,12 +236,16 @@ export function createProxy(config: Config, options: ProxyOptions): Proxy {
     listen: async () => {
       await gateway.start();
       const address = await server.listen();
+      const redirect = server.redirectAddress;
+      if (redirect !== undefined) logger.info({ address: redirect.address, port: redirect.port }, `redirect_http: answering 308 to https on ${redirect.address}:${redirect.port}`);
       if (admin !== undefined) {
         try {
           logAdminListening(logger, await admin.listen());
         } catch (err) {
           // Nothing stays bound when listen() fails: the proxy port is released before the error goes on.
           await new Promise<void>((resolve) => server.server.close(() => resolve()));
+          const redirectServer = server.redirectServer;
+          if (redirectServer?.listening === true) await new Promise<void>((resolve) => redirectServer.close(() => resolve()));
           throw err;
         }
       }

@@ -4,11 +4,13 @@
  * reload); nothing here is on the request path.
  */
 import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, visit, type Document, type Node } from 'yaml';
 import type { z } from 'zod';
-import { TlsFileError, tlsMaterial } from '../balancing/upstream-tls.js';
+import { TlsFileError as UpstreamTlsFileError, tlsMaterial } from '../balancing/upstream-tls.js';
 import { compileRoutes } from '../routing/matcher.js';
 import { matchOf } from './resolve.js';
+import { readTlsFiles, resolveTlsPaths, TlsFileError } from './tls-files.js';
 import { closestKey, configErrorMap, knownKeys } from './messages.js';
 import { configSchema, sharedPortMessage, type Config, type LoadBalancingConfig, type SharedPort } from './schema.js';
 
@@ -160,10 +162,11 @@ export function parseConfig(source: string, file: string, env: NodeJS.ProcessEnv
     result = configSchema.safeParse(data, PARSE_OPTIONS);
   }
   if (result.success && problems.length === 0) {
-    const tlsProblems = tlsFileProblems(result.data, doc, at);
+    const data = withUpstreamTlsPaths(result.data, dirname(file));
+    const tlsProblems = tlsFileProblems(data, doc, at);
     if (tlsProblems.length > 0) throw new ConfigError(file, tlsProblems);
-    const ties = routeTies(result.data);
-    if (ties.length === 0) return result.data;
+    const ties = routeTies(data);
+    if (ties.length === 0) return withTlsFiles(data, file, doc, at);
     throw new ConfigError(
       file,
       ties.map(({ a, b }) => {
@@ -190,6 +193,29 @@ export function parseConfig(source: string, file: string, env: NodeJS.ProcessEnv
   throw new ConfigError(file, problems);
 }
 
+/** The config with the files of every service's and upstream's `tls` taken from the config file's folder. */
+function withUpstreamTlsPaths(config: Config, dir: string): Config {
+  type Files = { ca_file?: string | undefined; cert_file?: string | undefined; key_file?: string | undefined };
+  const absolute = <T extends Files>(tls: T | undefined): T | undefined =>
+    tls === undefined
+      ? undefined
+      : {
+          ...tls,
+          ...(tls.ca_file === undefined ? {} : { ca_file: resolve(dir, tls.ca_file) }),
+          ...(tls.cert_file === undefined ? {} : { cert_file: resolve(dir, tls.cert_file) }),
+          ...(tls.key_file === undefined ? {} : { key_file: resolve(dir, tls.key_file) }),
+        };
+  const service = (lb: LoadBalancingConfig): LoadBalancingConfig => {
+    if (lb.tls === undefined && lb.upstreams.every((u) => u.tls === undefined)) return lb;
+    return { ...lb, tls: absolute(lb.tls), upstreams: lb.upstreams.map((u) => (u.tls === undefined ? u : { ...u, tls: absolute(u.tls) })) };
+  };
+  return {
+    ...config,
+    ...(config.load_balancing === undefined ? {} : { load_balancing: service(config.load_balancing) }),
+    ...(config.services === undefined ? {} : { services: Object.fromEntries(Object.entries(config.services).map(([name, lb]) => [name, service(lb)])) }),
+  };
+}
+
 /**
  * Reads the files of every `tls` block of the services and their upstreams (a file that cannot be read, a
  * CA file without a certificate, a key that does not belong to its certificate), each problem at the key
@@ -202,7 +228,7 @@ function tlsFileProblems(config: Config, doc: Document, at: (offset: number) => 
     try {
       tlsMaterial({ enabled: true, servername: undefined, ca_file: tls.ca_file, verify: true, cert_file: tls.cert_file, key_file: tls.key_file }, 'localhost');
     } catch (err) {
-      if (!(err instanceof TlsFileError)) throw err;
+      if (!(err instanceof UpstreamTlsFileError)) throw err;
       const keyPath = [...path, err.key];
       const node = (doc.getIn(keyPath, true) as Node | undefined) ?? nearestNode(doc, keyPath);
       problems.push({ ...at(node.range?.[0] ?? 0), path: formatPath(keyPath), message: err.message });
@@ -215,6 +241,25 @@ function tlsFileProblems(config: Config, doc: Document, at: (offset: number) => 
     lb.upstreams.forEach((u, i) => check(u.tls, [...path, 'upstreams', i, 'tls']));
   }
   return problems;
+}
+
+/**
+ * A valid config's `server.tls` with its paths taken from the config file's folder, once every file it
+ * names has been read and checked (config/tls-files.ts); a bad file is a ConfigError at its key.
+ */
+function withTlsFiles(config: Config, file: string, doc: Document, at: (offset: number) => { line: number; col: number }): Config {
+  const tls = config.server.tls;
+  if (tls === undefined) return config;
+  const resolved = resolveTlsPaths(tls, dirname(file));
+  try {
+    readTlsFiles(resolved);
+  } catch (err) {
+    if (!(err instanceof TlsFileError)) throw err;
+    const path = ['server', 'tls', ...err.path];
+    const node = (doc.getIn(path, true) as Node | undefined) ?? nearestNode(doc, path);
+    throw new ConfigError(file, [{ ...at(node.range?.[0] ?? 0), path: formatPath(path), message: err.message }]);
+  }
+  return { ...config, server: { ...config.server, tls: resolved } };
 }
 
 /**

@@ -72,6 +72,32 @@ export const MAX_WORKERS = 256;
 /** Node checks header timeouts once a second (proxy-server.ts), so a shorter one would not be kept. */
 export const HEADER_TIMEOUT_MIN_MS = 1_000;
 
+export const TLS_VERSIONS = ['TLSv1.2', 'TLSv1.3'] as const;
+
+const filePath = z.string({ error: 'must be a file path' }).min(1, 'must not be empty');
+
+/**
+ * The listener's TLS: certificates (SNI picks one by name; the first is the default), the oldest protocol
+ * version accepted, and client certificates (mTLS) when `client_ca_file` is given. The files are read
+ * and checked when the config loads (config/tls-files.ts), relative to the config file.
+ */
+const tlsSchema = z.strictObject({
+  certificates: z
+    .array(z.strictObject({ cert_file: filePath, key_file: filePath }), { error: 'must be a list of { cert_file, key_file }' })
+    .min(1, 'must list at least one certificate'),
+  min_version: z.enum(TLS_VERSIONS, { error: 'must be TLSv1.2 or TLSv1.3' }).default('TLSv1.2'),
+  /** Require a client certificate signed by one of these CAs; absent: no client certificates asked for. */
+  client_ca_file: filePath.optional(),
+  /** With client certificates: pass the verified certificate's subject and SHA-256 fingerprint upstream. */
+  forward_client_cert: z.boolean().default(false),
+});
+
+const listenPort = z
+  .number({ error: 'must be a port number (0-65535)' })
+  .int('must be a whole number (0-65535)')
+  .min(0, 'must be 0-65535')
+  .max(65535, 'must be 0-65535');
+
 const serverSchema = z.strictObject({
   /**
    * Processes serving requests: 1 (default) runs everything in one process; N > 1 or `auto` (one per CPU)
@@ -83,12 +109,7 @@ const serverSchema = z.strictObject({
     })
     .default(1),
   /** 0 asks the system for a free port (tests, embedding). */
-  listen_port: z
-    .number({ error: 'must be a port number (0-65535)' })
-    .int('must be a whole number (0-65535)')
-    .min(0, 'must be 0-65535')
-    .max(65535, 'must be 0-65535')
-    .default(8080),
+  listen_port: listenPort.default(8080),
   listen_address: host.default('0.0.0.0'),
   max_connections: positiveInt('a whole number of at least 1').default(1000),
   /** Node's 0 would keep idle connections open forever; a few ms races a client reusing its connection. */
@@ -114,10 +135,23 @@ const serverSchema = z.strictObject({
   underscores_in_headers: z.enum(['drop', 'reject'], { error: 'must be drop or reject' }).default('drop'),
   /** `%2F` and `%5C` in the path: forwarded as they are (never decoded), or the request refused with 400. */
   encoded_slashes: z.enum(['keep', 'reject'], { error: 'must be keep or reject' }).default('keep'),
+  /** HTTPS on listen_port; absent: plain HTTP. */
+  tls: tlsSchema.optional(),
+  /** With tls: a plain HTTP listener on this port that answers every request with a 308 to https. */
+  redirect_http: z.strictObject({ port: listenPort }).optional(),
 }).superRefine(function connectionsPerWorker(server, ctx) {
   // max_connections is split between the workers (docs/deployment.md): each needs a share of at least 1.
   if (typeof server.workers === 'number' && server.max_connections < server.workers) {
     ctx.addIssue({ code: 'custom', path: ['max_connections'], message: `must be at least server.workers (${server.workers}): each worker gets a share` });
+  }
+  if (server.redirect_http !== undefined && server.tls === undefined) {
+    ctx.addIssue({ code: 'custom', path: ['redirect_http'], message: 'needs server.tls: it redirects to the https listener' });
+  }
+  if (server.redirect_http !== undefined && server.redirect_http.port !== 0 && server.redirect_http.port === server.listen_port) {
+    ctx.addIssue({ code: 'custom', path: ['redirect_http', 'port'], message: 'must differ from server.listen_port' });
+  }
+  if (server.tls?.forward_client_cert === true && server.tls.client_ca_file === undefined) {
+    ctx.addIssue({ code: 'custom', path: ['tls', 'forward_client_cert'], message: 'needs client_ca_file: only verified client certificates are forwarded' });
   }
 });
 
@@ -125,8 +159,6 @@ const serverSchema = z.strictObject({
 const serverName = z
   .string({ error: 'must be a host name' })
   .refine((v) => isIP(v) === 0 && HOSTNAME.test(v), 'must be a host name (not an IP address: a certificate for an IP is checked against the address)');
-
-const filePath = z.string({ error: 'must be a file path' }).min(1, 'must not be empty');
 
 /** The keys of an upstream's `tls` block; the files are read and checked when the config is loaded (load.ts). */
 const tlsKeys = {
@@ -331,7 +363,10 @@ export function upstreamProtocol(lb: { protocol: (typeof PROTOCOLS)[number] }, u
   return upstream.protocol ?? lb.protocol;
 }
 
-export const AUTH_TYPES = ['bearer', 'basic', 'api_key'] as const;
+export const AUTH_TYPES = ['bearer', 'basic', 'api_key', 'client_cert'] as const;
+
+/** A SHA-256 fingerprint as `openssl x509 -fingerprint -sha256` prints it (colons optional, any case). */
+const FINGERPRINT = /^(?:[0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}$|^[0-9A-Fa-f]{64}$/;
 
 const headerName = z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'must be a valid header name');
 
@@ -359,7 +394,12 @@ export const authSchema = z
         ctx.addIssue({ code: 'custom', path: ['users'], message: 'basic auth needs users or valid_tokens' });
       }
     } else if (auth.valid_tokens.length === 0) {
-      ctx.addIssue({ code: 'custom', path: ['valid_tokens'], message: `${auth.auth_type} auth needs at least one token` });
+      ctx.addIssue({ code: 'custom', path: ['valid_tokens'], message: `${auth.auth_type} auth needs at least one ${auth.auth_type === 'client_cert' ? 'fingerprint' : 'token'}` });
+    }
+    if (auth.auth_type === 'client_cert') {
+      auth.valid_tokens.forEach((token, i) => {
+        if (!FINGERPRINT.test(token)) ctx.addIssue({ code: 'custom', path: ['valid_tokens', i], message: 'must be a SHA-256 fingerprint: 64 hex digits, in pairs separated by ":" or not' });
+      });
     }
   });
 
@@ -603,6 +643,16 @@ export const configSchema = z.preprocess(
       const params: SharedPort = { port: admin.port, adminAddress: admin.address, proxyAddress: server.listen_address };
       ctx.addIssue({ code: 'custom', path: ['admin', 'port'], message: sharedPortMessage('admin.port', params), params: { sharedPort: params } });
     })
+    .superRefine(function clientCertAuth(config, ctx) {
+      // client_cert auth reads the certificate the listener verified: without client_ca_file there is none.
+      if (config.server.tls?.client_ca_file !== undefined) return;
+      const need = (path: (string | number)[]): void => ctx.addIssue({ code: 'custom', path, message: 'client_cert auth needs server.tls.client_ca_file' });
+      if (config.middleware.auth.enabled && config.middleware.auth.auth_type === 'client_cert') need(['middleware', 'auth', 'auth_type']);
+      config.routes?.forEach((route, i) => {
+        const auth = route.middleware.auth;
+        if (auth?.enabled === true && auth.auth_type === 'client_cert') need(['routes', i, 'middleware', 'auth', 'auth_type']);
+      });
+    })
     .superRefine(function servicesAndRoutes(config, ctx) {
       const services = new Set(Object.keys(config.services ?? {}));
       if (services.has(RESERVED_NAME)) ctx.addIssue({ code: 'custom', path: ['services', RESERVED_NAME], message: RESERVED_MESSAGE });
@@ -683,6 +733,7 @@ export const DEFAULT_NAME = 'default';
 /** The whole configuration after validation and defaults. */
 export type Config = z.infer<typeof configSchema>;
 export type ServerConfig = Config['server'];
+export type TlsConfig = NonNullable<ServerConfig['tls']>;
 export type LoadBalancingConfig = z.infer<typeof loadBalancingSchema>;
 export type RouteConfig = z.infer<typeof routeSchema>;
 export type RouteMatchConfig = RouteConfig['match'];

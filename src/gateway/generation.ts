@@ -1,7 +1,7 @@
 /**
  * A generation: the immutable set of services and routes built from one validated config, with the
- * pipeline that serves them. The gateway holds one current generation and swaps in the next in one
- * assignment; a request finishes on the generation it started on. Backends (and their health, ejection,
+ * pipeline that serves them and the listener's certificates. The gateway holds one current generation and
+ * swaps in the next in one assignment; a request finishes on the generation it started on. Backends (and their health, ejection,
  * in-flight count, latency, slow start and pool) carry over from the previous generation when the next
  * has the same service, name, address and port; rate-limit stores carry over while their policy is the same.
  */
@@ -18,6 +18,7 @@ import type { Phases } from '../proxy/phases.js';
 import { Pipeline, SET_BY_PROXY, type PipelineShared } from '../proxy/pipeline.js';
 import { compileRoutes, type RouteEntry } from '../routing/matcher.js';
 import { headerEditsPhase, Route } from '../routing/route.js';
+import { TlsContexts } from '../server/tls-contexts.js';
 import type { Clock, Random } from '../util/clock.js';
 
 /** Rate-limit stores by policy, kept by the gateway across generations. */
@@ -55,11 +56,15 @@ export class Generation {
   readonly services: ReadonlyMap<string, LoadBalancer>;
   readonly routes: readonly Route[];
   readonly pipeline: Pipeline;
+  /** The listener's certificates, read from their files when this generation was built; undefined without `server.tls`. */
+  readonly tls: TlsContexts | undefined;
   #onIdle: (() => void) | undefined;
 
   constructor(config: Config, deps: GenerationDeps, meta: GenerationMeta, previous?: Generation) {
     this.meta = meta;
     this.config = config;
+    // First: a certificate that cannot be used fails the build before any pool or health check exists.
+    this.tls = config.server.tls === undefined ? undefined : new TlsContexts(config.server.tls);
     const services = new Map<string, LoadBalancer>();
     for (const [name, lb] of servicesOf(config)) {
       services.set(name, new LoadBalancer(lb, { random: deps.random, clock: deps.clock, logger: deps.logger, name, previous: previous?.services.get(name) }));

@@ -1,7 +1,8 @@
 /**
- * What a reload may change and what it may not. The listener, the worker processes, the admin listener,
- * logging, metrics and tracing are built once per process; a reload that changes their keys keeps the
- * running values, reports the keys as "needs a restart", and applies everything else. Reading and
+ * What a reload may change and what it may not. The listener (its certificates aside), the worker
+ * processes, the admin listener, logging, metrics and tracing are built once per process; a reload that
+ * changes their keys keeps the running values, reports the keys as "needs a restart", and applies
+ * everything else. Reading and
  * validating the file is the same as `--check` (config/load.ts); this module only compares.
  */
 import { createHash } from 'node:crypto';
@@ -22,6 +23,7 @@ const LISTENER_KEYS = [
   'header_timeout_ms',
   'max_header_count',
   'max_header_bytes',
+  'redirect_http',
 ] as const satisfies readonly (keyof Config['server'])[];
 
 /** Top-level sections built once per process. */
@@ -39,6 +41,18 @@ export function applicableConfig(running: Config, next: Config): { config: Confi
       restartNeeded.push(`server.${key}`);
       (server as Record<string, unknown>)[key] = running.server[key];
     }
+  }
+  // Certificates, min_version and the client CA are re-read on every reload; whether the listener speaks
+  // TLS at all, and whether it asks for client certificates, is fixed when it is created.
+  const { tls: runningTls } = running.server;
+  const nextTls = next.server.tls;
+  if ((runningTls === undefined) !== (nextTls === undefined)) {
+    restartNeeded.push('server.tls');
+    server.tls = runningTls;
+  } else if (runningTls !== undefined && nextTls !== undefined && (runningTls.client_ca_file === undefined) !== (nextTls.client_ca_file === undefined)) {
+    restartNeeded.push('server.tls.client_ca_file');
+    server.tls = { ...nextTls, client_ca_file: runningTls.client_ca_file, forward_client_cert: runningTls.forward_client_cert };
+    if (runningTls.client_ca_file === undefined) delete server.tls.client_ca_file;
   }
   const config: Config = { ...next, server };
   for (const section of PROCESS_SECTIONS) {

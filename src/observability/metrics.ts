@@ -538,7 +538,8 @@ export class ProxyMetrics {
     this.#retries += ctx.retries;
     let refusal: RefusalKind = RefusalKind.none;
     const code = ctx.error?.code;
-    if (code === 'unauthorized') {
+    if (code === 'unauthorized' || code === 'forbidden') {
+      // A refused client certificate (403) is an authentication failure like a bad token.
       refusal = RefusalKind.unauthorized;
       const reason = ctx.authFailure === 'missing' ? 0 : ctx.authFailure === 'malformed' ? 1 : 2;
       (this.#authFailures[reason] as number)++;

@@ -18,6 +18,7 @@ export interface ErrorSpec {
 export const ERROR_CATALOGUE = {
   bad_request: { status: 400, source: 'downstream', retryable: false, message: 'The request could not be understood.' },
   unauthorized: { status: 401, source: 'downstream', retryable: false, message: 'Missing or invalid credentials.' },
+  forbidden: { status: 403, source: 'downstream', retryable: false, message: 'The client certificate is not allowed here.' },
   not_found: { status: 404, source: 'downstream', retryable: false, message: 'No such resource.' },
   no_route: { status: 404, source: 'downstream', retryable: false, message: 'No route matches the request.' },
   request_timeout: { status: 408, source: 'downstream', retryable: false, message: 'The request was not received in time.' },

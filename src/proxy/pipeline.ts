@@ -24,6 +24,7 @@ import type { ServerConfig } from '../config/schema.js';
 import { resolveRequestId } from '../middleware/request-id/request-id.js';
 import type { Router } from '../routing/matcher.js';
 import type { Route } from '../routing/route.js';
+import { CLIENT_CERT_HEADERS, clientCertificate } from './client-cert.js';
 import { RequestContext } from './context.js';
 import { ProxyError, errorBody, markRequest } from './errors.js';
 import { CLIENT_GONE, ForwardHandler, type ForwardHost } from './forward.js';
@@ -57,7 +58,7 @@ export interface PipelineOptions {
 }
 
 /** Request headers Tollgate always sets itself, so the client's are never passed on as they are. */
-export const SET_BY_PROXY = ['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-request-id', 'expect'];
+export const SET_BY_PROXY = ['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-request-id', 'expect', ...CLIENT_CERT_HEADERS];
 
 const NOT_IMPLEMENTED = new ProxyError('not_implemented');
 const NO_UPSTREAM = new ProxyError('no_upstream');
@@ -102,6 +103,10 @@ export class Pipeline implements ForwardHost {
   readonly #startedAt: number;
   readonly #onIdle: (() => void) | undefined;
   readonly #tlsHint: TlsHint;
+  /** X-Forwarded-Proto of a request a trusted proxy did not vouch for: the listener's scheme. */
+  readonly #proto: string;
+  /** Pass the verified client certificate upstream (`server.tls.forward_client_cert`). */
+  readonly #forwardClientCert: boolean;
   /** Requests started on this pipeline and not yet finished. */
   #active = 0;
   #retired = false;
@@ -128,6 +133,8 @@ export class Pipeline implements ForwardHost {
     this.#rejectEncodedSlashes = server.encoded_slashes === 'reject';
     this.#debug = this.#logger.isLevelEnabled('debug');
     this.#tlsHint = new TlsHint(this.#logger);
+    this.#proto = server.tls === undefined ? 'http' : 'https';
+    this.#forwardClientCert = server.tls?.forward_client_cert === true;
   }
 
   /** Requests in flight on this pipeline. */
@@ -422,11 +429,15 @@ export class Pipeline implements ForwardHost {
     const xff = req.headers['x-forwarded-for'];
     out.push('x-forwarded-for', trusted && xff !== undefined ? `${xff}, ${ctx.peerAddress}` : ctx.peerAddress);
     const proto = req.headers['x-forwarded-proto'];
-    out.push('x-forwarded-proto', trusted && typeof proto === 'string' ? proto : 'http');
+    out.push('x-forwarded-proto', trusted && typeof proto === 'string' ? proto : this.#proto);
     const fwdHost = req.headers['x-forwarded-host'];
     const host = trusted && typeof fwdHost === 'string' ? fwdHost : req.headers.host;
     if (host !== undefined) out.push('x-forwarded-host', host);
     out.push('x-request-id', ctx.requestId);
+    if (this.#forwardClientCert) {
+      const cert = clientCertificate(req.socket);
+      if (cert !== undefined) out.push(CLIENT_CERT_HEADERS[0], cert.subject, CLIENT_CERT_HEADERS[1], cert.fingerprint);
+    }
     return out;
   }
 

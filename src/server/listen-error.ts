@@ -4,8 +4,8 @@
  * the CLI prints the message as its one line and exits 1.
  */
 
-/** Which of Tollgate's listeners failed: the proxy port, or the admin listener. */
-export type ListenerName = 'proxy' | 'admin listener';
+/** Which of Tollgate's listeners failed: the proxy port, the admin listener, or the http-to-https redirect. */
+export type ListenerName = 'proxy' | 'admin listener' | 'redirect_http listener';
 
 export class ListenError extends Error {
   readonly code = 'TOLLGATE_LISTEN_FAILED';

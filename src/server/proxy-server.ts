@@ -1,12 +1,15 @@
 import { randomUUID } from 'node:crypto';
-import { STATUS_CODES, createServer, type Server } from 'node:http';
+import { STATUS_CODES, createServer, type Server, type ServerOptions } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
+import type { SecureContext, TLSSocket } from 'node:tls';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { ServerConfig } from '../config/schema.js';
 import { ERROR_CATALOGUE, errorBody, type ErrorCode } from '../proxy/errors.js';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { ListenError } from './listen-error.js';
+import { ListenError, type ListenerName } from './listen-error.js';
+import type { TlsContexts } from './tls-contexts.js';
 
 /** What the listener hands requests to (the gateway, which passes each to its current generation). */
 export interface RequestHandler {
@@ -38,15 +41,22 @@ export interface ProxyServerOptions {
   countConnections?: boolean;
   /** A request Node's parser refused was answered with this status (metrics). */
   onRejected?: (status: number) => void;
+  /** HTTPS with these certificates (`server.tls`); undefined: plain HTTP. */
+  tls?: TlsContexts;
 }
 
 /**
- * The downstream listener: node:http with Tollgate's limits, plus the ordered shutdown (stop accepting,
+ * The downstream listener: node:http (node:https with `server.tls`, and a plain redirect listener with
+ * `redirect_http`) with Tollgate's limits, plus the ordered shutdown (stop accepting,
  * answer new requests with 503 and `Connection: close`, let in-flight requests finish, cut what is left
  * when the grace period ends).
  */
 export class ProxyServer {
   readonly server: Server;
+  /** The plain listener of `redirect_http`, answering 308 to https; undefined without it. */
+  readonly redirectServer: Server | undefined;
+  /** `:port` of the https listener in redirect Locations ('' for 443); known once it listens. */
+  #httpsPortSuffix = '';
   readonly #config: ServerConfig;
   readonly #handler: RequestHandler;
   readonly #logger: Logger;
@@ -60,6 +70,8 @@ export class ProxyServer {
   #refusedTimer: NodeJS.Timeout | undefined;
   /** Open connections, when counted here (countConnections). */
   #open = 0;
+  /** The certificates new handshakes get (a reload swaps them; open connections keep theirs). */
+  #tls: TlsContexts | undefined;
   /** The last response begun on each connection, so a parse error after it is answered only once it is done. */
   readonly #lastResponse = new WeakMap<Duplex, ServerResponse>();
 
@@ -70,26 +82,53 @@ export class ProxyServer {
     this.#onClosed = options.onClosed;
     this.#onRejected = options.onRejected;
     const config = options.config;
-    const server = createServer(
-      {
-        keepAliveTimeout: config.keepalive_timeout_ms,
-        headersTimeout: config.header_timeout_ms,
-        // Whole-request time is not limited: body_timeout_ms limits pauses instead, so big uploads work.
-        requestTimeout: 0,
-        // Node checks header timeouts on this interval (30 s by default): 1 s keeps them within a second.
-        connectionsCheckingInterval: 1_000,
-        maxHeaderSize: config.max_header_bytes,
-        // Never set insecureHTTPParser: llhttp's strict mode is what refuses smuggling attempts.
-        insecureHTTPParser: false,
-        // The pipeline refuses a missing Host itself (400 with Tollgate's body and request id, logged): Node's
-        // own refusal was written where Tollgate could not see it, and a parse error after it got a second 400.
-        requireHostHeader: false,
-      },
-      (req, res) => {
-        this.#lastResponse.set(req.socket, res);
-        this.#handler.handle(req, res);
-      },
-    );
+    const http: ServerOptions = {
+      keepAliveTimeout: config.keepalive_timeout_ms,
+      headersTimeout: config.header_timeout_ms,
+      // Whole-request time is not limited: body_timeout_ms limits pauses instead, so big uploads work.
+      requestTimeout: 0,
+      // Node checks header timeouts on this interval (30 s by default): 1 s keeps them within a second.
+      connectionsCheckingInterval: 1_000,
+      maxHeaderSize: config.max_header_bytes,
+      // Never set insecureHTTPParser: llhttp's strict mode is what refuses smuggling attempts.
+      insecureHTTPParser: false,
+      // The pipeline refuses a missing Host itself (400 with Tollgate's body and request id, logged): Node's
+      // own refusal was written where Tollgate could not see it, and a parse error after it got a second 400.
+      requireHostHeader: false,
+    };
+    const handle = (req: IncomingMessage, res: ServerResponse): void => {
+      this.#lastResponse.set(req.socket, res);
+      this.#handler.handle(req, res);
+    };
+    const tls = options.tls;
+    this.#tls = tls;
+    const server: Server =
+      tls === undefined
+        ? createServer(http, handle)
+        : (createTlsServer(
+            {
+              ...http,
+              ...tls.defaultOptions,
+              // Client certificates, when asked for, are required and verified: an unverified one never
+              // reaches a request.
+              requestCert: tls.requestCert,
+              rejectUnauthorized: true,
+              // HTTP/2 is not served: a client offering h2 and http/1.1 is told http/1.1.
+              ALPNProtocols: ['http/1.1'],
+              // A handshake gets the time a request head gets (Node's default is 120 s).
+              handshakeTimeout: config.header_timeout_ms,
+              SNICallback: this.#selectContext,
+            },
+            handle,
+          ) as unknown as Server);
+    if (tls !== undefined) {
+      // A failed handshake (an unknown or missing client certificate, a protocol below min_version) ends
+      // its connection; nothing reached the pipeline, so it is a debug line only.
+      server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
+        this.#logger.debug({ client: socket.remoteAddress, cause: err.code ?? err.message }, 'TLS handshake failed');
+        socket.destroy();
+      });
+    }
     // One more than the limit, so that a request over it is seen (and refused) rather than silently cut.
     server.maxHeadersCount = config.max_header_count + 1;
     server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
@@ -102,8 +141,29 @@ export class ProxyServer {
       this.#lastResponse.set(req.socket, res);
       this.#handler.handle(req, res);
     });
-    if (options.countConnections === true) {
-      const max = options.config.max_connections;
+    this.#limitConnections(server, options.countConnections === true);
+    server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.#clientError(err, socket));
+    this.server = server;
+    if (tls !== undefined && config.redirect_http !== undefined) {
+      // The same parser limits and timeouts as the proxy port; every request gets its 308.
+      const redirect = createServer(http, (req, res) => {
+        this.#lastResponse.set(req.socket, res);
+        this.#redirect(req, res);
+      });
+      redirect.maxHeadersCount = config.max_header_count + 1;
+      this.#limitConnections(redirect, options.countConnections === true);
+      redirect.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.#clientError(err, socket));
+      this.redirectServer = redirect;
+    }
+  }
+
+  /**
+   * max_connections on a listener: counted here (cluster workers, see `countConnections`; the proxy and
+   * redirect listeners then share the count), or by Node's `maxConnections` (each listener its own).
+   */
+  #limitConnections(server: Server, count: boolean): void {
+    const max = this.#config.max_connections;
+    if (count) {
       const closed = (): void => {
         this.#open--;
       };
@@ -118,11 +178,24 @@ export class ProxyServer {
       });
     } else {
       // Connections past the limit are closed by Node right after accept; 'drop' tells us about each.
-      server.maxConnections = options.config.max_connections;
+      server.maxConnections = max;
       server.on('drop', () => this.#connectionRefused());
     }
-    server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.#clientError(err, socket));
-    this.server = server;
+  }
+
+  /** A handshake's server name: the context of its certificate, looked up in the current generation's table. */
+  readonly #selectContext = (serverName: string, done: (err: Error | null, context?: SecureContext) => void): void => {
+    done(null, this.#tls?.forServerName(serverName));
+  };
+
+  /**
+   * New certificates for new handshakes (a reload); connections already open keep the ones they have.
+   * Ignored by a plain HTTP listener (turning TLS on or off needs a restart).
+   */
+  useTls(tls: TlsContexts | undefined): void {
+    if (tls === undefined || this.#tls === undefined || tls === this.#tls) return;
+    (this.server as unknown as { setSecureContext(options: object): void }).setSecureContext(tls.defaultOptions);
+    this.#tls = tls;
   }
 
   /** Connections refused since start (over `max_connections`). */
@@ -131,16 +204,55 @@ export class ProxyServer {
   }
 
   /** Listens on `listen_address:listen_port`; rejects with a ListenError (the port is taken, ...). */
-  listen(): Promise<AddressInfo> {
+  async listen(): Promise<AddressInfo> {
     const { listen_port: port, listen_address: host } = this.#config;
-    return new Promise((resolve, reject) => {
-      const onError = (err: Error): void => reject(new ListenError('proxy', host, port, err));
-      this.server.once('error', onError);
-      this.server.listen({ port, host }, () => {
-        this.server.off('error', onError);
-        resolve(this.server.address() as AddressInfo);
-      });
-    });
+    const address = await listenOn(this.server, host, port, 'proxy');
+    if (this.redirectServer !== undefined && this.#config.redirect_http !== undefined) {
+      this.#httpsPortSuffix = address.port === 443 ? '' : `:${address.port}`;
+      try {
+        await listenOn(this.redirectServer, host, this.#config.redirect_http.port, 'redirect_http listener');
+      } catch (err) {
+        // Nothing stays bound when listen() fails.
+        await new Promise<void>((resolve) => this.server.close(() => resolve()));
+        throw err;
+      }
+    }
+    return address;
+  }
+
+  /** The redirect listener's address, once it listens. */
+  get redirectAddress(): AddressInfo | undefined {
+    return (this.redirectServer?.address() ?? undefined) as AddressInfo | undefined;
+  }
+
+  /**
+   * `redirect_http`: 308 to the same host, path and query on https (the https listener's port unless it
+   * is 443), with the headers of Tollgate's own answers; 400 for a request without a usable Host.
+   */
+  #redirect(req: IncomingMessage, res: ServerResponse): void {
+    const requestId = randomUUID();
+    const target = redirectTarget(req.headers.host, req.url ?? '');
+    const draining = this.#shutdown !== undefined;
+    // A body is not read: the connection closes after the answer rather than read it to discard it.
+    const unreadBody = req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined;
+    let status: number;
+    let body: string;
+    const headers: string[] = [];
+    if (target === undefined) {
+      status = 400;
+      body = JSON.stringify(errorBody('bad_request', 'The request needs a Host header to be redirected to https.', requestId));
+    } else {
+      status = 308;
+      const location = `https://${target.host}${this.#httpsPortSuffix}${target.path}`;
+      headers.push('Location', location);
+      body = JSON.stringify({ location, status, request_id: requestId });
+    }
+    headers.push('Content-Type', 'application/json; charset=utf-8', 'Content-Length', String(Buffer.byteLength(body)), 'Cache-Control', 'no-store');
+    headers.push('X-Proxy-By', this.#config.proxy_name, 'X-Request-ID', requestId);
+    if (draining || unreadBody || status === 400) headers.push('Connection', 'close');
+    res.writeHead(status, headers);
+    res.end(req.method === 'HEAD' ? undefined : body);
+    this.#logger.info({ request_id: requestId, client: req.socket.remoteAddress ?? '', method: req.method, path: target?.path, status, listener: 'redirect_http' }, 'Request Completed');
   }
 
   /** Graceful shutdown; resolves when every connection is closed. Safe to call more than once. */
@@ -162,8 +274,13 @@ export class ProxyServer {
   async #drain(): Promise<void> {
     this.#handler.startDraining();
     const grace = this.#config.shutdown_grace_ms;
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    const redirect = this.redirectServer;
+    const closed = Promise.all([
+      new Promise<void>((resolve) => this.server.close(() => resolve())),
+      redirect === undefined || !redirect.listening ? undefined : new Promise<void>((resolve) => redirect.close(() => resolve())),
+    ]);
     this.server.closeIdleConnections();
+    redirect?.closeIdleConnections();
     const open = await new Promise<number>((resolve) => this.server.getConnections((_e, n) => resolve(n)));
     this.#logger.info({ open_connections: open, grace_ms: grace }, 'shutting down: no longer accepting connections');
     const deadline = setTimeout(() => this.#cutRemaining('shutdown grace period over: closing the remaining connections'), grace);
@@ -182,6 +299,7 @@ export class ProxyServer {
       const requests = this.#handler.cutOff();
       this.#logger.warn({ open_connections: open, requests_in_flight: requests }, message);
       this.server.closeAllConnections();
+      this.redirectServer?.closeAllConnections();
     });
   }
 
@@ -250,4 +368,38 @@ export class ProxyServer {
     );
     this.#refusedLogged = this.#refused;
   }
+}
+
+function listenOn(server: Server, host: string, port: number, name: ListenerName): Promise<AddressInfo> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error): void => reject(new ListenError(name, host, port, err));
+    server.once('error', onError);
+    server.listen({ port, host }, () => {
+      server.off('error', onError);
+      resolve(server.address() as AddressInfo);
+    });
+  });
+}
+
+/** A Host value: a name or IPv4 address, or an IPv6 address in brackets, with an optional port. */
+const HOST = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::\d{1,5})?$/;
+
+/**
+ * The host (without its port) and the origin-form path of a redirect to https; undefined when the request
+ * has no usable Host. An absolute-form target (`GET http://host/path`) gives both itself.
+ */
+export function redirectTarget(hostHeader: string | undefined, url: string): { host: string; path: string } | undefined {
+  let host = hostHeader;
+  let path = url;
+  if (!url.startsWith('/')) {
+    if (!URL.canParse(url)) return undefined;
+    const absolute = new URL(url);
+    if (absolute.protocol !== 'http:' && absolute.protocol !== 'https:') return undefined;
+    host = absolute.host;
+    path = `${absolute.pathname}${absolute.search}`;
+  }
+  if (host === undefined) return undefined;
+  const match = HOST.exec(host);
+  if (match === null) return undefined;
+  return { host: (match[1] as string).toLowerCase(), path };
 }

@@ -1,6 +1,7 @@
 /**
- * TLS for tests: a self-signed certificate and private CAs with certificates they sign, all made at test
- * time with the openssl command, and an https server to point upstreams at.
+ * TLS for tests: a self-signed certificate, private CAs with certificates they sign, and a small PKI for the
+ * listener (CA, leaves, client and expired certificates), all made at test time with the openssl command,
+ * and an https server to point upstreams at.
  */
 import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
@@ -67,8 +68,8 @@ function certDir(): string {
 
 let serial = 0;
 
-function openssl(args: string[]): void {
-  execFileSync('openssl', args, { stdio: 'ignore' });
+function openssl(args: string[], cwd?: string): void {
+  execFileSync('openssl', args, { cwd, stdio: ['ignore', 'ignore', 'pipe'] });
 }
 
 const EC = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
@@ -116,4 +117,78 @@ export async function startTlsUpstream(tls: ServerOptions = selfSignedCert(), ha
   await once(server, 'listening');
   upstream.port = (server.address() as AddressInfo).port;
   return upstream;
+}
+
+/** PEM files of a test PKI, written into one temporary folder. */
+export interface TestPki {
+  dir: string;
+  /** The CA that signs the leaves and the client certificate. */
+  caCert: string;
+  /** A leaf for example.com and *.example.com. */
+  exampleCert: string;
+  exampleKey: string;
+  /** A leaf for api.test (SAN), a second name for SNI. */
+  apiCert: string;
+  apiKey: string;
+  /** A leaf with a CN and no SAN: `cn-only.test`. */
+  cnOnlyCert: string;
+  cnOnlyKey: string;
+  /** A client certificate signed by the CA, CN=client. */
+  clientCert: string;
+  clientKey: string;
+  /** A self-signed client certificate the CA did not sign. */
+  strangerCert: string;
+  strangerKey: string;
+  /** A leaf signed by the CA that expired in 2020. */
+  expiredCert: string;
+  expiredKey: string;
+  remove(): void;
+}
+
+/** A key and a CSR for `subject`, then a certificate for it signed by the CA, valid 2 days. */
+function signedLeaf(dir: string, name: string, subject: string, extensions: string | undefined): void {
+  openssl(['req', '-new', ...EC, '-keyout', `${name}-key.pem`, '-out', `${name}.csr`, '-subj', subject], dir);
+  const ext = extensions === undefined ? [] : ['-extfile', `${name}.ext`];
+  if (extensions !== undefined) writeFileSync(join(dir, `${name}.ext`), `${extensions}\n`);
+  openssl(['x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca-key.pem', '-CAcreateserial', '-days', '2', '-out', `${name}.pem`, ...ext], dir);
+}
+
+/**
+ * Makes a test PKI with the openssl command: a CA; leaves for example.com (with *.example.com) and api.test;
+ * one with only a CN; a client certificate; a self-signed stranger; and an expired leaf (made with `openssl
+ * ca`, the one way OpenSSL 3.0 takes a start and end date in the past).
+ */
+export function makeTestPki(): TestPki {
+  const dir = mkdtempSync(join(tmpdir(), 'tollgate-pki-'));
+  openssl(['req', '-x509', ...EC, '-keyout', 'ca-key.pem', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=Tollgate Test CA'], dir);
+  signedLeaf(dir, 'example', '/CN=example.com', 'subjectAltName=DNS:example.com,DNS:*.example.com');
+  signedLeaf(dir, 'api', '/CN=api.test', 'subjectAltName=DNS:api.test');
+  signedLeaf(dir, 'cn-only', '/CN=cn-only.test', undefined);
+  signedLeaf(dir, 'client', '/O=Example Clients/CN=client', 'extendedKeyUsage=clientAuth');
+  openssl(['req', '-x509', ...EC, '-keyout', 'stranger-key.pem', '-out', 'stranger.pem', '-days', '2', '-subj', '/CN=stranger'], dir);
+  openssl(['req', '-new', ...EC, '-keyout', 'expired-key.pem', '-out', 'expired.csr', '-subj', '/CN=expired.test'], dir);
+  writeFileSync(join(dir, 'index.txt'), '');
+  writeFileSync(
+    join(dir, 'ca.cnf'),
+    '[ca]\ndefault_ca = test\n[test]\ndatabase = index.txt\nnew_certs_dir = .\nrand_serial = yes\ndefault_md = sha256\npolicy = any\n[any]\ncommonName = supplied\n',
+  );
+  openssl(['ca', '-batch', '-config', 'ca.cnf', '-keyfile', 'ca-key.pem', '-cert', 'ca.pem', '-in', 'expired.csr', '-out', 'expired.pem', '-startdate', '20200101000000Z', '-enddate', '20200102000000Z', '-notext'], dir);
+  const at = (file: string): string => join(dir, file);
+  return {
+    dir,
+    caCert: at('ca.pem'),
+    exampleCert: at('example.pem'),
+    exampleKey: at('example-key.pem'),
+    apiCert: at('api.pem'),
+    apiKey: at('api-key.pem'),
+    cnOnlyCert: at('cn-only.pem'),
+    cnOnlyKey: at('cn-only-key.pem'),
+    clientCert: at('client.pem'),
+    clientKey: at('client-key.pem'),
+    strangerCert: at('stranger.pem'),
+    strangerKey: at('stranger-key.pem'),
+    expiredCert: at('expired.pem'),
+    expiredKey: at('expired-key.pem'),
+    remove: () => rmSync(dir, { recursive: true, force: true }),
+  };
 }

@@ -3,10 +3,13 @@ import type { AuthConfig } from '../../config/schema.js';
 import type { RequestContext } from '../../proxy/context.js';
 import { ProxyError } from '../../proxy/errors.js';
 import type { FilterResult, Phases } from '../../proxy/phases.js';
+import { clientCertificate, normalizeFingerprint } from '../../proxy/client-cert.js';
 import { authorizationParam, decodeBasic, findSecret } from './credentials.js';
 
 /** Refusal shared by every 401: filters return it, so a refused request allocates no error. */
 const UNAUTHORIZED = new ProxyError('unauthorized');
+/** A client certificate that is missing or not allowed: no HTTP challenge can fix that, so 403. */
+const FORBIDDEN = new ProxyError('forbidden');
 
 /** An authentication check: the principal (a stable name for the credential) or why there is none. */
 type Verify = (ctx: RequestContext) => string | { failure: string };
@@ -72,11 +75,25 @@ export function createAuth(config: AuthConfig): AuthPhases {
       };
       break;
     }
+    case 'client_cert': {
+      // The credential is the connection's verified certificate, not a header.
+      header = '';
+      challenge = '';
+      const allowed = tokens.map(normalizeFingerprint);
+      verify = function verifyClientCert(ctx) {
+        const cert = clientCertificate(ctx.req.socket);
+        if (cert === undefined) return { failure: 'missing' };
+        // Fingerprints are public: a constant-time search is not needed, but costs nothing here either.
+        return findSecret(cert.fingerprint, allowed) === -1 ? { failure: 'invalid' } : `cert:${cert.fingerprint.slice(0, 16)}`;
+      };
+      break;
+    }
   }
 
+  const refusal = config.auth_type === 'client_cert' ? FORBIDDEN : UNAUTHORIZED;
   const authenticate: Phases = {
     name: 'auth',
-    consumesRequestHeaders: config.forward_credentials ? [] : [header],
+    consumesRequestHeaders: config.forward_credentials || header === '' ? [] : [header],
     requestFilter: function authenticate(ctx): FilterResult {
       const result = verify(ctx);
       if (typeof result === 'string') ctx.principal = result;
@@ -91,8 +108,8 @@ export function createAuth(config: AuthConfig): AuthPhases {
     name: 'auth-enforce',
     requestFilter: function enforceAuth(ctx): FilterResult {
       if (ctx.authFailure === undefined) return false;
-      ctx.responseHeaders.push('WWW-Authenticate', ctx.authChallenge);
-      return UNAUTHORIZED;
+      if (ctx.authChallenge !== '') ctx.responseHeaders.push('WWW-Authenticate', ctx.authChallenge);
+      return refusal;
     },
   };
   return { authenticate, enforce };

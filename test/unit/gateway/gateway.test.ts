@@ -58,6 +58,44 @@ describe('applicableConfig', () => {
   });
 });
 
+describe('applicableConfig: server.tls', () => {
+  const tls = (extra: Json = {}): Json => ({ certificates: [{ cert_file: '/c.pem', key_file: '/k.pem' }], ...extra });
+  const withServer = (server: Json): Config => config({ server: { listen_port: 0, listen_address: '127.0.0.1', ...server } });
+
+  test('certificates, min_version and the client CA file apply without a restart', () => {
+    const running = withServer({ tls: tls({ client_ca_file: '/ca.pem' }) });
+    const next = withServer({ tls: tls({ certificates: [{ cert_file: '/new.pem', key_file: '/new-key.pem' }], min_version: 'TLSv1.3', client_ca_file: '/ca2.pem' }) });
+    const { config: applied, restartNeeded } = applicableConfig(running, next);
+    assert.deepEqual(restartNeeded, []);
+    assert.deepEqual(applied.server.tls, next.server.tls);
+  });
+
+  test('turning TLS on or off, or client certificates on or off, needs a restart and keeps the running value', () => {
+    const plain = withServer({});
+    const secure = withServer({ tls: tls() });
+    assert.deepEqual(applicableConfig(plain, secure).restartNeeded, ['server.tls']);
+    assert.equal(applicableConfig(plain, secure).config.server.tls, undefined);
+    assert.deepEqual(applicableConfig(secure, plain).config.server.tls, secure.server.tls);
+
+    const mtls = withServer({ tls: tls({ client_ca_file: '/ca.pem', forward_client_cert: true }) });
+    const renewed = withServer({ tls: tls({ certificates: [{ cert_file: '/new.pem', key_file: '/new-key.pem' }] }) });
+    const off = applicableConfig(mtls, renewed);
+    assert.deepEqual(off.restartNeeded, ['server.tls.client_ca_file']);
+    assert.equal(off.config.server.tls?.client_ca_file, '/ca.pem');
+    assert.equal(off.config.server.tls?.forward_client_cert, true);
+    assert.equal(off.config.server.tls?.certificates[0]?.cert_file, '/new.pem', 'the new certificates apply all the same');
+    const on = applicableConfig(renewed, mtls);
+    assert.deepEqual(on.restartNeeded, ['server.tls.client_ca_file']);
+    assert.equal(on.config.server.tls?.client_ca_file, undefined);
+    assert.equal(on.config.server.tls?.forward_client_cert, false);
+  });
+
+  test('redirect_http needs a restart', () => {
+    const running = withServer({ tls: tls(), redirect_http: { port: 8080 } });
+    assert.deepEqual(applicableConfig(running, withServer({ tls: tls(), redirect_http: { port: 8081 } })).restartNeeded, ['server.redirect_http']);
+  });
+});
+
 describe('Gateway.reload', () => {
   test('routes with one policy share a store; an unchanged policy keeps it; a dropped one is closed once idle', async () => {
     const { made, makeStore } = fakeStores();

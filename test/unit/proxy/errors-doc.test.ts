@@ -51,6 +51,7 @@ describe('ERROR_CATALOGUE', () => {
       {
         bad_request: [400, 'downstream', false],
         unauthorized: [401, 'downstream', false],
+        forbidden: [403, 'downstream', false],
         not_found: [404, 'downstream', false],
         no_route: [404, 'downstream', false],
         request_timeout: [408, 'downstream', false],
