@@ -15,7 +15,7 @@
  * hook lists of the matched route that are not empty.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { BlockList, isIP } from 'node:net';
+import { BlockList, isIP, type Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { Backend } from '../balancing/backend.js';
 import type { LoadBalancer } from '../balancing/load-balancer.js';
@@ -63,6 +63,8 @@ const NO_UPSTREAM = new ProxyError('no_upstream');
 const NO_ROUTE = new ProxyError('no_route');
 const CUT_OFF = new ProxyError('cut_off');
 /** Methods RFC 9110 defines as idempotent: safe to replay after a reset. */
+/** The request whose body the connection's timeout watches now (the last one on it that began sending a body). */
+const BODY_WATCH = new WeakMap<Socket, IncomingMessage>();
 const IDEMPOTENT: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 const UNDERSCORE = new ProxyError('bad_request', { message: 'Header names with underscores are not accepted.' });
 const HOST_COUNT = new ProxyError('bad_request', { message: 'An HTTP/1.1 request needs exactly one Host header.' });
@@ -386,9 +388,16 @@ export class Pipeline implements ForwardHost {
     ctx.totalTimer.unref();
   }
 
-  /** Fails the request with 408 when the client pauses its body longer than body_timeout_ms. */
+  /**
+   * Fails the request with 408 when the client pauses its body longer than body_timeout_ms. The timer is the
+   * connection's (req.setTimeout sets the socket's one timeout, which any byte read resets), so with pipelined
+   * requests it belongs to the last request that set it: an earlier request's body ending must not clear it,
+   * or a later request whose body stalls is never timed out and its connection hangs (found by fuzzing).
+   */
   #watchBody(ctx: RequestContext): void {
     const req = ctx.req;
+    const socket = req.socket;
+    BODY_WATCH.set(socket, req);
     req.setTimeout(this.#bodyTimeoutMs, () => {
       const timeout = new ProxyError('request_timeout', { message: 'The request body stalled.' });
       try {
@@ -398,7 +407,11 @@ export class Pipeline implements ForwardHost {
         throw markRequest(err, ctx.requestId);
       }
     });
-    req.once('end', () => req.setTimeout(0));
+    req.once('end', () => {
+      if (BODY_WATCH.get(socket) !== req) return;
+      BODY_WATCH.delete(socket);
+      req.setTimeout(0);
+    });
   }
 
   /** The request headers for the upstream, as a flat name/value list (keeps order and repeats). */

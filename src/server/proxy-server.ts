@@ -8,6 +8,9 @@ import { ERROR_CATALOGUE, errorBody, type ErrorCode } from '../proxy/errors.js';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { ListenError } from './listen-error.js';
 
+/** An `upgrade` token in a Connection value, as Node's parser finds it (a little more widely: closing is safe). */
+const UPGRADE_TOKEN = /(?:^|,)[ \t]*upgrade[ \t]*(?:,|$)/i;
+
 /** What the listener hands requests to (the gateway, which passes each to its current generation). */
 export interface RequestHandler {
   handle(req: IncomingMessage, res: ServerResponse): void;
@@ -86,20 +89,20 @@ export class ProxyServer {
         requireHostHeader: false,
       },
       (req, res) => {
-        this.#lastResponse.set(req.socket, res);
+        this.#begin(req, res);
         this.#handler.handle(req, res);
       },
     );
     // One more than the limit, so that a request over it is seen (and refused) rather than silently cut.
     server.maxHeadersCount = config.max_header_count + 1;
     server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
-      this.#lastResponse.set(req.socket, res);
+      this.#begin(req, res);
       this.#handler.handleExpectContinue(req, res);
     });
     // An Expect other than 100-continue is ignored (RFC 9110 allows it; nginx does the same) rather than
     // answered 417 by Node, unseen by the pipeline; Expect itself is never forwarded.
     server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
-      this.#lastResponse.set(req.socket, res);
+      this.#begin(req, res);
       this.#handler.handle(req, res);
     });
     if (options.countConnections === true) {
@@ -183,6 +186,19 @@ export class ProxyServer {
       this.#logger.warn({ open_connections: open, requests_in_flight: requests }, message);
       this.server.closeAllConnections();
     });
+  }
+
+  /**
+   * Every request, before the pipeline sees it. A request with `Upgrade` and an `upgrade` token in
+   * `Connection` is answered as an ordinary request (Tollgate upgrades nothing), but Node's parser treats it
+   * as the last HTTP on the connection: bytes after it in the same read are dropped, and a parse error in its
+   * body is never reported. So its response closes the connection: the requests before it are answered in
+   * order, and a client that pipelined more after it sees the close and sends them again (RFC 9112 §9.3.2),
+   * instead of waiting for answers that would never come.
+   */
+  #begin(req: IncomingMessage, res: ServerResponse): void {
+    this.#lastResponse.set(req.socket, res);
+    if (req.headers.upgrade !== undefined && UPGRADE_TOKEN.test(req.headers.connection ?? '')) res.shouldKeepAlive = false;
   }
 
   /**

@@ -162,6 +162,65 @@ describe('framing and header attacks', () => {
   });
 });
 
+describe('Upgrade requests and pipelining (found by fuzzing)', () => {
+  let backend: Backend;
+  let proxy: TestProxy;
+  before(async () => {
+    backend = await startBackend('b');
+    // keep-alive stays at its default (75 s): a close seen within the exchange's 3 s is Tollgate's decision.
+    proxy = await startProxy([backend], { server: { body_timeout_ms: 300 } });
+  });
+  after(async () => {
+    await proxy.close();
+    await backend.close();
+  });
+
+  const UPGRADE = `GET /up HTTP/1.1\r\n${H}Connection: keep-alive, Upgrade\r\nUpgrade: h2c\r\n\r\n`;
+  /** Status codes and the echoed paths of every response, in order. */
+  const answers = (text: string): { statuses: number[]; urls: string[] } => ({
+    statuses: [...text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1])),
+    urls: [...text.matchAll(/"url":"([^"]*)"/g)].map((m) => m[1] as string),
+  });
+
+  for (const close of ['', 'Connection: close\r\n']) {
+    const label = close === '' ? 'keep-alive' : 'the last request with Connection: close';
+    test(`a valid request then an Upgrade request on one write (${label}): both answered in order, no 101, then closed`, async () => {
+      const last = close === '' ? UPGRADE : UPGRADE.replace('keep-alive, Upgrade', 'close, Upgrade');
+      const reply = await exchange(proxy.port, `GET /first HTTP/1.1\r\n${H}\r\n${last}`, 3000);
+      assert.deepEqual(answers(reply.text), { statuses: [200, 200], urls: ['/first', '/up'] });
+      assert.doesNotMatch(reply.text, / 101 /);
+      assert.match(reply.text.slice(reply.text.lastIndexOf('HTTP/1.1 200')), /\r\nConnection: close\r\n/i);
+      assert.ok(reply.closedByServer, 'closed after the Upgrade request\'s response, not left open');
+    });
+
+    test(`an Upgrade request then a valid one on one write (${label}): the Upgrade request answered with Connection: close, then closed`, async () => {
+      // Node's parser reads nothing after a request it takes as an upgrade; the client learns that from the close.
+      const reply = await exchange(proxy.port, `${UPGRADE}GET /after HTTP/1.1\r\n${H}${close}\r\n`, 3000);
+      assert.deepEqual(answers(reply.text), { statuses: [200], urls: ['/up'] });
+      assert.match(reply.text, /\r\nConnection: close\r\n/i);
+      assert.ok(reply.closedByServer);
+    });
+  }
+
+  test('an Upgrade request whose chunked body is malformed, behind a request with a body: 408 after body_timeout_ms, closed', async () => {
+    // Node reports no parse error for an upgrade request's body: it just never ends.
+    const reply = await exchange(
+      proxy.port,
+      `POST /one HTTP/1.1\r\n${H}Content-Length: 1\r\n\r\naGET /two HTTP/1.1\r\n${H}\r\nGET /up HTTP/1.1\r\n${H}Connection: Upgrade\r\nUpgrade: h2c\r\nTransfer-Encoding: chunked\r\n\r\n2 \r\nab\r\n0\r\n\r\n`,
+      3000,
+    );
+    assert.deepEqual(answers(reply.text).statuses, [200, 200, 408]);
+    assert.ok(reply.closedByServer);
+  });
+
+  test('a pipelined request whose body stalls behind one with a body: 408 after body_timeout_ms, not a hung connection', async () => {
+    // The earlier request's body ending once cleared the connection's timeout, which the later one had set.
+    const reply = await exchange(proxy.port, `POST /one HTTP/1.1\r\n${H}Content-Length: 1\r\n\r\naPOST /two HTTP/1.1\r\n${H}Content-Length: 10\r\n\r\nab`, 3000);
+    assert.deepEqual(answers(reply.text), { statuses: [200, 408], urls: ['/one'] });
+    assert.ok(reply.closedByServer);
+  });
+});
+
 describe('request bodies and Expect', () => {
   test('a chunked body that grows over the limit is cut off: 413, and the upstream never gets a complete request', async () => {
     const seen: { ended: boolean; bytes: number }[] = [];
