@@ -197,8 +197,26 @@ export class ProxyServer {
    * instead of waiting for answers that would never come.
    */
   #begin(req: IncomingMessage, res: ServerResponse): void {
-    this.#lastResponse.set(req.socket, res);
+    const socket = req.socket;
+    this.#lastResponse.set(socket, res);
     if (req.headers.upgrade !== undefined && UPGRADE_TOKEN.test(req.headers.connection ?? '')) res.shouldKeepAlive = false;
+    if (res.socket === null) this.#closeWithConnection(res, socket);
+  }
+
+  /**
+   * A response queued behind another one (pipelining) gets no 'close' from Node when the connection ends
+   * before its turn: it is destroyed without a socket, and 'close' is tied to the socket. The pipeline learns
+   * that its client left from 'close', so without this the request stayed in flight for good (its upstream
+   * request waiting for a body that would never come, shutdown waiting for it).
+   */
+  #closeWithConnection(res: ServerResponse, socket: Socket): void {
+    const gone = (): void => {
+      if (res.socket !== null || res.closed) return;
+      res.destroy();
+      res.emit('close');
+    };
+    socket.once('close', gone);
+    res.once('socket', () => socket.off('close', gone));
   }
 
   /**
@@ -229,6 +247,18 @@ export class ProxyServer {
       pending.once('finish', () => this.#clientError(err, socket));
       pending.once('close', () => {
         if (!pending.writableFinished) socket.destroy();
+      });
+      return;
+    }
+    // The bad bytes are the last request's own (its body), so the error is that request's answer: it takes
+    // that response's turn. While a response before it is still being written (pipelining), the last one has
+    // no socket yet; Node hands it the socket once the earlier ones are done, and never when one of them
+    // closed the connection (a second answer after `Connection: close`, or an answer cutting off the earlier
+    // response, was what writing at once did).
+    if (!done && pending.socket === null) {
+      pending.once('socket', () => this.#clientError(err, socket));
+      pending.once('close', () => {
+        if (pending.socket === null) socket.destroy();
       });
       return;
     }

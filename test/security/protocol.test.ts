@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import type { IncomingMessage } from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import { exchange, statusOf, statusesOf } from '../helpers/raw.js';
-import { startBackend, startProxy, type Backend, type TestProxy } from '../helpers/servers.js';
+import { startBackend, startHoldingBackend, startProxy, waitFor, type Backend, type TestProxy } from '../helpers/servers.js';
 
 const H = 'Host: x\r\n';
 
@@ -77,6 +77,26 @@ describe('framing and header attacks', () => {
     assert.deepEqual([...reply.text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1])), [400]);
     assert.match(reply.text, /exactly one Host header/);
     assert.ok(reply.closedByServer);
+  });
+
+  test('a request refused with Connection: close, then a request whose body fails to parse: one 400, nothing after it (found by fuzzing)', async () => {
+    for (const refusals of [1, 2]) {
+      const refused = Array.from({ length: refusals }, (_, i) => `GET /#${i} HTTP/1.1\r\n${H}\r\n`).join('');
+      const reply = await exchange(proxy.port, `${refused}POST / HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\nzz\r\n`);
+      assert.deepEqual([...reply.text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1])), [400], reply.text);
+      assert.match(reply.text, /contains a fragment/);
+      assert.ok(reply.closedByServer);
+    }
+  });
+
+  test('a request answered 200, then a request whose body fails to parse: the 200 first, then the 400 (found by fuzzing)', async () => {
+    const hits = backend.hits;
+    const reply = await exchange(proxy.port, `GET /first HTTP/1.1\r\n${H}\r\nPOST / HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\nzz\r\n`);
+    // The 400 was once written at once, in place of the 200 still on its way from the upstream.
+    assert.deepEqual([...reply.text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1])), [200, 400]);
+    assert.match(reply.text, /"url":"\/first"/);
+    assert.ok(reply.closedByServer);
+    assert.equal(backend.hits, hits + 1);
   });
 
   test('no Host and a bad pipelined request after it: one 400 from Tollgate, nothing after its Connection: close (found by fuzzing)', async () => {
@@ -218,6 +238,23 @@ describe('Upgrade requests and pipelining (found by fuzzing)', () => {
     const reply = await exchange(proxy.port, `POST /one HTTP/1.1\r\n${H}Content-Length: 1\r\n\r\naPOST /two HTTP/1.1\r\n${H}Content-Length: 10\r\n\r\nab`, 3000);
     assert.deepEqual(answers(reply.text), { statuses: [200, 408], urls: ['/one'] });
     assert.ok(reply.closedByServer);
+  });
+});
+
+describe('a client that leaves with pipelined requests unanswered', () => {
+  test('the queued request ends too (logged, its upstream exchange ended), and shutdown completes', { timeout: 15_000 }, async () => {
+    const backend = await startHoldingBackend('b');
+    const proxy = await startProxy([backend]);
+    try {
+      // /hold is answered only when the test says; the POST behind it waits its turn, its body unfinished.
+      await exchange(proxy.port, `GET /hold HTTP/1.1\r\n${H}\r\nPOST /queued HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\n5\r\nab`, 300);
+      const completed = (path: string) => proxy.logs.find((l) => l.msg === 'Request Completed' && l.path === path);
+      // The queued response was destroyed without a socket, and Node gave it no 'close': it stayed in flight.
+      await waitFor(() => completed('/hold') !== undefined && completed('/queued') !== undefined, 3000, 'both requests logged');
+    } finally {
+      await proxy.close();
+      await backend.close();
+    }
   });
 });
 
