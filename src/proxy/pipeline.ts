@@ -73,6 +73,7 @@ const HOST_COUNT = new ProxyError('bad_request', { message: 'An HTTP/1.1 request
  * name), auth checks that, and an upstream reading the last one would act on a credential never checked.
  * Refused as nginx refuses a repeated Authorization, whether auth is on or not.
  */
+const NO_VERSION = new ProxyError('bad_request', { message: 'The request line has no HTTP/1.x version.' });
 const AUTHORIZATION_COUNT = new ProxyError('bad_request', { message: 'A request may carry only one Authorization header.' });
 
 export class Pipeline implements ForwardHost {
@@ -185,6 +186,8 @@ export class Pipeline implements ForwardHost {
     if (this.#debug) this.#logger.debug(`Request Start: ${ctx.requestId} ${ctx.path}`);
 
     if (this.#shared.draining) return this.fail(ctx, new ProxyError('shutting_down'));
+    // Node's parser takes `GET /x` ended by a bare LF, with no version, as HTTP/0.9 and reads headers after it.
+    if (req.httpVersionMajor !== 1) return this.fail(ctx, NO_VERSION);
     // The health endpoint is the exact, un-normalized path (query allowed); every other spelling of it
     // (`//health`, `/health/`, `/HEALTH`, `/x/../health`) is an ordinary request and needs credentials.
     const url = ctx.path;

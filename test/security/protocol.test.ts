@@ -43,6 +43,7 @@ describe('framing and header attacks', () => {
     ['two Host headers', `GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n`, 400],
     ['a request target that is not a path', `GET * HTTP/1.1\r\n${H}\r\n`, 400],
     ['%00 in the path', `GET /a%00b HTTP/1.1\r\n${H}\r\n`, 400],
+    ['a request line without a version, ended by a bare LF (HTTP/0.9 to Node; found by fuzzing)', `GET /x\n${H}\r\n`, 400],
   ];
   for (const [what, bytes, status] of refused) {
     test(`${what}: ${status}, connection closed, nothing forwarded`, async () => {
