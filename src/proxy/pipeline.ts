@@ -348,7 +348,7 @@ export class Pipeline implements ForwardHost {
     if (ctx.bodyChunked || ctx.bodyLength > 0) {
       if (first) {
         // Only now, with auth and limits passed, is the client told to send its body.
-        if (ctx.expectsContinue) ctx.res.writeContinue();
+        if (ctx.expectsContinue) sendContinue(ctx.res);
         if (this.#bodyTimeoutMs > 0) this.#watchBody(ctx);
       }
       // A fresh limiter per attempt: undici destroys the one of a failed attempt. A body already sent is
@@ -589,6 +589,20 @@ export class Pipeline implements ForwardHost {
       if (!checkAddress(trusted, hop)) break;
     }
   }
+}
+
+/**
+ * 100 Continue, in its place. A response queued behind another one (pipelining) has no socket yet, so a 100
+ * would be buffered, and Node puts the final response's head in front of buffered data when the body is a
+ * Buffer: the client got the head, then the 100, then the body (found by fuzzing). It is sent when the
+ * response gets the connection instead, and not at all if the final response has begun by then.
+ */
+function sendContinue(res: ServerResponse): void {
+  if (res.socket !== null) res.writeContinue();
+  else
+    res.once('socket', () => {
+      if (!res.headersSent) res.writeContinue();
+    });
 }
 
 function buildBlockList(cidrs: readonly string[]): BlockList | undefined {

@@ -259,6 +259,27 @@ describe('a client that leaves with pipelined requests unanswered', () => {
   });
 });
 
+describe('Expect: 100-continue on a pipelined request', () => {
+  test('queued behind a slower response: the 100 never comes after the final response head (found by fuzzing)', async () => {
+    const backend = await startHoldingBackend('b');
+    const proxy = await startProxy([backend]);
+    try {
+      const pending = exchange(proxy.port, `GET /hold HTTP/1.1\r\n${H}\r\nPOST /second HTTP/1.1\r\n${H}Expect: 100-continue\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc`, 3000);
+      // The second request is answered by the upstream while the first is still held.
+      await waitFor(() => backend.held.length === 1 && backend.hits >= 2, 3000, 'both requests at the upstream');
+      await new Promise((r) => setTimeout(r, 100));
+      backend.held[0]?.end('first');
+      const reply = await pending;
+      const statuses = [...reply.text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]));
+      assert.ok(statuses.join() === '200,200' || statuses.join() === '200,100,200', `statuses ${statuses.join()}`);
+      assert.ok(reply.closedByServer);
+    } finally {
+      await proxy.close();
+      await backend.close();
+    }
+  });
+});
+
 describe('request bodies and Expect', () => {
   test('a chunked body that grows over the limit is cut off: 413, and the upstream never gets a complete request', async () => {
     const seen: { ended: boolean; bytes: number }[] = [];
