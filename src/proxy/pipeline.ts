@@ -15,7 +15,7 @@
  * hook lists of the matched route that are not empty.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { BlockList, isIP } from 'node:net';
+import { BlockList, isIP, type Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
 import type { Backend } from '../balancing/backend.js';
@@ -64,13 +64,15 @@ const NOT_IMPLEMENTED = new ProxyError('not_implemented');
 const NO_UPSTREAM = new ProxyError('no_upstream');
 const NO_ROUTE = new ProxyError('no_route');
 const CUT_OFF = new ProxyError('cut_off');
-/** Methods RFC 9110 defines as idempotent: safe to replay after a reset. */
 /**
  * Undici takes `servername` per request (its types leave it out): the backend's fixed TLS name, so a
  * client's Host (with preserve_host) neither becomes the upstream's SNI nor makes undici reconnect.
  */
 type UpstreamDispatch = Dispatcher.DispatchOptions & { servername: string | undefined };
 
+/** The request whose body the connection's timeout watches now (the last one on it that began sending a body). */
+const BODY_WATCH = new WeakMap<Socket, IncomingMessage>();
+/** Methods RFC 9110 defines as idempotent: safe to replay after a reset. */
 const IDEMPOTENT: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 const UNDERSCORE = new ProxyError('bad_request', { message: 'Header names with underscores are not accepted.' });
 const HOST_COUNT = new ProxyError('bad_request', { message: 'An HTTP/1.1 request needs exactly one Host header.' });
@@ -79,6 +81,7 @@ const HOST_COUNT = new ProxyError('bad_request', { message: 'An HTTP/1.1 request
  * name), auth checks that, and an upstream reading the last one would act on a credential never checked.
  * Refused as nginx refuses a repeated Authorization, whether auth is on or not.
  */
+const NO_VERSION = new ProxyError('bad_request', { message: 'The request line has no HTTP/1.x version.' });
 const AUTHORIZATION_COUNT = new ProxyError('bad_request', { message: 'A request may carry only one Authorization header.' });
 
 export class Pipeline implements ForwardHost {
@@ -193,11 +196,12 @@ export class Pipeline implements ForwardHost {
       ctx.clientAddress = ctx.peerAddress;
     }
     if (this.#trusted !== undefined) this.#resolveClient(ctx, this.#trusted);
-    if (res.socket !== null) res.on('close', () => this.#closed(ctx)); // 'close' fires once; on() skips once()'s wrapper
-    else this.#whenPipelinedEnds(ctx);
+    res.on('close', () => this.#closed(ctx)); // 'close' fires once; on() skips once()'s wrapper
     if (this.#debug) this.#logger.debug(`Request Start: ${ctx.requestId} ${ctx.path}`);
 
     if (this.#shared.draining) return this.fail(ctx, new ProxyError('shutting_down'));
+    // Node's parser takes `GET /x` ended by a bare LF, with no version, as HTTP/0.9 and reads headers after it.
+    if (req.httpVersionMajor !== 1) return this.fail(ctx, NO_VERSION);
     // The health endpoint is the exact, un-normalized path (query allowed); every other spelling of it
     // (`//health`, `/health/`, `/HEALTH`, `/x/../health`) is an ordinary request and needs credentials.
     const url = ctx.path;
@@ -358,7 +362,7 @@ export class Pipeline implements ForwardHost {
     if (ctx.bodyChunked || ctx.bodyLength > 0) {
       if (first) {
         // Only now, with auth and limits passed, is the client told to send its body.
-        if (ctx.expectsContinue) ctx.res.writeContinue();
+        if (ctx.expectsContinue) sendContinue(ctx.res);
         if (this.#bodyTimeoutMs > 0) this.#watchBody(ctx);
       }
       // A fresh limiter per attempt: undici destroys the one of a failed attempt. A body already sent is
@@ -402,9 +406,16 @@ export class Pipeline implements ForwardHost {
     ctx.totalTimer.unref();
   }
 
-  /** Fails the request with 408 when the client pauses its body longer than body_timeout_ms. */
+  /**
+   * Fails the request with 408 when the client pauses its body longer than body_timeout_ms. The timer is the
+   * connection's (req.setTimeout sets the socket's one timeout, which any byte read resets), so with pipelined
+   * requests it belongs to the last request that set it: an earlier request's body ending must not clear it,
+   * or a later request whose body stalls is never timed out and its connection hangs (found by fuzzing).
+   */
   #watchBody(ctx: RequestContext): void {
     const req = ctx.req;
+    const socket = req.socket;
+    BODY_WATCH.set(socket, req);
     req.setTimeout(this.#bodyTimeoutMs, () => {
       const timeout = new ProxyError('request_timeout', { message: 'The request body stalled.' });
       try {
@@ -414,7 +425,11 @@ export class Pipeline implements ForwardHost {
         throw markRequest(err, ctx.requestId);
       }
     });
-    req.once('end', () => req.setTimeout(0));
+    req.once('end', () => {
+      if (BODY_WATCH.get(socket) !== req) return;
+      BODY_WATCH.delete(socket);
+      req.setTimeout(0);
+    });
   }
 
   /** The request headers for the upstream, as a flat name/value list (keeps order and repeats). */
@@ -546,24 +561,6 @@ export class Pipeline implements ForwardHost {
     this.respondJson(ctx, up > 0 ? 200 : 503, { status, uptime_s: Math.round((Date.now() - this.#startedAt) / 1000), upstreams });
   }
 
-  /**
-   * A pipelined request whose response waits behind an earlier one has no socket yet, and Node never emits
-   * 'close' on that response when the connection ends first (an earlier response closed it, or the client
-   * left): the connection's own 'close' finishes it then, or the response's, whichever comes first.
-   */
-  #whenPipelinedEnds(ctx: RequestContext): void {
-    const socket = ctx.req.socket;
-    let done = false;
-    const end = (): void => {
-      if (done) return;
-      done = true;
-      socket.off('close', end);
-      this.#closed(ctx);
-    };
-    ctx.res.on('close', end);
-    socket.on('close', end);
-  }
-
   #closed(ctx: RequestContext): void {
     try {
       this.#finish(ctx);
@@ -611,6 +608,20 @@ export class Pipeline implements ForwardHost {
       if (!checkAddress(trusted, hop)) break;
     }
   }
+}
+
+/**
+ * 100 Continue, in its place. A response queued behind another one (pipelining) has no socket yet, so a 100
+ * would be buffered, and Node puts the final response's head in front of buffered data when the body is a
+ * Buffer: the client got the head, then the 100, then the body (found by fuzzing). It is sent when the
+ * response gets the connection instead, and not at all if the final response has begun by then.
+ */
+function sendContinue(res: ServerResponse): void {
+  if (res.socket !== null) res.writeContinue();
+  else
+    res.once('socket', () => {
+      if (!res.headersSent) res.writeContinue();
+    });
 }
 
 function buildBlockList(cidrs: readonly string[]): BlockList | undefined {

@@ -11,6 +11,9 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { ListenError, type ListenerName } from './listen-error.js';
 import type { TlsContexts } from './tls-contexts.js';
 
+/** An `upgrade` token in a Connection value, as Node's parser finds it (a little more widely: closing is safe). */
+const UPGRADE_TOKEN = /(?:^|,)[ \t]*upgrade[ \t]*(?:,|$)/i;
+
 /** What the listener hands requests to (the gateway, which passes each to its current generation). */
 export interface RequestHandler {
   handle(req: IncomingMessage, res: ServerResponse): void;
@@ -97,7 +100,7 @@ export class ProxyServer {
       requireHostHeader: false,
     };
     const handle = (req: IncomingMessage, res: ServerResponse): void => {
-      this.#lastResponse.set(req.socket, res);
+      this.#begin(req, res);
       this.#handler.handle(req, res);
     };
     const tls = options.tls;
@@ -132,13 +135,13 @@ export class ProxyServer {
     // One more than the limit, so that a request over it is seen (and refused) rather than silently cut.
     server.maxHeadersCount = config.max_header_count + 1;
     server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
-      this.#lastResponse.set(req.socket, res);
+      this.#begin(req, res);
       this.#handler.handleExpectContinue(req, res);
     });
     // An Expect other than 100-continue is ignored (RFC 9110 allows it; nginx does the same) rather than
     // answered 417 by Node, unseen by the pipeline; Expect itself is never forwarded.
     server.on('checkExpectation', (req: IncomingMessage, res: ServerResponse) => {
-      this.#lastResponse.set(req.socket, res);
+      this.#begin(req, res);
       this.#handler.handle(req, res);
     });
     this.#limitConnections(server, options.countConnections === true);
@@ -147,7 +150,7 @@ export class ProxyServer {
     if (tls !== undefined && config.redirect_http !== undefined) {
       // The same parser limits and timeouts as the proxy port; every request gets its 308.
       const redirect = createServer(http, (req, res) => {
-        this.#lastResponse.set(req.socket, res);
+        this.#begin(req, res);
         this.#redirect(req, res);
       });
       redirect.maxHeadersCount = config.max_header_count + 1;
@@ -304,6 +307,37 @@ export class ProxyServer {
   }
 
   /**
+   * Every request, before the pipeline sees it. A request with `Upgrade` and an `upgrade` token in
+   * `Connection` is answered as an ordinary request (Tollgate upgrades nothing), but Node's parser treats it
+   * as the last HTTP on the connection: bytes after it in the same read are dropped, and a parse error in its
+   * body is never reported. So its response closes the connection: the requests before it are answered in
+   * order, and a client that pipelined more after it sees the close and sends them again (RFC 9112 §9.3.2),
+   * instead of waiting for answers that would never come.
+   */
+  #begin(req: IncomingMessage, res: ServerResponse): void {
+    const socket = req.socket;
+    this.#lastResponse.set(socket, res);
+    if (req.headers.upgrade !== undefined && UPGRADE_TOKEN.test(req.headers.connection ?? '')) res.shouldKeepAlive = false;
+    if (res.socket === null) this.#closeWithConnection(res, socket);
+  }
+
+  /**
+   * A response queued behind another one (pipelining) gets no 'close' from Node when the connection ends
+   * before its turn: it is destroyed without a socket, and 'close' is tied to the socket. The pipeline learns
+   * that its client left from 'close', so without this the request stayed in flight for good (its upstream
+   * request waiting for a body that would never come, shutdown waiting for it).
+   */
+  #closeWithConnection(res: ServerResponse, socket: Socket): void {
+    const gone = (): void => {
+      if (res.socket !== null || res.closed) return;
+      res.destroy();
+      res.emit('close');
+    };
+    socket.once('close', gone);
+    res.once('socket', () => socket.off('close', gone));
+  }
+
+  /**
    * Requests Node's parser rejects (malformed, head too large, head too slow) never reach the pipeline:
    * they are answered here, with the same JSON error body and headers, logged, and the connection closed.
    */
@@ -331,6 +365,18 @@ export class ProxyServer {
       pending.once('finish', () => this.#clientError(err, socket));
       pending.once('close', () => {
         if (!pending.writableFinished) socket.destroy();
+      });
+      return;
+    }
+    // The bad bytes are the last request's own (its body), so the error is that request's answer: it takes
+    // that response's turn. While a response before it is still being written (pipelining), the last one has
+    // no socket yet; Node hands it the socket once the earlier ones are done, and never when one of them
+    // closed the connection (a second answer after `Connection: close`, or an answer cutting off the earlier
+    // response, was what writing at once did).
+    if (!done && pending.socket === null) {
+      pending.once('socket', () => this.#clientError(err, socket));
+      pending.once('close', () => {
+        if (pending.socket === null) socket.destroy();
       });
       return;
     }

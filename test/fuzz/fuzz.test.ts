@@ -58,13 +58,11 @@ describe('fuzz: mutated requests through Tollgate', () => {
   });
 
   test('2,000 cases: each ends in time, answers parse strictly, upstreams get only well-formed, authorized, normalized requests', async () => {
-    let known = 0;
     await fc.assert(
       fc.asyncProperty(caseArb, async (c) => {
         const outcome = await sendCase(port, c.text, TIMEOUT_MS);
         const findings = [...protectedUpstream.take().findings, ...publicUpstream.take().findings];
         const checked = checkTollgateCase(c.text, outcome, findings, TIMEOUT_MS);
-        known += checked.known.length;
         assert.deepEqual(checked.problems, [], `case ${show(c)}`);
       }),
       { seed: SEED, numRuns: 2_000 },
@@ -72,6 +70,5 @@ describe('fuzz: mutated requests through Tollgate', () => {
     assert.deepEqual(crashes, [], 'no uncaught exception or unhandled rejection');
     assert.ok(await stillAnswers(port), 'the proxy still answers /health');
     assert.ok(protectedUpstream.requests > 100 && publicUpstream.requests > 20, `enough cases reached the upstreams (${protectedUpstream.requests}, ${publicUpstream.requests})`);
-    assert.ok(known <= 5, `the known second-400 case stays rare (${known})`);
   });
 });

@@ -96,13 +96,8 @@ export function tollgateRules(role: 'protected' | 'public'): Inspect {
   };
 }
 
-/** The tail of an exchange in the known case: a second 400, Tollgate's parse-error answer, last. */
-const KNOWN_SECOND_400 = /\r\nConnection: close\r\n[^]*\r\n\r\n\{[^{}]*\}HTTP\/1\.1 400 Bad Request\r\n[^]*"message":"The request is malformed HTTP\."[^]*\}$/;
-
 export interface Checked {
   problems: string[];
-  /** Breaks of the properties already known (docs/security.md): reported apart. */
-  known: string[];
   responses: ParsedResponse[];
 }
 
@@ -111,14 +106,7 @@ export function checkTollgateCase(text: string, outcome: Outcome, findings: Find
   const problems: string[] = findings.map((f) => `${f.role} upstream: ${f.problem}\n    as received: ${JSON.stringify(f.detail)}`);
   if (outcome.hung) problems.push(`no close within ${timeoutMs} ms (received ${JSON.stringify(outcome.bytes.toString('latin1', 0, 200))})`);
   const { responses, problem } = parseResponses(outcome.bytes, text.includes('HEAD '));
-  const known: string[] = [];
-  if (problem !== undefined) {
-    const message = `malformed response: ${problem}\n    received: ${JSON.stringify(outcome.bytes.toString('latin1', 0, 600))}`;
-    // Known and listed in docs/security.md: a refusal with Connection: close, then a request queued behind it
-    // whose body fails to parse, gets Node's parse error answered as a second 400. Counted, not hidden.
-    if (problem.startsWith('bytes after a response with Connection: close') && KNOWN_SECOND_400.test(outcome.bytes.toString('latin1'))) known.push(message);
-    else problems.push(message);
-  }
+  if (problem !== undefined) problems.push(`malformed response: ${problem}\n    received: ${JSON.stringify(outcome.bytes.toString('latin1', 0, 600))}`);
   for (const response of responses) {
     if (response.status === 500) problems.push(`500 internal error: ${response.body.toString('latin1', 0, 300)}`);
   }
@@ -132,7 +120,7 @@ export function checkTollgateCase(text: string, outcome: Outcome, findings: Find
     if (typeof expected !== 'string') problems.push(`forwarded a request whose target Tollgate refuses: ${JSON.stringify(line.target)}`);
     else if (seen !== expected) problems.push(`authorized ${JSON.stringify(expected)} but forwarded ${JSON.stringify(seen)}`);
   }
-  return { problems, known, responses };
+  return { problems, responses };
 }
 
 /** The sentinel after a batch: the proxy still answers its health path. */

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import type { IncomingMessage } from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import { exchange, statusOf, statusesOf } from '../helpers/raw.js';
-import { startBackend, startProxy, type Backend, type TestProxy } from '../helpers/servers.js';
+import { startBackend, startHoldingBackend, startProxy, waitFor, type Backend, type TestProxy } from '../helpers/servers.js';
 
 const H = 'Host: x\r\n';
 
@@ -43,6 +43,7 @@ describe('framing and header attacks', () => {
     ['two Host headers', `GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n`, 400],
     ['a request target that is not a path', `GET * HTTP/1.1\r\n${H}\r\n`, 400],
     ['%00 in the path', `GET /a%00b HTTP/1.1\r\n${H}\r\n`, 400],
+    ['a request line without a version, ended by a bare LF (HTTP/0.9 to Node; found by fuzzing)', `GET /x\n${H}\r\n`, 400],
   ];
   for (const [what, bytes, status] of refused) {
     test(`${what}: ${status}, connection closed, nothing forwarded`, async () => {
@@ -77,6 +78,26 @@ describe('framing and header attacks', () => {
     assert.deepEqual([...reply.text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1])), [400]);
     assert.match(reply.text, /exactly one Host header/);
     assert.ok(reply.closedByServer);
+  });
+
+  test('a request refused with Connection: close, then a request whose body fails to parse: one 400, nothing after it (found by fuzzing)', async () => {
+    for (const refusals of [1, 2]) {
+      const refused = Array.from({ length: refusals }, (_, i) => `GET /#${i} HTTP/1.1\r\n${H}\r\n`).join('');
+      const reply = await exchange(proxy.port, `${refused}POST / HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\nzz\r\n`);
+      assert.deepEqual([...reply.text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1])), [400], reply.text);
+      assert.match(reply.text, /contains a fragment/);
+      assert.ok(reply.closedByServer);
+    }
+  });
+
+  test('a request answered 200, then a request whose body fails to parse: the 200 first, then the 400 (found by fuzzing)', async () => {
+    const hits = backend.hits;
+    const reply = await exchange(proxy.port, `GET /first HTTP/1.1\r\n${H}\r\nPOST / HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\nzz\r\n`);
+    // The 400 was once written at once, in place of the 200 still on its way from the upstream.
+    assert.deepEqual([...reply.text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1])), [200, 400]);
+    assert.match(reply.text, /"url":"\/first"/);
+    assert.ok(reply.closedByServer);
+    assert.equal(backend.hits, hits + 1);
   });
 
   test('no Host and a bad pipelined request after it: one 400 from Tollgate, nothing after its Connection: close (found by fuzzing)', async () => {
@@ -159,6 +180,103 @@ describe('framing and header attacks', () => {
     assert.match(reply.text, /"message":"The request body is larger than the 1024 bytes the proxy accepts\."/);
     assert.ok(reply.closedByServer, 'answered and closed without waiting for the body');
     assert.equal(backend.hits, hits);
+  });
+});
+
+describe('Upgrade requests and pipelining (found by fuzzing)', () => {
+  let backend: Backend;
+  let proxy: TestProxy;
+  before(async () => {
+    backend = await startBackend('b');
+    // keep-alive stays at its default (75 s): a close seen within the exchange's 3 s is Tollgate's decision.
+    proxy = await startProxy([backend], { server: { body_timeout_ms: 300 } });
+  });
+  after(async () => {
+    await proxy.close();
+    await backend.close();
+  });
+
+  const UPGRADE = `GET /up HTTP/1.1\r\n${H}Connection: keep-alive, Upgrade\r\nUpgrade: h2c\r\n\r\n`;
+  /** Status codes and the echoed paths of every response, in order. */
+  const answers = (text: string): { statuses: number[]; urls: string[] } => ({
+    statuses: [...text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1])),
+    urls: [...text.matchAll(/"url":"([^"]*)"/g)].map((m) => m[1] as string),
+  });
+
+  for (const close of ['', 'Connection: close\r\n']) {
+    const label = close === '' ? 'keep-alive' : 'the last request with Connection: close';
+    test(`a valid request then an Upgrade request on one write (${label}): both answered in order, no 101, then closed`, async () => {
+      const last = close === '' ? UPGRADE : UPGRADE.replace('keep-alive, Upgrade', 'close, Upgrade');
+      const reply = await exchange(proxy.port, `GET /first HTTP/1.1\r\n${H}\r\n${last}`, 3000);
+      assert.deepEqual(answers(reply.text), { statuses: [200, 200], urls: ['/first', '/up'] });
+      assert.doesNotMatch(reply.text, / 101 /);
+      assert.match(reply.text.slice(reply.text.lastIndexOf('HTTP/1.1 200')), /\r\nConnection: close\r\n/i);
+      assert.ok(reply.closedByServer, 'closed after the Upgrade request\'s response, not left open');
+    });
+
+    test(`an Upgrade request then a valid one on one write (${label}): the Upgrade request answered with Connection: close, then closed`, async () => {
+      // Node's parser reads nothing after a request it takes as an upgrade; the client learns that from the close.
+      const reply = await exchange(proxy.port, `${UPGRADE}GET /after HTTP/1.1\r\n${H}${close}\r\n`, 3000);
+      assert.deepEqual(answers(reply.text), { statuses: [200], urls: ['/up'] });
+      assert.match(reply.text, /\r\nConnection: close\r\n/i);
+      assert.ok(reply.closedByServer);
+    });
+  }
+
+  test('an Upgrade request whose chunked body is malformed, behind a request with a body: 408 after body_timeout_ms, closed', async () => {
+    // Node reports no parse error for an upgrade request's body: it just never ends.
+    const reply = await exchange(
+      proxy.port,
+      `POST /one HTTP/1.1\r\n${H}Content-Length: 1\r\n\r\naGET /two HTTP/1.1\r\n${H}\r\nGET /up HTTP/1.1\r\n${H}Connection: Upgrade\r\nUpgrade: h2c\r\nTransfer-Encoding: chunked\r\n\r\n2 \r\nab\r\n0\r\n\r\n`,
+      3000,
+    );
+    assert.deepEqual(answers(reply.text).statuses, [200, 200, 408]);
+    assert.ok(reply.closedByServer);
+  });
+
+  test('a pipelined request whose body stalls behind one with a body: 408 after body_timeout_ms, not a hung connection', async () => {
+    // The earlier request's body ending once cleared the connection's timeout, which the later one had set.
+    const reply = await exchange(proxy.port, `POST /one HTTP/1.1\r\n${H}Content-Length: 1\r\n\r\naPOST /two HTTP/1.1\r\n${H}Content-Length: 10\r\n\r\nab`, 3000);
+    assert.deepEqual(answers(reply.text), { statuses: [200, 408], urls: ['/one'] });
+    assert.ok(reply.closedByServer);
+  });
+});
+
+describe('a client that leaves with pipelined requests unanswered', () => {
+  test('the queued request ends too (logged, its upstream exchange ended), and shutdown completes', { timeout: 15_000 }, async () => {
+    const backend = await startHoldingBackend('b');
+    const proxy = await startProxy([backend]);
+    try {
+      // /hold is answered only when the test says; the POST behind it waits its turn, its body unfinished.
+      await exchange(proxy.port, `GET /hold HTTP/1.1\r\n${H}\r\nPOST /queued HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\n5\r\nab`, 300);
+      const completed = (path: string) => proxy.logs.find((l) => l.msg === 'Request Completed' && l.path === path);
+      // The queued response was destroyed without a socket, and Node gave it no 'close': it stayed in flight.
+      await waitFor(() => completed('/hold') !== undefined && completed('/queued') !== undefined, 3000, 'both requests logged');
+    } finally {
+      await proxy.close();
+      await backend.close();
+    }
+  });
+});
+
+describe('Expect: 100-continue on a pipelined request', () => {
+  test('queued behind a slower response: the 100 never comes after the final response head (found by fuzzing)', async () => {
+    const backend = await startHoldingBackend('b');
+    const proxy = await startProxy([backend]);
+    try {
+      const pending = exchange(proxy.port, `GET /hold HTTP/1.1\r\n${H}\r\nPOST /second HTTP/1.1\r\n${H}Expect: 100-continue\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc`, 3000);
+      // The second request is answered by the upstream while the first is still held.
+      await waitFor(() => backend.held.length === 1 && backend.hits >= 2, 3000, 'both requests at the upstream');
+      await new Promise((r) => setTimeout(r, 100));
+      backend.held[0]?.end('first');
+      const reply = await pending;
+      const statuses = [...reply.text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]));
+      assert.ok(statuses.join() === '200,200' || statuses.join() === '200,100,200', `statuses ${statuses.join()}`);
+      assert.ok(reply.closedByServer);
+    } finally {
+      await proxy.close();
+      await backend.close();
+    }
   });
 });
 
