@@ -83,6 +83,8 @@ export class RequestContext {
   /** Milliseconds from arrival until the response headers were written. */
   responseTime = -1;
   error: ProxyError | undefined = undefined;
+  /** The logging phase has run and the request was released (set once, whatever reports the end first). */
+  finished = false;
   /** Cancels the upstream request; set once it is dispatched. */
   abortUpstream: ((err?: Error) => void) | undefined = undefined;
 

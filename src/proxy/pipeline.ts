@@ -571,6 +571,10 @@ export class Pipeline implements ForwardHost {
 
   /** Runs when the client connection is done with this response (finished, or closed early). */
   #finish(ctx: RequestContext): void {
+    // A response queued behind another ends through the listener's 'close' or Node's (which emits one of
+    // its own from Node 24 on); either way the request is logged and released once.
+    if (ctx.finished) return;
+    ctx.finished = true;
     const abort = ctx.abortUpstream;
     if (abort !== undefined) {
       // The client left before the upstream response was complete: cancel the upstream request.

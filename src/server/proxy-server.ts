@@ -322,16 +322,19 @@ export class ProxyServer {
   }
 
   /**
-   * A response queued behind another one (pipelining) gets no 'close' from Node when the connection ends
+   * A response queued behind another one (pipelining) gets no 'close' from Node 20 when the connection ends
    * before its turn: it is destroyed without a socket, and 'close' is tied to the socket. The pipeline learns
    * that its client left from 'close', so without this the request stayed in flight for good (its upstream
-   * request waiting for a body that would never come, shutdown waiting for it).
+   * request waiting for a body that would never come, shutdown waiting for it). Node 24 emits 'close' itself,
+   * on the next tick after destroy(); it is emitted here only when Node did not.
    */
   #closeWithConnection(res: ServerResponse, socket: Socket): void {
     const gone = (): void => {
       if (res.socket !== null || res.closed) return;
       res.destroy();
-      res.emit('close');
+      process.nextTick(() => {
+        if (!res.closed) res.emit('close');
+      });
     };
     socket.once('close', gone);
     res.once('socket', () => socket.off('close', gone));
