@@ -2,9 +2,14 @@
  * `npm run demo`: a small backend on each port the config names (127.0.0.1:3000-3002 for
  * config/proxy.yaml), each answering with its name and the request it got, and the proxy in front of them,
  * in one process; then curl commands that fit the config. `--config FILE` (or a bare FILE) runs another
- * config, such as config/routes.example.yaml. Ctrl-C stops everything.
+ * config, such as config/routes.example.yaml. `--tls` serves the proxy over HTTPS instead, with a self-signed
+ * certificate for localhost made for the run (by openssl) and removed at the end. Ctrl-C stops everything.
  */
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createProxy } from './app.js';
 import { ConfigError, loadConfigFile } from './config/load.js';
@@ -73,8 +78,27 @@ function examples(config: Config, url: string): string[] {
   return lines;
 }
 
+/**
+ * A self-signed certificate for localhost and 127.0.0.1 (P-256, valid for 30 days), made by openssl in a
+ * fresh temporary folder; a user trusts it for the run with `curl --cacert`.
+ */
+function selfSignedCertificate(): { dir: string; cert: string; key: string } {
+  const dir = mkdtempSync(join(tmpdir(), 'tollgate-demo-tls-'));
+  const cert = join(dir, 'localhost.pem');
+  const key = join(dir, 'localhost-key.pem');
+  try {
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '30',
+      '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', '-keyout', key, '-out', cert], { stdio: 'pipe' });
+  } catch (err) {
+    rmSync(dir, { recursive: true, force: true });
+    const missing = (err as NodeJS.ErrnoException).code === 'ENOENT';
+    throw new Error(missing ? '--tls makes its certificate with openssl, which is not on the PATH (Debian: apt-get install openssl)' : `openssl could not make the certificate: ${String((err as { stderr?: Buffer }).stderr ?? err).trim()}`, { cause: err });
+  }
+  return { dir, cert, key };
+}
+
 async function demo(): Promise<void> {
-  const { values, positionals } = parseArgs({ options: { config: { type: 'string', short: 'c' } }, allowPositionals: true });
+  const { values, positionals } = parseArgs({ options: { config: { type: 'string', short: 'c' }, tls: { type: 'boolean', default: false } }, allowPositionals: true });
   const file = values.config ?? positionals[0] ?? 'config/proxy.yaml';
   // config/routes.example.yaml takes the API key from the environment; the demo has one of its own.
   process.env.API_KEY ??= 'demo-api-key';
@@ -88,6 +112,11 @@ async function demo(): Promise<void> {
     }
     throw err;
   }
+  const tls = values.tls ? selfSignedCertificate() : undefined;
+  if (tls !== undefined) {
+    config.server.tls = { certificates: [{ cert_file: tls.cert, key_file: tls.key }], min_version: 'TLSv1.2', forward_client_cert: false };
+    delete config.server.redirect_http;
+  }
   // One backend per distinct port (services of a routes config may share one).
   const byPort = new Map<number, string>();
   for (const u of allUpstreams(config)) if (!byPort.has(u.port)) byPort.set(u.port, u.name);
@@ -95,13 +124,15 @@ async function demo(): Promise<void> {
   const { logger, flush, direct } = createLogger(config.logging, { level: process.env.LOG_LEVEL, format: process.stdout.isTTY ? 'pretty' : undefined });
   const proxy = createProxy(config, { logger, directLog: direct });
   const address = await proxy.listen();
-  const url = `http://localhost:${address.port}`;
+  const url = `${tls === undefined ? 'http' : 'https'}://localhost:${address.port}`;
   const admin = proxy.admin?.address();
+  // With --tls, every example trusts the run's certificate.
+  const tried = examples(config, url).map((line) => (tls === undefined ? line : line.replaceAll('curl ', `curl --cacert ${tls.cert} `)));
   process.stderr.write(
     [
       '',
-      `Tollgate demo: ${backends.length} backends, proxy on ${url} with ${file}`,
-      ...examples(config, url),
+      `Tollgate demo: ${backends.length} backends, proxy on ${url} with ${file}${tls === undefined ? '' : ` (self-signed certificate for localhost: ${tls.cert})`}`,
+      ...tried,
       ...(admin === undefined ? [] : [`Dashboard: http://${admin.address}:${admin.port}/  (Prometheus: /metrics, JSON: /api/status)`]),
       'Ctrl-C to stop.',
       '',
@@ -112,6 +143,7 @@ async function demo(): Promise<void> {
       .close()
       .then(() => {
         for (const b of backends) b.close();
+        if (tls !== undefined) rmSync(tls.dir, { recursive: true, force: true });
         return flush();
       })
       .then(() => process.exit(0));

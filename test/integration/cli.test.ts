@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import type { ServerResponse } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { connect } from 'node:net';
 import { join } from 'node:path';
+import type { TLSSocket } from 'node:tls';
 import { describe, test } from 'node:test';
 import { request } from '../helpers/http.js';
 import { ROOT, listeningPort, runCli, startCli, waitForOutput, writeConfig } from '../helpers/cli.js';
@@ -286,6 +288,46 @@ describe('the tollgate command', () => {
       const [code] = (await once(demo, 'exit')) as [number];
       assert.equal(code, 0);
     }
+  });
+
+  test('the demo with --tls: HTTPS with a certificate for localhost made for the run, removed when it stops', async () => {
+    const [proxyPort, p1, p2, p3] = (await freePorts(4)) as [number, number, number, number];
+    const text = readFileSync(join(ROOT, 'config/proxy.yaml'), 'utf8')
+      .replace('listen_port: 8080', `listen_port: ${proxyPort}\n  listen_address: "127.0.0.1"`)
+      .replace('port: 3000', `port: ${p1}`)
+      .replace('port: 3001', `port: ${p2}`)
+      .replace('port: 3002', `port: ${p3}`)
+      .concat('\nadmin:\n  port: 0\n');
+    const demo = spawn(process.execPath, [join(ROOT, 'dist/demo.js'), '--tls', writeConfig(text)], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    const output = { stdout: '', stderr: '' };
+    demo.stdout.on('data', (c: Buffer) => (output.stdout += c.toString()));
+    demo.stderr.on('data', (c: Buffer) => (output.stderr += c.toString()));
+    let cert = '';
+    try {
+      await waitForOutput(Object.assign(demo, { output }), /Ctrl-C to stop/);
+      cert = /self-signed certificate for localhost: (\S+)\)/.exec(output.stderr)?.[1] ?? '';
+      assert.ok(existsSync(cert), `the certificate file is named: ${output.stderr}`);
+      assert.match(output.stderr, new RegExp(`curl --cacert ${cert} -i -H "Authorization: Bearer dev-token-123" https://localhost:${proxyPort}/`));
+      // Verified for real: the name localhost against the run's certificate as the only trusted CA.
+      const reply = await new Promise<{ status: number; body: string; protocol: string | null }>((resolve, reject) => {
+        const req = httpsRequest({ host: 'localhost', port: proxyPort, path: '/', ca: readFileSync(cert), headers: { authorization: 'Bearer dev-token-123' } }, (res) => {
+          let body = '';
+          const protocol = (res.socket as TLSSocket).getProtocol(); // read now: the socket is let go at the end
+          res.on('data', (c: Buffer) => (body += c.toString()));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body, protocol }));
+        });
+        req.on('error', reject);
+        req.end();
+      });
+      assert.equal(reply.status, 200);
+      assert.match(reply.body, /Hello from backend1/);
+      assert.match(reply.protocol ?? '', /^TLSv1\.[23]$/);
+    } finally {
+      demo.kill('SIGTERM');
+      const [code] = (await once(demo, 'exit')) as [number];
+      assert.equal(code, 0);
+    }
+    assert.equal(existsSync(cert), false, 'the certificate is removed at the end');
   });
 
   test("the brief's own quick start: python3 -m http.server backends behind the CLI", async (t) => {
