@@ -385,7 +385,6 @@ export class Pipeline implements ForwardHost {
 
   #redirect(ctx: RequestContext, redirect: { location: string; status: number }): void {
     const body = JSON.stringify({ location: redirect.location, status: redirect.status, request_id: ctx.requestId });
-    if ((ctx.bodyChunked || ctx.bodyLength > 0) && !ctx.req.complete) ctx.closeConnection = true;
     const headers = ['Location', redirect.location, 'Content-Type', 'application/json; charset=utf-8', 'Content-Length', String(Buffer.byteLength(body)), 'Cache-Control', 'no-store'];
     this.writeHead(ctx, redirect.status, headers);
     ctx.bytesSent = ctx.req.method === 'HEAD' ? 0 : Buffer.byteLength(body);
@@ -461,6 +460,10 @@ export class Pipeline implements ForwardHost {
     headers.push('X-Proxy-By', this.#proxyName, 'X-Request-ID', ctx.requestId, 'X-Response-Time', formatMs(ctx.responseTime));
     const extra = ctx.responseHeaders;
     for (let i = 0; i < extra.length; i++) headers.push(extra[i] as string);
+    // An upstream that answers before it has the whole request body (an early error, a sink) may never
+    // take the rest: the connection cannot carry another request until it is read, so it closes after
+    // this response instead of waiting for bytes nobody reads.
+    if ((ctx.bodyChunked || ctx.bodyLength > 0) && !ctx.req.complete) ctx.closeConnection = true;
     if (this.#shared.draining || ctx.closeConnection) headers.push('Connection', 'close');
     for (const filter of (ctx.route as Route).responseFilters) filter(ctx, headers);
     ctx.status = status;
@@ -527,8 +530,6 @@ export class Pipeline implements ForwardHost {
       }
     }
     ctx.error = error;
-    // A body the upstream did not take is left unread: close rather than read it only to discard it.
-    if ((ctx.bodyChunked || ctx.bodyLength > 0) && !ctx.req.complete) ctx.closeConnection = true;
     if (error.status === 400 || error.status === 501) ctx.closeConnection = true;
     const headers: string[] = [];
     if (error.code === 'no_upstream') headers.push('Retry-After', '1');
