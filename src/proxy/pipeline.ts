@@ -332,6 +332,21 @@ export class Pipeline implements ForwardHost {
 
   #proxy(ctx: RequestContext): void {
     if (ctx.res.destroyed) return; // the client left while an async filter ran
+    // A pipelined request queued behind another response (its response has no socket yet) reaches the
+    // upstream only at its turn, as with nginx: a response before it may close the connection, after which
+    // no further request may be processed (RFC 9112 §9.6), and requests with side effects must not be
+    // processed in parallel (§9.3.2). Node hands the response its socket at that turn, and never when the
+    // connection closed first: then 'close' ends and logs the request (499) with nothing sent upstream.
+    if (ctx.res.socket === null) {
+      ctx.res.once('socket', () => {
+        try {
+          this.#proxy(ctx);
+        } catch (err) {
+          throw markRequest(err, ctx.requestId);
+        }
+      });
+      return;
+    }
     const route = ctx.route as Route;
     const first = ctx.retries === 0;
     let backend: Backend | undefined;

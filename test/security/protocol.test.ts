@@ -3,10 +3,10 @@
  * the connection is closed where the framing cannot be trusted, and that nothing reached the upstream.
  */
 import assert from 'node:assert/strict';
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import { exchange, statusOf, statusesOf } from '../helpers/raw.js';
-import { startBackend, startHoldingBackend, startProxy, waitFor, type Backend, type TestProxy } from '../helpers/servers.js';
+import { echo, startBackend, startHoldingBackend, startProxy, waitFor, type Backend, type TestProxy } from '../helpers/servers.js';
 
 const H = 'Host: x\r\n';
 
@@ -259,15 +259,69 @@ describe('a client that leaves with pipelined requests unanswered', () => {
   });
 });
 
+describe('a pipelined request reaches the upstream only at its turn (found by the nginx differential fuzz)', () => {
+  test('behind a response that closes the connection, it is never forwarded (RFC 9112 §9.6), only logged', async () => {
+    const seen: string[] = [];
+    const backend = await startBackend('b', (req, res, b) => {
+      seen.push(`${req.method ?? ''} ${req.url ?? ''}`);
+      echo(req, res, b);
+    });
+    const proxy = await startProxy([backend]);
+    try {
+      // An idle upstream connection, on which a request dispatched at once would be written at once.
+      assert.equal(statusOf((await exchange(proxy.port, `GET /warm HTTP/1.1\r\n${H}Connection: close\r\n\r\n`, 3000)).text), 200);
+      // No Host: answered 400 with Connection: close; the DELETE after it was parsed in the same read.
+      const reply = await exchange(proxy.port, `GET /first HTTP/1.1\r\n\r\nDELETE /second HTTP/1.1\r\n${H}\r\n`, 3000);
+      assert.deepEqual(statusesOf(reply.text), [400]);
+      assert.ok(reply.closedByServer);
+      // A request on another connection, answered once the upstream has it: the DELETE, had it been
+      // forwarded when it was parsed, would have reached the upstream before it.
+      const after = await exchange(proxy.port, `GET /after HTTP/1.1\r\n${H}Connection: close\r\n\r\n`, 3000);
+      assert.equal(statusOf(after.text), 200);
+      assert.deepEqual(seen, ['GET /warm', 'GET /after']);
+      await waitFor(() => proxy.logs.some((l) => l.msg === 'Request Completed' && l.path === '/second'), 3000, 'the DELETE logged');
+      assert.equal(proxy.logs.find((l) => l.msg === 'Request Completed' && l.path === '/second')?.status, 499);
+    } finally {
+      await proxy.close();
+      await backend.close();
+    }
+  });
+
+  test('behind a slower response, it reaches the upstream after that response, not in parallel (RFC 9112 §9.3.2)', async () => {
+    const events: string[] = [];
+    const held: ServerResponse[] = [];
+    const backend = await startBackend('b', (req, res, b) => {
+      events.push(`${req.method ?? ''} ${req.url ?? ''}`);
+      if (req.url === '/hold') held.push(res);
+      else echo(req, res, b);
+    });
+    const proxy = await startProxy([backend]);
+    try {
+      const pending = exchange(proxy.port, `GET /hold HTTP/1.1\r\n${H}\r\nPOST /second HTTP/1.1\r\n${H}Content-Length: 3\r\nConnection: close\r\n\r\nabc`, 3000);
+      await waitFor(() => held.length === 1, 3000, 'the first request at the upstream');
+      // A request on another connection, answered once the upstream has it: the POST, had it been forwarded
+      // when it was parsed, would have reached the upstream before it.
+      assert.equal(statusOf((await exchange(proxy.port, `GET /probe HTTP/1.1\r\n${H}Connection: close\r\n\r\n`, 3000)).text), 200);
+      events.push('first answered');
+      held[0]?.end('first');
+      const reply = await pending;
+      assert.deepEqual([...reply.text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1])), [200, 200]);
+      assert.deepEqual(events, ['GET /hold', 'GET /probe', 'first answered', 'POST /second']);
+    } finally {
+      await proxy.close();
+      await backend.close();
+    }
+  });
+});
+
 describe('Expect: 100-continue on a pipelined request', () => {
   test('queued behind a slower response: the 100 never comes after the final response head (found by fuzzing)', async () => {
     const backend = await startHoldingBackend('b');
     const proxy = await startProxy([backend]);
     try {
       const pending = exchange(proxy.port, `GET /hold HTTP/1.1\r\n${H}\r\nPOST /second HTTP/1.1\r\n${H}Expect: 100-continue\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc`, 3000);
-      // The second request is answered by the upstream while the first is still held.
-      await waitFor(() => backend.held.length === 1 && backend.hits >= 2, 3000, 'both requests at the upstream');
-      await new Promise((r) => setTimeout(r, 100));
+      // The second request waits for its turn (it reaches the upstream only once the first is answered).
+      await waitFor(() => backend.held.length === 1, 3000, 'the first request at the upstream');
       backend.held[0]?.end('first');
       const reply = await pending;
       const statuses = [...reply.text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]));
