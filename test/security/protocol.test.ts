@@ -44,6 +44,8 @@ describe('framing and header attacks', () => {
     ['a request target that is not a path', `GET * HTTP/1.1\r\n${H}\r\n`, 400],
     ['%00 in the path', `GET /a%00b HTTP/1.1\r\n${H}\r\n`, 400],
     ['a request line without a version, ended by a bare LF (HTTP/0.9 to Node; found by fuzzing)', `GET /x\n${H}\r\n`, 400],
+    ['CONNECT (Tollgate is not a forward proxy; Node closed the connection without an answer)', `CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n`, 501],
+    ['CONNECT with an origin-form target', `CONNECT /a HTTP/1.1\r\n${H}\r\n`, 501],
   ];
   for (const [what, bytes, status] of refused) {
     test(`${what}: ${status}, connection closed, nothing forwarded`, async () => {
@@ -60,6 +62,16 @@ describe('framing and header attacks', () => {
     const reply = await exchange(proxy.port, `POST / HTTP/1.1\r\n${H}Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\n${H}\r\n`);
     assert.deepEqual(statusesOf(reply.text), [400]);
     assert.equal(backend.hits, hits);
+  });
+
+  test('CONNECT pipelined after a whole request: that request is answered first, then 501 (found by the nginx differential fuzz)', async () => {
+    const hits = backend.hits;
+    const reply = await exchange(proxy.port, `GET /first HTTP/1.1\r\n${H}\r\nCONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\nGET /after HTTP/1.1\r\n${H}\r\n`);
+    const statuses = [...reply.text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]));
+    assert.deepEqual(statuses, [200, 501], 'Node closed the connection at the CONNECT, cutting off the first response');
+    assert.match(reply.text, /"error":"not_implemented".*CONNECT/);
+    assert.ok(reply.closedByServer);
+    assert.equal(backend.hits, hits + 1, 'only the first request was forwarded');
   });
 
   test('bad bytes pipelined after a whole request: that request is answered first, then 400 (found by fuzzing)', async () => {
