@@ -337,7 +337,8 @@ export class Pipeline implements ForwardHost {
     // no further request may be processed (RFC 9112 §9.6), and requests with side effects must not be
     // processed in parallel (§9.3.2). Node hands the response its socket at that turn, and never when the
     // connection closed first: then 'close' ends and logs the request (499) with nothing sent upstream.
-    if (ctx.res.socket === null) {
+    const socket = ctx.res.socket;
+    if (socket === null) {
       ctx.res.once('socket', () => {
         try {
           this.#proxy(ctx);
@@ -345,6 +346,12 @@ export class Pipeline implements ForwardHost {
           throw markRequest(err, ctx.requestId);
         }
       });
+      return;
+    }
+    // Node may still hand over a request it parsed after the response before it closed the connection (its
+    // write side already ended): nothing can answer it, so it ends here, logged as 499, never forwarded.
+    if (socket.writableEnded || socket.destroyed) {
+      ctx.res.destroy();
       return;
     }
     const route = ctx.route as Route;
