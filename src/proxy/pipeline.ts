@@ -76,6 +76,13 @@ const BODY_WATCH = new WeakMap<Socket, IncomingMessage>();
 const IDEMPOTENT: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 const UNDERSCORE = new ProxyError('bad_request', { message: 'Header names with underscores are not accepted.' });
 const HOST_COUNT = new ProxyError('bad_request', { message: 'An HTTP/1.1 request needs exactly one Host header.' });
+const HOST_INVALID = new ProxyError('bad_request', { message: 'The Host header is not a host name or address with an optional port.' });
+/**
+ * RFC 9112 §3.2: Host = uri-host [ ":" port ], and an invalid one is a 400. uri-host is an IP literal in
+ * brackets (checked with isIP) or a reg-name (RFC 3986 unreserved, sub-delims, percent escapes), never
+ * empty: an http URI with an empty host is invalid (RFC 9110 §4.2.1).
+ */
+const HOST_VALUE = /^(?:\[([0-9A-Fa-f:.]+)\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]*)?$/;
 /**
  * Two credentials in one request: Node keeps the first in `req.headers` (or joins the lines of an unknown
  * name), auth checks that, and an upstream reading the last one would act on a credential never checked.
@@ -83,6 +90,11 @@ const HOST_COUNT = new ProxyError('bad_request', { message: 'An HTTP/1.1 request
  */
 const NO_VERSION = new ProxyError('bad_request', { message: 'The request line has no HTTP/1.x version.' });
 const AUTHORIZATION_COUNT = new ProxyError('bad_request', { message: 'A request may carry only one Authorization header.' });
+
+function validHost(host: string): boolean {
+  const match = HOST_VALUE.exec(host);
+  return match !== null && (match[1] === undefined || isIP(match[1]) === 6);
+}
 
 export class Pipeline implements ForwardHost {
   readonly #shared: PipelineShared;
@@ -262,6 +274,7 @@ export class Pipeline implements ForwardHost {
       out.push(name, raw[i + 1] as string);
     }
     if (hosts > 1 || (hosts === 0 && req.httpVersionMajor === 1 && req.httpVersionMinor === 1)) return HOST_COUNT;
+    if (hosts === 1 && !validHost(req.headers.host as string)) return HOST_INVALID;
     if (authorizations > 1) return AUTHORIZATION_COUNT;
     if (credentials > 1) return new ProxyError('bad_request', { message: `A request may carry only one ${credential as string} header.` });
     const length = req.headers['content-length'];

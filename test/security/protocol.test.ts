@@ -44,6 +44,11 @@ describe('framing and header attacks', () => {
     ['a request target that is not a path', `GET * HTTP/1.1\r\n${H}\r\n`, 400],
     ['%00 in the path', `GET /a%00b HTTP/1.1\r\n${H}\r\n`, 400],
     ['a request line without a version, ended by a bare LF (HTTP/0.9 to Node; found by fuzzing)', `GET /x\n${H}\r\n`, 400],
+    ['an empty Host (an http URI needs a host, RFC 9110 §4.2.1; found by the nginx differential fuzz)', 'GET / HTTP/1.1\r\nHost: \r\n\r\n', 400],
+    ['a Host with a space (RFC 9112 §3.2: an invalid Host is a 400)', 'GET / HTTP/1.1\r\nHost: x y\r\n\r\n', 400],
+    ['a Host with an unclosed IP literal (undici refused it: was a 502)', 'GET / HTTP/1.1\r\nHost: [::\r\n\r\n', 400],
+    ['a Host with a path', 'GET / HTTP/1.1\r\nHost: x/y\r\n\r\n', 400],
+    ['a Host with a non-numeric port', 'GET / HTTP/1.1\r\nHost: x:y\r\n\r\n', 400],
     ['CONNECT (Tollgate is not a forward proxy; Node closed the connection without an answer)', `CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n`, 501],
     ['CONNECT with an origin-form target', `CONNECT /a HTTP/1.1\r\n${H}\r\n`, 501],
   ];
@@ -56,6 +61,13 @@ describe('framing and header attacks', () => {
       assert.equal(backend.hits, hits, 'nothing was forwarded');
     });
   }
+
+  test('valid Host values are accepted: a name, a port, IPv4, IPv6, an empty port', async () => {
+    for (const host of ['x', 'a.b-c_d~e:8080', '127.0.0.1', '[::1]', '[::1]:80', 'x:', 'xn--bcher-kva.example']) {
+      const reply = await exchange(proxy.port, `GET / HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
+      assert.equal(statusOf(reply.text), 200, host);
+    }
+  });
 
   test('a pipelined request smuggled after an ambiguous one is never forwarded', async () => {
     const hits = backend.hits;
