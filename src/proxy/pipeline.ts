@@ -83,6 +83,8 @@ const HOST_INVALID = new ProxyError('bad_request', { message: 'The Host header i
  * empty: an http URI with an empty host is invalid (RFC 9110 §4.2.1).
  */
 const HOST_VALUE = /^(?:\[([0-9A-Fa-f:.]+)\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]*)?$/;
+/** RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing (a desync vector): 400, closed. */
+const TE_IN_HTTP10 = new ProxyError('bad_request', { message: 'An HTTP/1.0 request cannot use Transfer-Encoding.' });
 /**
  * Two credentials in one request: Node keeps the first in `req.headers` (or joins the lines of an unknown
  * name), auth checks that, and an upstream reading the last one would act on a credential never checked.
@@ -262,6 +264,7 @@ export class Pipeline implements ForwardHost {
       else if (lower === credential) credentials++;
       else if (lower === 'transfer-encoding') {
         // Node has already refused Transfer-Encoding with Content-Length, repeated, or not ending in chunked.
+        if (req.httpVersionMinor === 0) return TE_IN_HTTP10;
         if ((raw[i + 1] as string).trim().toLowerCase() !== 'chunked') return NOT_IMPLEMENTED;
         ctx.bodyChunked = true;
         continue;

@@ -49,6 +49,7 @@ describe('framing and header attacks', () => {
     ['a Host with an unclosed IP literal (undici refused it: was a 502)', 'GET / HTTP/1.1\r\nHost: [::\r\n\r\n', 400],
     ['a Host with a path', 'GET / HTTP/1.1\r\nHost: x/y\r\n\r\n', 400],
     ['a Host with a non-numeric port', 'GET / HTTP/1.1\r\nHost: x:y\r\n\r\n', 400],
+    ['HTTP/1.0 with Transfer-Encoding (RFC 9112 §6.1: faulty framing)', `POST / HTTP/1.0\r\n${H}Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n`, 400],
     ['CONNECT (Tollgate is not a forward proxy; Node closed the connection without an answer)', `CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n`, 501],
     ['CONNECT with an origin-form target', `CONNECT /a HTTP/1.1\r\n${H}\r\n`, 501],
   ];
