@@ -15,7 +15,7 @@ import { parseResponses, single } from './strict-http.js';
 import { startStrictUpstream, type Finding, type Received, type StrictUpstream } from './strict-upstream.js';
 
 /** How one response on the connection came about: from an upstream (by role) or from the proxy itself. */
-type Answer = { from: 'upstream'; role: string; status: number } | { from: 'proxy'; status: number };
+type Answer = { from: 'upstream'; role: string; status: number } | { from: 'proxy'; status: number; reason: string };
 
 /** One proxy's handling of one case. */
 export interface Side {
@@ -39,7 +39,9 @@ export function side(text: string, outcome: Outcome, received: Side['received'],
   const { responses, problem } = parseResponses(outcome.bytes, text.includes('HEAD '));
   const answers = responses.filter((r) => r.status >= 200).map((r): Answer => {
     const role = single(r.headers, 'x-upstream');
-    return typeof role === 'string' ? { from: 'upstream', role, status: r.status } : { from: 'proxy', status: r.status };
+    // Tollgate's error bodies say why (`"message"`); nginx's do not.
+    const reason = /"message":"((?:[^"\\]|\\.)*)"/.exec(r.body.toString('latin1'))?.[1] ?? '';
+    return typeof role === 'string' ? { from: 'upstream', role, status: r.status } : { from: 'proxy', status: r.status, reason };
   });
   const malformed = findings.filter((f) => f.problem.startsWith('malformed request')).map((f) => f.problem);
   const interim = responses.filter((r) => r.status < 200).map((r) => r.status);
@@ -82,10 +84,10 @@ export function compare(t: Side, n: Side): Disagreement | undefined {
     } else if (a.from === 'upstream') {
       return { category: `nginx ${b.status}, Tollgate forwards`, detail: `to ${a.role}`, security: true };
     } else if (b.from === 'upstream') {
-      return { category: `Tollgate ${a.status}, nginx forwards`, detail: `to ${b.role}`, security: false };
+      return { category: `Tollgate ${a.status}, nginx forwards`, detail: `to ${b.role}: ${a.reason}`, security: false };
     } else if (a.status !== b.status) {
       const same = Math.floor(a.status / 100) === Math.floor(b.status / 100);
-      return { category: same ? 'different status in the same class' : 'different status class', detail: `Tollgate ${a.status}, nginx ${b.status}`, security: false };
+      return { category: same ? 'different status in the same class' : 'different status class', detail: `Tollgate ${a.status}, nginx ${b.status}${a.reason === '' ? '' : ` (Tollgate: ${a.reason})`}`, security: false };
     }
   }
   for (const role of ['protected', 'public'] as const) {
@@ -257,7 +259,9 @@ export async function runDifferential(options: DifferentialOptions): Promise<num
   console.log('disagreements by category (! = Tollgate forwards what nginx refuses, or sends the protected upstream something else):');
   for (const [category, tally] of [...tallies].sort((x, y) => y[1].count - x[1].count)) {
     console.log(`\n${tally.security ? '!' : ' '} ${tally.count}  ${category}`);
-    for (const [detail, count] of [...tally.details].sort((x, y) => y[1] - x[1]).slice(0, 6)) if (detail !== '') console.log(`      ${count}  ${detail}`);
+    const details = [...tally.details].sort((x, y) => y[1] - x[1]);
+    for (const [detail, count] of details.slice(0, 8)) if (detail !== '') console.log(`      ${count}  ${detail}`);
+    if (details.length > 8) console.log(`      (${details.length - 8} more details, ${details.slice(8).reduce((n, d) => n + d[1], 0)} cases)`);
     console.log(`    shortest: ${show(tally.example)}`);
     console.log(`      Tollgate: ${summary(tally.example.t)}`);
     console.log(`      nginx:    ${summary(tally.example.n)}`);

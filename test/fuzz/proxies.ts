@@ -105,7 +105,7 @@ http {
   proxy_set_header X-Forwarded-For $remote_addr;
   proxy_next_upstream off;
   map $http_authorization $fuzz_authorized {
-    "~*^bearer[\\x20\\x09]+${TOKEN}$" 1;
+    "~^(?i:bearer)[\\x20\\x09]+${TOKEN}$" 1;
     default 0;
   }
 ${servers.join('\n')}
