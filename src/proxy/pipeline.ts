@@ -76,6 +76,15 @@ const BODY_WATCH = new WeakMap<Socket, IncomingMessage>();
 const IDEMPOTENT: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 const UNDERSCORE = new ProxyError('bad_request', { message: 'Header names with underscores are not accepted.' });
 const HOST_COUNT = new ProxyError('bad_request', { message: 'An HTTP/1.1 request needs exactly one Host header.' });
+const HOST_INVALID = new ProxyError('bad_request', { message: 'The Host header is not a host name or address with an optional port.' });
+/**
+ * RFC 9112 §3.2: Host = uri-host [ ":" port ], and an invalid one is a 400. uri-host is an IP literal in
+ * brackets (checked with isIP) or a reg-name (RFC 3986 unreserved, sub-delims, percent escapes), never
+ * empty: an http URI with an empty host is invalid (RFC 9110 §4.2.1).
+ */
+const HOST_VALUE = /^(?:\[([0-9A-Fa-f:.]+)\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]*)?$/;
+/** RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing (a desync vector): 400, closed. */
+const TE_IN_HTTP10 = new ProxyError('bad_request', { message: 'An HTTP/1.0 request cannot use Transfer-Encoding.' });
 /**
  * Two credentials in one request: Node keeps the first in `req.headers` (or joins the lines of an unknown
  * name), auth checks that, and an upstream reading the last one would act on a credential never checked.
@@ -83,6 +92,11 @@ const HOST_COUNT = new ProxyError('bad_request', { message: 'An HTTP/1.1 request
  */
 const NO_VERSION = new ProxyError('bad_request', { message: 'The request line has no HTTP/1.x version.' });
 const AUTHORIZATION_COUNT = new ProxyError('bad_request', { message: 'A request may carry only one Authorization header.' });
+
+function validHost(host: string): boolean {
+  const match = HOST_VALUE.exec(host);
+  return match !== null && (match[1] === undefined || isIP(match[1]) === 6);
+}
 
 export class Pipeline implements ForwardHost {
   readonly #shared: PipelineShared;
@@ -250,6 +264,7 @@ export class Pipeline implements ForwardHost {
       else if (lower === credential) credentials++;
       else if (lower === 'transfer-encoding') {
         // Node has already refused Transfer-Encoding with Content-Length, repeated, or not ending in chunked.
+        if (req.httpVersionMinor === 0) return TE_IN_HTTP10;
         if ((raw[i + 1] as string).trim().toLowerCase() !== 'chunked') return NOT_IMPLEMENTED;
         ctx.bodyChunked = true;
         continue;
@@ -262,6 +277,7 @@ export class Pipeline implements ForwardHost {
       out.push(name, raw[i + 1] as string);
     }
     if (hosts > 1 || (hosts === 0 && req.httpVersionMajor === 1 && req.httpVersionMinor === 1)) return HOST_COUNT;
+    if (hosts === 1 && !validHost(req.headers.host as string)) return HOST_INVALID;
     if (authorizations > 1) return AUTHORIZATION_COUNT;
     if (credentials > 1) return new ProxyError('bad_request', { message: `A request may carry only one ${credential as string} header.` });
     const length = req.headers['content-length'];
@@ -332,6 +348,28 @@ export class Pipeline implements ForwardHost {
 
   #proxy(ctx: RequestContext): void {
     if (ctx.res.destroyed) return; // the client left while an async filter ran
+    // A pipelined request queued behind another response (its response has no socket yet) reaches the
+    // upstream only at its turn, as with nginx: a response before it may close the connection, after which
+    // no further request may be processed (RFC 9112 §9.6), and requests with side effects must not be
+    // processed in parallel (§9.3.2). Node hands the response its socket at that turn, and never when the
+    // connection closed first: then 'close' ends and logs the request (499) with nothing sent upstream.
+    const socket = ctx.res.socket;
+    if (socket === null) {
+      ctx.res.once('socket', () => {
+        try {
+          this.#proxy(ctx);
+        } catch (err) {
+          throw markRequest(err, ctx.requestId);
+        }
+      });
+      return;
+    }
+    // Node may still hand over a request it parsed after the response before it closed the connection (its
+    // write side already ended): nothing can answer it, so it ends here, logged as 499, never forwarded.
+    if (socket.writableEnded || socket.destroyed) {
+      ctx.res.destroy();
+      return;
+    }
     const route = ctx.route as Route;
     const first = ctx.retries === 0;
     let backend: Backend | undefined;

@@ -14,6 +14,9 @@ import type { TlsContexts } from './tls-contexts.js';
 /** An `upgrade` token in a Connection value, as Node's parser finds it (a little more widely: closing is safe). */
 const UPGRADE_TOKEN = /(?:^|,)[ \t]*upgrade[ \t]*(?:,|$)/i;
 
+/** The code `#clientError` gets for a CONNECT request (not one of Node's). */
+const CONNECT_REFUSED = 'TOLLGATE_CONNECT';
+
 /** What the listener hands requests to (the gateway, which passes each to its current generation). */
 export interface RequestHandler {
   handle(req: IncomingMessage, res: ServerResponse): void;
@@ -146,6 +149,7 @@ export class ProxyServer {
     });
     this.#limitConnections(server, options.countConnections === true);
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.#clientError(err, socket));
+    server.on('connect', this.#connectRequest);
     this.server = server;
     if (tls !== undefined && config.redirect_http !== undefined) {
       // The same parser limits and timeouts as the proxy port; every request gets its 308.
@@ -156,6 +160,7 @@ export class ProxyServer {
       redirect.maxHeadersCount = config.max_header_count + 1;
       this.#limitConnections(redirect, options.countConnections === true);
       redirect.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.#clientError(err, socket));
+      redirect.on('connect', this.#connectRequest);
       this.redirectServer = redirect;
     }
   }
@@ -341,12 +346,27 @@ export class ProxyServer {
   }
 
   /**
+   * CONNECT (a tunnel through a forward proxy) is not served. Node's parser stops reading at it and, with no
+   * 'connect' listener, destroys the connection at once, cutting off the responses of the requests before
+   * it. It is answered like malformed bytes instead: 501, in its turn after those responses, then closed.
+   */
+  readonly #connectRequest = (_req: IncomingMessage, socket: Duplex): void => {
+    this.#clientError(Object.assign(new Error('CONNECT is not supported'), { code: CONNECT_REFUSED }), socket);
+  };
+
+  /**
    * Requests Node's parser rejects (malformed, head too large, head too slow) never reach the pipeline:
    * they are answered here, with the same JSON error body and headers, logged, and the connection closed.
    */
   #clientError(err: NodeJS.ErrnoException, socket: Duplex): void {
     const code: ErrorCode =
-      err.code === 'HPE_HEADER_OVERFLOW' ? 'headers_too_large' : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 'request_timeout' : 'bad_request';
+      err.code === 'HPE_HEADER_OVERFLOW'
+        ? 'headers_too_large'
+        : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+          ? 'request_timeout'
+          : err.code === CONNECT_REFUSED
+            ? 'not_implemented'
+            : 'bad_request';
     const requestId = randomUUID();
     const client = (socket as Socket).remoteAddress ?? '';
     // A client that hangs up mid-request (EOF or reset) is gone: there is nobody to answer. The request,
@@ -384,7 +404,8 @@ export class ProxyServer {
       return;
     }
     const { status } = ERROR_CATALOGUE[code];
-    const message = code === 'bad_request' ? 'The request is malformed HTTP.' : ERROR_CATALOGUE[code].message;
+    const message =
+      code === 'bad_request' ? 'The request is malformed HTTP.' : code === 'not_implemented' ? 'CONNECT is not supported: Tollgate is not a forward proxy.' : ERROR_CATALOGUE[code].message;
     const body = JSON.stringify(errorBody(code, message, requestId));
     socket.end(
       `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nContent-Type: application/json; charset=utf-8\r\n` +

@@ -1,5 +1,8 @@
 /**
  * The long fuzz run: `npm run fuzz -- --runs 1000000 --seed 42 [--concurrency 8] [--normalizer-runs N]`.
+ * With `--nginx`, the differential run instead (differential.ts): the same cases through Tollgate and nginx
+ * (`--nginx-binary`, default /usr/sbin/nginx), `--concurrency` lanes (default 2), disagreements listed
+ * (and each written to `--dump FILE` as a JSON line).
  * Tollgate runs as a child process (dist/cli.js, so build first), so a crash shows as its exit; after every
  * batch of 1,000 cases it must still answer /health. Cases are the same as the npm test's, from
  * fast-check with the printed seed; batch b uses seed + b, so `--from-batch b --runs 1000 --concurrency 1`
@@ -15,6 +18,7 @@ import { parseArgs } from 'node:util';
 import fc from 'fast-check';
 import { caseArb, pathArb, show, targetArb } from './cases.js';
 import { checkTollgateCase, fuzzConfig, sendCase, stillAnswers, tollgateRules } from './harness.js';
+import { runDifferential } from './differential.js';
 import { normalizerProblems } from './normalizer-properties.js';
 import { startStrictUpstream } from './strict-upstream.js';
 
@@ -22,7 +26,10 @@ const { values } = parseArgs({
   options: {
     runs: { type: 'string', default: '1000000' },
     seed: { type: 'string' },
-    concurrency: { type: 'string', default: '8' },
+    concurrency: { type: 'string' },
+    nginx: { type: 'boolean', default: false },
+    'nginx-binary': { type: 'string', default: '/usr/sbin/nginx' },
+    dump: { type: 'string' },
     'normalizer-runs': { type: 'string', default: '0' },
     'from-batch': { type: 'string', default: '0' },
     timeout: { type: 'string', default: '5000' },
@@ -30,8 +37,12 @@ const { values } = parseArgs({
 });
 const runs = Number(values.runs);
 const seed = values.seed === undefined ? Date.now() % 2 ** 31 : Number(values.seed);
-const concurrency = Number(values.concurrency);
+const concurrency = Number(values.concurrency ?? (values.nginx ? 2 : 8));
 const timeoutMs = Number(values.timeout);
+if (values.nginx) {
+  const failures = await runDifferential({ runs, seed, concurrency, timeoutMs, fromBatch: Number(values['from-batch']), nginx: values['nginx-binary'], dump: values.dump });
+  process.exit(failures > 0 ? 1 : 0);
+}
 const BATCH = 1000;
 console.log(`fuzz: seed ${seed}, ${runs} raw-socket cases, concurrency ${concurrency}, normalizer cases ${values['normalizer-runs']}`);
 

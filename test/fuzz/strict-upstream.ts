@@ -7,7 +7,7 @@
  */
 import { once } from 'node:events';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
-import { StrictRequestParser, single, type ParsedRequest } from './strict-http.js';
+import { StrictRequestParser, all, single, type ParsedRequest } from './strict-http.js';
 
 export interface Finding {
   role: string;
@@ -16,16 +16,24 @@ export interface Finding {
   detail: string;
 }
 
+/** What one parsed request was: its method, its target as received, its `Authorization` values and `X-Forwarded-For`. */
+export interface Received {
+  method: string;
+  target: string;
+  authorization: string[];
+  forwardedFor: string;
+}
+
 export interface StrictUpstream {
   role: string;
   port: number;
   /** Requests parsed since start. */
   requests: number;
-  /** The targets of the requests parsed since the last `take()`. */
-  targets: string[];
+  /** The requests parsed since the last `take()`. */
+  received: Received[];
   findings: Finding[];
   /** Returns and clears what was recorded since the last call. */
-  take(): { targets: string[]; findings: Finding[] };
+  take(): { received: Received[]; findings: Finding[] };
   close(): Promise<void>;
 }
 
@@ -42,11 +50,11 @@ export async function startStrictUpstream(role: string, inspect: Inspect = () =>
     role,
     port: 0,
     requests: 0,
-    targets: [],
+    received: [],
     findings: [],
     take() {
-      const taken = { targets: upstream.targets, findings: upstream.findings };
-      upstream.targets = [];
+      const taken = { received: upstream.received, findings: upstream.findings };
+      upstream.received = [];
       upstream.findings = [];
       return taken;
     },
@@ -61,13 +69,13 @@ export async function startStrictUpstream(role: string, inspect: Inspect = () =>
     socket.on('close', () => sockets.delete(socket));
     socket.on('error', () => {});
     const parser = new StrictRequestParser();
-    let received = '';
+    let tail = '';
     socket.on('data', (chunk: Buffer) => {
-      received = (received + chunk.toString('latin1')).slice(-400); // the bytes before a problem
+      tail = (tail + chunk.toString('latin1')).slice(-400); // the bytes before a problem
       const { requests, problem } = parser.push(chunk);
       for (const request of requests) {
         upstream.requests++;
-        upstream.targets.push(request.target);
+        upstream.received.push({ method: request.method, target: request.target, authorization: all(request.headers, 'authorization'), forwardedFor: all(request.headers, 'x-forwarded-for').join(', ') });
         for (const complaint of inspect(request)) upstream.findings.push({ role, problem: complaint, detail: describe(request) });
         const body = `${role} ${request.method} ${request.target}`;
         const chunked = request.body.length % 2 === 1; // both framings go back through the proxy
@@ -84,7 +92,7 @@ export async function startStrictUpstream(role: string, inspect: Inspect = () =>
         }
       }
       if (problem !== undefined) {
-        upstream.findings.push({ role, problem: `malformed request reached the upstream: ${problem}`, detail: received });
+        upstream.findings.push({ role, problem: `malformed request reached the upstream: ${problem}`, detail: tail });
         socket.destroy();
       }
     });

@@ -3,10 +3,10 @@
  * the connection is closed where the framing cannot be trusted, and that nothing reached the upstream.
  */
 import assert from 'node:assert/strict';
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import { exchange, statusOf, statusesOf } from '../helpers/raw.js';
-import { startBackend, startHoldingBackend, startProxy, waitFor, type Backend, type TestProxy } from '../helpers/servers.js';
+import { echo, startBackend, startHoldingBackend, startProxy, waitFor, type Backend, type TestProxy } from '../helpers/servers.js';
 
 const H = 'Host: x\r\n';
 
@@ -44,6 +44,14 @@ describe('framing and header attacks', () => {
     ['a request target that is not a path', `GET * HTTP/1.1\r\n${H}\r\n`, 400],
     ['%00 in the path', `GET /a%00b HTTP/1.1\r\n${H}\r\n`, 400],
     ['a request line without a version, ended by a bare LF (HTTP/0.9 to Node; found by fuzzing)', `GET /x\n${H}\r\n`, 400],
+    ['an empty Host (an http URI needs a host, RFC 9110 §4.2.1; found by the nginx differential fuzz)', 'GET / HTTP/1.1\r\nHost: \r\n\r\n', 400],
+    ['a Host with a space (RFC 9112 §3.2: an invalid Host is a 400)', 'GET / HTTP/1.1\r\nHost: x y\r\n\r\n', 400],
+    ['a Host with an unclosed IP literal (undici refused it: was a 502)', 'GET / HTTP/1.1\r\nHost: [::\r\n\r\n', 400],
+    ['a Host with a path', 'GET / HTTP/1.1\r\nHost: x/y\r\n\r\n', 400],
+    ['a Host with a non-numeric port', 'GET / HTTP/1.1\r\nHost: x:y\r\n\r\n', 400],
+    ['HTTP/1.0 with Transfer-Encoding (RFC 9112 §6.1: faulty framing)', `POST / HTTP/1.0\r\n${H}Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n`, 400],
+    ['CONNECT (Tollgate is not a forward proxy; Node closed the connection without an answer)', `CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n`, 501],
+    ['CONNECT with an origin-form target', `CONNECT /a HTTP/1.1\r\n${H}\r\n`, 501],
   ];
   for (const [what, bytes, status] of refused) {
     test(`${what}: ${status}, connection closed, nothing forwarded`, async () => {
@@ -55,11 +63,28 @@ describe('framing and header attacks', () => {
     });
   }
 
+  test('valid Host values are accepted: a name, a port, IPv4, IPv6, an empty port', async () => {
+    for (const host of ['x', 'a.b-c_d~e:8080', '127.0.0.1', '[::1]', '[::1]:80', 'x:', 'xn--bcher-kva.example']) {
+      const reply = await exchange(proxy.port, `GET / HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
+      assert.equal(statusOf(reply.text), 200, host);
+    }
+  });
+
   test('a pipelined request smuggled after an ambiguous one is never forwarded', async () => {
     const hits = backend.hits;
     const reply = await exchange(proxy.port, `POST / HTTP/1.1\r\n${H}Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\n${H}\r\n`);
     assert.deepEqual(statusesOf(reply.text), [400]);
     assert.equal(backend.hits, hits);
+  });
+
+  test('CONNECT pipelined after a whole request: that request is answered first, then 501 (found by the nginx differential fuzz)', async () => {
+    const hits = backend.hits;
+    const reply = await exchange(proxy.port, `GET /first HTTP/1.1\r\n${H}\r\nCONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\nGET /after HTTP/1.1\r\n${H}\r\n`);
+    const statuses = [...reply.text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]));
+    assert.deepEqual(statuses, [200, 501], 'Node closed the connection at the CONNECT, cutting off the first response');
+    assert.match(reply.text, /"error":"not_implemented".*CONNECT/);
+    assert.ok(reply.closedByServer);
+    assert.equal(backend.hits, hits + 1, 'only the first request was forwarded');
   });
 
   test('bad bytes pipelined after a whole request: that request is answered first, then 400 (found by fuzzing)', async () => {
@@ -259,15 +284,69 @@ describe('a client that leaves with pipelined requests unanswered', () => {
   });
 });
 
+describe('a pipelined request reaches the upstream only at its turn (found by the nginx differential fuzz)', () => {
+  test('behind a response that closes the connection, it is never forwarded (RFC 9112 §9.6), only logged', async () => {
+    const seen: string[] = [];
+    const backend = await startBackend('b', (req, res, b) => {
+      seen.push(`${req.method ?? ''} ${req.url ?? ''}`);
+      echo(req, res, b);
+    });
+    const proxy = await startProxy([backend]);
+    try {
+      // An idle upstream connection, on which a request dispatched at once would be written at once.
+      assert.equal(statusOf((await exchange(proxy.port, `GET /warm HTTP/1.1\r\n${H}Connection: close\r\n\r\n`, 3000)).text), 200);
+      // No Host: answered 400 with Connection: close; the DELETE after it was parsed in the same read.
+      const reply = await exchange(proxy.port, `GET /first HTTP/1.1\r\n\r\nDELETE /second HTTP/1.1\r\n${H}\r\n`, 3000);
+      assert.deepEqual(statusesOf(reply.text), [400]);
+      assert.ok(reply.closedByServer);
+      // A request on another connection, answered once the upstream has it: the DELETE, had it been
+      // forwarded when it was parsed, would have reached the upstream before it.
+      const after = await exchange(proxy.port, `GET /after HTTP/1.1\r\n${H}Connection: close\r\n\r\n`, 3000);
+      assert.equal(statusOf(after.text), 200);
+      assert.deepEqual(seen, ['GET /warm', 'GET /after']);
+      await waitFor(() => proxy.logs.some((l) => l.msg === 'Request Completed' && l.path === '/second'), 3000, 'the DELETE logged');
+      assert.equal(proxy.logs.find((l) => l.msg === 'Request Completed' && l.path === '/second')?.status, 499);
+    } finally {
+      await proxy.close();
+      await backend.close();
+    }
+  });
+
+  test('behind a slower response, it reaches the upstream after that response, not in parallel (RFC 9112 §9.3.2)', async () => {
+    const events: string[] = [];
+    const held: ServerResponse[] = [];
+    const backend = await startBackend('b', (req, res, b) => {
+      events.push(`${req.method ?? ''} ${req.url ?? ''}`);
+      if (req.url === '/hold') held.push(res);
+      else echo(req, res, b);
+    });
+    const proxy = await startProxy([backend]);
+    try {
+      const pending = exchange(proxy.port, `GET /hold HTTP/1.1\r\n${H}\r\nPOST /second HTTP/1.1\r\n${H}Content-Length: 3\r\nConnection: close\r\n\r\nabc`, 3000);
+      await waitFor(() => held.length === 1, 3000, 'the first request at the upstream');
+      // A request on another connection, answered once the upstream has it: the POST, had it been forwarded
+      // when it was parsed, would have reached the upstream before it.
+      assert.equal(statusOf((await exchange(proxy.port, `GET /probe HTTP/1.1\r\n${H}Connection: close\r\n\r\n`, 3000)).text), 200);
+      events.push('first answered');
+      held[0]?.end('first');
+      const reply = await pending;
+      assert.deepEqual([...reply.text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1])), [200, 200]);
+      assert.deepEqual(events, ['GET /hold', 'GET /probe', 'first answered', 'POST /second']);
+    } finally {
+      await proxy.close();
+      await backend.close();
+    }
+  });
+});
+
 describe('Expect: 100-continue on a pipelined request', () => {
   test('queued behind a slower response: the 100 never comes after the final response head (found by fuzzing)', async () => {
     const backend = await startHoldingBackend('b');
     const proxy = await startProxy([backend]);
     try {
       const pending = exchange(proxy.port, `GET /hold HTTP/1.1\r\n${H}\r\nPOST /second HTTP/1.1\r\n${H}Expect: 100-continue\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc`, 3000);
-      // The second request is answered by the upstream while the first is still held.
-      await waitFor(() => backend.held.length === 1 && backend.hits >= 2, 3000, 'both requests at the upstream');
-      await new Promise((r) => setTimeout(r, 100));
+      // The second request waits for its turn (it reaches the upstream only once the first is answered).
+      await waitFor(() => backend.held.length === 1, 3000, 'the first request at the upstream');
       backend.held[0]?.end('first');
       const reply = await pending;
       const statuses = [...reply.text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]));
