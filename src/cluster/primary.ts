@@ -23,14 +23,15 @@
  * worker's side is cluster/worker.ts.
  */
 import cluster, { type Worker } from 'node:cluster';
-import type { AddressInfo } from 'node:net';
+import { createServer, type AddressInfo } from 'node:net';
 import { availableParallelism } from 'node:os';
 import type { Logger } from 'pino';
 import { ConfigError } from '../config/load.js';
 import { MAX_TIMER_MS, type Config } from '../config/schema.js';
 import { applicableConfig, loadForReloadOffThread } from '../gateway/reload.js';
 import { answerTakes, PolicyStores } from '../limits/ipc-store.js';
-import { ListenError } from '../server/listen-error.js';
+import { ListenError, type ListenerName } from '../server/listen-error.js';
+import { REUSE_PORT } from '../server/proxy-server.js';
 import { monotonicClock } from '../util/clock.js';
 import {
   isMessage,
@@ -231,12 +232,34 @@ export class Primary {
    * port (the workers are stopped, nothing is logged: the caller says it), or with an Error when one
    * exits first for another reason.
    */
-  start(): Promise<AddressInfo> {
+  async start(): Promise<AddressInfo> {
+    await this.#checkPortsFree();
     return new Promise((resolve, reject) => {
       this.#onAllListening = () => resolve(this.#address as AddressInfo);
       this.#onStartFailed = reject;
       for (let slot = 0; slot < this.#workers; slot++) this.#fork(slot);
     });
+  }
+
+  /**
+   * Workers that bind the port themselves (SO_REUSEPORT, see ownsListeningSocket) would share it with
+   * another process of this user that bound it the same way, such as a second instance started by mistake,
+   * instead of failing. So the primary binds each such port once without SO_REUSEPORT first: a port in use
+   * fails here with the usual listen error, and is released before the workers bind it.
+   */
+  async #checkPortsFree(): Promise<void> {
+    const server = this.#config.server;
+    if (!REUSE_PORT) return;
+    const ports: [ListenerName, number][] = [['proxy', server.listen_port]];
+    if (server.tls !== undefined && server.redirect_http !== undefined) ports.push(['redirect_http listener', server.redirect_http.port]);
+    for (const [name, port] of ports) {
+      if (port === 0) continue;
+      const probe = createServer();
+      await new Promise<void>((resolve, reject) => {
+        probe.once('error', (err) => reject(new ListenError(name, server.listen_address, port, err)));
+        probe.listen({ port, host: server.listen_address, exclusive: true }, () => probe.close(() => resolve()));
+      });
+    }
   }
 
   /** Graceful shutdown of every worker; resolves when all have exited. Safe to call more than once. */

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import cluster from 'node:cluster';
 import { STATUS_CODES, createServer, type Server, type ServerOptions } from 'node:http';
 import { createServer as createTlsServer } from 'node:https';
 import type { SecureContext, TLSSocket } from 'node:tls';
@@ -440,11 +441,31 @@ export class ProxyServer {
   }
 }
 
+/**
+ * Whether a worker of a cluster binds the port itself (SO_REUSEPORT, Node >= 22.12 on Linux): the kernel
+ * then spreads new connections over the workers' own listening sockets, and each worker accepts for itself,
+ * instead of the primary accepting every connection and handing it over IPC. Port 0 keeps the hand-off:
+ * each worker would get a port of its own.
+ */
+export function ownsListeningSocket(port: number): boolean {
+  return cluster.isWorker && port !== 0 && REUSE_PORT;
+}
+
+/** SO_REUSEPORT through `listen({ reusePort })`: Node 22.12 and later, on Linux. */
+export const REUSE_PORT = process.platform === 'linux' && atLeast(process.versions.node, 22, 12);
+
+function atLeast(version: string, major: number, minor: number): boolean {
+  const [a = 0, b = 0] = version.split('.').map(Number);
+  return a > major || (a === major && b >= minor);
+}
+
 function listenOn(server: Server, host: string, port: number, name: ListenerName): Promise<AddressInfo> {
   return new Promise((resolve, reject) => {
     const onError = (err: Error): void => reject(new ListenError(name, host, port, err));
     server.once('error', onError);
-    server.listen({ port, host }, () => {
+    // `exclusive` makes a worker bind its own socket rather than ask the primary for one.
+    const options = ownsListeningSocket(port) ? { port, host, exclusive: true, reusePort: true } : { port, host };
+    server.listen(options, () => {
       server.off('error', onError);
       resolve(server.address() as AddressInfo);
     });
