@@ -33,6 +33,15 @@ Object.defineProperty(H2Response.prototype, 'destroyed', {
   },
 });
 
+/**
+ * The response is all sent while the client is still sending its request (a refusal before the body was
+ * read): RST_STREAM NO_ERROR asks it to stop (RFC 9113 §8.1), where HTTP/1.1 closes the connection. The
+ * stream then no longer counts against max_concurrent_streams.
+ */
+function endUnreadRequest(this: ServerHttp2Stream): void {
+  if (!this.endAfterHeaders && !this.readableEnded && !this.destroyed) this.close(constants.NGHTTP2_NO_ERROR);
+}
+
 export interface Http2DownstreamOptions {
   config: ServerConfig;
   handler: RequestHandler;
@@ -67,8 +76,14 @@ export class Http2Downstream {
       maxDeflateDynamicTableSize: limits.hpack_table_size,
       Http2ServerResponse: H2Response,
     });
-    this.#server.on('request', (req: Http2ServerRequest, res: Http2ServerResponse) => handler.handleH2(req, res, false));
-    this.#server.on('checkContinue', (req: Http2ServerRequest, res: Http2ServerResponse) => handler.handleH2(req, res, true));
+    const serve = (req: Http2ServerRequest, res: Http2ServerResponse, expectsContinue: boolean): void => {
+      req.stream.once('finish', endUnreadRequest);
+      handler.handleH2(req, res, expectsContinue);
+    };
+    this.#server.on('request', (req: Http2ServerRequest, res: Http2ServerResponse) => serve(req, res, false));
+    this.#server.on('checkContinue', (req: Http2ServerRequest, res: Http2ServerResponse) => serve(req, res, true));
+    // CONNECT too goes to the pipeline, which refuses it with its own 501 (node:http2 would answer 405 unseen).
+    this.#server.on('connect', (req: Http2ServerRequest, res: Http2ServerResponse) => serve(req, res, false));
     this.#server.on('session', (session: ServerHttp2Session) => this.#watch(session));
     // A session that failed (a protocol error, a socket error) is destroyed by node:http2; nothing to answer.
     this.#server.on('sessionError', (err: NodeJS.ErrnoException, session: ServerHttp2Session) => {
