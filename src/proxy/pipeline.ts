@@ -111,6 +111,8 @@ export class Pipeline implements ForwardHost {
   readonly #healthQueryPrefix: string;
   readonly #proxyName: string;
   readonly #maxHeaderCount: number;
+  /** The HTTP/2 header list limit (node:http's parser keeps it on HTTP/1.1). */
+  readonly #maxHeaderBytes: number;
   /** The 413 for a Content-Length over max_body_bytes, made once. */
   readonly #bodyTooLarge: ProxyError;
   readonly #maxUriBytes: number;
@@ -144,6 +146,7 @@ export class Pipeline implements ForwardHost {
     this.#healthQueryPrefix = `${server.health_path}?`;
     this.#proxyName = server.proxy_name;
     this.#maxHeaderCount = server.max_header_count;
+    this.#maxHeaderBytes = server.max_header_bytes;
     this.#maxUriBytes = server.max_uri_bytes;
     this.#maxBodyBytes = server.max_body_bytes;
     this.#bodyTooLarge = bodyTooLarge(server.max_body_bytes);
@@ -226,7 +229,7 @@ export class Pipeline implements ForwardHost {
 
     if (this.#shared.draining) return this.fail(ctx, new ProxyError('shutting_down'));
     if (ctx.protocol === 'h2') {
-      const head = readH2Head(req as unknown as Http2ServerRequest);
+      const head = readH2Head(req as unknown as Http2ServerRequest, this.#maxHeaderBytes);
       if (head instanceof ProxyError) return this.fail(ctx, head);
       ctx.rawHeaders = head;
       // DATA frames may follow without a content-length: a body of unknown length, as chunked on HTTP/1.1.

@@ -18,6 +18,9 @@ import type { RequestHandler } from './proxy-server.js';
 /** The HTTP/2 connection preface (RFC 9113 §3.4): what an h2c client with prior knowledge sends first. */
 export const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
 
+/** How long a connection over a limit stays after its GOAWAY ENHANCE_YOUR_CALM (see SessionGuard#calm). */
+const CALM_LINGER_MS = 250;
+
 /** Pseudo-headers a request carries (:method, :scheme, :authority, :path): not counted as header fields. */
 const PSEUDO_HEADERS = 4;
 
@@ -198,7 +201,12 @@ class SessionGuard {
     if (this.#ended || this.#session.destroyed) return;
     this.#ended = true;
     this.#logger.warn({ client: this.#session.socket?.remoteAddress, limit }, 'HTTP/2 connection closed: over a limit');
-    this.#session.destroy(undefined, constants.NGHTTP2_ENHANCE_YOUR_CALM);
+    // nghttp2 ignores the streams the client opens after a GOAWAY. The connection is closed a little later
+    // rather than at once: closing a socket with unread bytes (a flood leaves plenty) sends a TCP reset,
+    // and the client's system may then drop the GOAWAY before the client reads it.
+    this.#session.goaway(constants.NGHTTP2_ENHANCE_YOUR_CALM);
+    const session = this.#session;
+    setTimeout(() => session.destroy(), CALM_LINGER_MS).unref();
   }
 
   #timeout(reason: string): void {

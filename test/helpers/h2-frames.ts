@@ -76,6 +76,11 @@ export function headerBlock(fields: [string, string][]): Buffer {
   return Buffer.concat(fields.flatMap(([name, value]) => [Buffer.from([0x00]), hpackString(name), hpackString(value)]));
 }
 
+/** One literal field with incremental indexing (RFC 7541 §6.2.1): the decoder adds it to its dynamic table. */
+export function indexedLiteral(name: string, value: string): Buffer {
+  return Buffer.concat([Buffer.from([0x40]), hpackString(name), hpackString(value)]);
+}
+
 /** A dynamic table size update (RFC 7541 §6.3) to put in front of a header block. */
 export function tableSizeUpdate(size: number): Buffer {
   return hpackInt(size, 5, 0x20);

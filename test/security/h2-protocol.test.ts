@@ -82,7 +82,8 @@ describe('HTTP/2 request rules (RFC 9113 §8.2-8.3)', () => {
   test('a content-length the DATA frames do not match is a stream error', async () => {
     const post = (length: string): Buffer => headers(1, request('/', [['content-length', length]], 'POST'), { endStream: false });
     assert.equal(await answerTo(proxy.port, [post('10'), data(1, 'abc')]), PROTOCOL_ERROR, 'fewer bytes than announced');
-    assert.equal(await answerTo(proxy.port, [post('2'), data(1, 'abc')]), PROTOCOL_ERROR, 'more bytes than announced');
+    // Node 20 (nghttp2 1.61) resets the stream; Node 24 (nghttp2 1.70) ends the connection (GOAWAY).
+    assert.match(await answerTo(proxy.port, [post('2'), data(1, 'abc')]), /^(RST_STREAM 1|GOAWAY \d+)$/, 'more bytes than announced');
   });
 
   test('a Host that names another host than :authority is refused with 400; one that agrees is not', async () => {
