@@ -13,6 +13,7 @@ import { request as httpsRequest } from 'node:https';
 import { after, before, describe, test } from 'node:test';
 import { curl, h2Request, type H2Reply } from '../helpers/h2-client.js';
 import { request, type Reply } from '../helpers/http.js';
+import { samples } from '../helpers/metrics.js';
 import { exchange, statusOf } from '../helpers/raw.js';
 import { startBackend, startHoldingBackend, startProxy, waitFor, type Backend, type TestProxy } from '../helpers/servers.js';
 import { makeTestPki, type TestPki } from '../helpers/tls.js';
@@ -125,13 +126,17 @@ describe('HTTP/2 over h2c beside HTTP/1.1', () => {
     assert.equal((JSON.parse(posted.body) as { body: string }).body, 'curl body');
   });
 
-  test('the access log names each request\'s protocol', async () => {
+  test('the access log and tollgate_requests_total name each request\'s protocol', async () => {
     await h2Request(session, '/open/logged-h2');
     await request(`${proxy.url}/open/logged-h1`);
     await waitFor(() => proxy.logs.some((l) => l.path === '/open/logged-h1'));
     const line = (path: string): Record<string, unknown> | undefined => proxy.logs.find((l) => l.path === path && l.msg === 'Request Completed');
     assert.equal(line('/open/logged-h2')?.protocol, 'h2');
     assert.equal(line('/open/logged-h1')?.protocol, 'http/1.1');
+    const counted = samples(await proxy.proxy.metrics.scrape(), 'tollgate_requests_total');
+    const of = (protocol: string): number => [...counted].filter(([labels]) => labels.includes(`protocol="${protocol}"`) && labels.includes('route="open"')).reduce((n, [, v]) => n + v, 0);
+    assert.ok(of('h2') >= 1 && of('http/1.1') >= 1, JSON.stringify([...counted]));
+    assert.ok([...counted].every(([labels]) => /protocol="(http\/1\.1|h2)"/.test(labels)), 'one of two values, always');
   });
 });
 
