@@ -36,15 +36,6 @@ Object.defineProperty(H2Response.prototype, 'destroyed', {
   },
 });
 
-/**
- * The response is all sent while the client is still sending its request (a refusal before the body was
- * read): RST_STREAM NO_ERROR asks it to stop (RFC 9113 §8.1), where HTTP/1.1 closes the connection. The
- * stream then no longer counts against max_concurrent_streams.
- */
-function endUnreadRequest(this: ServerHttp2Stream): void {
-  if (!this.endAfterHeaders && !this.readableEnded && !this.destroyed) this.close(constants.NGHTTP2_NO_ERROR);
-}
-
 export interface Http2DownstreamOptions {
   config: ServerConfig;
   handler: RequestHandler;
@@ -79,10 +70,10 @@ export class Http2Downstream {
       maxDeflateDynamicTableSize: limits.hpack_table_size,
       Http2ServerResponse: H2Response,
     });
-    const serve = (req: Http2ServerRequest, res: Http2ServerResponse, expectsContinue: boolean): void => {
-      req.stream.once('finish', endUnreadRequest);
-      handler.handleH2(req, res, expectsContinue);
-    };
+    // A response sent before the client finished its request body is followed by RST_STREAM NO_ERROR, as
+    // RFC 9113 §8.1 allows (node:http2 does it), where HTTP/1.1 closes the connection: the stream then no
+    // longer counts against max_concurrent_streams.
+    const serve = (req: Http2ServerRequest, res: Http2ServerResponse, expectsContinue: boolean): void => handler.handleH2(req, res, expectsContinue);
     this.#server.on('request', (req: Http2ServerRequest, res: Http2ServerResponse) => serve(req, res, false));
     this.#server.on('checkContinue', (req: Http2ServerRequest, res: Http2ServerResponse) => serve(req, res, true));
     // CONNECT too goes to the pipeline, which refuses it with its own 501 (node:http2 would answer 405 unseen).

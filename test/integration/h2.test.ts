@@ -242,6 +242,36 @@ describe('HTTP/2 streams and the connection\'s life', () => {
     }
   });
 
+  test('Expect: 100-continue gets its 100 once the filters pass; a refusal before the body ends the stream with NO_ERROR', async () => {
+    const backend = await startBackend('b1');
+    const proxy = await startProxy([backend], { server: { h2c: true }, routes: ROUTES });
+    const session = connect(proxy.url);
+    try {
+      const stream = session.request({ ':method': 'POST', ':path': '/open/continue', expect: '100-continue', 'content-length': '5' }, { endStream: false });
+      await once(stream, 'continue');
+      const chunks: Buffer[] = [];
+      stream.on('data', (c: Buffer) => chunks.push(c));
+      const ended = once(stream, 'end');
+      stream.end('hello');
+      await ended;
+      assert.equal((JSON.parse(Buffer.concat(chunks).toString()) as { body: string }).body, 'hello');
+
+      // 401 for a request whose body the client has not finished: the stream ends, the connection stays.
+      const refused = session.request({ ':method': 'POST', ':path': '/secured/upload', 'content-length': '1000000' }, { endStream: false });
+      refused.write(Buffer.alloc(1000));
+      const [head] = (await once(refused, 'response')) as [Record<string, string | number>];
+      assert.equal(head[':status'], 401);
+      refused.resume();
+      await once(refused, 'close');
+      assert.equal(refused.rstCode, 0, 'RST_STREAM NO_ERROR');
+      assert.equal((await h2Request(session, '/open/after')).status, 200, 'the connection goes on');
+    } finally {
+      session.close();
+      await proxy.close();
+      await backend.close();
+    }
+  });
+
   test('shutdown sends GOAWAY, lets the open stream finish, and closes the connection', async () => {
     const backend = await startHoldingBackend('hold');
     const proxy = await startProxy([backend], { server: { h2c: true } });

@@ -117,6 +117,19 @@ describe('HTTP/2 request rules (RFC 9113 §8.2-8.3)', () => {
     }
   });
 
+  test('a refused CONNECT stream is ended by the server (RST_STREAM NO_ERROR after the 501), not left open', async () => {
+    const h2 = await RawH2.cleartext(proxy.port);
+    try {
+      h2.write(headers(1, [[':method', 'CONNECT'], [':authority', 'example.com:443']], { endStream: false }));
+      const reset = await h2.waitFor((f) => f.type === FRAME.RST_STREAM && f.streamId === 1);
+      assert.ok(reset !== undefined, 'the stream is reset');
+      assert.equal(errorCode(reset), ERROR.NO_ERROR);
+      assert.ok(h2.frames.some((f) => f.type === FRAME.HEADERS && f.streamId === 1), 'after its response');
+    } finally {
+      h2.close();
+    }
+  });
+
   test('after all of that, HTTP/2 and HTTP/1.1 clients are served', async () => {
     const session = connect(proxy.url);
     try {
