@@ -561,6 +561,9 @@ const matchSchema = z
   })
   .refine((m) => m.path === undefined || m.path_prefix === undefined, 'give path or path_prefix, not both');
 
+/** Header names that describe one connection, never a message: not settable by header edits. */
+const CONNECTION_SPECIFIC: ReadonlySet<string> = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer', 'http2-settings']);
+
 const headerEditsSchema = z.strictObject({
   /** Replaces any header of that name (case-insensitive). */
   set: z.record(headerName, z.string().regex(/^[\t\x20-\x7e\x80-\xff]*$/, 'must not contain control characters')).default({}),
@@ -610,6 +613,8 @@ const routeSchema = z
       });
       for (const h of Object.keys(edits.set)) {
         if (h.toLowerCase() === 'x-request-id') ctx.addIssue({ code: 'custom', path: [side, 'set', h], message: 'X-Request-ID is Tollgate\'s own and cannot be set' });
+        // Framing and connection headers belong to each hop (and HTTP/2 has none: node:http2 refuses them).
+        else if (CONNECTION_SPECIFIC.has(h.toLowerCase())) ctx.addIssue({ code: 'custom', path: [side, 'set', h], message: 'is a hop-by-hop header, which Tollgate writes itself for each connection' });
       }
     }
   });

@@ -486,6 +486,7 @@ export function sniffPreface(socket: Socket, timeoutMs: number, http1: (socket: 
     socket.off('readable', read);
     socket.off('error', failed);
     socket.off('end', ended);
+    socket.off('timeout', failed);
     socket.setTimeout(0);
   };
   const failed = (): void => {
@@ -518,7 +519,8 @@ export function sniffPreface(socket: Socket, timeoutMs: number, http1: (socket: 
   socket.on('readable', read);
   socket.on('error', failed);
   socket.on('end', ended);
-  socket.setTimeout(timeoutMs, failed);
+  socket.setTimeout(timeoutMs);
+  socket.on('timeout', failed);
 }
 
 function listenOn(server: Server, host: string, port: number, name: ListenerName): Promise<AddressInfo> {
