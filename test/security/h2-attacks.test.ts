@@ -13,6 +13,7 @@ import {
   ERROR,
   errorCode,
   FLAG,
+  frame,
   FRAME,
   headerBlock,
   headers,
@@ -258,6 +259,36 @@ describe('HTTP/2 attacks over h2c', () => {
       calm.close();
     }
     await assertServes(proxy);
+  });
+
+  test('random frames (seeded): whatever arrives, the process stays up and serves', async () => {
+    let seed = 0x2f6e2b1;
+    const next = (n: number): number => {
+      seed = (Math.imul(seed, 1_103_515_245) + 12_345) >>> 0;
+      return seed % n;
+    };
+    const bytes = (n: number): Buffer => Buffer.from(Array.from({ length: n }, () => next(256)));
+    const randomFrame = (): Buffer => {
+      const kind = next(6);
+      const stream = [0, 1, 3, 2, 0x7fffffff, next(50)][next(6)] as number;
+      if (kind === 0) return headers(stream, Buffer.concat([headerBlock(request(`/r${next(9)}`, [['x-a', 'b']])), bytes(next(8))]), { endStream: next(2) === 0, endHeaders: next(4) !== 0 });
+      if (kind === 1) return headers(stream, bytes(next(64)), { endStream: next(2) === 0 });
+      if (kind === 2) return continuation(stream, bytes(next(32)), next(2) === 0);
+      // Any type (known or not), any flags, any payload.
+      return frame(next(12), next(256), stream, bytes(next(40)));
+    };
+    for (let c = 0; c < 40; c++) {
+      const h2 = await RawH2.cleartext(proxy.port);
+      try {
+        h2.write(Array.from({ length: 15 }, randomFrame));
+        await h2.waitFor((x) => x.type === FRAME.GOAWAY, 20);
+      } finally {
+        h2.close();
+      }
+    }
+    for (const res of backend.held.splice(0)) res.end();
+    await assertServes(proxy);
+    assert.deepEqual(unhandled, []);
   });
 
   test('idle and header timeouts: GOAWAY NO_ERROR, then the connection closes', async () => {
