@@ -130,6 +130,28 @@ describe('HTTP/2 request rules (RFC 9113 §8.2-8.3)', () => {
     }
   });
 
+  test('several cookie fields reach an HTTP/1.1 upstream as one Cookie line; :authority as its Host', async () => {
+    const rawBackend = await startBackend('raw', (req, res) => res.end(JSON.stringify(req.rawHeaders)));
+    const rawProxy = await startProxy([rawBackend], { server: { h2c: true } });
+    const h2 = await RawH2.cleartext(rawProxy.port);
+    try {
+      h2.write(headers(1, request('/cookies', [['cookie', 'a=1'], ['x-other', 'y'], ['cookie', 'b=2']], 'GET', 'site.example')));
+      assert.ok(await h2.waitFor((f) => f.type === FRAME.DATA && f.streamId === 1 && (f.flags & 0x1) !== 0));
+      const lines = JSON.parse(Buffer.concat(h2.frames.filter((f) => f.type === FRAME.DATA && f.streamId === 1).map((f) => f.payload)).toString()) as string[];
+      const values = (name: string): string[] => {
+        const found: string[] = [];
+        for (let i = 0; i < lines.length; i += 2) if (lines[i]?.toLowerCase() === name) found.push(lines[i + 1] as string);
+        return found;
+      };
+      assert.deepEqual(values('cookie'), ['a=1; b=2'], 'one Cookie line');
+      assert.deepEqual(values('x-forwarded-host'), ['site.example']);
+    } finally {
+      h2.close();
+      await rawProxy.close();
+      await rawBackend.close();
+    }
+  });
+
   test('after all of that, HTTP/2 and HTTP/1.1 clients are served', async () => {
     const session = connect(proxy.url);
     try {
