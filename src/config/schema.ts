@@ -98,6 +98,31 @@ const listenPort = z
   .min(0, 'must be 0-65535')
   .max(65535, 'must be 0-65535');
 
+/**
+ * Limits of HTTP/2 connections (server.http2 on a TLS listener, server.h2c on a plain one); each defends
+ * against one kind of abuse (docs/tls.md#http2). The header list limits are the HTTP/1.1 ones
+ * (max_header_bytes, max_header_count).
+ */
+const http2LimitsSchema = z.strictObject({
+  /** Streams open at once on a connection (SETTINGS_MAX_CONCURRENT_STREAMS); more are refused. */
+  max_concurrent_streams: positiveInt('a whole number from 1 to 10000', 10_000).default(100),
+  /** Streams the client resets (or that end reset) per connection per second before GOAWAY ENHANCE_YOUR_CALM (rapid reset). */
+  max_resets_per_second: positiveInt('a whole number from 1 to 100000', 100_000).default(100),
+  /** SETTINGS and PING frames a client may send per connection per second before GOAWAY ENHANCE_YOUR_CALM. */
+  max_control_frames_per_second: positiveInt('a whole number from 1 to 100000', 100_000).default(100),
+  /** HPACK dynamic table the client's encoder may use (SETTINGS_HEADER_TABLE_SIZE), in bytes. */
+  hpack_table_size: z
+    .number({ error: 'must be a whole number of bytes from 0 to 65536' })
+    .int('must be a whole number of bytes from 0 to 65536')
+    .min(0, 'must be a whole number of bytes from 0 to 65536')
+    .max(65_536, 'must be a whole number of bytes from 0 to 65536')
+    .default(4_096),
+  /** A connection with no stream open for this long is closed with GOAWAY. */
+  idle_timeout_ms: durationMs(75_000),
+  /** A new connection must send its first request within this time (GOAWAY otherwise). */
+  header_timeout_ms: durationMs(10_000, HEADER_TIMEOUT_MIN_MS),
+});
+
 const serverSchema = z.strictObject({
   /**
    * Processes serving requests: 1 (default) runs everything in one process; N > 1 or `auto` (one per CPU)
@@ -139,6 +164,11 @@ const serverSchema = z.strictObject({
   tls: tlsSchema.optional(),
   /** With tls: a plain HTTP listener on this port that answers every request with a 308 to https. */
   redirect_http: z.strictObject({ port: listenPort }).optional(),
+  /** With tls: offer h2 beside http/1.1 in ALPN. */
+  http2: z.boolean({ error: 'must be true or false' }).default(true),
+  /** Without tls: HTTP/2 with prior knowledge (h2c) beside HTTP/1.1 on the plain listener. */
+  h2c: z.boolean({ error: 'must be true or false' }).default(false),
+  http2_limits: http2LimitsSchema.prefault({}),
 }).superRefine(function connectionsPerWorker(server, ctx) {
   // max_connections is split between the workers (docs/deployment.md): each needs a share of at least 1.
   if (typeof server.workers === 'number' && server.max_connections < server.workers) {
@@ -149,6 +179,9 @@ const serverSchema = z.strictObject({
   }
   if (server.redirect_http !== undefined && server.redirect_http.port !== 0 && server.redirect_http.port === server.listen_port) {
     ctx.addIssue({ code: 'custom', path: ['redirect_http', 'port'], message: 'must differ from server.listen_port' });
+  }
+  if (server.h2c && server.tls !== undefined) {
+    ctx.addIssue({ code: 'custom', path: ['h2c'], message: 'is for a plain listener: with server.tls, HTTP/2 is server.http2' });
   }
   if (server.tls?.forward_client_cert === true && server.tls.client_ca_file === undefined) {
     ctx.addIssue({ code: 'custom', path: ['tls', 'forward_client_cert'], message: 'needs client_ca_file: only verified client certificates are forwarded' });
@@ -528,6 +561,9 @@ const matchSchema = z
   })
   .refine((m) => m.path === undefined || m.path_prefix === undefined, 'give path or path_prefix, not both');
 
+/** Header names that describe one connection, never a message: not settable by header edits. */
+const CONNECTION_SPECIFIC: ReadonlySet<string> = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer', 'http2-settings']);
+
 const headerEditsSchema = z.strictObject({
   /** Replaces any header of that name (case-insensitive). */
   set: z.record(headerName, z.string().regex(/^[\t\x20-\x7e\x80-\xff]*$/, 'must not contain control characters')).default({}),
@@ -577,6 +613,8 @@ const routeSchema = z
       });
       for (const h of Object.keys(edits.set)) {
         if (h.toLowerCase() === 'x-request-id') ctx.addIssue({ code: 'custom', path: [side, 'set', h], message: 'X-Request-ID is Tollgate\'s own and cannot be set' });
+        // Framing and connection headers belong to each hop (and HTTP/2 has none: node:http2 refuses them).
+        else if (CONNECTION_SPECIFIC.has(h.toLowerCase())) ctx.addIssue({ code: 'custom', path: [side, 'set', h], message: 'is a hop-by-hop header, which Tollgate writes itself for each connection' });
       }
     }
   });
@@ -733,6 +771,7 @@ export const DEFAULT_NAME = 'default';
 /** The whole configuration after validation and defaults. */
 export type Config = z.infer<typeof configSchema>;
 export type ServerConfig = Config['server'];
+export type Http2Limits = ServerConfig['http2_limits'];
 export type TlsConfig = NonNullable<ServerConfig['tls']>;
 export type LoadBalancingConfig = z.infer<typeof loadBalancingSchema>;
 export type RouteConfig = z.infer<typeof routeSchema>;

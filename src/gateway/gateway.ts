@@ -7,6 +7,7 @@
  * record of the last reload.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import type { Logger } from 'pino';
 import { routesOf } from '../config/resolve.js';
 import type { Config, RateLimitConfig } from '../config/schema.js';
@@ -123,6 +124,10 @@ export class Gateway implements RequestHandler {
 
   readonly handleExpectContinue = (req: IncomingMessage, res: ServerResponse): void => {
     this.#current.pipeline.handleExpectContinue(req, res);
+  };
+
+  readonly handleH2 = (req: Http2ServerRequest, res: Http2ServerResponse, expectsContinue: boolean): void => {
+    this.#current.pipeline.handleH2(req, res, expectsContinue);
   };
 
   startDraining(): void {

@@ -24,6 +24,9 @@ const LISTENER_KEYS = [
   'max_header_count',
   'max_header_bytes',
   'redirect_http',
+  'http2',
+  'h2c',
+  'http2_limits',
 ] as const satisfies readonly (keyof Config['server'])[];
 
 /** Top-level sections built once per process. */

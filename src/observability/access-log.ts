@@ -143,7 +143,7 @@ function template(direct: DirectLog): (ctx: RequestContext, duration: string) =>
     // request_id matches [A-Za-z0-9._-] and the client address is an IP: both are JSON-safe as they are.
     return (
       `${warns(ctx) ? warn : info}${time()}${bindings}` +
-      `,"request_id":"${ctx.requestId}"${ctx.traceId === '' ? '' : `,"trace_id":"${ctx.traceId}"`},"client":"${ctx.clientAddress}","method":${JSON.stringify(req.method)}` +
+      `,"request_id":"${ctx.requestId}"${ctx.traceId === '' ? '' : `,"trace_id":"${ctx.traceId}"`},"client":"${ctx.clientAddress}","method":${JSON.stringify(req.method)},"protocol":"${ctx.protocol}"` +
       `,"path":${JSON.stringify(ctx.path)},${ctx.route === undefined ? '"route":null,"service":null' : ctx.route.logFields},${upstreamOf(ctx.backend)}` +
       `,"status":${ctx.status},"bytes":${ctx.bytesSent},"duration_ms":${duration}` +
       `,"user_agent":${ua === undefined ? 'null' : JSON.stringify(ua)},"retries":${ctx.retries}${failure}` +
@@ -162,6 +162,7 @@ function fieldsOf(ctx: RequestContext, duration: string): Record<string, unknown
   if (ctx.traceId !== '') fields.trace_id = ctx.traceId;
   fields.client = ctx.clientAddress;
   fields.method = req.method;
+  fields.protocol = ctx.protocol;
   fields.path = ctx.path;
   fields.route = route === undefined ? null : route.name;
   fields.service = route?.service === undefined ? null : route.service.name;
@@ -213,7 +214,7 @@ export function probeRequests(): RequestContext[] {
   ok.status = 200;
   ok.bytesSent = 5;
   const post = { method: 'POST', url: '/', headers: {}, socket } as unknown as IncomingMessage;
-  const failed = new RequestContext(post, {} as ServerResponse, 0);
+  const failed = new RequestContext(post, {} as ServerResponse, 0, 'h2');
   failed.requestId = 'probe-2';
   failed.status = 502;
   failed.retries = 1;

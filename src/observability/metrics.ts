@@ -36,6 +36,9 @@ import { RefusalKind, RollingStats, STATUS_CLASSES, statusClassIndex, type Stats
 /** The `method` label's values: the common methods, and `other` for the rest, so the label set is bounded. */
 export const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'other'] as const;
 
+/** The `protocol` label's values, in the order of their slots (RequestContext.protocol). */
+export const PROTOCOLS = ['http/1.1', 'h2'] as const;
+
 /** Index into METHODS. */
 export function methodIndex(method: string | undefined): number {
   switch (method) {
@@ -132,7 +135,9 @@ export interface Totals {
 
 const CLASSES = STATUS_CLASSES.length;
 const METHOD_COUNT = METHODS.length;
-const PER_SERIES = METHOD_COUNT * CLASSES;
+/** One series' request counters: [protocol][method][status class]. */
+const PER_PROTOCOL = METHOD_COUNT * CLASSES;
+const PER_SERIES = PROTOCOLS.length * PER_PROTOCOL;
 const BUCKETS_PER_SLOT = DURATION_BUCKETS.length + 1;
 
 /**
@@ -379,7 +384,7 @@ export function totalsOf(counters: Counters): Totals {
     let n = 0;
     for (let c = 0; c < CLASSES; c++) {
       let inClass = 0;
-      for (let m = 0; m < METHOD_COUNT; m++) inClass += counters.requests[p * PER_SERIES + m * CLASSES + c] as number;
+      for (let m = 0; m < METHOD_COUNT * PROTOCOLS.length; m++) inClass += counters.requests[p * PER_SERIES + m * CLASSES + c] as number;
       (byClass[c] as number) += inClass;
       n += inClass;
     }
@@ -519,7 +524,8 @@ export class ProxyMetrics {
     const routeSlot = route === undefined ? 0 : (this.#routeSlotOf.get(route) ?? this.#addRoute(route));
     const series = (this.#seriesOf[routeSlot] as (number | undefined)[])[slot] ?? this.#addSeries(routeSlot, slot);
     const cls = statusClassIndex(ctx.status);
-    (this.#requests[series * PER_SERIES + methodIndex(ctx.req.method) * CLASSES + cls] as number)++;
+    const protocol = ctx.protocol === 'h2' ? PER_PROTOCOL : 0;
+    (this.#requests[series * PER_SERIES + protocol + methodIndex(ctx.req.method) * CLASSES + cls] as number)++;
     const durationMs = now - ctx.startedAt;
     const seconds = durationMs / 1000;
     let b = 0;
@@ -552,7 +558,8 @@ export class ProxyMetrics {
 
   /**
    * Counts a request that Node's HTTP parser refused (malformed, head too large or too slow): answered by
-   * the server with `status` before any phase ran, so it has no method, no route and no upstream.
+   * the server with `status` before any phase ran, so it has no method, no route and no upstream. Only
+   * HTTP/1.1 has such a parser: HTTP/2 refusals are stream errors, never responses.
    */
   recordRejected(status: number, now: number): void {
     if (!this.recording) return;
@@ -789,8 +796,8 @@ export function registerProxyMetrics(registry: Registry, reader: MetricsReader, 
 
   new Counter({
     name: 'tollgate_requests_total',
-    help: 'Finished requests by status class, method, route and upstream ("none": no route matched / answered by Tollgate itself).',
-    labelNames: ['status_class', 'method', 'route', 'service', 'upstream'],
+    help: 'Finished requests by status class, method, protocol, route and upstream ("none": no route matched / answered by Tollgate itself).',
+    labelNames: ['status_class', 'method', 'protocol', 'route', 'service', 'upstream'],
     registers,
     collect() {
       this.reset();
@@ -798,10 +805,13 @@ export function registerProxyMetrics(registry: Registry, reader: MetricsReader, 
       for (let p = 0; p * 2 + 1 < series.length; p++) {
         const route = routes[series[p * 2] as number] as string;
         const u = upstreams[series[p * 2 + 1] as number] as UpstreamId;
-        for (let m = 0; m < METHOD_COUNT; m++) {
-          for (let c = 0; c < CLASSES; c++) {
-            const n = requests[p * PER_SERIES + m * CLASSES + c] as number;
-            if (n > 0) this.inc({ status_class: STATUS_CLASSES[c] as string, method: METHODS[m] as string, route, service: u.service, upstream: u.name }, n);
+        for (let v = 0; v < PROTOCOLS.length; v++) {
+          const protocol = PROTOCOLS[v] as string;
+          for (let m = 0; m < METHOD_COUNT; m++) {
+            for (let c = 0; c < CLASSES; c++) {
+              const n = requests[p * PER_SERIES + v * PER_PROTOCOL + m * CLASSES + c] as number;
+              if (n > 0) this.inc({ status_class: STATUS_CLASSES[c] as string, method: METHODS[m] as string, protocol, route, service: u.service, upstream: u.name }, n);
+            }
           }
         }
       }

@@ -7,13 +7,28 @@ import type { RateDecision } from '../limits/token-bucket.js';
 import type { ProxyError } from './errors.js';
 import type { BodyLimiter } from './request-body.js';
 
+/** The downstream protocol of a request, as metrics and the access log name it. */
+export type DownstreamProtocol = 'http/1.1' | 'h2';
+
 /**
  * Everything one request carries through the phases: the only state phases share. Every field is declared
  * here, so all contexts have one shape (V8 keeps such objects fast).
  */
 export class RequestContext {
+  /**
+   * The downstream request and response. On HTTP/2 these are node:http2's compatibility objects
+   * (Http2ServerRequest, and server/h2-downstream.ts's H2Response), which have every member the phases use;
+   * what differs (pseudo-headers, Connection) is handled where `protocol` says so.
+   */
   readonly req: IncomingMessage;
   readonly res: ServerResponse;
+  /** `http/1.1` (HTTP/1.0 included) or `h2`: decided by the listener that accepted the connection. */
+  readonly protocol: DownstreamProtocol;
+  /**
+   * The client's header lines, names and values alternating: `req.rawHeaders` on HTTP/1.1; on HTTP/2
+   * without pseudo-headers, with `:authority` as Host (proxy/h2-request.ts).
+   */
+  rawHeaders: string[];
   /** performance.now() when the request arrived. */
   readonly startedAt: number;
   requestId = '';
@@ -88,9 +103,11 @@ export class RequestContext {
   /** Cancels the upstream request; set once it is dispatched. */
   abortUpstream: ((err?: Error) => void) | undefined = undefined;
 
-  constructor(req: IncomingMessage, res: ServerResponse, startedAt: number) {
+  constructor(req: IncomingMessage, res: ServerResponse, startedAt: number, protocol: DownstreamProtocol = 'http/1.1') {
     this.req = req;
     this.res = res;
+    this.protocol = protocol;
+    this.rawHeaders = req.rawHeaders;
     this.startedAt = startedAt;
     this.peerAddress = req.socket.remoteAddress ?? '';
     this.clientAddress = this.peerAddress;

@@ -15,6 +15,7 @@
  * hook lists of the matched route that are not empty.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import { BlockList, isIP, type Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
@@ -25,10 +26,11 @@ import { resolveRequestId } from '../middleware/request-id/request-id.js';
 import type { Router } from '../routing/matcher.js';
 import type { Route } from '../routing/route.js';
 import { CLIENT_CERT_HEADERS, clientCertificate } from './client-cert.js';
-import { RequestContext } from './context.js';
+import { RequestContext, type DownstreamProtocol } from './context.js';
 import { ProxyError, errorBody, markRequest } from './errors.js';
 import { CLIENT_GONE, ForwardHandler, type ForwardHost } from './forward.js';
 import { connectionTokens, formatMs } from './headers.js';
+import { readH2Head } from './h2-request.js';
 import { normalizeTarget } from './path.js';
 import { BodyLimiter, bodyTooLarge, REPLAY_MAX_BYTES } from './request-body.js';
 import { TlsHint } from './tls-hint.js';
@@ -109,6 +111,8 @@ export class Pipeline implements ForwardHost {
   readonly #healthQueryPrefix: string;
   readonly #proxyName: string;
   readonly #maxHeaderCount: number;
+  /** The HTTP/2 header list limit (node:http's parser keeps it on HTTP/1.1). */
+  readonly #maxHeaderBytes: number;
   /** The 413 for a Content-Length over max_body_bytes, made once. */
   readonly #bodyTooLarge: ProxyError;
   readonly #maxUriBytes: number;
@@ -142,6 +146,7 @@ export class Pipeline implements ForwardHost {
     this.#healthQueryPrefix = `${server.health_path}?`;
     this.#proxyName = server.proxy_name;
     this.#maxHeaderCount = server.max_header_count;
+    this.#maxHeaderBytes = server.max_header_bytes;
     this.#maxUriBytes = server.max_uri_bytes;
     this.#maxBodyBytes = server.max_body_bytes;
     this.#bodyTooLarge = bodyTooLarge(server.max_body_bytes);
@@ -185,12 +190,21 @@ export class Pipeline implements ForwardHost {
   };
 
   /**
+   * A request on an HTTP/2 stream (server/h2-downstream.ts), with `expectsContinue` as for `checkContinue`.
+   * node:http2's compatibility objects stand in for node:http's: the context reads them through the same
+   * members, and the few protocol differences are decided by `ctx.protocol`.
+   */
+  readonly handleH2 = (req: Http2ServerRequest, res: Http2ServerResponse, expectsContinue: boolean): void => {
+    this.#start(req as unknown as IncomingMessage, res as unknown as ServerResponse, expectsContinue, 'h2');
+  };
+
+  /**
    * Every entry point of a request's handling (the request event, its 'close', timers, the continuation of
    * an async filter, undici's callbacks in ForwardHandler) rethrows what escapes it marked with the request
    * id (markRequest), for the fatal log line: such an error ends the process.
    */
-  #start(req: IncomingMessage, res: ServerResponse, expectsContinue: boolean): void {
-    const ctx = new RequestContext(req, res, performance.now());
+  #start(req: IncomingMessage, res: ServerResponse, expectsContinue: boolean, protocol?: DownstreamProtocol): void {
+    const ctx = new RequestContext(req, res, performance.now(), protocol);
     ctx.requestId = resolveRequestId(req.headers['x-request-id']);
     try {
       this.#begin(ctx, expectsContinue);
@@ -214,8 +228,15 @@ export class Pipeline implements ForwardHost {
     if (this.#debug) this.#logger.debug(`Request Start: ${ctx.requestId} ${ctx.path}`);
 
     if (this.#shared.draining) return this.fail(ctx, new ProxyError('shutting_down'));
+    if (ctx.protocol === 'h2') {
+      const head = readH2Head(req as unknown as Http2ServerRequest, this.#maxHeaderBytes);
+      if (head instanceof ProxyError) return this.fail(ctx, head);
+      ctx.rawHeaders = head;
+      // DATA frames may follow without a content-length: a body of unknown length, as chunked on HTTP/1.1.
+      ctx.bodyChunked = req.headers['content-length'] === undefined && !(req as unknown as Http2ServerRequest).stream.endAfterHeaders;
+    }
     // Node's parser takes `GET /x` ended by a bare LF, with no version, as HTTP/0.9 and reads headers after it.
-    if (req.httpVersionMajor !== 1) return this.fail(ctx, NO_VERSION);
+    else if (req.httpVersionMajor !== 1) return this.fail(ctx, NO_VERSION);
     // The health endpoint is the exact, un-normalized path (query allowed); every other spelling of it
     // (`//health`, `/health/`, `/HEALTH`, `/x/../health`) is an ordinary request and needs credentials.
     const url = ctx.path;
@@ -247,7 +268,7 @@ export class Pipeline implements ForwardHost {
    */
   #readHeaders(ctx: RequestContext, route: Route): ProxyError | undefined {
     const req = ctx.req;
-    const raw = req.rawHeaders;
+    const raw = ctx.rawHeaders;
     if (raw.length > this.#maxHeaderCount * 2) return new ProxyError('headers_too_large', { message: 'The request has too many header lines.' });
     const drop = route.dropRequestHeaders;
     const listed = connectionTokens(req.headers.connection);
@@ -353,7 +374,8 @@ export class Pipeline implements ForwardHost {
     // no further request may be processed (RFC 9112 §9.6), and requests with side effects must not be
     // processed in parallel (§9.3.2). Node hands the response its socket at that turn, and never when the
     // connection closed first: then 'close' ends and logs the request (499) with nothing sent upstream.
-    const socket = ctx.res.socket;
+    // HTTP/2 streams run side by side and have no turn to wait for.
+    const socket = ctx.protocol === 'h2' ? undefined : ctx.res.socket;
     if (socket === null) {
       ctx.res.once('socket', () => {
         try {
@@ -366,7 +388,7 @@ export class Pipeline implements ForwardHost {
     }
     // Node may still hand over a request it parsed after the response before it closed the connection (its
     // write side already ended): nothing can answer it, so it ends here, logged as 499, never forwarded.
-    if (socket.writableEnded || socket.destroyed) {
+    if (socket !== undefined && (socket.writableEnded || socket.destroyed)) {
       ctx.res.destroy();
       return;
     }
@@ -451,22 +473,30 @@ export class Pipeline implements ForwardHost {
    */
   #watchBody(ctx: RequestContext): void {
     const req = ctx.req;
+    if (ctx.protocol === 'h2') {
+      // A stream's timeout is its own: nothing is shared with the connection's other streams.
+      req.setTimeout(this.#bodyTimeoutMs, () => this.#bodyStalled(ctx));
+      req.once('end', () => req.setTimeout(0));
+      return;
+    }
     const socket = req.socket;
     BODY_WATCH.set(socket, req);
-    req.setTimeout(this.#bodyTimeoutMs, () => {
-      const timeout = new ProxyError('request_timeout', { message: 'The request body stalled.' });
-      try {
-        if (ctx.abortUpstream !== undefined) ctx.abortUpstream(timeout);
-        else this.fail(ctx, timeout);
-      } catch (err) {
-        throw markRequest(err, ctx.requestId);
-      }
-    });
+    req.setTimeout(this.#bodyTimeoutMs, () => this.#bodyStalled(ctx));
     req.once('end', () => {
       if (BODY_WATCH.get(socket) !== req) return;
       BODY_WATCH.delete(socket);
       req.setTimeout(0);
     });
+  }
+
+  #bodyStalled(ctx: RequestContext): void {
+    const timeout = new ProxyError('request_timeout', { message: 'The request body stalled.' });
+    try {
+      if (ctx.abortUpstream !== undefined) ctx.abortUpstream(timeout);
+      else this.fail(ctx, timeout);
+    } catch (err) {
+      throw markRequest(err, ctx.requestId);
+    }
   }
 
   /** The request headers for the upstream, as a flat name/value list (keeps order and repeats). */
@@ -500,9 +530,10 @@ export class Pipeline implements ForwardHost {
     for (let i = 0; i < extra.length; i++) headers.push(extra[i] as string);
     // An upstream that answers before it has the whole request body (an early error, a sink) may never
     // take the rest: the connection cannot carry another request until it is read, so it closes after
-    // this response instead of waiting for bytes nobody reads.
+    // this response instead of waiting for bytes nobody reads. HTTP/2 has no Connection header (node:http2
+    // throws on one): there the stream alone ends (RST_STREAM NO_ERROR), and shutdown sends GOAWAY.
     if ((ctx.bodyChunked || ctx.bodyLength > 0) && !ctx.req.complete) ctx.closeConnection = true;
-    if (this.#shared.draining || ctx.closeConnection) headers.push('Connection', 'close');
+    if ((this.#shared.draining || ctx.closeConnection) && ctx.protocol === 'http/1.1') headers.push('Connection', 'close');
     for (const filter of (ctx.route as Route).responseFilters) filter(ctx, headers);
     ctx.status = status;
     ctx.res.writeHead(status, headers);

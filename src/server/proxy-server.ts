@@ -9,6 +9,8 @@ import type { Logger } from 'pino';
 import type { ServerConfig } from '../config/schema.js';
 import { ERROR_CATALOGUE, errorBody, type ErrorCode } from '../proxy/errors.js';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
+import { H2_PREFACE, Http2Downstream } from './h2-downstream.js';
 import { ListenError, type ListenerName } from './listen-error.js';
 import type { TlsContexts } from './tls-contexts.js';
 
@@ -23,6 +25,8 @@ export interface RequestHandler {
   handle(req: IncomingMessage, res: ServerResponse): void;
   /** A request with `Expect: 100-continue` (Node sends no 100 by itself then). */
   handleExpectContinue(req: IncomingMessage, res: ServerResponse): void;
+  /** A request on an HTTP/2 stream (node:http2's compatibility objects); `expectsContinue` as above. */
+  handleH2(req: Http2ServerRequest, res: Http2ServerResponse, expectsContinue: boolean): void;
   /** Shutdown begins: new requests get 503 and every response closes its connection. */
   startDraining(): void;
   /**
@@ -79,6 +83,8 @@ export class ProxyServer {
   #open = 0;
   /** The certificates new handshakes get (a reload swaps them; open connections keep theirs). */
   #tls: TlsContexts | undefined;
+  /** HTTP/2 connections (`server.http2` with TLS, `server.h2c` without); undefined when neither is on. */
+  readonly #h2: Http2Downstream | undefined;
   /** The last response begun on each connection, so a parse error after it is answered only once it is done. */
   readonly #lastResponse = new WeakMap<Duplex, ServerResponse>();
 
@@ -120,14 +126,17 @@ export class ProxyServer {
               // reaches a request.
               requestCert: tls.requestCert,
               rejectUnauthorized: true,
-              // HTTP/2 is not served: a client offering h2 and http/1.1 is told http/1.1.
-              ALPNProtocols: ['http/1.1'],
+              // With http2, a client offering h2 gets it; http/1.1 otherwise.
+              ALPNProtocols: config.http2 ? ['h2', 'http/1.1'] : ['http/1.1'],
               // A handshake gets the time a request head gets (Node's default is 120 s).
               handshakeTimeout: config.header_timeout_ms,
               SNICallback: this.#selectContext,
             },
             handle,
           ) as unknown as Server);
+    const h2 = (tls === undefined ? config.h2c : config.http2) ? new Http2Downstream({ config, handler: this.#handler, logger: this.#logger }) : undefined;
+    this.#h2 = h2;
+    if (h2 !== undefined) this.#splitProtocols(server, h2, tls !== undefined);
     if (tls !== undefined) {
       // A failed handshake (an unknown or missing client certificate, a protocol below min_version) ends
       // its connection; nothing reached the pipeline, so it is a debug line only.
@@ -164,6 +173,30 @@ export class ProxyServer {
       redirect.on('connect', this.#connectRequest);
       this.redirectServer = redirect;
     }
+  }
+
+  /**
+   * Hands HTTP/2 connections to `h2` and the others to node:http, decided once per connection: by ALPN on
+   * TLS, by the first bytes on a plain port (h2c with prior knowledge starts with the connection preface,
+   * which no HTTP/1.1 request line can). node:http's own connection listener is taken off the server and
+   * called for HTTP/1.1 connections, so those cost what they did without HTTP/2, bar the first read on h2c.
+   */
+  #splitProtocols(server: Server, h2: Http2Downstream, tls: boolean): void {
+    const event = tls ? 'secureConnection' : 'connection';
+    const http1 = server.listeners(event) as ((socket: Socket) => void)[];
+    server.removeAllListeners(event);
+    const toHttp1 = (socket: Socket): void => {
+      for (const listener of http1) listener.call(server, socket);
+    };
+    if (tls) {
+      server.on(event, (socket: TLSSocket) => {
+        if (socket.alpnProtocol === 'h2') h2.accept(socket);
+        else toHttp1(socket);
+      });
+      return;
+    }
+    const timeout = this.#config.header_timeout_ms;
+    server.on(event, (socket: Socket) => sniffPreface(socket, timeout, toHttp1, (s) => h2.accept(s)));
   }
 
   /**
@@ -290,6 +323,7 @@ export class ProxyServer {
     ]);
     this.server.closeIdleConnections();
     redirect?.closeIdleConnections();
+    this.#h2?.drain();
     const open = await new Promise<number>((resolve) => this.server.getConnections((_e, n) => resolve(n)));
     this.#logger.info({ open_connections: open, grace_ms: grace }, 'shutting down: no longer accepting connections');
     const deadline = setTimeout(() => this.#cutRemaining('shutdown grace period over: closing the remaining connections'), grace);
@@ -309,6 +343,7 @@ export class ProxyServer {
       this.#logger.warn({ open_connections: open, requests_in_flight: requests }, message);
       this.server.closeAllConnections();
       this.redirectServer?.closeAllConnections();
+      this.#h2?.closeAll();
     });
   }
 
@@ -457,6 +492,54 @@ export const REUSE_PORT = process.platform === 'linux' && atLeast(process.versio
 function atLeast(version: string, major: number, minor: number): boolean {
   const [a = 0, b = 0] = version.split('.').map(Number);
   return a > major || (a === major && b >= minor);
+}
+
+/**
+ * h2c: reads a plain connection's first bytes, puts them back, and hands the connection to HTTP/2 when
+ * they are the connection preface, to HTTP/1.1 as soon as they cannot be. A connection that sends too
+ * little within the header timeout is closed, as a slow HTTP/1.1 head is.
+ */
+export function sniffPreface(socket: Socket, timeoutMs: number, http1: (socket: Socket) => void, h2: (socket: Socket) => void): void {
+  let seen: Buffer = Buffer.alloc(0);
+  const stop = (): void => {
+    socket.off('readable', read);
+    socket.off('error', failed);
+    socket.off('end', ended);
+    socket.off('timeout', failed);
+    socket.setTimeout(0);
+  };
+  const failed = (): void => {
+    stop();
+    socket.destroy();
+  };
+  const ended = (): void => {
+    stop();
+    socket.destroy();
+  };
+  const read = (): void => {
+    let chunk: Buffer | null;
+    while ((chunk = socket.read() as Buffer | null) !== null) {
+      seen = seen.length === 0 ? chunk : Buffer.concat([seen, chunk]);
+      const n = Math.min(seen.length, H2_PREFACE.length);
+      if (seen.compare(H2_PREFACE, 0, n, 0, n) !== 0) {
+        stop();
+        socket.unshift(seen);
+        http1(socket);
+        return;
+      }
+      if (seen.length >= H2_PREFACE.length) {
+        stop();
+        socket.unshift(seen);
+        h2(socket);
+        return;
+      }
+    }
+  };
+  socket.on('readable', read);
+  socket.on('error', failed);
+  socket.on('end', ended);
+  socket.setTimeout(timeoutMs);
+  socket.on('timeout', failed);
 }
 
 function listenOn(server: Server, host: string, port: number, name: ListenerName): Promise<AddressInfo> {

@@ -128,7 +128,7 @@ describe('the tollgate command', () => {
       const admin = `http://127.0.0.1:${adminPort}`;
       await waitFor(() => /"msg":"Request Completed"/.test(child.output.stdout), 5000, 'the completion line');
       const metrics = await request(`${admin}/metrics`);
-      assert.match(metrics.body, /^tollgate_requests_total\{status_class="2xx",method="GET",route="default",service="default",upstream="b1"\} 1$/m);
+      assert.match(metrics.body, /^tollgate_requests_total\{status_class="2xx",method="GET",protocol="http\/1\.1",route="default",service="default",upstream="b1"\} 1$/m);
       assert.equal((await request(`${admin}/api/status`)).json<{ totals: { requests: number } }>().totals.requests, 1);
       for (const path of ['/', '/dashboard.js', '/dashboard.css', '/vendor/uPlot.iife.min.js', '/vendor/uPlot.min.css']) {
         assert.equal((await request(`${admin}${path}`)).status, 200, path);

@@ -121,7 +121,7 @@ describe('cluster mode: the admin listener in the primary', () => {
     assert.equal(byClass('2xx', 'GET'), 8);
     assert.equal(byClass('2xx', 'POST'), 2);
     assert.equal(byClass('4xx', 'GET'), 10);
-    assert.equal(requests.get('{status_class="4xx",method="GET",route="default",service="none",upstream="none"}'), 10);
+    assert.equal(requests.get('{status_class="4xx",method="GET",protocol="http/1.1",route="default",service="none",upstream="none"}'), 10);
     for (const key of requests.keys()) assert.match(key, /route="default"/);
     assert.equal(byClass('5xx'), 0);
     assert.deepEqual(Object.fromEntries(samples(text, 'tollgate_auth_failures_total')), { '{reason="missing"}': 6, '{reason="malformed"}': 0, '{reason="invalid"}': 1 });

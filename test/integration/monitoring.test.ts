@@ -12,7 +12,7 @@ const NO_HEALTH = { active: { enabled: false }, passive: { enabled: false } };
 
 /** The label text of a `tollgate_requests_total` series. */
 function series(cls: string, method: string, upstream: string, route = 'default', service = upstream === 'none' ? 'none' : 'default'): string {
-  return `{status_class="${cls}",method="${method}",route="${route}",service="${service}",upstream="${upstream}"}`;
+  return `{status_class="${cls}",method="${method}",protocol="http/1.1",route="${route}",service="${service}",upstream="${upstream}"}`;
 }
 
 /** The label text of an upstream's series. */

@@ -187,12 +187,13 @@ describe('routes in the config', () => {
     );
   });
 
-  test('an unknown service, a route with both service and redirect, strip_prefix without a prefix, removing X-Request-ID', () => {
+  test('an unknown service, a route with both service and redirect, strip_prefix without a prefix, removing X-Request-ID, setting a hop-by-hop header', () => {
     const cases: [string, RegExp][] = [
       [`${base}routes:\n  - name: r\n    service: b\n`, /routes\[0\]\.service: no service named "b"/],
       [`${base}routes:\n  - name: r\n    service: a\n    redirect: { to: /x }\n`, /routes\[0\]\.service: give service or redirect/],
       [`${base}routes:\n  - name: r\n    service: a\n    strip_prefix: true\n`, /routes\[0\]\.strip_prefix: needs match\.path_prefix/],
       [`${base}routes:\n  - name: r\n    service: a\n    request_headers: { remove: [X-Request-Id] }\n`, /X-Request-ID is Tollgate's own/],
+      [`${base}routes:\n  - name: r\n    service: a\n    response_headers: { set: { Connection: close } }\n`, /routes\[0\]\.response_headers\.set\.Connection: is a hop-by-hop header/],
       [`${base}routes:\n  - name: none\n    service: a\n`, /routes\[0\]\.name: "none" is reserved/],
       [`services:\n  none:\n    upstreams: [{ name: a1, address: 127.0.0.1, port: 4000 }]\nroutes:\n  - name: r\n    service: none\n`, /"none" is reserved/],
     ];

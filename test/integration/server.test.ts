@@ -180,8 +180,8 @@ describe('the downstream server', () => {
       assert.deepEqual(completion('/stuck'), [40, 503, 'cut_off']);
       assert.deepEqual(completion('/streaming'), [40, 200, 'cut_off']);
       const counted = samples(await p.proxy.metrics.scrape(), 'tollgate_requests_total');
-      assert.equal(counted.get('{status_class="5xx",method="GET",route="default",service="default",upstream="b"}'), 1);
-      assert.equal(counted.get('{status_class="2xx",method="GET",route="default",service="default",upstream="b"}'), 1);
+      assert.equal(counted.get('{status_class="5xx",method="GET",protocol="http/1.1",route="default",service="default",upstream="b"}'), 1);
+      assert.equal(counted.get('{status_class="2xx",method="GET",protocol="http/1.1",route="default",service="default",upstream="b"}'), 1);
       await waitFor(() => p.proxy.balancer.backends[0]!.inflight === 0, 2000, 'in-flight to return to zero');
     } finally {
       await backend.close();

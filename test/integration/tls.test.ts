@@ -158,8 +158,8 @@ describe('TLS on the listener', () => {
     assert.equal((await handshake(pki, proxy.port)).cn, 'example.com', 'default without SNI');
   });
 
-  test('ALPN: a client offering h2 and http/1.1 is given http/1.1', async () => {
-    assert.equal((await handshake(pki, proxy.port, { servername: 'api.test' })).alpn, 'http/1.1');
+  test('ALPN: a client offering h2 and http/1.1 is given h2 (server.http2, on by default; h2.test.ts has the rest)', async () => {
+    assert.equal((await handshake(pki, proxy.port, { servername: 'api.test' })).alpn, 'h2');
   });
 
   test('a plain HTTP request on the TLS port gets no HTTP answer', async () => {

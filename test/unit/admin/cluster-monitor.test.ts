@@ -72,7 +72,7 @@ function workerMetrics(metricsOn = true, backends?: Backend[], stores?: () => St
 
 /** The label text of a request series on the route `default`. */
 function series(cls: string, upstream: string, service = upstream === 'none' ? 'none' : 'default', route = 'default'): string {
-  return `{status_class="${cls}",method="GET",route="${route}",service="${service}",upstream="${upstream}"}`;
+  return `{status_class="${cls}",method="GET",protocol="http/1.1",route="${route}",service="${service}",upstream="${upstream}"}`;
 }
 
 const up = (name: string, service = 'default'): string => `{service="${service}",upstream="${name}"}`;

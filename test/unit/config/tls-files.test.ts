@@ -117,6 +117,35 @@ describe('server.tls: keys that depend on others', () => {
     assert.equal(message, 'middleware.auth.valid_tokens[0]: must be a SHA-256 fingerprint: 64 hex digits, in pairs separated by ":" or not');
   });
 
+  test('HTTP/2 keys: defaults, h2c only without tls, limits checked at their line', () => {
+    const config = parseConfig(UPSTREAM, 'test.yaml');
+    assert.equal(config.server.http2, true);
+    assert.equal(config.server.h2c, false);
+    assert.deepEqual(config.server.http2_limits, {
+      max_concurrent_streams: 100,
+      max_resets_per_second: 100,
+      max_control_frames_per_second: 100,
+      hpack_table_size: 4096,
+      idle_timeout_ms: 75_000,
+      header_timeout_ms: 10_000,
+    });
+    assert.deepEqual(messages(`server:\n  h2c: true\n  tls: { certificates: [{ cert_file: a, key_file: b }] }\n${UPSTREAM}`).filter((m) => m.startsWith('server.h2c')), [
+      'server.h2c: is for a plain listener: with server.tls, HTTP/2 is server.http2',
+    ]);
+    assert.deepEqual(messages(`server:\n  http2_limits: { max_concurrent_streams: 0, hpack_table_size: 70000, rapid: 1 }\n${UPSTREAM}`), [
+      'server.http2_limits.max_concurrent_streams: must be a whole number from 1 to 10000, got 0',
+      'server.http2_limits.hpack_table_size: must be a whole number of bytes from 0 to 65536, got 70000',
+      'server.http2_limits.rapid: unknown key',
+    ]);
+    try {
+      parseConfig(`server:\n  http2_limits:\n    idle_timeout_ms: 5\n${UPSTREAM}`, 'test.yaml');
+      assert.fail('accepted');
+    } catch (err) {
+      assert.ok(err instanceof ConfigError);
+      assert.match(err.message, /test\.yaml:3:22 server\.http2_limits\.idle_timeout_ms: must be at least 100 milliseconds/);
+    }
+  });
+
   test('min_version takes TLSv1.2 or TLSv1.3', () => {
     const [message] = messages(`server:\n  tls: { certificates: [{ cert_file: a, key_file: b }], min_version: TLSv1.1 }\n${UPSTREAM}`);
     assert.match(message ?? '', /^server\.tls\.min_version: must be TLSv1\.2 or TLSv1\.3/);

@@ -4,6 +4,7 @@ import type { Backend } from '../../../src/balancing/backend.js';
 import { Registry } from 'prom-client';
 import {
   METHODS,
+  PROTOCOLS,
   ProxyMetrics,
   addCounters,
   emptyCounters,
@@ -58,7 +59,7 @@ function sample(text: string, series: string): number | undefined {
 
 /** `tollgate_requests_total{...}` of one series. */
 function requests(cls: string, method: string, route: string, service: string, upstream: string): string {
-  return `tollgate_requests_total{status_class="${cls}",method="${method}",route="${route}",service="${service}",upstream="${upstream}"}`;
+  return `tollgate_requests_total{status_class="${cls}",method="${method}",protocol="http/1.1",route="${route}",service="${service}",upstream="${upstream}"}`;
 }
 
 describe('ProxyMetrics', () => {
@@ -287,7 +288,7 @@ describe('ProxyMetrics', () => {
     ]);
     assert.deepEqual(plain.counters.routes, ['none', 'web']);
     assert.deepEqual(plain.counters.series, [1, 1, 1, 0], '(web, a), then (web, none)');
-    assert.equal(plain.counters.requests.length, 2 * METHODS.length * 4, 'exactly the series, no spare room');
+    assert.equal(plain.counters.requests.length, 2 * PROTOCOLS.length * METHODS.length * 4, 'exactly the series, no spare room');
     assert.equal(plain.connectionsOpen, 4);
     assert.equal(plain.counters.connectionsRefused, 5);
     assert.equal(plain.counters.rateLimited, 1);
@@ -369,7 +370,7 @@ describe('adding counters up by name (a cluster primary)', () => {
     assert.deepEqual(sum.selections, [0, 21, 2, 13, 30]);
     assert.deepEqual(sum.routes, ['none', 'r']);
     assert.equal(sum.series.length / 2, 4, 'one series per (route, upstream) pair');
-    assert.equal(sum.requests.length, 4 * METHODS.length * 4);
+    assert.equal(sum.requests.length, 4 * PROTOCOLS.length * METHODS.length * 4);
     assert.equal(sum.durationSum.length, 4);
     // The histogram adds up by name too: every request took 3 ms.
     const registry = new Registry();
@@ -402,7 +403,7 @@ describe('adding counters up by name (a cluster primary)', () => {
     const odd: Counters = {
       ...emptyCounters([{ service: 'web', name: 'a' }]),
       series: [0, 1, 7, 0, 0, 9],
-      requests: [1, ...Array<number>(METHODS.length * 4 - 1).fill(0), 5, 5],
+      requests: [1, ...Array<number>(PROTOCOLS.length * METHODS.length * 4 - 1).fill(0), 5, 5],
       durationBuckets: ['x' as unknown as number],
       selections: [0, 2],
       authFailures: [1, 1, 1, 1],
