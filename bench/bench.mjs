@@ -51,6 +51,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -67,11 +68,11 @@ const USAGE = `usage: bash bench/run.sh [--quick] [--write] [--strategies]
   --write   also put the result block into docs/benchmarks.md
 env: BENCH_RUNS, BENCH_DURATION (s), BENCH_WARMUP (s), BENCH_TARGETS (comma list),
      BENCH_START_TIMEOUT (s), BENCH_PROXY_CPU, BENCH_LOAD_CPU, BENCH_KEEP_TMP=1
-targets: direct, nginx-proxy, haproxy, node-http-proxy, fastify-proxy, bare, bare-node24, tollgate, tollgate-node24,
+targets: direct, nginx-proxy, haproxy, node-http-proxy, fastify-proxy, bare, bare-node24, tollgate, tollgate-node24, tls (the HTTPS and HTTP/2 phase),
      tollgate-routes-1000, tollgate-minimal, tollgate-no_monitoring, tollgate-redis, tollgate-workers2,
      tollgate-reload (the default set; tollgate-reload is the reload-under-load phase after the table);
      tollgate-least_conn, tollgate-random, tollgate-p2c_ewma, tollgate-consistent_hash, tollgate-no_health
-     (added by --strategies); tollgate-workers2-redis (only by name in BENCH_TARGETS)`;
+     (added by --strategies); tollgate-workers2-redis, tollgate-workers2-node24 and nginx-proxy-2w (only by name in BENCH_TARGETS)`;
 
 const flags = new Set();
 for (const a of process.argv.slice(2)) {
@@ -138,6 +139,8 @@ const SCALE = {
   'tollgate-redis': { redis: true },
   'tollgate-workers2': { workers: 2 },
   'tollgate-workers2-redis': { workers: 2, redis: true },
+  // On Node 24 the workers bind the port themselves (SO_REUSEPORT) and accept their own connections.
+  'tollgate-workers2-node24': { workers: 2, node24: true },
 };
 // Many routes: the `tollgate` config plus 1,000 routes to its one service (routes1000Yaml). Listed right after
 // `tollgate`, so the rotating order measures the two one after the other (in every round but the one that
@@ -147,8 +150,11 @@ const ROUTES_TARGET = 'tollgate-routes-1000';
 const ROUTES_MIN_NOISE = 0.05;
 // Reload under load: a phase of its own after the table (measureReloads), not a row of it.
 const RELOAD_TARGET = 'tollgate-reload';
-const BASE_TARGETS = ['direct', ...PEERS, 'bare', 'bare-node24', 'tollgate', 'tollgate-node24', ROUTES_TARGET, 'tollgate-minimal', 'tollgate-no_monitoring', 'tollgate-redis', 'tollgate-workers2', RELOAD_TARGET];
-const ALL_TARGETS = [...BASE_TARGETS, ...Object.keys(VARIANTS), 'tollgate-workers2-redis'];
+// HTTPS and HTTP/2: a phase of its own after the table (measureTls): nginx and Tollgate, each terminating TLS.
+const TLS_TARGET = 'tls';
+const PHASES = [RELOAD_TARGET, TLS_TARGET];
+const BASE_TARGETS = ['direct', ...PEERS, 'bare', 'bare-node24', 'tollgate', 'tollgate-node24', ROUTES_TARGET, 'tollgate-minimal', 'tollgate-no_monitoring', 'tollgate-redis', 'tollgate-workers2', RELOAD_TARGET, TLS_TARGET];
+const ALL_TARGETS = [...BASE_TARGETS, ...Object.keys(VARIANTS), 'tollgate-workers2-redis', 'tollgate-workers2-node24', 'nginx-proxy-2w'];
 const DEFAULT_TARGETS = flags.has('--strategies') ? ALL_TARGETS : BASE_TARGETS;
 const TARGETS = (process.env.BENCH_TARGETS || DEFAULT_TARGETS.join(','))
   .split(',').map((s) => s.trim()).filter(Boolean);
@@ -469,11 +475,11 @@ function shellQuote(s) {
 
 // `script`: a wrk Lua script whose request() picks each request (tollgate-routes-1000); the URL's path then
 // only matters to wrk's own setup.
-function wrkArgs(port, seconds, headers, { connections = CONNECTIONS, urlPath = '/', script = null } = {}) {
+function wrkArgs(port, seconds, headers, { connections = CONNECTIONS, urlPath = '/', script = null, scheme = 'http' } = {}) {
   const args = ['-c', String(LOAD_CPU), 'wrk', `-t${THREADS}`, `-c${connections}`, `-d${seconds}s`, '--latency'];
   for (const h of headers) args.push('-H', h);
   if (script) args.push('-s', script);
-  args.push(`http://127.0.0.1:${port}${urlPath}`);
+  args.push(`${scheme}://127.0.0.1:${port}${urlPath}`);
   return args;
 }
 
@@ -1032,6 +1038,15 @@ function targetSpecs(ports, dir, nginx) {
       return startProxy('nginx-proxy', 'nginx', ['-p', `${d}/`, '-c', conf, '-e', path.join(d, 'error.log')],
         ports.of['nginx-proxy'], { path: '/', headers: {} }, dir, { logs: [path.join(d, 'error.log')] });
     }),
+    // nginx with two workers, the peer of tollgate-workers2 (all on the proxy CPU as well).
+    'nginx-proxy-2w': proxied('nginx-proxy-2w', async () => {
+      const d = path.join(dir, 'nginx-proxy-2w');
+      fs.mkdirSync(d, { recursive: true });
+      const conf = path.join(d, 'nginx.conf');
+      fs.writeFileSync(conf, nginxProxyConf(d, ports.of['nginx-proxy-2w'], backends).replace('worker_processes 1;', 'worker_processes 2;'));
+      return startProxy('nginx-proxy-2w', 'nginx', ['-p', `${d}/`, '-c', conf, '-e', path.join(d, 'error.log')],
+        ports.of['nginx-proxy-2w'], { path: '/', headers: {} }, dir, { logs: [path.join(d, 'error.log')] });
+    }),
     haproxy: proxied('haproxy', async () => {
       const conf = path.join(dir, 'haproxy.cfg');
       fs.writeFileSync(conf, haproxyConf(ports.of.haproxy, backends));
@@ -1078,6 +1093,7 @@ function targetSpecs(ports, dir, nginx) {
     'tollgate-minimal': tollgate('tollgate-minimal', MINIMAL.variant, MINIMAL),
     ...Object.fromEntries(Object.entries(SCALE).map(([name, s]) => [name, tollgate(name, undefined, {
       workers: s.workers ?? 1,
+      node24: s.node24 === true,
       get redisUrl() { return s.redis ? requireRedis() : null; },
     })])),
     'tollgate-no_monitoring': tollgate('tollgate-no_monitoring', undefined, NO_MONITORING),
@@ -1601,7 +1617,7 @@ function checks(results) {
   return out;
 }
 
-function report(results, meta, reload) {
+function report(results, meta, reload, tls) {
   const direct = results.find((r) => r.name === 'direct' && r.ok);
   const bare = results.find((r) => r.name === 'bare' && r.ok);
   const mib = (v) => (v === null || v === undefined ? 'n/a' : v.toFixed(1));
@@ -1664,6 +1680,7 @@ function report(results, meta, reload) {
   const lines = [
     ...(results.length ? table : []),
     ...(reload ? reloadReport(reload) : []),
+    ...(tls ? tlsReport(tls) : []),
     `- node ${process.version} (every Node row but the -node24 ones)${meta.node24 ? `, ${meta.node24} (the -node24 rows)` : ''}, nginx ${meta.nginx}, haproxy ${meta.haproxy}, wrk ${meta.wrk}, h2load (nghttp2) ${meta.h2load}`,
     `- date: ${meta.date}`,
     `- CPU: ${meta.cpu}`,
@@ -1716,6 +1733,141 @@ function reloadReport(rl) {
     `- while wrk runs, this script (node, not pinned) reloads ${DURATION - 1} times, one a second: it writes config B or A in turn to the file given with \`--config\` (a rename, so it is never read half-written), then sends \`POST /api/reload\` with \`Content-Type: application/json\` and waits for the answer; B adds a route (\`${RELOAD_ROUTE}\`, which sets a response header) and lowers the rate limit from 60,000,000 to 50,000,000 a minute (never reached); before the runs one reload to B and one back to A check that the header appears and goes, so a 200 means the file was read`,
     '',
   );
+  return lines;
+}
+
+// ---------------------------------------------------------------- HTTPS and HTTP/2
+// The `tls` phase, after the table with every other target stopped: nginx (`listen ... ssl http2`, the
+// nginx-proxy config otherwise) and Tollgate (the tollgate config plus server.tls; HTTP/2 is on by default),
+// the same self-signed P-256 certificate (openssl), TLS 1.2 and 1.3, session resumption left at each one's
+// default. Each round measures, the order rotating: HTTPS (wrk over TLS, HTTP/1.1 keep-alive, c50,
+// DURATION s) and HTTP/2 (h2load, 10 connections with 10 streams each = 100 in flight, 1 s warm-up, then
+// DURATION s), each with the proxy's CPU time, so the ratio that counts is requests per CPU-second.
+
+const H2_CLIENTS = 10;
+const H2_STREAMS = 10;
+
+function makeCertificate(dir) {
+  const cert = path.join(dir, 'bench-cert.pem');
+  const key = path.join(dir, 'bench-key.pem');
+  const r = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2',
+    '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', '-keyout', key, '-out', cert], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`openssl could not make the certificate: ${(r.stderr || r.error?.message || '').trim()}`);
+  fs.chmodSync(key, 0o644); // the nginx worker runs as another user when started as root
+  return { cert, key };
+}
+
+function nginxTlsConf(dir, port, backends, cert) {
+  return nginxProxyConf(dir, port, backends)
+    .replace(`listen 127.0.0.1:${port};`, `listen 127.0.0.1:${port} ssl http2;
+    ssl_certificate ${cert.cert};
+    ssl_certificate_key ${cert.key};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    http2_max_concurrent_streams 128;`);
+}
+
+function httpsGet(port, urlPath, headers = {}, timeoutMs = 2000) {
+  return new Promise((resolve) => {
+    const req = https.get({ host: '127.0.0.1', port, path: urlPath, headers, agent: false, timeout: timeoutMs, rejectUnauthorized: false }, (res) => {
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode, body: Buffer.concat(chunks) }));
+      res.on('error', (err) => resolve({ error: err }));
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', (err) => resolve({ error: err }));
+  });
+}
+
+async function startTlsProxy(name, cmd, args, port, headers, dir) {
+  const log = path.join(dir, `${name}.out`);
+  const child = launch('taskset', ['-c', String(PROXY_CPU), cmd, ...args], { log, env: TOLLGATE_ENV });
+  const deadline = Date.now() + START_TIMEOUT_MS;
+  for (;;) {
+    const r = await httpsGet(port, '/', headers);
+    if (!r.error && okProxied(r)) return child;
+    if (child.exitInfo || Date.now() > deadline) {
+      await stop(child);
+      throw new Error(`${name} did not answer GET / over TLS with the backend body${r.error ? ` (${r.error.message})` : ` (${r.status})`}\n${tail(log, 10)}`);
+    }
+    await new Promise((r2) => setTimeout(r2, 100));
+  }
+}
+
+function h2Throughput(port, headers) {
+  const args = ['-c', String(LOAD_CPU), 'h2load', `-t${THREADS}`, `-c${H2_CLIENTS}`, `-m${H2_STREAMS}`, '-D', String(DURATION), '--warm-up-time', '1'];
+  for (const h of headers) args.push('-H', h);
+  args.push(`https://127.0.0.1:${port}/`);
+  return runCapture('taskset', args, (DURATION + 40) * 1000).then((res) => {
+    const rps = /finished in [\d.]+\w*, ([\d.]+) req\/s/.exec(res.out);
+    const summary = parseH2Summary(res.out);
+    const protocol = /Application protocol: (\S+)/.exec(res.out)?.[1] ?? '?';
+    if (res.code !== 0 || !rps || !summary) throw new Error(`h2load failed: ${res.out.trim().split('\n').slice(-3).join(' | ')}`);
+    if (protocol !== 'h2') throw new Error(`h2load negotiated ${protocol}, not h2`);
+    return { rps: Number(rps[1]), errors: summary.failed + summary.errored };
+  });
+}
+
+async function measureTls(tlsPorts, backendPorts, dir, checkBackends) {
+  // Tollgate on Node 24, what users run, when the bench has it (BENCH_NODE24); else on this script's Node.
+  const out = { rows: [], notes: [], failure: null, node: process.env.BENCH_NODE24 && fs.existsSync(process.env.BENCH_NODE24) ? node24() : process.execPath };
+  out.nodeVersion = spawnSync(out.node, ['--version'], { encoding: 'utf8' }).stdout.trim();
+  const cert = makeCertificate(dir);
+  const d = path.join(dir, 'nginx-tls');
+  fs.mkdirSync(d, { recursive: true });
+  fs.writeFileSync(path.join(d, 'nginx.conf'), nginxTlsConf(d, tlsPorts.nginx, backendPorts, cert));
+  const cfg = path.join(dir, 'tollgate-tls.yaml');
+  fs.writeFileSync(cfg, tollgateYaml(tlsPorts.tollgate, backendPorts, dir).replace('  workers: 1\n', `  workers: 1\n  tls:\n    certificates: [{ cert_file: ${JSON.stringify(cert.cert)}, key_file: ${JSON.stringify(cert.key)} }]\n`));
+  const targets = [
+    { name: 'nginx-proxy', port: tlsPorts.nginx, headers: [], start: () => startTlsProxy('nginx-tls', 'nginx', ['-p', `${d}/`, '-c', path.join(d, 'nginx.conf'), '-e', path.join(d, 'error.log')], tlsPorts.nginx, {}, dir) },
+    { name: 'tollgate', port: tlsPorts.tollgate, headers: [AUTH_HEADER], start: () => startTlsProxy('tollgate-tls', out.node, [path.join('dist', 'cli.js'), '--config', cfg], tlsPorts.tollgate, { authorization: `Bearer ${TOKEN}` }, dir) },
+  ];
+  try {
+    for (const t of targets) {
+      log(`--- tls: ${t.name}: starting`);
+      t.child = await t.start();
+      t.runs = { https: [], h2: [] };
+    }
+    for (let round = 1; round <= RUNS; round++) {
+      for (const t of rotated(targets, round - 1)) {
+        checkBackends();
+        const w = await withCpu(t, () => wrk(t.port, DURATION, t.headers, { scheme: 'https' }));
+        t.runs.https.push({ rps: w.rps, cpu: w.cpu, errors: w.errors });
+        log(`tls ${t.name}: https run ${round}/${RUNS}: ${w.rps.toFixed(0)} req/s, proxy CPU ${fmtCpu(w.cpu)}, errors ${w.errors}`);
+        const h = await withCpu(t, () => h2Throughput(t.port, t.headers));
+        t.runs.h2.push({ rps: h.rps, cpu: h.cpu, errors: h.errors });
+        log(`tls ${t.name}: h2 run ${round}/${RUNS}: ${h.rps.toFixed(0)} req/s, proxy CPU ${fmtCpu(h.cpu)}, errors ${h.errors}`);
+      }
+    }
+    out.rows = targets.map((t) => ({ name: t.name, runs: t.runs }));
+  } catch (err) {
+    out.failure = err.message;
+    log(`tls: FAILED: ${err.message}`);
+  } finally {
+    await Promise.all(targets.map((t) => stop(t.child)));
+  }
+  return out;
+}
+
+function tlsReport(tls) {
+  const int = (v) => Math.round(v).toLocaleString('en-US');
+  const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
+  const lines = ['', `**HTTPS and HTTP/2** (nginx and Tollgate terminating TLS; HTTPS: wrk, HTTP/1.1 keep-alive, c${CONNECTIONS}; HTTP/2: h2load, ${H2_CLIENTS} connections × ${H2_STREAMS} streams)`, ''];
+  if (tls.failure) {
+    lines.push(`- tls phase failed: ${tls.failure.split('\n')[0]}`, '');
+    return lines;
+  }
+  lines.push('| protocol | target | req/s (median) | proxy CPU | req per CPU-s | × nginx per CPU-s | errors |', '| --- | --- | ---: | ---: | ---: | ---: | ---: |');
+  const nginx = tls.rows.find((r) => r.name === 'nginx-proxy');
+  for (const mode of ['https', 'h2']) {
+    const perCpuOf = (row) => median(row.runs[mode].map((r) => r.rps / r.cpu));
+    for (const row of tls.rows) {
+      const runs = row.runs[mode];
+      const perCpu = perCpuOf(row);
+      lines.push(`| ${mode === 'https' ? 'HTTPS (HTTP/1.1)' : 'HTTP/2'} | ${row.name} | ${int(median(runs.map((r) => r.rps)))} | ${fmtCpu(median(runs.map((r) => r.cpu)))} | ${int(perCpu)} | ${nginx ? (perCpu / perCpuOf(nginx)).toFixed(2) : '–'} | ${runs.reduce((a, r) => a + r.errors, 0)} |`);
+    }
+  }
+  lines.push('', `- ${RUNS} round${RUNS > 1 ? 's' : ''}, the order of the two proxies rotating; each run ${DURATION} s; req per CPU-s is the median over the runs of req/s divided by the proxy's CPU share in that run; the same self-signed P-256 certificate (openssl); nginx \`listen ssl http2\`, \`http2_max_concurrent_streams 128\`, otherwise the nginx-proxy config; Tollgate on Node ${tls.nodeVersion}: the tollgate config (bearer auth, rate limit, info log) plus \`server.tls\`, HTTP/2 by its default`, '');
   return lines;
 }
 
@@ -1780,8 +1932,8 @@ async function main() {
 
   if (TARGETS.some((t) => t.startsWith('tollgate'))) await ensureTollgateBuilt(tmpDir);
 
-  const [b1, b2, b3, reloadAdmin, ...targetPorts] = await freePorts(4 + TARGETS.length);
-  const ports = { backends: [b1, b2, b3], reloadAdmin, of: Object.fromEntries(TARGETS.map((t, i) => [t, targetPorts[i]])) };
+  const [b1, b2, b3, reloadAdmin, tlsNginx, tlsTollgate, ...targetPorts] = await freePorts(6 + TARGETS.length);
+  const ports = { backends: [b1, b2, b3], reloadAdmin, tls: { nginx: tlsNginx, tollgate: tlsTollgate }, of: Object.fromEntries(TARGETS.map((t, i) => [t, targetPorts[i]])) };
 
   BIG = bigBody();
   // The nginx workers run as an unprivileged user when started as root: they need to
@@ -1808,8 +1960,9 @@ async function main() {
   };
 
   // The rows of the table; tollgate-reload is a phase of its own after them.
-  const targets = TARGETS.filter((name) => name !== RELOAD_TARGET).map((name) => newTarget(name, specs[name]));
+  const targets = TARGETS.filter((name) => !PHASES.includes(name)).map((name) => newTarget(name, specs[name]));
   let reload = null;
+  let tls = null;
   try {
     for (const t of targets) {
       checkBackends();
@@ -1820,6 +1973,10 @@ async function main() {
       await Promise.all(targets.map((t) => stop(t.child)));
       reload = await measureReloads(ports.of[RELOAD_TARGET], ports.reloadAdmin, ports.backends, tmpDir, checkBackends);
     }
+    if (TARGETS.includes(TLS_TARGET)) {
+      await Promise.all(targets.map((t) => stop(t.child)));
+      tls = await measureTls(ports.tls, ports.backends, tmpDir, checkBackends);
+    }
   } finally {
     // On an error too (the exit handler would also kill them, but without the grace period).
     await Promise.all(targets.map((t) => stop(t.child)));
@@ -1829,7 +1986,7 @@ async function main() {
   const results = targets.map(resultOf);
 
   meta.date = new Date().toISOString().replace('T', ' ').replace(/:\d\d\.\d+Z$/, ' UTC');
-  const block = report(results, meta, reload);
+  const block = report(results, meta, reload, tls);
   console.log(`\n${block}\n`);
   if (WRITE) {
     if (QUICK) log('note: writing numbers from a --quick run');
