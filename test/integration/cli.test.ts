@@ -29,6 +29,18 @@ function config(port: number, upstreamPorts: number[], extra = ''): string {
   ].join('\n');
 }
 
+/** config/proxy.yaml on free ports (the proxy and its three backends), for the demo. */
+async function demoConfig(): Promise<{ proxyPort: number; text: string }> {
+  const [proxyPort, p1, p2, p3] = (await freePorts(4)) as [number, number, number, number];
+  const text = readFileSync(join(ROOT, 'config/proxy.yaml'), 'utf8')
+    .replace('listen_port: 8080', `listen_port: ${proxyPort}\n  listen_address: "127.0.0.1"`)
+    .replace('port: 3000', `port: ${p1}`)
+    .replace('port: 3001', `port: ${p2}`)
+    .replace('port: 3002', `port: ${p3}`)
+    .concat('\nadmin:\n  port: 0\n');
+  return { proxyPort, text };
+}
+
 function portIsClosed(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const s = connect(port, '127.0.0.1');
@@ -266,13 +278,7 @@ describe('the tollgate command', () => {
   });
 
   test('the demo starts three named backends and the proxy; round robin shows in the bodies and the logs', async () => {
-    const [proxyPort, p1, p2, p3] = (await freePorts(4)) as [number, number, number, number];
-    const text = readFileSync(join(ROOT, 'config/proxy.yaml'), 'utf8')
-      .replace('listen_port: 8080', `listen_port: ${proxyPort}\n  listen_address: "127.0.0.1"`)
-      .replace('port: 3000', `port: ${p1}`)
-      .replace('port: 3001', `port: ${p2}`)
-      .replace('port: 3002', `port: ${p3}`)
-      .concat('\nadmin:\n  port: 0\n');
+    const { proxyPort, text } = await demoConfig();
     const demo = spawn(process.execPath, [join(ROOT, 'dist/demo.js'), writeConfig(text)], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
     const output = { stdout: '', stderr: '' };
     demo.stdout.on('data', (c: Buffer) => (output.stdout += c.toString()));
@@ -291,13 +297,7 @@ describe('the tollgate command', () => {
   });
 
   test('the demo with --tls: HTTPS with a certificate for localhost made for the run, removed when it stops', async () => {
-    const [proxyPort, p1, p2, p3] = (await freePorts(4)) as [number, number, number, number];
-    const text = readFileSync(join(ROOT, 'config/proxy.yaml'), 'utf8')
-      .replace('listen_port: 8080', `listen_port: ${proxyPort}\n  listen_address: "127.0.0.1"`)
-      .replace('port: 3000', `port: ${p1}`)
-      .replace('port: 3001', `port: ${p2}`)
-      .replace('port: 3002', `port: ${p3}`)
-      .concat('\nadmin:\n  port: 0\n');
+    const { proxyPort, text } = await demoConfig();
     const demo = spawn(process.execPath, [join(ROOT, 'dist/demo.js'), '--tls', writeConfig(text)], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
     const output = { stdout: '', stderr: '' };
     demo.stdout.on('data', (c: Buffer) => (output.stdout += c.toString()));
