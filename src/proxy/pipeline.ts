@@ -454,13 +454,7 @@ export class Pipeline implements ForwardHost {
   /** total_timeout_ms: the whole upstream exchange, retries included. */
   #limitTotal(ctx: RequestContext, totalTimeoutMs: number): void {
     ctx.totalTimer = setTimeout(() => {
-      const timeout = new ProxyError('upstream_timeout', { message: 'The upstream exchange took longer than total_timeout_ms.' });
-      try {
-        if (ctx.abortUpstream !== undefined) ctx.abortUpstream(timeout);
-        else this.fail(ctx, timeout);
-      } catch (err) {
-        throw markRequest(err, ctx.requestId);
-      }
+      this.#abortOrFail(ctx, new ProxyError('upstream_timeout', { message: 'The upstream exchange took longer than total_timeout_ms.' }));
     }, totalTimeoutMs);
     ctx.totalTimer.unref();
   }
@@ -490,10 +484,14 @@ export class Pipeline implements ForwardHost {
   }
 
   #bodyStalled(ctx: RequestContext): void {
-    const timeout = new ProxyError('request_timeout', { message: 'The request body stalled.' });
+    this.#abortOrFail(ctx, new ProxyError('request_timeout', { message: 'The request body stalled.' }));
+  }
+
+  /** A timer's verdict: the upstream request, once dispatched, is cancelled with it; before, it is answered. */
+  #abortOrFail(ctx: RequestContext, error: ProxyError): void {
     try {
-      if (ctx.abortUpstream !== undefined) ctx.abortUpstream(timeout);
-      else this.fail(ctx, timeout);
+      if (ctx.abortUpstream !== undefined) ctx.abortUpstream(error);
+      else this.fail(ctx, error);
     } catch (err) {
       throw markRequest(err, ctx.requestId);
     }
