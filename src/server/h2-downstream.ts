@@ -129,10 +129,8 @@ class SessionGuard {
   readonly #limits: ServerConfig['http2_limits'];
   readonly #logger: Logger;
   #open = 0;
-  #resets = 0;
-  #resetWindow = 0;
-  #control = 0;
-  #controlWindow = 0;
+  readonly #resets = new PerSecond();
+  readonly #controlFrames = new PerSecond();
   #timer: NodeJS.Timeout | undefined;
   #ended = false;
 
@@ -170,21 +168,11 @@ class SessionGuard {
 
   /** A stream ended with RST_STREAM (the client's, or one sent because of an error on it). */
   #reset(): void {
-    const now = performance.now();
-    if (now - this.#resetWindow >= 1000) {
-      this.#resetWindow = now;
-      this.#resets = 0;
-    }
-    if (++this.#resets > this.#limits.max_resets_per_second) this.#calm('http2_limits.max_resets_per_second');
+    if (this.#resets.count(performance.now()) > this.#limits.max_resets_per_second) this.#calm('http2_limits.max_resets_per_second');
   }
 
   #controlFrame(): void {
-    const now = performance.now();
-    if (now - this.#controlWindow >= 1000) {
-      this.#controlWindow = now;
-      this.#control = 0;
-    }
-    if (++this.#control > this.#limits.max_control_frames_per_second) this.#calm('http2_limits.max_control_frames_per_second');
+    if (this.#controlFrames.count(performance.now()) > this.#limits.max_control_frames_per_second) this.#calm('http2_limits.max_control_frames_per_second');
   }
 
   /** GOAWAY ENHANCE_YOUR_CALM and the connection closed: the client went over a limit. */
@@ -207,5 +195,20 @@ class SessionGuard {
     this.#logger.debug({ client: this.#session.socket?.remoteAddress, reason }, 'HTTP/2 connection closed');
     // GOAWAY NO_ERROR; nothing is open, so node:http2 closes the connection at once.
     this.#session.close();
+  }
+}
+
+/** Events in the current one-second window (a fixed window, restarted by the first event after it ends). */
+class PerSecond {
+  #count = 0;
+  #windowStart = 0;
+
+  /** Counts one event at `now` (ms) and returns the count of its window. */
+  count(now: number): number {
+    if (now - this.#windowStart >= 1000) {
+      this.#windowStart = now;
+      this.#count = 0;
+    }
+    return ++this.#count;
   }
 }
