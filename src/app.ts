@@ -47,7 +47,7 @@ export interface ProxyOptions {
   /** false: no admin listener whatever the config says (a process that is not the one serving it). */
   admin?: boolean;
   /**
-   * The file the config was read from: `reloadFile()`, SIGHUP (cli.ts) and `POST /api/reload` re-read it.
+   * The file the config was read from: `reloadFile()`, SIGHUP (command.ts) and `POST /api/reload` re-read it.
    * Without it the proxy can still be reloaded with a config object (`reload`).
    */
   configFile?: string;

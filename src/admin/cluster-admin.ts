@@ -1,6 +1,6 @@
 /**
  * The cluster primary's admin listener: an `AdminServer` whose numbers a `ClusterMonitor` gathers from the
- * workers. The composition root (cli.ts) passes `createClusterAdmin` to the `Primary`, which calls it once
+ * workers. The composition root (command.ts) passes `createClusterAdmin` to the `Primary`, which calls it once
  * with its view; the primary itself knows nothing of the admin UI.
  */
 import type { Logger } from 'pino';
