@@ -144,12 +144,14 @@ async function measure(dir, backendPort, variant, repeat) {
   const name = `${variant}-${repeat}`;
   const cfg = path.join(dir, `${name}.yaml`);
   fs.writeFileSync(cfg, configFor(variant, port, backendPort, path.join(dir, `${name}.log`)));
-  const command = variant === 'bare' ? ['bench/bare-forwarder.mjs', String(port), `127.0.0.1:${backendPort}`] : ['dist/cli.js', '--config', cfg];
+  // The CLI's memory settings are given here, as the CLI would give them to itself (src/runtime.ts): it
+  // would otherwise replace itself with process.execve, and valgrind does not follow an exec.
+  const command = variant === 'bare' ? ['bench/bare-forwarder.mjs', String(port), `127.0.0.1:${backendPort}`] : ['--max-semi-space-size=8', 'dist/cli.js', '--config', cfg];
   const out = path.join(dir, `callgrind.${name}`);
   const child = spawn('taskset', ['-c', '0', 'valgrind', '--tool=callgrind', '--instr-atstart=no', '--smc-check=all-non-file', `--callgrind-out-file=${out}`, process.execPath, ...command], {
     cwd: ROOT,
     stdio: ['ignore', 'ignore', 'pipe'],
-    env: { ...process.env, LOG_LEVEL: '' },
+    env: { ...process.env, LOG_LEVEL: '', MALLOC_ARENA_MAX: '2' },
   });
   let stderr = '';
   child.stderr.on('data', (d) => (stderr += d));

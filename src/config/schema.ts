@@ -110,6 +110,11 @@ const http2LimitsSchema = z.strictObject({
   max_resets_per_second: positiveInt('a whole number from 1 to 100000', 100_000).default(100),
   /** SETTINGS and PING frames a client may send per connection per second before GOAWAY ENHANCE_YOUR_CALM. */
   max_control_frames_per_second: positiveInt('a whole number from 1 to 100000', 100_000).default(100),
+  /**
+   * Bytes per second a client may send that carry no request (WINDOW_UPDATE, PRIORITY, unknown frames,
+   * padding), beyond 8 for each byte of payload, before GOAWAY ENHANCE_YOUR_CALM.
+   */
+  max_overhead_bytes_per_second: positiveInt('a whole number of bytes from 1024 to 1000000000', 1_000_000_000).min(1024, 'must be a whole number of bytes from 1024 to 1000000000').default(1_048_576),
   /** HPACK dynamic table the client's encoder may use (SETTINGS_HEADER_TABLE_SIZE), in bytes. */
   hpack_table_size: z
     .number({ error: 'must be a whole number of bytes from 0 to 65536' })

@@ -4,12 +4,16 @@
  * it hands each stream to the pipeline as a request, through node:http2's compatibility API.
  *
  * Per connection it adds the defences node:http2 and nghttp2 do not give by themselves (docs/tls.md#http2):
- * a limit on reset streams per second (rapid reset, CVE-2023-44487) and on SETTINGS and PING frames per
- * second (floods), each ending the connection with GOAWAY ENHANCE_YOUR_CALM; a first-request timeout and an
+ * a limit on reset streams per second (rapid reset, CVE-2023-44487), on SETTINGS and PING frames per
+ * second, and on the bytes a client sends that carry no request (WINDOW_UPDATE, PRIORITY, unknown frame
+ * types, padding: floods node:http2 never shows to JavaScript), each ending the connection with GOAWAY
+ * ENHANCE_YOUR_CALM; a first-request timeout and an
  * idle timeout (no stream open), each ending it with GOAWAY NO_ERROR. Concurrent streams, the header list
  * (size and fields, which also bounds CONTINUATION) and the HPACK table are SETTINGS nghttp2 enforces.
  */
-import { constants, createServer, Http2ServerResponse, type Http2Server, type Http2ServerRequest, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
+import { constants, createServer, Http2ServerRequest, Http2ServerResponse, type Http2Server, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
+import type { IncomingHttpHeaders } from 'node:http';
+import type { ReadableOptions } from 'node:stream';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { ServerConfig } from '../config/schema.js';
@@ -24,11 +28,47 @@ const CALM_LINGER_MS = 250;
 /** Pseudo-headers a request carries (:method, :scheme, :authority, :path): not counted as header fields. */
 const PSEUDO_HEADERS = 4;
 
+/** How often each connection's overhead is checked (see SessionGuard#checkOverhead). */
+const OVERHEAD_CHECK_MS = 1000;
+/**
+ * Overhead a connection may send for each byte of payload, on top of max_overhead_bytes_per_second: small
+ * DATA frames (a streaming gRPC call sends one per message), and the WINDOW_UPDATE frames a client sends for
+ * what it downloads, cost a few bytes of frame for each few bytes of payload.
+ */
+const OVERHEAD_PER_PAYLOAD_BYTE = 8;
+
+/** Each connection's guard, found by the requests of its streams (H2Request). */
+const guards = new WeakMap<ServerHttp2Session, SessionGuard>();
+
+/**
+ * The compatibility request, counting what its stream carries toward the connection's payload: the header
+ * list when the stream opens, and each chunk of the body as node:http2 hands it over.
+ */
+export class H2Request extends Http2ServerRequest {
+  readonly #guard: SessionGuard | undefined;
+
+  constructor(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, options: ReadableOptions, rawHeaders: string[]) {
+    super(stream, headers, options, rawHeaders);
+    this.#guard = guards.get(stream.session as ServerHttp2Session);
+    if (this.#guard !== undefined) {
+      let bytes = 0;
+      for (const field of rawHeaders) bytes += field.length;
+      this.#guard.payload += bytes;
+    }
+  }
+
+  override push(chunk: unknown, encoding?: BufferEncoding): boolean {
+    if (this.#guard !== undefined && chunk !== null) this.#guard.payload += (chunk as Buffer).length;
+    return super.push(chunk, encoding);
+  }
+}
+
+
 /**
  * The compatibility response with the member the pipeline reads that node:http2 leaves out: `destroyed`
  * (the client reset the stream, or the connection closed), as node:http's ServerResponse has it.
  */
-export class H2Response extends Http2ServerResponse {}
+export class H2Response extends Http2ServerResponse<H2Request> {}
 // (@types/node declares `destroyed` as a property, which a class may not override with an accessor.)
 Object.defineProperty(H2Response.prototype, 'destroyed', {
   get(this: Http2ServerResponse): boolean {
@@ -48,6 +88,8 @@ export class Http2Downstream {
   readonly #config: ServerConfig;
   readonly #logger: Logger;
   #draining = false;
+  /** Checks every connection's overhead once a second while any is open. */
+  #overheadTimer: NodeJS.Timeout | undefined;
 
   constructor(options: Http2DownstreamOptions) {
     const config = options.config;
@@ -68,6 +110,7 @@ export class Http2Downstream {
       maxHeaderListPairs: config.max_header_count + PSEUDO_HEADERS + 1,
       // The HPACK table the server's own encoder keeps for this connection.
       maxDeflateDynamicTableSize: limits.hpack_table_size,
+      Http2ServerRequest: H2Request,
       Http2ServerResponse: H2Response,
     });
     // A response sent before the client finished its request body is followed by RST_STREAM NO_ERROR, as
@@ -112,10 +155,21 @@ export class Http2Downstream {
   #watch(session: ServerHttp2Session): void {
     this.#sessions.add(session);
     const guard = new SessionGuard(session, this.#config.http2_limits, this.#logger);
+    guards.set(session, guard);
     session.once('close', () => {
       this.#sessions.delete(session);
       guard.stop();
+      if (this.#sessions.size === 0 && this.#overheadTimer !== undefined) {
+        clearInterval(this.#overheadTimer);
+        this.#overheadTimer = undefined;
+      }
     });
+    if (this.#overheadTimer === undefined) {
+      this.#overheadTimer = setInterval(() => {
+        for (const open of this.#sessions) guards.get(open)?.checkOverhead();
+      }, OVERHEAD_CHECK_MS);
+      this.#overheadTimer.unref();
+    }
     if (this.#draining) session.close();
   }
 }
@@ -133,6 +187,14 @@ class SessionGuard {
   readonly #controlFrames = new PerSecond();
   #timer: NodeJS.Timeout | undefined;
   #ended = false;
+  /** Bytes of requests received: header lists and bodies (counted by H2Request). */
+  payload = 0;
+  /** The streams open now: their bodies' bytes still held by node:http2 count as payload too. */
+  readonly #streams = new Set<ServerHttp2Stream>();
+  /** The socket's byte counts and the payload at the last check. */
+  #lastRead = 0;
+  #lastWritten = 0;
+  #lastPayload = 0;
 
   constructor(session: ServerHttp2Session, limits: ServerConfig['http2_limits'], logger: Logger) {
     this.#session = session;
@@ -157,7 +219,11 @@ class SessionGuard {
       clearTimeout(this.#timer);
       this.#timer = undefined;
     }
+    this.#streams.add(stream);
     stream.once('close', () => {
+      this.#streams.delete(stream);
+      // What the stream received and nobody read (a refused request's body) is payload all the same.
+      this.payload += stream.readableLength;
       if (stream.rstCode !== constants.NGHTTP2_NO_ERROR) this.#reset();
       if (--this.#open === 0 && !this.#ended) {
         this.#timer = setTimeout(() => this.#timeout('idle for http2_limits.idle_timeout_ms'), this.#limits.idle_timeout_ms);
@@ -173,6 +239,29 @@ class SessionGuard {
 
   #controlFrame(): void {
     if (this.#controlFrames.count(performance.now()) > this.#limits.max_control_frames_per_second) this.#calm('http2_limits.max_control_frames_per_second');
+  }
+
+  /**
+   * Once a second: the bytes the client sent since the last check that carried no request. nghttp2 takes
+   * WINDOW_UPDATE, PRIORITY and unknown frames, and padding, without telling JavaScript, so they are
+   * counted as the socket's bytes read minus the payload (header lists, and bodies as they arrive). A client
+   * may send max_overhead_bytes_per_second of them, plus 8 bytes for every byte of payload it sent or was
+   * sent; past that, GOAWAY ENHANCE_YOUR_CALM (nginx has a similar check, over a connection's lifetime: docs/tls.md#http2).
+   */
+  checkOverhead(): void {
+    const socket = this.#session.socket;
+    if (this.#ended || this.#session.destroyed || socket === undefined || socket === null) return;
+    let held = 0;
+    for (const stream of this.#streams) held += stream.readableLength;
+    const read = socket.bytesRead;
+    const written = socket.bytesWritten;
+    const payload = this.payload + held;
+    const overhead = read - this.#lastRead - (payload - this.#lastPayload);
+    const allowed = this.#limits.max_overhead_bytes_per_second + OVERHEAD_PER_PAYLOAD_BYTE * (payload - this.#lastPayload + written - this.#lastWritten);
+    this.#lastRead = read;
+    this.#lastWritten = written;
+    this.#lastPayload = payload;
+    if (overhead > allowed) this.#calm('http2_limits.max_overhead_bytes_per_second');
   }
 
   /** GOAWAY ENHANCE_YOUR_CALM and the connection closed: the client went over a limit. */

@@ -29,7 +29,7 @@ import {
   windowUpdate,
 } from '../helpers/h2-frames.js';
 import { request as h1Request } from '../helpers/http.js';
-import { startHoldingBackend, startProxy, waitFor, type HoldingBackend, type TestProxy } from '../helpers/servers.js';
+import { startBackend, startHoldingBackend, startProxy, waitFor, type Backend, type HoldingBackend, type TestProxy } from '../helpers/servers.js';
 import { makeTestPki, type TestPki } from '../helpers/tls.js';
 
 const unhandled: unknown[] = [];
@@ -363,5 +363,76 @@ describe('HTTP/2 attacks over TLS', () => {
     }
     const { readFileSync } = await import('node:fs');
     await assertServes(proxy, `https://example.com:${proxy.port}`, { ca: readFileSync(pki.caCert), servername: 'example.com', host: '127.0.0.1' });
+  });
+});
+
+describe('HTTP/2 frames that carry no request: overhead per second', () => {
+  const BIG = 4 * 1024 * 1024;
+  let backend: Backend;
+  let proxy: TestProxy;
+  before(async () => {
+    // /hold keeps its stream open (so neither the idle nor the header timeout ends the connection); /down
+    // sends 4 MiB; /up counts what it received.
+    backend = await startBackend('big', (req, res) => {
+      if (req.url === '/down') return res.end(Buffer.alloc(BIG, 120));
+      if (req.url === '/hold') return void setTimeout(() => res.end('held'), 10_000).unref();
+      let n = 0;
+      req.on('data', (c: Buffer) => (n += c.length));
+      req.on('end', () => res.end(String(n)));
+    });
+    proxy = await startProxy([backend], { server: { h2c: true, max_body_bytes: 64 * 1024 * 1024, http2_limits: { max_overhead_bytes_per_second: 65_536 } } });
+  });
+  after(async () => {
+    await proxy.close();
+    await backend.close();
+    assert.deepEqual(unhandled, []);
+  });
+
+  test('WINDOW_UPDATE, PRIORITY and unknown-frame floods end in GOAWAY ENHANCE_YOUR_CALM', async () => {
+    const priority = Buffer.from([0, 0, 0, 0, 16]); // depends on stream 0, weight 17
+    for (const [what, unit] of [
+      ['WINDOW_UPDATE', windowUpdate(0, 1)],
+      ['PRIORITY', frame(FRAME.PRIORITY, 0, 3, priority)],
+      ['unknown type 0xfa', frame(0xfa, 0, 0, Buffer.alloc(8))],
+    ] as const) {
+      const h2 = await RawH2.cleartext(proxy.port);
+      try {
+        h2.write(headers(1, request('/hold')));
+        const burst = Buffer.concat(Array.from({ length: 5000 }, () => unit));
+        // About 650 KB a second: ten times the limit, for up to 4 s.
+        for (let i = 0; i < 40 && !h2.closed && h2.goaway() === undefined; i++) {
+          h2.write(burst);
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        const goaway = await h2.waitFor((f) => f.type === FRAME.GOAWAY, 2000);
+        assert.ok(goaway !== undefined, `${what}: ${describeFrames(h2).slice(0, 200)}`);
+        assert.equal(errorCode(goaway), ERROR.ENHANCE_YOUR_CALM, what);
+        assert.ok(await h2.waitClosed(), `${what}: closed`);
+      } finally {
+        h2.close();
+      }
+    }
+    assert.ok(proxy.logs.some((l) => l.limit === 'http2_limits.max_overhead_bytes_per_second'), 'the limit is named in the log');
+    await assertServes(proxy);
+  });
+
+  test('large bodies both ways are payload, not overhead: 4 MiB up and down on one connection', async () => {
+    const logged = proxy.logs.length;
+    const session = connect(proxy.url);
+    session.on('error', () => undefined);
+    try {
+      for (let round = 0; round < 3; round++) {
+        const down = await h2Request(session, '/down');
+        assert.equal(down.status, 200);
+        assert.equal(down.body.length, BIG);
+        const up = await h2Request(session, '/up', { method: 'POST', body: 'y'.repeat(BIG) });
+        assert.equal(up.status, 200);
+        assert.equal(up.body, String(BIG));
+      }
+      assert.ok(!session.closed && !session.destroyed, 'the connection is still open');
+    } finally {
+      session.close();
+    }
+    assert.ok(!proxy.logs.slice(logged).some((l) => l.limit === 'http2_limits.max_overhead_bytes_per_second'), 'no connection went over the limit');
   });
 });

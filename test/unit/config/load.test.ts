@@ -58,7 +58,7 @@ describe('parseConfig: valid configs', () => {
         encoded_slashes: 'keep',
         http2: true,
         h2c: false,
-        http2_limits: { max_concurrent_streams: 100, max_resets_per_second: 100, max_control_frames_per_second: 100, hpack_table_size: 4096, idle_timeout_ms: 75_000, header_timeout_ms: 10_000 },
+        http2_limits: { max_concurrent_streams: 100, max_resets_per_second: 100, max_control_frames_per_second: 100, max_overhead_bytes_per_second: 1_048_576, hpack_table_size: 4096, idle_timeout_ms: 75_000, header_timeout_ms: 10_000 },
       },
       load_balancing: {
         strategy: 'round_robin',

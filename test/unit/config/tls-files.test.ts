@@ -125,6 +125,7 @@ describe('server.tls: keys that depend on others', () => {
       max_concurrent_streams: 100,
       max_resets_per_second: 100,
       max_control_frames_per_second: 100,
+      max_overhead_bytes_per_second: 1_048_576,
       hpack_table_size: 4096,
       idle_timeout_ms: 75_000,
       header_timeout_ms: 10_000,
@@ -132,9 +133,10 @@ describe('server.tls: keys that depend on others', () => {
     assert.deepEqual(messages(`server:\n  h2c: true\n  tls: { certificates: [{ cert_file: a, key_file: b }] }\n${UPSTREAM}`).filter((m) => m.startsWith('server.h2c')), [
       'server.h2c: is for a plain listener: with server.tls, HTTP/2 is server.http2',
     ]);
-    assert.deepEqual(messages(`server:\n  http2_limits: { max_concurrent_streams: 0, hpack_table_size: 70000, rapid: 1 }\n${UPSTREAM}`), [
+    assert.deepEqual(messages(`server:\n  http2_limits: { max_concurrent_streams: 0, hpack_table_size: 70000, max_overhead_bytes_per_second: 100, rapid: 1 }\n${UPSTREAM}`), [
       'server.http2_limits.max_concurrent_streams: must be a whole number from 1 to 10000, got 0',
       'server.http2_limits.hpack_table_size: must be a whole number of bytes from 0 to 65536, got 70000',
+      'server.http2_limits.max_overhead_bytes_per_second: must be a whole number of bytes from 1024 to 1000000000, got 100',
       'server.http2_limits.rapid: unknown key',
     ]);
     try {
