@@ -11,7 +11,8 @@ import type { LoadBalancer } from './balancing/load-balancer.js';
 import { ConfigError } from './config/load.js';
 import { DEFAULT_NAME, type Config, type RateLimitConfig } from './config/schema.js';
 import { Gateway, type ReloadOutcome } from './gateway/gateway.js';
-import type { Generation } from './gateway/generation.js';
+import type { Generation, RoutePhases } from './gateway/generation.js';
+import type { UserPhaseDeps } from './api/adapt.js';
 import { loadForReloadOffThread } from './gateway/reload.js';
 import { MemoryStore } from './limits/memory-store.js';
 import { RedisStore } from './limits/redis-store.js';
@@ -34,6 +35,11 @@ export interface ProxyOptions {
   random?: Random;
   /** Extra phases (library use), run after the built-in request filters. */
   phases?: readonly Phases[];
+  /**
+   * Public-API phases by route (createGateway's, and the config's plugins): `initial` for the first
+   * generation, `build` for each reload's config (a ConfigError fails that reload and changes nothing).
+   */
+  routePhases?: { initial: RoutePhases; build: (config: Config) => Promise<RoutePhases> };
   /**
    * The bucket store for a rate-limit policy instead of the one its config names (a cluster worker's stores
    * ask the primary); undefined: the one the config names. Called when a policy first comes into use (at
@@ -80,7 +86,7 @@ export interface Proxy {
   close(): Promise<void>;
   /** Shutdown that closes the connections still open now (see ProxyServer.closeNow). */
   closeNow(): Promise<void>;
-  /** Puts a validated config in force without dropping a request (see Gateway.reload). */
+  /** Puts a validated config in force without dropping a request (see Gateway.reload); its plugins are built first. */
   reload(config: Config, hash?: string, generation?: number): Promise<ReloadOutcome>;
   /**
    * Re-reads `configFile`, validates it as `--check` does and reloads; a bad file changes nothing and is
@@ -126,7 +132,23 @@ export function createProxy(config: Config, options: ProxyOptions): Proxy {
   const accessLog = createAccessLog(logger, { direct: options.directLog });
   if (accessLog !== undefined) tail.push(accessLog);
 
-  const gateway = new Gateway(config, { logger, clock, random, head, user: options.phases ?? [], tail, startedAt, makeStore, hash: options.configHash ?? '', ...(options.generation === undefined ? {} : { generation: options.generation }) });
+  // User phases that throw are counted here; the counter exists (at 0) once the first generation is built.
+  const phaseErrors: { counter?: Counter<'phase' | 'hook'> } = {};
+  const userDeps: UserPhaseDeps = { logger, countError: (phase, hook) => phaseErrors.counter?.inc({ phase, hook }) };
+  const gateway = new Gateway(config, {
+    logger,
+    clock,
+    random,
+    head,
+    user: options.phases ?? [],
+    tail,
+    startedAt,
+    makeStore,
+    hash: options.configHash ?? '',
+    userDeps,
+    routePhases: options.routePhases?.initial,
+    ...(options.generation === undefined ? {} : { generation: options.generation }),
+  });
   const connectionsOpen = (): Promise<number> =>
     new Promise((resolve) => server.server.getConnections((err, n) => resolve(err === null ? n : 0)));
   const connectionsRefused = (): number => server.refusedConnections;
@@ -144,6 +166,12 @@ export function createProxy(config: Config, options: ProxyOptions): Proxy {
   });
   reloads.inc({ result: 'ok' }, 0);
   reloads.inc({ result: 'error' }, 0);
+  phaseErrors.counter = new Counter({
+    name: 'tollgate_phase_errors_total',
+    help: 'Hooks of library phases and plugins that threw or rejected, by phase name and hook (each answered 500 where a response was still to be sent).',
+    labelNames: ['phase', 'hook'],
+    registers: [metrics.registry],
+  });
 
   const server = new ProxyServer({
     config: config.server,
@@ -161,7 +189,19 @@ export function createProxy(config: Config, options: ProxyOptions): Proxy {
   gateway.onSwap((generation) => server.useTls(generation.tls));
 
   const reload = async (next: Config, hash = '', generation?: number): Promise<ReloadOutcome> => {
-    const outcome = await gateway.reload(next, hash, generation);
+    let routePhases: RoutePhases | undefined;
+    if (options.routePhases !== undefined) {
+      try {
+        routePhases = await options.routePhases.build(next);
+      } catch (err) {
+        if (!(err instanceof ConfigError)) throw err;
+        reloads.inc({ result: 'error' });
+        const errors = err.message.split('\n');
+        logger.error({ errors }, 'config reload failed: the previous config keeps serving');
+        return gateway.reloadFailed(errors);
+      }
+    }
+    const outcome = await gateway.reload(next, hash, generation, routePhases);
     reloads.inc({ result: outcome.result });
     if (outcome.result === 'ok') {
       logger.info({ generation: outcome.generation, restart_needed: outcome.restart_needed, config_hash: hash }, `config reloaded: generation ${outcome.generation} serving`);

@@ -7,13 +7,15 @@ import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { constants } from 'node:os';
 import { parseArgs } from 'node:util';
-import type { Logger } from 'pino';
+import { pino, type Logger } from 'pino';
+import { buildRoutePhases } from './api/plugins.js';
 import { createClusterAdmin } from './admin/cluster-admin.js';
 import { createProxy } from './app.js';
 import { Primary, resolveWorkers, type PrimaryView } from './cluster/primary.js';
 import { runWorker } from './cluster/worker.js';
 import { ConfigError } from './config/load.js';
-import { LOG_LEVELS } from './config/schema.js';
+import { LOG_LEVELS, type Config } from './config/schema.js';
+import type { RoutePhases } from './gateway/generation.js';
 import { allUpstreams, routesOf, servicesOf } from './config/resolve.js';
 import { loadForReload } from './gateway/reload.js';
 import { createLogger, exitOnFatalErrors } from './observability/logger.js';
@@ -115,12 +117,31 @@ async function main(argv: string[]): Promise<number> {
     );
     return 2;
   }
+  // Plugins are loaded (and their factories run) for --check too: one that fails makes the config invalid.
+  const buildPhases = (next: Config, logger: Logger): Promise<RoutePhases> => buildRoutePhases(next, { logger, configFile: file });
+  const invalid = async (err: unknown, flush?: () => Promise<void>): Promise<number> => {
+    if (!(err instanceof ConfigError)) throw err;
+    await flush?.();
+    process.stderr.write(`${err.message}\ntollgate: configuration ${file} is invalid\n`);
+    return 2;
+  };
   if (values.check === true) {
+    try {
+      await buildPhases(config, pino({ level: 'silent' }));
+    } catch (err) {
+      return invalid(err);
+    }
     process.stdout.write(`tollgate: configuration ${file} is valid\n`);
     return 0;
   }
 
   const { logger, flush, direct } = createLogger(config.logging, { level: process.env.LOG_LEVEL, format });
+  let initialPhases: RoutePhases;
+  try {
+    initialPhases = await buildPhases(config, logger);
+  } catch (err) {
+    return invalid(err, flush);
+  }
   // The access log's lines are written out too (once the proxy exists).
   const flushing: { all: (timeoutMs?: number) => Promise<void> } = { all: flush };
   exitOnFatalErrors(logger, () => flushing.all());
@@ -137,7 +158,8 @@ async function main(argv: string[]): Promise<number> {
     return runPrimary(new Primary({ config, logger, workers, logFormat: format, admin, configFile: file, configHash: hash }), logger, flush, listening);
   }
 
-  const proxy = createProxy(config, { logger, directLog: direct, configFile: file, configHash: hash });
+  const routePhases = { initial: initialPhases, build: (next: Config) => buildPhases(next, logger) };
+  const proxy = createProxy(config, { logger, directLog: direct, configFile: file, configHash: hash, routePhases });
   flushing.all = (timeoutMs) => {
     proxy.flushLogs();
     return flush(timeoutMs);

@@ -6,7 +6,9 @@
 import type { AddressInfo } from 'node:net';
 import { constants } from 'node:os';
 import type { Logger } from 'pino';
+import { buildRoutePhases } from '../api/plugins.js';
 import { createProxy, type Proxy } from '../app.js';
+import type { RoutePhases } from '../gateway/generation.js';
 import type { Config, RateLimitConfig } from '../config/schema.js';
 import { IpcStore } from '../limits/ipc-store.js';
 import type { RateLimitStore, SharedStore, StoreErrorListener } from '../limits/store.js';
@@ -90,7 +92,10 @@ async function startWorker(start: StartMessage): Promise<number> {
     shared ??= new IpcStore(process, { logger, onErrors: countErrors('ipc') });
     return shared.view(rateLimit, rateLimit.store.timeout_ms);
   };
-  const proxy: Proxy = createProxy(config, { logger, directLog: handle.direct, clusterWorker: true, admin: false, generation: start.generation, configHash: start.hash, rateLimitStoreFor });
+  // Plugins are loaded here, in the process that serves (the primary checked them; their paths are absolute).
+  const build = (next: Config): Promise<RoutePhases> => buildRoutePhases(next, { logger });
+  const routePhases = { initial: await build(config), build };
+  const proxy: Proxy = createProxy(config, { logger, directLog: handle.direct, clusterWorker: true, admin: false, generation: start.generation, configHash: start.hash, rateLimitStoreFor, routePhases });
   flushing.all = (timeoutMs) => {
     proxy.flushLogs();
     return handle.flush(timeoutMs);

@@ -4,7 +4,7 @@
  * reload); nothing here is on the request path.
  */
 import { readFileSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { dirname, isAbsolute, resolve } from 'node:path';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, visit, type Document, type Node } from 'yaml';
 import type { z } from 'zod';
 import { TlsFileError as UpstreamTlsFileError, tlsMaterial } from '../balancing/upstream-tls.js';
@@ -162,7 +162,7 @@ export function parseConfig(source: string, file: string, env: NodeJS.ProcessEnv
     result = configSchema.safeParse(data, PARSE_OPTIONS);
   }
   if (result.success && problems.length === 0) {
-    const data = withUpstreamTlsPaths(result.data, dirname(file));
+    const data = withPluginPaths(withUpstreamTlsPaths(result.data, dirname(file)), dirname(file));
     const tlsProblems = tlsFileProblems(data, doc, at);
     if (tlsProblems.length > 0) throw new ConfigError(file, tlsProblems);
     const ties = routeTies(data);
@@ -191,6 +191,35 @@ export function parseConfig(source: string, file: string, env: NodeJS.ProcessEnv
   // In the order of the file, whichever check found them.
   problems.sort((a, b) => a.line - b.line || a.col - b.col);
   throw new ConfigError(file, problems);
+}
+
+/** Whether a plugin's `module` names a file (else it is a name the library user registered). */
+export function isPluginPath(module: string): boolean {
+  return module.startsWith('./') || module.startsWith('../') || isAbsolute(module);
+}
+
+/** The config with every plugin file taken from the config file's folder (absolute, as workers need it). */
+function withPluginPaths(config: Config, dir: string): Config {
+  if (config.routes?.some((r) => r.plugins.some((p) => isPluginPath(p.module))) !== true) return config;
+  return {
+    ...config,
+    routes: config.routes.map((r) => ({ ...r, plugins: r.plugins.map((p) => (isPluginPath(p.module) ? { ...p, module: resolve(dir, p.module) } : p)) })),
+  };
+}
+
+/**
+ * Where the value at `path` is written in the config file (1:1 when the file cannot be read or has no such
+ * key): for problems found after loading, such as a plugin that cannot be loaded.
+ */
+export function positionIn(file: string, path: readonly PathKey[]): { line: number; col: number } {
+  try {
+    const lines = new LineCounter();
+    const doc = parseDocument(readFileSync(file, 'utf8'), { lineCounter: lines });
+    const node = (doc.getIn(path, true) as Node | undefined) ?? nearestNode(doc, [...path]);
+    return lines.linePos(node.range?.[0] ?? 0);
+  } catch {
+    return { line: 1, col: 1 };
+  }
 }
 
 /** The config with the files of every service's and upstream's `tls` taken from the config file's folder. */

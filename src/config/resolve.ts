@@ -31,6 +31,7 @@ const DEFAULT_ROUTE: RouteConfig = {
   middleware: {},
   request_headers: { set: {}, remove: [] },
   response_headers: { set: {}, remove: [] },
+  plugins: [],
 };
 
 export function routesOf(config: Config): ResolvedRoute[] {

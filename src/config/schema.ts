@@ -600,6 +600,12 @@ const routeSchema = z
     request_headers: headerEditsSchema.prefault({}),
     /** Edits to the response sent to the client, after Tollgate's own headers. */
     response_headers: headerEditsSchema.prefault({}),
+    /**
+     * Phases from JavaScript modules, run in this order after the route's auth and rate limit: `module` is a
+     * file (relative to the config file) whose default export makes the phases from `options`, or a name
+     * the library user registered (docs/library.md).
+     */
+    plugins: z.array(z.strictObject({ module: z.string().min(1, 'must name a module'), options: z.unknown().optional() }), { error: 'must be a list of { module, options }' }).default([]),
   })
   .superRefine(function routeShape(route, ctx) {
     if ((route.service === undefined) === (route.redirect === undefined)) {

@@ -14,10 +14,12 @@ import type { Config, RateLimitConfig } from '../config/schema.js';
 import type { RateLimitStore, StoreStatus } from '../limits/store.js';
 import type { PipelineShared } from '../proxy/pipeline.js';
 import type { RequestHandler } from '../server/proxy-server.js';
-import { Generation, type GenerationDeps } from './generation.js';
+import { Generation, type GenerationDeps, type RoutePhases } from './generation.js';
 import { applicableConfig } from './reload.js';
 
-export interface GatewayOptions extends Omit<GenerationDeps, 'shared' | 'stores'> {
+export interface GatewayOptions extends Omit<GenerationDeps, 'shared' | 'stores' | 'routePhases'> {
+  /** The first generation's public-API phases by route (a reload is given its own). */
+  routePhases?: RoutePhases | undefined;
   /** Builds the store for one rate-limit policy (called once per policy while it is in use). */
   makeStore: (config: RateLimitConfig) => RateLimitStore;
   /** SHA-256 of the file the config came from, '' when it was given as an object. */
@@ -70,7 +72,7 @@ export class Gateway implements RequestHandler {
   constructor(config: Config, options: GatewayOptions) {
     this.#options = options;
     this.#logger = options.logger;
-    this.#current = this.#build(config, options.generation ?? 1, options.hash ?? '', undefined);
+    this.#current = this.#build(config, options.generation ?? 1, options.hash ?? '', undefined, options.routePhases);
   }
 
   /** The generation serving new requests now. */
@@ -154,8 +156,8 @@ export class Gateway implements RequestHandler {
    * requests have finished. A config that cannot be built (a route tie in a config given as an object)
    * changes nothing and is reported as an error. `id` numbers the new generation (default: the next).
    */
-  reload(next: Config, hash = '', id?: number): Promise<ReloadOutcome> {
-    const run = this.#queue.then(() => this.#reload(next, hash, id ?? this.#current.meta.id + 1));
+  reload(next: Config, hash = '', id?: number, routePhases?: RoutePhases): Promise<ReloadOutcome> {
+    const run = this.#queue.then(() => this.#reload(next, hash, id ?? this.#current.meta.id + 1, routePhases));
     this.#queue = run.catch(() => undefined);
     return run;
   }
@@ -167,14 +169,14 @@ export class Gateway implements RequestHandler {
     return outcome;
   }
 
-  async #reload(next: Config, hash: string, id: number): Promise<ReloadOutcome> {
+  async #reload(next: Config, hash: string, id: number, routePhases: RoutePhases | undefined): Promise<ReloadOutcome> {
     // Shutting down: a new generation would start health checks and pools that nothing closes.
     if (this.shared.draining) return this.reloadFailed(['shutting down: the reload was not applied']);
     const previous = this.#current;
     const { config, restartNeeded } = applicableConfig(previous.config, next);
     let generation: Generation;
     try {
-      generation = this.#build(config, id, hash, previous);
+      generation = this.#build(config, id, hash, previous, routePhases);
     } catch (err) {
       return this.reloadFailed([(err as Error).message]);
     }
@@ -192,7 +194,7 @@ export class Gateway implements RequestHandler {
     return outcome;
   }
 
-  #build(config: Config, id: number, hash: string, previous: Generation | undefined): Generation {
+  #build(config: Config, id: number, hash: string, previous: Generation | undefined, routePhases: RoutePhases | undefined): Generation {
     const stores = this.#stores;
     const made: string[] = [];
     const get = (rateLimit: RateLimitConfig): RateLimitStore => {
@@ -206,7 +208,7 @@ export class Gateway implements RequestHandler {
       return store;
     };
     try {
-      return new Generation(config, { ...this.#options, shared: this.shared, stores: { get } }, { id, loadedAt: Date.now(), hash }, previous);
+      return new Generation(config, { ...this.#options, shared: this.shared, stores: { get }, routePhases }, { id, loadedAt: Date.now(), hash }, previous);
     } catch (err) {
       // Nothing was swapped: the stores made for this attempt are not used by anyone.
       for (const key of made) {

@@ -6,6 +6,8 @@
  * has the same service, name, address and port; rate-limit stores carry over while their policy is the same.
  */
 import type { Logger } from 'pino';
+import { adaptPhases, type UserPhase, type UserPhaseDeps } from '../api/adapt.js';
+import type { Responder } from '../api/session.js';
 import type { Backend } from '../balancing/backend.js';
 import { LoadBalancer } from '../balancing/load-balancer.js';
 import { matchOf, routesOf, servicesOf, type ResolvedRoute } from '../config/resolve.js';
@@ -40,7 +42,14 @@ export interface GenerationDeps {
   /** Phases run last on every route and on Tollgate's own answers (server timing, metrics, access log). */
   tail: readonly Phases[];
   startedAt: number;
+  /** Public-API phases by route name (createGateway's, then the route's plugins), run after `user`. */
+  routePhases?: RoutePhases | undefined;
+  /** What adapted public-API phases log and count through; required with `routePhases`. */
+  userDeps?: UserPhaseDeps | undefined;
 }
+
+/** Public-API phases of one generation, by route name, in the order they run. */
+export type RoutePhases = ReadonlyMap<string, readonly UserPhase[]>;
 
 export interface GenerationMeta {
   id: number;
@@ -72,7 +81,10 @@ export class Generation {
     this.services = services;
     const resolved = routesOf(config);
     const keyed = config.routes !== undefined;
-    this.routes = resolved.map((r) => buildRoute(r, services, deps, keyed));
+    // User phases answer through the pipeline, which is built after the routes.
+    const host: { pipeline?: Pipeline } = {};
+    const responder: Responder = { writeHead: (ctx, status, headers) => (host.pipeline as Pipeline).writeHead(ctx, status, headers) };
+    this.routes = resolved.map((r) => buildRoute(r, services, deps, keyed, responder));
     const entries: RouteEntry<Route>[] = resolved.map((r, i) => ({ value: this.routes[i] as Route, match: matchOf(r.config.match) }));
     const compiled = compileRoutes(entries);
     // The loader reports ties with both routes' lines; a config given as an object gets this.
@@ -96,6 +108,7 @@ export class Generation {
       startedAt: deps.startedAt,
       onIdle: () => this.#onIdle?.(),
     });
+    host.pipeline = this.pipeline;
   }
 
   /** Every backend of every service. */
@@ -126,7 +139,7 @@ export class Generation {
   }
 }
 
-function buildRoute(resolved: ResolvedRoute, services: ReadonlyMap<string, LoadBalancer>, deps: GenerationDeps, keyed: boolean): Route {
+function buildRoute(resolved: ResolvedRoute, services: ReadonlyMap<string, LoadBalancer>, deps: GenerationDeps, keyed: boolean, responder: Responder): Route {
   const { config: route, auth, rateLimit } = resolved;
   const service = route.service === undefined ? undefined : services.get(route.service);
   const phases: Phases[] = [...deps.head];
@@ -138,6 +151,8 @@ function buildRoute(resolved: ResolvedRoute, services: ReadonlyMap<string, LoadB
   }
   if (authPhases !== undefined) phases.push(authPhases.enforce);
   phases.push(...deps.user);
+  const own = deps.routePhases?.get(route.name);
+  if (own !== undefined && own.length > 0 && deps.userDeps !== undefined) phases.push(...adaptPhases(own, deps.userDeps, responder));
   const edits = headerEditsPhase(route.request_headers, route.response_headers);
   phases.push(...deps.tail.filter((p) => p.logging === undefined));
   if (edits !== undefined) phases.push(edits);

@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { SessionImpl } from '../api/session.js';
 import type { Backend } from '../balancing/backend.js';
 import type { LoadBalancer } from '../balancing/load-balancer.js';
 import type { RetryBudget } from '../balancing/retry-budget.js';
@@ -100,6 +101,8 @@ export class RequestContext {
   error: ProxyError | undefined = undefined;
   /** The logging phase has run and the request was released (set once, whatever reports the end first). */
   finished = false;
+  /** The Session of user phases (src/api/), made by the first one that runs; routes without them never make one. */
+  session: SessionImpl | undefined = undefined;
   /** Cancels the upstream request; set once it is dispatched. */
   abortUpstream: ((err?: Error) => void) | undefined = undefined;
 

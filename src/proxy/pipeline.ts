@@ -532,8 +532,8 @@ export class Pipeline implements ForwardHost {
     // throws on one): there the stream alone ends (RST_STREAM NO_ERROR), and shutdown sends GOAWAY.
     if ((ctx.bodyChunked || ctx.bodyLength > 0) && !ctx.req.complete) ctx.closeConnection = true;
     if ((this.#shared.draining || ctx.closeConnection) && ctx.protocol === 'http/1.1') headers.push('Connection', 'close');
+    ctx.status = status; // response filters read it
     for (const filter of (ctx.route as Route).responseFilters) filter(ctx, headers);
-    ctx.status = status;
     ctx.res.writeHead(status, headers);
   }
 
