@@ -92,10 +92,10 @@ async function buildPlugin(module: string, options: unknown, route: string, sour
       loaded = (await import(pathToFileURL(file).href)) as { default?: unknown };
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      throw new Error(code === 'ERR_MODULE_NOT_FOUND' && (err as Error).message.includes(file) ? `cannot load ${file}: file not found` : `cannot load ${file}: ${(err as Error).message}`, { cause: err });
+      throw new Error(code === 'ERR_MODULE_NOT_FOUND' && (err as Error).message.includes(file) ? 'cannot load it: file not found' : `cannot load it: ${(err as Error).message}`, { cause: err });
     }
     factory = loaded.default;
-    if (typeof factory !== 'function') throw new Error(`${file} has no default export that is a function (options, api) => phases`);
+    if (typeof factory !== 'function') throw new Error('has no default export that is a function (options, api) => phases');
   } else {
     factory = sources.registry?.[module];
     if (typeof factory !== 'function') throw new Error('is not a file path (./ or ../ or absolute) and no plugin of that name is registered');

@@ -29,6 +29,7 @@ import type { Logger } from 'pino';
 import { ConfigError } from '../config/load.js';
 import { MAX_TIMER_MS, type Config } from '../config/schema.js';
 import { applicableConfig, loadForReloadOffThread } from '../gateway/reload.js';
+import { buildRoutePhases } from '../api/plugins.js';
 import { answerTakes, PolicyStores } from '../limits/ipc-store.js';
 import { ListenError, type ListenerName } from '../server/listen-error.js';
 import { REUSE_PORT } from '../server/proxy-server.js';
@@ -300,6 +301,8 @@ export class Primary {
     let loaded;
     try {
       loaded = await loadForReloadOffThread(this.#configFile);
+      // The workers load the plugins again; a plugin that cannot be loaded or built fails the reload here first.
+      await buildRoutePhases(loaded.config, { logger: this.#logger, configFile: this.#configFile });
     } catch (err) {
       if (!(err instanceof ConfigError)) throw err;
       return failed(err.message.split('\n'));
