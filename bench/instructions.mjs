@@ -12,6 +12,9 @@
 //                          valgrind; only when named in --variants)
 //   tollgate-without-F[+F] tollgate with the named features off (auth, rate_limit, log, health, retries,
 //                          metrics, tracing, server_timing): the cost of each feature (only when named)
+//   tollgate-plugin-none   tollgate written with one route (`routes:`) and no plugins: the baseline of
+//   tollgate-plugin-empty  the same route with one plugin whose phase has a requestFilter that does nothing
+//   tollgate-plugin-header the same route with one plugin whose responseFilter sets a response header
 // For each: start the proxy under callgrind with instrumentation off, send WARMUP requests so V8 has
 // compiled the hot path, switch instrumentation on, send REQUESTS requests (keep-alive, 8 at a time), dump
 // and divide the instructions by REQUESTS, leaving out those of V8's optimizing compiler (see compilerIr).
@@ -32,8 +35,9 @@ const WARMUP = numberOption('--warmup', 15000);
 const REPEATS = numberOption('--repeats', 1);
 /** --keep DIR: keep the callgrind dumps there (for callgrind_annotate) instead of deleting them. */
 const KEEP = textOption('--keep');
-const ALL = ['tollgate', 'tollgate-no_monitoring', 'tollgate-minimal', 'bare', 'tollgate-redis'];
-const DEFAULT_VARIANTS = ['tollgate', 'tollgate-no_monitoring', 'tollgate-minimal', 'bare'];
+const PLUGIN_VARIANTS = ['tollgate-plugin-none', 'tollgate-plugin-empty', 'tollgate-plugin-header'];
+const ALL = ['tollgate', 'tollgate-no_monitoring', 'tollgate-minimal', 'bare', 'tollgate-redis', ...PLUGIN_VARIANTS];
+const DEFAULT_VARIANTS = ['tollgate', 'tollgate-no_monitoring', 'tollgate-minimal', 'bare', ...PLUGIN_VARIANTS];
 const VARIANTS = textOption('--variants')?.split(',') ?? DEFAULT_VARIANTS;
 for (const v of VARIANTS) {
   if (!ALL.includes(v) && !v.startsWith('tollgate-without-')) throw new Error(`unknown variant ${v}; known: ${ALL.join(', ')}, tollgate-without-<feature>[+<feature>...]`);
@@ -136,6 +140,23 @@ logging: { level: ${on.has('log') ? 'info' : 'warn'}, file: ${JSON.stringify(log
 admin: { port: 0 }
 metrics: { enabled: ${on.has('metrics')} }
 tracing: { enabled: ${on.has('tracing')}, server_timing: ${on.has('server_timing')} }
+${routesFor(variant)}`;
+}
+
+/** The plugin modules of the tollgate-plugin-* variants, written beside their configs. */
+const PLUGINS = {
+  'tollgate-plugin-empty': 'export default () => ({ name: "empty", requestFilter() {} });\n',
+  'tollgate-plugin-header': 'export default () => ({ name: "header", responseFilter(session) { session.responseHeaders.set("X-Plugin", "1"); } });\n',
+};
+
+/** One route `all` (with the variant's plugin) for the tollgate-plugin-* variants; nothing for the others. */
+function routesFor(variant) {
+  if (!PLUGIN_VARIANTS.includes(variant)) return '';
+  const plugin = PLUGINS[variant];
+  return `routes:
+  - name: all
+    service: default
+    plugins: [${plugin === undefined ? '' : `{ module: ./${variant}.mjs }`}]
 `;
 }
 
@@ -144,6 +165,7 @@ async function measure(dir, backendPort, variant, repeat) {
   const name = `${variant}-${repeat}`;
   const cfg = path.join(dir, `${name}.yaml`);
   fs.writeFileSync(cfg, configFor(variant, port, backendPort, path.join(dir, `${name}.log`)));
+  if (PLUGINS[variant] !== undefined) fs.writeFileSync(path.join(dir, `${variant}.mjs`), PLUGINS[variant]);
   // The CLI's memory settings are given here, as the CLI would give them to itself (src/runtime.ts): it
   // would otherwise replace itself with process.execve, and valgrind does not follow an exec.
   const command = variant === 'bare' ? ['bench/bare-forwarder.mjs', String(port), `127.0.0.1:${backendPort}`] : ['--max-semi-space-size=8', 'dist/cli.js', '--config', cfg];
@@ -201,6 +223,12 @@ async function main() {
   if (m.tollgate !== undefined && m['tollgate-redis'] !== undefined) {
     const r = m.tollgate / m['tollgate-redis'];
     console.log(`${r >= 0.75 ? 'PASS' : 'FAIL'} Redis store cost: throughput implied by instructions ${r.toFixed(3)} of the memory store (>= 0.75; redis-server's own work not counted)`);
+  }
+  for (const v of ['tollgate-plugin-empty', 'tollgate-plugin-header']) {
+    const base = m['tollgate-plugin-none'];
+    if (m[v] === undefined || base === undefined) continue;
+    const plain = m.tollgate === undefined ? '' : `; the plain config (tollgate) to tollgate-plugin-none: ${((base / m.tollgate - 1) * 100).toFixed(1)}%`;
+    console.log(`plugin cost: ${v} ${Math.round(m[v] - base).toLocaleString('en-US')} instructions per request over tollgate-plugin-none (${((m[v] / base - 1) * 100).toFixed(1)}%)${plain}`);
   }
   if (m.tollgate !== undefined && m['tollgate-minimal'] !== undefined) {
     const r = m['tollgate-minimal'] / m.tollgate;

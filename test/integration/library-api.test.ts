@@ -10,7 +10,7 @@ import { pino } from 'pino';
 import { createGateway, definePhases, ProxyError, type Gateway, type Phases } from '../../src/index.js';
 import { request } from '../helpers/http.js';
 import { samples } from '../helpers/metrics.js';
-import { startBackend, waitFor, type Backend } from '../helpers/servers.js';
+import { closedPort, startBackend, waitFor, type Backend } from '../helpers/servers.js';
 
 describe('createGateway with phases', () => {
   let a: Backend;
@@ -222,6 +222,55 @@ describe('createGateway with phases', () => {
     assert.equal(res.json().backend, 'b');
     assert.equal(res.headers['x-status-seen'], '200', 'the gateway phase still runs');
     assert.equal((await request(`${url}/app/x`, { headers: { 'x-fail': 'throw' } })).status, 500, "the route's phase still runs");
+  });
+});
+
+describe('header edits of user phases and retries', () => {
+  test('edits made before and at dispatch are sent once on every attempt, a retry included', async () => {
+    const good = await startBackend('good');
+    const dead = await closedPort();
+    const editor = definePhases({
+      requestFilter(session) {
+        session.upstreamHeaders.delete('x-secret');
+        session.upstreamHeaders.set('X-From-Filter', 'yes');
+      },
+      upstreamRequestFilter(session) {
+        session.upstreamHeaders.append('X-Attempt', session.upstream?.name ?? '');
+        session.upstreamHeaders.delete('x-forwarded-host');
+      },
+    });
+    const noHealth = { active: { enabled: false }, passive: { enabled: false } };
+    const gateway = await createGateway({
+      config: {
+        server: { listen_port: 0, listen_address: '127.0.0.1' },
+        admin: { enabled: false },
+        logging: { level: 'silent' },
+        load_balancing: { upstreams: [{ name: 'dead', address: '127.0.0.1', port: dead }, { name: 'good', address: '127.0.0.1', port: good.port }], health_check: noHealth, retries: { max_retries: 1 } },
+      },
+      phases: [editor],
+    });
+    try {
+      const { port } = await gateway.listen();
+      for (let i = 0; i < 4; i++) {
+        const res = await request(`http://127.0.0.1:${port}/x`, { headers: { 'x-secret': 's', 'x-keep': 'k' } });
+        assert.equal(res.status, 200);
+        const seen = res.json<{ headers: Record<string, string> }>().headers;
+        assert.equal(seen['x-secret'], undefined);
+        assert.equal(seen['x-keep'], 'k');
+        assert.equal(seen['x-from-filter'], 'yes');
+        assert.equal(seen['x-attempt'], 'good', 'only the attempt that was sent is named');
+        assert.equal(seen['x-forwarded-host'], undefined);
+        assert.equal(seen['x-forwarded-for'], '127.0.0.1', 'Tollgate\'s own headers once');
+      }
+      assert.equal(good.hits, 4);
+      // Round robin over [dead, good]: about half the requests went to `dead` first and were retried.
+      let retries = 0;
+      for (const value of samples(await gateway.metrics.metrics(), 'tollgate_retries_total').values()) retries += value;
+      assert.ok(retries >= 1, `some requests were retried (${retries})`);
+    } finally {
+      await gateway.close();
+      await good.close();
+    }
   });
 });
 
