@@ -160,6 +160,13 @@ describe('plugins that cannot be used are config errors', () => {
     });
   }
 
+  test('a misspelt key of a plugin entry is refused by the schema', async () => {
+    const file = writeConfig(configText(1, '      - modul: ./plugins/tenant.js'));
+    const run = await runCli(['--check', '--config', file]);
+    assert.equal(run.code, 2, run.stderr);
+    assert.match(run.stderr, /routes\[0\]\.plugins\[0\]\.modul: unknown key, did you mean module\?/);
+  });
+
   test('--check runs the factories of good plugins and passes', async () => {
     const file = writeConfig(configText(1, GOOD));
     writePlugins(file);
