@@ -131,7 +131,8 @@ export function createProxy(config: Config, options: ProxyOptions): Proxy {
     new Promise((resolve) => server.server.getConnections((err, n) => resolve(err === null ? n : 0)));
   const connectionsRefused = (): number => server.refusedConnections;
   const stores = (): StoreStatus[] => gateway.storeStatus();
-  const metrics = new ProxyMetrics({ connectionsOpen, connectionsRefused, clock, version, stores }, { recording: config.metrics.enabled });
+  const websocketsOpen = (): number => gateway.webSocketsOpen;
+  const metrics = new ProxyMetrics({ connectionsOpen, connectionsRefused, clock, version, stores, websocketsOpen }, { recording: config.metrics.enabled });
   // The gauges read the backends of the generation serving now; every swap hands over the next one's.
   metrics.useBackends(gateway.current.backends);
   gateway.onSwap((generation) => metrics.useBackends(generation.backends));

@@ -6,6 +6,7 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { adminSchema, metricsSchema, tracingSchema } from './observability-schema.js';
+import { routeWebsocketSchema, websocketSchema } from './websocket-schema.js';
 
 const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
 
@@ -600,6 +601,8 @@ const routeSchema = z
     request_headers: headerEditsSchema.prefault({}),
     /** Edits to the response sent to the client, after Tollgate's own headers. */
     response_headers: headerEditsSchema.prefault({}),
+    /** WebSockets on this route: false turns them off; keys given replace the top-level `websocket` ones. */
+    websocket: routeWebsocketSchema.optional(),
   })
   .superRefine(function routeShape(route, ctx) {
     if ((route.service === undefined) === (route.redirect === undefined)) {
@@ -679,6 +682,8 @@ export const configSchema = z.preprocess(
       admin: adminSchema.prefault({}),
       metrics: metricsSchema.prefault({}),
       tracing: tracingSchema.prefault({}),
+      /** WebSockets: on for every route unless it says otherwise; idle timeout and the instance's cap. */
+      websocket: websocketSchema.prefault({}),
     })
     .superRefine(function listenersApart({ server, admin }, ctx) {
       // Port 0 asks the system for a free port, which never clashes.
@@ -789,5 +794,6 @@ export type StoreConfig = RateLimitConfig['store'];
 export type RedisStoreConfig = Extract<StoreConfig, { type: 'redis' }>;
 export type LoggingConfig = Config['logging'];
 export type { AdminConfig, MetricsConfig, TracingConfig } from './observability-schema.js';
+export type { RouteWebsocketConfig, WebsocketConfig } from './websocket-schema.js';
 export type Strategy = (typeof STRATEGIES)[number];
 export type LogLevel = (typeof LOG_LEVELS)[number];

@@ -95,6 +95,7 @@ export class Generation {
       shared: deps.shared,
       startedAt: deps.startedAt,
       onIdle: () => this.#onIdle?.(),
+      maxWebSockets: config.websocket.max_connections,
     });
   }
 
@@ -154,6 +155,7 @@ function buildRoute(resolved: ResolvedRoute, services: ReadonlyMap<string, LoadB
     phases,
     dropRequestHeaders: drop,
     // Authorization is counted on every route; only another name needs its own count.
+    websocket: resolved.websocket,
     credentialHeader: auth.enabled && auth.auth_type === 'api_key' && auth.api_key_header.toLowerCase() !== 'authorization' ? auth.api_key_header.toLowerCase() : undefined,
   });
 }

@@ -5,6 +5,7 @@ import type { LoadBalancer } from '../balancing/load-balancer.js';
 import { RequestContext } from '../proxy/context.js';
 import { ProxyError } from '../proxy/errors.js';
 import type { Phases } from '../proxy/phases.js';
+import { WebSocketRegistry, WebSocketSession } from '../proxy/websocket.js';
 import { Route } from '../routing/route.js';
 import { hundredths } from '../util/format.js';
 import type { DirectLog } from './logger.js';
@@ -140,6 +141,9 @@ function template(direct: DirectLog): (ctx: RequestContext, duration: string) =>
       failure = `,"error":"${error.code}"`;
       if (error.cause !== undefined) failure += `,"cause":${JSON.stringify(describeCause(error.cause))}`;
     }
+    const webSocket = ctx.webSocket;
+    // A WebSocket's line is written when it closes: bytes from the client and why it closed (cause names are JSON-safe).
+    if (webSocket?.closedBy !== undefined) failure += `,"bytes_received":${webSocket.bytesReceived},"closed_by":"${webSocket.closedBy}"`;
     // request_id matches [A-Za-z0-9._-] and the client address is an IP: both are JSON-safe as they are.
     return (
       `${warns(ctx) ? warn : info}${time()}${bindings}` +
@@ -176,6 +180,11 @@ function fieldsOf(ctx: RequestContext, duration: string): Record<string, unknown
   if (error !== undefined) {
     fields.error = error.code;
     if (error.cause !== undefined) fields.cause = describeCause(error.cause);
+  }
+  const webSocket = ctx.webSocket;
+  if (webSocket?.closedBy !== undefined) {
+    fields.bytes_received = webSocket.bytesReceived;
+    fields.closed_by = webSocket.closedBy;
   }
   return fields;
 }
@@ -219,7 +228,14 @@ export function probeRequests(): RequestContext[] {
   failed.status = 502;
   failed.retries = 1;
   failed.error = new ProxyError('bad_gateway', { cause: Object.assign(new Error('connect "refused"\n'), { code: 'ECONNREFUSED' }) });
-  return [ok, failed];
+  const ws = new RequestContext(get, {} as ServerResponse, 0);
+  ws.requestId = 'probe-3';
+  ws.status = 101;
+  ws.bytesSent = 12;
+  ws.webSocket = new WebSocketSession(Buffer.alloc(0), new WebSocketRegistry());
+  ws.webSocket.bytesReceived = 34;
+  ws.webSocket.closedBy = 'upstream_reset';
+  return [ok, failed, ws];
 }
 
 function describeCause(cause: unknown): string {

@@ -29,6 +29,7 @@ import type { Backend } from '../balancing/backend.js';
 import { SHARED_STORES, STORE_ERROR_KINDS, type SharedStore, type StoreErrorKind, type StoreStatus } from '../limits/store.js';
 import type { RequestContext } from '../proxy/context.js';
 import type { Phases } from '../proxy/phases.js';
+import { WEBSOCKET_CLOSE_CAUSES, closeCauseIndex } from '../proxy/websocket.js';
 import type { Route } from '../routing/route.js';
 import type { Clock } from '../util/clock.js';
 import { RefusalKind, RollingStats, STATUS_CLASSES, statusClassIndex, type StatsExport } from './stats.js';
@@ -105,6 +106,8 @@ export interface MetricsSources {
   version: string;
   /** The rate-limit stores in use now, with their state (sent to a cluster primary in each snapshot). */
   stores?(): StoreStatus[];
+  /** WebSockets open now. */
+  websocketsOpen?(): number;
 }
 
 export interface MetricsOptions {
@@ -166,6 +169,8 @@ export interface Counters {
   readonly authFailures: ArrayLike<number>;
   /** [SHARED_STORES][STORE_ERROR_KINDS]: rate-limit checks that failed. */
   readonly storeErrors: ArrayLike<number>;
+  /** WEBSOCKET_CLOSE_CAUSES order: WebSockets closed, by why. */
+  readonly websocketClosed: ArrayLike<number>;
   readonly rateLimited: number;
   readonly retries: number;
   readonly connectionsRefused: number;
@@ -186,6 +191,7 @@ export interface CounterSnapshot {
   ejections: number[];
   authFailures: number[];
   storeErrors: number[];
+  websocketClosed: number[];
   rateLimited: number;
   retries: number;
   connectionsRefused: number;
@@ -214,6 +220,8 @@ export interface MetricsReader {
   /** The upstreams in use now. */
   upstreams(): readonly UpstreamGauge[];
   connectionsOpen(): Promise<number>;
+  /** WebSockets open now. */
+  websocketsOpen(): number;
 }
 
 /** A metric family as prom-client's `getMetricsAsJSON()` gives it (process metrics sent by a worker). */
@@ -231,6 +239,7 @@ export interface MetricsSnapshot {
   /** The upstreams this process uses now (its current generation's), with their live state. */
   upstreams: LiveUpstream[];
   connectionsOpen: number;
+  websocketsOpen: number;
   /** The rate-limit stores this process uses now, with their state. */
   stores: StoreStatus[];
   /** The per-second history, in epoch seconds, upstreams in the slots of `counters.upstreams` (asked for by the status document only). */
@@ -314,6 +323,7 @@ export function emptyCounters(upstreams: readonly UpstreamId[] = [], routes: rea
     ejections: [0],
     authFailures: new Array<number>(AUTH_FAILURE_REASONS.length).fill(0),
     storeErrors: new Array<number>(STORE_ERROR_SLOTS).fill(0),
+    websocketClosed: new Array<number>(WEBSOCKET_CLOSE_CAUSES.length).fill(0),
     rateLimited: 0,
     retries: 0,
     connectionsRefused: 0,
@@ -365,6 +375,10 @@ export function addCounters(into: CounterSnapshot, from: Counters): void {
   for (let i = 0; i < into.storeErrors.length; i++) {
     const n = from.storeErrors[i];
     if (isCount(n)) (into.storeErrors[i] as number) += n;
+  }
+  for (let i = 0; i < into.websocketClosed.length; i++) {
+    const n = from.websocketClosed[i];
+    if (isCount(n)) (into.websocketClosed[i] as number) += n;
   }
   into.rateLimited += from.rateLimited;
   into.retries += from.retries;
@@ -467,6 +481,7 @@ export class ProxyMetrics {
   readonly #authFailures = new Float64Array(AUTH_FAILURE_REASONS.length);
   /** [SHARED_STORES][STORE_ERROR_KINDS], counted as checks fail, so stores made and closed by reloads lose none. */
   readonly #storeErrors = new Float64Array(STORE_ERROR_SLOTS);
+  readonly #websocketClosed = new Float64Array(WEBSOCKET_CLOSE_CAUSES.length);
   #rateLimited = 0;
   #retries = 0;
 
@@ -482,6 +497,7 @@ export class ProxyMetrics {
       counters: () => this.#counters(),
       upstreams: () => this.#live(),
       connectionsOpen: () => sources.connectionsOpen(),
+      websocketsOpen: () => sources.websocketsOpen?.() ?? 0,
     };
     registerProxyMetrics(own, reader, { recording: this.recording, version: sources.version });
     this.registry = Registry.merge([this.processRegistry, own]);
@@ -526,7 +542,10 @@ export class ProxyMetrics {
     const cls = statusClassIndex(ctx.status);
     const protocol = ctx.protocol === 'h2' ? PER_PROTOCOL : 0;
     (this.#requests[series * PER_SERIES + protocol + methodIndex(ctx.req.method) * CLASSES + cls] as number)++;
-    const durationMs = now - ctx.startedAt;
+    const webSocket = ctx.webSocket;
+    // A WebSocket's request takes as long as its handshake: its lifetime would swamp the latency figures.
+    const durationMs = (webSocket === undefined || webSocket.openedAt < 0 ? now : webSocket.openedAt) - ctx.startedAt;
+    if (webSocket?.closedBy !== undefined) (this.#websocketClosed[closeCauseIndex(webSocket.closedBy)] as number)++;
     const seconds = durationMs / 1000;
     let b = 0;
     while (b < DURATION_BUCKETS.length && seconds > (DURATION_BUCKETS[b] as number)) b++;
@@ -611,12 +630,14 @@ export class ProxyMetrics {
         ejections: this.#ejections(),
         authFailures: Array.from(this.#authFailures),
         storeErrors: Array.from(this.#storeErrors),
+        websocketClosed: Array.from(this.#websocketClosed),
         rateLimited: this.#rateLimited,
         retries: this.#retries,
         connectionsRefused: this.#sources.connectionsRefused(),
       },
       upstreams: this.#live(),
       connectionsOpen: 0,
+      websocketsOpen: this.#sources.websocketsOpen?.() ?? 0,
       stores: this.#sources.stores?.() ?? [],
     };
     // Taken with the counters, before any await, so its upstream slots are those `counters.upstreams` names.
@@ -644,6 +665,7 @@ export class ProxyMetrics {
       ejections: this.#ejections(),
       authFailures: this.#authFailures,
       storeErrors: this.#storeErrors,
+      websocketClosed: this.#websocketClosed,
       rateLimited: this.#rateLimited,
       retries: this.#retries,
       connectionsRefused: this.#sources.connectionsRefused(),
@@ -768,6 +790,14 @@ export function registerProxyMetrics(registry: Registry, reader: MetricsReader, 
       this.set(await reader.connectionsOpen());
     },
   });
+  new Gauge({
+    name: 'tollgate_websocket_connections',
+    help: 'WebSockets open through the proxy (past the 101, until either side closes).',
+    registers,
+    collect() {
+      this.set(reader.websocketsOpen());
+    },
+  });
   new Counter({
     name: 'tollgate_connections_refused_total',
     help: 'Client connections closed right after accept because max_connections was reached.',
@@ -850,6 +880,17 @@ export function registerProxyMetrics(registry: Registry, reader: MetricsReader, 
       this.reset();
       const { authFailures } = reader.counters();
       AUTH_FAILURE_REASONS.forEach((reason, i) => this.inc({ reason }, authFailures[i] as number));
+    },
+  });
+  new Counter({
+    name: 'tollgate_websocket_closed_total',
+    help: 'WebSockets closed, by cause: client_closed, client_reset, upstream_closed, upstream_reset, idle_timeout, shutdown.',
+    labelNames: ['cause'],
+    registers,
+    collect() {
+      this.reset();
+      const { websocketClosed } = reader.counters();
+      WEBSOCKET_CLOSE_CAUSES.forEach((cause, i) => this.inc({ cause }, websocketClosed[i] ?? 0));
     },
   });
   new Counter({

@@ -6,6 +6,7 @@ import type { Route } from '../routing/route.js';
 import type { RateDecision } from '../limits/token-bucket.js';
 import type { ProxyError } from './errors.js';
 import type { BodyLimiter } from './request-body.js';
+import type { WebSocketSession } from './websocket.js';
 
 /** The downstream protocol of a request, as metrics and the access log name it. */
 export type DownstreamProtocol = 'http/1.1' | 'h2';
@@ -100,6 +101,8 @@ export class RequestContext {
   error: ProxyError | undefined = undefined;
   /** The logging phase has run and the request was released (set once, whatever reports the end first). */
   finished = false;
+  /** An `Upgrade: websocket` request (server/proxy-server.ts decides which are): its handshake and tunnel. */
+  webSocket: WebSocketSession | undefined = undefined;
   /** Cancels the upstream request; set once it is dispatched. */
   abortUpstream: ((err?: Error) => void) | undefined = undefined;
 

@@ -33,6 +33,7 @@ export const ERROR_CATALOGUE = {
   no_upstream: { status: 503, source: 'internal', retryable: false, message: 'No upstream is available.' },
   rate_limit_unavailable: { status: 503, source: 'internal', retryable: false, message: 'The rate limit cannot be checked right now; retry after the time in Retry-After.' },
   shutting_down: { status: 503, source: 'internal', retryable: false, message: 'The proxy is shutting down; retry on a new connection.' },
+  too_many_websockets: { status: 503, source: 'internal', retryable: false, message: 'Too many WebSocket connections are open; retry after the time in Retry-After.' },
   cut_off: { status: 503, source: 'internal', retryable: false, message: 'The proxy shut down before the response was complete.' },
   upstream_timeout: { status: 504, source: 'upstream', retryable: false, message: 'The upstream did not answer in time.' },
 } as const satisfies Record<string, ErrorSpec>;

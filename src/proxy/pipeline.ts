@@ -34,6 +34,7 @@ import { readH2Head } from './h2-request.js';
 import { normalizeTarget } from './path.js';
 import { BodyLimiter, bodyTooLarge, REPLAY_MAX_BYTES } from './request-body.js';
 import { TlsHint } from './tls-hint.js';
+import { WebSocketForwardHandler, WebSocketSession, type WebSocketHost, type WebSocketRegistry } from './websocket.js';
 import type { FilterResult, RequestFilter } from './phases.js';
 
 /** What every generation's pipeline shares with the long-lived gateway. */
@@ -42,6 +43,8 @@ export interface PipelineShared {
   draining: boolean;
   /** Set when shutdown closes the connections still open: requests ending unfinished are cut off. */
   cutOff: boolean;
+  /** Open WebSockets and the places they hold under the caps (process-wide). */
+  websockets: WebSocketRegistry;
 }
 
 export interface PipelineOptions {
@@ -57,6 +60,8 @@ export interface PipelineOptions {
   startedAt?: number;
   /** Called when a pipeline that `retire()` was called on has no request left. */
   onIdle?: () => void;
+  /** WebSockets open at once on this process (`websocket.max_connections`, or a cluster worker's share). */
+  maxWebSockets?: number;
 }
 
 /** Request headers Tollgate always sets itself, so the client's are never passed on as they are. */
@@ -66,6 +71,11 @@ const NOT_IMPLEMENTED = new ProxyError('not_implemented');
 const NO_UPSTREAM = new ProxyError('no_upstream');
 const NO_ROUTE = new ProxyError('no_route');
 const CUT_OFF = new ProxyError('cut_off');
+const TOO_MANY_WEBSOCKETS = new ProxyError('too_many_websockets');
+const UPGRADE_OVER_H2 = new ProxyError('bad_gateway', {
+  message: 'This upstream is reached over HTTP/2 (protocol: h2): WebSockets are proxied to HTTP/1.1 upstreams only.',
+  retryable: false,
+});
 /**
  * Undici takes `servername` per request (its types leave it out): the backend's fixed TLS name, so a
  * client's Host (with preserve_host) neither becomes the upstream's SNI nor makes undici reconnect.
@@ -100,7 +110,7 @@ function validHost(host: string): boolean {
   return match !== null && (match[1] === undefined || isIP(match[1]) === 6);
 }
 
-export class Pipeline implements ForwardHost {
+export class Pipeline implements WebSocketHost {
   readonly #shared: PipelineShared;
   readonly #router: Router<Route>;
   readonly #services: ReadonlyMap<string, LoadBalancer>;
@@ -128,6 +138,7 @@ export class Pipeline implements ForwardHost {
   readonly #proto: string;
   /** Pass the verified client certificate upstream (`server.tls.forward_client_cert`). */
   readonly #forwardClientCert: boolean;
+  readonly #maxWebSockets: number;
   /** Requests started on this pipeline and not yet finished. */
   #active = 0;
   #retired = false;
@@ -157,6 +168,7 @@ export class Pipeline implements ForwardHost {
     this.#tlsHint = new TlsHint(this.#logger);
     this.#proto = server.tls === undefined ? 'http' : 'https';
     this.#forwardClientCert = server.tls?.forward_client_cert === true;
+    this.#maxWebSockets = options.maxWebSockets ?? Number.MAX_SAFE_INTEGER;
   }
 
   /** Requests in flight on this pipeline. */
@@ -199,13 +211,23 @@ export class Pipeline implements ForwardHost {
   };
 
   /**
+   * An `Upgrade: websocket` request (the server's 'upgrade' event): `res` is a response on the raw
+   * connection, which closes after it unless the upstream accepts the WebSocket; `head` is what the client
+   * sent after the request head.
+   */
+  readonly handleWebSocket = (req: IncomingMessage, res: ServerResponse, head: Buffer): void => {
+    this.#start(req, res, false, 'http/1.1', head);
+  };
+
+  /**
    * Every entry point of a request's handling (the request event, its 'close', timers, the continuation of
    * an async filter, undici's callbacks in ForwardHandler) rethrows what escapes it marked with the request
    * id (markRequest), for the fatal log line: such an error ends the process.
    */
-  #start(req: IncomingMessage, res: ServerResponse, expectsContinue: boolean, protocol?: DownstreamProtocol): void {
+  #start(req: IncomingMessage, res: ServerResponse, expectsContinue: boolean, protocol?: DownstreamProtocol, head?: Buffer): void {
     const ctx = new RequestContext(req, res, performance.now(), protocol);
     ctx.requestId = resolveRequestId(req.headers['x-request-id']);
+    if (head !== undefined) ctx.webSocket = new WebSocketSession(head, this.#shared.websockets);
     try {
       this.#begin(ctx, expectsContinue);
     } catch (err) {
@@ -434,6 +456,7 @@ export class Pipeline implements ForwardHost {
 
     ctx.dispatchedAt = performance.now();
     ctx.upstreamLatency = -1;
+    if (ctx.webSocket !== undefined && route.websocket !== undefined) return this.#proxyWebSocket(ctx, route, backend, headers);
     const handler = new ForwardHandler(ctx, this);
     try {
       const options: UpstreamDispatch = { path: ctx.upstreamPath, method: req.method ?? 'GET', headers, body: ctx.body, servername: backend.servername };
@@ -441,6 +464,39 @@ export class Pipeline implements ForwardHost {
     } catch (err) {
       handler.onError(err as Error);
     }
+  }
+
+  /**
+   * A WebSocket handshake to `backend`: the route's caps first (a place is held from the first attempt until
+   * the request ends), then the request with `Upgrade: websocket` on the backend's pool (see websocket.ts).
+   */
+  #proxyWebSocket(ctx: RequestContext, route: Route, backend: Backend, headers: string[]): void {
+    const session = ctx.webSocket as WebSocketSession;
+    const settings = route.websocket as NonNullable<Route['websocket']>;
+    const service = ctx.service as LoadBalancer;
+    if (session.heldOn === undefined) {
+      if (!session.registry.reserve(route.name, settings.maxConnections, this.#maxWebSockets)) {
+        service.release(backend, undefined, 0, -1);
+        return this.fail(ctx, TOO_MANY_WEBSOCKETS);
+      }
+      session.heldOn = route.name;
+    }
+    if (backend.allowH2) {
+      service.release(backend, undefined, 0, -1);
+      return this.fail(ctx, UPGRADE_OVER_H2);
+    }
+    const handler = new WebSocketForwardHandler(ctx, this);
+    try {
+      const options: UpstreamDispatch = { path: ctx.upstreamPath, method: 'GET', headers, upgrade: 'websocket', servername: backend.servername };
+      backend.pool.dispatch(options, handler);
+    } catch (err) {
+      handler.onError(err as Error);
+    }
+  }
+
+  /** The WebSocket of `ctx` has closed (websocket.ts): the request ends now. */
+  tunnelClosed(ctx: RequestContext): void {
+    this.#closed(ctx);
   }
 
   #redirect(ctx: RequestContext, redirect: { location: string; status: number }): void {
@@ -531,7 +587,7 @@ export class Pipeline implements ForwardHost {
     // this response instead of waiting for bytes nobody reads. HTTP/2 has no Connection header (node:http2
     // throws on one): there the stream alone ends (RST_STREAM NO_ERROR), and shutdown sends GOAWAY.
     if ((ctx.bodyChunked || ctx.bodyLength > 0) && !ctx.req.complete) ctx.closeConnection = true;
-    if ((this.#shared.draining || ctx.closeConnection) && ctx.protocol === 'http/1.1') headers.push('Connection', 'close');
+    if ((this.#shared.draining || ctx.closeConnection) && ctx.protocol === 'http/1.1' && status !== 101) headers.push('Connection', 'close');
     for (const filter of (ctx.route as Route).responseFilters) filter(ctx, headers);
     ctx.status = status;
     ctx.res.writeHead(status, headers);
@@ -651,7 +707,11 @@ export class Pipeline implements ForwardHost {
     }
     if (ctx.totalTimer !== undefined) clearTimeout(ctx.totalTimer);
     if (ctx.retryBudget !== undefined) ctx.retryBudget.retryDone();
-    if (this.#shared.cutOff && !ctx.res.writableFinished) {
+    const webSocket = ctx.webSocket;
+    if (webSocket !== undefined) webSocket.end();
+    if (webSocket?.tunnel !== undefined) {
+      // A WebSocket that was open: its 101 and how it closed are what is logged (closed_by says shutdown).
+    } else if (this.#shared.cutOff && !ctx.res.writableFinished) {
       // Shutdown closed the connection before the response was all sent: the proxy's doing, not the client's.
       ctx.error = CUT_OFF;
       if (!ctx.res.headersSent) ctx.status = CUT_OFF.status;
