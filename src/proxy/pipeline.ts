@@ -656,7 +656,7 @@ export class Pipeline implements WebSocketHost {
     if (error.status === 400 || error.status === 501) ctx.closeConnection = true;
     const headers: string[] = [];
     if (error.code === 'no_upstream') headers.push('Retry-After', '1');
-    if (error.code === 'shutting_down') headers.push('Retry-After', '1');
+    if (error.code === 'shutting_down' || error.code === 'too_many_websockets') headers.push('Retry-After', '1');
     this.respondJson(ctx, error.status, errorBody(error.code, error.message, ctx.requestId), headers);
   }
 

@@ -101,6 +101,7 @@ describe('parseConfig: valid configs', () => {
       admin: { enabled: true, address: '127.0.0.1', port: 9901 },
       metrics: { enabled: true },
       tracing: { enabled: true, sample_new_traces: true, server_timing: true },
+      websocket: { enabled: true, idle_timeout_ms: 300000, max_connections: 10000 },
     });
   });
 

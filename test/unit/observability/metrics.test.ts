@@ -374,7 +374,7 @@ describe('adding counters up by name (a cluster primary)', () => {
     assert.equal(sum.durationSum.length, 4);
     // The histogram adds up by name too: every request took 3 ms.
     const registry = new Registry();
-    registerProxyMetrics(registry, { counters: () => sum, upstreams: () => [], connectionsOpen: async () => 0 }, { recording: true, version: '1' });
+    registerProxyMetrics(registry, { counters: () => sum, upstreams: () => [], connectionsOpen: async () => 0, websocketsOpen: () => 0 }, { recording: true, version: '1' });
     const text = await registry.metrics();
     assert.equal(sample(text, 'tollgate_request_duration_seconds_count{route="r",service="api",upstream="x"}'), 21);
     assert.equal(sample(text, 'tollgate_request_duration_seconds_bucket{le="0.0025",route="r",service="api",upstream="x"}'), 0);
@@ -427,7 +427,7 @@ describe('adding counters up by name (a cluster primary)', () => {
     ];
     registerProxyMetrics(
       registry,
-      { counters: () => emptyCounters([{ service: 'web', name: 'a' }]), upstreams: () => live, connectionsOpen: async () => 0 },
+      { counters: () => emptyCounters([{ service: 'web', name: 'a' }]), upstreams: () => live, connectionsOpen: async () => 0, websocketsOpen: () => 0 },
       { recording: false, version: '1' },
     );
     const first = await registry.metrics();

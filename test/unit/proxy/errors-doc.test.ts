@@ -66,6 +66,7 @@ describe('ERROR_CATALOGUE', () => {
         no_upstream: [503, 'internal', false],
         rate_limit_unavailable: [503, 'internal', false],
         shutting_down: [503, 'internal', false],
+        too_many_websockets: [503, 'internal', false],
         cut_off: [503, 'internal', false],
         upstream_timeout: [504, 'upstream', false],
       },
