@@ -61,6 +61,9 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
     const headers = upstreamResponseHeaders(raw);
     try {
       this.#host.writeHead(ctx, status, headers);
+      // An event stream's head goes out now, not with its first event: an EventSource is open from the head,
+      // and the first event may be minutes away. Other responses keep the head and first chunk in one write.
+      if (isEventStream(headers)) ctx.res.flushHeaders();
     } catch (err) {
       // Node refused a header (invalid characters from the upstream): treat as a bad upstream response.
       try {
@@ -126,6 +129,15 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
     if (backend !== undefined) ctx.service?.release(backend, failure, this.#status, this.#status === 0 ? -1 : ctx.upstreamLatency);
     return true;
   }
+}
+
+/** Whether a flat header list says `Content-Type: text/event-stream` (Server-Sent Events). */
+function isEventStream(headers: string[]): boolean {
+  for (let i = 0; i < headers.length; i += 2) {
+    const name = headers[i] as string;
+    if (name.length === 12 && name.toLowerCase() === 'content-type') return (headers[i + 1] as string).trimStart().toLowerCase().startsWith('text/event-stream');
+  }
+  return false;
 }
 
 /** Response headers from undici's raw buffers, minus hop-by-hop ones, as a flat name/value list. */
