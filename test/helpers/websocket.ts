@@ -95,9 +95,9 @@ export interface Handshake {
 }
 
 /** Opens a WebSocket; a refused handshake resolves with its status and body instead of failing. */
-export function openWebSocket(url: string, headers: Record<string, string> = {}, options: { maxPayload?: number } = {}): Promise<Handshake> {
+export function openWebSocket(url: string, headers: Record<string, string> = {}, options: { maxPayload?: number; ca?: string } = {}): Promise<Handshake> {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url, { headers, maxPayload: options.maxPayload ?? 64 * 1024 * 1024 });
+    const ws = new WebSocket(url, { headers, maxPayload: options.maxPayload ?? 64 * 1024 * 1024, ...(options.ca === undefined ? {} : { ca: options.ca }) });
     ws.once('upgrade', (res: IncomingMessage) => {
       ws.once('open', () => resolve({ ws, status: res.statusCode ?? 0, headers: res.headers, body: '' }));
     });

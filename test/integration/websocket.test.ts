@@ -4,12 +4,16 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { connect, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { WebSocket } from 'ws';
 import { request } from '../helpers/http.js';
 import { samples, scrape } from '../helpers/metrics.js';
 import { startProxy, waitFor, type TestProxy } from '../helpers/servers.js';
+import { selfSignedCert } from '../helpers/tls.js';
 import { closed, openWebSocket, roundTrip, startWsBackend, type WsBackend } from '../helpers/websocket.js';
 
 const TOKEN = 'ws-test-token';
@@ -154,6 +158,28 @@ describe('WebSocket echo through the proxy', () => {
   });
 });
 
+describe('wss: WebSockets on a TLS listener', () => {
+  test('echo over TLS (HTTP/1.1 chosen in ALPN, h2 offered beside it)', async () => {
+    const { key, cert } = selfSignedCert();
+    const dir = mkdtempSync(join(tmpdir(), 'tollgate-wss-'));
+    writeFileSync(join(dir, 'cert.pem'), cert);
+    writeFileSync(join(dir, 'key.pem'), key);
+    const backend = await startWsBackend('secure');
+    const proxy = await startProxy([backend], { server: { tls: { certificates: [{ cert_file: join(dir, 'cert.pem'), key_file: join(dir, 'key.pem') }] } } });
+    try {
+      const { ws, status } = await openWebSocket(`wss://localhost:${proxy.port}/tls`, {}, { ca: cert });
+      assert.equal(status, 101);
+      assert.equal((await roundTrip(ws as WebSocket, 'over tls')).data.toString(), 'over tls');
+      (ws as WebSocket).close();
+      await closed(ws as WebSocket);
+      await nothingOpen(proxy, backend);
+    } finally {
+      await proxy.close();
+      await backend.close();
+    }
+  });
+});
+
 describe('the handshake goes through the request phases first', () => {
   let backend: WsBackend;
   let proxy: TestProxy;
@@ -289,6 +315,27 @@ describe('upstream answers and limits', () => {
       assert.equal(backend.upgrades, 0);
       // An ordinary request: its upstream connection stays in the pool.
       await nothingOpen(proxy, backend, 1000, 1);
+    } finally {
+      await proxy.close();
+      await backend.close();
+    }
+  });
+
+  test('a reload leaves an open WebSocket alone; the old generation retires once it closes', async () => {
+    const backend = await startWsBackend('reloaded');
+    const proxy = await startProxy([backend]);
+    try {
+      const { ws } = await openWebSocket(`ws://127.0.0.1:${proxy.port}/`);
+      assert.ok(ws !== undefined);
+      const old = proxy.proxy.generation;
+      assert.equal((await proxy.proxy.reload(proxy.proxy.config)).result, 'ok');
+      assert.notEqual(proxy.proxy.generation, old);
+      assert.equal((await roundTrip(ws, 'after reload')).data.toString(), 'after reload');
+      assert.equal(old.pipeline.active, 1, 'the WebSocket is still in flight on the generation it started on');
+      ws.close();
+      await closed(ws);
+      await nothingOpen(proxy, backend);
+      assert.equal(old.pipeline.active, 0);
     } finally {
       await proxy.close();
       await backend.close();
