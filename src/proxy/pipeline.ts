@@ -28,7 +28,7 @@ import type { Route } from '../routing/route.js';
 import { CLIENT_CERT_HEADERS, clientCertificate } from './client-cert.js';
 import { RequestContext, type DownstreamProtocol } from './context.js';
 import { ProxyError, errorBody, markRequest } from './errors.js';
-import { CLIENT_GONE, ForwardHandler, type ForwardHost } from './forward.js';
+import { CLIENT_GONE, ForwardHandler } from './forward.js';
 import { connectionTokens, formatMs } from './headers.js';
 import { readH2Head } from './h2-request.js';
 import { normalizeTarget } from './path.js';

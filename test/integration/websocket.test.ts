@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { WebSocket } from 'ws';
+import type { WebSocket } from 'ws';
 import { request } from '../helpers/http.js';
 import { samples, scrape } from '../helpers/metrics.js';
 import { startProxy, waitFor, type TestProxy } from '../helpers/servers.js';
