@@ -28,6 +28,8 @@
 //   tollgate-reload  - not a row of the table but a phase of its own, after it: tollgate with an admin
 //                    listener, c50 runs without and with a config reload (POST /api/reload) every second
 //                    (see measureReloads)
+//   websocket        - a phase of its own too: WebSocket messages per second to an echo server (the `ws`
+//                    package), directly and through Tollgate, driven by bench/ws-load.mjs (see measureWebSocket)
 // All targets are started up front (RSS idle read right after each answered) and
 // stay up, idle while another one is measured. Then: a WARMUP s warm-up of each;
 // RUNS rounds of one DURATION s run at -c50 per target, the order rotated by one
@@ -68,7 +70,7 @@ const USAGE = `usage: bash bench/run.sh [--quick] [--write] [--strategies]
   --write   also put the result block into docs/benchmarks.md
 env: BENCH_RUNS, BENCH_DURATION (s), BENCH_WARMUP (s), BENCH_TARGETS (comma list),
      BENCH_START_TIMEOUT (s), BENCH_PROXY_CPU, BENCH_LOAD_CPU, BENCH_KEEP_TMP=1
-targets: direct, nginx-proxy, haproxy, node-http-proxy, fastify-proxy, bare, bare-node24, tollgate, tollgate-node24, tls (the HTTPS and HTTP/2 phase),
+targets: direct, nginx-proxy, haproxy, node-http-proxy, fastify-proxy, bare, bare-node24, tollgate, tollgate-node24, tls (the HTTPS and HTTP/2 phase), websocket (the WebSocket phase),
      tollgate-routes-1000, tollgate-minimal, tollgate-no_monitoring, tollgate-redis, tollgate-workers2,
      tollgate-reload (the default set; tollgate-reload is the reload-under-load phase after the table);
      tollgate-least_conn, tollgate-random, tollgate-p2c_ewma, tollgate-consistent_hash, tollgate-no_health
@@ -152,8 +154,10 @@ const ROUTES_MIN_NOISE = 0.05;
 const RELOAD_TARGET = 'tollgate-reload';
 // HTTPS and HTTP/2: a phase of its own after the table (measureTls): nginx and Tollgate, each terminating TLS.
 const TLS_TARGET = 'tls';
-const PHASES = [RELOAD_TARGET, TLS_TARGET];
-const BASE_TARGETS = ['direct', ...PEERS, 'bare', 'bare-node24', 'tollgate', 'tollgate-node24', ROUTES_TARGET, 'tollgate-minimal', 'tollgate-no_monitoring', 'tollgate-redis', 'tollgate-workers2', RELOAD_TARGET, TLS_TARGET];
+// WebSockets: a phase of its own after the table (measureWebSocket): messages per second, direct and through Tollgate.
+const WS_TARGET = 'websocket';
+const PHASES = [RELOAD_TARGET, TLS_TARGET, WS_TARGET];
+const BASE_TARGETS = ['direct', ...PEERS, 'bare', 'bare-node24', 'tollgate', 'tollgate-node24', ROUTES_TARGET, 'tollgate-minimal', 'tollgate-no_monitoring', 'tollgate-redis', 'tollgate-workers2', RELOAD_TARGET, TLS_TARGET, WS_TARGET];
 const ALL_TARGETS = [...BASE_TARGETS, ...Object.keys(VARIANTS), 'tollgate-workers2-redis', 'tollgate-workers2-node24', 'nginx-proxy-2w'];
 const DEFAULT_TARGETS = flags.has('--strategies') ? ALL_TARGETS : BASE_TARGETS;
 const TARGETS = (process.env.BENCH_TARGETS || DEFAULT_TARGETS.join(','))
@@ -1617,7 +1621,7 @@ function checks(results) {
   return out;
 }
 
-function report(results, meta, reload, tls) {
+function report(results, meta, reload, tls, websocket) {
   const direct = results.find((r) => r.name === 'direct' && r.ok);
   const bare = results.find((r) => r.name === 'bare' && r.ok);
   const mib = (v) => (v === null || v === undefined ? 'n/a' : v.toFixed(1));
@@ -1681,6 +1685,7 @@ function report(results, meta, reload, tls) {
     ...(results.length ? table : []),
     ...(reload ? reloadReport(reload) : []),
     ...(tls ? tlsReport(tls) : []),
+    ...(websocket ? wsReport(websocket) : []),
     `- node ${process.version} (every Node row but the -node24 ones)${meta.node24 ? `, ${meta.node24} (the -node24 rows)` : ''}, nginx ${meta.nginx}, haproxy ${meta.haproxy}, wrk ${meta.wrk}, h2load (nghttp2) ${meta.h2load}`,
     `- date: ${meta.date}`,
     `- CPU: ${meta.cpu}`,
@@ -1871,6 +1876,87 @@ function tlsReport(tls) {
   return lines;
 }
 
+// The `websocket` phase, after the table with every other target stopped: an echo server (bench/ws-load.mjs
+// serve, the `ws` package) on CPU LOAD_CPU, measured directly, through a bare TCP relay (ws-load.mjs relay:
+// socket.pipe both ways, the least a proxy in the middle costs) and through Tollgate (the tollgate config with
+// the echo server as its one upstream: bearer auth on the handshake, info log), each proxy on CPU PROXY_CPU,
+// all on this script's Node. bench/ws-load.mjs load, on CPU LOAD_CPU too, keeps WS_CONNECTIONS WebSockets open,
+// each with one WS_BYTES message in flight (sent again as soon as its echo is back), for DURATION s after
+// a WARMUP s warm-up. Each round measures both, the order rotating; the rows are medians.
+const WS_CONNECTIONS = 50;
+const WS_BYTES = 64;
+
+async function wsLoad(port, headers) {
+  const args = ['-c', String(LOAD_CPU), process.execPath, path.join(BENCH_DIR, 'ws-load.mjs'), 'load', `ws://127.0.0.1:${port}/`,
+    '--connections', String(WS_CONNECTIONS), '--seconds', String(DURATION), '--warmup', String(Math.max(WARMUP, 1)), '--bytes', String(WS_BYTES)];
+  for (const h of headers) args.push('--header', h);
+  const res = await runCapture('taskset', args, (DURATION + WARMUP + 60) * 1000);
+  const line = res.out.trim().split('\n').reverse().find((l) => l.startsWith('{'));
+  if (res.code !== 0 || !line) throw new Error(`ws-load failed: ${res.out.trim().split('\n').slice(-3).join(' | ')}`);
+  const r = JSON.parse(line);
+  return { rps: r.perSecond, errors: r.errors };
+}
+
+async function measureWebSocket(wsPorts, dir, checkBackends) {
+  const out = { rows: [], failure: null };
+  const echo = launch('taskset', ['-c', String(LOAD_CPU), process.execPath, path.join(BENCH_DIR, 'ws-load.mjs'), 'serve', String(wsPorts.echo)], { log: path.join(dir, 'ws-echo.out') });
+  const cfg = path.join(dir, 'tollgate-ws.yaml');
+  fs.writeFileSync(cfg, tollgateYaml(wsPorts.tollgate, [wsPorts.echo], dir));
+  const targets = [
+    { name: 'direct', port: wsPorts.echo, headers: [], child: null, runs: [] },
+    { name: 'bare-relay', port: wsPorts.relay, headers: [], child: null, runs: [] },
+    { name: 'tollgate', port: wsPorts.tollgate, headers: [AUTH_HEADER], child: null, runs: [] },
+  ];
+  try {
+    await waitReady(wsPorts.echo, '/', {}, (r) => r.status === 200, echo, 'the ws echo server');
+    targets[1].child = launch('taskset', ['-c', String(PROXY_CPU), process.execPath, path.join(BENCH_DIR, 'ws-load.mjs'), 'relay', String(wsPorts.relay), String(wsPorts.echo)], { log: path.join(dir, 'ws-relay.out') });
+    await waitReady(wsPorts.relay, '/', {}, (r) => r.status === 200, targets[1].child, 'the bare relay');
+    log('--- websocket: tollgate: starting');
+    targets[2].child = launch('taskset', ['-c', String(PROXY_CPU), process.execPath, path.join('dist', 'cli.js'), '--config', cfg], { log: path.join(dir, 'tollgate-ws.out'), env: TOLLGATE_ENV });
+    await waitReady(wsPorts.tollgate, '/', { authorization: `Bearer ${TOKEN}` }, (r) => r.status === 200, targets[2].child, 'tollgate (websocket)');
+    for (let round = 1; round <= RUNS; round++) {
+      for (const t of rotated(targets, round - 1)) {
+        checkBackends();
+        if (echo.exitInfo) throw new Error('the ws echo server exited');
+        const r = await withCpu(t, () => wsLoad(t.port, t.headers));
+        t.runs.push(r);
+        log(`websocket ${t.name}: run ${round}/${RUNS}: ${r.rps.toFixed(0)} msg/s, proxy CPU ${fmtCpu(r.cpu)}, errors ${r.errors}`);
+      }
+    }
+    out.rows = targets.map((t) => ({ name: t.name, runs: t.runs }));
+  } catch (err) {
+    out.failure = err.message;
+    log(`websocket: FAILED: ${err.message}`);
+  } finally {
+    await Promise.all(targets.map((t) => stop(t.child)));
+    await stop(echo);
+  }
+  return out;
+}
+
+function wsReport(ws) {
+  const int = (v) => Math.round(v).toLocaleString('en-US');
+  const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
+  const lines = ['', `**WebSocket** (${WS_TARGET}: ${WS_CONNECTIONS} WebSockets, each with one ${WS_BYTES}-byte message in flight, echoed by a \`ws\` server)`, ''];
+  if (ws.failure) {
+    lines.push(`- websocket phase failed: ${ws.failure.split('\n')[0]}`, '');
+    return lines;
+  }
+  lines.push('| target | messages/s (median) | ratio to direct | ratio to bare-relay | proxy CPU | messages per CPU-s | errors |', '| --- | ---: | ---: | ---: | ---: | ---: | ---: |');
+  const direct = ws.rows.find((r) => r.name === 'direct');
+  const directRate = direct ? median(direct.runs.map((r) => r.rps)) : null;
+  const relay = ws.rows.find((r) => r.name === 'bare-relay');
+  const relayRate = relay ? median(relay.runs.map((r) => r.rps)) : null;
+  for (const row of ws.rows) {
+    const rate = median(row.runs.map((r) => r.rps));
+    const cpu = row.runs[0]?.cpu === null ? null : median(row.runs.map((r) => r.cpu));
+    const perCpu = cpu === null ? '–' : int(median(row.runs.map((r) => r.rps / r.cpu)));
+    lines.push(`| ${row.name} | ${int(rate)} | ${directRate ? (rate / directRate).toFixed(2) : '–'} | ${relayRate && row.name !== 'direct' ? (rate / relayRate).toFixed(2) : '–'} | ${fmtCpu(cpu)} | ${perCpu} | ${row.runs.reduce((a, r) => a + r.errors, 0)} |`);
+  }
+  lines.push('', `- ${RUNS} round${RUNS > 1 ? 's' : ''}, the order rotating, each run ${DURATION} s after a ${Math.max(WARMUP, 1)} s warm-up: \`taskset -c ${LOAD_CPU} node bench/ws-load.mjs load ws://127.0.0.1:<port>/ --connections ${WS_CONNECTIONS} --bytes ${WS_BYTES}\` (tollgate adds \`--header '${AUTH_HEADER}'\`); a message counts when its echo is back; the echo server (\`node bench/ws-load.mjs serve\`) on CPU ${LOAD_CPU} with the load; bare-relay (\`node bench/ws-load.mjs relay\`: socket.pipe both ways, no HTTP) and Tollgate on CPU ${PROXY_CPU}; Tollgate: the tollgate config (bearer auth and the rate limit on the handshake, info log) with the echo server as its one upstream`, '');
+  return lines;
+}
+
 const START = '<!-- bench:start -->';
 const END = '<!-- bench:end -->';
 
@@ -1932,8 +2018,8 @@ async function main() {
 
   if (TARGETS.some((t) => t.startsWith('tollgate'))) await ensureTollgateBuilt(tmpDir);
 
-  const [b1, b2, b3, reloadAdmin, tlsNginx, tlsTollgate, ...targetPorts] = await freePorts(6 + TARGETS.length);
-  const ports = { backends: [b1, b2, b3], reloadAdmin, tls: { nginx: tlsNginx, tollgate: tlsTollgate }, of: Object.fromEntries(TARGETS.map((t, i) => [t, targetPorts[i]])) };
+  const [b1, b2, b3, reloadAdmin, tlsNginx, tlsTollgate, wsEcho, wsRelay, wsTollgate, ...targetPorts] = await freePorts(9 + TARGETS.length);
+  const ports = { backends: [b1, b2, b3], reloadAdmin, tls: { nginx: tlsNginx, tollgate: tlsTollgate }, ws: { echo: wsEcho, relay: wsRelay, tollgate: wsTollgate }, of: Object.fromEntries(TARGETS.map((t, i) => [t, targetPorts[i]])) };
 
   BIG = bigBody();
   // The nginx workers run as an unprivileged user when started as root: they need to
@@ -1963,6 +2049,7 @@ async function main() {
   const targets = TARGETS.filter((name) => !PHASES.includes(name)).map((name) => newTarget(name, specs[name]));
   let reload = null;
   let tls = null;
+  let websocket = null;
   try {
     for (const t of targets) {
       checkBackends();
@@ -1977,6 +2064,10 @@ async function main() {
       await Promise.all(targets.map((t) => stop(t.child)));
       tls = await measureTls(ports.tls, ports.backends, tmpDir, checkBackends);
     }
+    if (TARGETS.includes(WS_TARGET)) {
+      await Promise.all(targets.map((t) => stop(t.child)));
+      websocket = await measureWebSocket(ports.ws, tmpDir, checkBackends);
+    }
   } finally {
     // On an error too (the exit handler would also kill them, but without the grace period).
     await Promise.all(targets.map((t) => stop(t.child)));
@@ -1986,7 +2077,7 @@ async function main() {
   const results = targets.map(resultOf);
 
   meta.date = new Date().toISOString().replace('T', ' ').replace(/:\d\d\.\d+Z$/, ' UTC');
-  const block = report(results, meta, reload, tls);
+  const block = report(results, meta, reload, tls, websocket);
   console.log(`\n${block}\n`);
   if (WRITE) {
     if (QUICK) log('note: writing numbers from a --quick run');
