@@ -305,13 +305,15 @@ export class Tunnel {
       session.bytesReceived += head.length;
       upstream.write(head);
     }
+    // Bytes for a side that has already ended cannot reach it: they are dropped rather than written after
+    // its end (an error that would destroy the other side with what is still queued for it).
     client.on('data', (chunk: Buffer) => {
       session.bytesReceived += chunk.length;
-      if (!upstream.write(chunk)) client.pause();
+      if (!upstream.writableEnded && !upstream.write(chunk)) client.pause();
     });
     upstream.on('data', (chunk: Buffer) => {
       ctx.bytesSent += chunk.length;
-      if (!client.write(chunk)) upstream.pause();
+      if (!client.writableEnded && !client.write(chunk)) upstream.pause();
     });
     client.setTimeout(idleTimeoutMs);
     client.on('timeout', () => this.close('idle_timeout'));
