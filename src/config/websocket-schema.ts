@@ -33,7 +33,7 @@ export const websocketSchema = z.strictObject({
   max_connections: maxConnections.default(10_000),
 });
 
-/** A route's `websocket`: false turns WebSockets off for it, true keeps the top-level settings. */
+/** A route's `websocket`: false turns WebSockets off for it, true turns them on (top-level idle timeout). */
 export const routeWebsocketSchema = z.union(
   [
     z.boolean(),
