@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
+import { connect as h2connect } from 'node:http2';
 import { after, before, describe, test } from 'node:test';
 import { startBackend, startProxy, type Backend, type TestProxy } from '../helpers/servers.js';
 
@@ -31,6 +32,7 @@ describe('Server-Sent Events through the proxy', () => {
   const sentAt: number[] = [];
   let backend: Backend;
   let proxy: TestProxy;
+  let h2Proxy: TestProxy;
   before(async () => {
     backend = await startBackend('sse', (_req: IncomingMessage, res: ServerResponse) => {
       void (async () => {
@@ -49,10 +51,42 @@ describe('Server-Sent Events through the proxy', () => {
       })();
     });
     proxy = await startProxy([backend], { load_balancing: { response_timeout_ms: 5000 } });
+    h2Proxy = await startProxy([backend], { server: { h2c: true }, load_balancing: { response_timeout_ms: 5000 } });
   });
   after(async () => {
     await proxy.close();
+    await h2Proxy.close();
     await backend.close();
+  });
+
+  test('over HTTP/2 too: the head at once, then each event as it is sent', { timeout: 20_000 }, async () => {
+    acks = Array.from({ length: EVENTS + 1 }, () => signal());
+    const session = h2connect(`http://127.0.0.1:${h2Proxy.port}`);
+    try {
+      const stream = session.request({ ':path': '/events', accept: 'text/event-stream' });
+      const head = await new Promise<Record<string, unknown>>((resolve, reject) => {
+        stream.once('response', resolve);
+        stream.once('error', reject);
+      });
+      assert.equal(head[':status'], 200);
+      assert.equal(head['content-type'], 'text/event-stream');
+      (acks[0] as { resolve: () => void }).resolve();
+      let text = '';
+      let seen = 0;
+      for await (const chunk of stream as AsyncIterable<Buffer>) {
+        text += chunk.toString();
+        while (text.includes('\n\n')) {
+          const end = text.indexOf('\n\n');
+          assert.equal(text.slice(0, end), `id: ${seen + 1}\ndata: event ${seen + 1}`);
+          text = text.slice(end + 2);
+          seen++;
+          (acks[seen] as { resolve: () => void }).resolve();
+        }
+      }
+      assert.equal(seen, EVENTS);
+    } finally {
+      session.close();
+    }
   });
 
   test('the head at once, then each event one by one, as the upstream sends it', { timeout: 20_000 }, async () => {
