@@ -143,14 +143,14 @@ function template(direct: DirectLog): (ctx: RequestContext, duration: string) =>
     }
     const webSocket = ctx.webSocket;
     // A WebSocket's line is written when it closes: bytes from the client and why it closed (cause names are JSON-safe).
-    if (webSocket?.closedBy !== undefined) failure += `,"bytes_received":${webSocket.bytesReceived},"closed_by":"${webSocket.closedBy}"`;
+    const closing = webSocket?.closedBy === undefined ? '' : `,"bytes_received":${webSocket.bytesReceived},"closed_by":"${webSocket.closedBy}"`;
     // request_id matches [A-Za-z0-9._-] and the client address is an IP: both are JSON-safe as they are.
     return (
       `${warns(ctx) ? warn : info}${time()}${bindings}` +
       `,"request_id":"${ctx.requestId}"${ctx.traceId === '' ? '' : `,"trace_id":"${ctx.traceId}"`},"client":"${ctx.clientAddress}","method":${JSON.stringify(req.method)},"protocol":"${ctx.protocol}"` +
       `,"path":${JSON.stringify(ctx.path)},${ctx.route === undefined ? '"route":null,"service":null' : ctx.route.logFields},${upstreamOf(ctx.backend)}` +
       `,"status":${ctx.status},"bytes":${ctx.bytesSent},"duration_ms":${duration}` +
-      `,"user_agent":${ua === undefined ? 'null' : JSON.stringify(ua)},"retries":${ctx.retries}${failure}` +
+      `,"user_agent":${ua === undefined ? 'null' : JSON.stringify(ua)},"retries":${ctx.retries}${failure}${closing}` +
       `,"msg":"${MESSAGE}"}\n`
     );
   };
