@@ -137,6 +137,20 @@ describe('WebSocket echo through the proxy', () => {
     assert.equal(completions(proxy).find((l) => l.request_id === 'ws-client-reset')?.closed_by, 'client_reset');
   });
 
+  test('a handshake pipelined behind a request: that request is answered first, then the 101', async () => {
+    const socket = connect(proxy.port, '127.0.0.1');
+    await new Promise((r) => socket.once('connect', r));
+    let received = '';
+    socket.on('data', (c: Buffer) => (received += c.toString('latin1')));
+    const handshake = 'GET /second HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n';
+    socket.write(`GET /first HTTP/1.1\r\nHost: x\r\n\r\n${handshake}`);
+    await waitFor(() => received.includes('101 Switching Protocols'), 2000, 'the 101');
+    assert.match(received, /^HTTP\/1\.1 200 OK\r\n[^]*\r\n\r\nws1HTTP\/1\.1 101 Switching Protocols\r\n/);
+    assert.equal(backend.requests.at(-1)?.url, '/second');
+    socket.destroy();
+    await nothingOpen(proxy, backend, 1000, 1);
+  });
+
   test('bytes the client sends with its handshake are not lost', async () => {
     // A raw client writes the handshake and a masked text frame in one write, before any 101.
     const socket = connect(proxy.port, '127.0.0.1');
@@ -155,6 +169,24 @@ describe('WebSocket echo through the proxy', () => {
     assert.match(text, /\r\nsec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK\+xOo=\r\n/i);
     socket.destroy();
     await nothingOpen(proxy, backend);
+  });
+});
+
+describe('WebSockets on a listener that also takes h2c', () => {
+  test('an HTTP/1.1 connection is sniffed as such and upgraded', async () => {
+    const backend = await startWsBackend('h2c-side');
+    const proxy = await startProxy([backend], { server: { h2c: true } });
+    try {
+      const { ws, status } = await openWebSocket(`ws://127.0.0.1:${proxy.port}/`);
+      assert.equal(status, 101);
+      assert.equal((await roundTrip(ws as WebSocket, 'beside h2c')).data.toString(), 'beside h2c');
+      (ws as WebSocket).close();
+      await closed(ws as WebSocket);
+      await nothingOpen(proxy, backend);
+    } finally {
+      await proxy.close();
+      await backend.close();
+    }
   });
 });
 
