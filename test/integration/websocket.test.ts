@@ -337,6 +337,24 @@ describe('upstream answers and limits', () => {
     }
   });
 
+  test('a handshake no route matches: 404 no_route, nothing sent upstream', async () => {
+    const backend = await startWsBackend('routed');
+    const proxy = await startProxy([backend], { routes: [{ name: 'ws', match: { path_prefix: '/ws' }, service: 'default' }] });
+    try {
+      const h = await openWebSocket(`ws://127.0.0.1:${proxy.port}/elsewhere`);
+      assert.equal(h.status, 404);
+      assert.match(h.body, /"error":"no_route"/);
+      assert.equal(backend.upgrades + backend.hits, 0);
+      const routed = await openWebSocket(`ws://127.0.0.1:${proxy.port}/ws/x`);
+      assert.equal(routed.status, 101);
+      (routed.ws as WebSocket).close();
+      await closed(routed.ws as WebSocket);
+    } finally {
+      await proxy.close();
+      await backend.close();
+    }
+  });
+
   test('websocket: false on a route: the handshake is an ordinary request, never a 101', async () => {
     const backend = await startWsBackend('plain', { onRequest: (req, res) => res.end(`plain ${req.headers.upgrade ?? 'no upgrade'}`) });
     const proxy = await startProxy([backend], { routes: [{ name: 'no-ws', match: { path_prefix: '/' }, service: 'default', websocket: false }] });
