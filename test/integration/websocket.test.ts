@@ -100,6 +100,33 @@ describe('WebSocket echo through the proxy', () => {
     await nothingOpen(proxy, backend, 5000);
   });
 
+  test('backpressure: a client that stops reading stops the upstream, nothing piles up in the proxy', { timeout: 60_000 }, async () => {
+    const { ws } = await openWebSocket(`ws://127.0.0.1:${proxy.port}/slow-reader`);
+    assert.ok(ws !== undefined);
+    await roundTrip(ws, 'x');
+    const clientSocket = (ws as WebSocket & { _socket: Socket })._socket;
+    clientSocket.pause();
+    const served = backend.accepted.at(-1) as WebSocket;
+    const chunk = randomBytes(1024 * 1024);
+    for (let i = 0; i < 64; i++) served.send(chunk);
+    // Without backpressure the proxy would read all 64 MiB into its own memory at once; with it, the
+    // upstream keeps most of them queued (only socket buffers and a chunk or two are in between).
+    await new Promise((r) => setTimeout(r, 500));
+    assert.ok(served.bufferedAmount > 32 * 1024 * 1024, `the upstream still holds ${served.bufferedAmount} bytes`);
+    let received = 0;
+    const all = new Promise<void>((resolve) =>
+      ws.on('message', (data: Buffer) => {
+        received += data.length;
+        if (received === 64 * chunk.length) resolve();
+      }),
+    );
+    clientSocket.resume();
+    await all;
+    ws.close();
+    await closed(ws);
+    await nothingOpen(proxy, backend);
+  });
+
   test('the upstream closing closes the client within a second; nothing is left open', async () => {
     const { ws } = await openWebSocket(`ws://127.0.0.1:${proxy.port}/upstream-closes`, { 'x-request-id': 'ws-up-close' });
     assert.ok(ws !== undefined);
