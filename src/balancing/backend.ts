@@ -1,5 +1,5 @@
-import { Pool } from 'undici';
-import { upstreamProtocol, upstreamTls, type LoadBalancingConfig, type UpstreamConfig } from '../config/schema.js';
+import { H2CClient, Pool, type Dispatcher } from 'undici';
+import { upstreamProtocol, upstreamTls, type LoadBalancingConfig, type PROTOCOLS, type UpstreamConfig } from '../config/schema.js';
 import type { Peer } from './selection/index.js';
 import { peakEwma } from './selection/p2c-ewma.js';
 import { TlsFileError, tlsConnector, tlsMaterial, type Connector, type TlsMaterial } from './upstream-tls.js';
@@ -38,8 +38,16 @@ export class Backend implements Peer {
   readonly servername: string | undefined;
   /** Opens a connection (TLS, with this upstream's settings); undefined for plain HTTP. Health checks share it. */
   readonly connector: Connector | undefined;
-  /** HTTP/2 is offered in the TLS handshake (`protocol: h2`). */
+  /** HTTP/2 is offered in the TLS handshake (`protocol: h2`), or spoken with prior knowledge (`h2c`). */
   readonly allowH2: boolean;
+  /** The HTTP version it is spoken to in (`h2` without TLS never gets here: the config refuses it). */
+  readonly protocol: (typeof PROTOCOLS)[number];
+  /**
+   * Requests share connections as HTTP/2 streams (h2c). Undici sends a POST on an HTTP/2 connection only
+   * when nothing else runs on it unless the request says it is `idempotent`, so the pipeline says so for
+   * these backends; that flag changes nothing else in undici 7 (it is read only to decide that).
+   */
+  readonly multiplexed: boolean;
   readonly pool: Pool;
   inflight = 0;
   /** Active health: false after `unhealthy_threshold` failed checks, true again after `healthy_threshold` passes. */
@@ -78,7 +86,10 @@ export class Backend implements Peer {
     this.host = upstream.address;
     this.port = upstream.port;
     this.address = upstreamAddress(upstream);
-    this.allowH2 = this.tls !== undefined && upstreamProtocol(lb, upstream) === 'h2';
+    this.protocol = upstreamProtocol(lb, upstream);
+    const h2c = this.protocol === 'h2c' && this.tls === undefined;
+    this.allowH2 = h2c || (this.tls !== undefined && this.protocol === 'h2');
+    this.multiplexed = h2c;
     this.origin = `${this.tls === undefined ? 'http' : 'https'}://${this.address}`;
     this.servername = this.tls?.name;
     this.connector = this.tls === undefined ? undefined : tlsConnector(this.tls, { timeoutMs: lb.connect_timeout_ms, allowH2: this.allowH2 });
@@ -91,6 +102,7 @@ export class Backend implements Peer {
       allowH2: this.allowH2,
       headersTimeout: lb.response_timeout_ms,
       bodyTimeout: lb.response_timeout_ms,
+      ...(h2c ? { factory: h2cClient(lb.connect_timeout_ms) } : {}),
     });
   }
 
@@ -136,6 +148,22 @@ export class Backend implements Peer {
     this.latencyMs = peakEwma(this.latencyMs, this.latencyAt, ms, now);
     this.latencyAt = now;
   }
+}
+
+/** Streams one h2c connection carries at once (undici's H2CClient default; the server's SETTINGS may lower it). */
+export const H2C_STREAMS_PER_CONNECTION = 100;
+
+/**
+ * The pool's connections to an h2c upstream: undici's H2CClient (HTTP/2 with prior knowledge, which a
+ * plaintext gRPC server needs). A Pool builds its own connector and ignores a `useH2c` given to it (undici
+ * 7.30: it then speaks HTTP/1.1 and fails on the server's SETTINGS frame), so each client is made here with
+ * a connect object of its own. Streams are multiplexed, up to H2C_STREAMS_PER_CONNECTION per connection:
+ * with the pool's `pipelining: 1` every gRPC call, long-lived streams included, would hold a connection.
+ */
+export function h2cClient(connectTimeoutMs: number): (origin: URL, options: object) => Dispatcher {
+  return function makeH2cClient(origin, options) {
+    return new H2CClient(origin, { ...options, connect: { timeout: connectTimeoutMs }, pipelining: H2C_STREAMS_PER_CONNECTION });
+  };
 }
 
 /** The settings a backend's pool is built from, as one comparable string. */

@@ -146,6 +146,6 @@ describe('tls and protocol: config errors with file:line:col and the key path', 
       problems(lb('', '\n      protocol: h2')).map((p) => `${p.line}:${p.col} ${p.path}: ${p.message}`),
       ['6:17 load_balancing.upstreams[0].protocol: h2 needs TLS (HTTP/2 is agreed in the TLS handshake): give upstream "a" tls'],
     );
-    assert.deepEqual(problems(lb('  protocol: h3\n')).map((p) => `${p.path}: ${p.message}`), ['load_balancing.protocol: must be http1 or h2, got "h3"']);
+    assert.deepEqual(problems(lb('  protocol: h3\n')).map((p) => `${p.path}: ${p.message}`), ['load_balancing.protocol: must be http1, h2 or h2c, got "h3"']);
   });
 });
