@@ -3,6 +3,7 @@
  * test/fixtures/health.proto), and grpc-js client calls of each kind that resolve with the call's status,
  * initial metadata and messages.
  */
+import type { EventEmitter } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
@@ -147,7 +148,7 @@ function callOptions(options: CallOptions): grpc.CallOptions {
 }
 
 /** Resolves once the call has its status, with what it received. */
-function settle(call: grpc.ClientUnaryCall | grpc.ClientReadableStream<EchoReply> | grpc.ClientWritableStream<EchoRequest> | grpc.ClientDuplexStream<EchoRequest, EchoReply>, replies: EchoReply[]): Promise<CallResult> {
+function settle(call: EventEmitter, replies: EchoReply[]): Promise<CallResult> {
   return new Promise((resolve) => {
     let headers: grpc.Metadata | undefined;
     call.on('metadata', (md: grpc.Metadata) => {

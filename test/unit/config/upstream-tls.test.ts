@@ -148,4 +148,15 @@ describe('tls and protocol: config errors with file:line:col and the key path', 
     );
     assert.deepEqual(problems(lb('  protocol: h3\n')).map((p) => `${p.path}: ${p.message}`), ['load_balancing.protocol: must be http1, h2 or h2c, got "h3"']);
   });
+
+  test('h2c with TLS, and grpc health checks towards an HTTP/1.1 upstream', () => {
+    assert.deepEqual(
+      problems(lb('  protocol: h2c\n  tls: { enabled: true }\n')).map((p) => `${p.path}: ${p.message}`),
+      ['load_balancing.protocol: h2c is HTTP/2 without TLS: upstream "a" has tls, so use h2'],
+    );
+    assert.deepEqual(
+      problems(lb('  health_check: { active: { type: grpc } }\n')).map((p) => `${p.path}: ${p.message}`),
+      ['load_balancing.health_check.active.type: grpc checks need HTTP/2: give upstream "a" protocol h2 (with tls) or h2c'],
+    );
+  });
 });
