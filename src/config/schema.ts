@@ -294,12 +294,13 @@ const activeHealthSchema = z.strictObject({
       host: z.string().min(1).optional(),
     })
     .prefault({}),
+  /** For `type: grpc`; absent: the server as a whole is asked about. */
   grpc: z
     .strictObject({
       /** The service name asked about; '' (the default) asks about the server as a whole. */
       service: z.string().default(''),
     })
-    .prefault({}),
+    .optional(),
 });
 
 const passiveHealthSchema = z.strictObject({

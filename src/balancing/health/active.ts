@@ -195,7 +195,7 @@ function grpcUnary(dispatcher: Dispatcher, path: string, frame: Buffer, timeoutM
  * connection, from `pools`); passes when the call ends with grpc-status 0 and the answer is SERVING.
  */
 export function grpcProbe(config: ActiveConfig, pools: ReadonlyMap<Backend, Dispatcher>): Probe {
-  const frame = healthCheckFrame(config.grpc.service);
+  const frame = healthCheckFrame(config.grpc?.service ?? '');
   return async function probeGrpc(backend) {
     try {
       const answer = await grpcUnary(pools.get(backend) as Dispatcher, '/grpc.health.v1.Health/Check', frame, config.timeout_ms);
