@@ -1,5 +1,6 @@
-import { H2CClient, Pool, type Dispatcher } from 'undici';
+import { Pool, type Dispatcher } from 'undici';
 import { upstreamProtocol, upstreamTls, type LoadBalancingConfig, type PROTOCOLS, type UpstreamConfig } from '../config/schema.js';
+import { H2cSession } from './h2c-session.js';
 import type { Peer } from './selection/index.js';
 import { peakEwma } from './selection/p2c-ewma.js';
 import { TlsFileError, tlsConnector, tlsMaterial, type Connector, type TlsMaterial } from './upstream-tls.js';
@@ -42,13 +43,8 @@ export class Backend implements Peer {
   readonly allowH2: boolean;
   /** The HTTP version it is spoken to in (`h2` without TLS never gets here: the config refuses it). */
   readonly protocol: (typeof PROTOCOLS)[number];
-  /**
-   * Requests share connections as HTTP/2 streams (h2c). Undici sends a POST on an HTTP/2 connection only
-   * when nothing else runs on it unless the request says it is `idempotent`, so the pipeline says so for
-   * these backends; that flag changes nothing else in undici 7 (it is read only to decide that).
-   */
-  readonly multiplexed: boolean;
-  readonly pool: Pool;
+  /** Its connections: an undici Pool, or for h2c one node:http2 session (see h2c-session.ts for why). */
+  readonly pool: UpstreamPool;
   inflight = 0;
   /** Active health: false after `unhealthy_threshold` failed checks, true again after `healthy_threshold` passes. */
   activeUp = true;
@@ -89,11 +85,12 @@ export class Backend implements Peer {
     this.protocol = upstreamProtocol(lb, upstream);
     const h2c = this.protocol === 'h2c' && this.tls === undefined;
     this.allowH2 = h2c || (this.tls !== undefined && this.protocol === 'h2');
-    this.multiplexed = h2c;
     this.origin = `${this.tls === undefined ? 'http' : 'https'}://${this.address}`;
     this.servername = this.tls?.name;
     this.connector = this.tls === undefined ? undefined : tlsConnector(this.tls, { timeoutMs: lb.connect_timeout_ms, allowH2: this.allowH2 });
-    this.pool = new Pool(this.origin, {
+    this.pool = h2c
+      ? new H2cSession(this.origin, { connectTimeoutMs: lb.connect_timeout_ms, responseTimeoutMs: lb.response_timeout_ms, idleTimeoutMs: lb.pool.keepalive_timeout_ms })
+      : new Pool(this.origin, {
       connections: lb.pool.max_connections,
       pipelining: 1,
       keepAliveTimeout: lb.pool.keepalive_timeout_ms,
@@ -102,7 +99,6 @@ export class Backend implements Peer {
       allowH2: this.allowH2,
       headersTimeout: lb.response_timeout_ms,
       bodyTimeout: lb.response_timeout_ms,
-      ...(h2c ? { factory: h2cClient(lb.connect_timeout_ms) } : {}),
     });
   }
 
@@ -150,20 +146,11 @@ export class Backend implements Peer {
   }
 }
 
-/** Streams one h2c connection carries at once (undici's H2CClient default; the server's SETTINGS may lower it). */
-export const H2C_STREAMS_PER_CONNECTION = 100;
-
-/**
- * The pool's connections to an h2c upstream: undici's H2CClient (HTTP/2 with prior knowledge, which a
- * plaintext gRPC server needs). A Pool builds its own connector and ignores a `useH2c` given to it (undici
- * 7.30: it then speaks HTTP/1.1 and fails on the server's SETTINGS frame), so each client is made here with
- * a connect object of its own. Streams are multiplexed, up to H2C_STREAMS_PER_CONNECTION per connection:
- * with the pool's `pipelining: 1` every gRPC call, long-lived streams included, would hold a connection.
- */
-export function h2cClient(connectTimeoutMs: number): (origin: URL, options: object) => Dispatcher {
-  return function makeH2cClient(origin, options) {
-    return new H2CClient(origin, { ...options, connect: { timeout: connectTimeoutMs }, pipelining: H2C_STREAMS_PER_CONNECTION });
-  };
+/** What forwarding needs of a backend's connections: undici's Pool, or an H2cSession in its image. */
+export interface UpstreamPool {
+  dispatch(options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean;
+  close(): Promise<void>;
+  destroy(): Promise<void>;
 }
 
 /** The settings a backend's pool is built from, as one comparable string. */

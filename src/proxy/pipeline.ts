@@ -446,7 +446,6 @@ export class Pipeline implements ForwardHost {
     const handler = new ForwardHandler(ctx, this);
     try {
       const options: UpstreamDispatch = { path: ctx.upstreamPath, method: req.method ?? 'GET', headers, body: ctx.body, servername: backend.servername };
-      if (backend.multiplexed) options.idempotent = true; // see Backend.multiplexed
       backend.pool.dispatch(options, handler);
     } catch (err) {
       handler.onError(err as Error);

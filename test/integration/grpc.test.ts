@@ -232,6 +232,20 @@ describe('grpc-timeout is the deadline of the upstream call', () => {
     await waitFor(() => aborted.has(upstreamStream), 5000, 'the upstream stream reset by the proxy');
   });
 
+  test('an upstream connection that drops mid-response: the call ends UNAVAILABLE in the trailers, with the request id', async () => {
+    const before = upstreamStreams.length;
+    const pending = rawCall(session, { ':path': '/pkg.Svc/Reset' });
+    await waitFor(() => upstreamStreams.length > before, 5000, 'the call upstream');
+    const upstreamStream = upstreamStreams[before] as ServerHttp2Stream;
+    upstreamStream.respond({ ':status': 200, 'content-type': 'application/grpc' });
+    upstreamStream.write(Buffer.from([0, 0, 0, 0, 0]), () => upstreamStream.session?.destroy());
+    const call = await pending;
+    assert.equal(call.head[':status'], 200);
+    assert.equal(call.trailers?.['grpc-status'], String(grpc.status.UNAVAILABLE));
+    const id = String(call.trailers?.['x-request-id']);
+    assert.equal(logLine(proxy, id).error, 'bad_gateway');
+  });
+
   test('a grpc-timeout gRPC does not send (a unit it has not, 9 digits) is no deadline: the call waits for the upstream', async () => {
     const before = upstreamStreams.length;
     const pending = rawCall(session, { ':path': '/pkg.Svc/Other', 'grpc-timeout': '123456789m' });
@@ -245,6 +259,40 @@ describe('grpc-timeout is the deadline of the upstream call', () => {
 });
 
 describe('gRPC answers of the proxy when the upstream fails', () => {
+  test('one upstream of two down: every call is retried on the other (nothing was sent), all OK', async () => {
+    const upstream = await startGrpcUpstream();
+    const port = await closedPort();
+    const proxy = await startProxy([{ name: 'down', port }, { name: 'up', port: upstream.port }], { server: { h2c: true }, load_balancing: { protocol: 'h2c', health_check: NO_HEALTH } });
+    const client = grpcClient(`127.0.0.1:${proxy.port}`);
+    try {
+      for (let i = 0; i < 4; i++) assert.equal((await unaryCall(client, 'Echo', { text: `r${i}` })).status.code, grpc.status.OK);
+      assert.ok(proxy.logs.some((l) => l.msg === 'Request Completed' && l.retries === 1 && l.upstream === 'up'));
+    } finally {
+      client.close();
+      await proxy.close();
+      await upstream.close();
+    }
+  });
+
+  test('an upstream that restarts: calls go on over a new connection', async () => {
+    let upstream = await startGrpcUpstream();
+    const proxy = await startProxy([{ name: 'g1', port: upstream.port }], { server: { h2c: true }, load_balancing: { protocol: 'h2c', health_check: NO_HEALTH } });
+    const client = grpcClient(`127.0.0.1:${proxy.port}`);
+    try {
+      assert.equal((await unaryCall(client, 'Echo', { text: 'before' })).status.code, grpc.status.OK);
+      const port = upstream.port;
+      await upstream.close();
+      upstream = await startGrpcUpstream(port);
+      // A call may still meet the old connection before its close is seen; the next ones use a new one.
+      await waitFor(async () => (await unaryCall(client, 'Echo', { text: 'after' })).status.code === grpc.status.OK, 5000, 'a call OK after the restart');
+      assert.ok(upstream.calls.includes('/tollgate.test.Echo/Unary'));
+    } finally {
+      client.close();
+      await proxy.close();
+      await upstream.close();
+    }
+  });
+
   test('an upstream that is down: UNAVAILABLE, with the request id', async () => {
     const port = await closedPort();
     const proxy = await startProxy([{ name: 'down', port }], { server: { h2c: true }, load_balancing: { protocol: 'h2c', health_check: NO_HEALTH } });

@@ -3,7 +3,8 @@ import type { Logger } from 'pino';
 import { Agent, Pool, request, type Dispatcher } from 'undici';
 import type { LoadBalancingConfig } from '../../config/schema.js';
 import type { Clock } from '../../util/clock.js';
-import { h2cClient, type Backend } from '../backend.js';
+import type { Backend } from '../backend.js';
+import { H2cSession } from '../h2c-session.js';
 import { describeFailure } from './failure-reason.js';
 import { acceptsTls, TLS_PORT_HINT } from './tls-sniff.js';
 
@@ -136,7 +137,7 @@ interface GrpcAnswer {
  * (undici 7.30 hands them to a parser of raw header lines as node:http2's object, and `res.trailers` stays
  * empty), and gRPC's status is in the trailers.
  */
-function grpcUnary(dispatcher: Dispatcher, path: string, frame: Buffer, timeoutMs: number): Promise<GrpcAnswer> {
+function grpcUnary(dispatcher: Pick<Dispatcher, 'dispatch'>, path: string, frame: Buffer, timeoutMs: number): Promise<GrpcAnswer> {
   return new Promise((resolve, reject) => {
     const answer: GrpcAnswer = { status: 0, grpcStatus: undefined, grpcMessage: undefined, body: Buffer.alloc(0) };
     const chunks: Buffer[] = [];
@@ -194,11 +195,11 @@ function grpcUnary(dispatcher: Dispatcher, path: string, frame: Buffer, timeoutM
  * A grpc check: `grpc.health.v1.Health/Check` for `service` over HTTP/2 (each backend's own h2 or h2c
  * connection, from `pools`); passes when the call ends with grpc-status 0 and the answer is SERVING.
  */
-export function grpcProbe(config: ActiveConfig, pools: ReadonlyMap<Backend, Dispatcher>): Probe {
+export function grpcProbe(config: ActiveConfig, pools: ReadonlyMap<Backend, Pick<Dispatcher, 'dispatch'>>): Probe {
   const frame = healthCheckFrame(config.grpc?.service ?? '');
   return async function probeGrpc(backend) {
     try {
-      const answer = await grpcUnary(pools.get(backend) as Dispatcher, '/grpc.health.v1.Health/Check', frame, config.timeout_ms);
+ const answer = await grpcUnary(pools.get(backend) as Pick<Dispatcher, 'dispatch'>, '/grpc.health.v1.Health/Check', frame, config.timeout_ms);
       if (answer.status !== 200) return { passed: false, detail: `got HTTP ${answer.status}` };
       if (answer.grpcStatus !== '0') {
         const message = answer.grpcMessage === undefined ? '' : ` (${safeDecode(answer.grpcMessage)})`;
@@ -242,8 +243,10 @@ export class ActiveHealthChecker {
   readonly #clock: Clock;
   readonly #probe: Probe;
   readonly #agent: Agent | undefined;
-  /** The http checks' connections to backends reached over TLS, and the grpc checks' to every backend: one pool each. */
+  /** The http checks' connections to backends reached over TLS, one pool each (their TLS settings differ). */
   readonly #tlsPools = new Map<Backend, Pool>();
+  /** The grpc checks' connections, one per backend: an h2c session, or an HTTP/2 pool with its TLS settings. */
+  readonly #grpcPools = new Map<Backend, Pool | H2cSession>();
   readonly #state = new Map<Backend, CheckState>();
   #timer: NodeJS.Timeout | undefined;
   #running: Promise<void> | undefined;
@@ -265,10 +268,10 @@ export class ActiveHealthChecker {
       this.#probe = httpProbe(config, this.#agent, this.#tlsPools);
     } else if (config.type === 'grpc') {
       for (const b of backends) {
-        const h2c = b.connector === undefined;
-        this.#tlsPools.set(b, new Pool(b.origin, { connections: 1, allowH2: true, connect: b.connector ?? { timeout: config.timeout_ms }, ...(h2c ? { factory: h2cClient(config.timeout_ms) } : {}) }));
+        const t = config.timeout_ms;
+        this.#grpcPools.set(b, b.connector === undefined ? new H2cSession(b.origin, { connectTimeoutMs: t, responseTimeoutMs: t, idleTimeoutMs: config.interval_ms + t }) : new Pool(b.origin, { connections: 1, allowH2: true, connect: b.connector }));
       }
-      this.#probe = grpcProbe(config, this.#tlsPools);
+      this.#probe = grpcProbe(config, this.#grpcPools);
     } else this.#probe = tcpProbe(config.timeout_ms);
     for (const b of backends) this.#state.set(b, { passes: 0, failures: 0 });
   }
@@ -293,7 +296,7 @@ export class ActiveHealthChecker {
     this.#timer = undefined;
     await this.#running;
     await this.#agent?.close();
-    await Promise.all([...this.#tlsPools.values()].map((p) => p.close()));
+    await Promise.all([...this.#tlsPools.values(), ...this.#grpcPools.values()].map((p) => p.close()));
   }
 
   async #check(backend: Backend): Promise<void> {
