@@ -7,7 +7,7 @@
  * streamed body (every gRPC call) only on a connection with nothing else running, so calls do not share
  * connections, and it cannot send request trailers. Measured on the same loaded 2-core machine, 10 callers
  * in a loop against one grpc-js server: undici 786-1,038 calls/s over 10 connections, this session
- * 2,298-4,773 calls/s over one (bench figures in docs/benchmarks.md).
+ * 2,298-4,773 calls/s over one.
  *
  * It takes the same dispatch options and handler as an undici Pool (the subset the pipeline and the
  * health checks use), so ForwardHandler serves both: onConnect once the session is up (the request body is
