@@ -67,7 +67,10 @@ export class H2cSession {
     this.#closed = true;
     const session = this.#session;
     if (session === undefined || session.destroyed) return;
-    await new Promise<void>((resolve) => session.close(resolve));
+    await new Promise<void>((resolve) => {
+      session.once('close', () => resolve());
+      if (!session.closed) session.close();
+    });
   }
 
   /** Closes the session now. */

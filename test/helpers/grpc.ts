@@ -56,12 +56,13 @@ function trailer(value: string): grpc.Metadata {
 }
 
 /**
- * The test upstream, on 127.0.0.1 `port` (0: a free one) without TLS (so reached with `protocol: h2c`). Unary answers the
+ * The test upstream, on 127.0.0.1 `port` (0: a free one), without TLS (reached with `protocol: h2c`) unless
+ * given a certificate (then `protocol: h2` with `tls`). Unary answers the
  * text, after `delay_ms`; the text `fail` ends the call NOT_FOUND with a message that needs percent-encoding.
  * ServerStream sends `count` replies; ClientStream joins the texts it got; Bidi answers each message as it
  * comes. Each ends with the custom trailer.
  */
-export async function startGrpcUpstream(port = 0): Promise<GrpcUpstream> {
+export async function startGrpcUpstream(port = 0, tls?: { cert: string; key: string }): Promise<GrpcUpstream> {
   const upstream: GrpcUpstream = {
     port: 0,
     server: new grpc.Server(),
@@ -120,7 +121,8 @@ export async function startGrpcUpstream(port = 0): Promise<GrpcUpstream> {
     }) as grpc.handleUnaryCall<{ service: string }, { status: number }>,
   });
   upstream.port = await new Promise<number>((resolve, reject) => {
-    upstream.server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (err, port) => (err === null ? resolve(port) : reject(err)));
+ const credentials = tls === undefined ? grpc.ServerCredentials.createInsecure() : grpc.ServerCredentials.createSsl(null, [{ cert_chain: Buffer.from(tls.cert), private_key: Buffer.from(tls.key) }]);
+    upstream.server.bindAsync(`127.0.0.1:${port}`, credentials, (err, port) => (err === null ? resolve(port) : reject(err)));
   });
   return upstream;
 }

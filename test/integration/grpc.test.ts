@@ -14,6 +14,7 @@ import * as grpc from '@grpc/grpc-js';
 import { bidiCall, clientStreamCall, CUSTOM_TRAILER, grpcClient, serverStreamCall, startGrpcUpstream, unaryCall, type GrpcUpstream } from '../helpers/grpc.js';
 import { request } from '../helpers/http.js';
 import { closedPort, startProxy, waitFor, type TestProxy } from '../helpers/servers.js';
+import { privateCa } from '../helpers/tls.js';
 
 const unhandled: unknown[] = [];
 process.on('unhandledRejection', (reason) => unhandled.push(reason));
@@ -140,6 +141,23 @@ describe('gRPC calls through the proxy (h2c both ways)', () => {
     assert.ok(!upstream.calls.includes('/tollgate.test.Unrouted/Unary'));
   });
 
+  test('over HTTP/1.1 (gRPC-Web) a refusal takes the same form: 200, the status in the headers, no body', async () => {
+    const res = await request(`${proxy.url}/tollgate.test.Unrouted/Unary`, { method: 'POST', headers: { 'content-type': 'application/grpc-web+proto' }, body: Buffer.alloc(5) });
+    assert.equal(res.status, 200);
+    assert.equal(res.headers['grpc-status'], String(grpc.status.UNIMPLEMENTED));
+    assert.equal(res.headers['grpc-message'], 'No route matches the request.');
+    assert.equal(res.headers['content-type'], 'application/grpc');
+    assert.equal(res.headers['content-length'], '0');
+    assert.equal(res.body, '');
+    assert.equal(logLine(proxy, String(res.headers['x-request-id'])).grpc_status, grpc.status.UNIMPLEMENTED);
+  });
+
+  test('a request that is not gRPC still gets the JSON error', async () => {
+    const res = await request(`${proxy.url}/tollgate.test.Unrouted/Unary`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+    assert.equal(res.status, 404);
+    assert.equal(res.json().error, 'no_route');
+  });
+
   test('a client deadline: DEADLINE_EXCEEDED at the deadline, and the upstream call is cancelled', async () => {
     const result = await unaryCall(client, 'Echo', { text: 'slow-1', delay_ms: 10_000 }, { deadlineMs: 300 });
     assert.equal(result.status.code, grpc.status.DEADLINE_EXCEEDED);
@@ -255,6 +273,34 @@ describe('grpc-timeout is the deadline of the upstream call', () => {
     upstreamStream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '0' }, { endStream: true });
     const call = await pending;
     assert.equal(call.head['grpc-status'], '0');
+  });
+});
+
+describe('a gRPC upstream over TLS (protocol: h2)', () => {
+  test('unary and server streaming calls with their trailers, and a refusal, through undici\'s HTTP/2 pool', async () => {
+    const ca = privateCa();
+    const upstream = await startGrpcUpstream(0, ca.issue(['127.0.0.1']));
+    const proxy = await startProxy([{ name: 'tls1', port: upstream.port }], { server: { h2c: true }, load_balancing: { protocol: 'h2', tls: { ca_file: ca.certFile }, health_check: NO_HEALTH }, routes: ROUTES });
+    const client = grpcClient(`127.0.0.1:${proxy.port}`);
+    try {
+      const unary = await unaryCall(client, 'Echo', { text: 'over tls' });
+      assert.equal(unary.status.code, grpc.status.OK);
+      assert.deepEqual(unary.replies, [{ text: 'over tls', index: 0 }]);
+      assert.deepEqual(unary.status.metadata.get(CUSTOM_TRAILER), ['unary']);
+      const failed = await unaryCall(client, 'Echo', { text: 'fail' });
+      assert.equal(failed.status.code, grpc.status.NOT_FOUND);
+      assert.deepEqual(failed.status.metadata.get(CUSTOM_TRAILER), ['failed']);
+      const stream = await serverStreamCall(client, { text: 's', count: 3 });
+      assert.equal(stream.status.code, grpc.status.OK);
+      assert.equal(stream.replies.length, 3);
+      assert.deepEqual(stream.status.metadata.get(CUSTOM_TRAILER), ['server-stream']);
+      const refused = await unaryCall(client, 'Guarded', { text: 'g' });
+      assert.equal(refused.status.code, grpc.status.UNAUTHENTICATED);
+    } finally {
+      client.close();
+      await proxy.close();
+      await upstream.close();
+    }
   });
 });
 
