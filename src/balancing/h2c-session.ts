@@ -27,8 +27,13 @@ export interface H2cOptions {
   idleTimeoutMs: number;
 }
 
+/** Where a request's trailers are, once its body has ended: the client's request (undici has no such option). */
+export interface RequestTrailers {
+  readonly trailers: NodeJS.Dict<string>;
+}
+
 /** What the pipeline and the health checks dispatch: undici's options, of which these are read. */
-type H2cDispatchOptions = Pick<Dispatcher.DispatchOptions, 'path' | 'method' | 'headers' | 'body'>;
+type H2cDispatchOptions = Pick<Dispatcher.DispatchOptions, 'path' | 'method' | 'headers' | 'body'> & { trailersFrom?: RequestTrailers };
 
 /** An error with the code fromUpstreamError maps (proxy/errors.ts), as undici's would carry. */
 function coded(message: string, code: string): Error {
@@ -159,7 +164,9 @@ class H2cRequest {
     const body = this.#options.body as Readable | Buffer | null | undefined;
     let stream: ClientHttp2Stream;
     try {
-      stream = session.request(requestHeaders(this.#options), { endStream: body === null || body === undefined });
+      const endStream = body === null || body === undefined;
+      // With a body, the stream waits for its trailers, so the client's (if it sent any) follow the body.
+      stream = session.request(requestHeaders(this.#options), { endStream, waitForTrailers: !endStream });
     } catch (err) {
       this.fail(err as Error);
       return;
@@ -174,6 +181,13 @@ class H2cRequest {
       this.#trailers = trailers;
     });
     stream.on('end', () => this.#end());
+    stream.on('wantTrailers', () => {
+      try {
+        stream.sendTrailers(forwardedTrailers(this.#options.trailersFrom));
+      } catch {
+        stream.sendTrailers({}); // a field node:http2 refuses: the stream still has to end
+      }
+    });
     stream.on('error', (err: Error) => this.fail(err));
     stream.on('close', () => {
       if (this.#done) return;
@@ -261,6 +275,25 @@ function requestHeaders(options: H2cDispatchOptions): OutgoingHttpHeaders {
     if (had === undefined) out[name] = value;
     else if (Array.isArray(had)) had.push(value);
     else out[name] = [String(had), value];
+  }
+  return out;
+}
+
+/**
+ * HTTP/1.1 and HTTP/2 fields that may not be trailers in HTTP/2 (node:http2 throws on the
+ * connection-specific ones), or that say how to frame or route the message (RFC 9110 §6.5.1).
+ */
+const NOT_TRAILERS: ReadonlySet<string> = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer', 'host', 'content-length', 'content-type']);
+
+/** The client's request trailers to send on, if any. */
+function forwardedTrailers(source: RequestTrailers | undefined): OutgoingHttpHeaders {
+  const out: OutgoingHttpHeaders = {};
+  const trailers = source?.trailers;
+  if (trailers === undefined) return out;
+  for (const name of Object.keys(trailers)) {
+    const value = trailers[name];
+    if (value === undefined || name.charCodeAt(0) === 58 || NOT_TRAILERS.has(name)) continue;
+    out[name] = value;
   }
   return out;
 }

@@ -20,6 +20,7 @@ import { BlockList, isIP, type Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
 import type { Backend } from '../balancing/backend.js';
+import type { RequestTrailers } from '../balancing/h2c-session.js';
 import type { LoadBalancer } from '../balancing/load-balancer.js';
 import type { ServerConfig } from '../config/schema.js';
 import { resolveRequestId } from '../middleware/request-id/request-id.js';
@@ -73,7 +74,7 @@ const DEADLINE = new ProxyError('upstream_timeout', { message: 'The deadline the
  * Undici takes `servername` per request (its types leave it out): the backend's fixed TLS name, so a
  * client's Host (with preserve_host) neither becomes the upstream's SNI nor makes undici reconnect.
  */
-type UpstreamDispatch = Dispatcher.DispatchOptions & { servername: string | undefined };
+type UpstreamDispatch = Dispatcher.DispatchOptions & { servername: string | undefined; trailersFrom: RequestTrailers };
 
 /** The request whose body the connection's timeout watches now (the last one on it that began sending a body). */
 const BODY_WATCH = new WeakMap<Socket, IncomingMessage>();
@@ -445,7 +446,7 @@ export class Pipeline implements ForwardHost {
     ctx.upstreamLatency = -1;
     const handler = new ForwardHandler(ctx, this);
     try {
-      const options: UpstreamDispatch = { path: ctx.upstreamPath, method: req.method ?? 'GET', headers, body: ctx.body, servername: backend.servername };
+      const options: UpstreamDispatch = { path: ctx.upstreamPath, method: req.method ?? 'GET', headers, body: ctx.body, servername: backend.servername, trailersFrom: req };
       backend.pool.dispatch(options, handler);
     } catch (err) {
       handler.onError(err as Error);

@@ -204,16 +204,21 @@ describe('grpc-timeout is the deadline of the upstream call', () => {
   let upstreamStreams: ServerHttp2Stream[];
   /** Streams that closed before the upstream ended them: reset from the proxy's side. */
   let aborted: Set<ServerHttp2Stream>;
+  /** The request trailers each stream brought. */
+  let requestTrailers: Map<ServerHttp2Stream, IncomingHttpHeaders>;
   let proxy: TestProxy;
   let session: ClientHttp2Session;
   before(async () => {
     // An h2c upstream that never answers: only the proxy can end these calls.
     upstreamStreams = [];
     aborted = new Set();
+    requestTrailers = new Map();
     hanging = createServer();
     hanging.on('stream', (stream) => {
       upstreamStreams.push(stream);
       stream.on('aborted', () => aborted.add(stream));
+      stream.on('trailers', (trailers) => requestTrailers.set(stream, trailers));
+      stream.resume();
       stream.on('error', () => {});
     });
     hanging.listen(0, '127.0.0.1');
@@ -274,6 +279,21 @@ describe('grpc-timeout is the deadline of the upstream call', () => {
     assert.equal(call.trailers?.['grpc-status'], String(grpc.status.UNAVAILABLE));
     const id = String(call.trailers?.['x-request-id']);
     assert.equal(logLine(proxy, id).error, 'bad_gateway');
+  });
+
+  test('request trailers reach the upstream after the body', async () => {
+    const before = upstreamStreams.length;
+    const stream = session.request({ ':method': 'POST', ':path': '/pkg.Svc/Trailers', 'content-type': 'application/grpc', te: 'trailers' }, { waitForTrailers: true });
+    stream.on('wantTrailers', () => stream.sendTrailers({ 'x-client-trailer': 'sent-last' }));
+    stream.on('error', () => {});
+    stream.end(Buffer.from([0, 0, 0, 0, 0]));
+    await waitFor(() => upstreamStreams.length > before, 5000, 'the call upstream');
+    const upstreamStream = upstreamStreams[before] as ServerHttp2Stream;
+    await waitFor(() => requestTrailers.has(upstreamStream), 5000, 'the trailers upstream');
+    assert.equal(requestTrailers.get(upstreamStream)?.['x-client-trailer'], 'sent-last');
+    stream.resume();
+    upstreamStream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '0' }, { endStream: true });
+    await once(stream, 'close');
   });
 
   test('a grpc-timeout gRPC does not send (a unit it has not, 9 digits) is no deadline: the call waits for the upstream', async () => {
