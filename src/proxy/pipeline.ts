@@ -74,7 +74,7 @@ const DEADLINE = new ProxyError('upstream_timeout', { message: 'The deadline the
  * Undici takes `servername` per request (its types leave it out): the backend's fixed TLS name, so a
  * client's Host (with preserve_host) neither becomes the upstream's SNI nor makes undici reconnect.
  */
-type UpstreamDispatch = Dispatcher.DispatchOptions & { servername: string | undefined; trailersFrom: RequestTrailers };
+type UpstreamDispatch = Dispatcher.DispatchOptions & { servername: string | undefined; trailersFrom?: RequestTrailers };
 
 /** The request whose body the connection's timeout watches now (the last one on it that began sending a body). */
 const BODY_WATCH = new WeakMap<Socket, IncomingMessage>();
@@ -446,7 +446,10 @@ export class Pipeline implements ForwardHost {
     ctx.upstreamLatency = -1;
     const handler = new ForwardHandler(ctx, this);
     try {
-      const options: UpstreamDispatch = { path: ctx.upstreamPath, method: req.method ?? 'GET', headers, body: ctx.body, servername: backend.servername, trailersFrom: req };
+      const options: UpstreamDispatch = { path: ctx.upstreamPath, method: req.method ?? 'GET', headers, body: ctx.body, servername: backend.servername };
+      // Only the h2c session sends request trailers. Given to undici too, the option cost 55,000 more
+      // instructions per request (250,893 against 195,206, bench/instructions.mjs, the standard config).
+      if (backend.protocol === 'h2c') options.trailersFrom = req;
       backend.pool.dispatch(options, handler);
     } catch (err) {
       handler.onError(err as Error);
