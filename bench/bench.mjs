@@ -68,7 +68,7 @@ const USAGE = `usage: bash bench/run.sh [--quick] [--write] [--strategies]
   --write   also put the result block into docs/benchmarks.md
 env: BENCH_RUNS, BENCH_DURATION (s), BENCH_WARMUP (s), BENCH_TARGETS (comma list),
      BENCH_START_TIMEOUT (s), BENCH_PROXY_CPU, BENCH_LOAD_CPU, BENCH_KEEP_TMP=1
-targets: direct, nginx-proxy, haproxy, node-http-proxy, fastify-proxy, bare, bare-node24, tollgate, tollgate-node24, tls (the HTTPS and HTTP/2 phase),
+targets: direct, nginx-proxy, haproxy, node-http-proxy, fastify-proxy, bare, bare-node24, tollgate, tollgate-node24, tls (the HTTPS and HTTP/2 phase), grpc (the gRPC phase),
      tollgate-routes-1000, tollgate-minimal, tollgate-no_monitoring, tollgate-redis, tollgate-workers2,
      tollgate-reload (the default set; tollgate-reload is the reload-under-load phase after the table);
      tollgate-least_conn, tollgate-random, tollgate-p2c_ewma, tollgate-consistent_hash, tollgate-no_health
@@ -152,8 +152,10 @@ const ROUTES_MIN_NOISE = 0.05;
 const RELOAD_TARGET = 'tollgate-reload';
 // HTTPS and HTTP/2: a phase of its own after the table (measureTls): nginx and Tollgate, each terminating TLS.
 const TLS_TARGET = 'tls';
-const PHASES = [RELOAD_TARGET, TLS_TARGET];
-const BASE_TARGETS = ['direct', ...PEERS, 'bare', 'bare-node24', 'tollgate', 'tollgate-node24', ROUTES_TARGET, 'tollgate-minimal', 'tollgate-no_monitoring', 'tollgate-redis', 'tollgate-workers2', RELOAD_TARGET, TLS_TARGET];
+// gRPC unary calls: a phase of its own after the table (measureGrpc): a grpc-js upstream directly and through Tollgate.
+const GRPC_TARGET = 'grpc';
+const PHASES = [RELOAD_TARGET, TLS_TARGET, GRPC_TARGET];
+const BASE_TARGETS = ['direct', ...PEERS, 'bare', 'bare-node24', 'tollgate', 'tollgate-node24', ROUTES_TARGET, 'tollgate-minimal', 'tollgate-no_monitoring', 'tollgate-redis', 'tollgate-workers2', RELOAD_TARGET, TLS_TARGET, GRPC_TARGET];
 const ALL_TARGETS = [...BASE_TARGETS, ...Object.keys(VARIANTS), 'tollgate-workers2-redis', 'tollgate-workers2-node24', 'nginx-proxy-2w'];
 const DEFAULT_TARGETS = flags.has('--strategies') ? ALL_TARGETS : BASE_TARGETS;
 const TARGETS = (process.env.BENCH_TARGETS || DEFAULT_TARGETS.join(','))
@@ -1617,7 +1619,7 @@ function checks(results) {
   return out;
 }
 
-function report(results, meta, reload, tls) {
+function report(results, meta, reload, tls, grpcPhase) {
   const direct = results.find((r) => r.name === 'direct' && r.ok);
   const bare = results.find((r) => r.name === 'bare' && r.ok);
   const mib = (v) => (v === null || v === undefined ? 'n/a' : v.toFixed(1));
@@ -1681,6 +1683,7 @@ function report(results, meta, reload, tls) {
     ...(results.length ? table : []),
     ...(reload ? reloadReport(reload) : []),
     ...(tls ? tlsReport(tls) : []),
+    ...(grpcPhase ? grpcReport(grpcPhase) : []),
     `- node ${process.version} (every Node row but the -node24 ones)${meta.node24 ? `, ${meta.node24} (the -node24 rows)` : ''}, nginx ${meta.nginx}, haproxy ${meta.haproxy}, wrk ${meta.wrk}, h2load (nghttp2) ${meta.h2load}`,
     `- date: ${meta.date}`,
     `- CPU: ${meta.cpu}`,
@@ -1849,6 +1852,142 @@ async function measureTls(tlsPorts, backendPorts, dir, checkBackends) {
   return out;
 }
 
+// ---------------------------------------------------------------- gRPC
+// The `grpc` phase, after the table with every other target stopped: a @grpc/grpc-js upstream
+// (bench/grpc-upstream.mjs, CPU LOAD_CPU like the nginx backends) called directly and through Tollgate
+// (the tollgate config with server.h2c and `protocol: h2c` to that one upstream, CPU PROXY_CPU), the order
+// rotating each round. The load is h2load over h2c: unary calls to tollgate.test.Echo/Unary, each one
+// gRPC frame, H2_CLIENTS connections × H2_STREAMS streams, 1 s warm-up, then DURATION s. h2load counts a
+// call by its HTTP status only, so a grpc-js client checks before and after each run that a call through
+// the target ends with grpc-status OK.
+
+async function grpcModules() {
+  const grpc = await import('@grpc/grpc-js');
+  const loader = await import('@grpc/proto-loader');
+  const proto = loader.loadSync(path.join(ROOT, 'test', 'fixtures', 'echo.proto'), { keepCase: true, defaults: true });
+  return { grpc, method: proto['tollgate.test.Echo'].Unary };
+}
+
+// One unary call with grpc-js; resolves with its status code (or the error's).
+function grpcCall({ grpc, method }, port, metadata) {
+  return new Promise((resolve) => {
+    const client = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+    const md = new grpc.Metadata();
+    for (const [k, v] of Object.entries(metadata)) md.set(k, v);
+    client.makeUnaryRequest(method.path, method.requestSerialize, method.responseDeserialize, { text: 'check' }, md, { deadline: Date.now() + 5000 }, (err, reply) => {
+      client.close();
+      resolve(err ? `${err.code} ${err.details}` : reply?.text === 'check' ? 'OK' : `unexpected reply ${JSON.stringify(reply)}`);
+    });
+  });
+}
+
+// An EchoRequest { text } in a gRPC frame (5-byte prefix, then field 1 as a string), written for h2load -d.
+function grpcFrameFile(dir) {
+  const text = Buffer.from('tollgate-bench');
+  const message = Buffer.concat([Buffer.from([0x0a, text.length]), text]);
+  const prefix = Buffer.alloc(5);
+  prefix.writeUInt32BE(message.length, 1);
+  const file = path.join(dir, 'grpc-request.bin');
+  fs.writeFileSync(file, Buffer.concat([prefix, message]));
+  return file;
+}
+
+function grpcThroughput(port, headers, dataFile) {
+  const args = ['-c', String(LOAD_CPU), 'h2load', `-t${THREADS}`, `-c${H2_CLIENTS}`, `-m${H2_STREAMS}`, '-D', String(DURATION), '--warm-up-time', '1', '-d', dataFile,
+    '-H', 'content-type: application/grpc', '-H', 'te: trailers'];
+  for (const h of headers) args.push('-H', h);
+  args.push(`http://127.0.0.1:${port}/tollgate.test.Echo/Unary`);
+  return runCapture('taskset', args, (DURATION + 40) * 1000).then((res) => {
+    const rps = /finished in [\d.]+\w*, ([\d.]+) req\/s/.exec(res.out);
+    const summary = parseH2Summary(res.out);
+    const codes = /status codes: (\d+) 2xx/.exec(res.out);
+    if (res.code !== 0 || !rps || !summary) throw new Error(`h2load failed: ${res.out.trim().split('\n').slice(-3).join(' | ')}`);
+    return { rps: Number(rps[1]), errors: summary.failed + summary.errored, ok: codes ? Number(codes[1]) : 0 };
+  });
+}
+
+async function startGrpcUpstream(port, dir) {
+  const log = path.join(dir, 'grpc-upstream.out');
+  const child = launch('taskset', ['-c', String(LOAD_CPU), process.execPath, path.join(BENCH_DIR, 'grpc-upstream.mjs'), String(port)], { log });
+  const deadline = Date.now() + START_TIMEOUT_MS;
+  while (!fs.existsSync(log) || !fs.readFileSync(log, 'utf8').includes('listening')) {
+    if (child.exitInfo || Date.now() > deadline) {
+      await stop(child);
+      throw new Error(`the grpc-js upstream did not start\n${tail(log, 10)}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return child;
+}
+
+async function measureGrpc(grpcPorts, dir) {
+  const out = { rows: [], failure: null, node: process.env.BENCH_NODE24 && fs.existsSync(process.env.BENCH_NODE24) ? node24() : process.execPath };
+  out.nodeVersion = spawnSync(out.node, ['--version'], { encoding: 'utf8' }).stdout.trim();
+  const cfg = path.join(dir, 'tollgate-grpc.yaml');
+  fs.writeFileSync(cfg, tollgateYaml(grpcPorts.tollgate, [grpcPorts.upstream], dir)
+    .replace('  workers: 1\n', '  workers: 1\n  h2c: true\n')
+    .replace('  strategy: "round_robin"\n', '  strategy: "round_robin"\n  protocol: h2c\n'));
+  const dataFile = grpcFrameFile(dir);
+  let upstream = null;
+  const targets = [
+    { name: 'direct', port: grpcPorts.upstream, headers: [], metadata: {} },
+    { name: 'tollgate', port: grpcPorts.tollgate, headers: [AUTH_HEADER], metadata: { authorization: `Bearer ${TOKEN}` } },
+  ];
+  try {
+    const modules = await grpcModules();
+    out.grpcJs = JSON.parse(fs.readFileSync(path.join(ROOT, 'node_modules', '@grpc', 'grpc-js', 'package.json'), 'utf8')).version;
+    log('--- grpc: starting the grpc-js upstream and tollgate');
+    upstream = await startGrpcUpstream(grpcPorts.upstream, dir);
+    const tollgate = targets[1];
+    tollgate.child = launch('taskset', ['-c', String(PROXY_CPU), out.node, path.join('dist', 'cli.js'), '--config', cfg], { log: path.join(dir, 'tollgate-grpc.out'), env: TOLLGATE_ENV });
+    targets[0].child = upstream; // its CPU is the direct row's "proxy CPU"
+    const deadline = Date.now() + START_TIMEOUT_MS;
+    for (;;) {
+      const status = await grpcCall(modules, tollgate.port, tollgate.metadata);
+      if (status === 'OK') break;
+      if (tollgate.child.exitInfo || Date.now() > deadline) throw new Error(`tollgate did not pass a gRPC call (${status})\n${tail(path.join(dir, 'tollgate-grpc.out'), 10)}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    for (const t of targets) t.runs = [];
+    for (let round = 1; round <= RUNS; round++) {
+      for (const t of rotated(targets, round - 1)) {
+        const before = await grpcCall(modules, t.port, t.metadata);
+        const r = await withCpu(t, () => grpcThroughput(t.port, t.headers, dataFile));
+        const after = await grpcCall(modules, t.port, t.metadata);
+        if (before !== 'OK' || after !== 'OK') throw new Error(`${t.name}: a grpc-js call around the run did not end OK (${before}, ${after})`);
+        t.runs.push({ rps: r.rps, cpu: r.cpu, errors: r.errors });
+        log(`grpc ${t.name}: run ${round}/${RUNS}: ${r.rps.toFixed(0)} calls/s, ${t.name === 'direct' ? 'upstream' : 'proxy'} CPU ${fmtCpu(r.cpu)}, errors ${r.errors}`);
+      }
+    }
+    out.rows = targets.map((t) => ({ name: t.name, runs: t.runs }));
+  } catch (err) {
+    out.failure = err.message;
+    log(`grpc: FAILED: ${err.message}`);
+  } finally {
+    await Promise.all(targets.map((t) => (t.child ? stop(t.child) : null)));
+  }
+  return out;
+}
+
+function grpcReport(phase) {
+  const int = (v) => Math.round(v).toLocaleString('en-US');
+  const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
+  const lines = ['', `**gRPC unary** (h2load over h2c, ${H2_CLIENTS} connections × ${H2_STREAMS} streams, to a @grpc/grpc-js upstream)`, ''];
+  if (phase.failure) {
+    lines.push(`- grpc phase failed: ${phase.failure.split('\n')[0]}`, '');
+    return lines;
+  }
+  lines.push('| target | calls/s (median) | × direct | CPU (proxy; upstream for direct) | errors |', '| --- | ---: | ---: | ---: | ---: |');
+  const direct = phase.rows.find((r) => r.name === 'direct');
+  const directRps = direct ? median(direct.runs.map((r) => r.rps)) : NaN;
+  for (const row of phase.rows) {
+    const rps = median(row.runs.map((r) => r.rps));
+    lines.push(`| ${row.name} | ${int(rps)} | ${(rps / directRps).toFixed(2)} | ${fmtCpu(median(row.runs.map((r) => r.cpu)))} | ${row.runs.reduce((a, r) => a + r.errors, 0)} |`);
+  }
+  lines.push('', `- ${RUNS} round${RUNS > 1 ? 's' : ''}, the order rotating; each run ${DURATION} s after a 1 s warm-up; each call one 21-byte gRPC frame to tollgate.test.Echo/Unary (test/fixtures/echo.proto); a grpc-js client checks a call ends OK before and after each run; the upstream: @grpc/grpc-js ${phase.grpcJs ?? '?'} on ${process.version}, CPU ${LOAD_CPU} with h2load; Tollgate on Node ${phase.nodeVersion}, CPU ${PROXY_CPU}: the tollgate config (bearer auth, rate limit, info log) plus \`server.h2c\` and \`protocol: h2c\``, '');
+  return lines;
+}
+
 function tlsReport(tls) {
   const int = (v) => Math.round(v).toLocaleString('en-US');
   const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
@@ -1930,10 +2069,10 @@ async function main() {
   const meta = { ...(await versions()), cpu: cpuModel() };
   log(`targets ${TARGETS.join(', ')}; ${WARMUP} s warm-up each, then ${RUNS} round${RUNS > 1 ? 's' : ''} of ${DURATION} s per target (rotating order); tmp ${tmpDir}`);
 
-  if (TARGETS.some((t) => t.startsWith('tollgate'))) await ensureTollgateBuilt(tmpDir);
+  if (TARGETS.some((t) => t.startsWith('tollgate') || t === TLS_TARGET || t === GRPC_TARGET)) await ensureTollgateBuilt(tmpDir);
 
-  const [b1, b2, b3, reloadAdmin, tlsNginx, tlsTollgate, ...targetPorts] = await freePorts(6 + TARGETS.length);
-  const ports = { backends: [b1, b2, b3], reloadAdmin, tls: { nginx: tlsNginx, tollgate: tlsTollgate }, of: Object.fromEntries(TARGETS.map((t, i) => [t, targetPorts[i]])) };
+  const [b1, b2, b3, reloadAdmin, tlsNginx, tlsTollgate, grpcUpstream, grpcTollgate, ...targetPorts] = await freePorts(8 + TARGETS.length);
+  const ports = { backends: [b1, b2, b3], reloadAdmin, tls: { nginx: tlsNginx, tollgate: tlsTollgate }, grpc: { upstream: grpcUpstream, tollgate: grpcTollgate }, of: Object.fromEntries(TARGETS.map((t, i) => [t, targetPorts[i]])) };
 
   BIG = bigBody();
   // The nginx workers run as an unprivileged user when started as root: they need to
@@ -1963,6 +2102,7 @@ async function main() {
   const targets = TARGETS.filter((name) => !PHASES.includes(name)).map((name) => newTarget(name, specs[name]));
   let reload = null;
   let tls = null;
+  let grpcPhase = null;
   try {
     for (const t of targets) {
       checkBackends();
@@ -1977,6 +2117,10 @@ async function main() {
       await Promise.all(targets.map((t) => stop(t.child)));
       tls = await measureTls(ports.tls, ports.backends, tmpDir, checkBackends);
     }
+    if (TARGETS.includes(GRPC_TARGET)) {
+      await Promise.all(targets.map((t) => stop(t.child)));
+      grpcPhase = await measureGrpc(ports.grpc, tmpDir);
+    }
   } finally {
     // On an error too (the exit handler would also kill them, but without the grace period).
     await Promise.all(targets.map((t) => stop(t.child)));
@@ -1986,7 +2130,7 @@ async function main() {
   const results = targets.map(resultOf);
 
   meta.date = new Date().toISOString().replace('T', ' ').replace(/:\d\d\.\d+Z$/, ' UTC');
-  const block = report(results, meta, reload, tls);
+  const block = report(results, meta, reload, tls, grpcPhase);
   console.log(`\n${block}\n`);
   if (WRITE) {
     if (QUICK) log('note: writing numbers from a --quick run');

@@ -242,9 +242,12 @@ const upstreamTlsSchema = z
   })
   .superRefine(certWithKey);
 
-export const PROTOCOLS = ['http1', 'h2'] as const;
-/** `h2` offers HTTP/2 in the TLS handshake (ALPN); an upstream that does not take it is spoken to in HTTP/1.1. */
-const protocol = z.enum(PROTOCOLS, { error: 'must be http1 or h2' });
+export const PROTOCOLS = ['http1', 'h2', 'h2c'] as const;
+/**
+ * `h2` offers HTTP/2 in the TLS handshake (ALPN); an upstream that does not take it is spoken to in HTTP/1.1.
+ * `h2c` speaks HTTP/2 with prior knowledge over plain TCP (a gRPC server without TLS).
+ */
+const protocol = z.enum(PROTOCOLS, { error: 'must be http1, h2 or h2c' });
 
 const upstreamSchema = z.strictObject({
   name: z.string().min(1, 'must not be empty').regex(/^[A-Za-z0-9._-]+$/, 'must use only letters, digits, ".", "_" and "-"'),
@@ -271,8 +274,11 @@ const statusRange = z
 
 const activeHealthSchema = z.strictObject({
   enabled: z.boolean().default(true),
-  /** `tcp`: the check passes when a connection opens; `http`: when a request gets an expected status. */
-  type: z.enum(['tcp', 'http'], { error: 'must be tcp or http' }).default('tcp'),
+  /**
+   * `tcp`: the check passes when a connection opens; `http`: when a request gets an expected status;
+   * `grpc`: when the gRPC health protocol (grpc.health.v1.Health/Check) answers SERVING (h2 or h2c upstreams).
+   */
+  type: z.enum(['tcp', 'http', 'grpc'], { error: 'must be tcp, http or grpc' }).default('tcp'),
   interval_ms: durationMs(5_000),
   timeout_ms: durationMs(2_000),
   /** Consecutive passed checks that bring a down backend back. */
@@ -288,6 +294,13 @@ const activeHealthSchema = z.strictObject({
       host: z.string().min(1).optional(),
     })
     .prefault({}),
+  /** For `type: grpc`; absent: the server as a whole is asked about. */
+  grpc: z
+    .strictObject({
+      /** The service name asked about; '' (the default) asks about the server as a whole. */
+      service: z.string().default(''),
+    })
+    .optional(),
 });
 
 const passiveHealthSchema = z.strictObject({
@@ -356,14 +369,22 @@ export const loadBalancingSchema = z.strictObject({
   slow_start_ms: durationMs(0, MIN_DURATION_MS, 'off'),
   /** TLS to every upstream of the service (each upstream may override it); plain HTTP when absent. */
   tls: serviceTlsSchema.optional(),
-  /** HTTP version towards the upstreams: `h2` needs TLS. */
+  /** HTTP version towards the upstreams: `h2` needs TLS, `h2c` is without it. */
   protocol: protocol.default('http1'),
 }).superRefine(function h2NeedsTls(lb, ctx) {
+  const grpcCheck = lb.health_check.active.enabled && lb.health_check.active.type === 'grpc';
   lb.upstreams.forEach((u, i) => {
+    const spoken = upstreamProtocol(lb, u);
+    const path = u.protocol === undefined ? ['protocol'] : ['upstreams', i, 'protocol'];
+    if (grpcCheck && spoken === 'http1') {
+      ctx.addIssue({ code: 'custom', path: ['health_check', 'active', 'type'], message: `grpc checks need HTTP/2: give upstream "${u.name}" protocol h2 (with tls) or h2c` });
+    }
     if (u.protocol === undefined && lb.protocol === 'http1') return;
-    if (upstreamProtocol(lb, u) === 'h2' && !upstreamTls(lb, u).enabled) {
-      const path = u.protocol === 'h2' ? ['upstreams', i, 'protocol'] : ['protocol'];
+    if (spoken === 'h2' && !upstreamTls(lb, u).enabled) {
       ctx.addIssue({ code: 'custom', path, message: `h2 needs TLS (HTTP/2 is agreed in the TLS handshake): give upstream "${u.name}" tls` });
+    }
+    if (spoken === 'h2c' && upstreamTls(lb, u).enabled) {
+      ctx.addIssue({ code: 'custom', path, message: `h2c is HTTP/2 without TLS: upstream "${u.name}" has tls, so use h2` });
     }
   });
 });

@@ -145,7 +145,7 @@ function template(direct: DirectLog): (ctx: RequestContext, duration: string) =>
       `${warns(ctx) ? warn : info}${time()}${bindings}` +
       `,"request_id":"${ctx.requestId}"${ctx.traceId === '' ? '' : `,"trace_id":"${ctx.traceId}"`},"client":"${ctx.clientAddress}","method":${JSON.stringify(req.method)},"protocol":"${ctx.protocol}"` +
       `,"path":${JSON.stringify(ctx.path)},${ctx.route === undefined ? '"route":null,"service":null' : ctx.route.logFields},${upstreamOf(ctx.backend)}` +
-      `,"status":${ctx.status},"bytes":${ctx.bytesSent},"duration_ms":${duration}` +
+      `,"status":${ctx.status}${ctx.grpcStatus === -1 ? '' : `,"grpc_status":${ctx.grpcStatus}`},"bytes":${ctx.bytesSent},"duration_ms":${duration}` +
       `,"user_agent":${ua === undefined ? 'null' : JSON.stringify(ua)},"retries":${ctx.retries}${failure}` +
       `,"msg":"${MESSAGE}"}\n`
     );
@@ -169,6 +169,7 @@ function fieldsOf(ctx: RequestContext, duration: string): Record<string, unknown
   fields.upstream = backend === undefined ? null : backend.name;
   fields.upstream_addr = backend === undefined ? null : backend.address;
   fields.status = ctx.status;
+  if (ctx.grpcStatus !== -1) fields.grpc_status = ctx.grpcStatus;
   fields.bytes = ctx.bytesSent;
   fields.duration_ms = Number(duration);
   fields.user_agent = req.headers['user-agent'] ?? null;
@@ -218,6 +219,7 @@ export function probeRequests(): RequestContext[] {
   failed.requestId = 'probe-2';
   failed.status = 502;
   failed.retries = 1;
+  failed.grpcStatus = 14;
   failed.error = new ProxyError('bad_gateway', { cause: Object.assign(new Error('connect "refused"\n'), { code: 'ECONNREFUSED' }) });
   return [ok, failed];
 }

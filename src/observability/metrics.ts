@@ -523,7 +523,9 @@ export class ProxyMetrics {
     const route = ctx.route;
     const routeSlot = route === undefined ? 0 : (this.#routeSlotOf.get(route) ?? this.#addRoute(route));
     const series = (this.#seriesOf[routeSlot] as (number | undefined)[])[slot] ?? this.#addSeries(routeSlot, slot);
-    const cls = statusClassIndex(ctx.status);
+    // A gRPC call Tollgate refused or failed went out as HTTP 200 with a grpc-status: it counts by its error's
+    // HTTP status, as an HTTP client's would.
+    const cls = statusClassIndex(ctx.grpc && ctx.error !== undefined && ctx.grpcStatus !== -1 ? ctx.error.status : ctx.status);
     const protocol = ctx.protocol === 'h2' ? PER_PROTOCOL : 0;
     (this.#requests[series * PER_SERIES + protocol + methodIndex(ctx.req.method) * CLASSES + cls] as number)++;
     const durationMs = now - ctx.startedAt;

@@ -94,6 +94,12 @@ export class RequestContext {
   /** Extra response headers (flat name/value list) that filters add; sent on every response to this request. */
   responseHeaders: string[] = [];
   status = 0;
+  /** A gRPC request (`content-type: application/grpc*`): Tollgate's own answers take the gRPC form. */
+  grpc = false;
+  /** The client's gRPC deadline (`grpc-timeout`) in milliseconds from arrival; -1 when it set none. */
+  grpcTimeoutMs = -1;
+  /** The gRPC status the client was sent (Tollgate's, or the upstream's from its headers or trailers); -1 when none. */
+  grpcStatus = -1;
   bytesSent = 0;
   /** Milliseconds from arrival until the response headers were written. */
   responseTime = -1;
