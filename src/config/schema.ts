@@ -396,12 +396,84 @@ export function upstreamProtocol(lb: { protocol: (typeof PROTOCOLS)[number] }, u
   return upstream.protocol ?? lb.protocol;
 }
 
-export const AUTH_TYPES = ['bearer', 'basic', 'api_key', 'client_cert'] as const;
+export const AUTH_TYPES = ['bearer', 'basic', 'api_key', 'client_cert', 'jwt'] as const;
 
 /** A SHA-256 fingerprint as `openssl x509 -fingerprint -sha256` prints it (colons optional, any case). */
 const FINGERPRINT = /^(?:[0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}$|^[0-9A-Fa-f]{64}$/;
 
 const headerName = z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'must be a valid header name');
+
+/** The JWS algorithms `jwt.algorithms` may list; `none` never (a token without a signature proves nothing). */
+export const JWT_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519', 'HS256', 'HS384', 'HS512'] as const;
+
+function isLoopbackHost(hostname: string): boolean {
+  const h = hostname.replace(/^\[|\]$/g, '').toLowerCase();
+  return h === 'localhost' || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
+}
+
+/** An https:// URL; http:// only to a loopback address (a test's or a sidecar's key server). */
+const jwksUrl = z.string({ error: 'must be an https:// URL' }).refine(function isJwksUrl(value) {
+  if (!URL.canParse(value)) return false;
+  const url = new URL(value);
+  return url.protocol === 'https:' || (url.protocol === 'http:' && isLoopbackHost(url.hostname));
+}, 'must be an https:// URL (http:// is allowed only to a loopback address such as 127.0.0.1)');
+
+/** `auth_type: jwt`: where the keys come from (one of jwks_url, public_key_file, secret) and what a token must say. */
+const jwtSchema = z
+  .strictObject({
+    /** The identity provider's JWKS; fetched at start, cached, refreshed on its cache lifetime and for unknown kids. */
+    jwks_url: jwksUrl.optional(),
+    /** A PEM public key (or certificate), relative to the config file. */
+    public_key_file: filePath.optional(),
+    /** A shared secret for HS256/384/512 (at least 32 characters). */
+    secret: z.string().min(32, 'must be at least 32 characters (RFC 7518: no shorter than the hash)').optional(),
+    /** The exact `iss` a token must carry. */
+    issuer: z.string().min(1, 'must not be empty').optional(),
+    /** A token's `aud` must name one of these. */
+    audiences: z.array(z.string().min(1, 'must not be empty')).min(1, 'must list at least one audience').optional(),
+    /** The algorithms accepted; the token's `alg` header must be one of them, and its key must be of that type. */
+    algorithms: z
+      .array(
+        z.string().refine((a) => a.toLowerCase() !== 'none', '"none" is never allowed: a token without a signature proves nothing').refine(
+          (a) => a.toLowerCase() === 'none' || (JWT_ALGORITHMS as readonly string[]).includes(a),
+          `must be one of ${JWT_ALGORITHMS.join(', ')}`,
+        ),
+      )
+      .min(1, 'must list at least one algorithm')
+      .default(['RS256', 'ES256', 'EdDSA']),
+    /** Leeway for exp and nbf. */
+    clock_skew_ms: z
+      .number({ error: 'must be a whole number of milliseconds from 0 to 300000' })
+      .int('must be a whole number of milliseconds from 0 to 300000')
+      .min(0, 'must be a whole number of milliseconds from 0 to 300000')
+      .max(300_000, 'must be a whole number of milliseconds from 0 to 300000')
+      .default(30_000),
+    /** Claim → value a token must carry (exactly, or as one word of a space-separated claim, or an element of an array claim); 403 otherwise. */
+    required_claims: z.record(z.string().min(1), z.union([z.string(), z.number(), z.boolean()], { error: 'must be a string, a number or true/false' })).default({}),
+    /** Claim → request header sent upstream with its value. The client's own headers of these names are always removed. */
+    claims_to_headers: z.record(z.string().min(1), headerName).default({}),
+    /** Also read the token from this cookie when there is no Authorization header. */
+    cookie: z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'must be a valid cookie name').optional(),
+    /** Longest wait for the JWKS endpoint. */
+    jwks_timeout_ms: durationMs(5_000),
+  })
+  .superRefine(function oneKeySource(jwt, ctx) {
+    const given = (['jwks_url', 'public_key_file', 'secret'] as const).filter((k) => jwt[k] !== undefined);
+    if (given.length === 0) ctx.addIssue({ code: 'custom', path: ['jwks_url'], message: 'is required (or public_key_file, or secret)' });
+    else if (given.length > 1) ctx.addIssue({ code: 'custom', path: [given[1] as string], message: 'give only one of jwks_url, public_key_file or secret' });
+    jwt.algorithms.forEach((alg, i) => {
+      const hmac = alg.startsWith('HS');
+      // HS keys are shared secrets: never taken from a public key file or a JWKS, and a secret verifies nothing else.
+      if (hmac && jwt.secret === undefined && given.length === 1) ctx.addIssue({ code: 'custom', path: ['algorithms', i], message: `${alg} needs jwt.secret: an HMAC key is never taken from ${given[0] as string}` });
+      if (!hmac && jwt.secret !== undefined && alg.toLowerCase() !== 'none') ctx.addIssue({ code: 'custom', path: ['algorithms', i], message: `${alg} needs a public key (jwks_url or public_key_file): jwt.secret verifies HS256, HS384 and HS512 only` });
+    });
+    for (const header of Object.values(jwt.claims_to_headers)) {
+      const lower = header.toLowerCase();
+      if (lower === 'host' || lower === 'authorization' || lower === 'cookie' || lower === 'x-request-id' || CONNECTION_SPECIFIC.has(lower)) {
+        ctx.addIssue({ code: 'custom', path: ['claims_to_headers'], message: `${header} cannot carry a claim` });
+      }
+    }
+  });
 
 export const authSchema = z
   .strictObject({
@@ -419,10 +491,14 @@ export const authSchema = z
     api_key_header: headerName.default('X-API-Key'),
     forward_credentials: z.boolean().default(false),
     realm: z.string().regex(/^[^"\\\r\n]*$/, 'must not contain quotes, backslashes or line breaks').default('tollgate'),
+    /** `auth_type: jwt`. */
+    jwt: jwtSchema.optional(),
   })
   .superRefine(function credentialsPresent(auth, ctx) {
     if (!auth.enabled) return;
-    if (auth.auth_type === 'basic') {
+    if (auth.auth_type === 'jwt') {
+      if (auth.jwt === undefined) ctx.addIssue({ code: 'custom', path: ['jwt'], message: 'jwt auth needs a jwt block (jwks_url, public_key_file or secret)' });
+    } else if (auth.auth_type === 'basic') {
       if (auth.users.length === 0 && auth.valid_tokens.length === 0) {
         ctx.addIssue({ code: 'custom', path: ['users'], message: 'basic auth needs users or valid_tokens' });
       }
@@ -779,6 +855,7 @@ export type RouteMatchConfig = RouteConfig['match'];
 export type HeaderEdits = RouteConfig['request_headers'];
 export type UpstreamConfig = LoadBalancingConfig['upstreams'][number];
 export type AuthConfig = Config['middleware']['auth'];
+export type JwtConfig = NonNullable<AuthConfig['jwt']>;
 export type RateLimitConfig = Config['middleware']['rate_limit'];
 export type StoreConfig = RateLimitConfig['store'];
 export type RedisStoreConfig = Extract<StoreConfig, { type: 'redis' }>;

@@ -65,7 +65,22 @@ export function methodIndex(method: string | undefined): number {
 export const DURATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30] as const;
 
 /** Values of the `reason` label of `tollgate_auth_failures_total` (what the auth filter records). */
-export const AUTH_FAILURE_REASONS = ['missing', 'malformed', 'invalid'] as const;
+export const AUTH_FAILURE_REASONS = [
+  'missing',
+  'malformed',
+  'invalid',
+  'expired',
+  'not_yet_valid',
+  'bad_signature',
+  'wrong_issuer',
+  'wrong_audience',
+  'wrong_algorithm',
+  'unknown_key',
+  'insufficient_scope',
+  'forward_denied',
+  'forward_unavailable',
+] as const;
+const INVALID_REASON = AUTH_FAILURE_REASONS.indexOf('invalid');
 
 /** Slots of the store error counts: one per (store, kind), SHARED_STORES by STORE_ERROR_KINDS. */
 const STORE_ERROR_SLOTS = SHARED_STORES.length * STORE_ERROR_KINDS.length;
@@ -547,7 +562,8 @@ export class ProxyMetrics {
     if (code === 'unauthorized' || code === 'forbidden') {
       // A refused client certificate (403) is an authentication failure like a bad token.
       refusal = RefusalKind.unauthorized;
-      const reason = ctx.authFailure === 'missing' ? 0 : ctx.authFailure === 'malformed' ? 1 : 2;
+      const found = (AUTH_FAILURE_REASONS as readonly (string | undefined)[]).indexOf(ctx.authFailure);
+      const reason = found === -1 ? INVALID_REASON : found;
       (this.#authFailures[reason] as number)++;
     } else if (code === 'rate_limited') {
       refusal = RefusalKind.rateLimited;

@@ -4,12 +4,18 @@ import type { RequestContext } from '../../proxy/context.js';
 import { ProxyError } from '../../proxy/errors.js';
 import type { FilterResult, Phases } from '../../proxy/phases.js';
 import { clientCertificate, normalizeFingerprint } from '../../proxy/client-cert.js';
+import type { Logger } from 'pino';
 import { authorizationParam, decodeBasic, findSecret } from './credentials.js';
+import { JwksCache } from './jwks.js';
+import { JwtVerifier, jwtPrincipal, readPublicKeyFile, secretKey, type KeySource } from './jwt.js';
 
 /** Refusal shared by every 401: filters return it, so a refused request allocates no error. */
 const UNAUTHORIZED = new ProxyError('unauthorized');
 /** A client certificate that is missing or not allowed: no HTTP challenge can fix that, so 403. */
 const FORBIDDEN = new ProxyError('forbidden');
+
+/** A JWT that verified but lacks a `required_claims` value (RFC 6750 `insufficient_scope`). */
+const INSUFFICIENT_SCOPE = new ProxyError('forbidden', { message: 'The credentials do not grant access to this resource.' });
 
 /** An authentication check: the principal (a stable name for the credential) or why there is none. */
 type Verify = (ctx: RequestContext) => string | { failure: string };
@@ -19,13 +25,23 @@ export interface AuthPhases {
   readonly authenticate: Phases;
   /** Refuses a request that `authenticate` could not identify, with 401 and a challenge. */
   readonly enforce: Phases;
+  /** Releases what the scheme keeps between requests (a JWKS fetch under way); called when its generation is retired. */
+  close(): void;
+}
+
+/** What the auth middleware may share with others of its generation, and the generation before. */
+export interface AuthDeps {
+  logger?: Logger | undefined;
+  /** The JWKS cache of a URL (one per URL in a generation, seeded from the previous generation's). */
+  jwks?: ((url: string, timeoutMs: number) => JwksCache) | undefined;
 }
 
 /**
  * Builds the auth middleware from its config (once, at load time): secrets are listed here, the header
  * name and challenges are fixed here. Two phases, so the rate limiter can sit between them.
  */
-export function createAuth(config: AuthConfig): AuthPhases {
+export function createAuth(config: AuthConfig, deps: AuthDeps = {}): AuthPhases {
+  if (config.auth_type === 'jwt') return createJwtAuth(config, deps);
   const realm = config.realm;
   const tokens = config.valid_tokens;
   const principals = tokens.map(tokenPrincipal);
@@ -112,7 +128,115 @@ export function createAuth(config: AuthConfig): AuthPhases {
       return refusal;
     },
   };
-  return { authenticate, enforce };
+  return { authenticate, enforce, close: noop };
+}
+
+function noop(): void {}
+
+/**
+ * `auth_type: jwt`: the token from `Authorization: Bearer` (or the `cookie`), verified asynchronously
+ * (jose). Refusals follow RFC 6750: 401 `invalid_token` (the reason, such as expired or wrong audience,
+ * is told to the log and metrics, not to the client), 403 `insufficient_scope` when `required_claims` fail.
+ */
+function createJwtAuth(config: AuthConfig, deps: AuthDeps): AuthPhases {
+  const jwt = config.jwt;
+  if (jwt === undefined) throw new Error('jwt auth needs a jwt block');
+  let keys: KeySource;
+  let jwks: JwksCache | undefined;
+  if (jwt.jwks_url !== undefined) {
+    jwks = deps.jwks?.(jwt.jwks_url, jwt.jwks_timeout_ms) ?? new JwksCache(jwt.jwks_url, { timeoutMs: jwt.jwks_timeout_ms, logger: deps.logger });
+    keys = { jwks };
+  } else if (jwt.public_key_file !== undefined) keys = { fixed: readPublicKeyFile(jwt.public_key_file, jwt.algorithms) };
+  else keys = { fixed: secretKey(jwt.secret ?? '') };
+  const verifier = new JwtVerifier(jwt, keys);
+  const base = `Bearer realm="${config.realm}"`;
+  const invalid = `${base}, error="invalid_token", error_description="The access token is missing, malformed, expired or not valid here"`;
+  const scope = `${base}, error="insufficient_scope", error_description="The access token does not grant access to this resource"`;
+  const cookie = jwt.cookie;
+  const claimHeaders = Object.entries(jwt.claims_to_headers);
+  const consumed = claimHeaders.map(([, h]) => h.toLowerCase());
+  if (!config.forward_credentials) consumed.push('authorization');
+
+  function refuse(ctx: RequestContext, failure: string): FilterResult {
+    ctx.authFailure = failure;
+    ctx.authChallenge = failure === 'missing' ? base : failure === 'insufficient_scope' ? scope : invalid;
+    return false;
+  }
+
+  const authenticate: Phases = {
+    name: 'auth',
+    consumesRequestHeaders: consumed,
+    requestFilter: function authenticateJwt(ctx): FilterResult | Promise<FilterResult> {
+      const header = ctx.req.headers.authorization;
+      let token: string | undefined;
+      if (header !== undefined) {
+        token = authorizationParam(header, 'bearer');
+        if (token === undefined) return refuse(ctx, 'malformed');
+      } else if (cookie !== undefined) token = cookieValue(ctx.req.headers.cookie, cookie);
+      if (token === undefined || token === '') return refuse(ctx, 'missing');
+      const presented = token;
+      return verifier.verify(presented).then(
+        function verified(result): FilterResult {
+          if (result.claims === undefined) return refuse(ctx, result.failure ?? 'invalid');
+          ctx.principal = jwtPrincipal(presented);
+          ctx.authClaims = result.claims;
+          if (claimHeaders.length > 0) ctx.authHeaders = claimsToHeaders(result.claims, claimHeaders);
+          return false;
+        },
+        function failed(): FilterResult {
+          return refuse(ctx, 'invalid');
+        },
+      );
+    },
+    upstreamRequestFilter: function addClaimHeaders(ctx, headers): void {
+      const add = ctx.authHeaders;
+      if (add !== undefined) for (let i = 0; i < add.length; i++) headers.push(add[i] as string);
+    },
+  };
+  const enforce: Phases = {
+    name: 'auth-enforce',
+    requestFilter: function enforceJwt(ctx): FilterResult {
+      if (ctx.authFailure === undefined) return false;
+      ctx.responseHeaders.push('WWW-Authenticate', ctx.authChallenge);
+      return ctx.authFailure === 'insufficient_scope' ? INSUFFICIENT_SCOPE : UNAUTHORIZED;
+    },
+  };
+  return {
+    authenticate,
+    enforce,
+    close: function closeJwt(): void {
+      // A cache from deps belongs to the generation, which closes it; only an own one is closed here.
+      if (deps.jwks === undefined) jwks?.close();
+    },
+  };
+}
+
+/** Header values a claim can become: printable ASCII only (anything else is left out, never sent mangled). */
+const HEADER_VALUE = /^[\x20-\x7e]{0,4096}$/;
+
+/** The `claims_to_headers` of a verified token: strings, numbers and booleans; other claims are left out. */
+function claimsToHeaders(claims: Readonly<Record<string, unknown>>, pairs: readonly [string, string][]): string[] {
+  const out: string[] = [];
+  for (const [claim, header] of pairs) {
+    const value = claims[claim];
+    if (typeof value !== 'string' && typeof value !== 'number' && typeof value !== 'boolean') continue;
+    const text = String(value);
+    if (HEADER_VALUE.test(text)) out.push(header, text);
+  }
+  return out;
+}
+
+/** The value of cookie `name` in a Cookie header (RFC 6265 section 5.4: `a=1; b=2`), or undefined. */
+export function cookieValue(header: string | undefined, name: string): string | undefined {
+  if (header === undefined) return undefined;
+  for (const part of header.split(';')) {
+    const eq = part.indexOf('=');
+    if (eq === -1 || part.slice(0, eq).trim() !== name) continue;
+    let value = part.slice(eq + 1).trim();
+    if (value.length >= 2 && value.startsWith('"') && value.endsWith('"')) value = value.slice(1, -1);
+    return value;
+  }
+  return undefined;
 }
 
 /**

@@ -1,0 +1,33 @@
+/**
+ * The files an auth config names (a JWT public key), taken from the config file's folder and read when the
+ * config loads (`--check`, start, reload), so a bad file is a config error at its key, never a failure on
+ * a request. The auth middleware reads them again when it is built.
+ */
+import { isAbsolute, resolve } from 'node:path';
+import type { AuthConfig } from '../../config/schema.js';
+import { readPublicKeyFile } from './jwt.js';
+
+/** A problem with a file, at its key path inside the auth block (`['jwt', 'public_key_file']`). */
+export interface AuthFileProblem {
+  path: (string | number)[];
+  message: string;
+}
+
+/** `auth` with its file paths made absolute (from `dir`); each unusable file is reported. */
+export function resolveAuthFiles(auth: AuthConfig, dir: string, report: (problem: AuthFileProblem) => void): AuthConfig {
+  const at = (file: string): string => (isAbsolute(file) ? file : resolve(dir, file));
+  let out = auth;
+  const jwt = auth.jwt;
+  if (jwt?.public_key_file !== undefined) {
+    const file = at(jwt.public_key_file);
+    out = { ...out, jwt: { ...jwt, public_key_file: file } };
+    if (auth.enabled) {
+      try {
+        readPublicKeyFile(file, jwt.algorithms);
+      } catch (err) {
+        report({ path: ['jwt', 'public_key_file'], message: (err as Error).message });
+      }
+    }
+  }
+  return out;
+}
