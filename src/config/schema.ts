@@ -580,8 +580,20 @@ const redisStoreSchema = z
 
 const storeSchema = z.discriminatedUnion('type', [memoryStoreSchema, redisStoreSchema], { error: 'must be memory or redis' });
 
+/** What a rate-limit bucket is keyed by (docs/configuration.md#rate-limit-keys). */
+const RATE_LIMIT_KEY = /^(?:client_address|credential|header:[!#$%&'*+.^_`|~0-9A-Za-z-]+|claim:[^\s]{1,256})$/;
+
 export const rateLimitSchema = z.strictObject({
   enabled: z.boolean().default(false),
+  /**
+   * Whose bucket a request takes from: `credential` (the authenticated credential, by a digest; the
+   * client address when not authenticated), `client_address`, `header:NAME` or `claim:NAME` (a JWT claim).
+   * A request that failed authentication is always charged to its client address.
+   */
+  key: z
+    .string({ error: 'must be client_address, credential, header:NAME or claim:NAME' })
+    .regex(RATE_LIMIT_KEY, 'must be client_address, credential, header:NAME or claim:NAME')
+    .default('credential'),
   requests_per_minute: positiveInt('a whole number of at least 1').default(100),
   burst_size: positiveInt('a whole number of at least 1').default(10),
   /** Most client buckets kept at once; beyond it, idle ones are dropped first, then the oldest created. */

@@ -95,7 +95,7 @@ describe('parseConfig: valid configs', () => {
           forward_credentials: false,
           realm: 'tollgate',
         },
-        rate_limit: { enabled: true, requests_per_minute: 100, burst_size: 10, max_keys: 100_000, store: { type: 'memory', timeout_ms: 100, on_error: 'allow' } },
+        rate_limit: { enabled: true, key: 'credential', requests_per_minute: 100, burst_size: 10, max_keys: 100_000, store: { type: 'memory', timeout_ms: 100, on_error: 'allow' } },
       },
       logging: { level: 'info', format: 'json' },
       admin: { enabled: true, address: '127.0.0.1', port: 9901 },
