@@ -5,6 +5,7 @@
  */
 import { isIP } from 'node:net';
 import { z } from 'zod';
+import { ARGON2ID_HASH, BCRYPT_HASH, SHA256_TOKEN } from '../middleware/auth/secret-formats.js';
 import { adminSchema, metricsSchema, tracingSchema } from './observability-schema.js';
 
 const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
@@ -479,15 +480,36 @@ export const authSchema = z
   .strictObject({
     enabled: z.boolean().default(false),
     auth_type: z.enum(AUTH_TYPES, { error: `must be one of ${AUTH_TYPES.join(', ')}` }).default('bearer'),
+    /** Tokens as sent, or `sha256:` and the token's SHA-256 in hex (so the config holds no secret). */
     valid_tokens: z.array(z.string().min(1, 'must not be empty')).default([]),
     users: z
       .array(
-        z.strictObject({
-          username: z.string().min(1, 'must not be empty').refine((u) => !u.includes(':'), 'must not contain ":"'),
-          password: z.string(),
-        }),
+        z
+          .strictObject({
+            username: z.string().min(1, 'must not be empty').refine((u) => !u.includes(':'), 'must not contain ":"'),
+            password: z.string().optional(),
+            /** bcrypt (`$2a$`, `$2b$`, `$2y$`) or argon2id (`$argon2id$`), as `tollgate hash-secret` prints. */
+            password_hash: z
+              .string()
+              .refine((h) => BCRYPT_HASH.test(h) || ARGON2ID_HASH.test(h), 'must be a bcrypt ($2a$, $2b$, $2y$) or argon2id ($argon2id$) hash, as `tollgate hash-secret` prints')
+              .optional(),
+          })
+          .superRefine(function passwordOrHash(user, ctx) {
+            if ((user.password === undefined) === (user.password_hash === undefined)) ctx.addIssue({ code: 'custom', path: ['password'], message: 'give password or password_hash (exactly one)' });
+          }),
       )
       .default([]),
+    /** An Apache htpasswd file of Basic users (bcrypt, {SHA} or argon2id lines), relative to the config file. */
+    users_file: filePath.optional(),
+    /** Slow hashes (bcrypt, argon2id): verifications at once, waiting at most, and the cache of verified credentials. */
+    password_verification: z
+      .strictObject({
+        concurrency: positiveInt('a whole number from 1 to 64', 64).default(2),
+        max_queue: positiveInt('a whole number from 1 to 100000', 100_000).default(1_000),
+        cache_size: positiveInt('a whole number from 1 to 1000000', 1_000_000).default(10_000),
+        cache_ttl_ms: durationMs(300_000, 1_000),
+      })
+      .prefault({}),
     api_key_header: headerName.default('X-API-Key'),
     forward_credentials: z.boolean().default(false),
     realm: z.string().regex(/^[^"\\\r\n]*$/, 'must not contain quotes, backslashes or line breaks').default('tollgate'),
@@ -499,11 +521,16 @@ export const authSchema = z
     if (auth.auth_type === 'jwt') {
       if (auth.jwt === undefined) ctx.addIssue({ code: 'custom', path: ['jwt'], message: 'jwt auth needs a jwt block (jwks_url, public_key_file or secret)' });
     } else if (auth.auth_type === 'basic') {
-      if (auth.users.length === 0 && auth.valid_tokens.length === 0) {
-        ctx.addIssue({ code: 'custom', path: ['users'], message: 'basic auth needs users or valid_tokens' });
+      if (auth.users.length === 0 && auth.users_file === undefined && auth.valid_tokens.length === 0) {
+        ctx.addIssue({ code: 'custom', path: ['users'], message: 'basic auth needs users, users_file or valid_tokens' });
       }
     } else if (auth.valid_tokens.length === 0) {
       ctx.addIssue({ code: 'custom', path: ['valid_tokens'], message: `${auth.auth_type} auth needs at least one ${auth.auth_type === 'client_cert' ? 'fingerprint' : 'token'}` });
+    }
+    if (auth.auth_type !== 'client_cert') {
+      auth.valid_tokens.forEach((token, i) => {
+        if (token.startsWith('sha256:') && !SHA256_TOKEN.test(token)) ctx.addIssue({ code: 'custom', path: ['valid_tokens', i], message: 'sha256: must be followed by 64 hex digits (the SHA-256 of the token)' });
+      });
     }
     if (auth.auth_type === 'client_cert') {
       auth.valid_tokens.forEach((token, i) => {

@@ -77,6 +77,7 @@ export const AUTH_FAILURE_REASONS = [
   'wrong_algorithm',
   'unknown_key',
   'insufficient_scope',
+  'busy',
   'forward_denied',
   'forward_unavailable',
 ] as const;

@@ -1,10 +1,11 @@
 /**
- * The files an auth config names (a JWT public key), taken from the config file's folder and read when the
+ * The files an auth config names (a JWT public key, an htpasswd file), taken from the config file's folder and read when the
  * config loads (`--check`, start, reload), so a bad file is a config error at its key, never a failure on
  * a request. The auth middleware reads them again when it is built.
  */
 import { isAbsolute, resolve } from 'node:path';
 import type { AuthConfig } from '../../config/schema.js';
+import { readHtpasswd } from './hashed.js';
 import { readPublicKeyFile } from './jwt.js';
 
 /** A problem with a file, at its key path inside the auth block (`['jwt', 'public_key_file']`). */
@@ -26,6 +27,18 @@ export function resolveAuthFiles(auth: AuthConfig, dir: string, report: (problem
         readPublicKeyFile(file, jwt.algorithms);
       } catch (err) {
         report({ path: ['jwt', 'public_key_file'], message: (err as Error).message });
+      }
+    }
+  }
+  if (auth.users_file !== undefined) {
+    const file = at(auth.users_file);
+    const shown = auth.users_file;
+    out = { ...out, users_file: file };
+    if (auth.enabled && auth.auth_type === 'basic') {
+      try {
+        readHtpasswd(file, shown);
+      } catch (err) {
+        report({ path: ['users_file'], message: (err as Error).message });
       }
     }
   }

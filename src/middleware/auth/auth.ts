@@ -6,6 +6,8 @@ import type { FilterResult, Phases } from '../../proxy/phases.js';
 import { clientCertificate, normalizeFingerprint } from '../../proxy/client-cert.js';
 import type { Logger } from 'pino';
 import { authorizationParam, decodeBasic, findSecret } from './credentials.js';
+import { DUMMY_BCRYPT, readHtpasswd, sha1Matches, sha256Hex, SlowVerifier } from './hashed.js';
+import { SHA256_TOKEN } from './secret-formats.js';
 import { JwksCache } from './jwks.js';
 import { JwtVerifier, jwtPrincipal, readPublicKeyFile, secretKey, type KeySource } from './jwt.js';
 
@@ -17,8 +19,12 @@ const FORBIDDEN = new ProxyError('forbidden');
 /** A JWT that verified but lacks a `required_claims` value (RFC 6750 `insufficient_scope`). */
 const INSUFFICIENT_SCOPE = new ProxyError('forbidden', { message: 'The credentials do not grant access to this resource.' });
 
-/** An authentication check: the principal (a stable name for the credential) or why there is none. */
-type Verify = (ctx: RequestContext) => string | { failure: string };
+/** What an authentication check finds: the principal (a stable name for the credential) or why there is none. */
+type Verified = string | { failure: string };
+/** An authentication check; a promise only where a slow hash must be verified. */
+type Verify = (ctx: RequestContext) => Verified | Promise<Verified>;
+const INVALID = { failure: 'invalid' } as const;
+const BUSY = { failure: 'busy' } as const;
 
 export interface AuthPhases {
   /** Identifies the client; never refuses, so a rate limit can count failed attempts first. */
@@ -44,7 +50,7 @@ export function createAuth(config: AuthConfig, deps: AuthDeps = {}): AuthPhases 
   if (config.auth_type === 'jwt') return createJwtAuth(config, deps);
   const realm = config.realm;
   const tokens = config.valid_tokens;
-  const principals = tokens.map(tokenPrincipal);
+  const matchToken = tokenMatcher(tokens);
   let verify: Verify;
   let challenge: string;
   let header: string;
@@ -56,8 +62,7 @@ export function createAuth(config: AuthConfig, deps: AuthDeps = {}): AuthPhases 
       verify = function verifyBearer(ctx) {
         const token = authorizationParam(ctx.req.headers.authorization, 'bearer');
         if (token === undefined) return { failure: ctx.req.headers.authorization === undefined ? 'missing' : 'malformed' };
-        const index = findSecret(token, tokens);
-        return index === -1 ? { failure: 'invalid' } : (principals[index] as string);
+        return matchToken(token) ?? INVALID;
       };
       break;
     case 'api_key': {
@@ -68,27 +73,14 @@ export function createAuth(config: AuthConfig, deps: AuthDeps = {}): AuthPhases 
         const key = ctx.req.headers[name];
         if (key === undefined) return { failure: 'missing' };
         if (typeof key !== 'string' || key === '') return { failure: 'malformed' };
-        const index = findSecret(key, tokens);
-        return index === -1 ? { failure: 'invalid' } : (principals[index] as string);
+        return matchToken(key) ?? INVALID;
       };
       break;
     }
     case 'basic': {
       header = 'authorization';
       challenge = `Basic realm="${realm}", charset="UTF-8"`;
-      const users = config.users.map((u) => `${u.username}:${u.password}`);
-      const names = config.users.map((u) => u.username);
-      verify = function verifyBasic(ctx) {
-        const param = authorizationParam(ctx.req.headers.authorization, 'basic');
-        if (param === undefined) return { failure: ctx.req.headers.authorization === undefined ? 'missing' : 'malformed' };
-        // Both forms are always checked, so timing does not tell which one the credentials were.
-        const pair = decodeBasic(param);
-        const user = findSecret(pair === undefined ? '' : `${pair.username}:${pair.password}`, users);
-        const token = findSecret(param, tokens);
-        if (pair !== undefined && user !== -1) return `user:${names[user] as string}`;
-        if (token !== -1) return principals[token] as string;
-        return { failure: 'invalid' };
-      };
+      verify = basicVerifier(config, matchToken);
       break;
     }
     case 'client_cert': {
@@ -100,7 +92,7 @@ export function createAuth(config: AuthConfig, deps: AuthDeps = {}): AuthPhases 
         const cert = clientCertificate(ctx.req.socket);
         if (cert === undefined) return { failure: 'missing' };
         // Fingerprints are public: a constant-time search is not needed, but costs nothing here either.
-        return findSecret(cert.fingerprint, allowed) === -1 ? { failure: 'invalid' } : `cert:${cert.fingerprint.slice(0, 16)}`;
+        return findSecret(cert.fingerprint, allowed) === -1 ? INVALID : `cert:${cert.fingerprint.slice(0, 16)}`;
       };
       break;
     }
@@ -110,16 +102,21 @@ export function createAuth(config: AuthConfig, deps: AuthDeps = {}): AuthPhases 
   const authenticate: Phases = {
     name: 'auth',
     consumesRequestHeaders: config.forward_credentials || header === '' ? [] : [header],
-    requestFilter: function authenticate(ctx): FilterResult {
+    requestFilter: function authenticate(ctx): FilterResult | Promise<FilterResult> {
       const result = verify(ctx);
-      if (typeof result === 'string') ctx.principal = result;
-      else {
-        ctx.authFailure = result.failure;
-        ctx.authChallenge = result.failure === 'missing' || config.auth_type !== 'bearer' ? challenge : `${challenge}, error="invalid_token"`;
-      }
-      return false;
+      // Only a slow password hash (bcrypt, argon2id) not in the cache answers later.
+      if (result instanceof Promise) return result.then((r) => settle(ctx, r));
+      return settle(ctx, result);
     },
   };
+  function settle(ctx: RequestContext, result: Verified): FilterResult {
+    if (typeof result === 'string') ctx.principal = result;
+    else {
+      ctx.authFailure = result.failure;
+      ctx.authChallenge = result.failure === 'missing' || config.auth_type !== 'bearer' ? challenge : `${challenge}, error="invalid_token"`;
+    }
+    return false;
+  }
   const enforce: Phases = {
     name: 'auth-enforce',
     requestFilter: function enforceAuth(ctx): FilterResult {
@@ -248,4 +245,80 @@ export function cookieValue(header: string | undefined, name: string): string | 
  */
 export function tokenPrincipal(token: string): string {
   return `cred:${createHash('sha256').update(token).digest('hex').slice(0, 16)}`;
+}
+
+/**
+ * Finds the principal of a presented token among `valid_tokens`, plain and `sha256:` entries alike (a token
+ * has the same principal either way, so its bucket does not change when its entry is hashed). Every entry
+ * is compared, with no early exit. Without `sha256:` entries no digest is computed: the presented token is
+ * compared as it is, allocating nothing.
+ */
+export function tokenMatcher(tokens: readonly string[]): (candidate: string) => string | undefined {
+  const plain = tokens.filter((t) => !SHA256_TOKEN.test(t));
+  const plainPrincipals = plain.map(tokenPrincipal);
+  const hashed = tokens.filter((t) => SHA256_TOKEN.test(t)).map((t) => t.slice('sha256:'.length).toLowerCase());
+  const hashedPrincipals = hashed.map((hex) => `cred:${hex.slice(0, 16)}`);
+  if (hashed.length === 0) {
+    return function matchPlain(candidate) {
+      const i = findSecret(candidate, plain);
+      return i === -1 ? undefined : plainPrincipals[i];
+    };
+  }
+  return function matchPlainOrHashed(candidate) {
+    const i = findSecret(candidate, plain);
+    const j = findSecret(sha256Hex(candidate), hashed);
+    return i !== -1 ? plainPrincipals[i] : j !== -1 ? hashedPrincipals[j] : undefined;
+  };
+}
+
+/**
+ * Basic auth: RFC 7617 `user:password` (users with a plain password, a `password_hash`, or from
+ * `users_file`) or a raw token of `valid_tokens`. Both forms are always checked, so timing does not tell
+ * which one the credentials were. Plain passwords and {SHA} hashes are checked at once; bcrypt and
+ * argon2id go through a SlowVerifier (cached, bounded), and an unknown user is checked against a dummy
+ * bcrypt hash so that it takes as long as a wrong password.
+ */
+function basicVerifier(config: AuthConfig, matchToken: (candidate: string) => string | undefined): Verify {
+  const plainUsers: string[] = [];
+  const plainNames: string[] = [];
+  const hashes = new Map<string, string>();
+  for (const u of config.users) {
+    if (u.password !== undefined) {
+      plainUsers.push(`${u.username}:${u.password}`);
+      plainNames.push(u.username);
+    } else if (u.password_hash !== undefined) hashes.set(u.username, u.password_hash);
+  }
+  if (config.users_file !== undefined) {
+    for (const u of readHtpasswd(config.users_file)) if (!hashes.has(u.username) && !plainNames.includes(u.username)) hashes.set(u.username, u.password_hash);
+  }
+  if (hashes.size === 0) {
+    return function verifyBasic(ctx) {
+      const param = authorizationParam(ctx.req.headers.authorization, 'basic');
+      if (param === undefined) return { failure: ctx.req.headers.authorization === undefined ? 'missing' : 'malformed' };
+      const pair = decodeBasic(param);
+      const user = findSecret(pair === undefined ? '' : `${pair.username}:${pair.password}`, plainUsers);
+      const token = matchToken(param);
+      if (pair !== undefined && user !== -1) return `user:${plainNames[user] as string}`;
+      return token ?? INVALID;
+    };
+  }
+  const pv = config.password_verification;
+  const slow = new SlowVerifier({ concurrency: pv.concurrency, maxQueue: pv.max_queue, cacheSize: pv.cache_size, cacheTtlMs: pv.cache_ttl_ms });
+  return function verifyBasicHashed(ctx) {
+    const param = authorizationParam(ctx.req.headers.authorization, 'basic');
+    if (param === undefined) return { failure: ctx.req.headers.authorization === undefined ? 'missing' : 'malformed' };
+    const pair = decodeBasic(param);
+    const user = findSecret(pair === undefined ? '' : `${pair.username}:${pair.password}`, plainUsers);
+    const token = matchToken(param);
+    if (pair !== undefined && user !== -1) return `user:${plainNames[user] as string}`;
+    if (token !== undefined) return token;
+    if (pair === undefined) return INVALID;
+    const known = hashes.get(pair.username);
+    const hash = known ?? DUMMY_BCRYPT;
+    if (hash.startsWith('{SHA}')) return sha1Matches(pair.password, hash) ? `user:${pair.username}` : INVALID;
+    const principal = `user:${pair.username}`;
+    const checked = slow.check(pair.username, pair.password, hash);
+    if (checked instanceof Promise) return checked.then((c) => (c === 'ok' && known !== undefined ? principal : c === 'busy' ? BUSY : INVALID));
+    return checked === 'ok' && known !== undefined ? principal : checked === 'busy' ? BUSY : INVALID;
+  };
 }
