@@ -476,67 +476,95 @@ const jwtSchema = z
     }
   });
 
+/** The keys of one auth scheme: the whole of `auth` without `any_of`, and each entry of `any_of`. */
+const authSchemeFields = {
+  enabled: z.boolean().default(false),
+  auth_type: z.enum(AUTH_TYPES, { error: `must be one of ${AUTH_TYPES.join(', ')}` }).default('bearer'),
+  /** Tokens as sent, or `sha256:` and the token's SHA-256 in hex (so the config holds no secret). */
+  valid_tokens: z.array(z.string().min(1, 'must not be empty')).default([]),
+  users: z
+    .array(
+      z
+        .strictObject({
+          username: z.string().min(1, 'must not be empty').refine((u) => !u.includes(':'), 'must not contain ":"'),
+          password: z.string().optional(),
+          /** bcrypt (`$2a$`, `$2b$`, `$2y$`) or argon2id (`$argon2id$`), as `tollgate hash-secret` prints. */
+          password_hash: z
+            .string()
+            .refine((h) => BCRYPT_HASH.test(h) || ARGON2ID_HASH.test(h), 'must be a bcrypt ($2a$, $2b$, $2y$) or argon2id ($argon2id$) hash, as `tollgate hash-secret` prints')
+            .optional(),
+        })
+        .superRefine(function passwordOrHash(user, ctx) {
+          if ((user.password === undefined) === (user.password_hash === undefined)) ctx.addIssue({ code: 'custom', path: ['password'], message: 'give password or password_hash (exactly one)' });
+        }),
+    )
+    .default([]),
+  /** An Apache htpasswd file of Basic users (bcrypt, {SHA} or argon2id lines), relative to the config file. */
+  users_file: filePath.optional(),
+  /** Slow hashes (bcrypt, argon2id): verifications at once, waiting at most, and the cache of verified credentials. */
+  password_verification: z
+    .strictObject({
+      concurrency: positiveInt('a whole number from 1 to 64', 64).default(2),
+      max_queue: positiveInt('a whole number from 1 to 100000', 100_000).default(1_000),
+      cache_size: positiveInt('a whole number from 1 to 1000000', 1_000_000).default(10_000),
+      cache_ttl_ms: durationMs(300_000, 1_000),
+    })
+    .prefault({}),
+  api_key_header: headerName.default('X-API-Key'),
+  forward_credentials: z.boolean().default(false),
+  realm: z.string().regex(/^[^"\\\r\n]*$/, 'must not contain quotes, backslashes or line breaks').default('tollgate'),
+  /** `auth_type: jwt`. */
+  jwt: jwtSchema.optional(),
+};
+
+/** Auth types an `any_of` entry may have: schemes whose credentials a request carries in its headers. */
+const ANY_OF_TYPES: ReadonlySet<string> = new Set(['bearer', 'basic', 'api_key', 'jwt']);
+
+/** Each scheme has what it needs: tokens, users, a jwt block... */
+function credentialsPresent(auth: z.infer<z.ZodObject<typeof authSchemeFields>>, ctx: z.core.$RefinementCtx): void {
+  if (!auth.enabled) return;
+  if (auth.auth_type === 'jwt') {
+    if (auth.jwt === undefined) ctx.addIssue({ code: 'custom', path: ['jwt'], message: 'jwt auth needs a jwt block (jwks_url, public_key_file or secret)' });
+  } else if (auth.auth_type === 'basic') {
+    if (auth.users.length === 0 && auth.users_file === undefined && auth.valid_tokens.length === 0) {
+      ctx.addIssue({ code: 'custom', path: ['users'], message: 'basic auth needs users, users_file or valid_tokens' });
+    }
+  } else if (auth.valid_tokens.length === 0) {
+    ctx.addIssue({ code: 'custom', path: ['valid_tokens'], message: `${auth.auth_type} auth needs at least one ${auth.auth_type === 'client_cert' ? 'fingerprint' : 'token'}` });
+  }
+  if (auth.auth_type !== 'client_cert') {
+    auth.valid_tokens.forEach((token, i) => {
+      if (token.startsWith('sha256:') && !SHA256_TOKEN.test(token)) ctx.addIssue({ code: 'custom', path: ['valid_tokens', i], message: 'sha256: must be followed by 64 hex digits (the SHA-256 of the token)' });
+    });
+  }
+  if (auth.auth_type === 'client_cert') {
+    auth.valid_tokens.forEach((token, i) => {
+      if (!FINGERPRINT.test(token)) ctx.addIssue({ code: 'custom', path: ['valid_tokens', i], message: 'must be a SHA-256 fingerprint: 64 hex digits, in pairs separated by ":" or not' });
+    });
+  }
+}
+
+/** An entry of `any_of`: a scheme, on unless it says `enabled: false`. */
+const authSchemeSchema = z.strictObject({ ...authSchemeFields, enabled: z.boolean().default(true) }).superRefine(credentialsPresent);
+
 export const authSchema = z
   .strictObject({
-    enabled: z.boolean().default(false),
-    auth_type: z.enum(AUTH_TYPES, { error: `must be one of ${AUTH_TYPES.join(', ')}` }).default('bearer'),
-    /** Tokens as sent, or `sha256:` and the token's SHA-256 in hex (so the config holds no secret). */
-    valid_tokens: z.array(z.string().min(1, 'must not be empty')).default([]),
-    users: z
-      .array(
-        z
-          .strictObject({
-            username: z.string().min(1, 'must not be empty').refine((u) => !u.includes(':'), 'must not contain ":"'),
-            password: z.string().optional(),
-            /** bcrypt (`$2a$`, `$2b$`, `$2y$`) or argon2id (`$argon2id$`), as `tollgate hash-secret` prints. */
-            password_hash: z
-              .string()
-              .refine((h) => BCRYPT_HASH.test(h) || ARGON2ID_HASH.test(h), 'must be a bcrypt ($2a$, $2b$, $2y$) or argon2id ($argon2id$) hash, as `tollgate hash-secret` prints')
-              .optional(),
-          })
-          .superRefine(function passwordOrHash(user, ctx) {
-            if ((user.password === undefined) === (user.password_hash === undefined)) ctx.addIssue({ code: 'custom', path: ['password'], message: 'give password or password_hash (exactly one)' });
-          }),
-      )
-      .default([]),
-    /** An Apache htpasswd file of Basic users (bcrypt, {SHA} or argon2id lines), relative to the config file. */
-    users_file: filePath.optional(),
-    /** Slow hashes (bcrypt, argon2id): verifications at once, waiting at most, and the cache of verified credentials. */
-    password_verification: z
-      .strictObject({
-        concurrency: positiveInt('a whole number from 1 to 64', 64).default(2),
-        max_queue: positiveInt('a whole number from 1 to 100000', 100_000).default(1_000),
-        cache_size: positiveInt('a whole number from 1 to 1000000', 1_000_000).default(10_000),
-        cache_ttl_ms: durationMs(300_000, 1_000),
-      })
-      .prefault({}),
-    api_key_header: headerName.default('X-API-Key'),
-    forward_credentials: z.boolean().default(false),
-    realm: z.string().regex(/^[^"\\\r\n]*$/, 'must not contain quotes, backslashes or line breaks').default('tollgate'),
-    /** `auth_type: jwt`. */
-    jwt: jwtSchema.optional(),
+    ...authSchemeFields,
+    /**
+     * Several schemes: a request is accepted by the first whose credentials it carries and that accepts
+     * them; the 401 lists every scheme's challenge. The top-level scheme keys are then not used.
+     */
+    any_of: z.array(authSchemeSchema, { error: 'must be a list of auth schemes' }).min(1, 'must list at least one scheme').optional(),
   })
-  .superRefine(function credentialsPresent(auth, ctx) {
-    if (!auth.enabled) return;
-    if (auth.auth_type === 'jwt') {
-      if (auth.jwt === undefined) ctx.addIssue({ code: 'custom', path: ['jwt'], message: 'jwt auth needs a jwt block (jwks_url, public_key_file or secret)' });
-    } else if (auth.auth_type === 'basic') {
-      if (auth.users.length === 0 && auth.users_file === undefined && auth.valid_tokens.length === 0) {
-        ctx.addIssue({ code: 'custom', path: ['users'], message: 'basic auth needs users, users_file or valid_tokens' });
-      }
-    } else if (auth.valid_tokens.length === 0) {
-      ctx.addIssue({ code: 'custom', path: ['valid_tokens'], message: `${auth.auth_type} auth needs at least one ${auth.auth_type === 'client_cert' ? 'fingerprint' : 'token'}` });
+  .superRefine(function schemeOrSchemes(auth, ctx) {
+    if (auth.any_of === undefined) {
+      credentialsPresent(auth, ctx);
+      return;
     }
-    if (auth.auth_type !== 'client_cert') {
-      auth.valid_tokens.forEach((token, i) => {
-        if (token.startsWith('sha256:') && !SHA256_TOKEN.test(token)) ctx.addIssue({ code: 'custom', path: ['valid_tokens', i], message: 'sha256: must be followed by 64 hex digits (the SHA-256 of the token)' });
-      });
-    }
-    if (auth.auth_type === 'client_cert') {
-      auth.valid_tokens.forEach((token, i) => {
-        if (!FINGERPRINT.test(token)) ctx.addIssue({ code: 'custom', path: ['valid_tokens', i], message: 'must be a SHA-256 fingerprint: 64 hex digits, in pairs separated by ":" or not' });
-      });
-    }
+    auth.any_of.forEach((scheme, i) => {
+      if (!ANY_OF_TYPES.has(scheme.auth_type)) ctx.addIssue({ code: 'custom', path: ['any_of', i, 'auth_type'], message: `must be one of ${[...ANY_OF_TYPES].join(', ')} in any_of` });
+    });
+    if (auth.enabled && auth.any_of.every((scheme) => !scheme.enabled)) ctx.addIssue({ code: 'custom', path: ['any_of'], message: 'every scheme is disabled' });
   });
 
 /** `redis://[user:password@]host[:port][/db]`, or `rediss://` for TLS. */
@@ -895,6 +923,8 @@ export type HeaderEdits = RouteConfig['request_headers'];
 export type UpstreamConfig = LoadBalancingConfig['upstreams'][number];
 export type AuthConfig = Config['middleware']['auth'];
 export type JwtConfig = NonNullable<AuthConfig['jwt']>;
+/** One scheme: the top-level `auth` block, or an entry of its `any_of`. */
+export type AuthSchemeConfig = z.infer<typeof authSchemeSchema>;
 export type RateLimitConfig = Config['middleware']['rate_limit'];
 export type StoreConfig = RateLimitConfig['store'];
 export type RedisStoreConfig = Extract<StoreConfig, { type: 'redis' }>;

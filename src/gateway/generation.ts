@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import type { Backend } from '../balancing/backend.js';
 import { LoadBalancer } from '../balancing/load-balancer.js';
 import { matchOf, routesOf, servicesOf, type ResolvedRoute } from '../config/resolve.js';
-import type { Config, RateLimitConfig } from '../config/schema.js';
+import type { AuthSchemeConfig, Config, RateLimitConfig } from '../config/schema.js';
 import type { RateLimitStore } from '../limits/store.js';
 import { createAuth, type AuthDeps, type AuthPhases } from '../middleware/auth/auth.js';
 import { JwksCache } from '../middleware/auth/jwks.js';
@@ -176,6 +176,13 @@ function buildRoute(resolved: ResolvedRoute, services: ReadonlyMap<string, LoadB
     phases,
     dropRequestHeaders: drop,
     // Authorization is counted on every route; only another name needs its own count.
-    credentialHeader: auth.enabled && auth.auth_type === 'api_key' && auth.api_key_header.toLowerCase() !== 'authorization' ? auth.api_key_header.toLowerCase() : undefined,
+    credentialHeader: auth.enabled ? apiKeyHeader(auth.any_of ?? [auth]) : undefined,
   });
+}
+
+/** The API-key header a route's auth reads (the first api_key scheme's), unless it is Authorization, which is counted on every route. */
+function apiKeyHeader(schemes: readonly AuthSchemeConfig[]): string | undefined {
+  const scheme = schemes.find((s) => s.enabled && s.auth_type === 'api_key');
+  const name = scheme?.api_key_header.toLowerCase();
+  return name === 'authorization' ? undefined : name;
 }

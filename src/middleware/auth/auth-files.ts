@@ -4,7 +4,7 @@
  * a request. The auth middleware reads them again when it is built.
  */
 import { isAbsolute, resolve } from 'node:path';
-import type { AuthConfig } from '../../config/schema.js';
+import type { AuthConfig, AuthSchemeConfig } from '../../config/schema.js';
 import { readHtpasswd } from './hashed.js';
 import { readPublicKeyFile } from './jwt.js';
 
@@ -14,8 +14,17 @@ export interface AuthFileProblem {
   message: string;
 }
 
-/** `auth` with its file paths made absolute (from `dir`); each unusable file is reported. */
+/** `auth` with its file paths made absolute (from `dir`), those of its `any_of` schemes too; each unusable file is reported. */
 export function resolveAuthFiles(auth: AuthConfig, dir: string, report: (problem: AuthFileProblem) => void): AuthConfig {
+  const out = resolveSchemeFiles(auth, dir, report);
+  if (auth.any_of === undefined) return out;
+  const anyOf = auth.any_of.map((scheme, i) =>
+    resolveSchemeFiles({ ...scheme, enabled: auth.enabled && scheme.enabled }, dir, (problem) => report({ path: ['any_of', i, ...problem.path], message: problem.message })),
+  );
+  return { ...out, any_of: anyOf.map((scheme, i) => ({ ...scheme, enabled: (auth.any_of as AuthSchemeConfig[])[i]?.enabled ?? true })) };
+}
+
+function resolveSchemeFiles<T extends AuthSchemeConfig>(auth: T, dir: string, report: (problem: AuthFileProblem) => void): T {
   const at = (file: string): string => (isAbsolute(file) ? file : resolve(dir, file));
   let out = auth;
   const jwt = auth.jwt;

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { AuthConfig } from '../../config/schema.js';
+import type { AuthConfig, AuthSchemeConfig } from '../../config/schema.js';
 import type { RequestContext } from '../../proxy/context.js';
 import { ProxyError } from '../../proxy/errors.js';
 import type { FilterResult, Phases } from '../../proxy/phases.js';
@@ -46,7 +46,8 @@ export interface AuthDeps {
  * Builds the auth middleware from its config (once, at load time): secrets are listed here, the header
  * name and challenges are fixed here. Two phases, so the rate limiter can sit between them.
  */
-export function createAuth(config: AuthConfig, deps: AuthDeps = {}): AuthPhases {
+export function createAuth(config: AuthConfig | AuthSchemeConfig, deps: AuthDeps = {}): AuthPhases {
+  if ('any_of' in config && config.any_of !== undefined) return createAnyOf(config.any_of, deps);
   if (config.auth_type === 'jwt') return createJwtAuth(config, deps);
   const realm = config.realm;
   const tokens = config.valid_tokens;
@@ -135,7 +136,7 @@ function noop(): void {}
  * (jose). Refusals follow RFC 6750: 401 `invalid_token` (the reason, such as expired or wrong audience,
  * is told to the log and metrics, not to the client), 403 `insufficient_scope` when `required_claims` fail.
  */
-function createJwtAuth(config: AuthConfig, deps: AuthDeps): AuthPhases {
+function createJwtAuth(config: AuthSchemeConfig, deps: AuthDeps): AuthPhases {
   const jwt = config.jwt;
   if (jwt === undefined) throw new Error('jwt auth needs a jwt block');
   let keys: KeySource;
@@ -278,7 +279,7 @@ export function tokenMatcher(tokens: readonly string[]): (candidate: string) => 
  * argon2id go through a SlowVerifier (cached, bounded), and an unknown user is checked against a dummy
  * bcrypt hash so that it takes as long as a wrong password.
  */
-function basicVerifier(config: AuthConfig, matchToken: (candidate: string) => string | undefined): Verify {
+function basicVerifier(config: AuthSchemeConfig, matchToken: (candidate: string) => string | undefined): Verify {
   const plainUsers: string[] = [];
   const plainNames: string[] = [];
   const hashes = new Map<string, string>();
@@ -320,5 +321,72 @@ function basicVerifier(config: AuthConfig, matchToken: (candidate: string) => st
     const checked = slow.check(pair.username, pair.password, hash);
     if (checked instanceof Promise) return checked.then((c) => (c === 'ok' && known !== undefined ? principal : c === 'busy' ? BUSY : INVALID));
     return checked === 'ok' && known !== undefined ? principal : checked === 'busy' ? BUSY : INVALID;
+  };
+}
+
+/** What `any_of` has found so far for one request. */
+interface AnyOfState {
+  /** The first failure that is not `missing` (the most telling), or `missing`. */
+  failure: string | undefined;
+  challenges: string[];
+}
+
+/**
+ * `any_of`: each scheme's authenticate phase is tried in order, and the first that identifies the client
+ * wins (its principal, claims and upstream headers). When none does, the request is refused with the first
+ * failure other than `missing` (a bad JWT tells more than an absent API key), and the challenges of every
+ * scheme in one WWW-Authenticate (RFC 9110 section 11.6.1 allows a list).
+ */
+function createAnyOf(schemes: readonly AuthSchemeConfig[], deps: AuthDeps): AuthPhases {
+  const built = schemes.filter((s) => s.enabled).map((s) => createAuth(s, deps));
+  const filters = built.map((b) => b.authenticate.requestFilter as (ctx: RequestContext) => FilterResult | Promise<FilterResult>);
+  const consumed = new Set<string>();
+  for (const b of built) for (const h of b.authenticate.consumesRequestHeaders ?? []) consumed.add(h);
+
+  function record(ctx: RequestContext, state: AnyOfState): boolean {
+    if (ctx.authFailure === undefined && ctx.principal !== undefined) return true;
+    if (state.failure === undefined || (state.failure === 'missing' && ctx.authFailure !== 'missing')) state.failure = ctx.authFailure;
+    if (ctx.authChallenge !== '') state.challenges.push(ctx.authChallenge);
+    return false;
+  }
+
+  function step(ctx: RequestContext, start: number, state: AnyOfState): FilterResult | Promise<FilterResult> {
+    for (let i = start; i < filters.length; i++) {
+      ctx.authFailure = undefined;
+      ctx.authChallenge = '';
+      const result = (filters[i] as (ctx: RequestContext) => FilterResult | Promise<FilterResult>)(ctx);
+      if (result instanceof Promise) return result.then(() => (record(ctx, state) ? false : step(ctx, i + 1, state)));
+      if (record(ctx, state)) return false;
+    }
+    ctx.authFailure = state.failure ?? 'missing';
+    ctx.authChallenge = state.challenges.join(', ');
+    return false;
+  }
+
+  const authenticate: Phases = {
+    name: 'auth',
+    consumesRequestHeaders: [...consumed],
+    requestFilter: function authenticateAnyOf(ctx): FilterResult | Promise<FilterResult> {
+      return step(ctx, 0, { failure: undefined, challenges: [] });
+    },
+    upstreamRequestFilter: function addAuthHeaders(ctx, headers): void {
+      const add = ctx.authHeaders;
+      if (add !== undefined) for (let i = 0; i < add.length; i++) headers.push(add[i] as string);
+    },
+  };
+  const enforce: Phases = {
+    name: 'auth-enforce',
+    requestFilter: function enforceAnyOf(ctx): FilterResult {
+      if (ctx.authFailure === undefined) return false;
+      if (ctx.authChallenge !== '') ctx.responseHeaders.push('WWW-Authenticate', ctx.authChallenge);
+      return ctx.authFailure === 'insufficient_scope' ? INSUFFICIENT_SCOPE : UNAUTHORIZED;
+    },
+  };
+  return {
+    authenticate,
+    enforce,
+    close: function closeAnyOf(): void {
+      for (const b of built) b.close();
+    },
   };
 }
