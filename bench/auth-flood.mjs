@@ -2,7 +2,7 @@
 // A flood of wrong Basic passwords against bcrypt users, and what it does to good requests.
 //
 // Tollgate (dist/cli.js, pinned to CPU 0) runs Basic auth with bcrypt users (cost 10) and the default
-// password_verification (2 verifications at once, a queue of 1,000, cached verified credentials). This
+// password_verification (1 verification at once, a queue of 1,000, cached verified credentials). This
 // script (CPU 1) holds a backend, a good client that sends one request at a time with a cached user's
 // credentials, and, in the flood phase, FLOOD requests with wrong passwords sent CONCURRENCY at a time.
 // It reports the good client's latency (p50, p99, max) without and with the flood, the flood's own
@@ -19,7 +19,7 @@ import { ROOT, freePorts, launch, numberOption } from './common.mjs';
 
 const FLOOD = numberOption('--flood', 1000);
 const CONCURRENCY = numberOption('--concurrency', 50);
-const VERIFICATIONS = numberOption('--concurrent-verifications', 2);
+const VERIFICATIONS = numberOption('--concurrent-verifications', 1);
 const BASELINE_MS = 3000;
 
 const basic = (user, password) => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;

@@ -397,7 +397,7 @@ export function upstreamProtocol(lb: { protocol: (typeof PROTOCOLS)[number] }, u
   return upstream.protocol ?? lb.protocol;
 }
 
-export const AUTH_TYPES = ['bearer', 'basic', 'api_key', 'client_cert', 'jwt'] as const;
+export const AUTH_TYPES = ['bearer', 'basic', 'api_key', 'client_cert', 'jwt', 'forward'] as const;
 
 /** A SHA-256 fingerprint as `openssl x509 -fingerprint -sha256` prints it (colons optional, any case). */
 const FINGERPRINT = /^(?:[0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}$|^[0-9A-Fa-f]{64}$/;
@@ -476,6 +476,27 @@ const jwtSchema = z
     }
   });
 
+/**
+ * `auth_type: forward`: an auth service is asked about each request (as nginx's auth_request and Traefik's
+ * ForwardAuth); a 2xx lets it through, any other answer goes back to the client, a timeout or error is 503.
+ */
+const forwardSchema = z.strictObject({
+  /** The auth service: http:// or https://. */
+  url: z.string({ error: 'must be an http:// or https:// URL' }).refine(function isHttpUrl(value) {
+    if (!URL.canParse(value)) return false;
+    const url = new URL(value);
+    return (url.protocol === 'http:' || url.protocol === 'https:') && url.username === '' && url.password === '';
+  }, 'must be an http:// or https:// URL (without credentials)'),
+  /** Longest wait for the service's whole answer; past it the request is answered 503. */
+  timeout_ms: durationMs(2_000),
+  /** Request headers sent to the service (lower-case names compared). */
+  copy_request_headers: z.array(headerName).default(['Authorization', 'Cookie']),
+  /** Headers of the service's 2xx answer added to the request sent upstream (the client's own are removed). */
+  copy_response_headers: z.array(headerName).default([]),
+  /** Cache a 2xx answer this long, per credential (a digest of the copied headers), method and path; 0: never. */
+  cache_ms: durationMs(0, 100, 'no caching'),
+});
+
 /** The keys of one auth scheme: the whole of `auth` without `any_of`, and each entry of `any_of`. */
 const authSchemeFields = {
   enabled: z.boolean().default(false),
@@ -515,6 +536,8 @@ const authSchemeFields = {
   realm: z.string().regex(/^[^"\\\r\n]*$/, 'must not contain quotes, backslashes or line breaks').default('tollgate'),
   /** `auth_type: jwt`. */
   jwt: jwtSchema.optional(),
+  /** `auth_type: forward`. */
+  forward: forwardSchema.optional(),
 };
 
 /** Auth types an `any_of` entry may have: schemes whose credentials a request carries in its headers. */
@@ -523,7 +546,9 @@ const ANY_OF_TYPES: ReadonlySet<string> = new Set(['bearer', 'basic', 'api_key',
 /** Each scheme has what it needs: tokens, users, a jwt block... */
 function credentialsPresent(auth: z.infer<z.ZodObject<typeof authSchemeFields>>, ctx: z.core.$RefinementCtx): void {
   if (!auth.enabled) return;
-  if (auth.auth_type === 'jwt') {
+  if (auth.auth_type === 'forward') {
+    if (auth.forward === undefined) ctx.addIssue({ code: 'custom', path: ['forward'], message: 'forward auth needs a forward block (url)' });
+  } else if (auth.auth_type === 'jwt') {
     if (auth.jwt === undefined) ctx.addIssue({ code: 'custom', path: ['jwt'], message: 'jwt auth needs a jwt block (jwks_url, public_key_file or secret)' });
   } else if (auth.auth_type === 'basic') {
     if (auth.users.length === 0 && auth.users_file === undefined && auth.valid_tokens.length === 0) {

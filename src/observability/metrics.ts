@@ -560,7 +560,7 @@ export class ProxyMetrics {
     this.#retries += ctx.retries;
     let refusal: RefusalKind = RefusalKind.none;
     const code = ctx.error?.code;
-    if (code === 'unauthorized' || code === 'forbidden') {
+    if (code === 'unauthorized' || code === 'forbidden' || code === 'auth_unavailable') {
       // A refused client certificate (403) is an authentication failure like a bad token.
       refusal = RefusalKind.unauthorized;
       const found = (AUTH_FAILURE_REASONS as readonly (string | undefined)[]).indexOf(ctx.authFailure);

@@ -31,6 +31,7 @@ export const ERROR_CATALOGUE = {
   bad_gateway: { status: 502, source: 'upstream', retryable: true, message: 'The upstream could not be reached or failed while answering.' },
   upstream_tls: { status: 502, source: 'upstream', retryable: true, message: 'The TLS handshake with the upstream failed.' },
   no_upstream: { status: 503, source: 'internal', retryable: false, message: 'No upstream is available.' },
+  auth_unavailable: { status: 503, source: 'internal', retryable: false, message: 'The authentication service did not answer in time; retry later.' },
   rate_limit_unavailable: { status: 503, source: 'internal', retryable: false, message: 'The rate limit cannot be checked right now; retry after the time in Retry-After.' },
   shutting_down: { status: 503, source: 'internal', retryable: false, message: 'The proxy is shutting down; retry on a new connection.' },
   cut_off: { status: 503, source: 'internal', retryable: false, message: 'The proxy shut down before the response was complete.' },
@@ -45,8 +46,10 @@ export class ProxyError extends Error {
   readonly status: number;
   readonly source: ErrorSource;
   readonly retryable: boolean;
+  /** Sent to the client as it is instead of the JSON error body (forward auth relays its service's refusal). */
+  readonly response: RelayedResponse | undefined;
 
-  constructor(code: ErrorCode, options?: { message?: string; cause?: unknown; retryable?: boolean }) {
+  constructor(code: ErrorCode, options?: { message?: string; cause?: unknown; retryable?: boolean; response?: RelayedResponse }) {
     const spec: ErrorSpec = ERROR_CATALOGUE[code];
     super(options?.message ?? spec.message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'ProxyError';
@@ -54,7 +57,15 @@ export class ProxyError extends Error {
     this.status = spec.status;
     this.source = spec.source;
     this.retryable = options?.retryable ?? spec.retryable;
+    this.response = options?.response;
   }
+}
+
+/** A response to relay: its status, headers (name, value, ...; no framing or hop-by-hop ones) and whole body. */
+export interface RelayedResponse {
+  readonly status: number;
+  readonly headers: readonly string[];
+  readonly body: Buffer;
 }
 
 const REQUEST_ID = Symbol('tollgate.requestId');

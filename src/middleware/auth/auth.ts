@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import { authorizationParam, decodeBasic, findSecret } from './credentials.js';
 import { DUMMY_BCRYPT, readHtpasswd, sha1Matches, sha256Hex, SlowVerifier } from './hashed.js';
 import { SHA256_TOKEN } from './secret-formats.js';
+import { createForwardAuth } from './forward.js';
 import { JwksCache } from './jwks.js';
 import { JwtVerifier, jwtPrincipal, readPublicKeyFile, secretKey, type KeySource } from './jwt.js';
 
@@ -49,6 +50,7 @@ export interface AuthDeps {
 export function createAuth(config: AuthConfig | AuthSchemeConfig, deps: AuthDeps = {}): AuthPhases {
   if ('any_of' in config && config.any_of !== undefined) return createAnyOf(config.any_of, deps);
   if (config.auth_type === 'jwt') return createJwtAuth(config, deps);
+  if (config.auth_type === 'forward') return createForwardAuth(config, deps.logger);
   const realm = config.realm;
   const tokens = config.valid_tokens;
   const matchToken = tokenMatcher(tokens);

@@ -94,7 +94,7 @@ describe('parseConfig: valid configs', () => {
           api_key_header: 'X-API-Key',
           forward_credentials: false,
           realm: 'tollgate',
-          password_verification: { concurrency: 2, max_queue: 1000, cache_size: 10_000, cache_ttl_ms: 300_000 },
+          password_verification: { concurrency: 1, max_queue: 1000, cache_size: 10_000, cache_ttl_ms: 300_000 },
         },
         rate_limit: { enabled: true, key: 'credential', requests_per_minute: 100, burst_size: 10, max_keys: 100_000, store: { type: 'memory', timeout_ms: 100, on_error: 'allow' } },
       },
