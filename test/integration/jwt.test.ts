@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { SignJWT } from 'jose';
+import { configSchema } from '../../src/config/schema.js';
 import { request } from '../helpers/http.js';
 import { makeKey, segment, sign, startJwks, type JwksServer, type TestKey } from '../helpers/jwt.js';
 import { samples, scrape } from '../helpers/metrics.js';
@@ -194,6 +195,36 @@ describe('JWT auth', () => {
     } finally {
       await cold.close();
       await down.close();
+    }
+  });
+
+  test('a hot reload keeps the fetched keys (no new fetch while they are fresh); a changed jwks_url is fetched', async () => {
+    const k1 = makeKey('EdDSA', 'k1');
+    const server = await startJwks([k1]);
+    const other = await startJwks([k1]);
+    const proxy = await startProxy([backend], { middleware: jwtAuth(server.url) });
+    const configWith = (url: string, realm: string) =>
+      configSchema.parse({
+        server: { listen_port: 0, listen_address: '127.0.0.1' },
+        load_balancing: { upstreams: [{ name: 'b', address: '127.0.0.1', port: backend.port }] },
+        middleware: { auth: { ...(jwtAuth(url).auth as object), realm } },
+        admin: { port: 0 },
+      });
+    try {
+      assert.equal((await request(`${proxy.url}/`, { headers: bearer(await sign(k1)) })).status, 200);
+      assert.equal(server.hits, 1);
+      assert.equal((await proxy.proxy.reload(configWith(server.url, 'r2'))).result, 'ok');
+      const after = await request(`${proxy.url}/`);
+      assert.equal(after.headers['www-authenticate'], 'Bearer realm="r2"', 'the new generation answers');
+      assert.equal((await request(`${proxy.url}/`, { headers: bearer(await sign(k1)) })).status, 200);
+      assert.equal(server.hits, 1, 'the keys carried over');
+      assert.equal((await proxy.proxy.reload(configWith(other.url, 'r3'))).result, 'ok');
+      assert.equal((await request(`${proxy.url}/`, { headers: bearer(await sign(k1)) })).status, 200);
+      assert.equal(other.hits, 1);
+    } finally {
+      await proxy.close();
+      await server.close();
+      await other.close();
     }
   });
 
