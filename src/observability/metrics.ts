@@ -182,6 +182,8 @@ export interface Counters {
   readonly authFailures: ArrayLike<number>;
   /** [SHARED_STORES][STORE_ERROR_KINDS]: rate-limit checks that failed. */
   readonly storeErrors: ArrayLike<number>;
+  /** JWKS fetches that failed (the cached keys stayed in use). */
+  readonly jwksFailures: number;
   readonly rateLimited: number;
   readonly retries: number;
   readonly connectionsRefused: number;
@@ -202,6 +204,7 @@ export interface CounterSnapshot {
   ejections: number[];
   authFailures: number[];
   storeErrors: number[];
+  jwksFailures: number;
   rateLimited: number;
   retries: number;
   connectionsRefused: number;
@@ -330,6 +333,7 @@ export function emptyCounters(upstreams: readonly UpstreamId[] = [], routes: rea
     ejections: [0],
     authFailures: new Array<number>(AUTH_FAILURE_REASONS.length).fill(0),
     storeErrors: new Array<number>(STORE_ERROR_SLOTS).fill(0),
+    jwksFailures: 0,
     rateLimited: 0,
     retries: 0,
     connectionsRefused: 0,
@@ -382,6 +386,8 @@ export function addCounters(into: CounterSnapshot, from: Counters): void {
     const n = from.storeErrors[i];
     if (isCount(n)) (into.storeErrors[i] as number) += n;
   }
+  // A worker of an older version sends no count.
+  if (isCount(from.jwksFailures)) into.jwksFailures += from.jwksFailures;
   into.rateLimited += from.rateLimited;
   into.retries += from.retries;
   into.connectionsRefused += from.connectionsRefused;
@@ -484,6 +490,7 @@ export class ProxyMetrics {
   /** [SHARED_STORES][STORE_ERROR_KINDS], counted as checks fail, so stores made and closed by reloads lose none. */
   readonly #storeErrors = new Float64Array(STORE_ERROR_SLOTS);
   #rateLimited = 0;
+  #jwksFailures = 0;
   #retries = 0;
 
   constructor(sources: MetricsSources, options: MetricsOptions) {
@@ -591,6 +598,11 @@ export class ProxyMetrics {
    * Counts `count` rate-limit checks that `store` could not make, for `kind`: called by the store as they
    * fail (never per request otherwise), whether or not per-request recording is on.
    */
+  /** A JWKS fetch failed (called by the JWKS cache, whether or not per-request recording is on). */
+  recordJwksFailure(): void {
+    this.#jwksFailures++;
+  }
+
   recordStoreErrors(store: SharedStore, kind: StoreErrorKind, count: number): void {
     (this.#storeErrors[storeErrorSlot(store, kind)] as number) += count;
   }
@@ -628,6 +640,7 @@ export class ProxyMetrics {
         ejections: this.#ejections(),
         authFailures: Array.from(this.#authFailures),
         storeErrors: Array.from(this.#storeErrors),
+        jwksFailures: this.#jwksFailures,
         rateLimited: this.#rateLimited,
         retries: this.#retries,
         connectionsRefused: this.#sources.connectionsRefused(),
@@ -661,6 +674,7 @@ export class ProxyMetrics {
       ejections: this.#ejections(),
       authFailures: this.#authFailures,
       storeErrors: this.#storeErrors,
+      jwksFailures: this.#jwksFailures,
       rateLimited: this.#rateLimited,
       retries: this.#retries,
       connectionsRefused: this.#sources.connectionsRefused(),
@@ -807,6 +821,15 @@ export function registerProxyMetrics(registry: Registry, reader: MetricsReader, 
       for (const store of SHARED_STORES) {
         for (const kind of STORE_ERROR_KINDS) this.inc({ store, kind }, storeErrors[storeErrorSlot(store, kind)] ?? 0);
       }
+    },
+  });
+  new Counter({
+    name: 'tollgate_jwks_fetch_failures_total',
+    help: 'JWKS fetches that failed (jwt auth); the keys already held stayed in use.',
+    registers,
+    collect() {
+      this.reset();
+      this.inc(reader.counters().jwksFailures);
     },
   });
   if (!options.recording) return;

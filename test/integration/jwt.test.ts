@@ -181,6 +181,7 @@ describe('JWT auth', () => {
       assert.equal(server.hits, 2);
       assert.equal((await request(`${proxy.url}/`, { headers: bearer(await sign(k1)) })).status, 200, 'the cached key still works');
       assert.ok(proxy.logs.some((l) => l.msg === 'JWKS fetch failed; the keys already held stay in use' && l.keys_held === 1));
+      assert.equal(samples(await scrape(proxy.adminUrl), 'tollgate_jwks_fetch_failures_total').get(''), 1);
     } finally {
       await proxy.close();
       await server.close();

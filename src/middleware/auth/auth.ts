@@ -10,7 +10,7 @@ import { DUMMY_BCRYPT, readHtpasswd, sha1Matches, sha256Hex, SlowVerifier } from
 import { SHA256_TOKEN } from './secret-formats.js';
 import { createForwardAuth } from './forward.js';
 import { JwksCache } from './jwks.js';
-import { JwtVerifier, jwtPrincipal, readPublicKeyFile, secretKey, type KeySource } from './jwt.js';
+import { JwtVerifier, readPublicKeyFile, secretKey, type JwtResult, type KeySource } from './jwt.js';
 
 /** Refusal shared by every 401: filters return it, so a refused request allocates no error. */
 const UNAUTHORIZED = new ProxyError('unauthorized');
@@ -163,6 +163,14 @@ function createJwtAuth(config: AuthSchemeConfig, deps: AuthDeps): AuthPhases {
     return false;
   }
 
+  function accept(ctx: RequestContext, result: JwtResult): FilterResult {
+    if (result.claims === undefined) return refuse(ctx, result.failure ?? 'invalid');
+    ctx.principal = result.principal;
+    ctx.authClaims = result.claims;
+    if (claimHeaders.length > 0) ctx.authHeaders = claimsToHeaders(result.claims, claimHeaders);
+    return false;
+  }
+
   const authenticate: Phases = {
     name: 'auth',
     consumesRequestHeaders: consumed,
@@ -174,18 +182,11 @@ function createJwtAuth(config: AuthSchemeConfig, deps: AuthDeps): AuthPhases {
         if (token === undefined) return refuse(ctx, 'malformed');
       } else if (cookie !== undefined) token = cookieValue(ctx.req.headers.cookie, cookie);
       if (token === undefined || token === '') return refuse(ctx, 'missing');
-      const presented = token;
-      return verifier.verify(presented).then(
-        function verified(result): FilterResult {
-          if (result.claims === undefined) return refuse(ctx, result.failure ?? 'invalid');
-          ctx.principal = jwtPrincipal(presented);
-          ctx.authClaims = result.claims;
-          if (claimHeaders.length > 0) ctx.authHeaders = claimsToHeaders(result.claims, claimHeaders);
-          return false;
-        },
-        function failed(): FilterResult {
-          return refuse(ctx, 'invalid');
-        },
+      const result = verifier.verify(token);
+      if (!(result instanceof Promise)) return accept(ctx, result);
+      return result.then(
+        (r) => accept(ctx, r),
+        () => refuse(ctx, 'invalid'),
       );
     },
     upstreamRequestFilter: function addClaimHeaders(ctx, headers): void {

@@ -48,6 +48,8 @@ export class JwksCache {
   failures = 0;
   /** Fetches made (tests read it to see the refresh bound hold). */
   fetches = 0;
+  /** Goes up each time a fetch replaces the keys (a token verified with the keys before is verified again). */
+  version = 0;
   readonly #options: JwksOptions;
   readonly #now: () => number;
   readonly #fetch: typeof fetch;
@@ -138,6 +140,7 @@ export class JwksCache {
       const keys = parseJwks(JSON.parse(text) as unknown);
       if (keys.length === 0) throw new Error('the set holds no usable signing key');
       this.#keys = keys;
+      this.version++;
       this.#staleAt = this.#now() + maxAge(res.headers.get('cache-control'));
       return true;
     } catch (err) {

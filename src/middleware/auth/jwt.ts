@@ -21,6 +21,21 @@ export interface JwtResult {
   /** The verified claims; undefined when refused. */
   claims: JWTPayload | undefined;
   failure: JwtFailure | undefined;
+  /** `jwt:` and 16 hex digits of the token's SHA-256; '' when refused. */
+  principal: string;
+}
+
+/** Verified tokens kept at most (each entry is a digest and the claims, not the token). */
+export const JWT_CACHE_SIZE = 10_000;
+
+interface CachedToken {
+  claims: JWTPayload;
+  principal: string;
+  /** The key set it was verified with (JwksCache.version); a refetched set verifies it again. */
+  version: number;
+  /** Epoch milliseconds: from when and until when it may be accepted (nbf and exp, skew included). */
+  notBefore: number;
+  notAfter: number;
 }
 
 /** The key type (`KeyObject.asymmetricKeyType`, or `secret`) each algorithm needs, and for EC its curve. */
@@ -83,10 +98,16 @@ export class JwtVerifier {
   readonly #keys: KeySource;
   readonly #options: { issuer?: string; audience?: string[]; algorithms: string[]; clockTolerance: number };
   readonly #required: [string, string | number | boolean][];
+  /** Token digest → verified claims: a client sends its token on every request, and a signature check costs tens of microseconds. */
+  readonly #cache = new Map<string, CachedToken>();
+  readonly #skewMs: number;
+  readonly #now: () => number;
 
-  constructor(config: JwtConfig, keys: KeySource) {
+  constructor(config: JwtConfig, keys: KeySource, now: () => number = Date.now) {
     this.#config = config;
     this.#keys = keys;
+    this.#skewMs = config.clock_skew_ms;
+    this.#now = now;
     this.#options = {
       algorithms: [...config.algorithms],
       clockTolerance: config.clock_skew_ms / 1000,
@@ -96,36 +117,73 @@ export class JwtVerifier {
     this.#required = Object.entries(config.required_claims);
   }
 
-  async verify(token: string): Promise<JwtResult> {
+  /**
+   * The claims of a valid token, or why it is refused. A token verified before (same key set, still within
+   * its nbf and exp) is answered from the cache, synchronously; only positive results are kept.
+   */
+  verify(token: string): JwtResult | Promise<JwtResult> {
+    const digest = createHash('sha256').update(token).digest('hex');
+    const hit = this.#cache.get(digest);
+    if (hit !== undefined) {
+      const now = this.#now();
+      if (hit.version === this.#version() && now >= hit.notBefore && now <= hit.notAfter) return { claims: hit.claims, failure: undefined, principal: hit.principal };
+      this.#cache.delete(digest);
+    }
+    return this.#verify(token, digest);
+  }
+
+  #version(): number {
+    return 'fixed' in this.#keys ? 0 : this.#keys.jwks.version;
+  }
+
+  async #verify(token: string, digest: string): Promise<JwtResult> {
+    const refused = (failure: JwtFailure): JwtResult => ({ claims: undefined, failure, principal: '' });
     let header: { alg?: unknown; kid?: unknown };
     try {
       header = decodeProtectedHeader(token);
     } catch {
-      return { claims: undefined, failure: 'malformed' };
+      return refused('malformed');
     }
     const alg = header.alg;
-    if (typeof alg !== 'string' || !this.#config.algorithms.includes(alg)) return { claims: undefined, failure: 'wrong_algorithm' };
+    if (typeof alg !== 'string' || !this.#config.algorithms.includes(alg)) return refused('wrong_algorithm');
     const kid = typeof header.kid === 'string' ? header.kid : undefined;
     let keys: KeyObject[];
     if ('fixed' in this.#keys) keys = [this.#keys.fixed];
     else keys = (await this.#keys.jwks.candidates(alg, kid)).map((k) => k.key);
     keys = keys.filter((k) => keyFits(alg, k));
-    if (keys.length === 0) return { claims: undefined, failure: 'unknown_key' };
+    if (keys.length === 0) return refused('unknown_key');
+    const version = this.#version();
     let failure: JwtFailure = 'bad_signature';
     // Without a kid, each key of the right type is tried (a set usually holds one or two).
     for (const key of keys) {
       try {
-        const { payload } = await jwtVerify(token, key, this.#options);
+        const { payload } = await jwtVerify(token, key, { ...this.#options, currentDate: new Date(this.#now()) });
         for (const [name, want] of this.#required) {
-          if (!claimHas(payload[name], want)) return { claims: undefined, failure: 'insufficient_scope' };
+          if (!claimHas(payload[name], want)) return refused('insufficient_scope');
         }
-        return { claims: payload, failure: undefined };
+        const principal = `jwt:${digest.slice(0, 16)}`;
+        this.#remember(digest, { claims: payload, principal, version, ...this.#window(payload) });
+        return { claims: payload, failure: undefined, principal };
       } catch (err) {
         failure = classify(err);
         if (failure !== 'bad_signature') break;
       }
     }
-    return { claims: undefined, failure };
+    return refused(failure);
+  }
+
+  /** When a verified token may be accepted from the cache: its nbf to its exp (skew included), at most 5 minutes from now without exp. */
+  #window(payload: JWTPayload): { notBefore: number; notAfter: number } {
+    const now = this.#now();
+    return {
+      notBefore: typeof payload.nbf === 'number' ? payload.nbf * 1000 - this.#skewMs : 0,
+      notAfter: typeof payload.exp === 'number' ? payload.exp * 1000 + this.#skewMs : now + 300_000,
+    };
+  }
+
+  #remember(digest: string, entry: CachedToken): void {
+    this.#cache.set(digest, entry);
+    if (this.#cache.size > JWT_CACHE_SIZE) this.#cache.delete(this.#cache.keys().next().value as string);
   }
 }
 
@@ -159,7 +217,3 @@ function classify(err: unknown): JwtFailure {
   return 'invalid';
 }
 
-/** The principal of a verified token: `jwt:` and 16 hex digits of the token's SHA-256 (never the token). */
-export function jwtPrincipal(token: string): string {
-  return `jwt:${createHash('sha256').update(token).digest('hex').slice(0, 16)}`;
-}

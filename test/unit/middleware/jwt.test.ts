@@ -143,3 +143,34 @@ describe('JwksCache', () => {
     old.close();
   });
 });
+
+describe('JwtVerifier cache', () => {
+  test('a verified token is answered from the cache until its exp (skew included); a refetched key set verifies it again', async () => {
+    const { SignJWT } = await import('jose');
+    const { JwtVerifier } = await import('../../../src/middleware/auth/jwt.js');
+    const pair = generateKeyPairSync('ed25519');
+    const clock = { now: Date.now() };
+    const exp = Math.floor(clock.now / 1000) + 60;
+    const token = await new SignJWT({ sub: 'a' }).setProtectedHeader({ alg: 'EdDSA', kid: 'k1' }).setExpirationTime(exp).sign(pair.privateKey);
+    const config = { algorithms: ['EdDSA'], clock_skew_ms: 1000, required_claims: {}, claims_to_headers: {}, jwks_timeout_ms: 5000 };
+    const jwks = new JwksCache('https://idp.example/jwks', {
+      timeoutMs: 1000,
+      fetch: (async () => new Response(JSON.stringify({ keys: [{ ...pair.publicKey.export({ format: 'jwk' }), kid: 'k1' }] }))) as typeof fetch,
+    });
+    const verifier = new JwtVerifier(config, { jwks }, () => clock.now);
+    const first = verifier.verify(token);
+    assert.ok(first instanceof Promise);
+    assert.equal((await first).claims?.sub, 'a');
+    const second = verifier.verify(token);
+    assert.ok(!(second instanceof Promise), 'cached: answered at once');
+    assert.equal(second.principal, (await first).principal);
+    await jwks.refresh();
+    assert.ok(verifier.verify(token) instanceof Promise, 'new key set: verified again');
+    await verifier.verify(token);
+    clock.now = exp * 1000 + 1001;
+    const late = verifier.verify(token);
+    assert.ok(late instanceof Promise, 'past exp + skew: not from the cache');
+    assert.equal((await late).failure, 'expired');
+    jwks.close();
+  });
+});
