@@ -525,7 +525,7 @@ const authSchemeFields = {
   /** Slow hashes (bcrypt, argon2id): verifications at once, waiting at most, and the cache of verified credentials. */
   password_verification: z
     .strictObject({
-      concurrency: positiveInt('a whole number from 1 to 64', 64).default(2),
+      concurrency: positiveInt('a whole number from 1 to 64', 64).default(1),
       max_queue: positiveInt('a whole number from 1 to 100000', 100_000).default(1_000),
       cache_size: positiveInt('a whole number from 1 to 1000000', 1_000_000).default(10_000),
       cache_ttl_ms: durationMs(300_000, 1_000),
