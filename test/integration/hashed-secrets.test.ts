@@ -10,6 +10,7 @@ import { hash as argon2Hash } from '@node-rs/argon2';
 import { hashSync as bcryptHash } from '@node-rs/bcrypt';
 import { ConfigError, loadConfigFile } from '../../src/config/load.js';
 import { tokenMatcher, tokenPrincipal } from '../../src/middleware/auth/auth.js';
+import { runCli } from '../helpers/cli.js';
 import { request } from '../helpers/http.js';
 import { samples, scrape } from '../helpers/metrics.js';
 import { startBackend, startProxy, waitFor, type Backend } from '../helpers/servers.js';
@@ -135,6 +136,21 @@ describe('hashed secrets', () => {
     assert.match(load('    auth_type: basic\n    users: [{ username: a, password_hash: "$1$abc$def" }]\n'), /^proxy.yaml:7:43 middleware.auth.users\[0\].password_hash: must be a bcrypt/);
     assert.match(load('    auth_type: basic\n    users: [{ username: a }]\n'), /middleware.auth.users\[0\].password: give password or password_hash \(exactly one\)/);
     assert.match(load('    valid_tokens: ["sha256:abc"]\n'), /^proxy.yaml:6:20 middleware.auth.valid_tokens\[0\]: sha256: must be followed by 64 hex digits/);
+  });
+
+  test('tollgate --check exits 2 with file:line:col for an MD5 htpasswd line and for "none" in jwt.algorithms', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tollgate-auth-check-'));
+    writeFileSync(join(dir, 'users.htpasswd'), 'bob:$apr1$abc$0123456789abcdefghijkl\n');
+    const file = join(dir, 'proxy.yaml');
+    const head = 'load_balancing:\n  upstreams: [{ name: a, address: 127.0.0.1, port: 3000 }]\nmiddleware:\n  auth:\n    enabled: true\n';
+    writeFileSync(file, `${head}    auth_type: basic\n    users_file: users.htpasswd\n`);
+    const md5 = await runCli(['--check', '--config', file]);
+    assert.equal(md5.code, 2);
+    assert.match(md5.stderr, new RegExp(`${file.replaceAll('/', '\\/')}:7:17 middleware.auth.users_file: users.htpasswd:1: user "bob": MD5-crypt`));
+    writeFileSync(file, `${head}    auth_type: jwt\n    jwt: { secret: "0123456789abcdef0123456789abcdef", algorithms: [HS256, none] }\n`);
+    const none = await runCli(['--check', '--config', file]);
+    assert.equal(none.code, 2);
+    assert.match(none.stderr, /proxy.yaml:7:\d+ middleware.auth.jwt.algorithms\[1\]: "none" is never allowed/);
   });
 
   test('tollgate hash-secret prints a hash of the secret on stdin that the proxy accepts', async () => {
