@@ -468,10 +468,10 @@ const jwtSchema = z
       if (hmac && jwt.secret === undefined && given.length === 1) ctx.addIssue({ code: 'custom', path: ['algorithms', i], message: `${alg} needs jwt.secret: an HMAC key is never taken from ${given[0] as string}` });
       if (!hmac && jwt.secret !== undefined && alg.toLowerCase() !== 'none') ctx.addIssue({ code: 'custom', path: ['algorithms', i], message: `${alg} needs a public key (jwks_url or public_key_file): jwt.secret verifies HS256, HS384 and HS512 only` });
     });
-    for (const header of Object.values(jwt.claims_to_headers)) {
+    for (const [claim, header] of Object.entries(jwt.claims_to_headers)) {
       const lower = header.toLowerCase();
       if (lower === 'host' || lower === 'authorization' || lower === 'cookie' || lower === 'x-request-id' || CONNECTION_SPECIFIC.has(lower)) {
-        ctx.addIssue({ code: 'custom', path: ['claims_to_headers'], message: `${header} cannot carry a claim` });
+        ctx.addIssue({ code: 'custom', path: ['claims_to_headers', claim], message: `${header} cannot carry a claim` });
       }
     }
   });

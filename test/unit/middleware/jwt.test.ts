@@ -174,3 +174,10 @@ describe('JwtVerifier cache', () => {
     jwks.close();
   });
 });
+
+describe('claims_to_headers config', () => {
+  test('a header Tollgate or the connection owns cannot carry a claim', () => {
+    const msg = load('middleware:\n  auth:\n    enabled: true\n    auth_type: jwt\n    jwt:\n      jwks_url: https://idp.example/jwks\n      claims_to_headers: { sub: Host }\n');
+    assert.match(msg, /^proxy.yaml:12:\d+ middleware.auth.jwt.claims_to_headers.sub: Host cannot carry a claim/);
+  });
+});
