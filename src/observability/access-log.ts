@@ -139,6 +139,8 @@ function template(direct: DirectLog): (ctx: RequestContext, duration: string) =>
     if (error !== undefined) {
       failure = `,"error":"${error.code}"`;
       if (error.cause !== undefined) failure += `,"cause":${JSON.stringify(describeCause(error.cause))}`;
+      // The auth middleware's reasons are fixed words (metrics.ts AUTH_FAILURE_REASONS): JSON-safe as they are.
+      if (ctx.authFailure !== undefined) failure += `,"auth_failure":"${ctx.authFailure}"`;
     }
     // request_id matches [A-Za-z0-9._-] and the client address is an IP: both are JSON-safe as they are.
     return (
@@ -177,6 +179,7 @@ function fieldsOf(ctx: RequestContext, duration: string): Record<string, unknown
   if (error !== undefined) {
     fields.error = error.code;
     if (error.cause !== undefined) fields.cause = describeCause(error.cause);
+    if (ctx.authFailure !== undefined) fields.auth_failure = ctx.authFailure;
   }
   return fields;
 }

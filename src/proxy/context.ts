@@ -58,6 +58,12 @@ export class RequestContext {
   authFailure: string | undefined = undefined;
   /** WWW-Authenticate value to send with the 401. */
   authChallenge = '';
+  /** The verified claims of a JWT (rate_limit.key `claim:NAME` reads them); undefined for other schemes. */
+  authClaims: Readonly<Record<string, unknown>> | undefined = undefined;
+  /** Headers (name, value, ...) that auth adds to the upstream request (claims_to_headers, forward auth). */
+  authHeaders: string[] | undefined = undefined;
+  /** The refusal to answer with when it is more than a 401 challenge (forward auth's relayed answer, its 503). */
+  authRefusal: ProxyError | undefined = undefined;
   rateLimit: RateDecision | undefined = undefined;
   /** Headers to forward, collected when the request is read (before filters run). */
   forwardHeaders: string[] = [];

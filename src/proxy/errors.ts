@@ -31,6 +31,7 @@ export const ERROR_CATALOGUE = {
   bad_gateway: { status: 502, source: 'upstream', retryable: true, message: 'The upstream could not be reached or failed while answering.' },
   upstream_tls: { status: 502, source: 'upstream', retryable: true, message: 'The TLS handshake with the upstream failed.' },
   no_upstream: { status: 503, source: 'internal', retryable: false, message: 'No upstream is available.' },
+  auth_unavailable: { status: 503, source: 'internal', retryable: false, message: 'The authentication service did not answer in time; retry later.' },
   rate_limit_unavailable: { status: 503, source: 'internal', retryable: false, message: 'The rate limit cannot be checked right now; retry after the time in Retry-After.' },
   shutting_down: { status: 503, source: 'internal', retryable: false, message: 'The proxy is shutting down; retry on a new connection.' },
   cut_off: { status: 503, source: 'internal', retryable: false, message: 'The proxy shut down before the response was complete.' },
@@ -45,8 +46,10 @@ export class ProxyError extends Error {
   readonly status: number;
   readonly source: ErrorSource;
   readonly retryable: boolean;
+  /** Sent to the client as it is instead of the JSON error body (forward auth relays its service's refusal). */
+  readonly response: RelayedResponse | undefined;
 
-  constructor(code: ErrorCode, options?: { message?: string; cause?: unknown; retryable?: boolean }) {
+  constructor(code: ErrorCode, options?: { message?: string; cause?: unknown; retryable?: boolean; response?: RelayedResponse }) {
     const spec: ErrorSpec = ERROR_CATALOGUE[code];
     super(options?.message ?? spec.message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'ProxyError';
@@ -54,6 +57,7 @@ export class ProxyError extends Error {
     this.status = spec.status;
     this.source = spec.source;
     this.retryable = options?.retryable ?? spec.retryable;
+    this.response = options?.response;
   }
 }
 
@@ -101,6 +105,7 @@ export const GRPC_STATUS_OF: Readonly<Partial<Record<ErrorCode, number>>> = {
   shutting_down: GRPC_STATUS.UNAVAILABLE,
   cut_off: GRPC_STATUS.UNAVAILABLE,
   upstream_timeout: GRPC_STATUS.DEADLINE_EXCEEDED,
+  auth_unavailable: GRPC_STATUS.UNAVAILABLE,
 };
 
 /** The gRPC status for a catalogue code: its entry above, else from its HTTP status as gRPC maps one. */
@@ -137,6 +142,13 @@ export function grpcMessage(message: string): string {
     out += byte >= 0x20 && byte <= 0x7e && byte !== 0x25 ? String.fromCharCode(byte) : `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;
   }
   return out;
+}
+
+/** A response to relay: its status, headers (name, value, ...; no framing or hop-by-hop ones) and whole body. */
+export interface RelayedResponse {
+  readonly status: number;
+  readonly headers: readonly string[];
+  readonly body: Buffer;
 }
 
 const REQUEST_ID = Symbol('tollgate.requestId');

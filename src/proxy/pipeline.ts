@@ -652,6 +652,15 @@ export class Pipeline implements ForwardHost {
     // gRPC clients read the status from the trailers, never the body: HTTP 200 with grpc-status (Envoy's and nginx's form).
     if (ctx.grpc) return this.writeTrailersOnly(ctx, grpcErrorHeaders(ctx, error));
     const headers: string[] = [];
+    const relayed = error.response;
+    if (relayed !== undefined) {
+      for (let i = 0; i < relayed.headers.length; i++) headers.push(relayed.headers[i] as string);
+      headers.push('Content-Length', String(relayed.body.length));
+      this.writeHead(ctx, relayed.status, headers);
+      ctx.bytesSent = ctx.req.method === 'HEAD' ? 0 : relayed.body.length;
+      ctx.res.end(relayed.body);
+      return;
+    }
     if (error.code === 'no_upstream') headers.push('Retry-After', '1');
     if (error.code === 'shutting_down') headers.push('Retry-After', '1');
     this.respondJson(ctx, error.status, errorBody(error.code, error.message, ctx.requestId), headers);
