@@ -126,7 +126,8 @@ export function createProxy(config: Config, options: ProxyOptions): Proxy {
   const accessLog = createAccessLog(logger, { direct: options.directLog });
   if (accessLog !== undefined) tail.push(accessLog);
 
-  const gateway = new Gateway(config, { logger, clock, random, head, user: options.phases ?? [], tail, startedAt, makeStore, hash: options.configHash ?? '', ...(options.generation === undefined ? {} : { generation: options.generation }) });
+  const onJwksFailure = (): void => built.metrics?.recordJwksFailure();
+  const gateway = new Gateway(config, { logger, clock, random, head, user: options.phases ?? [], tail, startedAt, makeStore, onJwksFailure, hash: options.configHash ?? '', ...(options.generation === undefined ? {} : { generation: options.generation }) });
   const connectionsOpen = (): Promise<number> =>
     new Promise((resolve) => server.server.getConnections((err, n) => resolve(err === null ? n : 0)));
   const connectionsRefused = (): number => server.refusedConnections;

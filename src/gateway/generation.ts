@@ -9,9 +9,10 @@ import type { Logger } from 'pino';
 import type { Backend } from '../balancing/backend.js';
 import { LoadBalancer } from '../balancing/load-balancer.js';
 import { matchOf, routesOf, servicesOf, type ResolvedRoute } from '../config/resolve.js';
-import type { Config, RateLimitConfig } from '../config/schema.js';
+import type { AuthSchemeConfig, Config, RateLimitConfig } from '../config/schema.js';
 import type { RateLimitStore } from '../limits/store.js';
-import { createAuth } from '../middleware/auth/auth.js';
+import { createAuth, type AuthDeps, type AuthPhases } from '../middleware/auth/auth.js';
+import { JwksCache } from '../middleware/auth/jwks.js';
 import { createRateLimit } from '../middleware/rate-limit/rate-limit.js';
 import { HOP_BY_HOP } from '../proxy/headers.js';
 import type { Phases } from '../proxy/phases.js';
@@ -40,6 +41,8 @@ export interface GenerationDeps {
   /** Phases run last on every route and on Tollgate's own answers (server timing, metrics, access log). */
   tail: readonly Phases[];
   startedAt: number;
+  /** Called on each failed JWKS fetch (counted by the metrics). */
+  onJwksFailure?: (() => void) | undefined;
 }
 
 export interface GenerationMeta {
@@ -59,6 +62,9 @@ export class Generation {
   /** The listener's certificates, read from their files when this generation was built; undefined without `server.tls`. */
   readonly tls: TlsContexts | undefined;
   #onIdle: (() => void) | undefined;
+  /** JWKS caches by URL: one per URL, started with the generation, closed when it is retired. */
+  readonly #jwks = new Map<string, JwksCache>();
+  readonly #auth: AuthPhases[] = [];
 
   constructor(config: Config, deps: GenerationDeps, meta: GenerationMeta, previous?: Generation) {
     this.meta = meta;
@@ -72,7 +78,19 @@ export class Generation {
     this.services = services;
     const resolved = routesOf(config);
     const keyed = config.routes !== undefined;
-    this.routes = resolved.map((r) => buildRoute(r, services, deps, keyed));
+    const authDeps: AuthDeps = {
+      logger: deps.logger,
+      jwks: (url, timeoutMs) => {
+        let cache = this.#jwks.get(url);
+        if (cache === undefined) {
+          // Keys carry over from the generation before, so a reload does not wait for the identity provider.
+          cache = new JwksCache(url, { timeoutMs, logger: deps.logger, onFailure: deps.onJwksFailure }, previous === undefined ? undefined : previous.#jwks.get(url));
+          this.#jwks.set(url, cache);
+        }
+        return cache;
+      },
+    };
+    this.routes = resolved.map((r) => buildRoute(r, services, deps, keyed, authDeps, this.#auth));
     const entries: RouteEntry<Route>[] = resolved.map((r, i) => ({ value: this.routes[i] as Route, match: matchOf(r.config.match) }));
     const compiled = compileRoutes(entries);
     // The loader reports ties with both routes' lines; a config given as an object gets this.
@@ -109,6 +127,7 @@ export class Generation {
   /** Starts the active health checks. */
   start(): void {
     for (const s of this.services.values()) s.start();
+    for (const cache of this.#jwks.values()) cache.start();
   }
 
   /**
@@ -124,14 +143,17 @@ export class Generation {
       this.pipeline.retire();
     });
     await Promise.all(retired.map((b) => b.pool.close()));
+    for (const auth of this.#auth) auth.close();
+    for (const cache of this.#jwks.values()) cache.close();
   }
 }
 
-function buildRoute(resolved: ResolvedRoute, services: ReadonlyMap<string, LoadBalancer>, deps: GenerationDeps, keyed: boolean): Route {
+function buildRoute(resolved: ResolvedRoute, services: ReadonlyMap<string, LoadBalancer>, deps: GenerationDeps, keyed: boolean, authDeps: AuthDeps, built: AuthPhases[]): Route {
   const { config: route, auth, rateLimit } = resolved;
   const service = route.service === undefined ? undefined : services.get(route.service);
   const phases: Phases[] = [...deps.head];
-  const authPhases = auth.enabled ? createAuth(auth) : undefined;
+  const authPhases = auth.enabled ? createAuth(auth, authDeps) : undefined;
+  if (authPhases !== undefined) built.push(authPhases);
   if (authPhases !== undefined) phases.push(authPhases.authenticate);
   if (rateLimit.enabled) {
     // Each route of a config with routes has buckets of its own (the route name is part of the key).
@@ -156,6 +178,13 @@ function buildRoute(resolved: ResolvedRoute, services: ReadonlyMap<string, LoadB
     dropRequestHeaders: drop,
     // Authorization is counted on every route; only another name needs its own count.
     websocket: resolved.websocket,
-    credentialHeader: auth.enabled && auth.auth_type === 'api_key' && auth.api_key_header.toLowerCase() !== 'authorization' ? auth.api_key_header.toLowerCase() : undefined,
+    credentialHeader: auth.enabled ? apiKeyHeader(auth.any_of ?? [auth]) : undefined,
   });
+}
+
+/** The API-key header a route's auth reads (the first api_key scheme's), unless it is Authorization, which is counted on every route. */
+function apiKeyHeader(schemes: readonly AuthSchemeConfig[]): string | undefined {
+  const scheme = schemes.find((s) => s.enabled && s.auth_type === 'api_key');
+  const name = scheme?.api_key_header.toLowerCase();
+  return name === 'authorization' ? undefined : name;
 }

@@ -140,6 +140,8 @@ function template(direct: DirectLog): (ctx: RequestContext, duration: string) =>
     if (error !== undefined) {
       failure = `,"error":"${error.code}"`;
       if (error.cause !== undefined) failure += `,"cause":${JSON.stringify(describeCause(error.cause))}`;
+      // The auth middleware's reasons are fixed words (metrics.ts AUTH_FAILURE_REASONS): JSON-safe as they are.
+      if (ctx.authFailure !== undefined) failure += `,"auth_failure":"${ctx.authFailure}"`;
     }
     const webSocket = ctx.webSocket;
     // A WebSocket's line is written when it closes: bytes from the client and why it closed (cause names are JSON-safe).
@@ -149,7 +151,7 @@ function template(direct: DirectLog): (ctx: RequestContext, duration: string) =>
       `${warns(ctx) ? warn : info}${time()}${bindings}` +
       `,"request_id":"${ctx.requestId}"${ctx.traceId === '' ? '' : `,"trace_id":"${ctx.traceId}"`},"client":"${ctx.clientAddress}","method":${JSON.stringify(req.method)},"protocol":"${ctx.protocol}"` +
       `,"path":${JSON.stringify(ctx.path)},${ctx.route === undefined ? '"route":null,"service":null' : ctx.route.logFields},${upstreamOf(ctx.backend)}` +
-      `,"status":${ctx.status},"bytes":${ctx.bytesSent},"duration_ms":${duration}` +
+      `,"status":${ctx.status}${ctx.grpcStatus === -1 ? '' : `,"grpc_status":${ctx.grpcStatus}`},"bytes":${ctx.bytesSent},"duration_ms":${duration}` +
       `,"user_agent":${ua === undefined ? 'null' : JSON.stringify(ua)},"retries":${ctx.retries}${failure}${closing}` +
       `,"msg":"${MESSAGE}"}\n`
     );
@@ -173,6 +175,7 @@ function fieldsOf(ctx: RequestContext, duration: string): Record<string, unknown
   fields.upstream = backend === undefined ? null : backend.name;
   fields.upstream_addr = backend === undefined ? null : backend.address;
   fields.status = ctx.status;
+  if (ctx.grpcStatus !== -1) fields.grpc_status = ctx.grpcStatus;
   fields.bytes = ctx.bytesSent;
   fields.duration_ms = Number(duration);
   fields.user_agent = req.headers['user-agent'] ?? null;
@@ -180,6 +183,7 @@ function fieldsOf(ctx: RequestContext, duration: string): Record<string, unknown
   if (error !== undefined) {
     fields.error = error.code;
     if (error.cause !== undefined) fields.cause = describeCause(error.cause);
+    if (ctx.authFailure !== undefined) fields.auth_failure = ctx.authFailure;
   }
   const webSocket = ctx.webSocket;
   if (webSocket?.closedBy !== undefined) {
@@ -227,6 +231,7 @@ export function probeRequests(): RequestContext[] {
   failed.requestId = 'probe-2';
   failed.status = 502;
   failed.retries = 1;
+  failed.grpcStatus = 14;
   failed.error = new ProxyError('bad_gateway', { cause: Object.assign(new Error('connect "refused"\n'), { code: 'ECONNREFUSED' }) });
   const ws = new RequestContext(get, {} as ServerResponse, 0);
   ws.requestId = 'probe-3';

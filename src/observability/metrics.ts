@@ -66,7 +66,23 @@ export function methodIndex(method: string | undefined): number {
 export const DURATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30] as const;
 
 /** Values of the `reason` label of `tollgate_auth_failures_total` (what the auth filter records). */
-export const AUTH_FAILURE_REASONS = ['missing', 'malformed', 'invalid'] as const;
+export const AUTH_FAILURE_REASONS = [
+  'missing',
+  'malformed',
+  'invalid',
+  'expired',
+  'not_yet_valid',
+  'bad_signature',
+  'wrong_issuer',
+  'wrong_audience',
+  'wrong_algorithm',
+  'unknown_key',
+  'insufficient_scope',
+  'busy',
+  'forward_denied',
+  'forward_unavailable',
+] as const;
+const INVALID_REASON = AUTH_FAILURE_REASONS.indexOf('invalid');
 
 /** Slots of the store error counts: one per (store, kind), SHARED_STORES by STORE_ERROR_KINDS. */
 const STORE_ERROR_SLOTS = SHARED_STORES.length * STORE_ERROR_KINDS.length;
@@ -171,6 +187,8 @@ export interface Counters {
   readonly storeErrors: ArrayLike<number>;
   /** WEBSOCKET_CLOSE_CAUSES order: WebSockets closed, by why. */
   readonly websocketClosed: ArrayLike<number>;
+  /** JWKS fetches that failed (the cached keys stayed in use). */
+  readonly jwksFailures: number;
   readonly rateLimited: number;
   readonly retries: number;
   readonly connectionsRefused: number;
@@ -192,6 +210,7 @@ export interface CounterSnapshot {
   authFailures: number[];
   storeErrors: number[];
   websocketClosed: number[];
+  jwksFailures: number;
   rateLimited: number;
   retries: number;
   connectionsRefused: number;
@@ -324,6 +343,7 @@ export function emptyCounters(upstreams: readonly UpstreamId[] = [], routes: rea
     authFailures: new Array<number>(AUTH_FAILURE_REASONS.length).fill(0),
     storeErrors: new Array<number>(STORE_ERROR_SLOTS).fill(0),
     websocketClosed: new Array<number>(WEBSOCKET_CLOSE_CAUSES.length).fill(0),
+    jwksFailures: 0,
     rateLimited: 0,
     retries: 0,
     connectionsRefused: 0,
@@ -380,6 +400,8 @@ export function addCounters(into: CounterSnapshot, from: Counters): void {
     const n = from.websocketClosed[i];
     if (isCount(n)) (into.websocketClosed[i] as number) += n;
   }
+  // A worker of an older version sends no count.
+  if (isCount(from.jwksFailures)) into.jwksFailures += from.jwksFailures;
   into.rateLimited += from.rateLimited;
   into.retries += from.retries;
   into.connectionsRefused += from.connectionsRefused;
@@ -483,6 +505,7 @@ export class ProxyMetrics {
   readonly #storeErrors = new Float64Array(STORE_ERROR_SLOTS);
   readonly #websocketClosed = new Float64Array(WEBSOCKET_CLOSE_CAUSES.length);
   #rateLimited = 0;
+  #jwksFailures = 0;
   #retries = 0;
 
   constructor(sources: MetricsSources, options: MetricsOptions) {
@@ -539,7 +562,9 @@ export class ProxyMetrics {
     const route = ctx.route;
     const routeSlot = route === undefined ? 0 : (this.#routeSlotOf.get(route) ?? this.#addRoute(route));
     const series = (this.#seriesOf[routeSlot] as (number | undefined)[])[slot] ?? this.#addSeries(routeSlot, slot);
-    const cls = statusClassIndex(ctx.status);
+    // A gRPC call Tollgate refused or failed went out as HTTP 200 with a grpc-status: it counts by its error's
+    // HTTP status, as an HTTP client's would.
+    const cls = statusClassIndex(ctx.grpc && ctx.error !== undefined && ctx.grpcStatus !== -1 ? ctx.error.status : ctx.status);
     const protocol = ctx.protocol === 'h2' ? PER_PROTOCOL : 0;
     (this.#requests[series * PER_SERIES + protocol + methodIndex(ctx.req.method) * CLASSES + cls] as number)++;
     const webSocket = ctx.webSocket;
@@ -563,10 +588,11 @@ export class ProxyMetrics {
     this.#retries += ctx.retries;
     let refusal: RefusalKind = RefusalKind.none;
     const code = ctx.error?.code;
-    if (code === 'unauthorized' || code === 'forbidden') {
+    if (code === 'unauthorized' || code === 'forbidden' || code === 'auth_unavailable') {
       // A refused client certificate (403) is an authentication failure like a bad token.
       refusal = RefusalKind.unauthorized;
-      const reason = ctx.authFailure === 'missing' ? 0 : ctx.authFailure === 'malformed' ? 1 : 2;
+      const found = (AUTH_FAILURE_REASONS as readonly (string | undefined)[]).indexOf(ctx.authFailure);
+      const reason = found === -1 ? INVALID_REASON : found;
       (this.#authFailures[reason] as number)++;
     } else if (code === 'rate_limited') {
       refusal = RefusalKind.rateLimited;
@@ -593,6 +619,11 @@ export class ProxyMetrics {
    * Counts `count` rate-limit checks that `store` could not make, for `kind`: called by the store as they
    * fail (never per request otherwise), whether or not per-request recording is on.
    */
+  /** A JWKS fetch failed (called by the JWKS cache, whether or not per-request recording is on). */
+  recordJwksFailure(): void {
+    this.#jwksFailures++;
+  }
+
   recordStoreErrors(store: SharedStore, kind: StoreErrorKind, count: number): void {
     (this.#storeErrors[storeErrorSlot(store, kind)] as number) += count;
   }
@@ -631,6 +662,7 @@ export class ProxyMetrics {
         authFailures: Array.from(this.#authFailures),
         storeErrors: Array.from(this.#storeErrors),
         websocketClosed: Array.from(this.#websocketClosed),
+        jwksFailures: this.#jwksFailures,
         rateLimited: this.#rateLimited,
         retries: this.#retries,
         connectionsRefused: this.#sources.connectionsRefused(),
@@ -666,6 +698,7 @@ export class ProxyMetrics {
       authFailures: this.#authFailures,
       storeErrors: this.#storeErrors,
       websocketClosed: this.#websocketClosed,
+      jwksFailures: this.#jwksFailures,
       rateLimited: this.#rateLimited,
       retries: this.#retries,
       connectionsRefused: this.#sources.connectionsRefused(),
@@ -820,6 +853,15 @@ export function registerProxyMetrics(registry: Registry, reader: MetricsReader, 
       for (const store of SHARED_STORES) {
         for (const kind of STORE_ERROR_KINDS) this.inc({ store, kind }, storeErrors[storeErrorSlot(store, kind)] ?? 0);
       }
+    },
+  });
+  new Counter({
+    name: 'tollgate_jwks_fetch_failures_total',
+    help: 'JWKS fetches that failed (jwt auth); the keys already held stayed in use.',
+    registers,
+    collect() {
+      this.reset();
+      this.inc(reader.counters().jwksFailures);
     },
   });
   if (!options.recording) return;

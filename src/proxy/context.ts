@@ -59,6 +59,12 @@ export class RequestContext {
   authFailure: string | undefined = undefined;
   /** WWW-Authenticate value to send with the 401. */
   authChallenge = '';
+  /** The verified claims of a JWT (rate_limit.key `claim:NAME` reads them); undefined for other schemes. */
+  authClaims: Readonly<Record<string, unknown>> | undefined = undefined;
+  /** Headers (name, value, ...) that auth adds to the upstream request (claims_to_headers, forward auth). */
+  authHeaders: string[] | undefined = undefined;
+  /** The refusal to answer with when it is more than a 401 challenge (forward auth's relayed answer, its 503). */
+  authRefusal: ProxyError | undefined = undefined;
   rateLimit: RateDecision | undefined = undefined;
   /** Headers to forward, collected when the request is read (before filters run). */
   forwardHeaders: string[] = [];
@@ -95,6 +101,12 @@ export class RequestContext {
   /** Extra response headers (flat name/value list) that filters add; sent on every response to this request. */
   responseHeaders: string[] = [];
   status = 0;
+  /** A gRPC request (`content-type: application/grpc*`): Tollgate's own answers take the gRPC form. */
+  grpc = false;
+  /** The client's gRPC deadline (`grpc-timeout`) in milliseconds from arrival; -1 when it set none. */
+  grpcTimeoutMs = -1;
+  /** The gRPC status the client was sent (Tollgate's, or the upstream's from its headers or trailers); -1 when none. */
+  grpcStatus = -1;
   bytesSent = 0;
   /** Milliseconds from arrival until the response headers were written. */
   responseTime = -1;

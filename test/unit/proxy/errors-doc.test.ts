@@ -64,6 +64,7 @@ describe('ERROR_CATALOGUE', () => {
         bad_gateway: [502, 'upstream', true],
         upstream_tls: [502, 'upstream', true],
         no_upstream: [503, 'internal', false],
+        auth_unavailable: [503, 'internal', false],
         rate_limit_unavailable: [503, 'internal', false],
         shutting_down: [503, 'internal', false],
         too_many_websockets: [503, 'internal', false],
