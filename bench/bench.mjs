@@ -14,6 +14,9 @@
 //   tollgate         - node dist/cli.js --config <generated yaml> (auth + rate limit)
 //   bare-node24, tollgate-node24 - the same two on Node 24 (BENCH_NODE24, installed by run.sh); every
 //                    other Node row runs on the Node that runs this script
+//   tollgate-jwt     - tollgate with auth_type jwt instead of bearer tokens: an RS256 token (2048-bit key)
+//                    checked against a JWKS this script serves on 127.0.0.1 (fetched once at start, then
+//                    cached), with issuer and audience checked; `tollgate-jwt / tollgate` is what a JWT costs
 //   tollgate-minimal - the same with auth, rate limit, health checks and retries off, log level warn
 //   tollgate-redis   - tollgate with the rate limit in Redis (own redis-server on CPU 1, like the backends)
 //   tollgate-workers2 - tollgate with server.workers: 2 (buckets in the primary, over IPC), all on CPU 0
@@ -28,6 +31,8 @@
 //   tollgate-reload  - not a row of the table but a phase of its own, after it: tollgate with an admin
 //                    listener, c50 runs without and with a config reload (POST /api/reload) every second
 //                    (see measureReloads)
+//   websocket        - a phase of its own too: WebSocket messages per second to an echo server (the `ws`
+//                    package), directly and through Tollgate, driven by bench/ws-load.mjs (see measureWebSocket)
 // All targets are started up front (RSS idle read right after each answered) and
 // stay up, idle while another one is measured. Then: a WARMUP s warm-up of each;
 // RUNS rounds of one DURATION s run at -c50 per target, the order rotated by one
@@ -49,6 +54,7 @@
 //        BENCH_PROXY_CPU (0), BENCH_LOAD_CPU (1), BENCH_DOCS_FILE,
 //        BENCH_TMPDIR and BENCH_PIDFILE (set by run.sh), BENCH_KEEP_TMP=1 (also keeps the h2load logs)
 import { spawn, spawnSync } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
@@ -68,7 +74,7 @@ const USAGE = `usage: bash bench/run.sh [--quick] [--write] [--strategies]
   --write   also put the result block into docs/benchmarks.md
 env: BENCH_RUNS, BENCH_DURATION (s), BENCH_WARMUP (s), BENCH_TARGETS (comma list),
      BENCH_START_TIMEOUT (s), BENCH_PROXY_CPU, BENCH_LOAD_CPU, BENCH_KEEP_TMP=1
-targets: direct, nginx-proxy, haproxy, node-http-proxy, fastify-proxy, bare, bare-node24, tollgate, tollgate-node24, tls (the HTTPS and HTTP/2 phase),
+targets: direct, nginx-proxy, haproxy, node-http-proxy, fastify-proxy, bare, bare-node24, tollgate, tollgate-node24, tls (the HTTPS and HTTP/2 phase), grpc (the gRPC phase), websocket (the WebSocket phase),
      tollgate-routes-1000, tollgate-minimal, tollgate-no_monitoring, tollgate-redis, tollgate-workers2,
      tollgate-reload (the default set; tollgate-reload is the reload-under-load phase after the table);
      tollgate-least_conn, tollgate-random, tollgate-p2c_ewma, tollgate-consistent_hash, tollgate-no_health
@@ -148,12 +154,18 @@ const SCALE = {
 const ROUTES_TARGET = 'tollgate-routes-1000';
 // The least gap to tollgate the routes PASS/FAIL line allows, whatever the spread of the runs (see checks).
 const ROUTES_MIN_NOISE = 0.05;
+// JWT: the `tollgate` config with auth_type jwt (benchJwt), listed right after `tollgate` like the routes row.
+const JWT_TARGET = 'tollgate-jwt';
 // Reload under load: a phase of its own after the table (measureReloads), not a row of it.
 const RELOAD_TARGET = 'tollgate-reload';
 // HTTPS and HTTP/2: a phase of its own after the table (measureTls): nginx and Tollgate, each terminating TLS.
 const TLS_TARGET = 'tls';
-const PHASES = [RELOAD_TARGET, TLS_TARGET];
-const BASE_TARGETS = ['direct', ...PEERS, 'bare', 'bare-node24', 'tollgate', 'tollgate-node24', ROUTES_TARGET, 'tollgate-minimal', 'tollgate-no_monitoring', 'tollgate-redis', 'tollgate-workers2', RELOAD_TARGET, TLS_TARGET];
+// gRPC unary calls: a phase of its own after the table (measureGrpc): a grpc-js upstream directly and through Tollgate.
+const GRPC_TARGET = 'grpc';
+// WebSockets: a phase of its own after the table (measureWebSocket): messages per second, direct and through Tollgate.
+const WS_TARGET = 'websocket';
+const PHASES = [RELOAD_TARGET, TLS_TARGET, GRPC_TARGET, WS_TARGET];
+const BASE_TARGETS = ['direct', ...PEERS, 'bare', 'bare-node24', 'tollgate', JWT_TARGET, 'tollgate-node24', ROUTES_TARGET, 'tollgate-minimal', 'tollgate-no_monitoring', 'tollgate-redis', 'tollgate-workers2', RELOAD_TARGET, TLS_TARGET, GRPC_TARGET, WS_TARGET];
 const ALL_TARGETS = [...BASE_TARGETS, ...Object.keys(VARIANTS), 'tollgate-workers2-redis', 'tollgate-workers2-node24', 'nginx-proxy-2w'];
 const DEFAULT_TARGETS = flags.has('--strategies') ? ALL_TARGETS : BASE_TARGETS;
 const TARGETS = (process.env.BENCH_TARGETS || DEFAULT_TARGETS.join(','))
@@ -824,7 +836,12 @@ async function startRedisServer(dir) {
 // ---------------------------------------------------------------- targets
 
 // `routes`: a top-level `routes:` block (YAML text) appended as it is; `adminPort` 0 picks a free port.
-function tollgateYaml(port, backendPorts, dir, variant = 'strategy: "round_robin"', { auth = true, rateLimit = true, logLevel = 'info', workers = 1, redisUrl = null, monitoring = true, requestsPerMinute = 60000000, adminPort = 0, routes = null } = {}) {
+function tollgateYaml(port, backendPorts, dir, variant = 'strategy: "round_robin"', { auth = true, rateLimit = true, logLevel = 'info', workers = 1, redisUrl = null, monitoring = true, requestsPerMinute = 60000000, adminPort = 0, routes = null, jwksUrl = null } = {}) {
+  const scheme = jwksUrl === null
+    ? `auth_type: "bearer"
+    valid_tokens: ["${TOKEN}", "test-token-456"]`
+    : `auth_type: "jwt"
+    jwt: { jwks_url: "${jwksUrl}", issuer: "${JWT_ISSUER}", audiences: ["bench"], algorithms: ["RS256"] }`;
   return `# generated by bench/bench.mjs: the rate limit is set so high it never triggers
 server:
   listen_port: ${port}
@@ -838,8 +855,7 @@ ${backendPorts.map((p, i) => `    - { name: "backend${i + 1}", address: "127.0.0
 middleware:
   auth:
     enabled: ${auth}
-    auth_type: "bearer"
-    valid_tokens: ["${TOKEN}", "test-token-456"]
+    ${scheme}
   rate_limit:
     enabled: ${rateLimit}
     requests_per_minute: ${requestsPerMinute}
@@ -851,6 +867,38 @@ admin: { port: ${adminPort} }
 metrics: { enabled: ${monitoring} }
 tracing: { enabled: ${monitoring}, server_timing: ${monitoring} }
 ${routes ?? ''}`;
+}
+
+// ---------------------------------------------------------------- tollgate-jwt
+const JWT_ISSUER = 'https://idp.bench.test/';
+let benchJwtState = null;
+
+/**
+ * The RS256 key, token and JWKS of the tollgate-jwt row, made on first use: a 2048-bit RSA key, a token
+ * valid for a day (signed here with node:crypto, so it is ready synchronously for wrk's header), and a JWKS
+ * served on 127.0.0.1 by this script once `jwksUrl()` is awaited (Tollgate fetches it once, at start).
+ */
+function benchJwt() {
+  if (benchJwtState !== null) return benchJwtState;
+  const { privateKey, publicKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const b64 = (v) => Buffer.from(JSON.stringify(v)).toString('base64url');
+  const now = Math.floor(Date.now() / 1000);
+  const input = `${b64({ alg: 'RS256', typ: 'JWT', kid: 'bench' })}.${b64({ iss: JWT_ISSUER, aud: 'bench', sub: 'bench-user', iat: now, exp: now + 86400 })}`;
+  const token = `${input}.${crypto.sign('sha256', Buffer.from(input), privateKey).toString('base64url')}`;
+  const jwks = JSON.stringify({ keys: [{ ...publicKey.export({ format: 'jwk' }), kid: 'bench', alg: 'RS256', use: 'sig' }] });
+  let url = null;
+  benchJwtState = {
+    token,
+    async jwksUrl() {
+      if (url !== null) return url;
+      const server = http.createServer((_req, res) => res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'max-age=86400' }).end(jwks));
+      await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+      server.unref();
+      url = `http://127.0.0.1:${server.address().port}/jwks.json`;
+      return url;
+    },
+  };
+  return benchJwtState;
 }
 
 // ---------------------------------------------------------------- tollgate-routes-1000
@@ -1089,6 +1137,12 @@ function targetSpecs(ports, dir, nginx) {
       headers: [AUTH_HEADER, `Host: ${first.host}`],
       urlPath: first.path,
       wrkScript: routesScript,
+    },
+    [JWT_TARGET]: {
+      ...proxied(JWT_TARGET, async () => startTollgate(JWT_TARGET, undefined, { jwksUrl: await benchJwt().jwksUrl() }, { path: '/', headers: { authorization: `Bearer ${benchJwt().token}` } })),
+      get headers() {
+        return [`Authorization: Bearer ${benchJwt().token}`];
+      },
     },
     'tollgate-minimal': tollgate('tollgate-minimal', MINIMAL.variant, MINIMAL),
     ...Object.fromEntries(Object.entries(SCALE).map(([name, s]) => [name, tollgate(name, undefined, {
@@ -1617,7 +1671,7 @@ function checks(results) {
   return out;
 }
 
-function report(results, meta, reload, tls) {
+function report(results, meta, reload, tls, grpcPhase, websocket) {
   const direct = results.find((r) => r.name === 'direct' && r.ok);
   const bare = results.find((r) => r.name === 'bare' && r.ok);
   const mib = (v) => (v === null || v === undefined ? 'n/a' : v.toFixed(1));
@@ -1673,7 +1727,7 @@ function report(results, meta, reload, tls) {
     `- proxy on CPU ${PROXY_CPU} (every process of the tree; checked); nginx backends (1 worker, 3 ports, 100-byte body, 1 MiB file at \`${BIG_PATH}\`), wrk and h2load on CPU ${LOAD_CPU}; every proxy round-robins over the three backends with keep-alive upstream connections`,
     '- nginx-proxy: own nginx, 1 worker, `keepalive 64`, `proxy_http_version 1.1`, `proxy_max_temp_file_size 0` (streams big bodies instead of spooling to disk); haproxy: `-db`, `nbthread 1`, `http-reuse always`, timeouts 30 s; both checked to be the processes that hold the listening port',
     ...(peersUsed ? [`- node-http-proxy: http-proxy ${meta.httpProxy} with a keep-alive http.Agent (maxSockets 128); fastify-proxy: fastify ${meta.fastify} + @fastify/http-proxy ${meta.fastifyHttpProxy} (undici ${meta.undiciPeer}, 128 connections per backend), round robin through \`replyOptions.getUpstream\`, logger off`] : []),
-    '- tollgate: bearer auth, a rate limit that never triggers, info logging to a file, default health checks and retries, metrics and tracing on (the defaults); tollgate-minimal: auth, rate limit, health checks, retries, metrics and tracing off, log level warn; tollgate-no_monitoring: tollgate with metrics, tracing and Server-Timing off',
+    '- tollgate: bearer auth, a rate limit that never triggers, info logging to a file, default health checks and retries, metrics and tracing on (the defaults); tollgate-minimal: auth, rate limit, health checks, retries, metrics and tracing off, log level warn; tollgate-no_monitoring: tollgate with metrics, tracing and Server-Timing off; tollgate-jwt: tollgate with auth_type jwt (an RS256 token checked against a JWKS fetched once at start, issuer and audience checked) instead of bearer tokens',
     ...(results.some((r) => SCALE[r.name]) ? [`- tollgate-redis: tollgate with \`store: { type: redis }\` (every request one EVALSHA on one hot key; redis-server ${meta.redis ?? 'n/a'} on CPU ${LOAD_CPU}); tollgate-workers2: \`workers: 2\` with the memory store (buckets in the primary, asked over IPC), primary and both workers on CPU ${PROXY_CPU}`] : []),
     ...(results.some((r) => r.name === ROUTES_TARGET) ? [`- ${ROUTES_TARGET}: the tollgate config plus ${ROUTE_COUNTS.exact + ROUTE_COUNTS.wildcard + ROUTE_COUNTS.hostless} routes to its one service: ${ROUTE_COUNTS.exact} with an exact host (\`svcN.example.test\`) and a path prefix (\`/api/vN\`), ${ROUTE_COUNTS.wildcard} with a wildcard host (\`*.zoneN.example.net\`) and the prefix \`/web\`, ${ROUTE_COUNTS.hostless} with no host and a path prefix (\`/pN/\`, one of them \`${BIG_PATH}\`); its c${CONNECTIONS} and c${CONNECTIONS_HIGH} runs cycle through ${ROUTE_MIX.length} requests (a wrk Lua script: ${ROUTE_MIX.map((r) => `${r.host}${r.path}`).join(', ')}), its h2load and 1 MiB runs send Host ${ROUTE_MIX[0].host} to ${ROUTE_MIX[0].path} and ${BIG_PATH}; checked at start: those requests reach a backend, and ${ROUTE_MISSES.length} that no route takes answer 404`] : []),
   ];
@@ -1681,6 +1735,8 @@ function report(results, meta, reload, tls) {
     ...(results.length ? table : []),
     ...(reload ? reloadReport(reload) : []),
     ...(tls ? tlsReport(tls) : []),
+    ...(grpcPhase ? grpcReport(grpcPhase) : []),
+    ...(websocket ? wsReport(websocket) : []),
     `- node ${process.version} (every Node row but the -node24 ones)${meta.node24 ? `, ${meta.node24} (the -node24 rows)` : ''}, nginx ${meta.nginx}, haproxy ${meta.haproxy}, wrk ${meta.wrk}, h2load (nghttp2) ${meta.h2load}`,
     `- date: ${meta.date}`,
     `- CPU: ${meta.cpu}`,
@@ -1849,6 +1905,142 @@ async function measureTls(tlsPorts, backendPorts, dir, checkBackends) {
   return out;
 }
 
+// ---------------------------------------------------------------- gRPC
+// The `grpc` phase, after the table with every other target stopped: a @grpc/grpc-js upstream
+// (bench/grpc-upstream.mjs, CPU LOAD_CPU like the nginx backends) called directly and through Tollgate
+// (the tollgate config with server.h2c and `protocol: h2c` to that one upstream, CPU PROXY_CPU), the order
+// rotating each round. The load is h2load over h2c: unary calls to tollgate.test.Echo/Unary, each one
+// gRPC frame, H2_CLIENTS connections × H2_STREAMS streams, 1 s warm-up, then DURATION s. h2load counts a
+// call by its HTTP status only, so a grpc-js client checks before and after each run that a call through
+// the target ends with grpc-status OK.
+
+async function grpcModules() {
+  const grpc = await import('@grpc/grpc-js');
+  const loader = await import('@grpc/proto-loader');
+  const proto = loader.loadSync(path.join(ROOT, 'test', 'fixtures', 'echo.proto'), { keepCase: true, defaults: true });
+  return { grpc, method: proto['tollgate.test.Echo'].Unary };
+}
+
+// One unary call with grpc-js; resolves with its status code (or the error's).
+function grpcCall({ grpc, method }, port, metadata) {
+  return new Promise((resolve) => {
+    const client = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+    const md = new grpc.Metadata();
+    for (const [k, v] of Object.entries(metadata)) md.set(k, v);
+    client.makeUnaryRequest(method.path, method.requestSerialize, method.responseDeserialize, { text: 'check' }, md, { deadline: Date.now() + 5000 }, (err, reply) => {
+      client.close();
+      resolve(err ? `${err.code} ${err.details}` : reply?.text === 'check' ? 'OK' : `unexpected reply ${JSON.stringify(reply)}`);
+    });
+  });
+}
+
+// An EchoRequest { text } in a gRPC frame (5-byte prefix, then field 1 as a string), written for h2load -d.
+function grpcFrameFile(dir) {
+  const text = Buffer.from('tollgate-bench');
+  const message = Buffer.concat([Buffer.from([0x0a, text.length]), text]);
+  const prefix = Buffer.alloc(5);
+  prefix.writeUInt32BE(message.length, 1);
+  const file = path.join(dir, 'grpc-request.bin');
+  fs.writeFileSync(file, Buffer.concat([prefix, message]));
+  return file;
+}
+
+function grpcThroughput(port, headers, dataFile) {
+  const args = ['-c', String(LOAD_CPU), 'h2load', `-t${THREADS}`, `-c${H2_CLIENTS}`, `-m${H2_STREAMS}`, '-D', String(DURATION), '--warm-up-time', '1', '-d', dataFile,
+    '-H', 'content-type: application/grpc', '-H', 'te: trailers'];
+  for (const h of headers) args.push('-H', h);
+  args.push(`http://127.0.0.1:${port}/tollgate.test.Echo/Unary`);
+  return runCapture('taskset', args, (DURATION + 40) * 1000).then((res) => {
+    const rps = /finished in [\d.]+\w*, ([\d.]+) req\/s/.exec(res.out);
+    const summary = parseH2Summary(res.out);
+    const codes = /status codes: (\d+) 2xx/.exec(res.out);
+    if (res.code !== 0 || !rps || !summary) throw new Error(`h2load failed: ${res.out.trim().split('\n').slice(-3).join(' | ')}`);
+    return { rps: Number(rps[1]), errors: summary.failed + summary.errored, ok: codes ? Number(codes[1]) : 0 };
+  });
+}
+
+async function startGrpcUpstream(port, dir) {
+  const log = path.join(dir, 'grpc-upstream.out');
+  const child = launch('taskset', ['-c', String(LOAD_CPU), process.execPath, path.join(BENCH_DIR, 'grpc-upstream.mjs'), String(port)], { log });
+  const deadline = Date.now() + START_TIMEOUT_MS;
+  while (!fs.existsSync(log) || !fs.readFileSync(log, 'utf8').includes('listening')) {
+    if (child.exitInfo || Date.now() > deadline) {
+      await stop(child);
+      throw new Error(`the grpc-js upstream did not start\n${tail(log, 10)}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return child;
+}
+
+async function measureGrpc(grpcPorts, dir) {
+  const out = { rows: [], failure: null, node: process.env.BENCH_NODE24 && fs.existsSync(process.env.BENCH_NODE24) ? node24() : process.execPath };
+  out.nodeVersion = spawnSync(out.node, ['--version'], { encoding: 'utf8' }).stdout.trim();
+  const cfg = path.join(dir, 'tollgate-grpc.yaml');
+  fs.writeFileSync(cfg, tollgateYaml(grpcPorts.tollgate, [grpcPorts.upstream], dir)
+    .replace('  workers: 1\n', '  workers: 1\n  h2c: true\n')
+    .replace('  strategy: "round_robin"\n', '  strategy: "round_robin"\n  protocol: h2c\n'));
+  const dataFile = grpcFrameFile(dir);
+  let upstream = null;
+  const targets = [
+    { name: 'direct', port: grpcPorts.upstream, headers: [], metadata: {} },
+    { name: 'tollgate', port: grpcPorts.tollgate, headers: [AUTH_HEADER], metadata: { authorization: `Bearer ${TOKEN}` } },
+  ];
+  try {
+    const modules = await grpcModules();
+    out.grpcJs = JSON.parse(fs.readFileSync(path.join(ROOT, 'node_modules', '@grpc', 'grpc-js', 'package.json'), 'utf8')).version;
+    log('--- grpc: starting the grpc-js upstream and tollgate');
+    upstream = await startGrpcUpstream(grpcPorts.upstream, dir);
+    const tollgate = targets[1];
+    tollgate.child = launch('taskset', ['-c', String(PROXY_CPU), out.node, path.join('dist', 'cli.js'), '--config', cfg], { log: path.join(dir, 'tollgate-grpc.out'), env: TOLLGATE_ENV });
+    targets[0].child = upstream; // its CPU is the direct row's "proxy CPU"
+    const deadline = Date.now() + START_TIMEOUT_MS;
+    for (;;) {
+      const status = await grpcCall(modules, tollgate.port, tollgate.metadata);
+      if (status === 'OK') break;
+      if (tollgate.child.exitInfo || Date.now() > deadline) throw new Error(`tollgate did not pass a gRPC call (${status})\n${tail(path.join(dir, 'tollgate-grpc.out'), 10)}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    for (const t of targets) t.runs = [];
+    for (let round = 1; round <= RUNS; round++) {
+      for (const t of rotated(targets, round - 1)) {
+        const before = await grpcCall(modules, t.port, t.metadata);
+        const r = await withCpu(t, () => grpcThroughput(t.port, t.headers, dataFile));
+        const after = await grpcCall(modules, t.port, t.metadata);
+        if (before !== 'OK' || after !== 'OK') throw new Error(`${t.name}: a grpc-js call around the run did not end OK (${before}, ${after})`);
+        t.runs.push({ rps: r.rps, cpu: r.cpu, errors: r.errors });
+        log(`grpc ${t.name}: run ${round}/${RUNS}: ${r.rps.toFixed(0)} calls/s, ${t.name === 'direct' ? 'upstream' : 'proxy'} CPU ${fmtCpu(r.cpu)}, errors ${r.errors}`);
+      }
+    }
+    out.rows = targets.map((t) => ({ name: t.name, runs: t.runs }));
+  } catch (err) {
+    out.failure = err.message;
+    log(`grpc: FAILED: ${err.message}`);
+  } finally {
+    await Promise.all(targets.map((t) => (t.child ? stop(t.child) : null)));
+  }
+  return out;
+}
+
+function grpcReport(phase) {
+  const int = (v) => Math.round(v).toLocaleString('en-US');
+  const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
+  const lines = ['', `**gRPC unary** (h2load over h2c, ${H2_CLIENTS} connections × ${H2_STREAMS} streams, to a @grpc/grpc-js upstream)`, ''];
+  if (phase.failure) {
+    lines.push(`- grpc phase failed: ${phase.failure.split('\n')[0]}`, '');
+    return lines;
+  }
+  lines.push('| target | calls/s (median) | × direct | CPU (proxy; upstream for direct) | errors |', '| --- | ---: | ---: | ---: | ---: |');
+  const direct = phase.rows.find((r) => r.name === 'direct');
+  const directRps = direct ? median(direct.runs.map((r) => r.rps)) : NaN;
+  for (const row of phase.rows) {
+    const rps = median(row.runs.map((r) => r.rps));
+    lines.push(`| ${row.name} | ${int(rps)} | ${(rps / directRps).toFixed(2)} | ${fmtCpu(median(row.runs.map((r) => r.cpu)))} | ${row.runs.reduce((a, r) => a + r.errors, 0)} |`);
+  }
+  lines.push('', `- ${RUNS} round${RUNS > 1 ? 's' : ''}, the order rotating; each run ${DURATION} s after a 1 s warm-up; each call one 21-byte gRPC frame to tollgate.test.Echo/Unary (test/fixtures/echo.proto); a grpc-js client checks a call ends OK before and after each run; the upstream: @grpc/grpc-js ${phase.grpcJs ?? '?'} on ${process.version}, CPU ${LOAD_CPU} with h2load; Tollgate on Node ${phase.nodeVersion}, CPU ${PROXY_CPU}: the tollgate config (bearer auth, rate limit, info log) plus \`server.h2c\` and \`protocol: h2c\``, '');
+  return lines;
+}
+
 function tlsReport(tls) {
   const int = (v) => Math.round(v).toLocaleString('en-US');
   const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
@@ -1868,6 +2060,87 @@ function tlsReport(tls) {
     }
   }
   lines.push('', `- ${RUNS} round${RUNS > 1 ? 's' : ''}, the order of the two proxies rotating; each run ${DURATION} s; req per CPU-s is the median over the runs of req/s divided by the proxy's CPU share in that run; the same self-signed P-256 certificate (openssl); nginx \`listen ssl http2\`, \`http2_max_concurrent_streams 128\`, otherwise the nginx-proxy config; Tollgate on Node ${tls.nodeVersion}: the tollgate config (bearer auth, rate limit, info log) plus \`server.tls\`, HTTP/2 by its default`, '');
+  return lines;
+}
+
+// The `websocket` phase, after the table with every other target stopped: an echo server (bench/ws-load.mjs
+// serve, the `ws` package) on CPU LOAD_CPU, measured directly, through a bare TCP relay (ws-load.mjs relay:
+// socket.pipe both ways, the least a proxy in the middle costs) and through Tollgate (the tollgate config with
+// the echo server as its one upstream: bearer auth on the handshake, info log), each proxy on CPU PROXY_CPU,
+// all on this script's Node. bench/ws-load.mjs load, on CPU LOAD_CPU too, keeps WS_CONNECTIONS WebSockets open,
+// each with one WS_BYTES message in flight (sent again as soon as its echo is back), for DURATION s after
+// a WARMUP s warm-up. Each round measures both, the order rotating; the rows are medians.
+const WS_CONNECTIONS = 50;
+const WS_BYTES = 64;
+
+async function wsLoad(port, headers) {
+  const args = ['-c', String(LOAD_CPU), process.execPath, path.join(BENCH_DIR, 'ws-load.mjs'), 'load', `ws://127.0.0.1:${port}/`,
+    '--connections', String(WS_CONNECTIONS), '--seconds', String(DURATION), '--warmup', String(Math.max(WARMUP, 1)), '--bytes', String(WS_BYTES)];
+  for (const h of headers) args.push('--header', h);
+  const res = await runCapture('taskset', args, (DURATION + WARMUP + 60) * 1000);
+  const line = res.out.trim().split('\n').reverse().find((l) => l.startsWith('{'));
+  if (res.code !== 0 || !line) throw new Error(`ws-load failed: ${res.out.trim().split('\n').slice(-3).join(' | ')}`);
+  const r = JSON.parse(line);
+  return { rps: r.perSecond, errors: r.errors };
+}
+
+async function measureWebSocket(wsPorts, dir, checkBackends) {
+  const out = { rows: [], failure: null };
+  const echo = launch('taskset', ['-c', String(LOAD_CPU), process.execPath, path.join(BENCH_DIR, 'ws-load.mjs'), 'serve', String(wsPorts.echo)], { log: path.join(dir, 'ws-echo.out') });
+  const cfg = path.join(dir, 'tollgate-ws.yaml');
+  fs.writeFileSync(cfg, tollgateYaml(wsPorts.tollgate, [wsPorts.echo], dir));
+  const targets = [
+    { name: 'direct', port: wsPorts.echo, headers: [], child: null, runs: [] },
+    { name: 'bare-relay', port: wsPorts.relay, headers: [], child: null, runs: [] },
+    { name: 'tollgate', port: wsPorts.tollgate, headers: [AUTH_HEADER], child: null, runs: [] },
+  ];
+  try {
+    await waitReady(wsPorts.echo, '/', {}, (r) => r.status === 200, echo, 'the ws echo server');
+    targets[1].child = launch('taskset', ['-c', String(PROXY_CPU), process.execPath, path.join(BENCH_DIR, 'ws-load.mjs'), 'relay', String(wsPorts.relay), String(wsPorts.echo)], { log: path.join(dir, 'ws-relay.out') });
+    await waitReady(wsPorts.relay, '/', {}, (r) => r.status === 200, targets[1].child, 'the bare relay');
+    log('--- websocket: tollgate: starting');
+    targets[2].child = launch('taskset', ['-c', String(PROXY_CPU), process.execPath, path.join('dist', 'cli.js'), '--config', cfg], { log: path.join(dir, 'tollgate-ws.out'), env: TOLLGATE_ENV });
+    await waitReady(wsPorts.tollgate, '/', { authorization: `Bearer ${TOKEN}` }, (r) => r.status === 200, targets[2].child, 'tollgate (websocket)');
+    for (let round = 1; round <= RUNS; round++) {
+      for (const t of rotated(targets, round - 1)) {
+        checkBackends();
+        if (echo.exitInfo) throw new Error('the ws echo server exited');
+        const r = await withCpu(t, () => wsLoad(t.port, t.headers));
+        t.runs.push(r);
+        log(`websocket ${t.name}: run ${round}/${RUNS}: ${r.rps.toFixed(0)} msg/s, proxy CPU ${fmtCpu(r.cpu)}, errors ${r.errors}`);
+      }
+    }
+    out.rows = targets.map((t) => ({ name: t.name, runs: t.runs }));
+  } catch (err) {
+    out.failure = err.message;
+    log(`websocket: FAILED: ${err.message}`);
+  } finally {
+    await Promise.all(targets.map((t) => stop(t.child)));
+    await stop(echo);
+  }
+  return out;
+}
+
+function wsReport(ws) {
+  const int = (v) => Math.round(v).toLocaleString('en-US');
+  const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
+  const lines = ['', `**WebSocket** (${WS_TARGET}: ${WS_CONNECTIONS} WebSockets, each with one ${WS_BYTES}-byte message in flight, echoed by a \`ws\` server)`, ''];
+  if (ws.failure) {
+    lines.push(`- websocket phase failed: ${ws.failure.split('\n')[0]}`, '');
+    return lines;
+  }
+  lines.push('| target | messages/s (median) | ratio to direct | ratio to bare-relay | proxy CPU | messages per CPU-s | errors |', '| --- | ---: | ---: | ---: | ---: | ---: | ---: |');
+  const direct = ws.rows.find((r) => r.name === 'direct');
+  const directRate = direct ? median(direct.runs.map((r) => r.rps)) : null;
+  const relay = ws.rows.find((r) => r.name === 'bare-relay');
+  const relayRate = relay ? median(relay.runs.map((r) => r.rps)) : null;
+  for (const row of ws.rows) {
+    const rate = median(row.runs.map((r) => r.rps));
+    const cpu = row.runs[0]?.cpu === null ? null : median(row.runs.map((r) => r.cpu));
+    const perCpu = cpu === null ? '–' : int(median(row.runs.map((r) => r.rps / r.cpu)));
+    lines.push(`| ${row.name} | ${int(rate)} | ${directRate ? (rate / directRate).toFixed(2) : '–'} | ${relayRate && row.name !== 'direct' ? (rate / relayRate).toFixed(2) : '–'} | ${fmtCpu(cpu)} | ${perCpu} | ${row.runs.reduce((a, r) => a + r.errors, 0)} |`);
+  }
+  lines.push('', `- ${RUNS} round${RUNS > 1 ? 's' : ''}, the order rotating, each run ${DURATION} s after a ${Math.max(WARMUP, 1)} s warm-up: \`taskset -c ${LOAD_CPU} node bench/ws-load.mjs load ws://127.0.0.1:<port>/ --connections ${WS_CONNECTIONS} --bytes ${WS_BYTES}\` (tollgate adds \`--header '${AUTH_HEADER}'\`); a message counts when its echo is back; the echo server (\`node bench/ws-load.mjs serve\`) on CPU ${LOAD_CPU} with the load; bare-relay (\`node bench/ws-load.mjs relay\`: socket.pipe both ways, no HTTP) and Tollgate on CPU ${PROXY_CPU}; Tollgate: the tollgate config (bearer auth and the rate limit on the handshake, info log) with the echo server as its one upstream`, '');
   return lines;
 }
 
@@ -1930,10 +2203,10 @@ async function main() {
   const meta = { ...(await versions()), cpu: cpuModel() };
   log(`targets ${TARGETS.join(', ')}; ${WARMUP} s warm-up each, then ${RUNS} round${RUNS > 1 ? 's' : ''} of ${DURATION} s per target (rotating order); tmp ${tmpDir}`);
 
-  if (TARGETS.some((t) => t.startsWith('tollgate'))) await ensureTollgateBuilt(tmpDir);
+  if (TARGETS.some((t) => t.startsWith('tollgate') || t === TLS_TARGET || t === GRPC_TARGET)) await ensureTollgateBuilt(tmpDir);
 
-  const [b1, b2, b3, reloadAdmin, tlsNginx, tlsTollgate, ...targetPorts] = await freePorts(6 + TARGETS.length);
-  const ports = { backends: [b1, b2, b3], reloadAdmin, tls: { nginx: tlsNginx, tollgate: tlsTollgate }, of: Object.fromEntries(TARGETS.map((t, i) => [t, targetPorts[i]])) };
+  const [b1, b2, b3, reloadAdmin, tlsNginx, tlsTollgate, grpcUpstream, grpcTollgate, wsEcho, wsRelay, wsTollgate, ...targetPorts] = await freePorts(11 + TARGETS.length);
+  const ports = { backends: [b1, b2, b3], reloadAdmin, tls: { nginx: tlsNginx, tollgate: tlsTollgate }, grpc: { upstream: grpcUpstream, tollgate: grpcTollgate }, ws: { echo: wsEcho, relay: wsRelay, tollgate: wsTollgate }, of: Object.fromEntries(TARGETS.map((t, i) => [t, targetPorts[i]])) };
 
   BIG = bigBody();
   // The nginx workers run as an unprivileged user when started as root: they need to
@@ -1963,6 +2236,8 @@ async function main() {
   const targets = TARGETS.filter((name) => !PHASES.includes(name)).map((name) => newTarget(name, specs[name]));
   let reload = null;
   let tls = null;
+  let grpcPhase = null;
+  let websocket = null;
   try {
     for (const t of targets) {
       checkBackends();
@@ -1977,6 +2252,14 @@ async function main() {
       await Promise.all(targets.map((t) => stop(t.child)));
       tls = await measureTls(ports.tls, ports.backends, tmpDir, checkBackends);
     }
+    if (TARGETS.includes(GRPC_TARGET)) {
+      await Promise.all(targets.map((t) => stop(t.child)));
+      grpcPhase = await measureGrpc(ports.grpc, tmpDir);
+    }
+    if (TARGETS.includes(WS_TARGET)) {
+      await Promise.all(targets.map((t) => stop(t.child)));
+      websocket = await measureWebSocket(ports.ws, tmpDir, checkBackends);
+    }
   } finally {
     // On an error too (the exit handler would also kill them, but without the grace period).
     await Promise.all(targets.map((t) => stop(t.child)));
@@ -1986,7 +2269,7 @@ async function main() {
   const results = targets.map(resultOf);
 
   meta.date = new Date().toISOString().replace('T', ' ').replace(/:\d\d\.\d+Z$/, ' UTC');
-  const block = report(results, meta, reload, tls);
+  const block = report(results, meta, reload, tls, grpcPhase, websocket);
   console.log(`\n${block}\n`);
   if (WRITE) {
     if (QUICK) log('note: writing numbers from a --quick run');

@@ -135,6 +135,7 @@ export function createProxy(config: Config, options: ProxyOptions): Proxy {
   // User phases that throw are counted here; the counter exists (at 0) once the first generation is built.
   const phaseErrors: { counter?: Counter<'phase' | 'hook'> } = {};
   const userDeps: UserPhaseDeps = { logger, countError: (phase, hook) => phaseErrors.counter?.inc({ phase, hook }) };
+  const onJwksFailure = (): void => built.metrics?.recordJwksFailure();
   const gateway = new Gateway(config, {
     logger,
     clock,
@@ -144,6 +145,7 @@ export function createProxy(config: Config, options: ProxyOptions): Proxy {
     tail,
     startedAt,
     makeStore,
+    onJwksFailure,
     hash: options.configHash ?? '',
     userDeps,
     routePhases: options.routePhases?.initial,
@@ -153,7 +155,8 @@ export function createProxy(config: Config, options: ProxyOptions): Proxy {
     new Promise((resolve) => server.server.getConnections((err, n) => resolve(err === null ? n : 0)));
   const connectionsRefused = (): number => server.refusedConnections;
   const stores = (): StoreStatus[] => gateway.storeStatus();
-  const metrics = new ProxyMetrics({ connectionsOpen, connectionsRefused, clock, version, stores }, { recording: config.metrics.enabled });
+  const websocketsOpen = (): number => gateway.webSocketsOpen;
+  const metrics = new ProxyMetrics({ connectionsOpen, connectionsRefused, clock, version, stores, websocketsOpen }, { recording: config.metrics.enabled });
   // The gauges read the backends of the generation serving now; every swap hands over the next one's.
   metrics.useBackends(gateway.current.backends);
   gateway.onSwap((generation) => metrics.useBackends(generation.backends));

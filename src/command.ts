@@ -18,12 +18,14 @@ import { LOG_LEVELS, type Config } from './config/schema.js';
 import type { RoutePhases } from './gateway/generation.js';
 import { allUpstreams, routesOf, servicesOf } from './config/resolve.js';
 import { loadForReload } from './gateway/reload.js';
+import { HASH_ALGORITHMS, hashSecret, type HashAlgorithm } from './middleware/auth/hashed.js';
 import { createLogger, exitOnFatalErrors } from './observability/logger.js';
 import { ListenError } from './server/listen-error.js';
 
 const DEFAULT_CONFIG = 'config/proxy.yaml';
 
 const HELP = `Usage: tollgate [options]
+       tollgate hash-secret [--algorithm bcrypt|argon2id|sha256] < secret
 
 A reverse proxy with load balancing, authentication, rate limiting, health checks and request tracing.
 
@@ -33,6 +35,10 @@ Options:
       --log-format FORMAT  json (default) or pretty; overrides logging.format
   -v, --version            print the version and exit
   -h, --help               print this help and exit
+
+hash-secret reads a secret from standard input (one trailing newline is dropped) and prints its stored
+form: a bcrypt (default) or argon2id hash for a Basic user's password_hash, or sha256:<hex> for an entry
+of valid_tokens.
 
 Environment:
   LOG_LEVEL                fatal, error, warn, info, debug, trace or silent; overrides logging.level
@@ -59,6 +65,7 @@ function version(): string {
 async function main(argv: string[]): Promise<number> {
   // A cluster worker gets its config from the primary, not from flags.
   if (cluster.isWorker) return runWorker();
+  if (argv[0] === 'hash-secret') return hashSecretCommand(argv.slice(1));
   let values;
   try {
     ({ values } = parseArgs({
@@ -289,6 +296,28 @@ function untilSignals(
   });
 }
 
+/** `tollgate hash-secret`: the secret from stdin, its hash to stdout; 2 for bad flags or an empty secret. */
+async function hashSecretCommand(argv: string[]): Promise<number> {
+  let algorithm: HashAlgorithm;
+  try {
+    const { values } = parseArgs({ args: argv, options: { algorithm: { type: 'string', short: 'a' } }, strict: true, allowPositionals: false });
+    const given = values.algorithm ?? 'bcrypt';
+    if (!(HASH_ALGORITHMS as readonly string[]).includes(given)) throw new Error(`--algorithm must be one of ${HASH_ALGORITHMS.join(', ')}, got "${given}"`);
+    algorithm = given as HashAlgorithm;
+  } catch (err) {
+    process.stderr.write(`tollgate hash-secret: ${(err as Error).message}\n`);
+    return 2;
+  }
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  const secret = Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
+  if (secret === '') {
+    process.stderr.write('tollgate hash-secret: no secret on standard input (try: printf %s "$SECRET" | tollgate hash-secret)\n');
+    return 2;
+  }
+  process.stdout.write(`${await hashSecret(secret, algorithm)}\n`);
+  return 0;
+}
 
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),

@@ -90,6 +90,7 @@ interface Merged {
   counters: CounterSnapshot;
   upstreams: LiveUpstream[];
   connectionsOpen: number;
+  websocketsOpen: number;
   running: number;
   answered: number;
   restarts: number;
@@ -117,6 +118,7 @@ function isSnapshot(value: unknown): value is MetricsSnapshot {
     Array.isArray(counters.ejections) &&
     Array.isArray(counters.authFailures) &&
     Array.isArray(counters.storeErrors) &&
+    Array.isArray(counters.websocketClosed) &&
     Array.isArray(upstreams) &&
     upstreams.every(isName) &&
     Array.isArray((value as Partial<MetricsSnapshot>).stores)
@@ -200,12 +202,13 @@ export class ClusterMonitor {
     this.#known = upstreams.map((u) => ({ service: u.service, name: u.name, address: upstreamAddress(u), healthy: true, ejected: false, inflight: 0, weight: u.weight }));
     this.#seed = emptyCounters(upstreams, routesOf(options.config).map((r) => r.config.name));
     this.#retired = emptyCounters();
-    this.#merged = { counters: this.#counters(), upstreams: [], connectionsOpen: 0, running: 0, answered: 0, restarts: 0 };
+    this.#merged = { counters: this.#counters(), upstreams: [], connectionsOpen: 0, websocketsOpen: 0, running: 0, answered: 0, restarts: 0 };
     collectDefaultMetrics({ register: this.#processRegistry });
     const reader: MetricsReader = {
       counters: () => this.#merged.counters,
       upstreams: () => this.#merged.upstreams,
       connectionsOpen: () => Promise.resolve(this.#merged.connectionsOpen),
+      websocketsOpen: () => this.#merged.websocketsOpen,
     };
     registerProxyMetrics(this.#registry, reader, { recording: options.config.metrics.enabled, version: options.version });
     const merged = (): Merged => this.#merged;
@@ -292,6 +295,7 @@ export class ClusterMonitor {
       counters: this.#counters(),
       upstreams: this.#live(answered),
       connectionsOpen: answered.reduce((n, a) => n + (a.snapshot as MetricsSnapshot).connectionsOpen, 0),
+      websocketsOpen: answered.reduce((n, a) => n + ((a.snapshot as MetricsSnapshot).websocketsOpen ?? 0), 0),
       running: this.#options.workers().length,
       answered: answered.length,
       restarts: this.#options.restarts(),

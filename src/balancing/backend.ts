@@ -1,5 +1,6 @@
-import { Pool } from 'undici';
-import { upstreamProtocol, upstreamTls, type LoadBalancingConfig, type UpstreamConfig } from '../config/schema.js';
+import { Pool, type Dispatcher } from 'undici';
+import { upstreamProtocol, upstreamTls, type LoadBalancingConfig, type PROTOCOLS, type UpstreamConfig } from '../config/schema.js';
+import { H2cSession } from './h2c-session.js';
 import type { Peer } from './selection/index.js';
 import { peakEwma } from './selection/p2c-ewma.js';
 import { TlsFileError, tlsConnector, tlsMaterial, type Connector, type TlsMaterial } from './upstream-tls.js';
@@ -38,9 +39,12 @@ export class Backend implements Peer {
   readonly servername: string | undefined;
   /** Opens a connection (TLS, with this upstream's settings); undefined for plain HTTP. Health checks share it. */
   readonly connector: Connector | undefined;
-  /** HTTP/2 is offered in the TLS handshake (`protocol: h2`). */
+  /** HTTP/2 is offered in the TLS handshake (`protocol: h2`), or spoken with prior knowledge (`h2c`). */
   readonly allowH2: boolean;
-  readonly pool: Pool;
+  /** The HTTP version it is spoken to in (`h2` without TLS never gets here: the config refuses it). */
+  readonly protocol: (typeof PROTOCOLS)[number];
+  /** Its connections: an undici Pool, or for h2c one node:http2 session (see h2c-session.ts for why). */
+  readonly pool: UpstreamPool;
   inflight = 0;
   /** Active health: false after `unhealthy_threshold` failed checks, true again after `healthy_threshold` passes. */
   activeUp = true;
@@ -78,11 +82,15 @@ export class Backend implements Peer {
     this.host = upstream.address;
     this.port = upstream.port;
     this.address = upstreamAddress(upstream);
-    this.allowH2 = this.tls !== undefined && upstreamProtocol(lb, upstream) === 'h2';
+    this.protocol = upstreamProtocol(lb, upstream);
+    const h2c = this.protocol === 'h2c' && this.tls === undefined;
+    this.allowH2 = h2c || (this.tls !== undefined && this.protocol === 'h2');
     this.origin = `${this.tls === undefined ? 'http' : 'https'}://${this.address}`;
     this.servername = this.tls?.name;
     this.connector = this.tls === undefined ? undefined : tlsConnector(this.tls, { timeoutMs: lb.connect_timeout_ms, allowH2: this.allowH2 });
-    this.pool = new Pool(this.origin, {
+    this.pool = h2c
+      ? new H2cSession(this.origin, { connectTimeoutMs: lb.connect_timeout_ms, responseTimeoutMs: lb.response_timeout_ms, idleTimeoutMs: lb.pool.keepalive_timeout_ms })
+      : new Pool(this.origin, {
       connections: lb.pool.max_connections,
       pipelining: 1,
       keepAliveTimeout: lb.pool.keepalive_timeout_ms,
@@ -136,6 +144,13 @@ export class Backend implements Peer {
     this.latencyMs = peakEwma(this.latencyMs, this.latencyAt, ms, now);
     this.latencyAt = now;
   }
+}
+
+/** What forwarding needs of a backend's connections: undici's Pool, or an H2cSession in its image. */
+export interface UpstreamPool {
+  dispatch(options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean;
+  close(): Promise<void>;
+  destroy(): Promise<void>;
 }
 
 /** The settings a backend's pool is built from, as one comparable string. */

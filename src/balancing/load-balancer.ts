@@ -58,7 +58,7 @@ export class LoadBalancer {
     this.backends = config.upstreams.map((u) => {
       const tls = backendTls(u, config, this.name);
       const old = kept.get(backendKey(this.name, u, tls));
-      if (old !== undefined && old.poolKey === poolKey && old.configuredWeight === u.weight && old.allowH2 === (tls !== undefined && upstreamProtocol(config, u) === 'h2')) return old;
+      if (old !== undefined && old.poolKey === poolKey && old.configuredWeight === u.weight && old.protocol === upstreamProtocol(config, u)) return old;
       const fresh = new Backend(u, config, this.name, tls);
       if (old !== undefined) fresh.adoptState(old);
       else if (tls !== undefined && !tls.verify) {

@@ -60,9 +60,23 @@ export async function answerSnapshot(proxy: Pick<Proxy, 'metrics'>, request: Sna
   }
 }
 
-/** The instance's config as this worker runs it: with its share of max_connections. */
+/**
+ * The instance's config as this worker runs it: with its share of max_connections, and of the WebSocket
+ * caps (at least one each, so every worker can take a WebSocket on every route that allows them).
+ */
 function workerConfig(config: Config, workers: number, slot: number): Config {
-  return { ...config, server: { ...config.server, max_connections: connectionShare(config.server.max_connections, workers, slot) } };
+  const share = (max: number): number => Math.max(1, connectionShare(max, workers, slot));
+  const routes = config.routes?.map((route) =>
+    typeof route.websocket === 'object' && route.websocket.max_connections !== undefined
+      ? { ...route, websocket: { ...route.websocket, max_connections: share(route.websocket.max_connections) } }
+      : route,
+  );
+  return {
+    ...config,
+    server: { ...config.server, max_connections: connectionShare(config.server.max_connections, workers, slot) },
+    websocket: { ...config.websocket, max_connections: share(config.websocket.max_connections) },
+    ...(routes === undefined ? {} : { routes }),
+  };
 }
 
 /** A worker's answer to a reload: the outcome of putting the primary's config in force. */

@@ -8,11 +8,12 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, visit, type Document, type Node } from 'yaml';
 import type { z } from 'zod';
 import { TlsFileError as UpstreamTlsFileError, tlsMaterial } from '../balancing/upstream-tls.js';
+import { resolveAuthFiles } from '../middleware/auth/auth-files.js';
 import { compileRoutes } from '../routing/matcher.js';
 import { matchOf } from './resolve.js';
 import { readTlsFiles, resolveTlsPaths, TlsFileError } from './tls-files.js';
 import { closestKey, configErrorMap, knownKeys } from './messages.js';
-import { configSchema, sharedPortMessage, type Config, type LoadBalancingConfig, type SharedPort } from './schema.js';
+import { configSchema, sharedPortMessage, type AuthConfig, type Config, type LoadBalancingConfig, type SharedPort } from './schema.js';
 
 /** Pairs of routes (indices into `routes`) that would match the same requests with equal precedence. */
 export function routeTies(config: Config): { a: number; b: number }[] {
@@ -162,8 +163,9 @@ export function parseConfig(source: string, file: string, env: NodeJS.ProcessEnv
     result = configSchema.safeParse(data, PARSE_OPTIONS);
   }
   if (result.success && problems.length === 0) {
-    const data = withPluginPaths(withUpstreamTlsPaths(result.data, dirname(file)), dirname(file));
-    const tlsProblems = tlsFileProblems(data, doc, at);
+    const authProblems: ConfigProblem[] = [];
+    const data = withPluginPaths(withAuthFiles(withUpstreamTlsPaths(result.data, dirname(file)), dirname(file), doc, at, authProblems), dirname(file));
+    const tlsProblems = [...tlsFileProblems(data, doc, at), ...authProblems];
     if (tlsProblems.length > 0) throw new ConfigError(file, tlsProblems);
     const ties = routeTies(data);
     if (ties.length === 0) return withTlsFiles(data, file, doc, at);
@@ -243,6 +245,22 @@ function withUpstreamTlsPaths(config: Config, dir: string): Config {
     ...(config.load_balancing === undefined ? {} : { load_balancing: service(config.load_balancing) }),
     ...(config.services === undefined ? {} : { services: Object.fromEntries(Object.entries(config.services).map(([name, lb]) => [name, service(lb)])) }),
   };
+}
+
+/** The config with every auth block's files taken from `dir` and read; each bad file is put in `problems` at its key. */
+function withAuthFiles(config: Config, dir: string, doc: Document, at: (offset: number) => { line: number; col: number }, problems: ConfigProblem[]): Config {
+  const resolveAt = (auth: AuthConfig, path: PathKey[]): AuthConfig =>
+    resolveAuthFiles(auth, dir, (problem) => {
+      const keyPath = [...path, ...problem.path];
+      // A route's block inherits keys from the top-level one: an inherited file is reported where it is written.
+      const node = (doc.getIn(keyPath, true) as Node | undefined) ?? (doc.getIn(['middleware', 'auth', ...problem.path], true) as Node | undefined) ?? nearestNode(doc, keyPath);
+      problems.push({ ...at(node.range?.[0] ?? 0), path: formatPath(keyPath), message: problem.message });
+    });
+  const auth = resolveAt(config.middleware.auth, ['middleware', 'auth']);
+  const routes = config.routes?.map((route, i) =>
+    route.middleware.auth === undefined ? route : { ...route, middleware: { ...route.middleware, auth: resolveAt(route.middleware.auth, ['routes', i, 'middleware', 'auth']) } },
+  );
+  return { ...config, middleware: { ...config.middleware, auth }, ...(routes === undefined ? {} : { routes }) };
 }
 
 /**

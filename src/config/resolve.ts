@@ -4,6 +4,7 @@
  * `default` that matches every request. Everything downstream of the loader works on this view only.
  */
 import type { RouteMatch } from '../routing/matcher.js';
+import { routeWebsocket, type RouteWebsocket } from './websocket-schema.js';
 import { DEFAULT_NAME, type AuthConfig, type Config, type LoadBalancingConfig, type RateLimitConfig, type RouteConfig, type RouteMatchConfig } from './schema.js';
 
 /** A route with its effective policies (its own where it gives them, the top-level ones otherwise). */
@@ -13,6 +14,8 @@ export interface ResolvedRoute {
   readonly index: number;
   readonly auth: AuthConfig;
   readonly rateLimit: RateLimitConfig;
+  /** WebSocket settings (the route's keys over the top-level ones); undefined when they are off for it. */
+  readonly websocket: RouteWebsocket | undefined;
 }
 
 /** Every service by name; `load_balancing` is the service `default`. */
@@ -40,6 +43,7 @@ export function routesOf(config: Config): ResolvedRoute[] {
     index,
     auth: route.middleware.auth ?? config.middleware.auth,
     rateLimit: route.middleware.rate_limit ?? config.middleware.rate_limit,
+    websocket: routeWebsocket(config.websocket, route.websocket),
   });
   if (config.routes === undefined) return [resolve(DEFAULT_ROUTE, -1)];
   return config.routes.map(resolve);

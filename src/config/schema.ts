@@ -5,7 +5,9 @@
  */
 import { isIP } from 'node:net';
 import { z } from 'zod';
+import { ARGON2ID_HASH, BCRYPT_HASH, SHA256_TOKEN } from '../middleware/auth/secret-formats.js';
 import { adminSchema, metricsSchema, tracingSchema } from './observability-schema.js';
+import { routeWebsocketSchema, websocketSchema } from './websocket-schema.js';
 
 const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
 
@@ -242,9 +244,12 @@ const upstreamTlsSchema = z
   })
   .superRefine(certWithKey);
 
-export const PROTOCOLS = ['http1', 'h2'] as const;
-/** `h2` offers HTTP/2 in the TLS handshake (ALPN); an upstream that does not take it is spoken to in HTTP/1.1. */
-const protocol = z.enum(PROTOCOLS, { error: 'must be http1 or h2' });
+export const PROTOCOLS = ['http1', 'h2', 'h2c'] as const;
+/**
+ * `h2` offers HTTP/2 in the TLS handshake (ALPN); an upstream that does not take it is spoken to in HTTP/1.1.
+ * `h2c` speaks HTTP/2 with prior knowledge over plain TCP (a gRPC server without TLS).
+ */
+const protocol = z.enum(PROTOCOLS, { error: 'must be http1, h2 or h2c' });
 
 const upstreamSchema = z.strictObject({
   name: z.string().min(1, 'must not be empty').regex(/^[A-Za-z0-9._-]+$/, 'must use only letters, digits, ".", "_" and "-"'),
@@ -271,8 +276,11 @@ const statusRange = z
 
 const activeHealthSchema = z.strictObject({
   enabled: z.boolean().default(true),
-  /** `tcp`: the check passes when a connection opens; `http`: when a request gets an expected status. */
-  type: z.enum(['tcp', 'http'], { error: 'must be tcp or http' }).default('tcp'),
+  /**
+   * `tcp`: the check passes when a connection opens; `http`: when a request gets an expected status;
+   * `grpc`: when the gRPC health protocol (grpc.health.v1.Health/Check) answers SERVING (h2 or h2c upstreams).
+   */
+  type: z.enum(['tcp', 'http', 'grpc'], { error: 'must be tcp, http or grpc' }).default('tcp'),
   interval_ms: durationMs(5_000),
   timeout_ms: durationMs(2_000),
   /** Consecutive passed checks that bring a down backend back. */
@@ -288,6 +296,13 @@ const activeHealthSchema = z.strictObject({
       host: z.string().min(1).optional(),
     })
     .prefault({}),
+  /** For `type: grpc`; absent: the server as a whole is asked about. */
+  grpc: z
+    .strictObject({
+      /** The service name asked about; '' (the default) asks about the server as a whole. */
+      service: z.string().default(''),
+    })
+    .optional(),
 });
 
 const passiveHealthSchema = z.strictObject({
@@ -356,14 +371,22 @@ export const loadBalancingSchema = z.strictObject({
   slow_start_ms: durationMs(0, MIN_DURATION_MS, 'off'),
   /** TLS to every upstream of the service (each upstream may override it); plain HTTP when absent. */
   tls: serviceTlsSchema.optional(),
-  /** HTTP version towards the upstreams: `h2` needs TLS. */
+  /** HTTP version towards the upstreams: `h2` needs TLS, `h2c` is without it. */
   protocol: protocol.default('http1'),
 }).superRefine(function h2NeedsTls(lb, ctx) {
+  const grpcCheck = lb.health_check.active.enabled && lb.health_check.active.type === 'grpc';
   lb.upstreams.forEach((u, i) => {
+    const spoken = upstreamProtocol(lb, u);
+    const path = u.protocol === undefined ? ['protocol'] : ['upstreams', i, 'protocol'];
+    if (grpcCheck && spoken === 'http1') {
+      ctx.addIssue({ code: 'custom', path: ['health_check', 'active', 'type'], message: `grpc checks need HTTP/2: give upstream "${u.name}" protocol h2 (with tls) or h2c` });
+    }
     if (u.protocol === undefined && lb.protocol === 'http1') return;
-    if (upstreamProtocol(lb, u) === 'h2' && !upstreamTls(lb, u).enabled) {
-      const path = u.protocol === 'h2' ? ['upstreams', i, 'protocol'] : ['protocol'];
+    if (spoken === 'h2' && !upstreamTls(lb, u).enabled) {
       ctx.addIssue({ code: 'custom', path, message: `h2 needs TLS (HTTP/2 is agreed in the TLS handshake): give upstream "${u.name}" tls` });
+    }
+    if (spoken === 'h2c' && upstreamTls(lb, u).enabled) {
+      ctx.addIssue({ code: 'custom', path, message: `h2c is HTTP/2 without TLS: upstream "${u.name}" has tls, so use h2` });
     }
   });
 });
@@ -401,44 +424,199 @@ export function upstreamProtocol(lb: { protocol: (typeof PROTOCOLS)[number] }, u
   return upstream.protocol ?? lb.protocol;
 }
 
-export const AUTH_TYPES = ['bearer', 'basic', 'api_key', 'client_cert'] as const;
+export const AUTH_TYPES = ['bearer', 'basic', 'api_key', 'client_cert', 'jwt', 'forward'] as const;
 
 /** A SHA-256 fingerprint as `openssl x509 -fingerprint -sha256` prints it (colons optional, any case). */
 const FINGERPRINT = /^(?:[0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}$|^[0-9A-Fa-f]{64}$/;
 
 const headerName = z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'must be a valid header name');
 
+/** The JWS algorithms `jwt.algorithms` may list; `none` never (a token without a signature proves nothing). */
+export const JWT_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519', 'HS256', 'HS384', 'HS512'] as const;
+
+function isLoopbackHost(hostname: string): boolean {
+  const h = hostname.replace(/^\[|\]$/g, '').toLowerCase();
+  return h === 'localhost' || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
+}
+
+/** An https:// URL; http:// only to a loopback address (a test's or a sidecar's key server). */
+const jwksUrl = z.string({ error: 'must be an https:// URL' }).refine(function isJwksUrl(value) {
+  if (!URL.canParse(value)) return false;
+  const url = new URL(value);
+  return url.protocol === 'https:' || (url.protocol === 'http:' && isLoopbackHost(url.hostname));
+}, 'must be an https:// URL (http:// is allowed only to a loopback address such as 127.0.0.1)');
+
+/** `auth_type: jwt`: where the keys come from (one of jwks_url, public_key_file, secret) and what a token must say. */
+const jwtSchema = z
+  .strictObject({
+    /** The identity provider's JWKS; fetched at start, cached, refreshed on its cache lifetime and for unknown kids. */
+    jwks_url: jwksUrl.optional(),
+    /** A PEM public key (or certificate), relative to the config file. */
+    public_key_file: filePath.optional(),
+    /** A shared secret for HS256/384/512 (at least 32 characters). */
+    secret: z.string().min(32, 'must be at least 32 characters (RFC 7518: no shorter than the hash)').optional(),
+    /** The exact `iss` a token must carry. */
+    issuer: z.string().min(1, 'must not be empty').optional(),
+    /** A token's `aud` must name one of these. */
+    audiences: z.array(z.string().min(1, 'must not be empty')).min(1, 'must list at least one audience').optional(),
+    /** The algorithms accepted; the token's `alg` header must be one of them, and its key must be of that type. */
+    algorithms: z
+      .array(
+        z.string().refine((a) => a.toLowerCase() !== 'none', '"none" is never allowed: a token without a signature proves nothing').refine(
+          (a) => a.toLowerCase() === 'none' || (JWT_ALGORITHMS as readonly string[]).includes(a),
+          `must be one of ${JWT_ALGORITHMS.join(', ')}`,
+        ),
+      )
+      .min(1, 'must list at least one algorithm')
+      .default(['RS256', 'ES256', 'EdDSA']),
+    /** Leeway for exp and nbf. */
+    clock_skew_ms: z
+      .number({ error: 'must be a whole number of milliseconds from 0 to 300000' })
+      .int('must be a whole number of milliseconds from 0 to 300000')
+      .min(0, 'must be a whole number of milliseconds from 0 to 300000')
+      .max(300_000, 'must be a whole number of milliseconds from 0 to 300000')
+      .default(30_000),
+    /** Claim → value a token must carry (exactly, or as one word of a space-separated claim, or an element of an array claim); 403 otherwise. */
+    required_claims: z.record(z.string().min(1), z.union([z.string(), z.number(), z.boolean()], { error: 'must be a string, a number or true/false' })).default({}),
+    /** Claim → request header sent upstream with its value. The client's own headers of these names are always removed. */
+    claims_to_headers: z.record(z.string().min(1), headerName).default({}),
+    /** Also read the token from this cookie when there is no Authorization header. */
+    cookie: z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'must be a valid cookie name').optional(),
+    /** Longest wait for the JWKS endpoint. */
+    jwks_timeout_ms: durationMs(5_000),
+  })
+  .superRefine(function oneKeySource(jwt, ctx) {
+    const given = (['jwks_url', 'public_key_file', 'secret'] as const).filter((k) => jwt[k] !== undefined);
+    if (given.length === 0) ctx.addIssue({ code: 'custom', path: ['jwks_url'], message: 'is required (or public_key_file, or secret)' });
+    else if (given.length > 1) ctx.addIssue({ code: 'custom', path: [given[1] as string], message: 'give only one of jwks_url, public_key_file or secret' });
+    jwt.algorithms.forEach((alg, i) => {
+      const hmac = alg.startsWith('HS');
+      // HS keys are shared secrets: never taken from a public key file or a JWKS, and a secret verifies nothing else.
+      if (hmac && jwt.secret === undefined && given.length === 1) ctx.addIssue({ code: 'custom', path: ['algorithms', i], message: `${alg} needs jwt.secret: an HMAC key is never taken from ${given[0] as string}` });
+      if (!hmac && jwt.secret !== undefined && alg.toLowerCase() !== 'none') ctx.addIssue({ code: 'custom', path: ['algorithms', i], message: `${alg} needs a public key (jwks_url or public_key_file): jwt.secret verifies HS256, HS384 and HS512 only` });
+    });
+    for (const [claim, header] of Object.entries(jwt.claims_to_headers)) {
+      const lower = header.toLowerCase();
+      if (lower === 'host' || lower === 'authorization' || lower === 'cookie' || lower === 'x-request-id' || CONNECTION_SPECIFIC.has(lower)) {
+        ctx.addIssue({ code: 'custom', path: ['claims_to_headers', claim], message: `${header} cannot carry a claim` });
+      }
+    }
+  });
+
+/**
+ * `auth_type: forward`: an auth service is asked about each request (as nginx's auth_request and Traefik's
+ * ForwardAuth); a 2xx lets it through, any other answer goes back to the client, a timeout or error is 503.
+ */
+const forwardSchema = z.strictObject({
+  /** The auth service: http:// or https://. */
+  url: z.string({ error: 'must be an http:// or https:// URL' }).refine(function isHttpUrl(value) {
+    if (!URL.canParse(value)) return false;
+    const url = new URL(value);
+    return (url.protocol === 'http:' || url.protocol === 'https:') && url.username === '' && url.password === '';
+  }, 'must be an http:// or https:// URL (without credentials)'),
+  /** Longest wait for the service's whole answer; past it the request is answered 503. */
+  timeout_ms: durationMs(2_000),
+  /** Request headers sent to the service (lower-case names compared). */
+  copy_request_headers: z.array(headerName).default(['Authorization', 'Cookie']),
+  /** Headers of the service's 2xx answer added to the request sent upstream (the client's own are removed). */
+  copy_response_headers: z.array(headerName).default([]),
+  /** Cache a 2xx answer this long, per credential (a digest of the copied headers), method and path; 0: never. */
+  cache_ms: durationMs(0, 100, 'no caching'),
+});
+
+/** The keys of one auth scheme: the whole of `auth` without `any_of`, and each entry of `any_of`. */
+const authSchemeFields = {
+  enabled: z.boolean().default(false),
+  auth_type: z.enum(AUTH_TYPES, { error: `must be one of ${AUTH_TYPES.join(', ')}` }).default('bearer'),
+  /** Tokens as sent, or `sha256:` and the token's SHA-256 in hex (so the config holds no secret). */
+  valid_tokens: z.array(z.string().min(1, 'must not be empty')).default([]),
+  users: z
+    .array(
+      z
+        .strictObject({
+          username: z.string().min(1, 'must not be empty').refine((u) => !u.includes(':'), 'must not contain ":"'),
+          password: z.string().optional(),
+          /** bcrypt (`$2a$`, `$2b$`, `$2y$`) or argon2id (`$argon2id$`), as `tollgate hash-secret` prints. */
+          password_hash: z
+            .string()
+            .refine((h) => BCRYPT_HASH.test(h) || ARGON2ID_HASH.test(h), 'must be a bcrypt ($2a$, $2b$, $2y$) or argon2id ($argon2id$) hash, as `tollgate hash-secret` prints')
+            .optional(),
+        })
+        .superRefine(function passwordOrHash(user, ctx) {
+          if ((user.password === undefined) === (user.password_hash === undefined)) ctx.addIssue({ code: 'custom', path: ['password'], message: 'give password or password_hash (exactly one)' });
+        }),
+    )
+    .default([]),
+  /** An Apache htpasswd file of Basic users (bcrypt, {SHA} or argon2id lines), relative to the config file. */
+  users_file: filePath.optional(),
+  /** Slow hashes (bcrypt, argon2id): verifications at once, waiting at most, and the cache of verified credentials. */
+  password_verification: z
+    .strictObject({
+      concurrency: positiveInt('a whole number from 1 to 64', 64).default(1),
+      max_queue: positiveInt('a whole number from 1 to 100000', 100_000).default(1_000),
+      cache_size: positiveInt('a whole number from 1 to 1000000', 1_000_000).default(10_000),
+      cache_ttl_ms: durationMs(300_000, 1_000),
+    })
+    .prefault({}),
+  api_key_header: headerName.default('X-API-Key'),
+  forward_credentials: z.boolean().default(false),
+  realm: z.string().regex(/^[^"\\\r\n]*$/, 'must not contain quotes, backslashes or line breaks').default('tollgate'),
+  /** `auth_type: jwt`. */
+  jwt: jwtSchema.optional(),
+  /** `auth_type: forward`. */
+  forward: forwardSchema.optional(),
+};
+
+/** Auth types an `any_of` entry may have: schemes whose credentials a request carries in its headers. */
+const ANY_OF_TYPES: ReadonlySet<string> = new Set(['bearer', 'basic', 'api_key', 'jwt']);
+
+/** Each scheme has what it needs: tokens, users, a jwt block... */
+function credentialsPresent(auth: z.infer<z.ZodObject<typeof authSchemeFields>>, ctx: z.core.$RefinementCtx): void {
+  if (!auth.enabled) return;
+  if (auth.auth_type === 'forward') {
+    if (auth.forward === undefined) ctx.addIssue({ code: 'custom', path: ['forward'], message: 'forward auth needs a forward block (url)' });
+  } else if (auth.auth_type === 'jwt') {
+    if (auth.jwt === undefined) ctx.addIssue({ code: 'custom', path: ['jwt'], message: 'jwt auth needs a jwt block (jwks_url, public_key_file or secret)' });
+  } else if (auth.auth_type === 'basic') {
+    if (auth.users.length === 0 && auth.users_file === undefined && auth.valid_tokens.length === 0) {
+      ctx.addIssue({ code: 'custom', path: ['users'], message: 'basic auth needs users, users_file or valid_tokens' });
+    }
+  } else if (auth.valid_tokens.length === 0) {
+    ctx.addIssue({ code: 'custom', path: ['valid_tokens'], message: `${auth.auth_type} auth needs at least one ${auth.auth_type === 'client_cert' ? 'fingerprint' : 'token'}` });
+  }
+  if (auth.auth_type !== 'client_cert') {
+    auth.valid_tokens.forEach((token, i) => {
+      if (token.startsWith('sha256:') && !SHA256_TOKEN.test(token)) ctx.addIssue({ code: 'custom', path: ['valid_tokens', i], message: 'sha256: must be followed by 64 hex digits (the SHA-256 of the token)' });
+    });
+  }
+  if (auth.auth_type === 'client_cert') {
+    auth.valid_tokens.forEach((token, i) => {
+      if (!FINGERPRINT.test(token)) ctx.addIssue({ code: 'custom', path: ['valid_tokens', i], message: 'must be a SHA-256 fingerprint: 64 hex digits, in pairs separated by ":" or not' });
+    });
+  }
+}
+
+/** An entry of `any_of`: a scheme, on unless it says `enabled: false`. */
+const authSchemeSchema = z.strictObject({ ...authSchemeFields, enabled: z.boolean().default(true) }).superRefine(credentialsPresent);
+
 export const authSchema = z
   .strictObject({
-    enabled: z.boolean().default(false),
-    auth_type: z.enum(AUTH_TYPES, { error: `must be one of ${AUTH_TYPES.join(', ')}` }).default('bearer'),
-    valid_tokens: z.array(z.string().min(1, 'must not be empty')).default([]),
-    users: z
-      .array(
-        z.strictObject({
-          username: z.string().min(1, 'must not be empty').refine((u) => !u.includes(':'), 'must not contain ":"'),
-          password: z.string(),
-        }),
-      )
-      .default([]),
-    api_key_header: headerName.default('X-API-Key'),
-    forward_credentials: z.boolean().default(false),
-    realm: z.string().regex(/^[^"\\\r\n]*$/, 'must not contain quotes, backslashes or line breaks').default('tollgate'),
+    ...authSchemeFields,
+    /**
+     * Several schemes: a request is accepted by the first whose credentials it carries and that accepts
+     * them; the 401 lists every scheme's challenge. The top-level scheme keys are then not used.
+     */
+    any_of: z.array(authSchemeSchema, { error: 'must be a list of auth schemes' }).min(1, 'must list at least one scheme').optional(),
   })
-  .superRefine(function credentialsPresent(auth, ctx) {
-    if (!auth.enabled) return;
-    if (auth.auth_type === 'basic') {
-      if (auth.users.length === 0 && auth.valid_tokens.length === 0) {
-        ctx.addIssue({ code: 'custom', path: ['users'], message: 'basic auth needs users or valid_tokens' });
-      }
-    } else if (auth.valid_tokens.length === 0) {
-      ctx.addIssue({ code: 'custom', path: ['valid_tokens'], message: `${auth.auth_type} auth needs at least one ${auth.auth_type === 'client_cert' ? 'fingerprint' : 'token'}` });
+  .superRefine(function schemeOrSchemes(auth, ctx) {
+    if (auth.any_of === undefined) {
+      credentialsPresent(auth, ctx);
+      return;
     }
-    if (auth.auth_type === 'client_cert') {
-      auth.valid_tokens.forEach((token, i) => {
-        if (!FINGERPRINT.test(token)) ctx.addIssue({ code: 'custom', path: ['valid_tokens', i], message: 'must be a SHA-256 fingerprint: 64 hex digits, in pairs separated by ":" or not' });
-      });
-    }
+    auth.any_of.forEach((scheme, i) => {
+      if (!ANY_OF_TYPES.has(scheme.auth_type)) ctx.addIssue({ code: 'custom', path: ['any_of', i, 'auth_type'], message: `must be one of ${[...ANY_OF_TYPES].join(', ')} in any_of` });
+    });
+    if (auth.enabled && auth.any_of.every((scheme) => !scheme.enabled)) ctx.addIssue({ code: 'custom', path: ['any_of'], message: 'every scheme is disabled' });
   });
 
 /** `redis://[user:password@]host[:port][/db]`, or `rediss://` for TLS. */
@@ -509,8 +687,20 @@ const redisStoreSchema = z
 
 const storeSchema = z.discriminatedUnion('type', [memoryStoreSchema, redisStoreSchema], { error: 'must be memory or redis' });
 
+/** What a rate-limit bucket is keyed by (docs/configuration.md#rate-limit-keys). */
+const RATE_LIMIT_KEY = /^(?:client_address|credential|header:[!#$%&'*+.^_`|~0-9A-Za-z-]+|claim:[^\s]{1,256})$/;
+
 export const rateLimitSchema = z.strictObject({
   enabled: z.boolean().default(false),
+  /**
+   * Whose bucket a request takes from: `credential` (the authenticated credential, by a digest; the
+   * client address when not authenticated), `client_address`, `header:NAME` or `claim:NAME` (a JWT claim).
+   * A request that failed authentication is always charged to its client address.
+   */
+  key: z
+    .string({ error: 'must be client_address, credential, header:NAME or claim:NAME' })
+    .regex(RATE_LIMIT_KEY, 'must be client_address, credential, header:NAME or claim:NAME')
+    .default('credential'),
   requests_per_minute: positiveInt('a whole number of at least 1').default(100),
   burst_size: positiveInt('a whole number of at least 1').default(10),
   /** Most client buckets kept at once; beyond it, idle ones are dropped first, then the oldest created. */
@@ -600,6 +790,8 @@ const routeSchema = z
     request_headers: headerEditsSchema.prefault({}),
     /** Edits to the response sent to the client, after Tollgate's own headers. */
     response_headers: headerEditsSchema.prefault({}),
+    /** WebSockets on this route: false turns them off; keys given replace the top-level `websocket` ones. */
+    websocket: routeWebsocketSchema.optional(),
     /**
      * Phases from JavaScript modules, run in this order after the route's auth and rate limit: `module` is a
      * file (relative to the config file) whose default export makes the phases from `options`, or a name
@@ -685,6 +877,8 @@ export const configSchema = z.preprocess(
       admin: adminSchema.prefault({}),
       metrics: metricsSchema.prefault({}),
       tracing: tracingSchema.prefault({}),
+      /** WebSockets: on for every route unless it says otherwise; idle timeout and the instance's cap. */
+      websocket: websocketSchema.prefault({}),
     })
     .superRefine(function listenersApart({ server, admin }, ctx) {
       // Port 0 asks the system for a free port, which never clashes.
@@ -790,10 +984,14 @@ export type RouteMatchConfig = RouteConfig['match'];
 export type HeaderEdits = RouteConfig['request_headers'];
 export type UpstreamConfig = LoadBalancingConfig['upstreams'][number];
 export type AuthConfig = Config['middleware']['auth'];
+export type JwtConfig = NonNullable<AuthConfig['jwt']>;
+/** One scheme: the top-level `auth` block, or an entry of its `any_of`. */
+export type AuthSchemeConfig = z.infer<typeof authSchemeSchema>;
 export type RateLimitConfig = Config['middleware']['rate_limit'];
 export type StoreConfig = RateLimitConfig['store'];
 export type RedisStoreConfig = Extract<StoreConfig, { type: 'redis' }>;
 export type LoggingConfig = Config['logging'];
 export type { AdminConfig, MetricsConfig, TracingConfig } from './observability-schema.js';
+export type { RouteWebsocketConfig, WebsocketConfig } from './websocket-schema.js';
 export type Strategy = (typeof STRATEGIES)[number];
 export type LogLevel = (typeof LOG_LEVELS)[number];

@@ -13,6 +13,7 @@ import { routesOf } from '../config/resolve.js';
 import type { Config, RateLimitConfig } from '../config/schema.js';
 import type { RateLimitStore, StoreStatus } from '../limits/store.js';
 import type { PipelineShared } from '../proxy/pipeline.js';
+import { WebSocketRegistry } from '../proxy/websocket.js';
 import type { RequestHandler } from '../server/proxy-server.js';
 import { Generation, type GenerationDeps, type RoutePhases } from './generation.js';
 import { applicableConfig } from './reload.js';
@@ -56,7 +57,7 @@ export function policyKey(rateLimit: RateLimitConfig): string {
 }
 
 export class Gateway implements RequestHandler {
-  readonly shared: PipelineShared = { draining: false, cutOff: false };
+  readonly shared: PipelineShared = { draining: false, cutOff: false, websockets: new WebSocketRegistry() };
   readonly #options: GatewayOptions;
   readonly #logger: Logger;
   readonly #stores = new Map<string, RateLimitStore>();
@@ -131,6 +132,18 @@ export class Gateway implements RequestHandler {
   readonly handleH2 = (req: Http2ServerRequest, res: Http2ServerResponse, expectsContinue: boolean): void => {
     this.#current.pipeline.handleH2(req, res, expectsContinue);
   };
+
+  readonly handleWebSocket = (req: IncomingMessage, res: ServerResponse, head: Buffer): void => {
+    this.#current.pipeline.handleWebSocket(req, res, head);
+  };
+
+  get webSocketsOpen(): number {
+    return this.shared.websockets.open;
+  }
+
+  closeWebSockets(): number {
+    return this.shared.websockets.closeAll();
+  }
 
   startDraining(): void {
     this.shared.draining = true;

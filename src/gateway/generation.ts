@@ -11,9 +11,10 @@ import type { Responder } from '../api/session.js';
 import type { Backend } from '../balancing/backend.js';
 import { LoadBalancer } from '../balancing/load-balancer.js';
 import { matchOf, routesOf, servicesOf, type ResolvedRoute } from '../config/resolve.js';
-import type { Config, RateLimitConfig } from '../config/schema.js';
+import type { AuthSchemeConfig, Config, RateLimitConfig } from '../config/schema.js';
 import type { RateLimitStore } from '../limits/store.js';
-import { createAuth } from '../middleware/auth/auth.js';
+import { createAuth, type AuthDeps, type AuthPhases } from '../middleware/auth/auth.js';
+import { JwksCache } from '../middleware/auth/jwks.js';
 import { createRateLimit } from '../middleware/rate-limit/rate-limit.js';
 import { HOP_BY_HOP } from '../proxy/headers.js';
 import type { Phases } from '../proxy/phases.js';
@@ -46,6 +47,8 @@ export interface GenerationDeps {
   routePhases?: RoutePhases | undefined;
   /** What adapted public-API phases log and count through; required with `routePhases`. */
   userDeps?: UserPhaseDeps | undefined;
+  /** Called on each failed JWKS fetch (counted by the metrics). */
+  onJwksFailure?: (() => void) | undefined;
 }
 
 /** Public-API phases of one generation, by route name, in the order they run. */
@@ -68,6 +71,9 @@ export class Generation {
   /** The listener's certificates, read from their files when this generation was built; undefined without `server.tls`. */
   readonly tls: TlsContexts | undefined;
   #onIdle: (() => void) | undefined;
+  /** JWKS caches by URL: one per URL, started with the generation, closed when it is retired. */
+  readonly #jwks = new Map<string, JwksCache>();
+  readonly #auth: AuthPhases[] = [];
 
   constructor(config: Config, deps: GenerationDeps, meta: GenerationMeta, previous?: Generation) {
     this.meta = meta;
@@ -84,7 +90,19 @@ export class Generation {
     // User phases answer through the pipeline, which is built after the routes.
     const host: { pipeline?: Pipeline } = {};
     const responder: Responder = { writeHead: (ctx, status, headers) => (host.pipeline as Pipeline).writeHead(ctx, status, headers) };
-    this.routes = resolved.map((r) => buildRoute(r, services, deps, keyed, responder));
+    const authDeps: AuthDeps = {
+      logger: deps.logger,
+      jwks: (url, timeoutMs) => {
+        let cache = this.#jwks.get(url);
+        if (cache === undefined) {
+          // Keys carry over from the generation before, so a reload does not wait for the identity provider.
+          cache = new JwksCache(url, { timeoutMs, logger: deps.logger, onFailure: deps.onJwksFailure }, previous === undefined ? undefined : previous.#jwks.get(url));
+          this.#jwks.set(url, cache);
+        }
+        return cache;
+      },
+    };
+    this.routes = resolved.map((r) => buildRoute(r, services, deps, keyed, authDeps, this.#auth, responder));
     const entries: RouteEntry<Route>[] = resolved.map((r, i) => ({ value: this.routes[i] as Route, match: matchOf(r.config.match) }));
     const compiled = compileRoutes(entries);
     // The loader reports ties with both routes' lines; a config given as an object gets this.
@@ -107,6 +125,7 @@ export class Generation {
       shared: deps.shared,
       startedAt: deps.startedAt,
       onIdle: () => this.#onIdle?.(),
+      maxWebSockets: config.websocket.max_connections,
     });
     host.pipeline = this.pipeline;
   }
@@ -121,6 +140,7 @@ export class Generation {
   /** Starts the active health checks. */
   start(): void {
     for (const s of this.services.values()) s.start();
+    for (const cache of this.#jwks.values()) cache.start();
   }
 
   /**
@@ -136,14 +156,17 @@ export class Generation {
       this.pipeline.retire();
     });
     await Promise.all(retired.map((b) => b.pool.close()));
+    for (const auth of this.#auth) auth.close();
+    for (const cache of this.#jwks.values()) cache.close();
   }
 }
 
-function buildRoute(resolved: ResolvedRoute, services: ReadonlyMap<string, LoadBalancer>, deps: GenerationDeps, keyed: boolean, responder: Responder): Route {
+function buildRoute(resolved: ResolvedRoute, services: ReadonlyMap<string, LoadBalancer>, deps: GenerationDeps, keyed: boolean, authDeps: AuthDeps, built: AuthPhases[], responder: Responder): Route {
   const { config: route, auth, rateLimit } = resolved;
   const service = route.service === undefined ? undefined : services.get(route.service);
   const phases: Phases[] = [...deps.head];
-  const authPhases = auth.enabled ? createAuth(auth) : undefined;
+  const authPhases = auth.enabled ? createAuth(auth, authDeps) : undefined;
+  if (authPhases !== undefined) built.push(authPhases);
   if (authPhases !== undefined) phases.push(authPhases.authenticate);
   if (rateLimit.enabled) {
     // Each route of a config with routes has buckets of its own (the route name is part of the key).
@@ -169,6 +192,14 @@ function buildRoute(resolved: ResolvedRoute, services: ReadonlyMap<string, LoadB
     phases,
     dropRequestHeaders: drop,
     // Authorization is counted on every route; only another name needs its own count.
-    credentialHeader: auth.enabled && auth.auth_type === 'api_key' && auth.api_key_header.toLowerCase() !== 'authorization' ? auth.api_key_header.toLowerCase() : undefined,
+    websocket: resolved.websocket,
+    credentialHeader: auth.enabled ? apiKeyHeader(auth.any_of ?? [auth]) : undefined,
   });
+}
+
+/** The API-key header a route's auth reads (the first api_key scheme's), unless it is Authorization, which is counted on every route. */
+function apiKeyHeader(schemes: readonly AuthSchemeConfig[]): string | undefined {
+  const scheme = schemes.find((s) => s.enabled && s.auth_type === 'api_key');
+  const name = scheme?.api_key_header.toLowerCase();
+  return name === 'authorization' ? undefined : name;
 }

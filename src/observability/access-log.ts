@@ -5,6 +5,7 @@ import type { LoadBalancer } from '../balancing/load-balancer.js';
 import { RequestContext } from '../proxy/context.js';
 import { ProxyError } from '../proxy/errors.js';
 import type { Phases } from '../proxy/phases.js';
+import { WebSocketRegistry, WebSocketSession } from '../proxy/websocket.js';
 import { Route } from '../routing/route.js';
 import { hundredths } from '../util/format.js';
 import type { DirectLog } from './logger.js';
@@ -139,14 +140,19 @@ function template(direct: DirectLog): (ctx: RequestContext, duration: string) =>
     if (error !== undefined) {
       failure = `,"error":"${error.code}"`;
       if (error.cause !== undefined) failure += `,"cause":${JSON.stringify(describeCause(error.cause))}`;
+      // The auth middleware's reasons are fixed words (metrics.ts AUTH_FAILURE_REASONS): JSON-safe as they are.
+      if (ctx.authFailure !== undefined) failure += `,"auth_failure":"${ctx.authFailure}"`;
     }
+    const webSocket = ctx.webSocket;
+    // A WebSocket's line is written when it closes: bytes from the client and why it closed (cause names are JSON-safe).
+    const closing = webSocket?.closedBy === undefined ? '' : `,"bytes_received":${webSocket.bytesReceived},"closed_by":"${webSocket.closedBy}"`;
     // request_id matches [A-Za-z0-9._-] and the client address is an IP: both are JSON-safe as they are.
     return (
       `${warns(ctx) ? warn : info}${time()}${bindings}` +
       `,"request_id":"${ctx.requestId}"${ctx.traceId === '' ? '' : `,"trace_id":"${ctx.traceId}"`},"client":"${ctx.clientAddress}","method":${JSON.stringify(req.method)},"protocol":"${ctx.protocol}"` +
       `,"path":${JSON.stringify(ctx.path)},${ctx.route === undefined ? '"route":null,"service":null' : ctx.route.logFields},${upstreamOf(ctx.backend)}` +
-      `,"status":${ctx.status},"bytes":${ctx.bytesSent},"duration_ms":${duration}` +
-      `,"user_agent":${ua === undefined ? 'null' : JSON.stringify(ua)},"retries":${ctx.retries}${failure}` +
+      `,"status":${ctx.status}${ctx.grpcStatus === -1 ? '' : `,"grpc_status":${ctx.grpcStatus}`},"bytes":${ctx.bytesSent},"duration_ms":${duration}` +
+      `,"user_agent":${ua === undefined ? 'null' : JSON.stringify(ua)},"retries":${ctx.retries}${failure}${closing}` +
       `,"msg":"${MESSAGE}"}\n`
     );
   };
@@ -169,6 +175,7 @@ function fieldsOf(ctx: RequestContext, duration: string): Record<string, unknown
   fields.upstream = backend === undefined ? null : backend.name;
   fields.upstream_addr = backend === undefined ? null : backend.address;
   fields.status = ctx.status;
+  if (ctx.grpcStatus !== -1) fields.grpc_status = ctx.grpcStatus;
   fields.bytes = ctx.bytesSent;
   fields.duration_ms = Number(duration);
   fields.user_agent = req.headers['user-agent'] ?? null;
@@ -176,6 +183,12 @@ function fieldsOf(ctx: RequestContext, duration: string): Record<string, unknown
   if (error !== undefined) {
     fields.error = error.code;
     if (error.cause !== undefined) fields.cause = describeCause(error.cause);
+    if (ctx.authFailure !== undefined) fields.auth_failure = ctx.authFailure;
+  }
+  const webSocket = ctx.webSocket;
+  if (webSocket?.closedBy !== undefined) {
+    fields.bytes_received = webSocket.bytesReceived;
+    fields.closed_by = webSocket.closedBy;
   }
   return fields;
 }
@@ -218,8 +231,16 @@ export function probeRequests(): RequestContext[] {
   failed.requestId = 'probe-2';
   failed.status = 502;
   failed.retries = 1;
+  failed.grpcStatus = 14;
   failed.error = new ProxyError('bad_gateway', { cause: Object.assign(new Error('connect "refused"\n'), { code: 'ECONNREFUSED' }) });
-  return [ok, failed];
+  const ws = new RequestContext(get, {} as ServerResponse, 0);
+  ws.requestId = 'probe-3';
+  ws.status = 101;
+  ws.bytesSent = 12;
+  ws.webSocket = new WebSocketSession(Buffer.alloc(0), new WebSocketRegistry());
+  ws.webSocket.bytesReceived = 34;
+  ws.webSocket.closedBy = 'upstream_reset';
+  return [ok, failed, ws];
 }
 
 function describeCause(cause: unknown): string {

@@ -29,6 +29,7 @@ import type { Backend } from '../balancing/backend.js';
 import { SHARED_STORES, STORE_ERROR_KINDS, type SharedStore, type StoreErrorKind, type StoreStatus } from '../limits/store.js';
 import type { RequestContext } from '../proxy/context.js';
 import type { Phases } from '../proxy/phases.js';
+import { WEBSOCKET_CLOSE_CAUSES, closeCauseIndex } from '../proxy/websocket.js';
 import type { Route } from '../routing/route.js';
 import type { Clock } from '../util/clock.js';
 import { RefusalKind, RollingStats, STATUS_CLASSES, statusClassIndex, type StatsExport } from './stats.js';
@@ -65,7 +66,23 @@ export function methodIndex(method: string | undefined): number {
 export const DURATION_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30] as const;
 
 /** Values of the `reason` label of `tollgate_auth_failures_total` (what the auth filter records). */
-export const AUTH_FAILURE_REASONS = ['missing', 'malformed', 'invalid'] as const;
+export const AUTH_FAILURE_REASONS = [
+  'missing',
+  'malformed',
+  'invalid',
+  'expired',
+  'not_yet_valid',
+  'bad_signature',
+  'wrong_issuer',
+  'wrong_audience',
+  'wrong_algorithm',
+  'unknown_key',
+  'insufficient_scope',
+  'busy',
+  'forward_denied',
+  'forward_unavailable',
+] as const;
+const INVALID_REASON = AUTH_FAILURE_REASONS.indexOf('invalid');
 
 /** Slots of the store error counts: one per (store, kind), SHARED_STORES by STORE_ERROR_KINDS. */
 const STORE_ERROR_SLOTS = SHARED_STORES.length * STORE_ERROR_KINDS.length;
@@ -105,6 +122,8 @@ export interface MetricsSources {
   version: string;
   /** The rate-limit stores in use now, with their state (sent to a cluster primary in each snapshot). */
   stores?(): StoreStatus[];
+  /** WebSockets open now. */
+  websocketsOpen?(): number;
 }
 
 export interface MetricsOptions {
@@ -166,6 +185,10 @@ export interface Counters {
   readonly authFailures: ArrayLike<number>;
   /** [SHARED_STORES][STORE_ERROR_KINDS]: rate-limit checks that failed. */
   readonly storeErrors: ArrayLike<number>;
+  /** WEBSOCKET_CLOSE_CAUSES order: WebSockets closed, by why. */
+  readonly websocketClosed: ArrayLike<number>;
+  /** JWKS fetches that failed (the cached keys stayed in use). */
+  readonly jwksFailures: number;
   readonly rateLimited: number;
   readonly retries: number;
   readonly connectionsRefused: number;
@@ -186,6 +209,8 @@ export interface CounterSnapshot {
   ejections: number[];
   authFailures: number[];
   storeErrors: number[];
+  websocketClosed: number[];
+  jwksFailures: number;
   rateLimited: number;
   retries: number;
   connectionsRefused: number;
@@ -214,6 +239,8 @@ export interface MetricsReader {
   /** The upstreams in use now. */
   upstreams(): readonly UpstreamGauge[];
   connectionsOpen(): Promise<number>;
+  /** WebSockets open now. */
+  websocketsOpen(): number;
 }
 
 /** A metric family as prom-client's `getMetricsAsJSON()` gives it (process metrics sent by a worker). */
@@ -231,6 +258,7 @@ export interface MetricsSnapshot {
   /** The upstreams this process uses now (its current generation's), with their live state. */
   upstreams: LiveUpstream[];
   connectionsOpen: number;
+  websocketsOpen: number;
   /** The rate-limit stores this process uses now, with their state. */
   stores: StoreStatus[];
   /** The per-second history, in epoch seconds, upstreams in the slots of `counters.upstreams` (asked for by the status document only). */
@@ -314,6 +342,8 @@ export function emptyCounters(upstreams: readonly UpstreamId[] = [], routes: rea
     ejections: [0],
     authFailures: new Array<number>(AUTH_FAILURE_REASONS.length).fill(0),
     storeErrors: new Array<number>(STORE_ERROR_SLOTS).fill(0),
+    websocketClosed: new Array<number>(WEBSOCKET_CLOSE_CAUSES.length).fill(0),
+    jwksFailures: 0,
     rateLimited: 0,
     retries: 0,
     connectionsRefused: 0,
@@ -366,6 +396,12 @@ export function addCounters(into: CounterSnapshot, from: Counters): void {
     const n = from.storeErrors[i];
     if (isCount(n)) (into.storeErrors[i] as number) += n;
   }
+  for (let i = 0; i < into.websocketClosed.length; i++) {
+    const n = from.websocketClosed[i];
+    if (isCount(n)) (into.websocketClosed[i] as number) += n;
+  }
+  // A worker of an older version sends no count.
+  if (isCount(from.jwksFailures)) into.jwksFailures += from.jwksFailures;
   into.rateLimited += from.rateLimited;
   into.retries += from.retries;
   into.connectionsRefused += from.connectionsRefused;
@@ -467,7 +503,9 @@ export class ProxyMetrics {
   readonly #authFailures = new Float64Array(AUTH_FAILURE_REASONS.length);
   /** [SHARED_STORES][STORE_ERROR_KINDS], counted as checks fail, so stores made and closed by reloads lose none. */
   readonly #storeErrors = new Float64Array(STORE_ERROR_SLOTS);
+  readonly #websocketClosed = new Float64Array(WEBSOCKET_CLOSE_CAUSES.length);
   #rateLimited = 0;
+  #jwksFailures = 0;
   #retries = 0;
 
   constructor(sources: MetricsSources, options: MetricsOptions) {
@@ -482,6 +520,7 @@ export class ProxyMetrics {
       counters: () => this.#counters(),
       upstreams: () => this.#live(),
       connectionsOpen: () => sources.connectionsOpen(),
+      websocketsOpen: () => sources.websocketsOpen?.() ?? 0,
     };
     registerProxyMetrics(own, reader, { recording: this.recording, version: sources.version });
     this.registry = Registry.merge([this.processRegistry, own]);
@@ -523,10 +562,15 @@ export class ProxyMetrics {
     const route = ctx.route;
     const routeSlot = route === undefined ? 0 : (this.#routeSlotOf.get(route) ?? this.#addRoute(route));
     const series = (this.#seriesOf[routeSlot] as (number | undefined)[])[slot] ?? this.#addSeries(routeSlot, slot);
-    const cls = statusClassIndex(ctx.status);
+    // A gRPC call Tollgate refused or failed went out as HTTP 200 with a grpc-status: it counts by its error's
+    // HTTP status, as an HTTP client's would.
+    const cls = statusClassIndex(ctx.grpc && ctx.error !== undefined && ctx.grpcStatus !== -1 ? ctx.error.status : ctx.status);
     const protocol = ctx.protocol === 'h2' ? PER_PROTOCOL : 0;
     (this.#requests[series * PER_SERIES + protocol + methodIndex(ctx.req.method) * CLASSES + cls] as number)++;
-    const durationMs = now - ctx.startedAt;
+    const webSocket = ctx.webSocket;
+    // A WebSocket's request takes as long as its handshake: its lifetime would swamp the latency figures.
+    const durationMs = (webSocket === undefined || webSocket.openedAt < 0 ? now : webSocket.openedAt) - ctx.startedAt;
+    if (webSocket?.closedBy !== undefined) (this.#websocketClosed[closeCauseIndex(webSocket.closedBy)] as number)++;
     const seconds = durationMs / 1000;
     let b = 0;
     while (b < DURATION_BUCKETS.length && seconds > (DURATION_BUCKETS[b] as number)) b++;
@@ -544,10 +588,11 @@ export class ProxyMetrics {
     this.#retries += ctx.retries;
     let refusal: RefusalKind = RefusalKind.none;
     const code = ctx.error?.code;
-    if (code === 'unauthorized' || code === 'forbidden') {
+    if (code === 'unauthorized' || code === 'forbidden' || code === 'auth_unavailable') {
       // A refused client certificate (403) is an authentication failure like a bad token.
       refusal = RefusalKind.unauthorized;
-      const reason = ctx.authFailure === 'missing' ? 0 : ctx.authFailure === 'malformed' ? 1 : 2;
+      const found = (AUTH_FAILURE_REASONS as readonly (string | undefined)[]).indexOf(ctx.authFailure);
+      const reason = found === -1 ? INVALID_REASON : found;
       (this.#authFailures[reason] as number)++;
     } else if (code === 'rate_limited') {
       refusal = RefusalKind.rateLimited;
@@ -574,6 +619,11 @@ export class ProxyMetrics {
    * Counts `count` rate-limit checks that `store` could not make, for `kind`: called by the store as they
    * fail (never per request otherwise), whether or not per-request recording is on.
    */
+  /** A JWKS fetch failed (called by the JWKS cache, whether or not per-request recording is on). */
+  recordJwksFailure(): void {
+    this.#jwksFailures++;
+  }
+
   recordStoreErrors(store: SharedStore, kind: StoreErrorKind, count: number): void {
     (this.#storeErrors[storeErrorSlot(store, kind)] as number) += count;
   }
@@ -611,12 +661,15 @@ export class ProxyMetrics {
         ejections: this.#ejections(),
         authFailures: Array.from(this.#authFailures),
         storeErrors: Array.from(this.#storeErrors),
+        websocketClosed: Array.from(this.#websocketClosed),
+        jwksFailures: this.#jwksFailures,
         rateLimited: this.#rateLimited,
         retries: this.#retries,
         connectionsRefused: this.#sources.connectionsRefused(),
       },
       upstreams: this.#live(),
       connectionsOpen: 0,
+      websocketsOpen: this.#sources.websocketsOpen?.() ?? 0,
       stores: this.#sources.stores?.() ?? [],
     };
     // Taken with the counters, before any await, so its upstream slots are those `counters.upstreams` names.
@@ -644,6 +697,8 @@ export class ProxyMetrics {
       ejections: this.#ejections(),
       authFailures: this.#authFailures,
       storeErrors: this.#storeErrors,
+      websocketClosed: this.#websocketClosed,
+      jwksFailures: this.#jwksFailures,
       rateLimited: this.#rateLimited,
       retries: this.#retries,
       connectionsRefused: this.#sources.connectionsRefused(),
@@ -768,6 +823,14 @@ export function registerProxyMetrics(registry: Registry, reader: MetricsReader, 
       this.set(await reader.connectionsOpen());
     },
   });
+  new Gauge({
+    name: 'tollgate_websocket_connections',
+    help: 'WebSockets open through the proxy (past the 101, until either side closes).',
+    registers,
+    collect() {
+      this.set(reader.websocketsOpen());
+    },
+  });
   new Counter({
     name: 'tollgate_connections_refused_total',
     help: 'Client connections closed right after accept because max_connections was reached.',
@@ -790,6 +853,15 @@ export function registerProxyMetrics(registry: Registry, reader: MetricsReader, 
       for (const store of SHARED_STORES) {
         for (const kind of STORE_ERROR_KINDS) this.inc({ store, kind }, storeErrors[storeErrorSlot(store, kind)] ?? 0);
       }
+    },
+  });
+  new Counter({
+    name: 'tollgate_jwks_fetch_failures_total',
+    help: 'JWKS fetches that failed (jwt auth); the keys already held stayed in use.',
+    registers,
+    collect() {
+      this.reset();
+      this.inc(reader.counters().jwksFailures);
     },
   });
   if (!options.recording) return;
@@ -850,6 +922,17 @@ export function registerProxyMetrics(registry: Registry, reader: MetricsReader, 
       this.reset();
       const { authFailures } = reader.counters();
       AUTH_FAILURE_REASONS.forEach((reason, i) => this.inc({ reason }, authFailures[i] as number));
+    },
+  });
+  new Counter({
+    name: 'tollgate_websocket_closed_total',
+    help: 'WebSockets closed, by cause: client_closed, client_reset, upstream_closed, upstream_reset, idle_timeout, shutdown.',
+    labelNames: ['cause'],
+    registers,
+    collect() {
+      this.reset();
+      const { websocketClosed } = reader.counters();
+      WEBSOCKET_CLOSE_CAUSES.forEach((cause, i) => this.inc({ cause }, websocketClosed[i] ?? 0));
     },
   });
   new Counter({

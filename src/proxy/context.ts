@@ -7,6 +7,7 @@ import type { Route } from '../routing/route.js';
 import type { RateDecision } from '../limits/token-bucket.js';
 import type { ProxyError } from './errors.js';
 import type { BodyLimiter } from './request-body.js';
+import type { WebSocketSession } from './websocket.js';
 
 /** The downstream protocol of a request, as metrics and the access log name it. */
 export type DownstreamProtocol = 'http/1.1' | 'h2';
@@ -59,6 +60,12 @@ export class RequestContext {
   authFailure: string | undefined = undefined;
   /** WWW-Authenticate value to send with the 401. */
   authChallenge = '';
+  /** The verified claims of a JWT (rate_limit.key `claim:NAME` reads them); undefined for other schemes. */
+  authClaims: Readonly<Record<string, unknown>> | undefined = undefined;
+  /** Headers (name, value, ...) that auth adds to the upstream request (claims_to_headers, forward auth). */
+  authHeaders: string[] | undefined = undefined;
+  /** The refusal to answer with when it is more than a 401 challenge (forward auth's relayed answer, its 503). */
+  authRefusal: ProxyError | undefined = undefined;
   rateLimit: RateDecision | undefined = undefined;
   /** Headers to forward, collected when the request is read (before filters run). */
   forwardHeaders: string[] = [];
@@ -95,12 +102,20 @@ export class RequestContext {
   /** Extra response headers (flat name/value list) that filters add; sent on every response to this request. */
   responseHeaders: string[] = [];
   status = 0;
+  /** A gRPC request (`content-type: application/grpc*`): Tollgate's own answers take the gRPC form. */
+  grpc = false;
+  /** The client's gRPC deadline (`grpc-timeout`) in milliseconds from arrival; -1 when it set none. */
+  grpcTimeoutMs = -1;
+  /** The gRPC status the client was sent (Tollgate's, or the upstream's from its headers or trailers); -1 when none. */
+  grpcStatus = -1;
   bytesSent = 0;
   /** Milliseconds from arrival until the response headers were written. */
   responseTime = -1;
   error: ProxyError | undefined = undefined;
   /** The logging phase has run and the request was released (set once, whatever reports the end first). */
   finished = false;
+  /** An `Upgrade: websocket` request (server/proxy-server.ts decides which are): its handshake and tunnel. */
+  webSocket: WebSocketSession | undefined = undefined;
   /** The Session of user phases (src/api/), made by the first one that runs; routes without them never make one. */
   session: SessionImpl | undefined = undefined;
   /** Cancels the upstream request; set once it is dispatched. */

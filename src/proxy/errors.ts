@@ -31,8 +31,10 @@ export const ERROR_CATALOGUE = {
   bad_gateway: { status: 502, source: 'upstream', retryable: true, message: 'The upstream could not be reached or failed while answering.' },
   upstream_tls: { status: 502, source: 'upstream', retryable: true, message: 'The TLS handshake with the upstream failed.' },
   no_upstream: { status: 503, source: 'internal', retryable: false, message: 'No upstream is available.' },
+  auth_unavailable: { status: 503, source: 'internal', retryable: false, message: 'The authentication service did not answer in time; retry later.' },
   rate_limit_unavailable: { status: 503, source: 'internal', retryable: false, message: 'The rate limit cannot be checked right now; retry after the time in Retry-After.' },
   shutting_down: { status: 503, source: 'internal', retryable: false, message: 'The proxy is shutting down; retry on a new connection.' },
+  too_many_websockets: { status: 503, source: 'internal', retryable: false, message: 'Too many WebSocket connections are open; retry after the time in Retry-After.' },
   cut_off: { status: 503, source: 'internal', retryable: false, message: 'The proxy shut down before the response was complete.' },
   upstream_timeout: { status: 504, source: 'upstream', retryable: false, message: 'The upstream did not answer in time.' },
 } as const satisfies Record<string, ErrorSpec>;
@@ -45,8 +47,10 @@ export class ProxyError extends Error {
   readonly status: number;
   readonly source: ErrorSource;
   readonly retryable: boolean;
+  /** Sent to the client as it is instead of the JSON error body (forward auth relays its service's refusal). */
+  readonly response: RelayedResponse | undefined;
 
-  constructor(code: ErrorCode, options?: { message?: string; cause?: unknown; retryable?: boolean }) {
+  constructor(code: ErrorCode, options?: { message?: string; cause?: unknown; retryable?: boolean; response?: RelayedResponse }) {
     const spec: ErrorSpec = ERROR_CATALOGUE[code];
     super(options?.message ?? spec.message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'ProxyError';
@@ -54,7 +58,98 @@ export class ProxyError extends Error {
     this.status = spec.status;
     this.source = spec.source;
     this.retryable = options?.retryable ?? spec.retryable;
+    this.response = options?.response;
   }
+}
+
+/**
+ * gRPC status codes (grpc/grpc doc/statuscodes.md) that Tollgate answers gRPC requests with. `OK` is
+ * never Tollgate's own; it is here for the trailers of a relayed response.
+ */
+export const GRPC_STATUS = {
+  OK: 0,
+  UNKNOWN: 2,
+  DEADLINE_EXCEEDED: 4,
+  PERMISSION_DENIED: 7,
+  RESOURCE_EXHAUSTED: 8,
+  INTERNAL: 13,
+  UNAVAILABLE: 14,
+  UNIMPLEMENTED: 12,
+  UNAUTHENTICATED: 16,
+} as const;
+
+/**
+ * The gRPC status of each catalogue code, for a refusal or failure of a gRPC request (answered as a
+ * trailers-only response: HTTP 200 and this status; docs/errors.md#grpc-requests). After the HTTP-to-gRPC
+ * mapping of grpc/grpc doc/http-grpc-status-mapping.md (400 INTERNAL, 401 UNAUTHENTICATED, 403
+ * PERMISSION_DENIED, 404 UNIMPLEMENTED, 502/503/504 UNAVAILABLE), except where the catalogue knows more
+ * than the status: a rate limit or a size limit is RESOURCE_EXHAUSTED (what gRPC servers answer for their
+ * own quotas and message sizes), a timeout DEADLINE_EXCEEDED.
+ */
+export const GRPC_STATUS_OF: Readonly<Partial<Record<ErrorCode, number>>> = {
+  bad_request: GRPC_STATUS.INTERNAL,
+  unauthorized: GRPC_STATUS.UNAUTHENTICATED,
+  forbidden: GRPC_STATUS.PERMISSION_DENIED,
+  not_found: GRPC_STATUS.UNIMPLEMENTED,
+  no_route: GRPC_STATUS.UNIMPLEMENTED,
+  request_timeout: GRPC_STATUS.DEADLINE_EXCEEDED,
+  payload_too_large: GRPC_STATUS.RESOURCE_EXHAUSTED,
+  uri_too_long: GRPC_STATUS.RESOURCE_EXHAUSTED,
+  headers_too_large: GRPC_STATUS.RESOURCE_EXHAUSTED,
+  rate_limited: GRPC_STATUS.RESOURCE_EXHAUSTED,
+  internal_error: GRPC_STATUS.INTERNAL,
+  not_implemented: GRPC_STATUS.UNIMPLEMENTED,
+  bad_gateway: GRPC_STATUS.UNAVAILABLE,
+  upstream_tls: GRPC_STATUS.UNAVAILABLE,
+  no_upstream: GRPC_STATUS.UNAVAILABLE,
+  rate_limit_unavailable: GRPC_STATUS.UNAVAILABLE,
+  shutting_down: GRPC_STATUS.UNAVAILABLE,
+  cut_off: GRPC_STATUS.UNAVAILABLE,
+  upstream_timeout: GRPC_STATUS.DEADLINE_EXCEEDED,
+  auth_unavailable: GRPC_STATUS.UNAVAILABLE,
+};
+
+/** The gRPC status for a catalogue code: its entry above, else from its HTTP status as gRPC maps one. */
+export function grpcStatusOf(code: ErrorCode): number {
+  const own = GRPC_STATUS_OF[code];
+  if (own !== undefined) return own;
+  switch (ERROR_CATALOGUE[code].status) {
+    case 400:
+      return GRPC_STATUS.INTERNAL;
+    case 401:
+      return GRPC_STATUS.UNAUTHENTICATED;
+    case 403:
+      return GRPC_STATUS.PERMISSION_DENIED;
+    case 404:
+      return GRPC_STATUS.UNIMPLEMENTED;
+    case 429:
+    case 502:
+    case 503:
+    case 504:
+      return GRPC_STATUS.UNAVAILABLE;
+    default:
+      return GRPC_STATUS.UNKNOWN;
+  }
+}
+
+/**
+ * grpc-message as the gRPC HTTP/2 protocol sends it: percent-encoded UTF-8, with the printable ASCII
+ * except `%` left as it is.
+ */
+export function grpcMessage(message: string): string {
+  if (/^[\x20-\x24\x26-\x7e]*$/.test(message)) return message;
+  let out = '';
+  for (const byte of Buffer.from(message, 'utf8')) {
+    out += byte >= 0x20 && byte <= 0x7e && byte !== 0x25 ? String.fromCharCode(byte) : `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;
+  }
+  return out;
+}
+
+/** A response to relay: its status, headers (name, value, ...; no framing or hop-by-hop ones) and whole body. */
+export interface RelayedResponse {
+  readonly status: number;
+  readonly headers: readonly string[];
+  readonly body: Buffer;
 }
 
 const REQUEST_ID = Symbol('tollgate.requestId');

@@ -1,6 +1,8 @@
 import type { Dispatcher } from 'undici';
 import type { RequestContext } from './context.js';
+import type { Http2ServerResponse } from 'node:http2';
 import { fromUpstreamError, markRequest, type ProxyError } from './errors.js';
+import { downstreamTrailers, grpcStatusIn, type UpstreamTrailers } from './grpc.js';
 import { HOP_BY_HOP, connectionTokens } from './headers.js';
 import { BodyLimiter, pipeBody } from './request-body.js';
 
@@ -8,6 +10,8 @@ import { BodyLimiter, pipeBody } from './request-body.js';
 export interface ForwardHost {
   /** Writes the response head: adds Tollgate's headers and runs the response filters. */
   writeHead(ctx: RequestContext, status: number, headers: string[]): void;
+  /** Writes a gRPC trailers-only response (headers with grpc-status, and the end of the stream). */
+  writeTrailersOnly(ctx: RequestContext, headers: string[]): void;
   /** The upstream request failed (before or after the response head); undefined: the client left first. */
   upstreamFailed(ctx: RequestContext, error: ProxyError | undefined): void;
 }
@@ -30,6 +34,8 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
   #settled = false;
   /** The status the upstream answered with (0 before its head). */
   #status = 0;
+  /** The upstream's answer was a gRPC trailers-only response, already sent whole: its (empty) end is ignored. */
+  #trailersOnly = false;
 
   constructor(ctx: RequestContext, host: ForwardHost) {
     this.#ctx = ctx;
@@ -39,8 +45,8 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
   onConnect(abort: (err?: Error) => void): void {
     const ctx = this.#ctx;
     try {
-      if (ctx.res.destroyed) {
-        // The client left while the request waited for a connection: never send it.
+      if (ctx.res.destroyed || ctx.res.headersSent) {
+        // The client left, or was answered (a gRPC deadline), while the request waited for a connection: never send it.
         abort(CLIENT_GONE);
         return;
       }
@@ -60,7 +66,17 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
     ctx.error = undefined; // an earlier attempt's failure, now recovered by a retry
     const headers = upstreamResponseHeaders(raw);
     try {
+      if (ctx.grpc && ctx.protocol === 'h2' && (ctx.grpcStatus = grpcStatusIn(headers)) !== -1) {
+        // grpc-status in the response headers: a trailers-only response (PROTOCOL-HTTP2.md), passed on in
+        // its own form, with END_STREAM on the HEADERS frame.
+        this.#trailersOnly = true;
+        this.#host.writeTrailersOnly(ctx, headers);
+        return true;
+      }
       this.#host.writeHead(ctx, status, headers);
+      // An event stream's head goes out now, not with its first event: an EventSource is open from the head,
+      // and the first event may be minutes away. Other responses keep the head and first chunk in one write.
+      if (isEventStream(headers)) ctx.res.flushHeaders();
     } catch (err) {
       // Node refused a header (invalid characters from the upstream): treat as a bad upstream response.
       try {
@@ -74,6 +90,7 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
   }
 
   onData(chunk: Buffer): boolean {
+    if (this.#trailersOnly) return true; // nothing may follow a trailers-only response
     const ctx = this.#ctx;
     const res = ctx.res;
     ctx.bytesSent += chunk.length;
@@ -92,10 +109,17 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
     return false;
   }
 
-  onComplete(): void {
+  onComplete(trailers?: UpstreamTrailers): void {
     try {
-      if (!this.#settle(undefined)) return;
-      this.#ctx.res.end();
+      if (!this.#settle(undefined) || this.#trailersOnly) return;
+      const ctx = this.#ctx;
+      // Trailers reach HTTP/2 clients (gRPC's status is in them); node:http would need them declared
+      // before a chunked body, so HTTP/1.1 clients get none, as before.
+      if (ctx.protocol === 'h2') {
+        const fields = downstreamTrailers(ctx, trailers);
+        if (fields !== undefined) (ctx.res as unknown as Http2ServerResponse).addTrailers(fields);
+      }
+      ctx.res.end();
     } catch (err) {
       throw markRequest(err, this.#ctx.requestId);
     }
@@ -126,6 +150,15 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
     if (backend !== undefined) ctx.service?.release(backend, failure, this.#status, this.#status === 0 ? -1 : ctx.upstreamLatency);
     return true;
   }
+}
+
+/** Whether a flat header list says `Content-Type: text/event-stream` (Server-Sent Events). */
+function isEventStream(headers: string[]): boolean {
+  for (let i = 0; i < headers.length; i += 2) {
+    const name = headers[i] as string;
+    if (name.length === 12 && name.toLowerCase() === 'content-type') return (headers[i + 1] as string).trimStart().toLowerCase().startsWith('text/event-stream');
+  }
+  return false;
 }
 
 /** Response headers from undici's raw buffers, minus hop-by-hop ones, as a flat name/value list. */

@@ -5,6 +5,7 @@
  */
 import type { LoadBalancer } from '../balancing/load-balancer.js';
 import type { HeaderEdits } from '../config/schema.js';
+import type { RouteWebsocket } from '../config/websocket-schema.js';
 import type { RequestContext } from '../proxy/context.js';
 import type { FailHook, HeaderFilter, LoggingHook, Phases, RequestFilter, UpstreamPeerHook } from '../proxy/phases.js';
 
@@ -24,6 +25,8 @@ export interface RouteOptions {
    * may carry it once only, as `Authorization`. Undefined otherwise.
    */
   credentialHeader?: string | undefined;
+  /** WebSocket settings; undefined: `Upgrade: websocket` requests are forwarded as ordinary requests. */
+  websocket?: RouteWebsocket | undefined;
 }
 
 export class Route {
@@ -39,6 +42,7 @@ export class Route {
   readonly loggingHooks: readonly LoggingHook[];
   readonly dropRequestHeaders: ReadonlySet<string>;
   readonly credentialHeader: string | undefined;
+  readonly websocket: RouteWebsocket | undefined;
   /** `"route":…,"service":…` for the completion line, escaped once. */
   readonly logFields: string;
 
@@ -56,6 +60,7 @@ export class Route {
     this.loggingHooks = collect(phases, 'logging');
     this.dropRequestHeaders = options.dropRequestHeaders;
     this.credentialHeader = options.credentialHeader;
+    this.websocket = options.websocket;
     this.logFields = `"route":${JSON.stringify(options.name)},"service":${options.service === undefined ? 'null' : JSON.stringify(options.service.name)}`;
   }
 

@@ -130,6 +130,10 @@ export class Http2Downstream {
 
   /** Takes a connection that speaks HTTP/2 (its bytes unread, or put back with `unshift`). */
   accept(socket: Socket): void {
+    // node:http turns Nagle's algorithm off on its connections (noDelay); a connection handed over here
+    // skips that. With it on, a response's last small frame (a gRPC call's trailers) waited for the
+    // client's delayed ACK: 19 ms per sequential unary call against 2.9 ms without (grpc-js, loopback).
+    socket.setNoDelay(true);
     this.#server.emit('connection', socket);
   }
 

@@ -8,7 +8,8 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { ServerConfig } from '../config/schema.js';
 import { ERROR_CATALOGUE, errorBody, type ErrorCode } from '../proxy/errors.js';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { isWebSocketUpgrade } from '../proxy/websocket.js';
+import { IncomingMessage, ServerResponse } from 'node:http';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import { H2_PREFACE, Http2Downstream } from './h2-downstream.js';
 import { ListenError, type ListenerName } from './listen-error.js';
@@ -16,6 +17,31 @@ import type { TlsContexts } from './tls-contexts.js';
 
 /** An `upgrade` token in a Connection value, as Node's parser finds it (a little more widely: closing is safe). */
 const UPGRADE_TOKEN = /(?:^|,)[ \t]*upgrade[ \t]*(?:,|$)/i;
+
+/**
+ * Node decides which upgrade requests reach the 'upgrade' listener with `shouldUpgradeCallback` (Node 24,
+ * 22.21); the others are ordinary requests, as without a listener. Without it (Node 20) the parser decides
+ * by reading `req.upgrade` once the head is read, and WebSocketAwareMessage answers that read.
+ */
+const UPGRADE_CALLBACK = typeof (createServer() as unknown as { shouldUpgradeCallback?: unknown }).shouldUpgradeCallback === 'function';
+
+const UPGRADE_FLAG = Symbol('tollgate.upgrade');
+
+/**
+ * Node 20's request class for the proxy listener: `upgrade` is true only for a WebSocket handshake (and
+ * CONNECT, which Node hands to its own listener), so every other upgrade request (h2c, ...) stays an
+ * ordinary request, exactly as it is without an 'upgrade' listener. The parser sets the flag before the
+ * headers are added and reads it after, so the answer is computed when it is read.
+ */
+class WebSocketAwareMessage extends IncomingMessage {}
+Object.defineProperty(WebSocketAwareMessage.prototype, 'upgrade', {
+  get(this: IncomingMessage & { [UPGRADE_FLAG]?: boolean }): boolean {
+    return this[UPGRADE_FLAG] === true && (this.method === 'CONNECT' || isWebSocketUpgrade(this));
+  },
+  set(this: IncomingMessage & { [UPGRADE_FLAG]?: boolean }, value: boolean) {
+    this[UPGRADE_FLAG] = value;
+  },
+});
 
 /** The code `#clientError` gets for a CONNECT request (not one of Node's). */
 const CONNECT_REFUSED = 'TOLLGATE_CONNECT';
@@ -27,6 +53,15 @@ export interface RequestHandler {
   handleExpectContinue(req: IncomingMessage, res: ServerResponse): void;
   /** A request on an HTTP/2 stream (node:http2's compatibility objects); `expectsContinue` as above. */
   handleH2(req: Http2ServerRequest, res: Http2ServerResponse, expectsContinue: boolean): void;
+  /**
+   * A WebSocket handshake: `res` answers on the raw connection (and closes it) unless the upstream accepts
+   * the WebSocket; `head` is what the client sent after the request head.
+   */
+  handleWebSocket(req: IncomingMessage, res: ServerResponse, head: Buffer): void;
+  /** WebSockets open now. */
+  readonly webSocketsOpen: number;
+  /** Closes every open WebSocket (the grace period is over); returns how many there were. */
+  closeWebSockets(): number;
   /** Shutdown begins: new requests get 503 and every response closes its connection. */
   startDraining(): void;
   /**
@@ -87,6 +122,8 @@ export class ProxyServer {
   readonly #h2: Http2Downstream | undefined;
   /** The last response begun on each connection, so a parse error after it is answered only once it is done. */
   readonly #lastResponse = new WeakMap<Duplex, ServerResponse>();
+  /** Connections handed over by Node's parser for a WebSocket: Node no longer tracks or closes them. */
+  readonly #upgraded = new Set<Duplex>();
 
   constructor(options: ProxyServerOptions) {
     this.#config = options.config;
@@ -115,12 +152,16 @@ export class ProxyServer {
     };
     const tls = options.tls;
     this.#tls = tls;
+    // Only the proxy listener takes WebSocket handshakes (the redirect listener answers 308 to anything).
+    const proxyHttp: ServerOptions = UPGRADE_CALLBACK
+      ? ({ ...http, shouldUpgradeCallback: isWebSocketUpgrade } as ServerOptions)
+      : { ...http, IncomingMessage: WebSocketAwareMessage };
     const server: Server =
       tls === undefined
-        ? createServer(http, handle)
+        ? createServer(proxyHttp, handle)
         : (createTlsServer(
             {
-              ...http,
+              ...proxyHttp,
               ...tls.defaultOptions,
               // Client certificates, when asked for, are required and verified: an unverified one never
               // reaches a request.
@@ -160,6 +201,7 @@ export class ProxyServer {
     this.#limitConnections(server, options.countConnections === true);
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.#clientError(err, socket));
     server.on('connect', this.#connectRequest);
+    server.on('upgrade', this.#upgrade);
     this.server = server;
     if (tls !== undefined && config.redirect_http !== undefined) {
       // The same parser limits and timeouts as the proxy port; every request gets its 308.
@@ -325,7 +367,7 @@ export class ProxyServer {
     redirect?.closeIdleConnections();
     this.#h2?.drain();
     const open = await new Promise<number>((resolve) => this.server.getConnections((_e, n) => resolve(n)));
-    this.#logger.info({ open_connections: open, grace_ms: grace }, 'shutting down: no longer accepting connections');
+    this.#logger.info({ open_connections: open, websockets: this.#handler.webSocketsOpen, grace_ms: grace }, 'shutting down: no longer accepting connections');
     const deadline = setTimeout(() => this.#cutRemaining('shutdown grace period over: closing the remaining connections'), grace);
     await closed;
     clearTimeout(deadline);
@@ -340,7 +382,10 @@ export class ProxyServer {
     this.#cutting = true;
     this.server.getConnections((_e, open) => {
       const requests = this.#handler.cutOff();
-      this.#logger.warn({ open_connections: open, requests_in_flight: requests }, message);
+      // Open WebSockets are requests in flight too; closing them first lets each be logged as closed by shutdown.
+      const websockets = this.#handler.closeWebSockets();
+      this.#logger.warn({ open_connections: open, requests_in_flight: requests, websockets }, message);
+      for (const socket of this.#upgraded) socket.destroy();
       this.server.closeAllConnections();
       this.redirectServer?.closeAllConnections();
       this.#h2?.closeAll();
@@ -360,6 +405,46 @@ export class ProxyServer {
     this.#lastResponse.set(socket, res);
     if (req.headers.upgrade !== undefined && UPGRADE_TOKEN.test(req.headers.connection ?? '')) res.shouldKeepAlive = false;
     if (res.socket === null) this.#closeWithConnection(res, socket);
+  }
+
+  /**
+   * A WebSocket handshake, handed over by Node's parser with the raw connection (Node no longer reads it
+   * as HTTP, times it out or closes it). A response before it on the same connection (pipelining) is
+   * finished first; then the request gets a response of its own on the connection, as Node would make it.
+   */
+  readonly #upgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    socket.on('error', ignoreError);
+    const pending = this.#lastResponse.get(socket);
+    if (pending !== undefined && !pending.destroyed && !(pending.writableFinished && pending.socket === null)) {
+      pending.once('close', () => this.#webSocketRequest(req, socket as Socket, head));
+      return;
+    }
+    this.#webSocketRequest(req, socket as Socket, head);
+  };
+
+  #webSocketRequest(req: IncomingMessage, socket: Socket, head: Buffer): void {
+    // The response before it closed the connection (`Connection: close`, or the client left).
+    if (socket.destroyed || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    this.#upgraded.add(socket);
+    socket.once('close', () => this.#upgraded.delete(socket));
+    const res = new ServerResponse(req);
+    // Node's parser has let go of the connection: an answer other than 101 is the last on it.
+    res.shouldKeepAlive = false;
+    res.assignSocket(socket);
+    res.once('finish', () => {
+      // What Node does when a response it made finishes: the connection closes once written, then 'close'.
+      res.detachSocket(socket);
+      socket.destroySoon();
+      process.nextTick(() => {
+        if (res.destroyed) return;
+        res.destroyed = true;
+        res.emit('close');
+      });
+    });
+    this.#handler.handleWebSocket(req, res, head);
   }
 
   /**
@@ -474,6 +559,10 @@ export class ProxyServer {
     );
     this.#refusedLogged = this.#refused;
   }
+}
+
+function ignoreError(): void {
+  // Its 'close' follows; whoever owns the connection then (the request, the tunnel) acts on that.
 }
 
 /**

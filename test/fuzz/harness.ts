@@ -85,13 +85,15 @@ export function tollgateRules(role: 'protected' | 'public'): Inspect {
       problems.push(`unauthenticated request reached the protected upstream (Authorization: ${JSON.stringify(authorization)})`);
     }
     if (role === 'public' && authorization.length > 1) problems.push('several Authorization headers forwarded');
+    // A WebSocket handshake is proxied as one: GET with exactly `Connection: upgrade` and `Upgrade: websocket`.
+    const webSocket = request.method === 'GET' && single(headers, 'upgrade') === 'websocket' && single(headers, 'connection') === 'upgrade';
     for (const [name] of headers) {
       const lower = name.toLowerCase();
       if (name.includes('_')) problems.push(`header with an underscore forwarded: ${name}`);
-      if (HOP_BY_HOP.includes(lower)) problems.push(`hop-by-hop header forwarded: ${name}`);
+      if (HOP_BY_HOP.includes(lower) && !(webSocket && lower === 'upgrade')) problems.push(`hop-by-hop header forwarded: ${name}`);
     }
     const connection = single(headers, 'connection');
-    if (connection === null || (connection !== undefined && !/^(?:keep-alive|close)$/i.test(connection))) problems.push(`Connection forwarded as ${JSON.stringify(all(headers, 'connection'))}`);
+    if (connection === null || (connection !== undefined && !webSocket && !/^(?:keep-alive|close)$/i.test(connection))) problems.push(`Connection forwarded as ${JSON.stringify(all(headers, 'connection'))}`);
     // The client's own address (the differential run connects from other loopback addresses than 127.0.0.1).
     if (!/^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(single(headers, 'x-forwarded-for') ?? '')) problems.push(`X-Forwarded-For ${JSON.stringify(all(headers, 'x-forwarded-for'))} (no proxy is trusted)`);
     return problems;

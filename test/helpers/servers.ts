@@ -154,7 +154,7 @@ type Json = Record<string, unknown>;
  */
 export async function startProxy(
   upstreams: (Backend | { name: string; port: number; weight?: number; address?: string })[],
-  config: { server?: Json; load_balancing?: Json; services?: Json; routes?: Json[]; middleware?: Json; logging?: Json; admin?: Json; metrics?: Json; tracing?: Json } = {},
+  config: { server?: Json; load_balancing?: Json; services?: Json; routes?: Json[]; middleware?: Json; logging?: Json; admin?: Json; metrics?: Json; tracing?: Json; websocket?: Json } = {},
   options: ProxyTestOptions = {},
 ): Promise<TestProxy> {
   const logs: Record<string, unknown>[] = [];
@@ -178,6 +178,7 @@ export async function startProxy(
     admin: { port: 0, ...config.admin },
     metrics: config.metrics ?? {},
     tracing: config.tracing ?? {},
+    ...(config.websocket === undefined ? {} : { websocket: config.websocket }),
   });
   const logger = pino({ level: options.level ?? 'debug', base: null }, stream);
   const proxy = createProxy(parsed, {

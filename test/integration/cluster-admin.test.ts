@@ -124,7 +124,7 @@ describe('cluster mode: the admin listener in the primary', () => {
     assert.equal(requests.get('{status_class="4xx",method="GET",protocol="http/1.1",route="default",service="none",upstream="none"}'), 10);
     for (const key of requests.keys()) assert.match(key, /route="default"/);
     assert.equal(byClass('5xx'), 0);
-    assert.deepEqual(Object.fromEntries(samples(text, 'tollgate_auth_failures_total')), { '{reason="missing"}': 6, '{reason="malformed"}': 0, '{reason="invalid"}': 1 });
+    assert.deepEqual(Object.fromEntries([...samples(text, 'tollgate_auth_failures_total')].filter(([, n]) => n > 0)), { '{reason="missing"}': 6, '{reason="invalid"}': 1 });
     assert.equal(samples(text, 'tollgate_ratelimit_rejections_total').get(''), 3);
     assert.equal(samples(text, 'tollgate_retries_total').get(''), 0);
     assert.deepEqual(Object.fromEntries(samples(text, 'tollgate_upstream_selections_total')), { '{service="default",upstream="a"}': a.hits, '{service="default",upstream="b"}': b.hits });
@@ -202,7 +202,7 @@ describe('cluster mode: the admin listener in the primary', () => {
     await waitFor(async () => samples((text = await scrape(c.adminUrl)), 'tollgate_workers_answered').get('') === 2, 10_000, 'both workers to answer');
     assert.equal(total(text, 'tollgate_requests_total'), 20);
     assert.equal(samples(text, 'tollgate_worker_restarts_total').get(''), 1);
-    assert.deepEqual(Object.fromEntries(samples(text, 'tollgate_auth_failures_total')), { '{reason="missing"}': 6, '{reason="malformed"}': 0, '{reason="invalid"}': 1 });
+    assert.deepEqual(Object.fromEntries([...samples(text, 'tollgate_auth_failures_total')].filter(([, n]) => n > 0)), { '{reason="missing"}': 6, '{reason="invalid"}': 1 });
     assert.equal(samples(text, 'tollgate_ratelimit_rejections_total').get(''), 3);
 
     // New traffic adds to what the dead worker had counted, whichever worker serves it.

@@ -4,6 +4,7 @@ import { Agent, Pool, request, type Dispatcher } from 'undici';
 import type { LoadBalancingConfig } from '../../config/schema.js';
 import type { Clock } from '../../util/clock.js';
 import type { Backend } from '../backend.js';
+import { H2cSession } from '../h2c-session.js';
 import { describeFailure } from './failure-reason.js';
 import { acceptsTls, TLS_PORT_HINT } from './tls-sniff.js';
 
@@ -71,6 +72,159 @@ export function httpProbe(config: ActiveConfig, agent: Dispatcher, tlsPools?: Re
   };
 }
 
+/** HealthCheckResponse.ServingStatus of grpc/grpc doc/health-checking.md, by number. */
+const SERVING_STATUS = ['UNKNOWN', 'SERVING', 'NOT_SERVING', 'SERVICE_UNKNOWN'];
+
+/**
+ * A HealthCheckRequest (`message { string service = 1; }`) in a gRPC frame: the 5-byte prefix (not
+ * compressed, length) and the protobuf bytes. Hand-encoded: one string field does not need a protobuf library.
+ */
+export function healthCheckFrame(service: string): Buffer {
+  const name = Buffer.from(service, 'utf8');
+  const message = name.length === 0 ? Buffer.alloc(0) : Buffer.concat([Buffer.from([0x0a]), varint(name.length), name]);
+  const prefix = Buffer.alloc(5);
+  prefix.writeUInt32BE(message.length, 1);
+  return Buffer.concat([prefix, message]);
+}
+
+function varint(n: number): Buffer {
+  const bytes: number[] = [];
+  while (n > 0x7f) {
+    bytes.push((n & 0x7f) | 0x80);
+    n >>>= 7;
+  }
+  bytes.push(n);
+  return Buffer.from(bytes);
+}
+
+/**
+ * The `status` (field 1, an enum) of a HealthCheckResponse frame; 0 (UNKNOWN) when absent, as protobuf
+ * reads a missing field, and -1 when the frame is not one.
+ */
+export function servingStatus(frame: Buffer): number {
+  if (frame.length < 5 || frame[0] !== 0 || frame.readUInt32BE(1) !== frame.length - 5) return -1;
+  let at = 5;
+  let status = 0;
+  while (at < frame.length) {
+    const tag = frame[at++] as number;
+    if (tag === 0x08) {
+      // A varint; the statuses are small, but a longer one is read whole.
+      let value = 0;
+      let shift = 0;
+      let byte: number;
+      do {
+        if (at >= frame.length || shift > 28) return -1;
+        byte = frame[at++] as number;
+        value |= (byte & 0x7f) << shift;
+        shift += 7;
+      } while (byte & 0x80);
+      status = value;
+    } else return status; // a field this reader does not know: the status, if any, came first
+  }
+  return status;
+}
+
+/** What a grpc check's call returned: HTTP status, grpc-status and grpc-message (headers or trailers), the body. */
+interface GrpcAnswer {
+  status: number;
+  grpcStatus: string | undefined;
+  grpcMessage: string | undefined;
+  body: Buffer;
+}
+
+/**
+ * One unary call on `dispatcher`, through undici's handler API: its `request()` loses HTTP/2 trailers
+ * (undici 7.30 hands them to a parser of raw header lines as node:http2's object, and `res.trailers` stays
+ * empty), and gRPC's status is in the trailers.
+ */
+function grpcUnary(dispatcher: Pick<Dispatcher, 'dispatch'>, path: string, frame: Buffer, timeoutMs: number): Promise<GrpcAnswer> {
+  return new Promise((resolve, reject) => {
+    const answer: GrpcAnswer = { status: 0, grpcStatus: undefined, grpcMessage: undefined, body: Buffer.alloc(0) };
+    const chunks: Buffer[] = [];
+    const note = (name: string, value: string): void => {
+      const lower = name.toLowerCase();
+      if (lower === 'grpc-status') answer.grpcStatus = value;
+      else if (lower === 'grpc-message') answer.grpcMessage = value;
+    };
+    const timer = setTimeout(() => {
+      const timeout = Object.assign(new Error(`timed out after ${timeoutMs} ms`), { name: 'TimeoutError' });
+      reject(timeout); // still connecting: the connect timeout ends that attempt
+      abort?.(timeout);
+    }, timeoutMs);
+    let abort: ((err: Error) => void) | undefined;
+    dispatcher.dispatch(
+      {
+        path,
+        method: 'POST',
+        headers: ['content-type', 'application/grpc', 'te', 'trailers', 'user-agent', 'tollgate-health-check'],
+        body: frame,
+        idempotent: true,
+        headersTimeout: timeoutMs,
+        bodyTimeout: timeoutMs,
+      },
+      {
+        onConnect(abortCall) {
+          abort = abortCall;
+        },
+        onHeaders(status, raw) {
+          answer.status = status;
+          for (let i = 0; i + 1 < raw.length; i += 2) note(String(raw[i]), String(raw[i + 1]));
+          return true;
+        },
+        onData(chunk) {
+          chunks.push(chunk);
+          return true;
+        },
+        onComplete(trailers: unknown) {
+          clearTimeout(timer);
+          if (Array.isArray(trailers)) for (let i = 0; i + 1 < trailers.length; i += 2) note(String(trailers[i]), String(trailers[i + 1]));
+          else if (typeof trailers === 'object' && trailers !== null) for (const [name, value] of Object.entries(trailers)) note(name, String(value));
+          answer.body = Buffer.concat(chunks);
+          resolve(answer);
+        },
+        onError(err) {
+          clearTimeout(timer);
+          reject(err);
+        },
+      },
+    );
+  });
+}
+
+/**
+ * A grpc check: `grpc.health.v1.Health/Check` for `service` over HTTP/2 (each backend's own h2 or h2c
+ * connection, from `pools`); passes when the call ends with grpc-status 0 and the answer is SERVING.
+ */
+export function grpcProbe(config: ActiveConfig, pools: ReadonlyMap<Backend, Pick<Dispatcher, 'dispatch'>>): Probe {
+  const frame = healthCheckFrame(config.grpc?.service ?? '');
+  return async function probeGrpc(backend) {
+    try {
+ const answer = await grpcUnary(pools.get(backend) as Pick<Dispatcher, 'dispatch'>, '/grpc.health.v1.Health/Check', frame, config.timeout_ms);
+      if (answer.status !== 200) return { passed: false, detail: `got HTTP ${answer.status}` };
+      if (answer.grpcStatus !== '0') {
+        const message = answer.grpcMessage === undefined ? '' : ` (${safeDecode(answer.grpcMessage)})`;
+        return { passed: false, detail: `grpc-status ${answer.grpcStatus ?? 'missing'}${message}` };
+      }
+      const status = servingStatus(answer.body);
+      if (status === 1) return { passed: true, detail: 'SERVING' };
+      return { passed: false, detail: status === -1 ? 'not a HealthCheckResponse' : (SERVING_STATUS[status] ?? `status ${status}`) };
+    } catch (err) {
+      const code = (err as { code?: unknown }).code;
+      if ((err as Error).name === 'TimeoutError' || PROBE_TIMEOUTS.has(code as string)) return { passed: false, detail: `timed out after ${config.timeout_ms} ms` };
+      return { passed: false, detail: describeFailure(err) };
+    }
+  };
+}
+
+/** grpc-message is percent-encoded; a malformed one is shown as it came. */
+function safeDecode(value: string): string {
+  try {
+    return decodeURIComponent(value);
+  } catch {
+    return value;
+  }
+}
+
 interface CheckState {
   passes: number;
   failures: number;
@@ -91,6 +245,8 @@ export class ActiveHealthChecker {
   readonly #agent: Agent | undefined;
   /** The http checks' connections to backends reached over TLS, one pool each (their TLS settings differ). */
   readonly #tlsPools = new Map<Backend, Pool>();
+  /** The grpc checks' connections, one per backend: an h2c session, or an HTTP/2 pool with its TLS settings. */
+  readonly #grpcPools = new Map<Backend, Pool | H2cSession>();
   readonly #state = new Map<Backend, CheckState>();
   #timer: NodeJS.Timeout | undefined;
   #running: Promise<void> | undefined;
@@ -110,6 +266,12 @@ export class ActiveHealthChecker {
         if (b.connector !== undefined) this.#tlsPools.set(b, new Pool(b.origin, { connections: 1, pipelining: 0, connect: b.connector, allowH2: b.allowH2 }));
       }
       this.#probe = httpProbe(config, this.#agent, this.#tlsPools);
+    } else if (config.type === 'grpc') {
+      for (const b of backends) {
+        const t = config.timeout_ms;
+        this.#grpcPools.set(b, b.connector === undefined ? new H2cSession(b.origin, { connectTimeoutMs: t, responseTimeoutMs: t, idleTimeoutMs: config.interval_ms + t }) : new Pool(b.origin, { connections: 1, allowH2: true, connect: b.connector }));
+      }
+      this.#probe = grpcProbe(config, this.#grpcPools);
     } else this.#probe = tcpProbe(config.timeout_ms);
     for (const b of backends) this.#state.set(b, { passes: 0, failures: 0 });
   }
@@ -134,7 +296,7 @@ export class ActiveHealthChecker {
     this.#timer = undefined;
     await this.#running;
     await this.#agent?.close();
-    await Promise.all([...this.#tlsPools.values()].map((p) => p.close()));
+    await Promise.all([...this.#tlsPools.values(), ...this.#grpcPools.values()].map((p) => p.close()));
   }
 
   async #check(backend: Backend): Promise<void> {

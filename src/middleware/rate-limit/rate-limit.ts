@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { RateLimitConfig } from '../../config/schema.js';
 import type { RateLimitStore } from '../../limits/store.js';
 import type { RateDecision } from '../../limits/token-bucket.js';
@@ -42,13 +43,47 @@ export function createRateLimit(config: RateLimitConfig, store: RateLimitStore, 
     return RATE_LIMITED;
   }
 
+  const keyOf = bucketKey(config.key);
   return {
     name: 'rate-limit',
     requestFilter: function rateLimit(ctx): FilterResult | Promise<FilterResult> {
-      const key = keyPrefix + (ctx.principal ?? `addr:${ctx.clientAddress}`);
+      const key = keyPrefix + keyOf(ctx);
       const decision = store.take(key);
       if (decision instanceof Promise) return decision.then((d) => apply(ctx, d), () => unavailable(ctx));
       return apply(ctx, decision);
     },
   };
+}
+
+/**
+ * The bucket key of a request for `rate_limit.key`, decided once when the config loads. A request that
+ * failed authentication, and one without the header or claim named, is charged to its client address.
+ * Header and claim values are put in the key as 16 hex digits of their SHA-256: keys in a shared store
+ * hold no client-chosen text and have a bounded length.
+ */
+export function bucketKey(spec: string): (ctx: RequestContext) => string {
+  if (spec === 'client_address') return function byAddress(ctx) {
+    return `addr:${ctx.clientAddress}`;
+  };
+  if (spec === 'credential') return function byCredential(ctx) {
+    return ctx.principal ?? `addr:${ctx.clientAddress}`;
+  };
+  if (spec.startsWith('header:')) {
+    const name = spec.slice('header:'.length).toLowerCase();
+    return function byHeader(ctx) {
+      const value = ctx.req.headers[name];
+      if (ctx.authFailure !== undefined || typeof value !== 'string' || value === '') return `addr:${ctx.clientAddress}`;
+      return `hdr:${digest(value)}`;
+    };
+  }
+  const claim = spec.slice('claim:'.length);
+  return function byClaim(ctx) {
+    const value = ctx.authClaims?.[claim];
+    if (ctx.authFailure !== undefined || (typeof value !== 'string' && typeof value !== 'number') || value === '') return `addr:${ctx.clientAddress}`;
+    return `claim:${digest(String(value))}`;
+  };
+}
+
+function digest(value: string): string {
+  return createHash('sha256').update(value).digest('hex').slice(0, 16);
 }

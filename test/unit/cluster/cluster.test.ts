@@ -4,7 +4,35 @@ import { pino } from 'pino';
 import type { Proxy } from '../../../src/app.js';
 import type { MetricsSnapshot } from '../../../src/observability/metrics.js';
 import { connectionShare, resolveWorkers, restartDelayMs } from '../../../src/cluster/primary.js';
-import { answerSnapshot } from '../../../src/cluster/worker.js';
+import { answerReload, answerSnapshot } from '../../../src/cluster/worker.js';
+import { parseConfig } from '../../../src/config/load.js';
+import type { Config } from '../../../src/config/schema.js';
+
+describe('a worker\'s share of the caps', () => {
+  test('max_connections and the WebSocket caps (instance and per route) are split, at least 1 each', async () => {
+    const config = parseConfig(
+      [
+        'server: { max_connections: 10 }',
+        'load_balancing: { upstreams: [{ name: a, address: 127.0.0.1, port: 3000 }] }',
+        'websocket: { max_connections: 5 }',
+        'routes:',
+        '  - { name: chat, service: default, match: { path: /chat }, websocket: { max_connections: 3 } }',
+        '  - { name: tiny, service: default, match: { path: /tiny }, websocket: { max_connections: 1 } }',
+        '  - { name: plain, service: default, match: { path: /plain } }',
+      ].join('\n'),
+      'proxy.yaml',
+      {},
+    );
+    const seen: Config[] = [];
+    const proxy = { reload: async (c: Config) => (seen.push(c), { result: 'ok' as const, generation: 2, at: 0, restart_needed: [], errors: [] }) };
+    for (const slot of [0, 1]) await answerReload(proxy, { type: 'tollgate:reload', id: 1, config, hash: '', generation: 2 }, 2, slot);
+    const caps = seen.map((c) => [c.server.max_connections, c.websocket.max_connections, ...(c.routes ?? []).map((r) => (typeof r.websocket === 'object' ? r.websocket.max_connections : r.websocket))]);
+    assert.deepEqual(caps, [
+      [5, 3, 2, 1, undefined],
+      [5, 2, 1, 1, undefined],
+    ]);
+  });
+});
 
 describe('cluster arithmetic', () => {
   test('resolveWorkers: auto is one per CPU; a number is itself', () => {

@@ -94,13 +94,15 @@ describe('parseConfig: valid configs', () => {
           api_key_header: 'X-API-Key',
           forward_credentials: false,
           realm: 'tollgate',
+          password_verification: { concurrency: 1, max_queue: 1000, cache_size: 10_000, cache_ttl_ms: 300_000 },
         },
-        rate_limit: { enabled: true, requests_per_minute: 100, burst_size: 10, max_keys: 100_000, store: { type: 'memory', timeout_ms: 100, on_error: 'allow' } },
+        rate_limit: { enabled: true, key: 'credential', requests_per_minute: 100, burst_size: 10, max_keys: 100_000, store: { type: 'memory', timeout_ms: 100, on_error: 'allow' } },
       },
       logging: { level: 'info', format: 'json' },
       admin: { enabled: true, address: '127.0.0.1', port: 9901 },
       metrics: { enabled: true },
       tracing: { enabled: true, sample_new_traces: true, server_timing: true },
+      websocket: { enabled: true, idle_timeout_ms: 300000, max_connections: 10000 },
     });
   });
 
@@ -378,7 +380,7 @@ describe('parseConfig: errors name file:line:col and the key path', () => {
   });
 
   test('basic auth enabled with neither users nor tokens is rejected', () => {
-    assertProblems(`${MINIMAL}middleware:\n  auth:\n    enabled: true\n    auth_type: basic\n`, [{ line: 8, col: 5, path: 'middleware.auth.users', message: 'basic auth needs users or valid_tokens' }]);
+    assertProblems(`${MINIMAL}middleware:\n  auth:\n    enabled: true\n    auth_type: basic\n`, [{ line: 8, col: 5, path: 'middleware.auth.users', message: 'basic auth needs users, users_file or valid_tokens' }]);
   });
 
   test('problems lists every problem when there are several, in document order', () => {

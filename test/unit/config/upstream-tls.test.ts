@@ -146,6 +146,17 @@ describe('tls and protocol: config errors with file:line:col and the key path', 
       problems(lb('', '\n      protocol: h2')).map((p) => `${p.line}:${p.col} ${p.path}: ${p.message}`),
       ['6:17 load_balancing.upstreams[0].protocol: h2 needs TLS (HTTP/2 is agreed in the TLS handshake): give upstream "a" tls'],
     );
-    assert.deepEqual(problems(lb('  protocol: h3\n')).map((p) => `${p.path}: ${p.message}`), ['load_balancing.protocol: must be http1 or h2, got "h3"']);
+    assert.deepEqual(problems(lb('  protocol: h3\n')).map((p) => `${p.path}: ${p.message}`), ['load_balancing.protocol: must be http1, h2 or h2c, got "h3"']);
+  });
+
+  test('h2c with TLS, and grpc health checks towards an HTTP/1.1 upstream', () => {
+    assert.deepEqual(
+      problems(lb('  protocol: h2c\n  tls: { enabled: true }\n')).map((p) => `${p.path}: ${p.message}`),
+      ['load_balancing.protocol: h2c is HTTP/2 without TLS: upstream "a" has tls, so use h2'],
+    );
+    assert.deepEqual(
+      problems(lb('  health_check: { active: { type: grpc } }\n')).map((p) => `${p.path}: ${p.message}`),
+      ['load_balancing.health_check.active.type: grpc checks need HTTP/2: give upstream "a" protocol h2 (with tls) or h2c'],
+    );
   });
 });

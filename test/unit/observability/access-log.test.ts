@@ -37,14 +37,17 @@ describe('access log', () => {
     assert.equal(out.text, '', 'no warning: the template matches pino');
     log(accessLog, probeRequests());
     const lines = out.text.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
-    assert.equal(lines.length, 2);
+    assert.equal(lines.length, 3);
     assert.deepEqual(
       lines.map((l) => [l.level, l.worker, l.request_id, l.status, l.duration_ms, l.msg]),
       [
         [30, 3, 'probe-1', 200, 1234.57, 'Request Completed'],
         [40, 3, 'probe-2', 502, 1234.57, 'Request Completed'],
+        [30, 3, 'probe-3', 101, 1234.57, 'Request Completed'],
       ],
     );
+    // A WebSocket's line: bytes each way and who closed, after the usual fields.
+    assert.deepEqual([lines[2]?.bytes, lines[2]?.bytes_received, lines[2]?.closed_by], [12, 34, 'upstream_reset']);
     assert.equal(lines[0]?.path, '/probe?q="x"&b=\\&c=\u00fc\u{1f600}');
     assert.equal(lines[1]?.cause, 'ECONNREFUSED: connect "refused"\n');
   });
@@ -120,7 +123,7 @@ describe('access log', () => {
     out.text = '';
     log(createAccessLog(handle.logger, { direct: handle.direct, now: fixedNow }), probeRequests());
     assert.equal(noTime(viaFallback), noTime(out.text));
-    assert.equal(viaFallback.split('\n').length, 3);
+    assert.equal(viaFallback.split('\n').length, 4);
   });
 
   test('a logger not made by createLogger is written to through pino', () => {

@@ -119,11 +119,12 @@ describe('log destination', () => {
     // pino-pretty formats lines on their way through a stream: flush waits until they are written.
     await flush();
     const lines = read();
-    assert.equal(lines.length, 5, lines.join('\n'));
+    assert.equal(lines.length, 6, lines.join('\n'));
     assert.match(lines[0] as string, /^\[\d\d:\d\d:\d\d\.\d{3}\] INFO \(\d+\): listening \{"address":"127\.0\.0\.1","port":8080\}$/);
     assert.match(lines[1] as string, /ERROR \(\d+\): reload failed \{"err":\{"type":"Error","message":"boom\\nsecond line","stack":"Error: boom\\nsecond line\\n {4}at /);
     assert.match(lines[2] as string, /WARN \(\d+\): two lines$/);
     assert.match(lines[3] as string, /INFO \(\d+\): Request Completed \{"request_id":"probe-1",.*"status":200,/);
     assert.match(lines[4] as string, /WARN \(\d+\): Request Completed \{"request_id":"probe-2",.*"error":"bad_gateway"/);
+    assert.match(lines[5] as string, /INFO \(\d+\): Request Completed \{"request_id":"probe-3",.*"status":101,.*"closed_by":"upstream_reset"\}$/s);
   });
 });

@@ -3,6 +3,7 @@ import { describe, test } from 'node:test';
 import type { Backend } from '../../../src/balancing/backend.js';
 import { Registry } from 'prom-client';
 import {
+  AUTH_FAILURE_REASONS,
   METHODS,
   PROTOCOLS,
   ProxyMetrics,
@@ -374,7 +375,7 @@ describe('adding counters up by name (a cluster primary)', () => {
     assert.equal(sum.durationSum.length, 4);
     // The histogram adds up by name too: every request took 3 ms.
     const registry = new Registry();
-    registerProxyMetrics(registry, { counters: () => sum, upstreams: () => [], connectionsOpen: async () => 0 }, { recording: true, version: '1' });
+    registerProxyMetrics(registry, { counters: () => sum, upstreams: () => [], connectionsOpen: async () => 0, websocketsOpen: () => 0 }, { recording: true, version: '1' });
     const text = await registry.metrics();
     assert.equal(sample(text, 'tollgate_request_duration_seconds_count{route="r",service="api",upstream="x"}'), 21);
     assert.equal(sample(text, 'tollgate_request_duration_seconds_bucket{le="0.0025",route="r",service="api",upstream="x"}'), 0);
@@ -406,7 +407,7 @@ describe('adding counters up by name (a cluster primary)', () => {
       requests: [1, ...Array<number>(PROTOCOLS.length * METHODS.length * 4 - 1).fill(0), 5, 5],
       durationBuckets: ['x' as unknown as number],
       selections: [0, 2],
-      authFailures: [1, 1, 1, 1],
+      authFailures: Array<number>(AUTH_FAILURE_REASONS.length + 1).fill(1),
       rateLimited: 2,
     };
     addCounters(sum, odd);
@@ -415,7 +416,7 @@ describe('adding counters up by name (a cluster primary)', () => {
     assert.equal(totals.requests, 2, 'only the series (none, a) is in range');
     assert.deepEqual(sum.selections, [0, 4]);
     assert.deepEqual(sum.durationBuckets.slice(0, 2), [0, 0]);
-    assert.deepEqual(sum.authFailures, [2, 2, 2]);
+    assert.deepEqual(sum.authFailures, Array<number>(AUTH_FAILURE_REASONS.length).fill(2));
     assert.equal(sum.rateLimited, 4);
   });
 
@@ -427,7 +428,7 @@ describe('adding counters up by name (a cluster primary)', () => {
     ];
     registerProxyMetrics(
       registry,
-      { counters: () => emptyCounters([{ service: 'web', name: 'a' }]), upstreams: () => live, connectionsOpen: async () => 0 },
+      { counters: () => emptyCounters([{ service: 'web', name: 'a' }]), upstreams: () => live, connectionsOpen: async () => 0, websocketsOpen: () => 0 },
       { recording: false, version: '1' },
     );
     const first = await registry.metrics();
