@@ -8,7 +8,7 @@ describe('runtime settings (relaunchPlan)', () => {
   test('adds the semi-space flag before the script and MALLOC_ARENA_MAX to the environment', () => {
     const plan = relaunchPlan(['--enable-source-maps'], ARGV, { PATH: '/bin' });
     assert.deepEqual(plan, {
-      args: ['--max-semi-space-size=8', '--enable-source-maps', '/app/dist/cli.js', '--config', 'proxy.yaml'],
+      args: ['--max-semi-space-size=16', '--enable-source-maps', '/app/dist/cli.js', '--config', 'proxy.yaml'],
       env: { PATH: '/bin', MALLOC_ARENA_MAX: '2' },
     });
   });
@@ -20,7 +20,7 @@ describe('runtime settings (relaunchPlan)', () => {
   });
 
   test('a process that has every setting runs as it is (no second exec)', () => {
-    assert.equal(relaunchPlan(['--max-semi-space-size=8'], ARGV, { MALLOC_ARENA_MAX: '2' }), undefined);
+    assert.equal(relaunchPlan(['--max-semi-space-size=16'], ARGV, { MALLOC_ARENA_MAX: '2' }), undefined);
   });
 
   test('off when asked, and never in a cluster worker or a child with an IPC channel', () => {
