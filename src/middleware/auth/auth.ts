@@ -9,6 +9,7 @@ import { authorizationParam, decodeBasic, findSecret } from './credentials.js';
 import { DUMMY_BCRYPT, readHtpasswd, sha1Matches, sha256Hex, SlowVerifier } from './hashed.js';
 import { SHA256_TOKEN } from './secret-formats.js';
 import { createForwardAuth } from './forward.js';
+import { addAuthHeaders } from './phase-parts.js';
 import { JwksCache } from './jwks.js';
 import { JwtVerifier, readPublicKeyFile, secretKey, type JwtResult, type KeySource } from './jwt.js';
 
@@ -189,18 +190,11 @@ function createJwtAuth(config: AuthSchemeConfig, deps: AuthDeps): AuthPhases {
         () => refuse(ctx, 'invalid'),
       );
     },
-    upstreamRequestFilter: function addClaimHeaders(ctx, headers): void {
-      const add = ctx.authHeaders;
-      if (add !== undefined) for (let i = 0; i < add.length; i++) headers.push(add[i] as string);
-    },
+    upstreamRequestFilter: addAuthHeaders,
   };
   const enforce: Phases = {
     name: 'auth-enforce',
-    requestFilter: function enforceJwt(ctx): FilterResult {
-      if (ctx.authFailure === undefined) return false;
-      ctx.responseHeaders.push('WWW-Authenticate', ctx.authChallenge);
-      return ctx.authFailure === 'insufficient_scope' ? INSUFFICIENT_SCOPE : UNAUTHORIZED;
-    },
+    requestFilter: enforceWithChallenge,
   };
   return {
     authenticate,
@@ -372,18 +366,11 @@ function createAnyOf(schemes: readonly AuthSchemeConfig[], deps: AuthDeps): Auth
     requestFilter: function authenticateAnyOf(ctx): FilterResult | Promise<FilterResult> {
       return step(ctx, 0, { failure: undefined, challenges: [] });
     },
-    upstreamRequestFilter: function addAuthHeaders(ctx, headers): void {
-      const add = ctx.authHeaders;
-      if (add !== undefined) for (let i = 0; i < add.length; i++) headers.push(add[i] as string);
-    },
+    upstreamRequestFilter: addAuthHeaders,
   };
   const enforce: Phases = {
     name: 'auth-enforce',
-    requestFilter: function enforceAnyOf(ctx): FilterResult {
-      if (ctx.authFailure === undefined) return false;
-      if (ctx.authChallenge !== '') ctx.responseHeaders.push('WWW-Authenticate', ctx.authChallenge);
-      return ctx.authFailure === 'insufficient_scope' ? INSUFFICIENT_SCOPE : UNAUTHORIZED;
-    },
+    requestFilter: enforceWithChallenge,
   };
   return {
     authenticate,
@@ -392,4 +379,14 @@ function createAnyOf(schemes: readonly AuthSchemeConfig[], deps: AuthDeps): Auth
       for (const b of built) b.close();
     },
   };
+}
+
+/**
+ * The enforce phase of JWT and any_of: a request `authenticate` could not identify gets its challenge and
+ * 401, or 403 insufficient_scope when a JWT lacked a required claim.
+ */
+function enforceWithChallenge(ctx: RequestContext): FilterResult {
+  if (ctx.authFailure === undefined) return false;
+  if (ctx.authChallenge !== '') ctx.responseHeaders.push('WWW-Authenticate', ctx.authChallenge);
+  return ctx.authFailure === 'insufficient_scope' ? INSUFFICIENT_SCOPE : UNAUTHORIZED;
 }

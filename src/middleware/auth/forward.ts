@@ -7,6 +7,7 @@ import { ProxyError } from '../../proxy/errors.js';
 import { HOP_BY_HOP } from '../../proxy/headers.js';
 import type { FilterResult, Phases } from '../../proxy/phases.js';
 import type { AuthPhases } from './auth.js';
+import { addAuthHeaders } from './phase-parts.js';
 
 /** Largest refusal body relayed to the client; a larger one is treated as a failure of the service (503). */
 const MAX_RELAYED_BODY = 64 * 1024;
@@ -151,10 +152,7 @@ export function createForwardAuth(config: AuthSchemeConfig, logger: Logger | und
       }
       return ask(ctx, digest, cacheKey);
     },
-    upstreamRequestFilter: function addForwardHeaders(ctx, headers): void {
-      const add = ctx.authHeaders;
-      if (add !== undefined) for (let i = 0; i < add.length; i++) headers.push(add[i] as string);
-    },
+    upstreamRequestFilter: addAuthHeaders,
   };
   const enforce: Phases = {
     name: 'auth-enforce',
