@@ -286,9 +286,7 @@ export function createProxy(config: Config, options: ProxyOptions): Proxy {
           logAdminListening(logger, await admin.listen());
         } catch (err) {
           // Nothing stays bound when listen() fails: the proxy port is released before the error goes on.
-          await new Promise<void>((resolve) => server.server.close(() => resolve()));
-          const redirectServer = server.redirectServer;
-          if (redirectServer?.listening === true) await new Promise<void>((resolve) => redirectServer.close(() => resolve()));
+          await server.stopListening();
           throw err;
         }
       }

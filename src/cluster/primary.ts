@@ -23,7 +23,7 @@
  * worker's side is cluster/worker.ts.
  */
 import cluster, { type Worker } from 'node:cluster';
-import { createServer, type AddressInfo } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { availableParallelism } from 'node:os';
 import type { Logger } from 'pino';
 import { ConfigError } from '../config/load.js';
@@ -32,7 +32,7 @@ import { applicableConfig, loadForReloadOffThread } from '../gateway/reload.js';
 import { buildRoutePhases } from '../api/plugins.js';
 import { answerTakes, PolicyStores } from '../limits/ipc-store.js';
 import { ListenError, type ListenerName } from '../server/listen-error.js';
-import { REUSE_PORT } from '../server/proxy-server.js';
+import { checkPortFree, REUSE_PORT } from '../server/proxy-server.js';
 import { monotonicClock } from '../util/clock.js';
 import {
   isMessage,
@@ -245,8 +245,8 @@ export class Primary {
   /**
    * Workers that bind the port themselves (SO_REUSEPORT, see ownsListeningSocket) would share it with
    * another process of this user that bound it the same way, such as a second instance started by mistake,
-   * instead of failing. So the primary binds each such port once without SO_REUSEPORT first: a port in use
-   * fails here with the usual listen error, and is released before the workers bind it.
+   * instead of failing. So the primary binds each such port once without SO_REUSEPORT first (checkPortFree):
+   * a port in use fails here with the usual listen error, and is released before the workers bind it.
    */
   async #checkPortsFree(): Promise<void> {
     const server = this.#config.server;
@@ -254,12 +254,7 @@ export class Primary {
     const ports: [ListenerName, number][] = [['proxy', server.listen_port]];
     if (server.tls !== undefined && server.redirect_http !== undefined) ports.push(['redirect_http listener', server.redirect_http.port]);
     for (const [name, port] of ports) {
-      if (port === 0) continue;
-      const probe = createServer();
-      await new Promise<void>((resolve, reject) => {
-        probe.once('error', (err) => reject(new ListenError(name, server.listen_address, port, err)));
-        probe.listen({ port, host: server.listen_address, exclusive: true }, () => probe.close(() => resolve()));
-      });
+      if (port !== 0) await checkPortFree(name, server.listen_address, port);
     }
   }
 

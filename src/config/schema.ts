@@ -71,6 +71,11 @@ const host = z.string({ error: 'must be an IP address or a host name' }).refine(
 /** Most worker processes a config may ask for. */
 export const MAX_WORKERS = 256;
 
+/** Most listening sockets per process (server.listen_sockets). */
+export const MAX_LISTEN_SOCKETS = 256;
+/** server.listen_sockets when not set: see docs/deployment.md#accepting for the measurement behind it. */
+export const DEFAULT_LISTEN_SOCKETS = 64;
+
 /** Node checks header timeouts once a second (proxy-server.ts), so a shorter one would not be kept. */
 export const HEADER_TIMEOUT_MIN_MS = 1_000;
 
@@ -144,6 +149,11 @@ const serverSchema = z.strictObject({
   listen_port: listenPort.default(8080),
   listen_address: host.default('0.0.0.0'),
   max_connections: positiveInt('a whole number of at least 1').default(1000),
+  /**
+   * Listening sockets on listen_port (SO_REUSEPORT, Node >= 22.12 on Linux; 1 elsewhere): the event loop
+   * accepts one connection per socket per turn, so a burst of new connections is taken this many at a time.
+   */
+  listen_sockets: positiveInt(`a whole number from 1 to ${MAX_LISTEN_SOCKETS}`, MAX_LISTEN_SOCKETS).default(DEFAULT_LISTEN_SOCKETS),
   /** Node's 0 would keep idle connections open forever; a few ms races a client reusing its connection. */
   keepalive_timeout_ms: durationMs(75_000),
   /** 0 cuts the connections still open at once. */

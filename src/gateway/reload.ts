@@ -17,6 +17,7 @@ const LISTENER_KEYS = [
   'workers',
   'listen_port',
   'listen_address',
+  'listen_sockets',
   'max_connections',
   'keepalive_timeout_ms',
   'shutdown_grace_ms',

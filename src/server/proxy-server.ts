@@ -3,7 +3,7 @@ import cluster from 'node:cluster';
 import { STATUS_CODES, createServer, type Server, type ServerOptions } from 'node:http';
 import { createServer as createTlsServer } from 'node:https';
 import type { SecureContext, TLSSocket } from 'node:tls';
-import type { AddressInfo, Socket } from 'node:net';
+import { Server as NetServer, type AddressInfo, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { ServerConfig } from '../config/schema.js';
@@ -114,8 +114,12 @@ export class ProxyServer {
   #refused = 0;
   #refusedLogged = 0;
   #refusedTimer: NodeJS.Timeout | undefined;
-  /** Open connections, when counted here (countConnections). */
+  /** Open connections, when counted here (countConnections, or several listening sockets). */
   #open = 0;
+  /** How many sockets listen on the proxy port (server.listen_sockets where SO_REUSEPORT is there, else 1). */
+  readonly #sockets: number;
+  /** The proxy port's listening sockets besides `server`'s own, each handing its connections to `server`. */
+  readonly #acceptors: NetServer[] = [];
   /** The certificates new handshakes get (a reload swaps them; open connections keep theirs). */
   #tls: TlsContexts | undefined;
   /** HTTP/2 connections (`server.http2` with TLS, `server.h2c` without); undefined when neither is on. */
@@ -132,6 +136,9 @@ export class ProxyServer {
     this.#onClosed = options.onClosed;
     this.#onRejected = options.onRejected;
     const config = options.config;
+    this.#sockets = listeningSockets(config);
+    // Node's `maxConnections` counts per listening socket: with several, the limit is counted here.
+    const count = options.countConnections === true || this.#sockets > 1;
     const http: ServerOptions = {
       keepAliveTimeout: config.keepalive_timeout_ms,
       headersTimeout: config.header_timeout_ms,
@@ -198,7 +205,7 @@ export class ProxyServer {
       this.#begin(req, res);
       this.#handler.handle(req, res);
     });
-    this.#limitConnections(server, options.countConnections === true);
+    this.#limitConnections(server, count);
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.#clientError(err, socket));
     server.on('connect', this.#connectRequest);
     server.on('upgrade', this.#upgrade);
@@ -210,7 +217,7 @@ export class ProxyServer {
         this.#redirect(req, res);
       });
       redirect.maxHeadersCount = config.max_header_count + 1;
-      this.#limitConnections(redirect, options.countConnections === true);
+      this.#limitConnections(redirect, count);
       redirect.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.#clientError(err, socket));
       redirect.on('connect', this.#connectRequest);
       this.redirectServer = redirect;
@@ -290,18 +297,63 @@ export class ProxyServer {
   /** Listens on `listen_address:listen_port`; rejects with a ListenError (the port is taken, ...). */
   async listen(): Promise<AddressInfo> {
     const { listen_port: port, listen_address: host } = this.#config;
-    const address = await listenOn(this.server, host, port, 'proxy');
-    if (this.redirectServer !== undefined && this.#config.redirect_http !== undefined) {
-      this.#httpsPortSuffix = address.port === 443 ? '' : `:${address.port}`;
-      try {
-        await listenOn(this.redirectServer, host, this.#config.redirect_http.port, 'redirect_http listener');
-      } catch (err) {
-        // Nothing stays bound when listen() fails.
-        await new Promise<void>((resolve) => this.server.close(() => resolve()));
-        throw err;
+    let address: AddressInfo;
+    if (this.#sockets === 1) address = await listenOn(this.server, host, port, 'proxy', ownsListeningSocket(port));
+    else {
+      // A cluster's primary has checked the port before forking (src/cluster/primary.ts).
+      if (port !== 0 && !cluster.isWorker) await checkPortFree('proxy', host, port);
+      address = await listenOn(this.server, host, port, 'proxy', true);
+    }
+    try {
+      for (let i = 1; i < this.#sockets; i++) {
+        const acceptor = this.#acceptor();
+        this.#acceptors.push(acceptor);
+        await listenOn(acceptor, host, address.port, 'proxy', true);
       }
+      if (this.redirectServer !== undefined && this.#config.redirect_http !== undefined) {
+        this.#httpsPortSuffix = address.port === 443 ? '' : `:${address.port}`;
+        await listenOn(this.redirectServer, host, this.#config.redirect_http.port, 'redirect_http listener', false);
+      }
+    } catch (err) {
+      // Nothing stays bound when listen() fails.
+      await this.stopListening();
+      throw err;
     }
     return address;
+  }
+
+  /**
+   * One more listening socket on the proxy port (SO_REUSEPORT: the kernel spreads new connections over the
+   * group). Its connections go to `server` as if it had accepted them, with the same socket options.
+   */
+  #acceptor(): NetServer {
+    const main = this.server as Server & { allowHalfOpen: boolean; noDelay: boolean; keepAlive: boolean; keepAliveInitialDelay: number; highWaterMark: number };
+    const acceptor = new NetServer(
+      {
+        allowHalfOpen: main.allowHalfOpen,
+        noDelay: main.noDelay,
+        keepAlive: main.keepAlive,
+        // Stored in seconds, given in ms.
+        keepAliveInitialDelay: main.keepAliveInitialDelay * 1000,
+        highWaterMark: main.highWaterMark,
+      },
+      (socket) => main.emit('connection', socket),
+    );
+    acceptor.on('error', (err) => this.#logger.error({ err }, 'proxy listener error'));
+    return acceptor;
+  }
+
+  /** Closes the listening sockets (proxy and redirect); open connections stay. Resolves when they are closed. */
+  async stopListening(): Promise<void> {
+    const listeners: (Server | NetServer)[] = [this.server, ...this.#acceptors];
+    if (this.redirectServer !== undefined) listeners.push(this.redirectServer);
+    await Promise.all(listeners.map((l) => (l.listening ? new Promise<void>((resolve) => l.close(() => resolve())) : undefined)));
+  }
+
+  /** Connections open on the proxy port. */
+  async #openConnections(): Promise<number> {
+    const counts = await Promise.all([this.server, ...this.#acceptors].map((l) => new Promise<number>((resolve) => l.getConnections((_e, n) => resolve(n)))));
+    return counts.reduce((a, b) => a + b, 0);
   }
 
   /** The redirect listener's address, once it listens. */
@@ -359,14 +411,12 @@ export class ProxyServer {
     this.#handler.startDraining();
     const grace = this.#config.shutdown_grace_ms;
     const redirect = this.redirectServer;
-    const closed = Promise.all([
-      new Promise<void>((resolve) => this.server.close(() => resolve())),
-      redirect === undefined || !redirect.listening ? undefined : new Promise<void>((resolve) => redirect.close(() => resolve())),
-    ]);
+    // Each listener's close completes when the connections it accepted are closed.
+    const closed = this.stopListening();
     this.server.closeIdleConnections();
     redirect?.closeIdleConnections();
     this.#h2?.drain();
-    const open = await new Promise<number>((resolve) => this.server.getConnections((_e, n) => resolve(n)));
+    const open = await this.#openConnections();
     this.#logger.info({ open_connections: open, websockets: this.#handler.webSocketsOpen, grace_ms: grace }, 'shutting down: no longer accepting connections');
     const deadline = setTimeout(() => this.#cutRemaining('shutdown grace period over: closing the remaining connections'), grace);
     await closed;
@@ -380,7 +430,7 @@ export class ProxyServer {
   #cutRemaining(message: string): void {
     if (this.#cutting) return;
     this.#cutting = true;
-    this.server.getConnections((_e, open) => {
+    void this.#openConnections().then((open) => {
       const requests = this.#handler.cutOff();
       // Open WebSockets are requests in flight too; closing them first lets each be logged as closed by shutdown.
       const websockets = this.#handler.closeWebSockets();
@@ -631,12 +681,32 @@ export function sniffPreface(socket: Socket, timeoutMs: number, http1: (socket: 
   socket.on('timeout', failed);
 }
 
-function listenOn(server: Server, host: string, port: number, name: ListenerName): Promise<AddressInfo> {
+/**
+ * server.listen_sockets where the process binds the port itself with SO_REUSEPORT; 1 where it cannot (Node
+ * before 22.12, not Linux) and in a cluster worker that gets its connections from the primary.
+ */
+export function listeningSockets(config: Pick<ServerConfig, 'listen_sockets' | 'listen_port'>): number {
+  if (!REUSE_PORT || (cluster.isWorker && !ownsListeningSocket(config.listen_port))) return 1;
+  return config.listen_sockets;
+}
+
+/**
+ * Rejects with the ListenError a plain bind of host:port gets (the port is taken, ...); binds nothing. A
+ * socket bound with SO_REUSEPORT would instead share a port another process of this user bound the same
+ * way (a second instance started by mistake), so this runs first.
+ */
+export async function checkPortFree(name: ListenerName, host: string, port: number): Promise<void> {
+  const probe = new NetServer();
+  await listenOn(probe, host, port, name, false);
+  await new Promise<void>((resolve) => probe.close(() => resolve()));
+}
+
+function listenOn(server: Server | NetServer, host: string, port: number, name: ListenerName, reusePort: boolean): Promise<AddressInfo> {
   return new Promise((resolve, reject) => {
     const onError = (err: Error): void => reject(new ListenError(name, host, port, err));
     server.once('error', onError);
     // `exclusive` makes a worker bind its own socket rather than ask the primary for one.
-    const options = ownsListeningSocket(port) ? { port, host, exclusive: true, reusePort: true } : { port, host };
+    const options = reusePort ? { port, host, exclusive: true, reusePort: true } : { port, host };
     server.listen(options, () => {
       server.off('error', onError);
       resolve(server.address() as AddressInfo);

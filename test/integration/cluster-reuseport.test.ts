@@ -18,6 +18,7 @@ function yaml(port: number, backendPort: number): string {
     `  listen_port: ${port}`,
     '  listen_address: "127.0.0.1"',
     '  workers: 2',
+    '  listen_sockets: 3',
     'load_balancing:',
     '  health_check: { active: { enabled: false } }',
     '  upstreams:',
@@ -53,9 +54,9 @@ describe(`cluster workers on a fixed port (Node ${process.versions.node}: ${REUS
     await backend.close();
   });
 
-  test(REUSE_PORT ? 'two listening sockets, one per worker' : 'one listening socket, the primary\'s', () => {
+  test(REUSE_PORT ? 'listen_sockets: 3 gives six listening sockets, three per worker' : 'one listening socket, the primary\'s', () => {
     assert.equal(c.port, port);
-    assert.equal(listeningSockets(port), REUSE_PORT ? 2 : 1);
+    assert.equal(listeningSockets(port), REUSE_PORT ? 6 : 1);
   });
 
   test('new connections reach both workers', async () => {

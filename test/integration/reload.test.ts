@@ -284,18 +284,19 @@ describe('hot reload: what survives, what is refused', () => {
   });
 
   test('keys that need a restart are reported and keep their value; the rest applies', async () => {
-    const config = (port: number, name: string): string =>
-      `server: { listen_port: ${port}, listen_address: 127.0.0.1, proxy_name: ${name} }\nadmin: { port: 0 }\nload_balancing: { upstreams: [${upstream(one)}], health_check: { active: { enabled: false } } }\n`;
-    const started = await startFromFile(config(0, 'first'));
+    const config = (port: number, name: string, sockets: number): string =>
+      `server: { listen_port: ${port}, listen_address: 127.0.0.1, proxy_name: ${name}, listen_sockets: ${sockets} }\nadmin: { port: 0 }\nload_balancing: { upstreams: [${upstream(one)}], health_check: { active: { enabled: false } } }\n`;
+    const started = await startFromFile(config(0, 'first', 2));
     try {
-      writeFileSync(started.file, config(1, 'second'));
+      writeFileSync(started.file, config(1, 'second', 3));
       const answer = await reload(started.adminUrl);
       assert.equal(answer.status, 200);
-      assert.deepEqual(answer.body.restart_needed, ['server.listen_port']);
+      assert.deepEqual(answer.body.restart_needed, ['server.listen_port', 'server.listen_sockets']);
+      assert.equal(started.proxy.config.server.listen_sockets, 2);
       const reply = await request(`${started.url}/x`);
       assert.equal(reply.headers['x-proxy-by'], 'second');
       assert.equal(started.proxy.config.server.listen_port, 0);
-      assert.ok(started.logs.some((l) => typeof l.msg === 'string' && l.msg.includes('server.listen_port changed and need a restart')));
+      assert.ok(started.logs.some((l) => typeof l.msg === 'string' && l.msg.includes('server.listen_port, server.listen_sockets changed and need a restart')));
     } finally {
       await started.proxy.close();
     }
