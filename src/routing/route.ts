@@ -86,25 +86,37 @@ export function headerEditsPhase(request: HeaderEdits, response: HeaderEdits): P
   if (upstream === undefined && downstream === undefined) return undefined;
   return {
     name: 'route-headers',
-    ...(upstream === undefined ? {} : { upstreamRequestFilter: (_ctx: RequestContext, headers: string[]) => upstream(headers) }),
+    ...(upstream === undefined ? {} : { upstreamRequestFilter: (ctx: RequestContext, headers: string[]) => upstream(headers, ctx) }),
     ...(downstream === undefined ? {} : { responseFilter: (_ctx: RequestContext, headers: string[]) => downstream(headers) }),
   };
 }
 
-/** A function that applies one side's edits to a flat name/value list in place. */
-function editor(edits: HeaderEdits): ((headers: string[]) => void) | undefined {
+/**
+ * A function that applies one side's edits to a flat name/value list in place. On the upstream side the
+ * list is the context's `forwardHeaders`: the client's headers up to `forwardHeaderCount`, then what Tollgate
+ * appended for this attempt, which a retry cuts off and appends again. A client header removed here moves
+ * that boundary back with it, so a retry cuts exactly what this attempt appended (the edits run again on
+ * every attempt).
+ */
+function editor(edits: HeaderEdits): ((headers: string[], ctx?: RequestContext) => void) | undefined {
   const set = Object.entries(edits.set);
   const drop = new Set([...edits.remove, ...set.map(([name]) => name)].map((n) => n.toLowerCase()));
   if (drop.size === 0) return undefined;
-  return function editHeaders(headers: string[]): void {
+  return function editHeaders(headers: string[], ctx?: RequestContext): void {
+    const boundary = ctx !== undefined && headers === ctx.forwardHeaders ? ctx.forwardHeaderCount : 0;
     let kept = 0;
+    let removedBefore = 0;
     for (let i = 0; i < headers.length; i += 2) {
-      if (drop.has((headers[i] as string).toLowerCase())) continue;
+      if (drop.has((headers[i] as string).toLowerCase())) {
+        if (i < boundary) removedBefore += 2;
+        continue;
+      }
       headers[kept] = headers[i] as string;
       headers[kept + 1] = headers[i + 1] as string;
       kept += 2;
     }
     headers.length = kept;
+    if (ctx !== undefined && removedBefore > 0) ctx.forwardHeaderCount = boundary - removedBefore;
     for (const [name, value] of set) headers.push(name, value);
   };
 }

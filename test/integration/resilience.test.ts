@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { request } from '../helpers/http.js';
 import { startFaultUpstreams, type FaultUpstream } from '../helpers/fault-upstream.js';
-import { closedPorts, seededRandom, startProxy, waitFor, type TestProxy } from '../helpers/servers.js';
+import { closedPorts, seededRandom, startBackend, startProxy, waitFor, type TestProxy } from '../helpers/servers.js';
 
 const FAST_CHECKS = { active: { interval_ms: 100, timeout_ms: 200, healthy_threshold: 2, unhealthy_threshold: 2 } };
 const NO_HEALTH = { active: { enabled: false }, passive: { enabled: false } };
@@ -249,6 +249,34 @@ describe('resilient upstreams', () => {
       for (let i = 0; i < 4; i++) assert.equal((await request(`${proxy.url}/`)).status, 200);
     } finally {
       await closeAll(proxy, ups);
+    }
+  });
+  test('a retried request carries each header once when the route edits the client\'s headers', async () => {
+    // One backend resets every request before answering; the other answers with the header lines it got.
+    const resetting = await startBackend('resetting', (req) => req.socket.destroy());
+    const echoing = await startBackend('echoing', (req, res) => res.end(JSON.stringify(req.rawHeaders)));
+    const proxy = await startProxy([resetting, echoing], {
+      load_balancing: { health_check: NO_HEALTH, retries: { budget_percent: 100 } },
+      routes: [{ name: 'edited', match: { path_prefix: '/' }, service: 'default', request_headers: { set: { 'X-Env': 'prod' }, remove: ['X-Debug', 'X-Drop'] } }],
+    });
+    try {
+      for (let i = 0; i < 6; i++) {
+        const reply = await request(`${proxy.url}/r${i}`, { headers: { 'x-debug': '1', 'x-keep': 'k', 'x-drop': '2' } });
+        assert.equal(reply.status, 200);
+        const raw = JSON.parse(reply.body) as string[];
+        const names = raw.filter((_, j) => j % 2 === 0).map((n) => n.toLowerCase());
+        const counts = new Map<string, number>();
+        for (const n of names) counts.set(n, (counts.get(n) ?? 0) + 1);
+        assert.deepEqual([...counts].filter(([, n]) => n > 1), [], `header lines sent twice: ${raw.join(' | ')}`);
+        for (const name of ['host', 'x-forwarded-for', 'x-request-id', 'x-keep', 'x-env']) assert.equal(counts.get(name), 1, name);
+        assert.equal(counts.get('x-debug'), undefined);
+        assert.equal(counts.get('x-drop'), undefined);
+      }
+      assert.ok(resetting.hits >= 1, 'some requests were retried after a reset');
+    } finally {
+      await proxy.close();
+      await resetting.close();
+      await echoing.close();
     }
   });
 });
