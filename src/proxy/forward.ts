@@ -5,6 +5,7 @@ import { fromUpstreamError, markRequest, type ProxyError } from './errors.js';
 import { downstreamTrailers, grpcStatusIn, type UpstreamTrailers } from './grpc.js';
 import { HOP_BY_HOP, connectionTokens } from './headers.js';
 import { BodyLimiter, pipeBody } from './request-body.js';
+import { bodyBytesPassed } from './scavenge.js';
 
 /** What the forward handler needs from the pipeline; implemented by Pipeline. */
 export interface ForwardHost {
@@ -94,6 +95,7 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
     const ctx = this.#ctx;
     const res = ctx.res;
     ctx.bytesSent += chunk.length;
+    bodyBytesPassed(chunk.length);
     try {
       if (res.write(chunk)) return true;
     } catch (err) {

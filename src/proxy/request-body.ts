@@ -1,6 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import { Transform, type TransformCallback } from 'node:stream';
 import { ProxyError } from './errors.js';
+import { bodyBytesPassed } from './scavenge.js';
 
 /**
  * Largest request body kept in memory while it is sent, so that an idempotent request (PUT, DELETE...) can
@@ -35,6 +36,7 @@ export class BodyLimiter extends Transform {
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
     this.#left -= chunk.length;
+    bodyBytesPassed(chunk.length);
     if (this.#left < 0) {
       callback(bodyTooLarge(this.#maxBytes));
       return;
