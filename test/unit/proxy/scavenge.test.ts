@@ -16,7 +16,7 @@ async function minorCollections(work: () => void): Promise<number> {
   work();
   await new Promise((r) => setTimeout(r, 50));
   observer.disconnect();
-  return seen.filter((e) => (e.detail as { kind?: number } | undefined)?.kind === constants.NODE_PERFORMANCE_GC_MINOR).length;
+  return seen.filter((e) => (e as PerformanceEntry & { detail?: { kind?: number } }).detail?.kind === constants.NODE_PERFORMANCE_GC_MINOR).length;
 }
 
 test('a young-generation collection after each BODY_BYTES_PER_SCAVENGE bytes of body, none before', async () => {
