@@ -43,6 +43,7 @@ describe('parseConfig: valid configs', () => {
         listen_port: 8080,
         listen_address: '0.0.0.0',
         max_connections: 1000,
+        listen_sockets: 64,
         keepalive_timeout_ms: 75_000,
         shutdown_grace_ms: 30_000,
         trusted_proxies: [],
