@@ -4,12 +4,11 @@
  * Either way a port already in use stops a second instance with the usual error.
  */
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { request } from '../helpers/http.js';
 import { runCli, writeConfig } from '../helpers/cli.js';
 import { servedBy, startCluster, stopCluster, type Cluster } from '../helpers/cluster.js';
-import { freePort, startBackend, waitFor, type Backend } from '../helpers/servers.js';
+import { freePort, listeningSockets, startBackend, waitFor, type Backend } from '../helpers/servers.js';
 import { REUSE_PORT } from '../../src/server/proxy-server.js';
 
 function yaml(port: number, backendPort: number): string {
@@ -28,17 +27,6 @@ function yaml(port: number, backendPort: number): string {
   ].join('\n');
 }
 
-/** Sockets in LISTEN state on 127.0.0.1:port (/proc/net/tcp: local address in hex, state 0A). */
-function listeningSockets(port: number): number {
-  const local = `0100007F:${port.toString(16).toUpperCase().padStart(4, '0')}`;
-  return readFileSync('/proc/net/tcp', 'utf8')
-    .split('\n')
-    .slice(1)
-    .filter((line) => {
-      const fields = line.trim().split(/\s+/);
-      return fields[1] === local && fields[3] === '0A';
-    }).length;
-}
 
 describe(`cluster workers on a fixed port (Node ${process.versions.node}: ${REUSE_PORT ? 'SO_REUSEPORT, each worker accepts' : 'the primary accepts and hands over'})`, () => {
   let backend: Backend;

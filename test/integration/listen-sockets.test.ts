@@ -6,25 +6,13 @@
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { readFileSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
 import { describe, test } from 'node:test';
 import { runCli, writeConfig } from '../helpers/cli.js';
 import { request } from '../helpers/http.js';
-import { freePort, startBackend, startProxy, waitFor } from '../helpers/servers.js';
+import { freePort, listeningSockets, startBackend, startProxy, waitFor } from '../helpers/servers.js';
 import { REUSE_PORT } from '../../src/server/proxy-server.js';
 
-/** Sockets in LISTEN state on 127.0.0.1:port (/proc/net/tcp: local address in hex, state 0A). */
-function listening(port: number): number {
-  const local = `0100007F:${port.toString(16).toUpperCase().padStart(4, '0')}`;
-  return readFileSync('/proc/net/tcp', 'utf8')
-    .split('\n')
-    .slice(1)
-    .filter((line) => {
-      const fields = line.trim().split(/\s+/);
-      return fields[1] === local && fields[3] === '0A';
-    }).length;
-}
 
 /** A GET on a connection of its own, written raw; resolves with the status line. */
 async function oneConnection(port: number, path: string): Promise<string> {
@@ -43,7 +31,7 @@ describe(`server.listen_sockets (Node ${process.versions.node}: ${REUSE_PORT ? '
     const backend = await startBackend('b');
     const p = await startProxy([backend], { server: { listen_sockets: 8 } });
     try {
-      assert.equal(listening(p.port), REUSE_PORT ? 8 : 1);
+      assert.equal(listeningSockets(p.port), REUSE_PORT ? 8 : 1);
       const statuses = await Promise.all(Array.from({ length: 200 }, (_, i) => oneConnection(p.port, `/burst/${i}`)));
       assert.deepEqual(new Set(statuses), new Set(['HTTP/1.1 200 OK']));
       assert.equal(backend.hits, 200);
@@ -51,14 +39,14 @@ describe(`server.listen_sockets (Node ${process.versions.node}: ${REUSE_PORT ? '
       await p.close();
       await backend.close();
     }
-    assert.equal(listening(p.port), 0, 'no socket listens after shutdown');
+    assert.equal(listeningSockets(p.port), 0, 'no socket listens after shutdown');
   });
 
   test('the default: 64 sockets where SO_REUSEPORT is there, 1 elsewhere', async () => {
     const backend = await startBackend('b');
     const p = await startProxy([backend], {});
     try {
-      assert.equal(listening(p.port), REUSE_PORT ? 64 : 1);
+      assert.equal(listeningSockets(p.port), REUSE_PORT ? 64 : 1);
       assert.equal((await request(`${p.url}/`)).status, 200);
     } finally {
       await p.close();
@@ -107,7 +95,7 @@ describe(`server.listen_sockets (Node ${process.versions.node}: ${REUSE_PORT ? '
         assert.equal(run.code, 1);
         assert.equal(run.stderr, `tollgate: cannot listen on 127.0.0.1:${port} for the proxy: address already in use\n`);
       }
-      assert.equal(listening(first.port), REUSE_PORT ? 4 : 1, 'the first instance keeps its sockets');
+      assert.equal(listeningSockets(first.port), REUSE_PORT ? 4 : 1, 'the first instance keeps its sockets');
       assert.equal((await request(`${first.url}/`)).status, 200);
     } finally {
       await new Promise<void>((resolve) => plain.close(() => resolve()));
