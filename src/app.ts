@@ -151,8 +151,7 @@ export function createProxy(config: Config, options: ProxyOptions): Proxy {
     routePhases: options.routePhases?.initial,
     ...(options.generation === undefined ? {} : { generation: options.generation }),
   });
-  const connectionsOpen = (): Promise<number> =>
-    new Promise((resolve) => server.server.getConnections((err, n) => resolve(err === null ? n : 0)));
+  const connectionsOpen = (): Promise<number> => server.openConnections();
   const connectionsRefused = (): number => server.refusedConnections;
   const stores = (): StoreStatus[] => gateway.storeStatus();
   const websocketsOpen = (): number => gateway.webSocketsOpen;

@@ -350,9 +350,9 @@ export class ProxyServer {
     await Promise.all(listeners.map((l) => (l.listening ? new Promise<void>((resolve) => l.close(() => resolve())) : undefined)));
   }
 
-  /** Connections open on the proxy port. */
-  async #openConnections(): Promise<number> {
-    const counts = await Promise.all([this.server, ...this.#acceptors].map((l) => new Promise<number>((resolve) => l.getConnections((_e, n) => resolve(n)))));
+  /** Client connections open on the proxy port, over all its listening sockets. */
+  async openConnections(): Promise<number> {
+    const counts = await Promise.all([this.server, ...this.#acceptors].map((l) => new Promise<number>((resolve) => l.getConnections((err, n) => resolve(err === null ? n : 0)))));
     return counts.reduce((a, b) => a + b, 0);
   }
 
@@ -416,7 +416,7 @@ export class ProxyServer {
     this.server.closeIdleConnections();
     redirect?.closeIdleConnections();
     this.#h2?.drain();
-    const open = await this.#openConnections();
+    const open = await this.openConnections();
     this.#logger.info({ open_connections: open, websockets: this.#handler.webSocketsOpen, grace_ms: grace }, 'shutting down: no longer accepting connections');
     const deadline = setTimeout(() => this.#cutRemaining('shutdown grace period over: closing the remaining connections'), grace);
     await closed;
@@ -430,7 +430,7 @@ export class ProxyServer {
   #cutRemaining(message: string): void {
     if (this.#cutting) return;
     this.#cutting = true;
-    void this.#openConnections().then((open) => {
+    void this.openConnections().then((open) => {
       const requests = this.#handler.cutOff();
       // Open WebSockets are requests in flight too; closing them first lets each be logged as closed by shutdown.
       const websockets = this.#handler.closeWebSockets();

@@ -10,6 +10,7 @@ import { connect, createServer, type Socket } from 'node:net';
 import { describe, test } from 'node:test';
 import { runCli, writeConfig } from '../helpers/cli.js';
 import { request } from '../helpers/http.js';
+import { samples, scrape } from '../helpers/metrics.js';
 import { freePort, listeningSockets, startBackend, startProxy, waitFor } from '../helpers/servers.js';
 import { REUSE_PORT } from '../../src/server/proxy-server.js';
 
@@ -50,6 +51,29 @@ describe(`server.listen_sockets (Node ${process.versions.node}: ${REUSE_PORT ? '
       assert.equal((await request(`${p.url}/`)).status, 200);
     } finally {
       await p.close();
+      await backend.close();
+    }
+  });
+
+  test('open connections are counted over every socket: tollgate_connections_open and /api/status', async () => {
+    const backend = await startBackend('b');
+    const p = await startProxy([backend], { server: { listen_sockets: 16 } });
+    const held: Socket[] = [];
+    try {
+      for (let i = 0; i < 20; i++) {
+        const s = connect(p.port, '127.0.0.1');
+        s.write('GET /held HTTP/1.1\r\nHost: x\r\n\r\n');
+        await once(s, 'data');
+        held.push(s);
+      }
+      assert.equal(await p.proxy.server.openConnections(), 20);
+      assert.equal(samples(await scrape(p.adminUrl), 'tollgate_connections_open').get(''), 20);
+      const status = (await request(`${p.adminUrl}/api/status`)).json<{ connections: { open: number } }>();
+      assert.equal(status.connections.open, 20);
+    } finally {
+      const closing = p.close();
+      for (const s of held) s.destroy();
+      await closing;
       await backend.close();
     }
   });

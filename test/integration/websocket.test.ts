@@ -21,7 +21,7 @@ const AUTH = { authorization: `Bearer ${TOKEN}` };
 
 /** TCP connections open on the proxy's listener now. */
 function proxyConnections(p: TestProxy): Promise<number> {
-  return new Promise((resolve) => p.proxy.server.server.getConnections((_e, n) => resolve(n)));
+  return p.proxy.server.openConnections();
 }
 
 /** Waits until the proxy and the backend hold no connection, no WebSocket and no request in flight. */
