@@ -1,9 +1,18 @@
 import { constants, fstatSync, openSync, statSync, write as writeFile } from 'node:fs';
+import { createRequire } from 'node:module';
 import { pino, type DestinationStream, type Logger } from 'pino';
-import pretty from 'pino-pretty';
+import type PinoPretty from 'pino-pretty';
 import type { LoggingConfig, LogLevel } from '../config/schema.js';
 import { requestIdOf } from '../proxy/errors.js';
 import { ThrottledLog } from '../util/throttled-log.js';
+
+/**
+ * pino-pretty, loaded only for `format: pretty` (its 40 files are not worth the memory of every JSON-logging
+ * process); it is CommonJS, so it loads synchronously.
+ */
+function prettyStream(): typeof PinoPretty {
+  return createRequire(import.meta.url)('pino-pretty') as typeof PinoPretty;
+}
 
 export interface LoggerHandle {
   logger: Logger;
@@ -107,7 +116,7 @@ export function createLogger(config: LoggingConfig, overrides: LoggerOverrides =
   });
   const stream =
     format === 'pretty'
-      ? pretty({ destination, colorize: config.file === undefined && process.stdout.isTTY, sync: false, translateTime: 'SYS:HH:MM:ss.l', hideObject: true, messageFormat: oneLine })
+      ? prettyStream()({ destination, colorize: config.file === undefined && process.stdout.isTTY, sync: false, translateTime: 'SYS:HH:MM:ss.l', hideObject: true, messageFormat: oneLine })
       : destination;
   // `time` is epoch milliseconds, pino's default: the ISO formatter cost 2% of throughput in the profile.
   const { logger, direct } = made(level, { pid: process.pid }, overrides.bindings, stream, pino.stdTimeFunctions.epochTime);

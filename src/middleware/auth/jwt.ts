@@ -1,6 +1,7 @@
 import { createHash, createPublicKey, createSecretKey, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { decodeProtectedHeader, errors, jwtVerify, type JWTPayload } from 'jose';
+import type * as JoseModule from 'jose';
+import type { JWTPayload } from 'jose';
 import type { JwtConfig } from '../../config/schema.js';
 import type { JwksCache } from './jwks.js';
 
@@ -86,6 +87,14 @@ export function readPublicKeyFile(file: string, algorithms: readonly string[]): 
 }
 
 /** Where the verifying keys come from: a fixed key (file or secret) or a JWKS. */
+type Jose = typeof JoseModule;
+let jose: Promise<Jose> | undefined;
+
+/** jose loads when the first JWT verifier is made: a configuration without JWT never pays for it. */
+function joseModule(): Promise<Jose> {
+  return (jose ??= import('jose'));
+}
+
 export type KeySource = { fixed: KeyObject } | { jwks: JwksCache };
 
 /**
@@ -115,6 +124,7 @@ export class JwtVerifier {
       ...(config.audiences === undefined ? {} : { audience: [...config.audiences] }),
     };
     this.#required = Object.entries(config.required_claims);
+    joseModule().catch(() => undefined);
   }
 
   /**
@@ -138,6 +148,7 @@ export class JwtVerifier {
 
   async #verify(token: string, digest: string): Promise<JwtResult> {
     const refused = (failure: JwtFailure): JwtResult => ({ claims: undefined, failure, principal: '' });
+    const { decodeProtectedHeader, errors, jwtVerify } = await joseModule();
     let header: { alg?: unknown; kid?: unknown };
     try {
       header = decodeProtectedHeader(token);
@@ -165,7 +176,7 @@ export class JwtVerifier {
         this.#remember(digest, { claims: payload, principal, version, ...this.#window(payload) });
         return { claims: payload, failure: undefined, principal };
       } catch (err) {
-        failure = classify(err);
+        failure = classify(err, errors);
         if (failure !== 'bad_signature') break;
       }
     }
@@ -203,7 +214,7 @@ export function claimHas(claim: unknown, want: string | number | boolean): boole
   return Array.isArray(claim) && claim.includes(want);
 }
 
-function classify(err: unknown): JwtFailure {
+function classify(err: unknown, errors: Jose['errors']): JwtFailure {
   if (err instanceof errors.JWTExpired) return 'expired';
   if (err instanceof errors.JWTClaimValidationFailed) {
     if (err.claim === 'nbf') return 'not_yet_valid';
