@@ -37,12 +37,12 @@
 // stay up, idle while another one is measured. Then: a WARMUP s warm-up of each;
 // RUNS rounds of one DURATION s run at -c50 per target, the order rotated by one
 // each round (a b c, b c a, c a b, ...) so drift on a shared machine reaches every
-// target alike (row = the median run by req/s); one DURATION s wrk run at -c200 of each
-// target in turn (p99, new connections included: wrk connects when the run starts; RSS
-// sampled during it); one h2load run at -c200 of each target in turn (3 s warm-up, 1 s
-// with --quick, then DURATION s measured: p99 on established connections, computed
-// here from h2load's per-request log without the rows of warm-up requests); one wrk run
-// at -c50 on /big of each target in turn (MiB/s). Everything is stopped at the end, on
+// target alike (row = the median run by req/s); then RUNS rounds, rotated the same way, of
+// DURATION s wrk runs at -c200 (p99, new connections included: wrk connects when the run
+// starts; RSS sampled during it), of h2load runs at -c200 (3 s warm-up, 1 s with --quick,
+// then DURATION s measured: p99 on established connections, computed here from h2load's
+// per-request log without the rows of warm-up requests) and of wrk runs at -c50 on /big
+// (MiB/s); those columns show the median run. Everything is stopped at the end, on
 // failure or on a signal.
 // Prints a Markdown table and PASS/FAIL lines for the performance targets.
 // The ratio columns are the numbers that matter; absolute req/s depend on the machine.
@@ -1188,10 +1188,9 @@ function newTarget(name, spec) {
     rssIdle: null,
     rssLoad: null,
     runs: [], // the c50 runs, in round order
-    p99High: null,
-    p99Est: null, // h2load, c200 on established connections
-    mibps: null,
-    bigCpu: null, // the proxy's CPU share during the 1 MiB run
+    highRuns: [], // p99 of each wrk c200 run, in round order
+    estRuns: [], // p99 of each h2load c200 run (established connections), in round order
+    bigRuns: [], // { mibps, cpu } of each 1 MiB run, in round order
     errors: { c50: 0, c200: 0, c200est: 0, big: 0 },
     socket: { connect: 0, read: 0, write: 0, timeout: 0 }, // wrk's socket errors
     non2xx: 0, // wrk's non-2xx/3xx responses
@@ -1257,13 +1256,13 @@ async function c50Run(t, round) {
   }
 }
 
-// One run at -c200: p99 under more concurrency; the RSS column is the peak during it.
-async function c200Run(t) {
+// One run at -c200: p99 under more concurrency; the RSS column is the highest peak over these runs.
+async function c200Run(t, round) {
   try {
     const { result: r, peak } = await sampleRss(t.spec, t.pid, wrk(t.spec.port, DURATION, t.spec.headers, loadOpts(t.spec, { connections: CONNECTIONS_HIGH })));
-    log(`${t.name}: c${CONNECTIONS_HIGH}: ${r.rps.toFixed(0)} req/s, p99 ${fmtMs(r.p99)} ms, errors ${r.errors}, RSS peak ${peak?.toFixed(1) ?? 'n/a'} MiB`);
-    t.p99High = r.p99;
-    t.rssLoad = peak;
+    log(`${t.name}: c${CONNECTIONS_HIGH} run ${round}/${RUNS}: ${r.rps.toFixed(0)} req/s, p99 ${fmtMs(r.p99)} ms, errors ${r.errors}, RSS peak ${peak?.toFixed(1) ?? 'n/a'} MiB`);
+    if (r.p99 !== null) t.highRuns.push(r.p99);
+    if (peak !== null && peak !== undefined) t.rssLoad = Math.max(t.rssLoad ?? 0, peak);
     addErrors(t, 'c200', r);
   } catch (err) {
     t.notes.push(`c${CONNECTIONS_HIGH} run failed: ${err.message.split('\n')[0]}`);
@@ -1271,11 +1270,11 @@ async function c200Run(t) {
 }
 
 // One h2load run at c200 after its own warm-up: p99 on established connections (see h2load()).
-async function c200EstablishedRun(t) {
+async function c200EstablishedRun(t, round) {
   try {
     const r = await h2load(t.name, t.spec.port, t.spec.headers, t.spec.urlPath ?? '/');
-    log(`${t.name}: c${CONNECTIONS_HIGH} established: ${r.responses} responses in ${DURATION} s, p50 ${fmtMs(r.p50)} ms, p99 ${fmtMs(r.p99)} ms, errors ${r.errors}; log ${r.rows} rows (h2load: ${r.summary.done} done), ${r.dropped} started before h2load reported the end of its warm-up, dropped${r.warmEndSeen ? '' : ' (that line not seen: cut at spawn + warm-up)'}`);
-    t.p99Est = r.p99;
+    log(`${t.name}: c${CONNECTIONS_HIGH} established run ${round}/${RUNS}: ${r.responses} responses in ${DURATION} s, p50 ${fmtMs(r.p50)} ms, p99 ${fmtMs(r.p99)} ms, errors ${r.errors}; log ${r.rows} rows (h2load: ${r.summary.done} done), ${r.dropped} started before h2load reported the end of its warm-up, dropped${r.warmEndSeen ? '' : ' (that line not seen: cut at spawn + warm-up)'}`);
+    if (r.p99 !== null) t.estRuns.push(r.p99);
     t.errors.c200est += r.errors;
     t.h2.non2xx += r.non2xx;
     for (const k of ['failed', 'errored', 'timeout']) t.h2[k] += r.summary[k];
@@ -1286,7 +1285,7 @@ async function c200EstablishedRun(t) {
 }
 
 // One run on the 1 MiB body, after checking the body arrives whole.
-async function bigRun(t) {
+async function bigRun(t, round) {
   const { spec } = t;
   try {
     const hdrs = Object.fromEntries(spec.headers.map((h) => [h.slice(0, h.indexOf(':')).trim().toLowerCase(), h.slice(h.indexOf(':') + 1).trim()]));
@@ -1296,9 +1295,8 @@ async function bigRun(t) {
       throw new Error(`GET ${BIG_PATH} answered ${probe.status} with ${probe.body.length} bytes${probe.body.length === BIG_BYTES ? ' (different content)' : ''}, expected 200 with the ${BIG_BYTES}-byte file`);
     }
     const r = await withCpu(t, () => wrk(spec.port, DURATION, spec.headers, { urlPath: BIG_PATH }));
-    log(`${t.name}: ${BIG_PATH}: ${r.mibps?.toFixed(0) ?? 'n/a'} MiB/s (${r.rps.toFixed(0)} req/s), errors ${r.errors}, proxy CPU ${fmtCpu(r.cpu)}`);
-    t.mibps = r.mibps;
-    t.bigCpu = r.cpu;
+    log(`${t.name}: ${BIG_PATH} run ${round}/${RUNS}: ${r.mibps?.toFixed(0) ?? 'n/a'} MiB/s (${r.rps.toFixed(0)} req/s), errors ${r.errors}, proxy CPU ${fmtCpu(r.cpu)}`);
+    if (r.mibps !== null) t.bigRuns.push({ mibps: r.mibps, cpu: r.cpu });
     addErrors(t, 'big', r);
   } catch (err) {
     t.notes.push(`1 MiB run failed: ${err.message.split('\n')[0]}`);
@@ -1326,47 +1324,61 @@ async function measureAll(targets, checkBackends) {
       await c50Run(t, round);
     }
   }
-  log(`--- c${CONNECTIONS_HIGH}`);
-  for (const t of measurable(targets)) {
-    checkBackends();
-    await c200Run(t);
-  }
-  log(`--- c${CONNECTIONS_HIGH} established (h2load)`);
-  for (const t of measurable(targets)) {
-    checkBackends();
-    await c200EstablishedRun(t);
-  }
-  log(`--- ${BIG_PATH}`);
-  for (const t of measurable(targets)) {
-    checkBackends();
-    await bigRun(t);
+  // The c200, h2load and 1 MiB runs are single runs whose figures swing from one run to the next (the
+  // first second of a c200 run, the CPU speed during a 10 s 1 MiB run): they get rounds too, interleaved
+  // the same way, and the row shows the median.
+  const phases = [
+    [`c${CONNECTIONS_HIGH}`, c200Run],
+    [`c${CONNECTIONS_HIGH} established (h2load)`, c200EstablishedRun],
+    [BIG_PATH, bigRun],
+  ];
+  for (const [phase, run] of phases) {
+    for (let round = 1; round <= RUNS; round++) {
+      const order = measurable(rotated(measurable(targets), round - 1));
+      log(`--- ${phase} round ${round}/${RUNS}: ${order.map((t) => t.name).join(', ')}`);
+      for (const t of order) {
+        checkBackends();
+        await run(t, round);
+      }
+    }
   }
   for (const t of measurable(targets)) {
     if (t.child?.exitInfo) t.notes.push(`process exited during the runs (${t.child.exitInfo.signal ?? `code ${t.child.exitInfo.code}`})`);
   }
 }
 
-// The table row of a target: the median c50 run by req/s.
+/** The middle element of a sorted list (the lower of the two middle ones for an even length); null when empty. */
+function medianOf(sorted) {
+  return sorted.length === 0 ? null : sorted[Math.floor((sorted.length - 1) / 2)];
+}
+
+// The table row of a target: the median c50 run by req/s; the median of the other phases' rounds.
 function resultOf(t) {
   if (t.failure) return { name: t.name, ok: false, reason: t.failure.split('\n')[0] };
   const sorted = [...t.runs].sort((a, b) => a.rps - b.rps);
   const median = sorted[Math.floor((sorted.length - 1) / 2)];
   // Work per CPU-second: each run's req/s over the CPU share the proxy used in it, the median of the runs.
   const perCpu = t.runs.every((r) => r.cpu > 0) ? t.runs.map((r) => r.rps / r.cpu).sort((a, b) => a - b) : null;
+  // The 1 MiB run shown: the median by MiB per CPU-second (by MiB/s when a CPU share is missing).
+  const bigKey = (r) => (t.bigRuns.every((b) => b.cpu > 0) ? r.mibps / r.cpu : r.mibps);
+  const big = medianOf([...t.bigRuns].sort((a, b) => bigKey(a) - bigKey(b)));
   return {
     name: t.name,
     ok: true,
     rps: median.rps,
     cpu: median.cpu,
     rpsPerCpu: perCpu ? perCpu[Math.floor((perCpu.length - 1) / 2)] : null,
-    mibPerCpu: t.mibps !== null && t.bigCpu > 0 ? t.mibps / t.bigCpu : null,
-    bigCpu: t.bigCpu,
+    mibPerCpu: big !== null && big.cpu > 0 ? big.mibps / big.cpu : null,
+    bigCpu: big?.cpu ?? null,
     runsRps: t.runs.map((r) => r.rps), // in round order
     p50: median.p50,
     p99: median.p99,
-    p99High: t.p99High,
-    p99Est: t.p99Est,
-    mibps: t.mibps,
+    p99High: medianOf([...t.highRuns].sort((a, b) => a - b)),
+    p99Est: medianOf([...t.estRuns].sort((a, b) => a - b)),
+    mibps: big?.mibps ?? null,
+    highRuns: t.highRuns,
+    estRuns: t.estRuns,
+    bigRunsPerCpu: t.bigRuns.map((b) => (b.cpu > 0 ? b.mibps / b.cpu : null)),
     errors: t.errors.c50 + t.errors.c200 + t.errors.c200est + t.errors.big,
     errorsBy: t.errors,
     socket: t.socket,
@@ -1699,6 +1711,12 @@ function report(results, meta, reload, tls, grpcPhase, websocket) {
       if (r.note) notes.push(`- ${r.name}: ${r.note}`);
     }
   }
+  if (RUNS > 1) {
+    const each = (list, f) => (list.length ? list.map(f).join(' / ') : 'n/a');
+    for (const r of results.filter((x) => x.ok)) {
+      notes.push(`- ${r.name}, each round: p99 c${CONNECTIONS_HIGH} ${each(r.highRuns, fmtMs)} ms; established ${each(r.estRuns, fmtMs)} ms; 1 MiB ${each(r.bigRunsPerCpu, (v) => (v === null ? 'n/a' : v.toFixed(0)))} MiB per CPU-s`);
+    }
+  }
   // A proxy row close to direct is limited by the load CPU (wrk + backends), not by the proxy.
   const loadBound = direct ? results.filter((r) => r.ok && r.name !== 'direct' && r.rps >= 0.9 * direct.rps).map((r) => r.name) : [];
   if (loadBound.length) {
@@ -1721,9 +1739,9 @@ function report(results, meta, reload, tls, grpcPhase, websocket) {
     ...(notes.length ? [...notes, ''] : []),
     `- wrk: \`${wrkCmd({})}\` for req/s, p50, p99; \`-c${CONNECTIONS_HIGH}\` for p99 c${CONNECTIONS_HIGH} (wrk opens its ${CONNECTIONS_HIGH} connections when the measured run starts, so this p99 includes waiting to be accepted, and wrk's coordinated-omission correction multiplies those slow first requests); \`${wrkCmd({ urlPath: BIG_PATH })}\` for MiB/s (wrk's Transfer/sec, headers included); the tollgate rows add \`-H ${shellQuote(AUTH_HEADER)}\`${results.some((r) => r.name === ROUTES_TARGET) ? `; ${ROUTES_TARGET} adds \`-H 'Host: ${ROUTE_MIX[0].host}'\` and, for the c${CONNECTIONS} and c${CONNECTIONS_HIGH} runs, \`-s ${ROUTES_TARGET}.lua\`` : ''}`,
     `- h2load: \`${h2Cmd}\` for p99 c${CONNECTIONS_HIGH} established (the tollgate rows add the same \`-H\`): h2load opens its ${CONNECTIONS_HIGH} keep-alive connections and sends each one's first request when its ${H2_WARMUP} s warm-up starts, then measures for ${DURATION} s; from its per-request log (start, status, time to the end of the response) the rows that started before h2load printed the end of its warm-up are dropped (the requests in flight at the switch, which it logs too, and a few ms of the measured phase), so every request kept went over a connection the proxy had already accepted and answered; p99 is the nearest-rank 99th percentile of the time to the end of the response over the rows kept, with no coordinated-omission correction; responses outside 2xx and h2load's errored streams count as errors`,
-    `- all targets started up front and kept up, idle while another one is measured; ${WARMUP > 0 ? `each warmed up once for ${WARMUP} s, then` : 'no warm-up;'} ${c50Method}; then one ${DURATION} s wrk run at c${CONNECTIONS_HIGH} of each target in turn, then one h2load run at c${CONNECTIONS_HIGH} of each target in turn, then one ${DURATION} s run on the 1 MiB body of each target in turn (single runs, no median); errors are summed over all runs${QUICK ? ' (--quick smoke run: numbers are rough)' : ''}`,
+    `- all targets started up front and kept up, idle while another one is measured; ${WARMUP > 0 ? `each warmed up once for ${WARMUP} s, then` : 'no warm-up;'} ${c50Method}; then ${RUNS > 1 ? `${RUNS} rounds, interleaved and rotated the same way,` : 'one round'} of ${DURATION} s wrk runs at c${CONNECTIONS_HIGH}, then of h2load runs at c${CONNECTIONS_HIGH}, then of ${DURATION} s runs on the 1 MiB body${RUNS > 1 ? ': their columns show the median run (p99: the median p99; 1 MiB: the median run by MiB per CPU-s), each round is listed above' : ''}; errors are summed over all runs${QUICK ? ' (--quick smoke run: numbers are rough)' : ''}`,
     `- proxy CPU: the share of one core used by the proxy's whole process tree (user + system time from \`/proc/PID/stat\`, nginx master and worker, a Tollgate primary and its workers) during the c${CONNECTIONS} run; req per CPU-s: req/s divided by that share, the median over the rounds (the fair comparison when CPU ${LOAD_CPU} saturates before the proxy's does, as it does for nginx and HAProxy here); MiB per CPU-s: the same for the 1 MiB run; × nginx: the ratio of these to nginx-proxy's; direct has no proxy process (–)`,
-    `- RSS idle: right after the target answered its first requests, before any load; RSS load: the peak of samples every ${RSS_SAMPLE_MS} ms during the c${CONNECTIONS_HIGH} wrk run. Both count the proxy's whole process tree (direct: the nginx worker)`,
+    `- RSS idle: right after the target answered its first requests, before any load; RSS load: the peak of samples every ${RSS_SAMPLE_MS} ms during the c${CONNECTIONS_HIGH} wrk runs (the highest over the rounds). Both count the proxy's whole process tree (direct: the nginx worker)`,
     `- proxy on CPU ${PROXY_CPU} (every process of the tree; checked); nginx backends (1 worker, 3 ports, 100-byte body, 1 MiB file at \`${BIG_PATH}\`), wrk and h2load on CPU ${LOAD_CPU}; every proxy round-robins over the three backends with keep-alive upstream connections`,
     '- nginx-proxy: own nginx, 1 worker, `keepalive 64`, `proxy_http_version 1.1`, `proxy_max_temp_file_size 0` (streams big bodies instead of spooling to disk); haproxy: `-db`, `nbthread 1`, `http-reuse always`, timeouts 30 s; both checked to be the processes that hold the listening port',
     ...(peersUsed ? [`- node-http-proxy: http-proxy ${meta.httpProxy} with a keep-alive http.Agent (maxSockets 128); fastify-proxy: fastify ${meta.fastify} + @fastify/http-proxy ${meta.fastifyHttpProxy} (undici ${meta.undiciPeer}, 128 connections per backend), round robin through \`replyOptions.getUpstream\`, logger off`] : []),
