@@ -86,7 +86,6 @@ export function readPublicKeyFile(file: string, algorithms: readonly string[]): 
   return key;
 }
 
-/** Where the verifying keys come from: a fixed key (file or secret) or a JWKS. */
 type Jose = typeof JoseModule;
 let jose: Promise<Jose> | undefined;
 
@@ -95,6 +94,7 @@ function joseModule(): Promise<Jose> {
   return (jose ??= import('jose'));
 }
 
+/** Where the verifying keys come from: a fixed key (file or secret) or a JWKS. */
 export type KeySource = { fixed: KeyObject } | { jwks: JwksCache };
 
 /**
