@@ -1324,9 +1324,9 @@ async function measureAll(targets, checkBackends) {
       await c50Run(t, round);
     }
   }
-  // The c200, h2load and 1 MiB runs are single runs whose figures swing from one run to the next (the
-  // first second of a c200 run, the CPU speed during a 10 s 1 MiB run): they get rounds too, interleaved
-  // the same way, and the row shows the median.
+  // A single c200, h2load or 1 MiB run swings too far to be read alone (the first second of a c200 run,
+  // the CPU speed during a 10 s 1 MiB run): these phases get rounds too, interleaved the same way, and the
+  // row shows the median.
   const phases = [
     [`c${CONNECTIONS_HIGH}`, c200Run],
     [`c${CONNECTIONS_HIGH} established (h2load)`, c200EstablishedRun],
@@ -1355,10 +1355,9 @@ function medianOf(sorted) {
 // The table row of a target: the median c50 run by req/s; the median of the other phases' rounds.
 function resultOf(t) {
   if (t.failure) return { name: t.name, ok: false, reason: t.failure.split('\n')[0] };
-  const sorted = [...t.runs].sort((a, b) => a.rps - b.rps);
-  const median = sorted[Math.floor((sorted.length - 1) / 2)];
+  const median = medianOf([...t.runs].sort((a, b) => a.rps - b.rps));
   // Work per CPU-second: each run's req/s over the CPU share the proxy used in it, the median of the runs.
-  const perCpu = t.runs.every((r) => r.cpu > 0) ? t.runs.map((r) => r.rps / r.cpu).sort((a, b) => a - b) : null;
+  const perCpu = t.runs.every((r) => r.cpu > 0) ? medianOf(t.runs.map((r) => r.rps / r.cpu).sort((a, b) => a - b)) : null;
   // The 1 MiB run shown: the median by MiB per CPU-second (by MiB/s when a CPU share is missing).
   const bigKey = (r) => (t.bigRuns.every((b) => b.cpu > 0) ? r.mibps / r.cpu : r.mibps);
   const big = medianOf([...t.bigRuns].sort((a, b) => bigKey(a) - bigKey(b)));
@@ -1367,7 +1366,7 @@ function resultOf(t) {
     ok: true,
     rps: median.rps,
     cpu: median.cpu,
-    rpsPerCpu: perCpu ? perCpu[Math.floor((perCpu.length - 1) / 2)] : null,
+    rpsPerCpu: perCpu,
     mibPerCpu: big !== null && big.cpu > 0 ? big.mibps / big.cpu : null,
     bigCpu: big?.cpu ?? null,
     runsRps: t.runs.map((r) => r.rps), // in round order
@@ -1659,7 +1658,7 @@ function checks(results) {
         `tollgate ${t.mibPerCpu.toFixed(0)} MiB per CPU-s (${t.mibps.toFixed(0)} MiB/s at ${fmtCpu(t.bigCpu)}) = ${ratio(t.mibPerCpu, b.mibPerCpu)} × bare (${b.mibPerCpu.toFixed(0)}), ${ratio(t.mibPerCpu, n.mibPerCpu)} × nginx-proxy (${n.mibPerCpu.toFixed(0)})`]
   ));
   line('RSS under load (tollgate <= 100 MiB)', ['tollgate'], (t) => (
-    t.rss === null ? [null, 'no RSS sample'] : [t.rss <= 100, `tollgate ${t.rss.toFixed(1)} MiB (peak during the c${CONNECTIONS_HIGH} wrk run)`]
+    t.rss === null ? [null, 'no RSS sample'] : [t.rss <= 100, `tollgate ${t.rss.toFixed(1)} MiB (the highest peak during the c${CONNECTIONS_HIGH} wrk runs)`]
   ));
   line('monitoring cost (tollgate >= 0.95 × tollgate-no_monitoring)', ['tollgate', 'tollgate-no_monitoring'], (t, n) => [
     t.rps >= 0.95 * n.rps,
