@@ -5,12 +5,16 @@
 // proxy does, and the machine may be busy; the CPU time the proxy process spends per MiB moves far less.
 //
 //   node bench/big-body.mjs [--rounds N] [--seconds S] [--connections C] [--node PATH]
-//                           [--variants name=DIST_DIR,...] [--bare]
+//                           [--variants name=DIST_DIR,...] [--bare] [--idle S] [--directions download,upload]
+//                           [--node-flags "--flag ..."]
 // Each variant is a built Tollgate (`dist` by default; copy a build aside as another folder to compare two
 // versions of the code: `--variants before=/tmp/dist-before,after=dist`). Every round runs each target
 // once per direction in a rotating order, so drift of the machine reaches all alike; the table shows the
 // median of the rounds and each target's ratio to the first one. Config: no auth, no rate limit, log
 // level warn, metrics on (the default), so the row is the body path and not the features.
+// --idle S leaves every process idle for S seconds before each run, as the full bench does between a
+// target's runs: long enough (about 10 s) for V8's memory reducer to shrink the heap, which changes how the
+// next run collects garbage. --node-flags are given to every target's Node.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -22,6 +26,9 @@ const SECONDS = numberOption('--seconds', 5);
 const CONNECTIONS = numberOption('--connections', 8);
 const NODE = textOption('--node') ?? process.execPath;
 const WITH_BARE = process.argv.includes('--bare');
+const IDLE = numberOption('--idle', 0);
+const DIRECTIONS = (textOption('--directions') ?? 'download,upload').split(',');
+const NODE_FLAGS = (textOption('--node-flags') ?? '').split(' ').filter(Boolean);
 const VARIANTS = (textOption('--variants') ?? 'tollgate=dist').split(',').map((v) => {
   const [name, dir] = v.split('=');
   return { name, dir: path.resolve(ROOT, dir) };
@@ -82,11 +89,11 @@ admin: { enabled: false }
 const targets = VARIANTS.map((v, i) => {
   const cfg = path.join(tmp, `${v.name}.yaml`);
   fs.writeFileSync(cfg, tollgateConfig(ports[i]));
-  return { name: v.name, port: ports[i], cmd: [NODE, path.join(v.dir, 'cli.js'), '--config', cfg] };
+  return { name: v.name, port: ports[i], cmd: [NODE, ...NODE_FLAGS, path.join(v.dir, 'cli.js'), '--config', cfg] };
 });
 if (WITH_BARE) {
   const port = ports[VARIANTS.length];
-  targets.push({ name: 'bare', port, cmd: [NODE, path.join(ROOT, 'bench', 'bare-forwarder.mjs'), String(port), `127.0.0.1:${backendPort}`] });
+  targets.push({ name: 'bare', port, cmd: [NODE, ...NODE_FLAGS, path.join(ROOT, 'bench', 'bare-forwarder.mjs'), String(port), `127.0.0.1:${backendPort}`] });
 }
 
 function cpuSeconds(pid) {
@@ -120,14 +127,15 @@ await waitReady(backendPort).catch(() => { throw new Error('nginx did not start 
 for (const t of targets) {
   t.child = launch('taskset', ['-c', '0', ...t.cmd]);
   await waitReady(t.port);
-  t.runs = { download: [], upload: [] };
+  t.runs = Object.fromEntries(DIRECTIONS.map((d) => [d, []]));
 }
 
 console.error(`big-body: ${targets.map((t) => t.name).join(', ')} on ${spawnSync(NODE, ['--version'], { encoding: 'utf8' }).stdout.trim()}; ${ROUNDS} rounds of ${SECONDS} s per target and direction, c${CONNECTIONS}`);
 for (let round = 0; round < ROUNDS; round++) {
   const order = [...targets.slice(round % targets.length), ...targets.slice(0, round % targets.length)];
-  for (const direction of ['download', 'upload']) {
+  for (const direction of DIRECTIONS) {
     for (const t of order) {
+      if (IDLE > 0) await new Promise((r) => setTimeout(r, IDLE * 1000));
       const pid = t.child.pid;
       const cpu0 = cpuSeconds(pid);
       const t0 = performance.now();
@@ -143,11 +151,11 @@ for (let round = 0; round < ROUNDS; round++) {
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
 const first = targets[0];
-console.log(`\n| target | download MiB per CPU-s | × ${first.name} | download MiB/s (CPU) | upload MiB per CPU-s | × ${first.name} | upload MiB/s (CPU) | RSS MiB after |`);
-console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+console.log(`\n| target | ${DIRECTIONS.map((d) => `${d} MiB per CPU-s | × ${first.name} | ${d} MiB/s (CPU)`).join(' | ')} | RSS MiB after |`);
+console.log(`| --- | ${DIRECTIONS.map(() => '---: | ---: | ---:').join(' | ')} | ---: |`);
 for (const t of targets) {
   const cells = [];
-  for (const d of ['download', 'upload']) {
+  for (const d of DIRECTIONS) {
     const m = median(t.runs[d].map((r) => r.perCpu));
     const base = median(first.runs[d].map((r) => r.perCpu));
     // Paired per round: the same round's ratio, then the median of those.
@@ -157,6 +165,6 @@ for (const t of targets) {
   const rss = /^VmRSS:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${t.child.pid}/status`, 'utf8'))?.[1];
   console.log(`| ${t.name} | ${cells.join(' | ')} | ${rss ? (Number(rss) / 1024).toFixed(0) : 'n/a'} |`);
 }
-console.log(`\n- ${spawnSync(NODE, ['--version'], { encoding: 'utf8' }).stdout.trim()}; proxy on CPU 0, nginx backend and wrk (c${CONNECTIONS}, ${SECONDS} s per run) on CPU 1; ${ROUNDS} rounds, order rotated each round; ${new Date().toISOString()}`);
+console.log(`\n- ${spawnSync(NODE, ['--version'], { encoding: 'utf8' }).stdout.trim()}; proxy on CPU 0, nginx backend and wrk (c${CONNECTIONS}, ${SECONDS} s per run${IDLE > 0 ? `, ${IDLE} s idle before each` : ''}${NODE_FLAGS.length > 0 ? `, Node flags ${NODE_FLAGS.join(' ')}` : ''}) on CPU 1; ${ROUNDS} rounds, order rotated each round; ${new Date().toISOString()}`);
 fs.rmSync(tmp, { recursive: true, force: true });
 process.exit(0);
