@@ -1,5 +1,5 @@
 /**
- * Runtime settings the proxy gives itself, so that `npx tollgate` runs lean without V8 flags on the
+ * Memory settings the proxy gives itself, so that `npx tollgate` runs lean without V8 flags on the
  * command line (docs/deployment.md#memory).
  *
  * - `--max-semi-space-size=16` (MiB): V8 sizes the young generation from the machine's memory, and on
@@ -7,26 +7,18 @@
  *   Tollgate's per-request garbage dies young in far less: 16 MiB semi-spaces (Node 20's own limit) took
  *   about 60 MiB off the peak RSS at 200 connections at no measurable CPU cost; 8 MiB took about 100 MiB off
  *   but cost 4-5% more CPU per request (docs/deployment.md#memory).
- * - `--initial-old-space-size=64` (MiB): a floor under the old generation's limit, the size at which V8
- *   starts marking the whole heap. When the process goes idle, V8's memory reducer lowers that limit to about
- *   twice the live heap (about 45 MiB for Tollgate's 20), and the next busy spell of large bodies then kept
- *   V8 marking back to back: on Node 24, 107-110 full collections in 10 s of 1 MiB downloads and about 600
- *   MiB per CPU-second, against 14-16 and about 940 before the idle spell; with the floor, 21-23 and about
- *   800. It does not stop the reducer from returning idle memory (docs/deployment.md#memory).
  * - `MALLOC_ARENA_MAX=2`: glibc gives each thread that allocates its own malloc arena (V8's helper
  *   threads, libuv's pool); two are enough for a process that allocates on its main thread.
  *
- * All three must be in force before V8 and glibc start, so the process replaces itself with `process.execve`
+ * Both must be in force before V8 and glibc start, so the process replaces itself with `process.execve`
  * (Node 22.15 and later; same process id, same open files), with the settings added. Settings the user
  * gave (`NODE_OPTIONS`, the command line, the environment) win; `TOLLGATE_RUNTIME_SETTINGS=off` turns this
  * off. On older Node the process runs as started.
  */
 
-/** The V8 flags and their values. */
+/** The V8 flag and its value. */
 export const SEMI_SPACE_FLAG = '--max-semi-space-size';
 export const SEMI_SPACE_MIB = 16;
-export const OLD_SPACE_FLAG = '--initial-old-space-size';
-export const OLD_SPACE_MIB = 64;
 export const MALLOC_ARENAS = '2';
 
 type Execve = (file: string, args: string[], env: NodeJS.ProcessEnv) => never;
@@ -44,7 +36,6 @@ export function relaunchPlan(
   const flags: string[] = [];
   const given = (name: string): boolean => execArgv.some((a) => a.startsWith(name)) || (env.NODE_OPTIONS ?? '').includes(name);
   if (!given(SEMI_SPACE_FLAG)) flags.push(`${SEMI_SPACE_FLAG}=${SEMI_SPACE_MIB}`);
-  if (!given(OLD_SPACE_FLAG)) flags.push(`${OLD_SPACE_FLAG}=${OLD_SPACE_MIB}`);
   const arenas = env.MALLOC_ARENA_MAX === undefined;
   if (flags.length === 0 && !arenas) return undefined;
   return {

@@ -5,31 +5,22 @@ import { relaunchPlan } from '../../src/runtime.js';
 const ARGV = ['/usr/bin/node', '/app/dist/cli.js', '--config', 'proxy.yaml'];
 
 describe('runtime settings (relaunchPlan)', () => {
-  test('adds the V8 flags before the script and MALLOC_ARENA_MAX to the environment', () => {
+  test('adds the semi-space flag before the script and MALLOC_ARENA_MAX to the environment', () => {
     const plan = relaunchPlan(['--enable-source-maps'], ARGV, { PATH: '/bin' });
     assert.deepEqual(plan, {
-      args: ['--max-semi-space-size=16', '--initial-old-space-size=64', '--enable-source-maps', '/app/dist/cli.js', '--config', 'proxy.yaml'],
+      args: ['--max-semi-space-size=16', '--enable-source-maps', '/app/dist/cli.js', '--config', 'proxy.yaml'],
       env: { PATH: '/bin', MALLOC_ARENA_MAX: '2' },
     });
   });
 
   test('keeps what the user gave: a flag on the command line or in NODE_OPTIONS, MALLOC_ARENA_MAX', () => {
-    assert.deepEqual(relaunchPlan(['--max-semi-space-size=32'], ARGV, {}), {
-      args: ['--initial-old-space-size=64', '--max-semi-space-size=32', ...ARGV.slice(1)],
-      env: { MALLOC_ARENA_MAX: '2' },
-    });
-    assert.deepEqual(relaunchPlan(['--initial-old-space-size=16'], ARGV, { MALLOC_ARENA_MAX: '2' })?.args, [
-      '--max-semi-space-size=16',
-      '--initial-old-space-size=16',
-      ...ARGV.slice(1),
-    ]);
-    // Node refuses --initial-old-space-size in NODE_OPTIONS: the command line is the one place for it.
-    assert.deepEqual(relaunchPlan(['--initial-old-space-size=32'], ARGV, { NODE_OPTIONS: '--max-semi-space-size=2', MALLOC_ARENA_MAX: '1' }), undefined);
+    assert.deepEqual(relaunchPlan(['--max-semi-space-size=32'], ARGV, {}), { args: ['--max-semi-space-size=32', ...ARGV.slice(1)], env: { MALLOC_ARENA_MAX: '2' } });
+    assert.deepEqual(relaunchPlan([], ARGV, { NODE_OPTIONS: '--max-semi-space-size=2', MALLOC_ARENA_MAX: '1' }), undefined);
     assert.deepEqual(relaunchPlan([], ARGV, { MALLOC_ARENA_MAX: '4' })?.env, { MALLOC_ARENA_MAX: '4' });
   });
 
   test('a process that has every setting runs as it is (no second exec)', () => {
-    assert.equal(relaunchPlan(['--max-semi-space-size=16', '--initial-old-space-size=64'], ARGV, { MALLOC_ARENA_MAX: '2' }), undefined);
+    assert.equal(relaunchPlan(['--max-semi-space-size=16'], ARGV, { MALLOC_ARENA_MAX: '2' }), undefined);
   });
 
   test('off when asked, and never in a cluster worker or a child with an IPC channel', () => {
