@@ -7,7 +7,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
+import type { Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -16,6 +16,7 @@ import { ConfigError, loadConfigFile } from './config/load.js';
 import { allUpstreams, routesOf, type ResolvedRoute } from './config/resolve.js';
 import type { AuthConfig, Config } from './config/schema.js';
 import { createLogger } from './observability/logger.js';
+import { createServer } from './util/http.js';
 
 function startBackend(name: string, port: number): Promise<Server> {
   const server = createServer((req, res) => {

@@ -14,7 +14,7 @@
  * listener never grants. So a page an operator visits cannot reload the proxy behind their back.
  */
 import { readFile } from 'node:fs/promises';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -22,6 +22,7 @@ import type { Logger } from 'pino';
 import type { AdminConfig } from '../config/schema.js';
 import { authorizationParam, decodeBasic, equalsSecret } from '../middleware/auth/credentials.js';
 import { ListenError } from '../server/listen-error.js';
+import { createServer, type IncomingMessage, type ServerResponse } from '../util/http.js';
 import type { Status } from './status.js';
 
 /** The dashboard's files, relative to the ui folder, by the path they are served at. */

@@ -1,4 +1,5 @@
-import { Pool, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
+import { Pool } from '../util/undici.js';
 import { upstreamProtocol, upstreamTls, type LoadBalancingConfig, type PROTOCOLS, type UpstreamConfig } from '../config/schema.js';
 import { H2cSession } from './h2c-session.js';
 import type { Peer } from './selection/index.js';

@@ -2,7 +2,8 @@ import { createHash, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { isIP, type Socket } from 'node:net';
 import { createSecureContext } from 'node:tls';
-import { buildConnector } from 'undici';
+import type { buildConnector as BuildConnector } from 'undici';
+import { buildConnector } from '../util/undici.js';
 import type { UpstreamTls } from '../config/schema.js';
 
 /**
@@ -80,7 +81,7 @@ export function tlsMaterial(tls: UpstreamTls, address: string): TlsMaterial {
 }
 
 /** undici's connect function for one upstream. */
-export type Connector = buildConnector.connector;
+export type Connector = BuildConnector.connector;
 
 /**
  * The connect function of an upstream's pool: TLS with its CA, client certificate and verification, and

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import cluster from 'node:cluster';
-import { STATUS_CODES, createServer, type Server, type ServerOptions } from 'node:http';
+import type { Server, ServerOptions } from 'node:http';
 import { createServer as createTlsServer } from 'node:https';
 import type { SecureContext, TLSSocket } from 'node:tls';
 import { Server as NetServer, type AddressInfo, type Socket } from 'node:net';
@@ -8,8 +8,8 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { ServerConfig } from '../config/schema.js';
 import { ERROR_CATALOGUE, errorBody, type ErrorCode } from '../proxy/errors.js';
+import { createServer, IncomingMessage, ServerResponse, STATUS_CODES } from '../util/http.js';
 import { isWebSocketUpgrade } from '../proxy/websocket.js';
-import { IncomingMessage, ServerResponse } from 'node:http';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import { H2_PREFACE, Http2Downstream } from './h2-downstream.js';
 import { ListenError, type ListenerName } from './listen-error.js';

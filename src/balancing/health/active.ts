@@ -1,6 +1,7 @@
 import { connect } from 'node:net';
 import type { Logger } from 'pino';
-import { Agent, Pool, request, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
+import { Agent, Pool, request } from '../../util/undici.js';
 import type { LoadBalancingConfig } from '../../config/schema.js';
 import type { Clock } from '../../util/clock.js';
 import type { Backend } from '../backend.js';

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
-import { Agent, request } from 'undici';
+import { Agent, request } from '../../util/undici.js';
 import type { AuthSchemeConfig } from '../../config/schema.js';
 import type { RequestContext } from '../../proxy/context.js';
 import { ProxyError } from '../../proxy/errors.js';
