@@ -8,12 +8,13 @@ import { AdminServer, logAdminListening } from './admin/server.js';
 import { buildStatus, topologyOf } from './admin/status.js';
 import { Counter } from 'prom-client';
 import type { LoadBalancer } from './balancing/load-balancer.js';
-import { ConfigError } from './config/load.js';
-import { DEFAULT_NAME, type Config, type RateLimitConfig } from './config/schema.js';
+import { ConfigError } from './config/errors.js';
+import { DEFAULT_NAME } from './config/constants.js';
+import type { Config, RateLimitConfig } from './config/schema.js';
 import { Gateway, type ReloadOutcome } from './gateway/gateway.js';
 import type { Generation, RoutePhases } from './gateway/generation.js';
 import type { UserPhaseDeps } from './api/adapt.js';
-import { loadForReloadOffThread } from './gateway/reload.js';
+import { readConfigOffThread } from './gateway/reload.js';
 import { MemoryStore } from './limits/memory-store.js';
 import { RedisStore } from './limits/redis-store.js';
 import type { RateLimitStore, SharedStore, StoreErrorListener, StoreStatus } from './limits/store.js';
@@ -221,7 +222,7 @@ export function createProxy(config: Config, options: ProxyOptions): Proxy {
     }
     let loaded;
     try {
-      loaded = await loadForReloadOffThread(file);
+      loaded = await readConfigOffThread(file);
     } catch (err) {
       if (!(err instanceof ConfigError)) throw err;
       reloads.inc({ result: 'error' });

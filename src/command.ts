@@ -13,11 +13,12 @@ import { createClusterAdmin } from './admin/cluster-admin.js';
 import { createProxy } from './app.js';
 import { Primary, resolveWorkers, type PrimaryView } from './cluster/primary.js';
 import { runWorker } from './cluster/worker.js';
-import { ConfigError } from './config/load.js';
-import { LOG_LEVELS, type Config } from './config/schema.js';
+import { ConfigError } from './config/errors.js';
+import { LOG_LEVELS } from './config/constants.js';
+import type { Config } from './config/schema.js';
 import type { RoutePhases } from './gateway/generation.js';
 import { allUpstreams, routesOf, servicesOf } from './config/resolve.js';
-import { loadForReload } from './gateway/reload.js';
+import { readConfigOffThread, stopParseThread } from './gateway/reload.js';
 import { HASH_ALGORITHMS, hashSecret, type HashAlgorithm } from './middleware/auth/hashed.js';
 import { createLogger, exitOnFatalErrors } from './observability/logger.js';
 import { ListenError } from './server/listen-error.js';
@@ -108,13 +109,17 @@ async function main(argv: string[]): Promise<number> {
   let config;
   let hash;
   try {
-    ({ config, hash } = loadForReload(file));
+    ({ config, hash } = await readConfigOffThread(file));
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`${err.message}\ntollgate: configuration ${file} is invalid\n`);
       return 2;
     }
     throw err;
+  } finally {
+    // Read on a worker thread so that this process never loads the YAML parser and zod; the thread is
+    // not kept for a reload that may never come (gateway/reload.ts starts one when it does).
+    stopParseThread();
   }
   const workers = resolveWorkers(config.server.workers);
   if (workers > config.server.max_connections) {

@@ -19,7 +19,7 @@ export {
   type UpstreamInfo,
 } from './api/phases.js';
 export type { PluginRegistry } from './api/plugins.js';
-export { ConfigError, type ConfigProblem } from './config/load.js';
+export { ConfigError, type ConfigProblem } from './config/errors.js';
 export type { Config } from './config/schema.js';
 export { ERROR_CATALOGUE, ProxyError, type ErrorCode, type ErrorSource } from './proxy/errors.js';
 export { ListenError, type ListenerName } from './server/listen-error.js';

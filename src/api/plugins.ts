@@ -7,7 +7,7 @@
 import { basename, isAbsolute, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { Logger } from 'pino';
-import { ConfigError, formatPath, isPluginPath, positionIn, type ConfigProblem } from '../config/load.js';
+import { ConfigError, formatPath, isPluginPath, type ConfigProblem } from '../config/errors.js';
 import { routesOf } from '../config/resolve.js';
 import type { Config } from '../config/schema.js';
 import type { RoutePhases } from '../gateway/generation.js';
@@ -73,7 +73,8 @@ export async function buildRoutePhases(config: Config, sources: PhaseSources): P
         const phases = await buildPlugin(plugin.module, plugin.options, name, sources);
         list.push({ name: phases.name ?? basename(plugin.module).replace(/\.[cm]?[jt]s$/, ''), phases });
       } catch (err) {
-        const at = sources.configFile === undefined ? { line: 0, col: 0 } : positionIn(sources.configFile, path);
+        // The loader (YAML, zod) only on this path: a proxy that started does not keep it loaded (config/errors.ts).
+        const at = sources.configFile === undefined ? { line: 0, col: 0 } : (await import('../config/load.js')).positionIn(sources.configFile, path);
         problems.push({ ...at, path: formatPath(path), message: `plugin "${plugin.module}": ${(err as Error).message ?? String(err)}` });
       }
     }

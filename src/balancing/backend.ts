@@ -1,6 +1,7 @@
 import type { Dispatcher } from 'undici';
 import { Pool } from '../util/undici.js';
-import { upstreamProtocol, upstreamTls, type LoadBalancingConfig, type PROTOCOLS, type UpstreamConfig } from '../config/schema.js';
+import { upstreamProtocol, upstreamTls } from '../config/resolve.js';
+import type { LoadBalancingConfig, PROTOCOLS, UpstreamConfig } from '../config/schema.js';
 import { H2cSession } from './h2c-session.js';
 import type { Peer } from './selection/index.js';
 import { peakEwma } from './selection/p2c-ewma.js';

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
-import { upstreamProtocol, type LoadBalancingConfig } from '../config/schema.js';
+import { upstreamProtocol } from '../config/resolve.js';
+import type { LoadBalancingConfig } from '../config/schema.js';
 import type { RequestContext } from '../proxy/context.js';
 import type { Clock, Random } from '../util/clock.js';
 import { Backend, backendKey, backendTls, poolKeyOf } from './backend.js';

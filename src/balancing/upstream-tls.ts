@@ -4,7 +4,7 @@ import { isIP, type Socket } from 'node:net';
 import { createSecureContext } from 'node:tls';
 import type { buildConnector as BuildConnector } from 'undici';
 import { buildConnector } from '../util/undici.js';
-import type { UpstreamTls } from '../config/schema.js';
+import type { UpstreamTls } from '../config/resolve.js';
 
 /**
  * An upstream's TLS settings with its files read: what its pool connects with. Made when the config is

@@ -26,9 +26,10 @@ import cluster, { type Worker } from 'node:cluster';
 import type { AddressInfo } from 'node:net';
 import { availableParallelism } from 'node:os';
 import type { Logger } from 'pino';
-import { ConfigError } from '../config/load.js';
-import { MAX_TIMER_MS, type Config } from '../config/schema.js';
-import { applicableConfig, loadForReloadOffThread } from '../gateway/reload.js';
+import { ConfigError } from '../config/errors.js';
+import { MAX_TIMER_MS } from '../config/constants.js';
+import type { Config } from '../config/schema.js';
+import { applicableConfig, readConfigOffThread } from '../gateway/reload.js';
 import { buildRoutePhases } from '../api/plugins.js';
 import { answerTakes, PolicyStores } from '../limits/ipc-store.js';
 import { ListenError, type ListenerName } from '../server/listen-error.js';
@@ -295,7 +296,7 @@ export class Primary {
     if (this.#shuttingDown) return failed(['shutting down']);
     let loaded;
     try {
-      loaded = await loadForReloadOffThread(this.#configFile);
+      loaded = await readConfigOffThread(this.#configFile);
       // The workers load the plugins again; a plugin that cannot be loaded or built fails the reload here first.
       await buildRoutePhases(loaded.config, { logger: this.#logger, configFile: this.#configFile });
     } catch (err) {

@@ -3,14 +3,16 @@
  * and reports every problem as `file:line:col key.path: message`. Runs once at start-up (and later on
  * reload); nothing here is on the request path.
  */
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { dirname, isAbsolute, resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, visit, type Document, type Node } from 'yaml';
 import type { z } from 'zod';
 import { TlsFileError as UpstreamTlsFileError, tlsMaterial } from '../balancing/upstream-tls.js';
 import { resolveAuthFiles } from '../middleware/auth/auth-files.js';
 import { compileRoutes } from '../routing/matcher.js';
 import { matchOf } from './resolve.js';
+import { ConfigError, formatPath, isPluginPath, type ConfigProblem, type PathKey } from './errors.js';
 import { readTlsFiles, resolveTlsPaths, TlsFileError } from './tls-files.js';
 import { closestKey, configErrorMap, knownKeys } from './messages.js';
 import { configSchema, sharedPortMessage, type AuthConfig, type Config, type LoadBalancingConfig, type SharedPort } from './schema.js';
@@ -19,37 +21,6 @@ import { configSchema, sharedPortMessage, type AuthConfig, type Config, type Loa
 export function routeTies(config: Config): { a: number; b: number }[] {
   if (config.routes === undefined) return [];
   return compileRoutes(config.routes.map((r, i) => ({ value: i, match: matchOf(r.match) }))).ties;
-}
-
-export interface ConfigProblem {
-  line: number;
-  col: number;
-  path: string;
-  message: string;
-}
-
-/** A config that cannot be used. `message` lists every problem, one per line, each with file:line:col. */
-export class ConfigError extends Error {
-  readonly code = 'TOLLGATE_CONFIG_INVALID';
-  constructor(
-    readonly file: string,
-    readonly problems: ConfigProblem[],
-  ) {
-    super(problems.map((p) => `${file}:${p.line}:${p.col} ${p.path}: ${p.message}`).join('\n'));
-    this.name = 'ConfigError';
-  }
-}
-
-type PathKey = string | number;
-
-/** `load_balancing.upstreams[1].port` */
-export function formatPath(path: readonly PropertyKey[]): string {
-  let out = '';
-  for (const key of path) {
-    if (typeof key === 'number') out += `[${key}]`;
-    else out += out === '' ? String(key) : `.${String(key)}`;
-  }
-  return out === '' ? '(root)' : out;
 }
 
 const ENV_REF = /\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
@@ -115,14 +86,28 @@ const PARSE_OPTIONS = { error: configErrorMap } as const;
 
 /** Loads and validates a config file; throws ConfigError for anything wrong with it. */
 export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.env): Config {
-  let source: string;
+  return parseConfig(readSource(file).toString('utf8'), file, env);
+}
+
+/** A config file read and validated, with the SHA-256 of its bytes (what a reload compares). */
+export interface LoadedFile {
+  config: Config;
+  hash: string;
+}
+
+/** `loadConfigFile` and the file's SHA-256: what the parse thread does for the proxy (gateway/reload.ts). */
+export function readConfig(file: string): LoadedFile {
+  const bytes = readSource(file);
+  return { config: parseConfig(bytes.toString('utf8'), file), hash: createHash('sha256').update(bytes).digest('hex') };
+}
+
+function readSource(file: string): Buffer {
   try {
-    source = readFileSync(file, 'utf8');
+    return readFileSync(file);
   } catch (err) {
     const reason = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : (err as Error).message;
     throw new ConfigError(file, [{ line: 1, col: 1, path: '(root)', message: `cannot read config: ${reason}` }]);
   }
-  return parseConfig(source, file, env);
 }
 
 /** Validates config text; `file` is used only in messages. */
@@ -193,11 +178,6 @@ export function parseConfig(source: string, file: string, env: NodeJS.ProcessEnv
   // In the order of the file, whichever check found them.
   problems.sort((a, b) => a.line - b.line || a.col - b.col);
   throw new ConfigError(file, problems);
-}
-
-/** Whether a plugin's `module` names a file (else it is a name the library user registered). */
-export function isPluginPath(module: string): boolean {
-  return module.startsWith('./') || module.startsWith('../') || isAbsolute(module);
 }
 
 /** The config with every plugin file taken from the config file's folder (absolute, as workers need it). */

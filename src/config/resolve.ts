@@ -4,8 +4,9 @@
  * `default` that matches every request. Everything downstream of the loader works on this view only.
  */
 import type { RouteMatch } from '../routing/matcher.js';
-import { routeWebsocket, type RouteWebsocket } from './websocket-schema.js';
-import { DEFAULT_NAME, type AuthConfig, type Config, type LoadBalancingConfig, type RateLimitConfig, type RouteConfig, type RouteMatchConfig } from './schema.js';
+import { DEFAULT_NAME } from './constants.js';
+import type { AuthConfig, Config, LoadBalancingConfig, PROTOCOLS, RateLimitConfig, RouteConfig, RouteMatchConfig, ServiceTlsConfig, UpstreamTlsConfig } from './schema.js';
+import type { RouteWebsocketConfig, WebsocketConfig } from './websocket-schema.js';
 
 /** A route with its effective policies (its own where it gives them, the top-level ones otherwise). */
 export interface ResolvedRoute {
@@ -65,4 +66,51 @@ export function matchOf(match: RouteMatchConfig): RouteMatch {
     ...(match.methods === undefined ? {} : { methods: match.methods }),
     ...(match.headers === undefined ? {} : { headers: match.headers }),
   };
+}
+
+/** A route's effective WebSocket settings: undefined when WebSockets are off for it. */
+export interface RouteWebsocket {
+  readonly idleTimeoutMs: number;
+  /** The route's own cap; undefined: only the instance's. */
+  readonly maxConnections: number | undefined;
+}
+
+/** The route's effective settings from the top-level block and the route's own key (when the config loads). */
+export function routeWebsocket(top: WebsocketConfig, own: RouteWebsocketConfig | undefined): RouteWebsocket | undefined {
+  if (own === false) return undefined;
+  const keys = typeof own === 'object' ? own : {};
+  if (!(keys.enabled ?? (own === true ? true : top.enabled))) return undefined;
+  return { idleTimeoutMs: keys.idle_timeout_ms ?? top.idle_timeout_ms, maxConnections: keys.max_connections };
+}
+
+export interface UpstreamTls {
+  enabled: boolean;
+  servername: string | undefined;
+  ca_file: string | undefined;
+  verify: boolean;
+  cert_file: string | undefined;
+  key_file: string | undefined;
+}
+
+const PLAIN: UpstreamTls = { enabled: false, servername: undefined, ca_file: undefined, verify: true, cert_file: undefined, key_file: undefined };
+
+/** Merges a service's and an upstream's `tls` (when the config is loaded). A `tls` block alone turns TLS on. */
+export function upstreamTls(lb: { tls?: ServiceTlsConfig | undefined }, upstream: { tls?: UpstreamTlsConfig | undefined }): UpstreamTls {
+  const base = lb.tls ?? PLAIN;
+  const own = upstream.tls;
+  if (own === undefined) return { ...PLAIN, ...base };
+  const client = own.cert_file === undefined ? base : own;
+  return {
+    enabled: own.enabled ?? (lb.tls === undefined ? true : base.enabled),
+    servername: own.servername ?? base.servername,
+    ca_file: own.ca_file ?? base.ca_file,
+    verify: own.verify ?? base.verify,
+    cert_file: client.cert_file,
+    key_file: client.key_file,
+  };
+}
+
+/** The HTTP version an upstream is spoken to in: its own `protocol`, else the service's. */
+export function upstreamProtocol(lb: { protocol: (typeof PROTOCOLS)[number] }, upstream: { protocol?: (typeof PROTOCOLS)[number] | undefined }): (typeof PROTOCOLS)[number] {
+  return upstream.protocol ?? lb.protocol;
 }

@@ -6,7 +6,9 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { ARGON2ID_HASH, BCRYPT_HASH, SHA256_TOKEN } from '../middleware/auth/secret-formats.js';
+import { DEFAULT_NAME, LOG_LEVELS, MAX_TIMER_MS } from './constants.js';
 import { adminSchema, metricsSchema, tracingSchema } from './observability-schema.js';
+import { upstreamProtocol, upstreamTls } from './resolve.js';
 import { routeWebsocketSchema, websocketSchema } from './websocket-schema.js';
 
 const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
@@ -31,9 +33,6 @@ const port = z
   .int('must be a whole number (1-65535)')
   .min(1, 'must be 1-65535')
   .max(65535, 'must be 1-65535');
-
-/** setTimeout's longest delay (2^31 - 1 ms, about 24.8 days): Node runs a longer one after 1 ms. */
-export const MAX_TIMER_MS = 2_147_483_647;
 
 /**
  * The shortest timeout, interval or window a key takes, unless the key says otherwise: under 100 ms a
@@ -402,38 +401,6 @@ export const loadBalancingSchema = z.strictObject({
 });
 
 /** The TLS settings an upstream is reached with: the service's `tls`, each key the upstream gives replacing it. */
-export interface UpstreamTls {
-  enabled: boolean;
-  servername: string | undefined;
-  ca_file: string | undefined;
-  verify: boolean;
-  cert_file: string | undefined;
-  key_file: string | undefined;
-}
-
-const PLAIN: UpstreamTls = { enabled: false, servername: undefined, ca_file: undefined, verify: true, cert_file: undefined, key_file: undefined };
-
-/** Merges a service's and an upstream's `tls` (when the config is loaded). A `tls` block alone turns TLS on. */
-export function upstreamTls(lb: { tls?: z.output<typeof serviceTlsSchema> | undefined }, upstream: { tls?: z.output<typeof upstreamTlsSchema> | undefined }): UpstreamTls {
-  const base = lb.tls ?? PLAIN;
-  const own = upstream.tls;
-  if (own === undefined) return { ...PLAIN, ...base };
-  const client = own.cert_file === undefined ? base : own;
-  return {
-    enabled: own.enabled ?? (lb.tls === undefined ? true : base.enabled),
-    servername: own.servername ?? base.servername,
-    ca_file: own.ca_file ?? base.ca_file,
-    verify: own.verify ?? base.verify,
-    cert_file: client.cert_file,
-    key_file: client.key_file,
-  };
-}
-
-/** The HTTP version an upstream is spoken to in: its own `protocol`, else the service's. */
-export function upstreamProtocol(lb: { protocol: (typeof PROTOCOLS)[number] }, upstream: { protocol?: (typeof PROTOCOLS)[number] | undefined }): (typeof PROTOCOLS)[number] {
-  return upstream.protocol ?? lb.protocol;
-}
-
 export const AUTH_TYPES = ['bearer', 'basic', 'api_key', 'client_cert', 'jwt', 'forward'] as const;
 
 /** A SHA-256 fingerprint as `openssl x509 -fingerprint -sha256` prints it (colons optional, any case). */
@@ -724,7 +691,6 @@ const middlewareSchema = z.strictObject({
   rate_limit: rateLimitSchema.prefault({}),
 });
 
-export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
 const loggingSchema = z.strictObject({
   level: z.enum(LOG_LEVELS, { error: `must be one of ${LOG_LEVELS.join(', ')}` }).default('info'),
@@ -980,8 +946,6 @@ function canonicalAddress(address: string): string {
   return isIP(lower) === 6 ? new URL(`http://[${lower}]/`).hostname.slice(1, -1) : lower;
 }
 
-/** The service and route names of a config written without `services` / `routes`. */
-export const DEFAULT_NAME = 'default';
 
 /** The whole configuration after validation and defaults. */
 export type Config = z.infer<typeof configSchema>;
@@ -989,6 +953,9 @@ export type ServerConfig = Config['server'];
 export type Http2Limits = ServerConfig['http2_limits'];
 export type TlsConfig = NonNullable<ServerConfig['tls']>;
 export type LoadBalancingConfig = z.infer<typeof loadBalancingSchema>;
+/** A service's and an upstream's own `tls` blocks, as written. */
+export type ServiceTlsConfig = z.output<typeof serviceTlsSchema>;
+export type UpstreamTlsConfig = z.output<typeof upstreamTlsSchema>;
 export type RouteConfig = z.infer<typeof routeSchema>;
 export type RouteMatchConfig = RouteConfig['match'];
 export type HeaderEdits = RouteConfig['request_headers'];

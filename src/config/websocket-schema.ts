@@ -4,9 +4,8 @@
  * Kept apart from schema.ts, as the monitoring keys are; types come from the schema.
  */
 import { z } from 'zod';
+import { MAX_TIMER_MS } from './constants.js';
 
-/** setTimeout's longest delay, as in schema.ts. */
-const MAX_TIMER_MS = 2_147_483_647;
 
 /** An idle timeout: at least a second (a WebSocket idle for less is normal between two messages). */
 const idleTimeoutMs = z
@@ -49,18 +48,3 @@ export const routeWebsocketSchema = z.union(
 
 export type WebsocketConfig = z.infer<typeof websocketSchema>;
 export type RouteWebsocketConfig = z.infer<typeof routeWebsocketSchema>;
-
-/** A route's effective WebSocket settings: undefined when WebSockets are off for it. */
-export interface RouteWebsocket {
-  readonly idleTimeoutMs: number;
-  /** The route's own cap; undefined: only the instance's. */
-  readonly maxConnections: number | undefined;
-}
-
-/** The route's effective settings from the top-level block and the route's own key (when the config loads). */
-export function routeWebsocket(top: WebsocketConfig, own: RouteWebsocketConfig | undefined): RouteWebsocket | undefined {
-  if (own === false) return undefined;
-  const keys = typeof own === 'object' ? own : {};
-  if (!(keys.enabled ?? (own === true ? true : top.enabled))) return undefined;
-  return { idleTimeoutMs: keys.idle_timeout_ms ?? top.idle_timeout_ms, maxConnections: keys.max_connections };
-}

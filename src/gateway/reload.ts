@@ -6,9 +6,9 @@
  * validating the file is the same as `--check` (config/load.ts); this module only compares.
  */
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
-import { ConfigError, parseConfig } from '../config/load.js';
+import { ConfigError } from '../config/errors.js';
+import type { LoadedFile } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import type { ParseReply } from './parse-thread.js';
 
@@ -68,28 +68,6 @@ export function applicableConfig(running: Config, next: Config): { config: Confi
   return { config, restartNeeded };
 }
 
-/** A config file read and validated for a reload, with the SHA-256 of its bytes. */
-export interface LoadedFile {
-  config: Config;
-  hash: string;
-}
-
-/**
- * Reads and validates `file` as `--check` does. Throws ConfigError (file:line:col and the key path per
- * problem) for a bad config, and for a file that cannot be read.
- */
-export function loadForReload(file: string): LoadedFile {
-  let bytes: Buffer;
-  try {
-    bytes = readFileSync(file);
-  } catch (err) {
-    const reason = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : (err as Error).message;
-    throw new ConfigError(file, [{ line: 1, col: 1, path: '(root)', message: `cannot read config: ${reason}` }]);
-  }
-  const config = parseConfig(bytes.toString('utf8'), file);
-  return { config, hash: sha256(bytes) };
-}
-
 /**
  * What the thread runs: the compiled parse-thread.js beside this file. When the TypeScript sources run
  * directly (the tests, under tsx), the thread does not inherit tsx's loader, so it registers it first.
@@ -101,13 +79,26 @@ const PARSE_THREAD_START = FROM_SOURCES
   : `import(${JSON.stringify(PARSE_THREAD.href)})`;
 
 /**
- * `loadForReload` on a worker thread (parse-thread.ts), so that parsing a large file does not stall the
- * requests in flight. Rejects with the same ConfigError. The thread is started on the first call and kept
- * (idle, it does not keep the process alive); one that fails is replaced on the next call.
+ * How long a thread is kept after its last answer, for the next reload: a fresh one loads the config
+ * modules again (about 250 ms of CPU), where reading a small file with them loaded takes 3 ms. An idle
+ * thread costs memory, a V8 heap of its own with those modules in it, so it does not stay for good.
  */
-export function loadForReloadOffThread(file: string): Promise<LoadedFile> {
+export const PARSE_THREAD_IDLE_MS = 30_000;
+
+/**
+ * `readConfig` (config/load.ts) on a worker thread (parse-thread.ts): see there for why. Rejects with the
+ * same ConfigError. The thread is started by the first call and ends PARSE_THREAD_IDLE_MS after its last
+ * answer, or at `stopParseThread()`; it never keeps the process alive while idle. One that fails is
+ * replaced on the next call.
+ */
+export function readConfigOffThread(file: string): Promise<LoadedFile> {
   parseThread ??= new ParseThread();
   return parseThread.load(file);
+}
+
+/** Ends the thread now (once the config read at start is in hand); the next read starts a new one. */
+export function stopParseThread(): void {
+  parseThread?.stop();
 }
 
 let parseThread: ParseThread | undefined;
@@ -116,19 +107,23 @@ class ParseThread {
   readonly #worker = new Worker(PARSE_THREAD_START, { eval: true });
   readonly #pending = new Map<number, { resolve: (loaded: LoadedFile) => void; reject: (err: Error) => void }>();
   #nextId = 1;
+  #idle: NodeJS.Timeout | undefined;
 
   constructor() {
     this.#worker.on('message', (reply: ParseReply) => {
       const waiting = this.#pending.get(reply.id);
       if (waiting === undefined) return;
       this.#pending.delete(reply.id);
-      if (this.#pending.size === 0) this.#worker.unref();
+      if (this.#pending.size === 0) {
+        this.#worker.unref();
+        this.#idle = setTimeout(() => this.stop(), PARSE_THREAD_IDLE_MS).unref();
+      }
       if (reply.ok) waiting.resolve({ config: reply.config as Config, hash: reply.hash });
       else if ('problems' in reply) waiting.reject(new ConfigError(reply.file, reply.problems));
       else waiting.reject(new Error(`reading the config on a worker thread failed: ${reply.failure}`));
     });
     const fail = (err: Error): void => {
-      if (parseThread === this) parseThread = undefined;
+      this.#forget();
       for (const waiting of this.#pending.values()) waiting.reject(err);
       this.#pending.clear();
     };
@@ -140,12 +135,24 @@ class ParseThread {
   }
 
   load(file: string): Promise<LoadedFile> {
+    clearTimeout(this.#idle);
     const id = this.#nextId++;
     return new Promise((resolve, reject) => {
       this.#pending.set(id, { resolve, reject });
       this.#worker.ref();
       this.#worker.postMessage({ id, file });
     });
+  }
+
+  /** Ends the thread; a read still in progress is rejected (its 'exit'). */
+  stop(): void {
+    this.#forget();
+    void this.#worker.terminate();
+  }
+
+  #forget(): void {
+    clearTimeout(this.#idle);
+    if (parseThread === this) parseThread = undefined;
   }
 }
 

@@ -5,7 +5,7 @@
  */
 import type { LoadBalancer } from '../balancing/load-balancer.js';
 import type { HeaderEdits } from '../config/schema.js';
-import type { RouteWebsocket } from '../config/websocket-schema.js';
+import type { RouteWebsocket } from '../config/resolve.js';
 import type { RequestContext } from '../proxy/context.js';
 import type { FailHook, HeaderFilter, LoggingHook, Phases, RequestFilter, UpstreamPeerHook } from '../proxy/phases.js';
 

@@ -4,7 +4,7 @@
  * then; a handshake only looks a name up.
  */
 import { createSecureContext, type SecureContext, type SecureContextOptions } from 'node:tls';
-import { formatPath } from '../config/load.js';
+import { formatPath } from '../config/errors.js';
 import type { TlsConfig } from '../config/schema.js';
 import { readTlsFiles, TlsFileError } from '../config/tls-files.js';
 

@@ -5,7 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { ConfigError, parseConfig } from '../../src/config/load.js';
+import { ConfigError } from '../../src/config/errors.js';
+import { parseConfig } from '../../src/config/load.js';
 import { runCli, writeConfig } from '../helpers/cli.js';
 import { request } from '../helpers/http.js';
 import { startBackend, startProxy, type Backend, type TestProxy } from '../helpers/servers.js';

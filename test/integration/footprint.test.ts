@@ -1,16 +1,21 @@
 /**
  * What a running proxy keeps loaded: neither undici's main module (fetch, WebSocket, the mocks; Tollgate
  * takes the parts it uses from their own files, src/util/undici.ts) nor, on Node 24, Node's own bundled
- * undici, which an ES import of node:http pulls in (src/util/http.ts). Both would stay in the heap for the
- * life of the process. The check runs in a child process started for it, on the built package, with a
+ * undici, which an ES import of node:http pulls in (src/util/http.ts); and in the `tollgate` command, not
+ * zod (the config is read on a worker thread, gateway/parse-thread.ts). All would stay in the heap for the
+ * life of the process. The checks run in child processes started for them, on the built package, with a
  * request proxied end to end first, so nothing the test runner loads is counted.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { request } from 'node:http';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
-import { ROOT } from '../helpers/cli.js';
+import { listeningPort, ROOT, startCli, waitForOutput, writeConfig } from '../helpers/cli.js';
+import { startBackend, waitFor } from '../helpers/servers.js';
 
 const CHILD = `
 const http = process.getBuiltinModule('node:http');
@@ -54,4 +59,31 @@ test('a proxy that served a request has loaded neither undici’s main module no
   assert.deepEqual(seen.served, { nodeBundledUndici: false, undiciMain: false });
   // Where node:http has the WebSocket export (Node 22.4 and later), the probe must see the control's load.
   assert.equal(seen.afterImport.nodeBundledUndici, seen.httpHasWebSocket);
+});
+
+test('the tollgate command does not load zod, at start or after a reload', async () => {
+  const backend = await startBackend('b1');
+  const out = join(tmpdir(), `tollgate-probe-${process.pid}.json`);
+  const yaml = `server: { listen_address: 127.0.0.1, listen_port: 0 }
+admin: { enabled: false }
+logging: { level: info }
+load_balancing:
+  upstreams: [{ name: b1, address: 127.0.0.1, port: ${backend.port} }]
+  health_check: { active: { enabled: false }, passive: { enabled: false } }
+`;
+  const file = writeConfig(yaml);
+  const child = startCli(['--config', file], { NODE_OPTIONS: `--import=${join(ROOT, 'test/fixtures/report-zod-on-sigusr2.mjs')}`, PROBE_OUT: out });
+  try {
+    const port = await listeningPort(child);
+    const status = await new Promise<number | undefined>((resolve, reject) => request({ host: '127.0.0.1', port, path: '/x' }, (res) => res.resume().on('end', () => resolve(res.statusCode))).on('error', reject).end());
+    assert.equal(status, 200);
+    child.kill('SIGHUP');
+    await waitForOutput(child, /config reloaded: generation 2 serving/);
+    child.kill('SIGUSR2');
+    await waitFor(() => existsSync(out), 10_000, 'the probe to answer');
+    assert.deepEqual(JSON.parse(readFileSync(out, 'utf8')), { before: false, after: true });
+  } finally {
+    child.kill('SIGTERM');
+    await backend.close();
+  }
 });

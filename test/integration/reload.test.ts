@@ -10,7 +10,7 @@ import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
 import { createProxy, type Proxy } from '../../src/app.js';
-import { loadForReload } from '../../src/gateway/reload.js';
+import { readConfig } from '../../src/config/load.js';
 import { startCli, waitForOutput, writeConfig } from '../helpers/cli.js';
 import { samples, scrape } from '../helpers/metrics.js';
 import { request } from '../helpers/http.js';
@@ -36,7 +36,7 @@ async function startFromFile(text: string): Promise<Started> {
       done();
     },
   });
-  const { config, hash } = loadForReload(file);
+  const { config, hash } = readConfig(file);
   const proxy = createProxy(config, { logger: pino({ level: 'info', base: null }, stream), configFile: file, configHash: hash });
   const address = await proxy.listen();
   return { proxy, url: `http://127.0.0.1:${address.port}`, adminUrl: `http://127.0.0.1:${proxy.admin?.address()?.port ?? 0}`, file, logs };

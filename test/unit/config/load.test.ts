@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { ConfigError, formatPath, loadConfigFile, parseConfig, type ConfigProblem } from '../../../src/config/load.js';
+import { ConfigError, formatPath, type ConfigProblem } from '../../../src/config/errors.js';
+import { loadConfigFile, parseConfig } from '../../../src/config/load.js';
 import { addressesOverlap, type Config } from '../../../src/config/schema.js';
 
 const BRIEF = fileURLToPath(new URL('../../fixtures/brief.yaml', import.meta.url));

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
-import { ConfigError, loadConfigFile, parseConfig, type ConfigProblem } from '../../../src/config/load.js';
+import { ConfigError, type ConfigProblem } from '../../../src/config/errors.js';
+import { loadConfigFile, parseConfig } from '../../../src/config/load.js';
 import { closestKey, editDistance, knownKeys } from '../../../src/config/messages.js';
 import { configSchema } from '../../../src/config/schema.js';
 

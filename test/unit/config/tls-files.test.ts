@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { ConfigError, parseConfig } from '../../../src/config/load.js';
+import { ConfigError } from '../../../src/config/errors.js';
+import { parseConfig } from '../../../src/config/load.js';
 import { makeTestPki, type TestPki } from '../../helpers/tls.js';
 
 const UPSTREAM = 'load_balancing:\n  upstreams:\n    - { name: a, address: 127.0.0.1, port: 3000 }\n';

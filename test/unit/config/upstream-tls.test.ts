@@ -3,8 +3,10 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { ConfigError, parseConfig, type ConfigProblem } from '../../../src/config/load.js';
-import { upstreamProtocol, upstreamTls, type Config } from '../../../src/config/schema.js';
+import { ConfigError, type ConfigProblem } from '../../../src/config/errors.js';
+import { parseConfig } from '../../../src/config/load.js';
+import { upstreamProtocol, upstreamTls } from '../../../src/config/resolve.js';
+import type { Config } from '../../../src/config/schema.js';
 import { privateCa, type IssuedCert, type PrivateCa } from '../../helpers/tls.js';
 
 function problems(source: string): ConfigProblem[] {

@@ -4,7 +4,8 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { ConfigError, loadConfigFile } from '../../../src/config/load.js';
+import { ConfigError } from '../../../src/config/errors.js';
+import { loadConfigFile } from '../../../src/config/load.js';
 import { JwksCache, maxAge, parseJwks } from '../../../src/middleware/auth/jwks.js';
 import { claimHas, keyFits, secretKey } from '../../../src/middleware/auth/jwt.js';
 

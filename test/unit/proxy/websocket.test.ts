@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import type { IncomingMessage } from 'node:http';
 import { describe, test } from 'node:test';
-import { ConfigError, parseConfig } from '../../../src/config/load.js';
+import { ConfigError } from '../../../src/config/errors.js';
+import { parseConfig } from '../../../src/config/load.js';
 import { routesOf } from '../../../src/config/resolve.js';
 import { acceptFor, isWebSocketUpgrade, WebSocketRegistry } from '../../../src/proxy/websocket.js';
 
