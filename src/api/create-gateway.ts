@@ -8,11 +8,10 @@ import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { createProxy } from '../app.js';
 import { ConfigError, formatPath } from '../config/errors.js';
-import { loadConfigFile } from '../config/load.js';
+import { configHash, loadConfigFile } from '../config/load.js';
 import { configErrorMap } from '../config/messages.js';
 import { configSchema, type Config } from '../config/schema.js';
 import type { ReloadOutcome } from '../gateway/gateway.js';
-import { sha256 } from '../gateway/reload.js';
 import { createLogger } from '../observability/logger.js';
 import type { AnyPhases } from './phases.js';
 import { buildRoutePhases, checkPhases, type PhaseSources, type PluginRegistry } from './plugins.js';
@@ -119,7 +118,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
         if (!(err instanceof ConfigError)) throw err;
         return proxy.gateway.reloadFailed(err.message.split('\n'));
       }
-      return proxy.reload(parsed, sha256(JSON.stringify(next)));
+      return proxy.reload(parsed, configHash(JSON.stringify(next)));
     },
     async close() {
       await proxy.close();

@@ -98,7 +98,12 @@ export interface LoadedFile {
 /** `loadConfigFile` and the file's SHA-256: what the parse thread does for the proxy (gateway/reload.ts). */
 export function readConfig(file: string): LoadedFile {
   const bytes = readSource(file);
-  return { config: parseConfig(bytes.toString('utf8'), file), hash: createHash('sha256').update(bytes).digest('hex') };
+  return { config: parseConfig(bytes.toString('utf8'), file), hash: configHash(bytes) };
+}
+
+/** The SHA-256 (hex) a generation is tagged with: of the file's bytes, or of a config object's JSON. */
+export function configHash(bytes: Buffer | string): string {
+  return createHash('sha256').update(bytes).digest('hex');
 }
 
 function readSource(file: string): Buffer {

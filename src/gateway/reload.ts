@@ -5,7 +5,6 @@
  * everything else. Reading and
  * validating the file is the same as `--check` (config/load.ts); this module only compares.
  */
-import { createHash } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
 import { ConfigError } from '../config/errors.js';
 import type { LoadedFile } from '../config/load.js';
@@ -83,7 +82,7 @@ const PARSE_THREAD_START = FROM_SOURCES
  * modules again (about 250 ms of CPU), where reading a small file with them loaded takes 3 ms. An idle
  * thread costs memory, a V8 heap of its own with those modules in it, so it does not stay for good.
  */
-export const PARSE_THREAD_IDLE_MS = 30_000;
+const PARSE_THREAD_IDLE_MS = 30_000;
 
 /**
  * `readConfig` (config/load.ts) on a worker thread (parse-thread.ts): see there for why. Rejects with the
@@ -154,10 +153,6 @@ class ParseThread {
     clearTimeout(this.#idle);
     if (parseThread === this) parseThread = undefined;
   }
-}
-
-export function sha256(bytes: Buffer | string): string {
-  return createHash('sha256').update(bytes).digest('hex');
 }
 
 function sameValue(a: unknown, b: unknown): boolean {
