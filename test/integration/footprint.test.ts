@@ -8,7 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -64,6 +64,7 @@ test('a proxy that served a request has loaded neither undici’s main module no
 test('the tollgate command does not load zod, at start or after a reload', async () => {
   const backend = await startBackend('b1');
   const out = join(tmpdir(), `tollgate-probe-${process.pid}.json`);
+  rmSync(out, { force: true });
   const yaml = `server: { listen_address: 127.0.0.1, listen_port: 0 }
 admin: { enabled: false }
 logging: { level: info }
@@ -84,6 +85,7 @@ load_balancing:
     assert.deepEqual(JSON.parse(readFileSync(out, 'utf8')), { before: false, after: true });
   } finally {
     child.kill('SIGTERM');
+    rmSync(out, { force: true });
     await backend.close();
   }
 });
