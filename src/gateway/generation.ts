@@ -102,7 +102,29 @@ export class Generation {
         return cache;
       },
     };
-    this.routes = resolved.map((r) => buildRoute(r, services, deps, keyed, authDeps, this.#auth, responder));
+    // Routes that inherit the top-level auth block (or share one object) share its phases: one token set, one
+    // JWT cache, one forward-auth pool for all of them, however many routes there are.
+    const authByConfig = new Map<ResolvedRoute['auth'], AuthPhases>();
+    const authFor = (auth: ResolvedRoute['auth']): AuthPhases => {
+      let phases = authByConfig.get(auth);
+      if (phases === undefined) {
+        phases = createAuth(auth, authDeps);
+        authByConfig.set(auth, phases);
+        this.#auth.push(phases);
+      }
+      return phases;
+    };
+    // Routes that drop the same request headers share one set.
+    const dropByNames = new Map<string, ReadonlySet<string>>();
+    const dropSets = (names: string[]): ReadonlySet<string> => {
+      const set = new Set(names);
+      const key = [...set].sort().join(',');
+      const known = dropByNames.get(key);
+      if (known !== undefined) return known;
+      dropByNames.set(key, set);
+      return set;
+    };
+    this.routes = resolved.map((r) => buildRoute(r, services, deps, keyed, authFor, dropSets, responder));
     const entries: RouteEntry<Route>[] = resolved.map((r, i) => ({ value: this.routes[i] as Route, match: matchOf(r.config.match) }));
     const compiled = compileRoutes(entries);
     // The loader reports ties with both routes' lines; a config given as an object gets this.
@@ -161,12 +183,11 @@ export class Generation {
   }
 }
 
-function buildRoute(resolved: ResolvedRoute, services: ReadonlyMap<string, LoadBalancer>, deps: GenerationDeps, keyed: boolean, authDeps: AuthDeps, built: AuthPhases[], responder: Responder): Route {
+function buildRoute(resolved: ResolvedRoute, services: ReadonlyMap<string, LoadBalancer>, deps: GenerationDeps, keyed: boolean, authFor: (auth: ResolvedRoute['auth']) => AuthPhases, dropSets: (names: string[]) => ReadonlySet<string>, responder: Responder): Route {
   const { config: route, auth, rateLimit } = resolved;
   const service = route.service === undefined ? undefined : services.get(route.service);
   const phases: Phases[] = [...deps.head];
-  const authPhases = auth.enabled ? createAuth(auth, authDeps) : undefined;
-  if (authPhases !== undefined) built.push(authPhases);
+  const authPhases = auth.enabled ? authFor(auth) : undefined;
   if (authPhases !== undefined) phases.push(authPhases.authenticate);
   if (rateLimit.enabled) {
     // Each route of a config with routes has buckets of its own (the route name is part of the key).
@@ -180,9 +201,10 @@ function buildRoute(resolved: ResolvedRoute, services: ReadonlyMap<string, LoadB
   phases.push(...deps.tail.filter((p) => p.logging === undefined));
   if (edits !== undefined) phases.push(edits);
   phases.push(...deps.tail.filter((p) => p.logging !== undefined));
-  const drop = new Set<string>([...HOP_BY_HOP, ...SET_BY_PROXY]);
-  for (const p of phases) for (const h of p.consumesRequestHeaders ?? []) drop.add(h.toLowerCase());
-  if (service !== undefined && !service.preserveHost) drop.add('host');
+  const names = [...HOP_BY_HOP, ...SET_BY_PROXY];
+  for (const p of phases) for (const h of p.consumesRequestHeaders ?? []) names.push(h.toLowerCase());
+  if (service !== undefined && !service.preserveHost) names.push('host');
+  const drop = dropSets(names);
   const prefix = route.match.path_prefix;
   return new Route({
     name: route.name,

@@ -123,11 +123,23 @@ function editor(edits: HeaderEdits): ((headers: string[], ctx?: RequestContext) 
 
 type HookName = 'requestFilter' | 'upstreamPeer' | 'upstreamRequestFilter' | 'failToProxy' | 'responseFilter' | 'logging';
 
+/**
+ * Each phase's hooks bound to it once, however many routes run the phase: the head and tail phases (and an
+ * inherited auth block's) are the same objects on every route.
+ */
+const bound = new WeakMap<Phases, Partial<Record<HookName, { hook: unknown; fn: unknown }>>>();
+
 function collect<K extends HookName>(phases: readonly Phases[], key: K): NonNullable<Phases[K]>[] {
   const hooks: NonNullable<Phases[K]>[] = [];
   for (const p of phases) {
     const hook = p[key];
-    if (hook !== undefined) hooks.push(hook.bind(p) as NonNullable<Phases[K]>);
+    if (hook === undefined) continue;
+    let ofPhase = bound.get(p);
+    if (ofPhase === undefined) bound.set(p, (ofPhase = {}));
+    let entry = ofPhase[key];
+    // A phase object whose hook was replaced since gets the new one bound.
+    if (entry?.hook !== hook) ofPhase[key] = entry = { hook, fn: hook.bind(p) };
+    hooks.push(entry.fn as NonNullable<Phases[K]>);
   }
   return hooks;
 }

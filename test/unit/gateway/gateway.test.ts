@@ -200,3 +200,45 @@ describe('Gateway.storeStatus', () => {
     }
   });
 });
+
+describe('Generation: what routes share', () => {
+  test('routes that inherit the auth block share its phases and one drop set; a route with its own block gets its own; phases shared by every route are bound once', async () => {
+    const { makeStore } = fakeStores();
+    const auth = { enabled: true, auth_type: 'bearer', valid_tokens: ['t1'] };
+    const cfg = configSchema.parse({
+      server: { listen_port: 0, listen_address: '127.0.0.1' },
+      services: { s: { upstreams: upstreams(4001), health_check: { active: { enabled: false } } } },
+      middleware: { auth },
+      routes: [
+        { name: 'a', match: { path_prefix: '/a' }, service: 's' },
+        { name: 'b', match: { path_prefix: '/b' }, service: 's' },
+        { name: 'c', match: { path_prefix: '/c' }, service: 's', middleware: { auth: { ...auth, valid_tokens: ['t2'] } } },
+        { name: 'd', match: { path_prefix: '/d' }, service: 's', middleware: { auth: { enabled: false } } },
+      ],
+    });
+    const head = { name: 'head', requestFilter: () => false as const, logging: () => undefined };
+    const g = new Gateway(cfg, { logger: pino({ level: 'silent' }), clock: () => 0, random: () => 0.5, head: [head], user: [], tail: [], startedAt: 0, makeStore });
+    try {
+      const [a, b, c, d] = g.current.routes;
+      // requestFilters: the head phase, then authenticate, then enforce (no rate limit here).
+      assert.equal(a?.requestFilters.length, 3);
+      assert.equal(d?.requestFilters.length, 1);
+      assert.equal(a?.requestFilters[1], b?.requestFilters[1], 'a and b run one authenticate hook');
+      assert.equal(a?.requestFilters[2], b?.requestFilters[2], 'a and b run one enforce hook');
+      assert.notEqual(c?.requestFilters[1], a?.requestFilters[1], 'c has auth of its own');
+      for (const r of [b, c, d]) {
+        assert.equal(r?.requestFilters[0], a?.requestFilters[0], 'the head phase is bound once');
+        assert.equal(r?.loggingHooks[0], a?.loggingHooks[0]);
+      }
+      assert.equal(a?.dropRequestHeaders, b?.dropRequestHeaders);
+      assert.equal(c?.dropRequestHeaders, a?.dropRequestHeaders, 'c drops the same headers');
+      assert.ok(a?.dropRequestHeaders.has('authorization'));
+      assert.ok(!d?.dropRequestHeaders.has('authorization'), 'd, without auth, forwards Authorization');
+      const reloaded = await g.reload(cfg);
+      assert.equal(reloaded.result, 'ok');
+      assert.equal(g.current.routes[0]?.requestFilters[0], a?.requestFilters[0], 'the same phase object keeps its bound hook across generations');
+    } finally {
+      await g.close();
+    }
+  });
+});
