@@ -25,9 +25,10 @@
 //                    bench/observability-ab.mjs measures the same pair interleaved)
 //   tollgate-routes-1000 - tollgate with 1,000 generated routes (500 exact hosts with a path prefix, 300
 //                    *.suffix wildcards, 200 host-less prefixes), all to the same service; wrk cycles
-//                    through requests that match routes of each kind (a Lua script), so the row against
-//                    `tollgate` is what 1,000 routes cost a request (the matcher is compiled at load: it
-//                    should be within the noise)
+//                    through requests that match routes of each kind (a Lua script, bench/routes.mjs)
+//   tollgate-mix     - tollgate (no routes) sent the same requests, so the routes row against this one is
+//                    what 1,000 routes cost a request (the matcher is compiled at load: it should be
+//                    within the noise)
 //   tollgate-reload  - not a row of the table but a phase of its own, after it: tollgate with an admin
 //                    listener, c50 runs without and with a config reload (POST /api/reload) every second
 //                    (see measureReloads)
@@ -62,6 +63,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { ROUTE_COUNTS, ROUTE_MISSES, ROUTE_MIX, routes1000Yaml } from './routes.mjs';
 
 const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(BENCH_DIR, '..');
@@ -75,7 +77,7 @@ const USAGE = `usage: bash bench/run.sh [--quick] [--write] [--strategies]
 env: BENCH_RUNS, BENCH_DURATION (s), BENCH_WARMUP (s), BENCH_TARGETS (comma list),
      BENCH_START_TIMEOUT (s), BENCH_PROXY_CPU, BENCH_LOAD_CPU, BENCH_KEEP_TMP=1
 targets: direct, nginx-proxy, haproxy, node-http-proxy, fastify-proxy, bare, bare-node24, tollgate, tollgate-node24, tls (the HTTPS and HTTP/2 phase), grpc (the gRPC phase), websocket (the WebSocket phase),
-     tollgate-routes-1000, tollgate-minimal, tollgate-no_monitoring, tollgate-redis, tollgate-workers2,
+     tollgate-mix, tollgate-routes-1000, tollgate-minimal, tollgate-no_monitoring, tollgate-redis, tollgate-workers2,
      tollgate-reload (the default set; tollgate-reload is the reload-under-load phase after the table);
      tollgate-least_conn, tollgate-random, tollgate-p2c_ewma, tollgate-consistent_hash, tollgate-no_health
      (added by --strategies); tollgate-workers2-redis, tollgate-workers2-node24 and nginx-proxy-2w (only by name in BENCH_TARGETS)`;
@@ -148,13 +150,17 @@ const SCALE = {
   // On Node 24 the workers bind the port themselves (SO_REUSEPORT) and accept their own connections.
   'tollgate-workers2-node24': { workers: 2, node24: true },
 };
-// Many routes: the `tollgate` config plus 1,000 routes to its one service (routes1000Yaml). Listed right after
-// `tollgate`, so the rotating order measures the two one after the other (in every round but the one that
-// starts with this target).
+// Many routes: the `tollgate` config plus 1,000 routes to its one service (routes1000Yaml), sent a mix of
+// requests with their own Host headers, paths and query (ROUTE_MIX). Its baseline, tollgate-mix, is the
+// `tollgate` config without routes sent the same mix: their Host headers and longer paths cost something
+// themselves (2.9% more instructions per request than GET /, bench/instructions.mjs), so the routes line
+// compares the two rows that differ only in the routes. Listed next to each other, so the rotating order
+// measures the two one after the other (in every round but the one that starts with the routes row).
 const ROUTES_TARGET = 'tollgate-routes-1000';
-// The least gap to tollgate the routes PASS/FAIL line allows, whatever the spread of the runs (see checks).
+const MIX_TARGET = 'tollgate-mix';
+// The least gap to tollgate-mix the routes PASS/FAIL line allows, whatever the spread of the runs (see checks).
 const ROUTES_MIN_NOISE = 0.05;
-// JWT: the `tollgate` config with auth_type jwt (benchJwt), listed right after `tollgate` like the routes row.
+// JWT: the `tollgate` config with auth_type jwt (benchJwt), listed right after `tollgate`.
 const JWT_TARGET = 'tollgate-jwt';
 // Reload under load: a phase of its own after the table (measureReloads), not a row of it.
 const RELOAD_TARGET = 'tollgate-reload';
@@ -165,7 +171,7 @@ const GRPC_TARGET = 'grpc';
 // WebSockets: a phase of its own after the table (measureWebSocket): messages per second, direct and through Tollgate.
 const WS_TARGET = 'websocket';
 const PHASES = [RELOAD_TARGET, TLS_TARGET, GRPC_TARGET, WS_TARGET];
-const BASE_TARGETS = ['direct', ...PEERS, 'bare', 'bare-node24', 'tollgate', JWT_TARGET, 'tollgate-node24', ROUTES_TARGET, 'tollgate-minimal', 'tollgate-no_monitoring', 'tollgate-redis', 'tollgate-workers2', RELOAD_TARGET, TLS_TARGET, GRPC_TARGET, WS_TARGET];
+const BASE_TARGETS = ['direct', ...PEERS, 'bare', 'bare-node24', 'tollgate', JWT_TARGET, 'tollgate-node24', MIX_TARGET, ROUTES_TARGET, 'tollgate-minimal', 'tollgate-no_monitoring', 'tollgate-redis', 'tollgate-workers2', RELOAD_TARGET, TLS_TARGET, GRPC_TARGET, WS_TARGET];
 const ALL_TARGETS = [...BASE_TARGETS, ...Object.keys(VARIANTS), 'tollgate-workers2-redis', 'tollgate-workers2-node24', 'nginx-proxy-2w'];
 const DEFAULT_TARGETS = flags.has('--strategies') ? ALL_TARGETS : BASE_TARGETS;
 const TARGETS = (process.env.BENCH_TARGETS || DEFAULT_TARGETS.join(','))
@@ -901,49 +907,6 @@ function benchJwt() {
   return benchJwtState;
 }
 
-// ---------------------------------------------------------------- tollgate-routes-1000
-// 1,000 routes of the three kinds the matcher keys on, all to the service `default` (load_balancing: the
-// same three backends as `tollgate`): 500 exact hosts, each with a path prefix; 300 `*.suffix` wildcards
-// with a prefix; 200 host-less prefixes, one of them /big so the 1 MiB run goes through a route too. A
-// matcher that looped over the routes would pay for every one of them on each request; the compiled one
-// (src/routing/matcher.ts) does a few Map lookups per host candidate and path boundary.
-const ROUTE_COUNTS = { exact: 500, wildcard: 300, hostless: 200 };
-
-function routes1000Yaml() {
-  const lines = [];
-  for (let i = 0; i < ROUTE_COUNTS.exact; i++) {
-    lines.push(`  - { name: "svc${i}", match: { hosts: ["svc${i}.example.test"], path_prefix: "/api/v${i % 4}" }, service: "default" }`);
-  }
-  for (let i = 0; i < ROUTE_COUNTS.wildcard; i++) {
-    lines.push(`  - { name: "zone${i}", match: { hosts: ["*.zone${i}.example.net"], path_prefix: "/web" }, service: "default" }`);
-  }
-  for (let i = 0; i < ROUTE_COUNTS.hostless - 1; i++) {
-    lines.push(`  - { name: "p${i}", match: { path_prefix: "/p${i}/" }, service: "default" }`);
-  }
-  lines.push(`  - { name: "big", match: { path_prefix: "${BIG_PATH}" }, service: "default" }`);
-  return `# ${lines.length} generated routes\nroutes:\n${lines.join('\n')}\n`;
-}
-
-// The requests wrk sends to tollgate-routes-1000, in turn: routes of each kind, from deep in each group, a
-// few path boundaries deep. The first is also the one of the h2load and 1 MiB runs (its Host, the run's
-// path: /big falls through the exact host's table to the host-less /big route).
-const ROUTE_MIX = [
-  { host: 'svc437.example.test', path: '/api/v1/items/437' },
-  { host: 'svc250.example.test', path: '/api/v2/items?id=250' },
-  { host: 'svc499.example.test', path: '/api/v3/a/b/c' },
-  { host: 'eu.zone7.example.net', path: '/web/index.html' },
-  { host: 'a.b.zone150.example.net', path: '/web/static/app.js' },
-  { host: 'shop.zone299.example.net', path: '/web' },
-  { host: 'www.example.org', path: '/p42/items/1' },
-  { host: 'www.example.org', path: '/p198/' },
-];
-// Requests no route takes (404 no_route): checked once at start, so the row cannot come from a catch-all.
-const ROUTE_MISSES = [
-  { host: 'svc437.example.test', path: '/api/v2/items' },
-  { host: 'zone7.example.net', path: '/web' },
-  { host: 'www.example.org', path: '/' },
-];
-
 // wrk's request() returns the next request of ROUTE_MIX, formatted once in init() with the -H headers
 // (Authorization) and the entry's Host: per request it costs wrk a table index, not a format.
 function routeMixLua() {
@@ -1069,7 +1032,8 @@ function targetSpecs(ports, dir, nginx) {
     headers: [AUTH_HEADER],
   });
   const [first] = ROUTE_MIX;
-  const routesScript = path.join(dir, `${ROUTES_TARGET}.lua`);
+  const routesScript = path.join(dir, 'route-mix.lua');
+  const writeRouteMixScript = () => fs.writeFileSync(routesScript, routeMixLua());
   return {
     direct: {
       port: backends[0],
@@ -1120,10 +1084,21 @@ function targetSpecs(ports, dir, nginx) {
       ports.of['bare-node24'], { path: '/', headers: {} }, dir, process.env, node24())),
     tollgate: tollgate('tollgate'),
     'tollgate-node24': tollgate('tollgate-node24', undefined, { node24: true }),
+    // The c50 and c200 runs of both take their requests from the script (its Host and path per request); the
+    // h2load and 1 MiB runs send the first entry's Host, on its path and on /big.
+    [MIX_TARGET]: {
+      ...proxied(MIX_TARGET, async () => {
+        writeRouteMixScript();
+        return startTollgate(MIX_TARGET, undefined, undefined, { path: first.path, headers: { host: first.host } });
+      }),
+      headers: [AUTH_HEADER, `Host: ${first.host}`],
+      urlPath: first.path,
+      wrkScript: routesScript,
+    },
     [ROUTES_TARGET]: {
       ...proxied(ROUTES_TARGET, async () => {
-        fs.writeFileSync(routesScript, routeMixLua());
-        const child = await startTollgate(ROUTES_TARGET, undefined, { routes: routes1000Yaml() }, { path: first.path, headers: { host: first.host } });
+        writeRouteMixScript();
+        const child = await startTollgate(ROUTES_TARGET, undefined, { routes: routes1000Yaml(BIG_PATH) }, { path: first.path, headers: { host: first.host } });
         try {
           await checkRouteMix(ports.of[ROUTES_TARGET]);
         } catch (err) {
@@ -1132,8 +1107,6 @@ function targetSpecs(ports, dir, nginx) {
         }
         return child;
       }),
-      // The c50 and c200 runs take their requests from the script (its Host and path per request); the
-      // h2load and 1 MiB runs send the first entry's Host, on its path and on /big.
       headers: [AUTH_HEADER, `Host: ${first.host}`],
       urlPath: first.path,
       wrkScript: routesScript,
@@ -1670,13 +1643,13 @@ function checks(results) {
   ]);
   // "Within the noise" of the one-route row: the 1,000-route row may trail it by as much as the c50 runs of
   // either row spread ((max - min) / median), or by ROUTES_MIN_NOISE when they spread less (one run each).
-  line(`routes (${ROUTES_TARGET} within the noise of tollgate)`, ['tollgate', ROUTES_TARGET], (t, r) => {
+  line(`routes (${ROUTES_TARGET} within the noise of ${MIX_TARGET}, the same requests without the routes)`, [MIX_TARGET, ROUTES_TARGET], (t, r) => {
     const spread = (row) => (Math.max(...row.runsRps) - Math.min(...row.runsRps)) / row.rps;
     const noise = Math.max(ROUTES_MIN_NOISE, spread(t), spread(r));
     const runs = (row) => row.runsRps.map(int).join(' / ');
     return [
       r.rps >= (1 - noise) * t.rps,
-      `${ROUTES_TARGET} ${int(r.rps)} req/s = ${ratio(r.rps, t.rps)} × tollgate (${int(t.rps)}); allowed ${(noise * 100).toFixed(1)}% below (c50 runs: tollgate ${runs(t)}, ${ROUTES_TARGET} ${runs(r)})`,
+      `${ROUTES_TARGET} ${int(r.rps)} req/s = ${ratio(r.rps, t.rps)} × ${MIX_TARGET} (${int(t.rps)}); allowed ${(noise * 100).toFixed(1)}% below (c50 runs: ${MIX_TARGET} ${runs(t)}, ${ROUTES_TARGET} ${runs(r)})`,
     ];
   });
   return out;
@@ -1736,7 +1709,7 @@ function report(results, meta, reload, tls, grpcPhase, websocket) {
     '',
     ...(results.some((r) => r.name === 'tollgate') ? [...checks(results), ''] : []),
     ...(notes.length ? [...notes, ''] : []),
-    `- wrk: \`${wrkCmd({})}\` for req/s, p50, p99; \`-c${CONNECTIONS_HIGH}\` for p99 c${CONNECTIONS_HIGH} (wrk opens its ${CONNECTIONS_HIGH} connections when the measured run starts, so this p99 includes waiting to be accepted, and wrk's coordinated-omission correction multiplies those slow first requests); \`${wrkCmd({ urlPath: BIG_PATH })}\` for MiB/s (wrk's Transfer/sec, headers included); the tollgate rows add \`-H ${shellQuote(AUTH_HEADER)}\`${results.some((r) => r.name === ROUTES_TARGET) ? `; ${ROUTES_TARGET} adds \`-H 'Host: ${ROUTE_MIX[0].host}'\` and, for the c${CONNECTIONS} and c${CONNECTIONS_HIGH} runs, \`-s ${ROUTES_TARGET}.lua\`` : ''}`,
+    `- wrk: \`${wrkCmd({})}\` for req/s, p50, p99; \`-c${CONNECTIONS_HIGH}\` for p99 c${CONNECTIONS_HIGH} (wrk opens its ${CONNECTIONS_HIGH} connections when the measured run starts, so this p99 includes waiting to be accepted, and wrk's coordinated-omission correction multiplies those slow first requests); \`${wrkCmd({ urlPath: BIG_PATH })}\` for MiB/s (wrk's Transfer/sec, headers included); the tollgate rows add \`-H ${shellQuote(AUTH_HEADER)}\`${results.some((r) => r.name === ROUTES_TARGET || r.name === MIX_TARGET) ? `; ${MIX_TARGET} and ${ROUTES_TARGET} add \`-H 'Host: ${ROUTE_MIX[0].host}'\` and, for the c${CONNECTIONS} and c${CONNECTIONS_HIGH} runs, \`-s route-mix.lua\`` : ''}`,
     `- h2load: \`${h2Cmd}\` for p99 c${CONNECTIONS_HIGH} established (the tollgate rows add the same \`-H\`): h2load opens its ${CONNECTIONS_HIGH} keep-alive connections and sends each one's first request when its ${H2_WARMUP} s warm-up starts, then measures for ${DURATION} s; from its per-request log (start, status, time to the end of the response) the rows that started before h2load printed the end of its warm-up are dropped (the requests in flight at the switch, which it logs too, and a few ms of the measured phase), so every request kept went over a connection the proxy had already accepted and answered; p99 is the nearest-rank 99th percentile of the time to the end of the response over the rows kept, with no coordinated-omission correction; responses outside 2xx and h2load's errored streams count as errors`,
     `- all targets started up front and kept up, idle while another one is measured; ${WARMUP > 0 ? `each warmed up once for ${WARMUP} s, then` : 'no warm-up;'} ${c50Method}; then ${RUNS > 1 ? `${RUNS} rounds, interleaved and rotated the same way,` : 'one round'} of ${DURATION} s wrk runs at c${CONNECTIONS_HIGH}, then of h2load runs at c${CONNECTIONS_HIGH}, then of ${DURATION} s runs on the 1 MiB body${RUNS > 1 ? ': their columns show the median run (p99: the median p99; 1 MiB: the median run by MiB per CPU-s), each round is listed above' : ''}; errors are summed over all runs${QUICK ? ' (--quick smoke run: numbers are rough)' : ''}`,
     `- proxy CPU: the share of one core used by the proxy's whole process tree (user + system time from \`/proc/PID/stat\`, nginx master and worker, a Tollgate primary and its workers) during the c${CONNECTIONS} run; req per CPU-s: req/s divided by that share, the median over the rounds (the fair comparison when CPU ${LOAD_CPU} saturates before the proxy's does, as it does for nginx and HAProxy here); MiB per CPU-s: the same for the 1 MiB run; × nginx: the ratio of these to nginx-proxy's; direct has no proxy process (–)`,
@@ -1746,6 +1719,7 @@ function report(results, meta, reload, tls, grpcPhase, websocket) {
     ...(peersUsed ? [`- node-http-proxy: http-proxy ${meta.httpProxy} with a keep-alive http.Agent (maxSockets 128); fastify-proxy: fastify ${meta.fastify} + @fastify/http-proxy ${meta.fastifyHttpProxy} (undici ${meta.undiciPeer}, 128 connections per backend), round robin through \`replyOptions.getUpstream\`, logger off`] : []),
     '- tollgate: bearer auth, a rate limit that never triggers, info logging to a file, default health checks and retries, metrics and tracing on (the defaults); tollgate-minimal: auth, rate limit, health checks, retries, metrics and tracing off, log level warn; tollgate-no_monitoring: tollgate with metrics, tracing and Server-Timing off; tollgate-jwt: tollgate with auth_type jwt (an RS256 token checked against a JWKS fetched once at start, issuer and audience checked) instead of bearer tokens',
     ...(results.some((r) => SCALE[r.name]) ? [`- tollgate-redis: tollgate with \`store: { type: redis }\` (every request one EVALSHA on one hot key; redis-server ${meta.redis ?? 'n/a'} on CPU ${LOAD_CPU}); tollgate-workers2: \`workers: 2\` with the memory store (buckets in the primary, asked over IPC), primary and both workers on CPU ${PROXY_CPU}`] : []),
+    ...(results.some((r) => r.name === MIX_TARGET) ? [`- ${MIX_TARGET}: the tollgate config, sent the requests of ${ROUTES_TARGET} (its baseline for the routes line: Host headers and longer paths cost something themselves)`] : []),
     ...(results.some((r) => r.name === ROUTES_TARGET) ? [`- ${ROUTES_TARGET}: the tollgate config plus ${ROUTE_COUNTS.exact + ROUTE_COUNTS.wildcard + ROUTE_COUNTS.hostless} routes to its one service: ${ROUTE_COUNTS.exact} with an exact host (\`svcN.example.test\`) and a path prefix (\`/api/vN\`), ${ROUTE_COUNTS.wildcard} with a wildcard host (\`*.zoneN.example.net\`) and the prefix \`/web\`, ${ROUTE_COUNTS.hostless} with no host and a path prefix (\`/pN/\`, one of them \`${BIG_PATH}\`); its c${CONNECTIONS} and c${CONNECTIONS_HIGH} runs cycle through ${ROUTE_MIX.length} requests (a wrk Lua script: ${ROUTE_MIX.map((r) => `${r.host}${r.path}`).join(', ')}), its h2load and 1 MiB runs send Host ${ROUTE_MIX[0].host} to ${ROUTE_MIX[0].path} and ${BIG_PATH}; checked at start: those requests reach a backend, and ${ROUTE_MISSES.length} that no route takes answer 404`] : []),
   ];
   const lines = [

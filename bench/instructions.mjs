@@ -15,6 +15,10 @@
 //   tollgate-plugin-none   tollgate written with one route (`routes:`) and no plugins: the baseline of
 //   tollgate-plugin-empty  the same route with one plugin whose phase has a requestFilter that does nothing
 //   tollgate-plugin-header the same route with one plugin whose responseFilter sets a response header
+//   tollgate-mix           tollgate, sent the 8 requests of the bench's tollgate-routes-1000 row in turn (their
+//                          Host headers, paths and query) instead of GET / (only when named)
+//   tollgate-routes-1000   tollgate plus the bench's 1,000 routes (bench/routes.mjs), sent the same 8 requests:
+//                          against tollgate-mix, what the routes cost; against tollgate, the requests too
 // For each: start the proxy under callgrind with instrumentation off, send WARMUP requests so V8 has
 // compiled the hot path, switch instrumentation on, send REQUESTS requests (keep-alive, 8 at a time), dump
 // and divide the instructions by REQUESTS, leaving out those of V8's optimizing compiler (see compilerIr).
@@ -29,6 +33,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { ROOT, freePort, numberOption, textOption } from './common.mjs';
+import { ROUTE_MIX, routes1000Yaml } from './routes.mjs';
 
 const REQUESTS = numberOption('--requests', 6000);
 const WARMUP = numberOption('--warmup', 15000);
@@ -36,7 +41,8 @@ const REPEATS = numberOption('--repeats', 1);
 /** --keep DIR: keep the callgrind dumps there (for callgrind_annotate) instead of deleting them. */
 const KEEP = textOption('--keep');
 const PLUGIN_VARIANTS = ['tollgate-plugin-none', 'tollgate-plugin-empty', 'tollgate-plugin-header'];
-const ALL = ['tollgate', 'tollgate-no_monitoring', 'tollgate-minimal', 'bare', 'tollgate-redis', ...PLUGIN_VARIANTS];
+const MIX_VARIANTS = ['tollgate-mix', 'tollgate-routes-1000'];
+const ALL = ['tollgate', 'tollgate-no_monitoring', 'tollgate-minimal', 'bare', 'tollgate-redis', ...PLUGIN_VARIANTS, ...MIX_VARIANTS];
 const DEFAULT_VARIANTS = ['tollgate', 'tollgate-no_monitoring', 'tollgate-minimal', 'bare', ...PLUGIN_VARIANTS];
 const VARIANTS = textOption('--variants')?.split(',') ?? DEFAULT_VARIANTS;
 for (const v of VARIANTS) {
@@ -47,9 +53,11 @@ const BODY = 'tollgate-bench-payload:'.padEnd(100, '0123456789abcdefghijklmnopqr
 
 
 const agent = new http.Agent({ keepAlive: true, maxSockets: 8 });
-function get(port, headers = { authorization: `Bearer ${TOKEN}` }) {
+const ROOT_REQUEST = { path: '/', headers: { authorization: `Bearer ${TOKEN}` } };
+const MIX_REQUESTS = ROUTE_MIX.map((r) => ({ path: r.path, headers: { ...ROOT_REQUEST.headers, host: r.host } }));
+function get(port, { path: urlPath, headers } = ROOT_REQUEST) {
   return new Promise((resolve) => {
-    const req = http.get({ host: '127.0.0.1', port, path: '/', headers, agent }, (res) => {
+    const req = http.get({ host: '127.0.0.1', port, path: urlPath, headers, agent }, (res) => {
       res.resume();
       res.on('end', () => resolve(res.statusCode));
     });
@@ -57,13 +65,14 @@ function get(port, headers = { authorization: `Bearer ${TOKEN}` }) {
   });
 }
 
-async function send(port, n) {
+/** Send `n` requests, 8 at a time, cycling through `requests`. */
+async function send(port, n, requests) {
   let next = 0;
   let failed = 0;
   const worker = async () => {
     while (next < n) {
-      next++;
-      if ((await get(port)) !== 200) failed++;
+      const request = requests[next++ % requests.length];
+      if ((await get(port, request)) !== 200) failed++;
     }
   };
   await Promise.all(Array.from({ length: 8 }, worker));
@@ -149,8 +158,10 @@ const PLUGINS = {
   'tollgate-plugin-header': 'export default () => ({ name: "header", responseFilter(session) { session.responseHeaders.set("X-Plugin", "1"); } });\n',
 };
 
-/** One route `all` (with the variant's plugin) for the tollgate-plugin-* variants; nothing for the others. */
+/** One route `all` (with the variant's plugin) for the tollgate-plugin-* variants, the bench's 1,000 routes for
+ * tollgate-routes-1000; nothing for the others. */
 function routesFor(variant) {
+  if (variant === 'tollgate-routes-1000') return routes1000Yaml('/big');
   if (!PLUGIN_VARIANTS.includes(variant)) return '';
   const plugin = PLUGINS[variant];
   return `routes:
@@ -177,14 +188,15 @@ async function measure(dir, backendPort, variant, repeat) {
   });
   let stderr = '';
   child.stderr.on('data', (d) => (stderr += d));
+  const requests = MIX_VARIANTS.includes(variant) ? MIX_REQUESTS : [ROOT_REQUEST];
   const deadline = Date.now() + 120_000;
-  while ((await get(port)) !== 200) {
+  while ((await get(port, requests[0])) !== 200) {
     if (Date.now() > deadline || child.exitCode !== null) throw new Error(`proxy under valgrind did not start: ${stderr.slice(-2000)}`);
     await new Promise((r) => setTimeout(r, 500));
   }
-  await send(port, WARMUP);
+  await send(port, WARMUP, requests);
   execFileSync('callgrind_control', ['-i', 'on', String(child.pid)], { stdio: 'ignore' });
-  await send(port, REQUESTS);
+  await send(port, REQUESTS, requests);
   execFileSync('callgrind_control', ['-i', 'off', String(child.pid)], { stdio: 'ignore' });
   execFileSync('callgrind_control', ['-d', 'measured', String(child.pid)], { stdio: 'ignore' });
   const dump = fs.readdirSync(dir).filter((f) => f.startsWith(`callgrind.${name}.`)).map((f) => path.join(dir, f)).sort().at(-1);
@@ -229,6 +241,10 @@ async function main() {
     if (m[v] === undefined || base === undefined) continue;
     const plain = m.tollgate === undefined ? '' : `; the plain config (tollgate) to tollgate-plugin-none: ${((base / m.tollgate - 1) * 100).toFixed(1)}%`;
     console.log(`plugin cost: ${v} ${Math.round(m[v] - base).toLocaleString('en-US')} instructions per request over tollgate-plugin-none (${((m[v] / base - 1) * 100).toFixed(1)}%)${plain}`);
+  }
+  if (m['tollgate-mix'] !== undefined && m['tollgate-routes-1000'] !== undefined) {
+    const vsRoot = m.tollgate === undefined ? '' : `; the mix to GET / (tollgate-mix to tollgate): ${((m['tollgate-mix'] / m.tollgate - 1) * 100).toFixed(1)}%`;
+    console.log(`routes cost: tollgate-routes-1000 ${((m['tollgate-routes-1000'] / m['tollgate-mix'] - 1) * 100).toFixed(1)}% over tollgate-mix${vsRoot}`);
   }
   if (m.tollgate !== undefined && m['tollgate-minimal'] !== undefined) {
     const r = m['tollgate-minimal'] / m.tollgate;
