@@ -99,7 +99,7 @@ describe('forward auth', () => {
     }
   });
 
-  test('cache_ms keeps 2xx answers per credential, method and path; refusals are never cached', async () => {
+  test('cache_ms keeps 2xx answers per credential, method, host and path; refusals are never cached', async () => {
     const proxy = await startProxy([backend], { middleware: forwardAuth({ cache_ms: 60_000 }) });
     try {
       seen.length = 0;
@@ -111,8 +111,14 @@ describe('forward auth', () => {
       assert.equal(seen.length, 1);
       assert.equal((await request(`${proxy.url}/y`, { headers: { authorization: 'Bearer good' } })).status, 200);
       assert.equal(seen.length, 2, 'another path is asked');
+      // The same credential and path on another host: the service may answer differently for it.
+      assert.equal((await request(`${proxy.url}/x`, { headers: { authorization: 'Bearer good', host: 'other.example' } })).status, 200);
+      assert.equal(seen.length, 3, 'another host is asked');
+      assert.equal(seen[2]?.headers['x-forwarded-host'], 'other.example');
+      assert.equal((await request(`${proxy.url}/x`, { headers: { authorization: 'Bearer good', host: 'other.example' } })).status, 200);
+      assert.equal(seen.length, 3, 'and then cached');
       for (let i = 0; i < 2; i++) assert.equal((await request(`${proxy.url}/x`, { headers: { authorization: 'Bearer bad' } })).status, 401);
-      assert.equal(seen.length, 4);
+      assert.equal(seen.length, 5);
     } finally {
       await proxy.close();
     }

@@ -32,7 +32,7 @@ interface Cached {
  * answer added upstream; any other answer is sent to the client as it is (status, headers, body); a
  * timeout, an unreachable service or an answer that cannot be relayed is 503 `auth_unavailable`. Nothing
  * fails open. With `cache_ms`, 2xx answers are kept per credential (a digest of the copied request
- * headers), method and path.
+ * headers), method, scheme, host and path.
  */
 export function createForwardAuth(config: AuthSchemeConfig, logger: Logger | undefined): AuthPhases {
   const forward = config.forward;
@@ -79,12 +79,12 @@ export function createForwardAuth(config: AuthSchemeConfig, logger: Logger | und
     headers.push(
       'x-forwarded-method', method,
       'x-forwarded-uri', ctx.path,
-      'x-forwarded-proto', (req.socket as { encrypted?: boolean }).encrypted === true ? 'https' : 'http',
+      'x-forwarded-proto', forwardedProto(ctx),
       'x-forwarded-for', ctx.clientAddress,
       'x-request-id', ctx.requestId,
     );
-    const host = req.headers.host ?? req.headers[':authority'];
-    if (typeof host === 'string') headers.push('x-forwarded-host', host);
+    const host = forwardedHost(ctx);
+    if (host !== undefined) headers.push('x-forwarded-host', host);
     let answer;
     try {
       answer = await request(url, {
@@ -143,7 +143,9 @@ export function createForwardAuth(config: AuthSchemeConfig, logger: Logger | und
       const digest = credentialDigest(ctx);
       let cacheKey: string | undefined;
       if (cacheMs > 0 && digest !== undefined) {
-        cacheKey = `${digest} ${ctx.req.method ?? ''} ${ctx.path}`;
+        // Everything the service is told about the request but the client address and request id: an
+        // answer for one host (or one route of many that share this auth block) is never reused for another.
+        cacheKey = `${digest} ${ctx.req.method ?? ''} ${forwardedProto(ctx)}://${forwardedHost(ctx) ?? ''}${ctx.path}`;
         const hit = cache.get(cacheKey);
         if (hit !== undefined) {
           if (hit.expires > performance.now()) return allow(ctx, hit);
@@ -168,4 +170,15 @@ export function createForwardAuth(config: AuthSchemeConfig, logger: Logger | und
       void agent.close();
     },
   };
+}
+
+/** The request's scheme as the auth service is told it. */
+function forwardedProto(ctx: RequestContext): string {
+  return (ctx.req.socket as { encrypted?: boolean }).encrypted === true ? 'https' : 'http';
+}
+
+/** The request's host as the auth service is told it (Host, or :authority over HTTP/2). */
+function forwardedHost(ctx: RequestContext): string | undefined {
+  const host = ctx.req.headers.host ?? ctx.req.headers[':authority'];
+  return typeof host === 'string' ? host : undefined;
 }
