@@ -83,6 +83,7 @@ export function routeWebsocket(top: WebsocketConfig, own: RouteWebsocketConfig |
   return { idleTimeoutMs: keys.idle_timeout_ms ?? top.idle_timeout_ms, maxConnections: keys.max_connections };
 }
 
+/** The TLS settings an upstream is reached with: the service's `tls`, each key the upstream gives replacing it. */
 export interface UpstreamTls {
   enabled: boolean;
   servername: string | undefined;

@@ -400,7 +400,6 @@ export const loadBalancingSchema = z.strictObject({
   });
 });
 
-/** The TLS settings an upstream is reached with: the service's `tls`, each key the upstream gives replacing it. */
 export const AUTH_TYPES = ['bearer', 'basic', 'api_key', 'client_cert', 'jwt', 'forward'] as const;
 
 /** A SHA-256 fingerprint as `openssl x509 -fingerprint -sha256` prints it (colons optional, any case). */
@@ -691,7 +690,6 @@ const middlewareSchema = z.strictObject({
   rate_limit: rateLimitSchema.prefault({}),
 });
 
-
 const loggingSchema = z.strictObject({
   level: z.enum(LOG_LEVELS, { error: `must be one of ${LOG_LEVELS.join(', ')}` }).default('info'),
   format: z.enum(['json', 'pretty'], { error: 'must be json or pretty' }).default('json'),
@@ -945,7 +943,6 @@ function canonicalAddress(address: string): string {
   if (mapped !== null && isIP(mapped[1] as string) === 4) return mapped[1] as string;
   return isIP(lower) === 6 ? new URL(`http://[${lower}]/`).hostname.slice(1, -1) : lower;
 }
-
 
 /** The whole configuration after validation and defaults. */
 export type Config = z.infer<typeof configSchema>;

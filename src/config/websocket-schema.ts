@@ -6,7 +6,6 @@
 import { z } from 'zod';
 import { MAX_TIMER_MS } from './constants.js';
 
-
 /** An idle timeout: at least a second (a WebSocket idle for less is normal between two messages). */
 const idleTimeoutMs = z
   .number({ error: 'must be a whole number of milliseconds' })
