@@ -80,7 +80,7 @@ targets: direct, nginx-proxy, haproxy, node-http-proxy, fastify-proxy, bare, bar
      tollgate-mix, tollgate-routes-1000, tollgate-minimal, tollgate-no_monitoring, tollgate-redis, tollgate-workers2,
      tollgate-reload (the default set; tollgate-reload is the reload-under-load phase after the table);
      tollgate-least_conn, tollgate-random, tollgate-p2c_ewma, tollgate-consistent_hash, tollgate-no_health
-     (added by --strategies); tollgate-workers2-redis, tollgate-workers2-node24 and nginx-proxy-2w (only by name in BENCH_TARGETS)`;
+     (added by --strategies); tollgate-workers2-redis, tollgate-workers2-node24, nginx-proxy-2w and net-node24 (only by name in BENCH_TARGETS)`;
 
 const flags = new Set();
 for (const a of process.argv.slice(2)) {
@@ -172,7 +172,7 @@ const GRPC_TARGET = 'grpc';
 const WS_TARGET = 'websocket';
 const PHASES = [RELOAD_TARGET, TLS_TARGET, GRPC_TARGET, WS_TARGET];
 const BASE_TARGETS = ['direct', ...PEERS, 'bare', 'bare-node24', 'tollgate', JWT_TARGET, 'tollgate-node24', MIX_TARGET, ROUTES_TARGET, 'tollgate-minimal', 'tollgate-no_monitoring', 'tollgate-redis', 'tollgate-workers2', RELOAD_TARGET, TLS_TARGET, GRPC_TARGET, WS_TARGET];
-const ALL_TARGETS = [...BASE_TARGETS, ...Object.keys(VARIANTS), 'tollgate-workers2-redis', 'tollgate-workers2-node24', 'nginx-proxy-2w'];
+const ALL_TARGETS = [...BASE_TARGETS, ...Object.keys(VARIANTS), 'tollgate-workers2-redis', 'tollgate-workers2-node24', 'nginx-proxy-2w', 'net-node24'];
 const DEFAULT_TARGETS = flags.has('--strategies') ? ALL_TARGETS : BASE_TARGETS;
 const TARGETS = (process.env.BENCH_TARGETS || DEFAULT_TARGETS.join(','))
   .split(',').map((s) => s.trim()).filter(Boolean);
@@ -1082,6 +1082,10 @@ function targetSpecs(ports, dir, nginx) {
     'bare-node24': proxied('bare-node24', async () => startNodeTarget('bare-node24',
       [path.join(BENCH_DIR, 'bare-forwarder.mjs'), String(ports.of['bare-node24']), backendList],
       ports.of['bare-node24'], { path: '/', headers: {} }, dir, process.env, node24())),
+    // A ceiling, not a proxy: node:net and a minimal parser instead of node:http (bench/net-forwarder.mjs).
+    'net-node24': proxied('net-node24', async () => startNodeTarget('net-node24',
+      [path.join(BENCH_DIR, 'net-forwarder.mjs'), String(ports.of['net-node24']), backendList],
+      ports.of['net-node24'], { path: '/', headers: {} }, dir, process.env, node24())),
     tollgate: tollgate('tollgate'),
     'tollgate-node24': tollgate('tollgate-node24', undefined, { node24: true }),
     // The c50 and c200 runs of both take their requests from the script (its Host and path per request); the

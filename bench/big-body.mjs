@@ -5,7 +5,7 @@
 // proxy does, and the machine may be busy; the CPU time the proxy process spends per MiB moves far less.
 //
 //   node bench/big-body.mjs [--rounds N] [--seconds S] [--connections C] [--node PATH]
-//                           [--variants name=DIST_DIR,...] [--bare] [--idle S] [--directions download,upload]
+//                           [--variants name=DIST_DIR,...] [--bare] [--net] [--idle S] [--directions download,upload]
 //                           [--node-flags "--flag ..."]
 // Each variant is a built Tollgate (`dist` by default; copy a build aside as another folder to compare two
 // versions of the code: `--variants before=/tmp/dist-before,after=dist`). Every round runs each target
@@ -26,6 +26,8 @@ const SECONDS = numberOption('--seconds', 5);
 const CONNECTIONS = numberOption('--connections', 8);
 const NODE = textOption('--node') ?? process.execPath;
 const WITH_BARE = process.argv.includes('--bare');
+/** --net: also the node:net forwarder (bench/net-forwarder.mjs), a ceiling; downloads only (it refuses bodies). */
+const WITH_NET = process.argv.includes('--net');
 const IDLE = numberOption('--idle', 0);
 const DIRECTIONS = (textOption('--directions') ?? 'download,upload').split(',');
 const NODE_FLAGS = (textOption('--node-flags') ?? '').split(' ').filter(Boolean);
@@ -42,7 +44,7 @@ fs.writeFileSync(bigFile, Buffer.alloc(MIB, 'x'), { mode: 0o644 });
 const uploadLua = path.join(tmp, 'upload.lua');
 fs.writeFileSync(uploadLua, `wrk.method = "POST"\nwrk.body = string.rep("y", ${MIB})\nwrk.headers["Content-Type"] = "application/octet-stream"\n`);
 
-const [backendPort, sinkPort, ...ports] = await freePorts(2 + VARIANTS.length + 1);
+const [backendPort, sinkPort, ...ports] = await freePorts(2 + VARIANTS.length + 2);
 
 // nginx on CPU 1 serves /big and reads and drops what is POSTed to /sink.
 fs.writeFileSync(path.join(tmp, 'nginx.conf'), `worker_processes 1;
@@ -95,6 +97,10 @@ if (WITH_BARE) {
   const port = ports[VARIANTS.length];
   targets.push({ name: 'bare', port, cmd: [NODE, ...NODE_FLAGS, path.join(ROOT, 'bench', 'bare-forwarder.mjs'), String(port), `127.0.0.1:${backendPort}`] });
 }
+if (WITH_NET) {
+  const port = ports[VARIANTS.length + 1];
+  targets.push({ name: 'net', port, downloadsOnly: true, cmd: [NODE, ...NODE_FLAGS, path.join(ROOT, 'bench', 'net-forwarder.mjs'), String(port), `127.0.0.1:${backendPort}`] });
+}
 
 function cpuSeconds(pid) {
   const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
@@ -135,6 +141,7 @@ for (let round = 0; round < ROUNDS; round++) {
   const order = [...targets.slice(round % targets.length), ...targets.slice(0, round % targets.length)];
   for (const direction of DIRECTIONS) {
     for (const t of order) {
+      if (t.downloadsOnly && direction === 'upload') continue;
       if (IDLE > 0) await new Promise((r) => setTimeout(r, IDLE * 1000));
       const pid = t.child.pid;
       const cpu0 = cpuSeconds(pid);
@@ -156,6 +163,10 @@ console.log(`| --- | ${DIRECTIONS.map(() => '---: | ---: | ---:').join(' | ')} |
 for (const t of targets) {
   const cells = [];
   for (const d of DIRECTIONS) {
+    if (t.runs[d].length === 0) {
+      cells.push('–', '–', '–');
+      continue;
+    }
     const m = median(t.runs[d].map((r) => r.perCpu));
     const base = median(first.runs[d].map((r) => r.perCpu));
     // Paired per round: the same round's ratio, then the median of those.
