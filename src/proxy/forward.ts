@@ -1,6 +1,7 @@
 import type { Dispatcher } from 'undici';
 import type { RequestContext } from './context.js';
 import type { Http2ServerResponse } from 'node:http2';
+import type { Socket } from 'node:net';
 import { fromUpstreamError, markRequest, type ProxyError } from './errors.js';
 import { downstreamTrailers, grpcStatusIn, type UpstreamTrailers } from './grpc.js';
 import { HOP_BY_HOP, connectionTokens } from './headers.js';
@@ -37,6 +38,8 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
   #status = 0;
   /** The upstream's answer was a gRPC trailers-only response, already sent whole: its (empty) end is ignored. */
   #trailersOnly = false;
+  /** Where body chunks after the first go: the client's socket (see directSocket), null for the response, undefined before the first. */
+  #direct: Socket | null | undefined = undefined;
 
   constructor(ctx: RequestContext, host: ForwardHost) {
     this.#ctx = ctx;
@@ -93,17 +96,26 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
   onData(chunk: Buffer): boolean {
     if (this.#trailersOnly) return true; // nothing may follow a trailers-only response
     const ctx = this.#ctx;
-    const res = ctx.res;
     ctx.bytesSent += chunk.length;
     bodyBytesPassed(chunk.length);
+    const direct = this.#direct;
+    if (direct) return direct.write(chunk) || this.#waitForDrain(direct);
+    const res = ctx.res;
+    let written: boolean;
     try {
-      if (res.write(chunk)) return true;
+      written = res.write(chunk);
     } catch (err) {
       throw markRequest(err, ctx.requestId);
     }
+    if (direct === undefined) this.#direct = directSocket(ctx);
+    return written || this.#waitForDrain(res);
+  }
+
+  /** The client's side is full: undici pauses the upstream until it drains. Returns false, for onData. */
+  #waitForDrain(out: NodeJS.EventEmitter): false {
     if (!this.#waitingForDrain) {
       this.#waitingForDrain = true;
-      res.once('drain', () => {
+      out.once('drain', () => {
         this.#waitingForDrain = false;
         this.#resume?.();
       });
@@ -152,6 +164,33 @@ export class ForwardHandler implements Dispatcher.DispatchHandler {
     if (backend !== undefined) ctx.service?.release(backend, failure, this.#status, this.#status === 0 ? -1 : ctx.upstreamLatency);
     return true;
   }
+}
+
+/** The parts of node:http's ServerResponse state that say whether its body may bypass it (see directSocket). */
+interface ResponseState {
+  readonly socket: Socket | null;
+  readonly chunkedEncoding?: boolean;
+  readonly _headerSent?: boolean;
+  readonly _hasBody?: boolean;
+  readonly outputData?: readonly unknown[];
+}
+
+/**
+ * The client's socket, when the rest of an HTTP/1.1 response body can be written to it directly, else null.
+ * ServerResponse#write corks the socket and schedules the uncork on the next tick for every chunk, and the
+ * chunk then waits in the socket's buffer: per chunk of a large body that cost more than the write itself
+ * (docs/benchmarks.md, "The large-body path"). Once the head is on the socket and the body needs no framing
+ * of the response's (a Content-Length, not chunked), the socket carries the same bytes, in order, and the
+ * response's end() still finishes it (keep-alive, the next pipelined response). Any field this reads that a
+ * Node release no longer has, or a response that is chunked, not yet on its socket, queued behind another
+ * or without a body (HEAD, 204, 304): null, and every chunk goes through the response.
+ */
+function directSocket(ctx: RequestContext): Socket | null {
+  if (ctx.protocol !== 'http/1.1') return null;
+  const res = ctx.res as unknown as ResponseState;
+  const socket = res.socket;
+  if (socket === null || res.chunkedEncoding !== false || res._headerSent !== true || res._hasBody !== true) return null;
+  return res.outputData?.length === 0 ? socket : null;
 }
 
 /** Whether a flat header list says `Content-Type: text/event-stream` (Server-Sent Events). */
