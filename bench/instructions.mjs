@@ -24,7 +24,7 @@
 // and divide the instructions by REQUESTS, leaving out those of V8's optimizing compiler (see compilerIr).
 // The backend and the client share one Node process outside valgrind.
 //
-//   node bench/instructions.mjs [--requests N] [--warmup N] [--repeats N] [--variants a,b] [--keep DIR]
+//   node bench/instructions.mjs [--requests N] [--warmup N] [--repeats N] [--variants a,b] [--keep DIR] [--dist DIR]
 //   (defaults 6000, 15000, 1, all four); wrap it in `flock /tmp/bench.lock ...` on a shared machine
 import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -40,6 +40,8 @@ const WARMUP = numberOption('--warmup', 15000);
 const REPEATS = numberOption('--repeats', 1);
 /** --keep DIR: keep the callgrind dumps there (for callgrind_annotate) instead of deleting them. */
 const KEEP = textOption('--keep');
+/** --dist DIR: the Tollgate build to count (another build copied aside, to compare two versions of the code). */
+const DIST = textOption('--dist') ?? 'dist';
 const PLUGIN_VARIANTS = ['tollgate-plugin-none', 'tollgate-plugin-empty', 'tollgate-plugin-header'];
 const MIX_VARIANTS = ['tollgate-mix', 'tollgate-routes-1000'];
 const ALL = ['tollgate', 'tollgate-no_monitoring', 'tollgate-minimal', 'bare', 'tollgate-redis', ...PLUGIN_VARIANTS, ...MIX_VARIANTS];
@@ -179,7 +181,7 @@ async function measure(dir, backendPort, variant, repeat) {
   if (PLUGINS[variant] !== undefined) fs.writeFileSync(path.join(dir, `${variant}.mjs`), PLUGINS[variant]);
   // The CLI's memory settings are given here, as the CLI would give them to itself (src/runtime.ts): it
   // would otherwise replace itself with process.execve, and valgrind does not follow an exec.
-  const command = variant === 'bare' ? ['bench/bare-forwarder.mjs', String(port), `127.0.0.1:${backendPort}`] : ['--max-semi-space-size=16', 'dist/cli.js', '--config', cfg];
+  const command = variant === 'bare' ? ['bench/bare-forwarder.mjs', String(port), `127.0.0.1:${backendPort}`] : ['--max-semi-space-size=16', path.join(DIST, 'cli.js'), '--config', cfg];
   const out = path.join(dir, `callgrind.${name}`);
   const child = spawn('taskset', ['-c', '0', 'valgrind', '--tool=callgrind', '--instr-atstart=no', '--smc-check=all-non-file', `--callgrind-out-file=${out}`, process.execPath, ...command], {
     cwd: ROOT,
@@ -191,7 +193,7 @@ async function measure(dir, backendPort, variant, repeat) {
   const requests = MIX_VARIANTS.includes(variant) ? MIX_REQUESTS : [ROOT_REQUEST];
   const deadline = Date.now() + 120_000;
   while ((await get(port, requests[0])) !== 200) {
-    if (Date.now() > deadline || child.exitCode !== null) throw new Error(`proxy under valgrind did not start: ${stderr.slice(-2000)}`);
+    if (Date.now() > deadline || child.exitCode !== null) throw new Error(`proxy under valgrind did not start (exit ${child.exitCode}): ${stderr.slice(-2000)}`);
     await new Promise((r) => setTimeout(r, 500));
   }
   await send(port, WARMUP, requests);
@@ -207,7 +209,7 @@ async function measure(dir, backendPort, variant, repeat) {
 }
 
 async function main() {
-  if (!fs.existsSync(path.join(ROOT, 'dist/cli.js'))) execFileSync('npm', ['run', 'build'], { cwd: ROOT, stdio: 'inherit' });
+  if (DIST === 'dist' && !fs.existsSync(path.join(ROOT, 'dist/cli.js'))) execFileSync('npm', ['run', 'build'], { cwd: ROOT, stdio: 'inherit' });
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tollgate-callgrind-'));
   const backend = http.createServer((_req, res) => res.end(BODY)).listen(0, '127.0.0.1');
   await new Promise((r) => backend.once('listening', r));
