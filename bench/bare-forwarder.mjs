@@ -7,7 +7,7 @@
 //    or: PORT=... BACKENDS=host:port,host:port node bench/bare-forwarder.mjs
 import http from 'node:http';
 import { Pool } from 'undici';
-import { proxyArgs } from './proxy-args.mjs';
+import { closeOnSignals, proxyArgs } from './proxy-args.mjs';
 
 const { port, backends } = proxyArgs('bare-forwarder.mjs');
 
@@ -71,10 +71,4 @@ server.listen(port, '127.0.0.1', () => {
   console.log(`bare-forwarder listening on 127.0.0.1:${port} -> ${backends.join(', ')}`);
 });
 
-for (const sig of ['SIGINT', 'SIGTERM']) {
-  process.on(sig, () => {
-    server.close();
-    Promise.allSettled(pools.map((p) => p.destroy())).finally(() => process.exit(0));
-    setTimeout(() => process.exit(0), 1000).unref();
-  });
-}
+closeOnSignals(server, pools);

@@ -11,7 +11,7 @@
 import { STATUS_CODES } from 'node:http';
 import net from 'node:net';
 import { Pool } from 'undici';
-import { proxyArgs } from './proxy-args.mjs';
+import { closeOnSignals, proxyArgs } from './proxy-args.mjs';
 
 const { port, backends } = proxyArgs('net-forwarder.mjs');
 const pools = backends.map((b) => new Pool(`http://${b}`, { connections: 128 }));
@@ -155,10 +155,4 @@ server.listen(port, '127.0.0.1', () => {
   console.log(`net-forwarder listening on 127.0.0.1:${port} -> ${backends.join(', ')}`);
 });
 
-for (const sig of ['SIGINT', 'SIGTERM']) {
-  process.on(sig, () => {
-    server.close();
-    Promise.allSettled(pools.map((p) => p.destroy())).finally(() => process.exit(0));
-    setTimeout(() => process.exit(0), 1000).unref();
-  });
-}
+closeOnSignals(server, pools);
