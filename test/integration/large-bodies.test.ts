@@ -113,7 +113,7 @@ function parseResponses(data: Buffer, methods: string[]): Parsed[] {
   return out;
 }
 
-/** Sends `requests` in one write on one connection and collects what comes back until `expectBytes` or close. */
+/** Sends `requests` in one write on one connection and collects what comes back until `done` says it is all there. */
 function pipelined(port: number, requests: string[], done: (received: Buffer) => boolean): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const socket = connect(port, '127.0.0.1');
