@@ -1,11 +1,13 @@
 #!/usr/bin/env node
 // CPU per byte on the large-body path: MiB per CPU-second of the proxy process for 1 MiB downloads
-// (GET /big) and 1 MiB uploads (POST /sink, read whole before the answer), for Tollgate builds side by side and the bare forwarder.
+// (GET /big, with a Content-Length), 1 MiB chunked downloads (GET /big-chunked: the same file in 32 KiB
+// chunks, as an application server that streams sends it) and 1 MiB uploads (POST /sink, read whole before
+// the answer), for Tollgate builds side by side and the bare forwarder.
 // A CPU-second measure rather than MiB/s: wrk and the nginx backend share CPU 1 and saturate before the
 // proxy does, and the machine may be busy; the CPU time the proxy process spends per MiB moves far less.
 //
 //   node bench/big-body.mjs [--rounds N] [--seconds S] [--connections C] [--node PATH]
-//                           [--variants name=DIST_DIR,...] [--bare] [--net] [--idle S] [--directions download,upload]
+//                           [--variants name=DIST_DIR,...] [--bare] [--net] [--idle S] [--directions download,chunked,upload]
 //                           [--node-flags "--flag ..."]
 // Each variant is a built Tollgate (`dist` by default; copy a build aside as another folder to compare two
 // versions of the code: `--variants before=/tmp/dist-before,after=dist`). Every round runs each target
@@ -30,6 +32,9 @@ const WITH_BARE = process.argv.includes('--bare');
 const WITH_NET = process.argv.includes('--net');
 const IDLE = numberOption('--idle', 0);
 const DIRECTIONS = (textOption('--directions') ?? 'download,upload').split(',');
+for (const d of DIRECTIONS) if (!['download', 'chunked', 'upload'].includes(d)) throw new Error(`--directions: ${d} is not download, chunked or upload`);
+/** The path each direction requests. */
+const PATHS = { download: '/big', chunked: '/big-chunked', upload: '/sink' };
 const NODE_FLAGS = (textOption('--node-flags') ?? '').split(' ').filter(Boolean);
 const VARIANTS = (textOption('--variants') ?? 'tollgate=dist').split(',').map((v) => {
   const [name, dir] = v.split('=');
@@ -59,6 +64,8 @@ http {
   server {
     listen 127.0.0.1:${backendPort};
     location = /big { alias ${bigFile}; }
+    # SSI on a file without SSI commands: the same bytes, streamed chunked (32 KiB chunks), no Content-Length.
+    location = /big-chunked { alias ${bigFile}; ssi on; ssi_types *; default_type application/octet-stream; }
     location = /sink { proxy_pass http://127.0.0.1:${sinkPort}; proxy_request_buffering on; }
   }
 }
@@ -120,8 +127,9 @@ async function waitReady(port) {
   throw new Error(`nothing answered GET /big on ${port} whole`);
 }
 
-function wrk(port, upload) {
-  const args = ['-c', '1', 'wrk', '-t1', `-c${CONNECTIONS}`, `-d${SECONDS}s`, ...(upload ? ['-s', uploadLua] : []), `http://127.0.0.1:${port}${upload ? '/sink' : '/big'}`];
+function wrk(port, direction) {
+  const upload = direction === 'upload';
+  const args = ['-c', '1', 'wrk', '-t1', `-c${CONNECTIONS}`, `-d${SECONDS}s`, ...(upload ? ['-s', uploadLua] : []), `http://127.0.0.1:${port}${PATHS[direction]}`];
   const r = spawnSync('taskset', args, { encoding: 'utf8' });
   const requests = Number(/(\d+) requests in/.exec(r.stdout)?.[1] ?? NaN);
   const errors = /Non-2xx|Socket errors/.test(r.stdout);
@@ -130,6 +138,11 @@ function wrk(port, upload) {
 }
 
 await waitReady(backendPort).catch(() => { throw new Error('nginx did not start (is it installed?)'); });
+if (DIRECTIONS.includes('chunked')) {
+  const r = await fetch(`http://127.0.0.1:${backendPort}/big-chunked`);
+  const length = (await r.arrayBuffer()).byteLength;
+  if (r.headers.get('transfer-encoding') !== 'chunked' || length !== MIB) throw new Error(`nginx's /big-chunked: ${r.headers.get('transfer-encoding')}, ${length} bytes`);
+}
 for (const t of targets) {
   t.child = launch('taskset', ['-c', '0', ...t.cmd]);
   await waitReady(t.port);
@@ -146,7 +159,7 @@ for (let round = 0; round < ROUNDS; round++) {
       const pid = t.child.pid;
       const cpu0 = cpuSeconds(pid);
       const t0 = performance.now();
-      const { requests, errors } = wrk(t.port, direction === 'upload');
+      const { requests, errors } = wrk(t.port, direction);
       const wall = (performance.now() - t0) / 1000;
       const cpu = cpuSeconds(pid) - cpu0;
       const mib = requests; // one MiB per request

@@ -25,7 +25,11 @@
 // The backend and the client share one Node process outside valgrind.
 //
 //   node bench/instructions.mjs [--requests N] [--warmup N] [--repeats N] [--variants a,b] [--keep DIR] [--dist DIR]
-//   (defaults 6000, 15000, 1, all four); wrap it in `flock /tmp/bench.lock ...` on a shared machine
+//                               [--body BYTES [--chunked]]
+//   (defaults 6000, 15000, 1, all four); wrap it in `flock /tmp/bench.lock ...` on a shared machine.
+//   --body BYTES: the backend answers BYTES bytes instead of the 100-byte body, with a Content-Length, or
+//   with --chunked in 32 KiB chunks and no Content-Length (framed by the backend itself, so every Node
+//   sends the same chunks): the cost per request of a large body (per MiB: divide by its size in MiB).
 import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -50,6 +54,8 @@ const VARIANTS = textOption('--variants')?.split(',') ?? DEFAULT_VARIANTS;
 for (const v of VARIANTS) {
   if (!ALL.includes(v) && !v.startsWith('tollgate-without-')) throw new Error(`unknown variant ${v}; known: ${ALL.join(', ')}, tollgate-without-<feature>[+<feature>...]`);
 }
+const BODY_BYTES = numberOption('--body', 0);
+const CHUNKED = process.argv.includes('--chunked');
 const TOKEN = 'dev-token-123';
 const BODY = 'tollgate-bench-payload:'.padEnd(100, '0123456789abcdefghijklmnopqrstuvwxyz');
 
@@ -208,14 +214,44 @@ async function measure(dir, backendPort, variant, repeat) {
   return ir / REQUESTS;
 }
 
+/**
+ * The backend of --body: one prebuilt response (head and body, chunked or not) written per request head
+ * (GET only, one request at a time per connection, as `send` makes them).
+ */
+function largeBodyBackend() {
+  const body = Buffer.alloc(BODY_BYTES, 'x');
+  const parts = [Buffer.from(`HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\n${CHUNKED ? 'transfer-encoding: chunked' : `content-length: ${BODY_BYTES}`}\r\n\r\n`, 'latin1')];
+  if (!CHUNKED) parts.push(body);
+  else {
+    for (let at = 0; at < BODY_BYTES; at += 32 * 1024) {
+      const piece = body.subarray(at, at + 32 * 1024);
+      parts.push(Buffer.from(`${piece.length.toString(16)}\r\n`, 'latin1'), piece, Buffer.from('\r\n', 'latin1'));
+    }
+    parts.push(Buffer.from('0\r\n\r\n', 'latin1'));
+  }
+  const response = Buffer.concat(parts);
+  return net.createServer((socket) => {
+    let pending = '';
+    socket.on('data', (chunk) => {
+      pending += chunk.toString('latin1');
+      for (let end = pending.indexOf('\r\n\r\n'); end !== -1; end = pending.indexOf('\r\n\r\n')) {
+        pending = pending.slice(end + 4);
+        socket.write(response);
+      }
+    });
+    socket.on('error', () => socket.destroy());
+  }).listen(0, '127.0.0.1');
+}
+
 async function main() {
   if (DIST === 'dist' && !fs.existsSync(path.join(ROOT, 'dist/cli.js'))) execFileSync('npm', ['run', 'build'], { cwd: ROOT, stdio: 'inherit' });
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tollgate-callgrind-'));
-  const backend = http.createServer((_req, res) => res.end(BODY)).listen(0, '127.0.0.1');
+  const backend = BODY_BYTES > 0 ? largeBodyBackend() : http.createServer((_req, res) => res.end(BODY)).listen(0, '127.0.0.1');
   await new Promise((r) => backend.once('listening', r));
   if (VARIANTS.includes('tollgate-redis')) redisUrl = await startRedis();
   const results = Object.fromEntries(VARIANTS.map((v) => [v, []]));
-  console.log(`instructions per request under callgrind (V8's optimizing compiler excluded): ${WARMUP} warm-up, ${REQUESTS} measured, ${REPEATS} repeat(s); node ${process.version}`);
+  const bodyNote = BODY_BYTES > 0 ? `; responses of ${BODY_BYTES} bytes${CHUNKED ? ', chunked (32 KiB chunks)' : ' with a Content-Length'}` : '';
+  console.log(`instructions per request under callgrind (V8's optimizing compiler excluded): ${WARMUP} warm-up, ${REQUESTS} measured, ${REPEATS} repeat(s); node ${process.version}${bodyNote}`);
   for (let i = 0; i < REPEATS; i++) {
     for (const variant of VARIANTS) {
       const perRequest = await measure(dir, backend.address().port, variant, i);
