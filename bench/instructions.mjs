@@ -25,11 +25,12 @@
 // The backend and the client share one Node process outside valgrind.
 //
 //   node bench/instructions.mjs [--requests N] [--warmup N] [--repeats N] [--variants a,b] [--keep DIR] [--dist DIR]
-//                               [--body BYTES [--chunked]]
+//                               [--body BYTES [--chunked]] [--semi-space MIB]
 //   (defaults 6000, 15000, 1, all four); wrap it in `flock /tmp/bench.lock ...` on a shared machine.
 //   --body BYTES: the backend answers BYTES bytes instead of the 100-byte body, with a Content-Length, or
 //   with --chunked in 32 KiB chunks and no Content-Length (framed by the backend itself, so every Node
 //   sends the same chunks): the cost per request of a large body (per MiB: divide by its size in MiB).
+//   --semi-space MIB: Tollgate's --max-semi-space-size (default: the value the CLI gives itself, src/runtime.ts).
 import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -54,6 +55,8 @@ const VARIANTS = textOption('--variants')?.split(',') ?? DEFAULT_VARIANTS;
 for (const v of VARIANTS) {
   if (!ALL.includes(v) && !v.startsWith('tollgate-without-')) throw new Error(`unknown variant ${v}; known: ${ALL.join(', ')}, tollgate-without-<feature>[+<feature>...]`);
 }
+/** --semi-space MIB: the young generation's semi-space size given to Tollgate; by default the CLI's own (main() reads it from the build). */
+let SEMI_SPACE = numberOption('--semi-space', 0);
 const BODY_BYTES = numberOption('--body', 0);
 const CHUNKED = process.argv.includes('--chunked');
 const TOKEN = 'dev-token-123';
@@ -187,7 +190,7 @@ async function measure(dir, backendPort, variant, repeat) {
   if (PLUGINS[variant] !== undefined) fs.writeFileSync(path.join(dir, `${variant}.mjs`), PLUGINS[variant]);
   // The CLI's memory settings are given here, as the CLI would give them to itself (src/runtime.ts): it
   // would otherwise replace itself with process.execve, and valgrind does not follow an exec.
-  const command = variant === 'bare' ? ['bench/bare-forwarder.mjs', String(port), `127.0.0.1:${backendPort}`] : ['--max-semi-space-size=16', path.join(DIST, 'cli.js'), '--config', cfg];
+  const command = variant === 'bare' ? ['bench/bare-forwarder.mjs', String(port), `127.0.0.1:${backendPort}`] : [`--max-semi-space-size=${SEMI_SPACE}`, path.join(DIST, 'cli.js'), '--config', cfg];
   const out = path.join(dir, `callgrind.${name}`);
   const child = spawn('taskset', ['-c', '0', 'valgrind', '--tool=callgrind', '--instr-atstart=no', '--smc-check=all-non-file', `--callgrind-out-file=${out}`, process.execPath, ...command], {
     cwd: ROOT,
@@ -245,13 +248,14 @@ function largeBodyBackend() {
 
 async function main() {
   if (DIST === 'dist' && !fs.existsSync(path.join(ROOT, 'dist/cli.js'))) execFileSync('npm', ['run', 'build'], { cwd: ROOT, stdio: 'inherit' });
+  if (SEMI_SPACE === 0) SEMI_SPACE = (await import(path.resolve(ROOT, DIST, 'runtime.js'))).SEMI_SPACE_MIB;
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tollgate-callgrind-'));
   const backend = BODY_BYTES > 0 ? largeBodyBackend() : http.createServer((_req, res) => res.end(BODY)).listen(0, '127.0.0.1');
   await new Promise((r) => backend.once('listening', r));
   if (VARIANTS.includes('tollgate-redis')) redisUrl = await startRedis();
   const results = Object.fromEntries(VARIANTS.map((v) => [v, []]));
   const bodyNote = BODY_BYTES > 0 ? `; responses of ${BODY_BYTES} bytes${CHUNKED ? ', chunked (32 KiB chunks)' : ' with a Content-Length'}` : '';
-  console.log(`instructions per request under callgrind (V8's optimizing compiler excluded): ${WARMUP} warm-up, ${REQUESTS} measured, ${REPEATS} repeat(s); node ${process.version}${bodyNote}`);
+  console.log(`instructions per request under callgrind (V8's optimizing compiler excluded): ${WARMUP} warm-up, ${REQUESTS} measured, ${REPEATS} repeat(s); node ${process.version}; Tollgate with --max-semi-space-size=${SEMI_SPACE}${bodyNote}`);
   for (let i = 0; i < REPEATS; i++) {
     for (const variant of VARIANTS) {
       const perRequest = await measure(dir, backend.address().port, variant, i);
