@@ -111,7 +111,7 @@ interface Parsed {
  * Splits what a server wrote into its responses, by each one's framing (Content-Length or chunked; none
  * after a HEAD). Throws on anything malformed or cut short.
  */
-function parseResponses(data: Buffer, methods: string[]): Parsed[] {
+function parseResponses(data: Buffer, methods: readonly string[]): Parsed[] {
   const out: Parsed[] = [];
   let at = 0;
   for (const method of methods) {
@@ -180,6 +180,19 @@ function pipelined(port: number, requests: string[], done: (received: Buffer) =>
   });
 }
 
+/** `pipelined`, waiting until the responses to `methods` are all there, and those responses parsed. */
+async function pipelinedResponses(port: number, requests: string[], methods: readonly string[]): Promise<Parsed[]> {
+  const data = await pipelined(port, requests, (all) => {
+    try {
+      parseResponses(all, methods);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+  return parseResponses(data, methods);
+}
+
 describe('large response bodies over HTTP/1.1', () => {
   let backend: Backend;
   let proxy: TestProxy;
@@ -202,15 +215,7 @@ describe('large response bodies over HTTP/1.1', () => {
       ['GET', '/fixed?size=0'],
     ] as const;
     const methods = requests.map(([m]) => m);
-    const data = await pipelined(proxy.port, requests.map(([m, p]) => `${m} ${p}`), (all) => {
-      try {
-        parseResponses(all, methods);
-        return true;
-      } catch {
-        return false;
-      }
-    });
-    const responses = parseResponses(data, methods);
+    const responses = await pipelinedResponses(proxy.port, requests.map(([m, p]) => `${m} ${p}`), methods);
     requests.forEach(([method, path], i) => {
       const r = responses[i] as Parsed;
       const size = Number(new URL(path, 'http://x').searchParams.get('size'));
@@ -229,16 +234,7 @@ describe('large response bodies over HTTP/1.1', () => {
 
   test('chunked, in pieces read one at a time: every piece whole and framed, then the next request on the connection', { timeout: 30_000 }, async () => {
     const size = PIECES.reduce((a, b) => a + b, 0);
-    const methods = ['GET', 'GET'];
-    const data = await pipelined(proxy.port, ['GET /pieces', 'GET /fixed?size=10'], (all) => {
-      try {
-        parseResponses(all, methods);
-        return true;
-      } catch {
-        return false;
-      }
-    });
-    const [pieces, next] = parseResponses(data, methods) as [Parsed, Parsed];
+    const [pieces, next] = (await pipelinedResponses(proxy.port, ['GET /pieces', 'GET /fixed?size=10'], ['GET', 'GET'])) as [Parsed, Parsed];
     assert.equal(pieces.headers.get('transfer-encoding'), 'chunked');
     assert.equal(pieces.body.length, size, 'every byte');
     assert.ok(pieces.body.equals(pattern(0, size)), 'the bytes in order');
@@ -247,16 +243,7 @@ describe('large response bodies over HTTP/1.1', () => {
   });
 
   test('an event stream whose head went out first, then a burst of events read at once: every event, in order', { timeout: 30_000 }, async () => {
-    const methods = ['GET', 'GET'];
-    const data = await pipelined(proxy.port, ['GET /events', 'GET /fixed?size=10'], (all) => {
-      try {
-        parseResponses(all, methods);
-        return true;
-      } catch {
-        return false;
-      }
-    });
-    const [events, next] = parseResponses(data, methods) as [Parsed, Parsed];
+    const [events, next] = (await pipelinedResponses(proxy.port, ['GET /events', 'GET /fixed?size=10'], ['GET', 'GET'])) as [Parsed, Parsed];
     assert.equal(events.headers.get('content-type'), 'text/event-stream');
     const expected = Array.from({ length: EVENT_BURST }, (_, i) => `data: ${i + 1}\n\n`).join('');
     assert.equal(events.body.toString('latin1'), expected);
