@@ -4,9 +4,10 @@
  *
  * - `--max-semi-space-size=16` (MiB): V8 sizes the young generation from the machine's memory, and on
  *   Node 24 it grows to two 64 MiB semi-spaces under load, the largest part of the process's RSS.
- *   Tollgate's per-request garbage dies young in far less: 16 MiB semi-spaces (Node 20's own limit) took
- *   80 MiB or more off the peak RSS at 200 connections at no measurable CPU cost; 8 MiB took about 10 MiB
- *   more off for about 1% more CPU per request, 4 MiB none (docs/deployment.md#memory).
+ *   Tollgate's per-request garbage dies young in far less: 16 MiB semi-spaces (Node 20's own limit), with
+ *   the arena setting below, took the peak RSS at 200 connections from 218-222 to 133-147 MiB at no
+ *   measurable CPU cost; 8 MiB took about 10 MiB more off for about 1% more CPU per request, 4 MiB none
+ *   (docs/deployment.md#memory).
  * - `MALLOC_ARENA_MAX=2`: glibc gives each thread that allocates its own malloc arena (V8's helper
  *   threads, libuv's pool); two are enough for a process that allocates on its main thread.
  *

@@ -313,8 +313,8 @@ describe('large response bodies over HTTP/1.1', () => {
         last = now;
       }
       // What may sit in between is mostly kernel buffers, which Linux grows on demand up to tcp_rmem's and
-      // tcp_wmem's maximum (32 and 4 MiB by default: 72 MiB over the two connections); a proxy that ignores
-      // backpressure takes all of it.
+      // tcp_wmem's maximum (6 and 4 MiB by default; 32 and 4 MiB on the machine this was tuned on: 72 MiB
+      // over the two connections); a proxy that ignores backpressure takes all of it.
       assert.ok(last < (size * 3) / 4, `the upstream stopped after ${last} of ${size} bytes`);
       socket.resume();
       await all;
