@@ -4,7 +4,7 @@ import type { Http2ServerResponse } from 'node:http2';
 import type { Socket } from 'node:net';
 import { fromUpstreamError, markRequest, type ProxyError } from './errors.js';
 import { downstreamTrailers, grpcStatusIn, type UpstreamTrailers } from './grpc.js';
-import { HOP_BY_HOP, connectionTokens } from './headers.js';
+import { connectionTokens, hopByHop } from './headers.js';
 import { BodyLimiter, pipeBody } from './request-body.js';
 import { bodyBytesPassed } from './scavenge.js';
 
@@ -209,8 +209,8 @@ export function upstreamResponseHeaders(raw: Buffer[]): string[] {
   let connection: string | undefined;
   for (let i = 0; i < raw.length; i += 2) {
     const name = (raw[i] as Buffer).toString('latin1');
-    const lower = name.toLowerCase();
-    if (HOP_BY_HOP.has(lower)) {
+    const lower = hopByHop(name);
+    if (lower !== undefined) {
       if (lower === 'connection') {
         const value = (raw[i + 1] as Buffer).toString('latin1');
         connection = connection === undefined ? value : `${connection},${value}`;
