@@ -6,7 +6,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { createAccessLog, probeRequests } from '../../../src/observability/access-log.js';
-import { createLogger, toRegularFile } from '../../../src/observability/logger.js';
+import { createLogger, epochTime, toRegularFile } from '../../../src/observability/logger.js';
+import pino from 'pino';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tollgate-logger-'));
 after(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -126,5 +127,29 @@ describe('log destination', () => {
     assert.match(lines[3] as string, /INFO \(\d+\): Request Completed \{"request_id":"probe-1",.*"status":200,/);
     assert.match(lines[4] as string, /WARN \(\d+\): Request Completed \{"request_id":"probe-2",.*"error":"bad_gateway"/);
     assert.match(lines[5] as string, /INFO \(\d+\): Request Completed \{"request_id":"probe-3",.*"status":101,.*"closed_by":"upstream_reset"\}$/s);
+  });
+});
+
+describe('epochTime', () => {
+  it("writes pino's epochTime field, and a new value when the millisecond changes", async () => {
+    let compared = 0;
+    for (let i = 0; i < 1000; i++) {
+      const before = Date.now();
+      const ours = epochTime();
+      const theirs = pino.stdTimeFunctions.epochTime();
+      if (Date.now() !== before) continue; // the millisecond turned between the two calls
+      assert.equal(ours, theirs);
+      compared++;
+    }
+    assert.ok(compared > 0);
+    const first = epochTime();
+    const start = Date.now();
+    while (Date.now() === start) {
+      // wait for the next millisecond
+    }
+    const later = epochTime();
+    assert.notEqual(later, first);
+    assert.match(later, /^,"time":\d{13}$/);
+    assert.ok(Number(later.slice(8)) > Number(first.slice(8)));
   });
 });

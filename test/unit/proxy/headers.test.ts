@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { upstreamResponseHeaders } from '../../../src/proxy/forward.js';
-import { HOP_BY_HOP, connectionTokens, formatMs } from '../../../src/proxy/headers.js';
+import { HOP_BY_HOP, connectionTokens, formatMs, hopByHop } from '../../../src/proxy/headers.js';
 
 /** undici's raw header form: name, value, name, value, ... as latin1 buffers. */
 function raw(...pairs: [string, string][]): Buffer[] {
@@ -11,6 +11,22 @@ function raw(...pairs: [string, string][]): Buffer[] {
 describe('HOP_BY_HOP', () => {
   test('lists the RFC 9110 hop-by-hop headers plus Keep-Alive and Proxy-Connection, lower-case', () => {
     assert.deepEqual([...HOP_BY_HOP].sort(), ['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
+  });
+});
+
+describe('hopByHop', () => {
+  test('names each hop-by-hop header in any case, lower-cased', () => {
+    for (const name of HOP_BY_HOP) {
+      assert.equal(hopByHop(name), name);
+      assert.equal(hopByHop(name.toUpperCase()), name);
+      assert.equal(hopByHop(name.replace(/(^|-)([a-z])/g, (m) => m.toUpperCase())), name);
+    }
+  });
+
+  test('undefined for other names, of the same lengths as hop-by-hop ones or not', () => {
+    for (const name of ['User-Agent', 'Keep-Alivx', 'tf', 'Referer', 'Trailex', 'Proxy-Connectiox', 'Transfer-Encodinx', 'Content-Type', 'X-Connection', 'Connectio', 'Trailers', '', 'x']) {
+      assert.equal(hopByHop(name), undefined, name);
+    }
   });
 });
 
