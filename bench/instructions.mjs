@@ -25,12 +25,16 @@
 // The backend and the client share one Node process outside valgrind.
 //
 //   node bench/instructions.mjs [--requests N] [--warmup N] [--repeats N] [--variants a,b] [--keep DIR] [--dist DIR]
-//                               [--body BYTES [--chunked]] [--semi-space MIB]
+//                               [--body BYTES [--chunked]] [--semi-space MIB] [--functions N]
 //   (defaults 6000, 15000, 1, all four); wrap it in `flock /tmp/bench.lock ...` on a shared machine.
 //   --body BYTES: the backend answers BYTES bytes instead of the 100-byte body, with a Content-Length, or
 //   with --chunked in 32 KiB chunks and no Content-Length (framed by the backend itself, so every Node
 //   sends the same chunks): the cost per request of a large body (per MiB: divide by its size in MiB).
 //   --semi-space MIB: Tollgate's --max-semi-space-size (default: the value the CLI gives itself, src/runtime.ts).
+//   --functions N: also print, per variant, where the instructions go: by origin (Tollgate's files, undici,
+//   Node's JS, regular expressions, V8's builtins and runtime, Node's C++, libc, ...) and the N functions
+//   with the most (exclusive) instructions per request. The proxy runs with --perf-basic-prof, and the
+//   addresses of JIT-compiled code in the dump are named from the map file V8 writes.
 import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -59,6 +63,7 @@ for (const v of VARIANTS) {
 let SEMI_SPACE = numberOption('--semi-space', 0);
 const BODY_BYTES = numberOption('--body', 0);
 const CHUNKED = process.argv.includes('--chunked');
+const FUNCTIONS = numberOption('--functions', 0);
 const TOKEN = 'dev-token-123';
 const BODY = 'tollgate-bench-payload:'.padEnd(100, '0123456789abcdefghijklmnopqrstuvwxyz');
 
@@ -105,14 +110,83 @@ function totalIr(file) {
  * function. Two runs of one config differed by 9% (191,081 vs 208,613 per request) and 14,000 of the
  * 17,500 instructions of difference were this; without it they agreed within 2%.
  */
-function compilerIr(file) {
-  const out = execFileSync('callgrind_annotate', ['--inclusive=no', '--threshold=100', file], { maxBuffer: 256 * 1024 * 1024 }).toString();
+function compilerIr(annotated) {
   let sum = 0;
+  for (const { ir, name } of annotated) if (name.includes('v8::internal::compiler::')) sum += ir;
+  return sum;
+}
+
+/** callgrind_annotate's exclusive counts per function of a dump: [{ ir, name }]. */
+function annotate(file) {
+  const out = execFileSync('callgrind_annotate', ['--inclusive=no', '--threshold=100', file], { maxBuffer: 256 * 1024 * 1024 }).toString();
+  const rows = [];
   for (const line of out.split('\n')) {
     const m = /^\s*([\d,]+) \(\s*[\d.]+%\)\s+(.*)$/.exec(line);
-    if (m && m[2].includes('v8::internal::compiler::')) sum += Number(m[1].replaceAll(',', ''));
+    if (m && !m[2].startsWith('PROGRAM TOTALS')) rows.push({ ir: Number(m[1].replaceAll(',', '')), name: m[2] });
   }
-  return sum;
+  return rows;
+}
+
+/** A name for JIT code at `address` from V8's perf map (`start size name` per line), if it is there. */
+function perfMapNamer(file) {
+  const entries = fs
+    .readFileSync(file, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => {
+      const [start, size, ...name] = line.split(' ');
+      return { start: parseInt(start, 16), end: parseInt(start, 16) + parseInt(size, 16), name: name.join(' ') };
+    })
+    .sort((a, b) => a.start - b.start);
+  return (address) => {
+    let lo = 0;
+    let hi = entries.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      if (entries[mid].start <= address) lo = mid + 1;
+      else hi = mid - 1;
+    }
+    const e = entries[hi];
+    return e !== undefined && address < e.end ? e.name.replace(/^(JS|LazyCompile|Function):[*~^+]?/, '') : undefined;
+  };
+}
+
+/** The origin of a function as callgrind_annotate (and the perf map) names it. */
+function originOf(name) {
+  if (name.startsWith('RegExp')) return 'regular expressions (compiled by V8)';
+  if (name.startsWith('wasm')) return "undici's llhttp (wasm)";
+  if (name.includes('/dist/')) return "Tollgate's JS";
+  if (name.includes('node_modules/undici/')) return "undici's JS";
+  if (name.includes('node_modules/')) return 'other packages (pino, sonic-boom, prom-client)';
+  if (/ node:|^'?node:/.test(name)) return "Node's JS";
+  if (name.startsWith("'") || name.startsWith(' ')) return 'other JS';
+  if (name.includes('Builtins_')) return "V8's builtins";
+  if (name.includes('v8::') || name.includes('Runtime_')) return "V8's runtime (C++)";
+  if (name.includes('node::') || name.includes('simdutf') || name.includes('llhttp')) return "Node's C++";
+  if (name.includes('uv__') || name.includes('/deps/uv/')) return 'libuv';
+  if (name.includes('libc.so') || name.includes('/malloc/') || name.includes('/string/') || name.includes('libstdc++')) return 'libc and libstdc++';
+  if (name.startsWith('unresolved JIT')) return 'JIT code not in the perf map';
+  return 'other native';
+}
+
+/** Where a dump's instructions go, per request: by origin and the `top` largest functions. */
+function functionReport(annotated, mapFile, requests, top) {
+  const nameOf = fs.existsSync(mapFile) ? perfMapNamer(mapFile) : () => undefined;
+  const byName = new Map();
+  for (const { ir, name } of annotated) {
+    if (name.includes('v8::internal::compiler::')) continue;
+    const jit = /^\?\?\?:0x([0-9a-f]+) \[\?\?\?\]$/.exec(name);
+    const label = jit ? (nameOf(parseInt(jit[1], 16)) ?? 'unresolved JIT code') : name.replace(/^\?\?\?:/, '').replace(/ \[[^\]]*\]$/, '');
+    byName.set(label, (byName.get(label) ?? 0) + ir);
+  }
+  const origins = new Map();
+  for (const [name, ir] of byName) origins.set(originOf(name), (origins.get(originOf(name)) ?? 0) + ir);
+  const fmt = (ir) => Math.round(ir / requests).toLocaleString('en-US').padStart(8);
+  const lines = ['  by origin:'];
+  for (const [origin, ir] of [...origins].sort((a, b) => b[1] - a[1])) lines.push(`  ${fmt(ir)}  ${origin}`);
+  lines.push(`  the ${top} largest functions:`);
+  for (const [name, ir] of [...byName].sort((a, b) => b[1] - a[1]).slice(0, top)) lines.push(`  ${fmt(ir)}  ${name.slice(0, 140)}`);
+  return lines.join('\n');
 }
 
 let redisUrl;
@@ -190,7 +264,8 @@ async function measure(dir, backendPort, variant, repeat) {
   if (PLUGINS[variant] !== undefined) fs.writeFileSync(path.join(dir, `${variant}.mjs`), PLUGINS[variant]);
   // The CLI's memory settings are given here, as the CLI would give them to itself (src/runtime.ts): it
   // would otherwise replace itself with process.execve, and valgrind does not follow an exec.
-  const command = variant === 'bare' ? ['bench/bare-forwarder.mjs', String(port), `127.0.0.1:${backendPort}`] : [`--max-semi-space-size=${SEMI_SPACE}`, path.join(DIST, 'cli.js'), '--config', cfg];
+  const perfMap = FUNCTIONS > 0 ? ['--perf-basic-prof'] : [];
+  const command = variant === 'bare' ? [...perfMap, 'bench/bare-forwarder.mjs', String(port), `127.0.0.1:${backendPort}`] : [...perfMap, `--max-semi-space-size=${SEMI_SPACE}`, path.join(DIST, 'cli.js'), '--config', cfg];
   const out = path.join(dir, `callgrind.${name}`);
   const child = spawn('taskset', ['-c', '0', 'valgrind', '--tool=callgrind', '--instr-atstart=no', '--smc-check=all-non-file', `--callgrind-out-file=${out}`, process.execPath, ...command], {
     cwd: ROOT,
@@ -211,10 +286,15 @@ async function measure(dir, backendPort, variant, repeat) {
   execFileSync('callgrind_control', ['-i', 'off', String(child.pid)], { stdio: 'ignore' });
   execFileSync('callgrind_control', ['-d', 'measured', String(child.pid)], { stdio: 'ignore' });
   const dump = fs.readdirSync(dir).filter((f) => f.startsWith(`callgrind.${name}.`)).map((f) => path.join(dir, f)).sort().at(-1);
-  const ir = totalIr(dump) - compilerIr(dump);
+  const annotated = annotate(dump);
+  const ir = totalIr(dump) - compilerIr(annotated);
   child.kill('SIGTERM');
   await new Promise((r) => child.once('exit', r));
-  return ir / REQUESTS;
+  // valgrind runs node in the process taskset started, so V8's map file has that process id.
+  const mapFile = `/tmp/perf-${child.pid}.map`;
+  const report = FUNCTIONS > 0 ? functionReport(annotated, mapFile, REQUESTS, FUNCTIONS) : undefined;
+  fs.rmSync(mapFile, { force: true });
+  return { perRequest: ir / REQUESTS, report };
 }
 
 /**
@@ -258,9 +338,10 @@ async function main() {
   console.log(`instructions per request under callgrind (V8's optimizing compiler excluded): ${WARMUP} warm-up, ${REQUESTS} measured, ${REPEATS} repeat(s); node ${process.version}; Tollgate with --max-semi-space-size=${SEMI_SPACE}${bodyNote}`);
   for (let i = 0; i < REPEATS; i++) {
     for (const variant of VARIANTS) {
-      const perRequest = await measure(dir, backend.address().port, variant, i);
+      const { perRequest, report } = await measure(dir, backend.address().port, variant, i);
       results[variant].push(perRequest);
       console.log(`${variant} run ${i + 1}: ${Math.round(perRequest).toLocaleString('en-US')}`);
+      if (report !== undefined) console.log(report);
     }
   }
   const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
