@@ -112,8 +112,13 @@ function totalIr(file) {
  */
 function compilerIr(annotated) {
   let sum = 0;
-  for (const { ir, name } of annotated) if (name.includes('v8::internal::compiler::')) sum += ir;
+  for (const { ir, name } of annotated) if (isCompiler(name)) sum += ir;
   return sum;
+}
+
+/** Whether a function belongs to V8's optimizing compiler (left out of every count, see compilerIr). */
+function isCompiler(name) {
+  return name.includes('v8::internal::compiler::');
 }
 
 /** callgrind_annotate's exclusive counts per function of a dump: [{ ir, name }]. */
@@ -135,7 +140,8 @@ function perfMapNamer(file) {
     .filter(Boolean)
     .map((line) => {
       const [start, size, ...name] = line.split(' ');
-      return { start: parseInt(start, 16), end: parseInt(start, 16) + parseInt(size, 16), name: name.join(' ') };
+      const at = parseInt(start, 16);
+      return { start: at, end: at + parseInt(size, 16), name: name.join(' ') };
     })
     .sort((a, b) => a.start - b.start);
   return (address) => {
@@ -174,13 +180,16 @@ function functionReport(annotated, mapFile, requests, top) {
   const nameOf = fs.existsSync(mapFile) ? perfMapNamer(mapFile) : () => undefined;
   const byName = new Map();
   for (const { ir, name } of annotated) {
-    if (name.includes('v8::internal::compiler::')) continue;
+    if (isCompiler(name)) continue;
     const jit = /^\?\?\?:0x([0-9a-f]+) \[\?\?\?\]$/.exec(name);
     const label = jit ? (nameOf(parseInt(jit[1], 16)) ?? 'unresolved JIT code') : name.replace(/^\?\?\?:/, '').replace(/ \[[^\]]*\]$/, '');
     byName.set(label, (byName.get(label) ?? 0) + ir);
   }
   const origins = new Map();
-  for (const [name, ir] of byName) origins.set(originOf(name), (origins.get(originOf(name)) ?? 0) + ir);
+  for (const [name, ir] of byName) {
+    const origin = originOf(name);
+    origins.set(origin, (origins.get(origin) ?? 0) + ir);
+  }
   const fmt = (ir) => Math.round(ir / requests).toLocaleString('en-US').padStart(8);
   const lines = ['  by origin:'];
   for (const [origin, ir] of [...origins].sort((a, b) => b[1] - a[1])) lines.push(`  ${fmt(ir)}  ${origin}`);
@@ -291,8 +300,9 @@ async function measure(dir, backendPort, variant, repeat) {
   child.kill('SIGTERM');
   await new Promise((r) => child.once('exit', r));
   // valgrind runs node in the process taskset started, so V8's map file has that process id.
+  if (FUNCTIONS === 0) return { perRequest: ir / REQUESTS, report: undefined };
   const mapFile = `/tmp/perf-${child.pid}.map`;
-  const report = FUNCTIONS > 0 ? functionReport(annotated, mapFile, REQUESTS, FUNCTIONS) : undefined;
+  const report = functionReport(annotated, mapFile, REQUESTS, FUNCTIONS);
   fs.rmSync(mapFile, { force: true });
   return { perRequest: ir / REQUESTS, report };
 }
