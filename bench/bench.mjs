@@ -2202,8 +2202,10 @@ async function main() {
 
   if (TARGETS.some((t) => t.startsWith('tollgate') || t === TLS_TARGET || t === GRPC_TARGET)) await ensureTollgateBuilt(tmpDir);
 
-  const [b1, b2, b3, ...targetPorts] = await freePorts(3 + TARGETS.length);
-  const ports = { backends: [b1, b2, b3], of: Object.fromEntries(TARGETS.map((t, i) => [t, targetPorts[i]])) };
+  // The rows of the table; the phases after it (tollgate-reload, tls, grpc, websocket) pick their ports when they start.
+  const tableTargets = TARGETS.filter((name) => !PHASES.includes(name));
+  const [b1, b2, b3, ...targetPorts] = await freePorts(3 + tableTargets.length);
+  const ports = { backends: [b1, b2, b3], of: Object.fromEntries(tableTargets.map((t, i) => [t, targetPorts[i]])) };
 
   BIG = bigBody();
   // The nginx workers run as an unprivileged user when started as root: they need to
@@ -2229,8 +2231,7 @@ async function main() {
     if (nginx.exitInfo) throw new Error('nginx exited unexpectedly');
   };
 
-  // The rows of the table; tollgate-reload is a phase of its own after them.
-  const targets = TARGETS.filter((name) => !PHASES.includes(name)).map((name) => newTarget(name, specs[name]));
+  const targets = tableTargets.map((name) => newTarget(name, specs[name]));
   let reload = null;
   let tls = null;
   let grpcPhase = null;
@@ -2241,25 +2242,22 @@ async function main() {
       await startTarget(t);
     }
     await measureAll(targets, checkBackends);
-    // The phases after the table pick their ports when they start: a port found free before the table's
-    // half hour of connections may be some connection's local port by then.
+    // Each phase measures alone, on ports found free when it starts: a port found free before the table's
+    // many thousands of connections may be some connection's local port by then.
+    if (tableTargets.length < TARGETS.length) await Promise.all(targets.map((t) => stop(t.child)));
     if (TARGETS.includes(RELOAD_TARGET)) {
-      await Promise.all(targets.map((t) => stop(t.child)));
       const [port, admin] = await freePorts(2);
       reload = await measureReloads(port, admin, ports.backends, tmpDir, checkBackends);
     }
     if (TARGETS.includes(TLS_TARGET)) {
-      await Promise.all(targets.map((t) => stop(t.child)));
       const [nginxPort, tollgatePort] = await freePorts(2);
       tls = await measureTls({ nginx: nginxPort, tollgate: tollgatePort }, ports.backends, tmpDir, checkBackends);
     }
     if (TARGETS.includes(GRPC_TARGET)) {
-      await Promise.all(targets.map((t) => stop(t.child)));
       const [upstream, tollgatePort] = await freePorts(2);
       grpcPhase = await measureGrpc({ upstream, tollgate: tollgatePort }, tmpDir);
     }
     if (TARGETS.includes(WS_TARGET)) {
-      await Promise.all(targets.map((t) => stop(t.child)));
       const [echo, relay, tollgatePort] = await freePorts(3);
       websocket = await measureWebSocket({ echo, relay, tollgate: tollgatePort }, tmpDir, checkBackends);
     }
