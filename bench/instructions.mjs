@@ -19,6 +19,11 @@
 //                          Host headers, paths and query) instead of GET / (only when named)
 //   tollgate-routes-1000   tollgate plus the bench's 1,000 routes (bench/routes.mjs), sent the same 8 requests:
 //                          against tollgate-mix, what the routes cost; against tollgate, the requests too
+//   nginx-proxy            nginx as the bench's nginx-proxy row runs it (keep-alive upstream, no access log),
+//                          one process (master_process off): a count that the vCPU's drift cannot move, to set
+//                          beside the bench's requests per CPU-second (only when named). callgrind counts
+//                          instructions in user space only, for nginx and Node alike: the kernel's work for
+//                          their system calls is in neither count
 // For each: start the proxy under callgrind with instrumentation off, send WARMUP requests so V8 has
 // compiled the hot path, switch instrumentation on, send REQUESTS requests (keep-alive, 8 at a time), dump
 // and divide the instructions by REQUESTS, leaving out those of V8's optimizing compiler (see compilerIr).
@@ -35,7 +40,7 @@
 //   Node's JS, regular expressions, V8's builtins and runtime, Node's C++, libc, ...) and the N functions
 //   with the most (exclusive) instructions per request. The proxy runs with --perf-basic-prof, and the
 //   addresses of JIT-compiled code in the dump are named from the map file V8 writes.
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
@@ -53,7 +58,7 @@ const KEEP = textOption('--keep');
 const DIST = textOption('--dist') ?? 'dist';
 const PLUGIN_VARIANTS = ['tollgate-plugin-none', 'tollgate-plugin-empty', 'tollgate-plugin-header'];
 const MIX_VARIANTS = ['tollgate-mix', 'tollgate-routes-1000'];
-const ALL = ['tollgate', 'tollgate-no_monitoring', 'tollgate-minimal', 'bare', 'tollgate-redis', ...PLUGIN_VARIANTS, ...MIX_VARIANTS];
+const ALL = ['tollgate', 'tollgate-no_monitoring', 'tollgate-minimal', 'bare', 'tollgate-redis', 'nginx-proxy', ...PLUGIN_VARIANTS, ...MIX_VARIANTS];
 const DEFAULT_VARIANTS = ['tollgate', 'tollgate-no_monitoring', 'tollgate-minimal', 'bare', ...PLUGIN_VARIANTS];
 const VARIANTS = textOption('--variants')?.split(',') ?? DEFAULT_VARIANTS;
 for (const v of VARIANTS) {
@@ -170,6 +175,7 @@ function originOf(name) {
   if (name.includes('v8::') || name.includes('Runtime_')) return "V8's runtime (C++)";
   if (name.includes('node::') || name.includes('simdutf') || name.includes('llhttp')) return "Node's C++";
   if (name.includes('uv__') || name.includes('/deps/uv/')) return 'libuv';
+  if (name.includes('ngx_')) return 'nginx';
   if (name.includes('libc.so') || name.includes('/malloc/') || name.includes('/string/') || name.includes('libstdc++')) return 'libc and libstdc++';
   if (name.startsWith('unresolved JIT')) return 'JIT code not in the perf map';
   return 'other native';
@@ -265,18 +271,66 @@ function routesFor(variant) {
 `;
 }
 
-async function measure(dir, backendPort, variant, repeat) {
-  const port = await freePort();
-  const name = `${variant}-${repeat}`;
+/** nginx as the bench's nginx-proxy (bench/bench.mjs nginxProxyConf) with one upstream, in one process. */
+function nginxConfFor(dir, name, port, backendPort) {
+  const p = (file) => path.join(dir, `${name}-${file}`);
+  return `daemon off;
+master_process off;
+worker_processes 1;
+pid ${p('nginx.pid')};
+error_log ${p('error.log')} warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  server_tokens off;
+  keepalive_requests 1000000;
+  keepalive_timeout 75s;
+  client_body_temp_path ${p('client-body')};
+  proxy_temp_path ${p('proxy-temp')};
+  fastcgi_temp_path ${p('fastcgi')};
+  uwsgi_temp_path ${p('uwsgi')};
+  scgi_temp_path ${p('scgi')};
+  upstream backends {
+    server 127.0.0.1:${backendPort};
+    keepalive 64;
+    keepalive_requests 1000000;
+  }
+  server {
+    listen 127.0.0.1:${port};
+    location / {
+      proxy_pass http://backends;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_max_temp_file_size 0;
+    }
+  }
+}
+`;
+}
+
+/** The program valgrind runs for a variant, and its arguments. */
+function commandFor(dir, name, variant, port, backendPort) {
+  if (variant === 'nginx-proxy') {
+    const conf = path.join(dir, `${name}-nginx.conf`);
+    fs.writeFileSync(conf, nginxConfFor(dir, name, port, backendPort));
+    return ['nginx', '-p', dir, '-c', conf, '-e', path.join(dir, `${name}-error.log`)];
+  }
   const cfg = path.join(dir, `${name}.yaml`);
   fs.writeFileSync(cfg, configFor(variant, port, backendPort, path.join(dir, `${name}.log`)));
   if (PLUGINS[variant] !== undefined) fs.writeFileSync(path.join(dir, `${variant}.mjs`), PLUGINS[variant]);
   // The CLI's memory settings are given here, as the CLI would give them to itself (src/runtime.ts): it
   // would otherwise replace itself with process.execve, and valgrind does not follow an exec.
   const perfMap = FUNCTIONS > 0 ? ['--perf-basic-prof'] : [];
-  const command = variant === 'bare' ? [...perfMap, 'bench/bare-forwarder.mjs', String(port), `127.0.0.1:${backendPort}`] : [...perfMap, `--max-semi-space-size=${SEMI_SPACE}`, path.join(DIST, 'cli.js'), '--config', cfg];
+  if (variant === 'bare') return [process.execPath, ...perfMap, 'bench/bare-forwarder.mjs', String(port), `127.0.0.1:${backendPort}`];
+  return [process.execPath, ...perfMap, `--max-semi-space-size=${SEMI_SPACE}`, path.join(DIST, 'cli.js'), '--config', cfg];
+}
+
+async function measure(dir, backendPort, variant, repeat) {
+  const port = await freePort();
+  const name = `${variant}-${repeat}`;
+  const command = commandFor(dir, name, variant, port, backendPort);
   const out = path.join(dir, `callgrind.${name}`);
-  const child = spawn('taskset', ['-c', '0', 'valgrind', '--tool=callgrind', '--instr-atstart=no', '--smc-check=all-non-file', `--callgrind-out-file=${out}`, process.execPath, ...command], {
+  const child = spawn('taskset', ['-c', '0', 'valgrind', '--tool=callgrind', '--instr-atstart=no', '--smc-check=all-non-file', `--callgrind-out-file=${out}`, ...command], {
     cwd: ROOT,
     stdio: ['ignore', 'ignore', 'pipe'],
     env: { ...process.env, LOG_LEVEL: '', MALLOC_ARENA_MAX: '2' },
@@ -345,7 +399,9 @@ async function main() {
   if (VARIANTS.includes('tollgate-redis')) redisUrl = await startRedis();
   const results = Object.fromEntries(VARIANTS.map((v) => [v, []]));
   const bodyNote = BODY_BYTES > 0 ? `; responses of ${BODY_BYTES} bytes${CHUNKED ? ', chunked (32 KiB chunks)' : ' with a Content-Length'}` : '';
-  console.log(`instructions per request under callgrind (V8's optimizing compiler excluded): ${WARMUP} warm-up, ${REQUESTS} measured, ${REPEATS} repeat(s); node ${process.version}; Tollgate with --max-semi-space-size=${SEMI_SPACE}${bodyNote}`);
+  // nginx -v writes its version to stderr.
+  const nginxNote = VARIANTS.includes('nginx-proxy') ? `; ${spawnSync('nginx', ['-v'], { encoding: 'utf8' }).stderr.trim().replace(/^nginx version: /, '')}` : '';
+  console.log(`instructions per request under callgrind (V8's optimizing compiler excluded): ${WARMUP} warm-up, ${REQUESTS} measured, ${REPEATS} repeat(s); node ${process.version}; Tollgate with --max-semi-space-size=${SEMI_SPACE}${bodyNote}${nginxNote}`);
   for (let i = 0; i < REPEATS; i++) {
     for (const variant of VARIANTS) {
       const { perRequest, report } = await measure(dir, backend.address().port, variant, i);
@@ -378,6 +434,10 @@ async function main() {
   if (m['tollgate-mix'] !== undefined && m['tollgate-routes-1000'] !== undefined) {
     const vsRoot = m.tollgate === undefined ? '' : `; the mix to GET / (tollgate-mix to tollgate): ${((m['tollgate-mix'] / m.tollgate - 1) * 100).toFixed(1)}%`;
     console.log(`routes cost: tollgate-routes-1000 ${((m['tollgate-routes-1000'] / m['tollgate-mix'] - 1) * 100).toFixed(1)}% over tollgate-mix${vsRoot}`);
+  }
+  if (m['nginx-proxy'] !== undefined) {
+    const others = VARIANTS.filter((v) => v !== 'nginx-proxy');
+    if (others.length > 0) console.log(`throughput implied by instructions, as a share of nginx-proxy's: ${others.map((v) => `${v} ${(m['nginx-proxy'] / m[v]).toFixed(3)}`).join(', ')}`);
   }
   if (m.tollgate !== undefined && m['tollgate-minimal'] !== undefined) {
     const r = m['tollgate-minimal'] / m.tollgate;
