@@ -47,6 +47,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { ROOT, freePort, numberOption, textOption } from './common.mjs';
+import { nginxProxyConf } from './nginx-conf.mjs';
 import { ROUTE_MIX, routes1000Yaml } from './routes.mjs';
 
 const REQUESTS = numberOption('--requests', 6000);
@@ -271,49 +272,15 @@ function routesFor(variant) {
 `;
 }
 
-/** nginx as the bench's nginx-proxy (bench/bench.mjs nginxProxyConf) with one upstream, in one process. */
-function nginxConfFor(dir, name, port, backendPort) {
-  const p = (file) => path.join(dir, `${name}-${file}`);
-  return `daemon off;
-master_process off;
-worker_processes 1;
-pid ${p('nginx.pid')};
-error_log ${p('error.log')} warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  server_tokens off;
-  keepalive_requests 1000000;
-  keepalive_timeout 75s;
-  client_body_temp_path ${p('client-body')};
-  proxy_temp_path ${p('proxy-temp')};
-  fastcgi_temp_path ${p('fastcgi')};
-  uwsgi_temp_path ${p('uwsgi')};
-  scgi_temp_path ${p('scgi')};
-  upstream backends {
-    server 127.0.0.1:${backendPort};
-    keepalive 64;
-    keepalive_requests 1000000;
-  }
-  server {
-    listen 127.0.0.1:${port};
-    location / {
-      proxy_pass http://backends;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_max_temp_file_size 0;
-    }
-  }
-}
-`;
-}
-
 /** The program valgrind runs for a variant, and its arguments. */
 function commandFor(dir, name, variant, port, backendPort) {
   if (variant === 'nginx-proxy') {
-    const conf = path.join(dir, `${name}-nginx.conf`);
-    fs.writeFileSync(conf, nginxConfFor(dir, name, port, backendPort));
-    return ['nginx', '-p', dir, '-c', conf, '-e', path.join(dir, `${name}-error.log`)];
+    // The bench's nginx-proxy with one upstream, in one process (valgrind would not follow a worker).
+    const d = path.join(dir, name);
+    fs.mkdirSync(d, { recursive: true });
+    const conf = path.join(d, 'nginx.conf');
+    fs.writeFileSync(conf, nginxProxyConf(d, port, [backendPort]).replace('master_process on;', 'master_process off;'));
+    return ['nginx', '-p', d, '-c', conf, '-e', path.join(d, 'error.log')];
   }
   const cfg = path.join(dir, `${name}.yaml`);
   fs.writeFileSync(cfg, configFor(variant, port, backendPort, path.join(dir, `${name}.log`)));
