@@ -279,7 +279,7 @@ function commandFor(dir, name, variant, port, backendPort) {
     const d = path.join(dir, name);
     fs.mkdirSync(d, { recursive: true });
     const conf = path.join(d, 'nginx.conf');
-    fs.writeFileSync(conf, nginxProxyConf(d, port, [backendPort]).replace('master_process on;', 'master_process off;'));
+    fs.writeFileSync(conf, nginxProxyConf(d, port, [backendPort], { master: false }));
     return ['nginx', '-p', d, '-c', conf, '-e', path.join(d, 'error.log')];
   }
   const cfg = path.join(dir, `${name}.yaml`);
